@@ -250,6 +250,12 @@ def correct(tables):
                 c["foreign_key"] = target
             elif c["foreign_key"] is False:
                 c["foreign_key"] = None
+        # "All records ... have meta-data" (spec: Meta Data), but sms_history
+        # lists no modified_by: add whichever meta column a table lacks.
+        have = {c["name"] for c in t["columns"]}
+        for n, typ, d in META:
+            if n not in have:
+                t["columns"].append(col(n, typ, description=d))
         if t["name"] == "product":
             # The spec filters on current_tamper_flag and documents the tamper
             # switch actions, but the product table lists no tamper columns.

@@ -115,9 +115,29 @@ pub struct Column {
 }
 
 impl Column {
-    /// Set by the system: the meta data columns, and integer primary keys.
+    /// A column that is not in the catalogue (a count, a joined field), for
+    /// decoding rows.
+    pub fn computed(name: &str, ty: ColumnType) -> Self {
+        Self {
+            name: name.to_string(),
+            ty,
+            max_len: None,
+            primary_key: false,
+            not_null: false,
+            unique: false,
+            foreign_key: None,
+            default: None,
+            options: None,
+            description: String::new(),
+        }
+    }
+
+    /// Set by the system: the meta data columns, and `<table>_id` integer
+    /// primary keys. (Natural keys such as `network.mccmnc` or
+    /// `channel.name` are supplied by the client.)
     pub fn is_system(&self) -> bool {
-        META_COLUMNS.contains(&self.name.as_str()) || (self.primary_key && self.ty == ColumnType::Int)
+        META_COLUMNS.contains(&self.name.as_str())
+            || (self.primary_key && self.ty == ColumnType::Int && self.name.ends_with("_id"))
     }
 
     /// Accepted on writes but never returned (the user password hash).
@@ -165,7 +185,11 @@ pub enum ProductScope {
     /// Rows of `table` point at this row by `column` and carry the IMEI in
     /// `imei_column` (parts are linked to products by `part_product_linker`).
     /// A row no linker row points at belongs to no product and stays visible.
-    Linked { table: String, column: String, imei_column: String },
+    Linked {
+        table: String,
+        column: String,
+        imei_column: String,
+    },
 }
 
 /// One generic table.
@@ -251,7 +275,11 @@ pub enum CatalogueError {
     PrimaryKey(String),
     /// A foreign key names a table that does not exist.
     #[error("column {table}.{column} references unknown table {target}")]
-    UnknownTarget { table: String, column: String, target: String },
+    UnknownTarget {
+        table: String,
+        column: String,
+        target: String,
+    },
     /// Two tables or two columns share a name.
     #[error("duplicate name {0}")]
     Duplicate(String),
@@ -299,11 +327,17 @@ impl Catalogue {
                 }
             }
         }
-        let relations: Vec<Vec<Relation>> = tables.iter().map(|t| resolve_relations(t, &tables, &by_name)).collect();
+        let relations: Vec<Vec<Relation>> = tables
+            .iter()
+            .map(|t| resolve_relations(t, &tables, &by_name))
+            .collect();
         for (t, rels) in tables.iter_mut().zip(relations) {
             t.relations = rels;
         }
-        let scopes: Vec<ProductScope> = tables.iter().map(|t| resolve_scope(t, &tables, &by_name)).collect();
+        let scopes: Vec<ProductScope> = tables
+            .iter()
+            .map(|t| resolve_scope(t, &tables, &by_name))
+            .collect();
         for (t, scope) in tables.iter_mut().zip(scopes) {
             t.scope = scope;
         }
@@ -326,7 +360,11 @@ impl Catalogue {
 /// to-many relation per table with a foreign key to this one (named as the
 /// spec's relationship list names it where that can be matched, and always
 /// by the referencing table's name).
-fn resolve_relations(table: &Table, tables: &[Table], by_name: &HashMap<String, usize>) -> Vec<Relation> {
+fn resolve_relations(
+    table: &Table,
+    tables: &[Table],
+    by_name: &HashMap<String, usize>,
+) -> Vec<Relation> {
     let mut out: Vec<Relation> = Vec::new();
     let mut push = |r: Relation| {
         if !out.iter().any(|o| o.name == r.name) && table.column(&r.name).is_none() {
@@ -334,7 +372,9 @@ fn resolve_relations(table: &Table, tables: &[Table], by_name: &HashMap<String, 
         }
     };
     for c in &table.columns {
-        let Some(target) = &c.foreign_key else { continue };
+        let Some(target) = &c.foreign_key else {
+            continue;
+        };
         let target_pk = tables[by_name[target]].primary_key().name.clone();
         let stripped = c.name.strip_suffix("_id").unwrap_or(&c.name).to_string();
         for name in [target.clone(), stripped] {
@@ -397,24 +437,41 @@ fn singular(name: &str) -> String {
 }
 
 /// Decides how a table's rows belong to a product (see [`ProductScope`]).
-fn resolve_scope(table: &Table, tables: &[Table], by_name: &HashMap<String, usize>) -> ProductScope {
+fn resolve_scope(
+    table: &Table,
+    tables: &[Table],
+    by_name: &HashMap<String, usize>,
+) -> ProductScope {
     if table.name == "product" {
         return ProductScope::Column(table.primary_key().name.clone());
     }
-    if let Some(c) = table.columns.iter().find(|c| c.foreign_key.as_deref() == Some("product")) {
+    if let Some(c) = table
+        .columns
+        .iter()
+        .find(|c| c.foreign_key.as_deref() == Some("product"))
+    {
         return ProductScope::Column(c.name.clone());
     }
     // One hop through a foreign key to a table that holds the IMEI itself.
     // Columns that only point at a product-owned row as a pointer to "latest"
     // data are skipped in favour of the owning row's own IMEI above.
     for c in &table.columns {
-        let Some(target) = &c.foreign_key else { continue };
+        let Some(target) = &c.foreign_key else {
+            continue;
+        };
         if target == &table.name || c.name.starts_with("latest_") {
             continue;
         }
         let t = &tables[by_name[target]];
-        if t.name != "product" && t.columns.iter().any(|tc| tc.foreign_key.as_deref() == Some("product")) {
-            return ProductScope::Via { column: c.name.clone(), table: t.name.clone() };
+        if t.name != "product"
+            && t.columns
+                .iter()
+                .any(|tc| tc.foreign_key.as_deref() == Some("product"))
+        {
+            return ProductScope::Via {
+                column: c.name.clone(),
+                table: t.name.clone(),
+            };
         }
     }
     if table.name == "part" {
@@ -434,14 +491,27 @@ mod tests {
     #[test]
     fn builtin_catalogue_loads_and_covers_the_spec() {
         let cat = Catalogue::builtin();
-        assert!(cat.tables().len() >= 84, "spec's 80 tables plus the unlisted ones");
-        for name in ["user", "product_entity_linker", "tamper_enable_history", "product_group", "part_parameter"] {
+        assert!(
+            cat.tables().len() >= 84,
+            "spec's 80 tables plus the unlisted ones"
+        );
+        for name in [
+            "user",
+            "product_entity_linker",
+            "tamper_enable_history",
+            "product_group",
+            "part_parameter",
+        ] {
             assert!(cat.table(name).is_some(), "missing {name}");
         }
         let product = cat.table("product").unwrap();
         assert_eq!(product.primary_key().name, "product_imei");
         assert_eq!(product.scope, ProductScope::Column("product_imei".into()));
-        assert_eq!(product.permission_for("POST"), None, "products are created by actions only");
+        assert_eq!(
+            product.permission_for("POST"),
+            None,
+            "products are created by actions only"
+        );
         assert_eq!(product.permission_for("GET"), Some(Permission::Overview));
     }
 
@@ -453,7 +523,9 @@ mod tests {
         assert_eq!((states.target.as_str(), states.to_one), ("state", false));
         let notes = product.relation("notes").expect("spec relation name");
         assert_eq!(notes.target, "product_note");
-        let pt = product.relation("product_type").expect("foreign key relation");
+        let pt = product
+            .relation("product_type")
+            .expect("foreign key relation");
         assert!(pt.to_one);
         assert_eq!(pt.remote_column, "product_type_id");
         assert!(product.relation("product_entity_linker").is_some());
@@ -463,12 +535,18 @@ mod tests {
     fn scope_follows_product_references() {
         let cat = Catalogue::builtin();
         assert_eq!(cat.table("entity").unwrap().scope, ProductScope::Unscoped);
-        assert_eq!(cat.table("alert").unwrap().scope, ProductScope::Column("product_imei".into()));
+        assert_eq!(
+            cat.table("alert").unwrap().scope,
+            ProductScope::Column("product_imei".into())
+        );
         assert!(matches!(
             cat.table("repair_workflow_event").unwrap().scope,
             ProductScope::Via { ref table, .. } if table == "repair"
         ));
-        assert!(matches!(cat.table("part").unwrap().scope, ProductScope::Linked { .. }));
+        assert!(matches!(
+            cat.table("part").unwrap().scope,
+            ProductScope::Linked { .. }
+        ));
     }
 
     #[test]

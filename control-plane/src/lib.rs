@@ -2,6 +2,25 @@
 //!
 //! # Layout
 //! - [`catalogue`]: every generic table, declared once in `catalogue/tables.json`.
+//! - [`schema`]: DDL generated from the catalogue (committed as migration 0001).
 //! - [`values`]: JSON values from clients to typed SQL values; the API timestamp format.
+//! - [`query`]: the Flask-Restless query language (`q`), compiled to SQL with scope.
+//! - [`db`]: SQLite / PostgreSQL behind one type; binding and row decoding.
+//! - [`auth`]: passwords, tokens, permissions, the authenticated-user extractor.
+//! - [`http`]: the router, generic table routes, auth routes, OpenAPI.
+//! - [`error`]: the one API error enum and its JSON envelope.
+//! - [`startup`]: open and migrate the database, ensure the admin user.
+
+pub mod auth;
 pub mod catalogue;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod query;
+pub mod schema;
+pub mod startup;
 pub mod values;
+
+pub use config::ControlPlaneConfig;

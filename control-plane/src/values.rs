@@ -45,16 +45,33 @@ impl TruncateMicros for NaiveDateTime {
 pub enum ValueError {
     /// The JSON type does not match the column type.
     #[error("field '{field}' must be of type {expected}, got {got}")]
-    WrongType { field: String, expected: &'static str, got: &'static str },
+    WrongType {
+        field: String,
+        expected: &'static str,
+        got: &'static str,
+    },
     /// A string is not a timestamp or date in an accepted format.
     #[error("field '{field}' must be a {expected} like {example}, got '{got}'")]
-    BadTime { field: String, expected: &'static str, example: &'static str, got: String },
+    BadTime {
+        field: String,
+        expected: &'static str,
+        example: &'static str,
+        got: String,
+    },
     /// The value is not one of the column's `options`.
     #[error("field '{field}' must be one of {options:?}, got '{got}'")]
-    NotAnOption { field: String, options: Vec<String>, got: String },
+    NotAnOption {
+        field: String,
+        options: Vec<String>,
+        got: String,
+    },
     /// A string is longer than the column allows.
     #[error("field '{field}' must be at most {max} characters long, got {got}")]
-    TooLong { field: String, max: usize, got: usize },
+    TooLong {
+        field: String,
+        max: usize,
+        got: usize,
+    },
     /// `null` for a not-null column.
     #[error("field '{field}' may not be null")]
     Null { field: String },
@@ -105,12 +122,19 @@ pub fn parse_datetime(text: &str) -> Option<NaiveDateTime> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc).naive_utc());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(text.trim_end_matches('Z'), fmt) {
             return Some(t);
         }
     }
-    NaiveDate::parse_from_str(text, DATE_FORMAT).ok().and_then(|d| d.and_hms_opt(0, 0, 0))
+    NaiveDate::parse_from_str(text, DATE_FORMAT)
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
 }
 
 /// Converts a client's JSON value to a SQL value for `column`, enforcing the
@@ -119,7 +143,11 @@ pub fn parse_datetime(text: &str) -> Option<NaiveDateTime> {
 /// null, inserts may not).
 pub fn coerce(column: &Column, value: &Json) -> Result<Value, ValueError> {
     let field = || column.name.clone();
-    let wrong = |expected: &'static str| ValueError::WrongType { field: field(), expected, got: json_kind(value) };
+    let wrong = |expected: &'static str| ValueError::WrongType {
+        field: field(),
+        expected,
+        got: json_kind(value),
+    };
     if value.is_null() {
         return Ok(null_for(column.ty));
     }
@@ -129,7 +157,9 @@ pub fn coerce(column: &Column, value: &Json) -> Result<Value, ValueError> {
                 Some(i) => Value::BigInt(Some(i)),
                 // 3.0 is an int; 3.5 is not.
                 None => match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::BigInt(Some(f as i64)),
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                        Value::BigInt(Some(f as i64))
+                    }
                     _ => return Err(wrong("int")),
                 },
             },
@@ -144,16 +174,18 @@ pub fn coerce(column: &Column, value: &Json) -> Result<Value, ValueError> {
             _ => return Err(wrong("boolean")),
         },
         ColumnType::String | ColumnType::Text => {
-            let text = match value {
-                Json::String(s) => s.clone(),
-                // IMEIs and ICCIDs are often sent as numbers by old clients.
-                Json::Number(n) if column.ty == ColumnType::String => n.to_string(),
-                _ => return Err(wrong(column.ty.as_str())),
+            let Json::String(text) = value else {
+                return Err(wrong(column.ty.as_str()));
             };
+            let text = text.clone();
             if let Some(max) = column.max_len {
                 let len = text.chars().count();
                 if len > max {
-                    return Err(ValueError::TooLong { field: field(), max, got: len });
+                    return Err(ValueError::TooLong {
+                        field: field(),
+                        max,
+                        got: len,
+                    });
                 }
             }
             Value::String(Some(Box::new(text)))
@@ -173,17 +205,19 @@ pub fn coerce(column: &Column, value: &Json) -> Result<Value, ValueError> {
             _ => return Err(wrong("datetime")),
         },
         ColumnType::Date => match value {
-            Json::String(s) => match NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), DATE_FORMAT) {
-                Ok(d) => Value::ChronoDate(Some(Box::new(d))),
-                Err(_) => {
-                    return Err(ValueError::BadTime {
-                        field: field(),
-                        expected: "date",
-                        example: "2016-07-01",
-                        got: s.clone(),
-                    })
+            Json::String(s) => {
+                match NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), DATE_FORMAT) {
+                    Ok(d) => Value::ChronoDate(Some(Box::new(d))),
+                    Err(_) => {
+                        return Err(ValueError::BadTime {
+                            field: field(),
+                            expected: "date",
+                            example: "2016-07-01",
+                            got: s.clone(),
+                        })
+                    }
                 }
-            },
+            }
             _ => return Err(wrong("date")),
         },
         ColumnType::Array => match value {
@@ -193,7 +227,11 @@ pub fn coerce(column: &Column, value: &Json) -> Result<Value, ValueError> {
     };
     if let (Some(options), Value::String(Some(s))) = (&column.options, &out) {
         if !options.iter().any(|o| o == s.as_str()) {
-            return Err(ValueError::NotAnOption { field: field(), options: options.clone(), got: s.to_string() });
+            return Err(ValueError::NotAnOption {
+                field: field(),
+                options: options.clone(),
+                got: s.to_string(),
+            });
         }
     }
     Ok(out)
@@ -206,7 +244,12 @@ mod tests {
     use serde_json::json;
 
     fn column(table: &str, name: &str) -> Column {
-        Catalogue::builtin().table(table).unwrap().column(name).unwrap().clone()
+        Catalogue::builtin()
+            .table(table)
+            .unwrap()
+            .column(name)
+            .unwrap()
+            .clone()
     }
 
     #[test]
@@ -215,7 +258,10 @@ mod tests {
         assert_eq!(coerce(&c, &json!(3)).unwrap(), Value::BigInt(Some(3)));
         assert_eq!(coerce(&c, &json!(3.0)).unwrap(), Value::BigInt(Some(3)));
         let err = coerce(&c, &json!("3")).unwrap_err();
-        assert_eq!(err.to_string(), "field 'product_type_id' must be of type int, got string");
+        assert_eq!(
+            err.to_string(),
+            "field 'product_type_id' must be of type int, got string"
+        );
         assert!(coerce(&c, &json!(3.5)).is_err());
     }
 
@@ -226,13 +272,21 @@ mod tests {
         let err = coerce(&c, &json!("on")).unwrap_err();
         assert!(err.to_string().contains("must be one of"), "{err}");
         let imei = column("product", "product_imei");
-        assert!(matches!(coerce(&imei, &json!("1234567890123456")), Err(ValueError::TooLong { max: 15, .. })));
+        assert!(matches!(
+            coerce(&imei, &json!("1234567890123456")),
+            Err(ValueError::TooLong { max: 15, .. })
+        ));
     }
 
     #[test]
     fn datetimes_in_every_client_form() {
         let c = column("product", "disable_date");
-        for text in ["2016-07-01 12:34:45", "2016-07-01T12:34:45.123456", "2016-07-01T12:34:45Z", "2016-07-01"] {
+        for text in [
+            "2016-07-01 12:34:45",
+            "2016-07-01T12:34:45.123456",
+            "2016-07-01T12:34:45Z",
+            "2016-07-01",
+        ] {
             assert!(coerce(&c, &json!(text)).is_ok(), "{text}");
         }
         let err = coerce(&c, &json!("yesterday")).unwrap_err();

@@ -1,0 +1,135 @@
+//! The HTTP API: router, shared state, request body handling, serving.
+
+mod auth;
+mod generic;
+mod openapi;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::Value as Json;
+
+use crate::auth::{AuthCache, Clock};
+use crate::catalogue::Catalogue;
+use crate::config::ControlPlaneConfig;
+use crate::db::Db;
+use crate::error::ApiError;
+
+/// What every handler shares. Cloning is cheap (an `Arc`).
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The contents of [`AppState`].
+pub struct Inner {
+    pub db: Db,
+    pub catalogue: Catalogue,
+    pub config: ControlPlaneConfig,
+    pub clock: Clock,
+    pub auth: AuthCache,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// State over an open, migrated database.
+    pub fn new(db: Db, config: ControlPlaneConfig) -> Self {
+        Self(Arc::new(Inner {
+            db,
+            catalogue: Catalogue::builtin(),
+            config,
+            clock: Clock::default(),
+            auth: AuthCache::default(),
+        }))
+    }
+}
+
+/// The whole API: `/v1/...` routes, with JSON 404s for unknown paths.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .merge(auth::router())
+        .merge(openapi::router())
+        .merge(generic::router(&state.catalogue))
+        // A route layer sees the matched route template, which keeps the
+        // metric labels bounded.
+        .route_layer(axum::middleware::from_fn(crate::metrics::track_http));
+    Router::new()
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("The requested URL was not found on the server.".into())
+}
+
+/// A JSON request body, read with the configured size limit. Malformed JSON
+/// is a 400 naming the position; an oversize body is a 413; an empty body
+/// is `null` (several GETs and actions take no body).
+pub struct JsonBody(pub Json);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state.config.max_body_bytes).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Reads a body up to `limit` bytes (413 past it).
+pub(crate) async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(limit))
+}
+
+/// Parses a JSON body; empty means `null`.
+pub(crate) fn parse_json(bytes: &[u8]) -> Result<Json, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Json::Null);
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("Malformed JSON body: {e}")))
+}
+
+/// A `{"status": "success", "message", "data"}` answer, as the action
+/// endpoints of the spec return.
+pub fn success(status: StatusCode, message: impl Into<String>, data: Json) -> Response {
+    (
+        status,
+        axum::Json(
+            serde_json::json!({"status": "success", "message": message.into(), "data": data}),
+        ),
+    )
+        .into_response()
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then finishes
+/// in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

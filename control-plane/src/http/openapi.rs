@@ -1,0 +1,219 @@
+//! `GET /v1/openapi.json`: an OpenAPI 3 document generated from the catalogue
+//! and the list of action routes (the original API had none).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Map, Value as Json};
+
+use super::AppState;
+use crate::catalogue::{Catalogue, ColumnType, Table};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(document))
+}
+
+async fn document(State(state): State<AppState>) -> axum::Json<Json> {
+    axum::Json(build(&state.catalogue))
+}
+
+/// Routes that are not generic table routes: (path, method, summary, permission).
+pub(crate) const ACTION_ROUTES: &[(&str, &str, &str, &str)] = &[
+    (
+        "/auth/login",
+        "post",
+        "Log in with username and password (form or JSON); returns an API token",
+        "none",
+    ),
+    (
+        "/auth/validate_user",
+        "get",
+        "Check whether a username exists",
+        "SYSTEM",
+    ),
+    (
+        "/auth/validate_user_and_password",
+        "get",
+        "Check a username/password pair",
+        "SYSTEM",
+    ),
+    (
+        "/home",
+        "get",
+        "Welcome text with the server time (no auth)",
+        "none",
+    ),
+    ("/openapi.json", "get", "This document", "none"),
+];
+
+fn schema_for(table: &Table, writable: bool) -> Json {
+    let mut props = Map::new();
+    for c in &table.columns {
+        if c.is_write_only() && !writable {
+            continue;
+        }
+        if writable && c.is_system() {
+            continue;
+        }
+        let (ty, format) = match c.ty {
+            ColumnType::Int => ("integer", None),
+            ColumnType::Float => ("number", None),
+            ColumnType::Boolean => ("boolean", None),
+            ColumnType::Datetime => ("string", Some("date-time")),
+            ColumnType::Date => ("string", Some("date")),
+            ColumnType::Array => ("array", None),
+            ColumnType::String | ColumnType::Text => ("string", None),
+        };
+        let mut p = json!({"type": ty, "nullable": !c.not_null});
+        if let Some(f) = format {
+            p["format"] = json!(f);
+        }
+        if let Some(o) = &c.options {
+            p["enum"] = json!(o);
+        }
+        if let Some(m) = c.max_len {
+            p["maxLength"] = json!(m);
+        }
+        if !c.description.is_empty() {
+            p["description"] = json!(c.description);
+        }
+        props.insert(c.name.clone(), p);
+    }
+    let required: Vec<&str> = table
+        .columns
+        .iter()
+        .filter(|c| writable && c.not_null && c.default.is_none() && !c.is_system())
+        .map(|c| c.name.as_str())
+        .collect();
+    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
+}
+
+fn op(
+    summary: String,
+    permission: &str,
+    status: &str,
+    body: Option<Json>,
+    response: Option<Json>,
+) -> Json {
+    let mut o = json!({
+        "summary": summary,
+        "description": format!("Permission: {permission}"),
+        "responses": {status: {"description": "success"}, "400": {"$ref": "#/components/responses/Error"},
+                      "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"}},
+    });
+    if let Some(b) = body {
+        o["requestBody"] =
+            json!({"required": true, "content": {"application/json": {"schema": b}}});
+    }
+    if let Some(r) = response {
+        o["responses"][status]["content"] = json!({"application/json": {"schema": r}});
+    }
+    o
+}
+
+/// The document for a catalogue.
+pub(crate) fn build(cat: &Catalogue) -> Json {
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    for t in cat.tables() {
+        schemas.insert(t.name.clone(), schema_for(t, false));
+        schemas.insert(format!("{}_write", t.name), schema_for(t, true));
+        let obj = json!({"$ref": format!("#/components/schemas/{}", t.name)});
+        let write = json!({"$ref": format!("#/components/schemas/{}_write", t.name)});
+        let list = json!({"type": "object", "properties": {"num_results": {"type": "integer"}, "page": {"type": "integer"},
+                          "total_pages": {"type": "integer"}, "objects": {"type": "array", "items": obj}}});
+        let id = t
+            .id_param
+            .clone()
+            .unwrap_or_else(|| t.primary_key().name.clone());
+        for path in &t.paths {
+            let mut coll = Map::new();
+            if let Some(p) = t.methods.get {
+                let mut o = op(
+                    format!("List {} (q, page, results_per_page)", t.name),
+                    p.as_str(),
+                    "200",
+                    None,
+                    Some(list.clone()),
+                );
+                o["parameters"] = json!([
+                    {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "JSON query: filters, limit, offset, order_by, group_by, single"},
+                    {"name": "page", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "results_per_page", "in": "query", "schema": {"type": "integer"}}]);
+                coll.insert("get".into(), o);
+            }
+            if let Some(p) = t.methods.post {
+                coll.insert(
+                    "post".into(),
+                    op(
+                        format!("Create a {}", t.name),
+                        p.as_str(),
+                        "201",
+                        Some(write.clone()),
+                        Some(obj.clone()),
+                    ),
+                );
+            }
+            let mut item = Map::new();
+            if let Some(p) = t.methods.get {
+                item.insert(
+                    "get".into(),
+                    op(
+                        format!("Get one {}", t.name),
+                        p.as_str(),
+                        "200",
+                        None,
+                        Some(obj.clone()),
+                    ),
+                );
+            }
+            if let Some(p) = t.methods.put {
+                item.insert(
+                    "put".into(),
+                    op(
+                        format!("Change a {}", t.name),
+                        p.as_str(),
+                        "200",
+                        Some(write.clone()),
+                        Some(obj.clone()),
+                    ),
+                );
+            }
+            if let Some(p) = t.methods.delete {
+                item.insert(
+                    "delete".into(),
+                    op(
+                        format!("Delete a {}", t.name),
+                        p.as_str(),
+                        "204",
+                        None,
+                        None,
+                    ),
+                );
+            }
+            item.insert(
+                "parameters".into(),
+                json!([{"name": id, "in": "path", "required": true, "schema": {"type": "string"}}]),
+            );
+            paths.insert(format!("/v1{path}"), Json::Object(coll));
+            paths.insert(format!("/v1{path}/{{{id}}}"), Json::Object(item));
+        }
+    }
+    for (path, method, summary, permission) in ACTION_ROUTES {
+        let entry = paths
+            .entry(format!("/v1{path}"))
+            .or_insert_with(|| json!({}));
+        entry[*method] = op((*summary).to_string(), permission, "200", None, None);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "SMARTSolar API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Authenticate with `Authorization: Token token=<API_token>` from /v1/auth/login."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "responses": {"Error": {"description": "error envelope", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"status": {"type": "string"}, "message": {}, "data": {}, "validation_errors": {}}}}}}},
+        },
+    })
+}

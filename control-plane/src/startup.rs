@@ -1,0 +1,76 @@
+//! Start-up steps: open and migrate the database, ensure the admin user.
+
+use sea_query::{Alias, Expr, Query};
+
+use crate::auth::{find_user, hash_password};
+use crate::config::ControlPlaneConfig;
+use crate::db::Db;
+use crate::error::ApiError;
+
+/// Opens the configured database and applies pending migrations (schema
+/// and reference data).
+pub async fn open_database(config: &ControlPlaneConfig) -> anyhow::Result<Db> {
+    let db = Db::connect(&config.database_url, config.db_max_connections).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// Creates or updates a user with SYSTEM permissions and GLOBAL visibility.
+/// Used for `SMARTSOLAR_ADMIN_USER` at start and by `smartsolar user add`.
+pub async fn ensure_user(
+    db: &Db,
+    username: &str,
+    password: &str,
+    permissions: &str,
+    visibility: &str,
+    entity_id: Option<i64>,
+) -> Result<(), ApiError> {
+    let hash = hash_password(password)?;
+    let now = crate::values::now();
+    let mut tx = db.begin().await?;
+    if find_user(db, username).await?.is_some() {
+        let stmt = Query::update()
+            .table(Alias::new("user"))
+            .value(Alias::new("password"), hash)
+            .value(Alias::new("permissions"), permissions)
+            .value(Alias::new("user_product_visibility"), visibility)
+            .value(Alias::new("entity_id"), entity_id)
+            .value(Alias::new("modified_at"), now)
+            .value(Alias::new("modified_by"), "smartsolar")
+            .and_where(Expr::col(Alias::new("username")).eq(username))
+            .to_owned();
+        tx.execute(&stmt).await?;
+    } else {
+        let stmt = Query::insert()
+            .into_table(Alias::new("user"))
+            .columns(
+                [
+                    "username",
+                    "password",
+                    "permissions",
+                    "user_product_visibility",
+                    "entity_id",
+                    "display_name",
+                    "name",
+                    "created_at",
+                    "created_by",
+                ]
+                .map(Alias::new),
+            )
+            .values_panic([
+                username.into(),
+                hash.into(),
+                permissions.into(),
+                visibility.into(),
+                entity_id.into(),
+                username.into(),
+                "".into(),
+                now.into(),
+                "smartsolar".into(),
+            ])
+            .to_owned();
+        tx.execute(&stmt).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

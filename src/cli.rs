@@ -1,0 +1,196 @@
+//! The subcommands, one function each.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use control_plane::http::AppState;
+use control_plane::schema::Backend;
+
+use crate::config::Config;
+
+/// SMARTSolar: relational API, RTC gateway and ingest.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub(crate) struct Args {
+    /// A TOML configuration file; `SMARTSOLAR_*` environment variables override it.
+    #[arg(long, env = "SMARTSOLAR_CONFIG", global = true)]
+    pub(crate) config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run everything in one process on the configured (default: embedded) engines.
+    Serve,
+    /// Run only the relational API.
+    ControlPlane,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API users.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Print the DDL generated from the table catalogue.
+    Schema {
+        #[arg(long, value_parser = ["sqlite", "postgres"])]
+        backend: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserAction {
+    /// Create a user, or reset an existing user's password and permissions.
+    Add {
+        username: String,
+        /// The password (or set SMARTSOLAR_NEW_USER_PASSWORD to keep it out of shell history).
+        #[arg(long, env = "SMARTSOLAR_NEW_USER_PASSWORD")]
+        password: String,
+        #[arg(long, default_value = "OVERVIEW", value_parser = ["OVERVIEW", "TECHNICAL", "ADMIN", "FACTORY", "SYSTEM"])]
+        permissions: String,
+        #[arg(long, default_value = "GLOBAL", value_parser = ["GLOBAL", "ENTITY"])]
+        visibility: String,
+        #[arg(long)]
+        entity_id: Option<i64>,
+    },
+}
+
+pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
+    match command {
+        Command::Serve | Command::ControlPlane => serve_control_plane(config).await,
+        Command::Migrate => {
+            control_plane::startup::open_database(&config.control_plane).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::User {
+            action:
+                UserAction::Add {
+                    username,
+                    password,
+                    permissions,
+                    visibility,
+                    entity_id,
+                },
+        } => {
+            let db = control_plane::startup::open_database(&config.control_plane).await?;
+            control_plane::startup::ensure_user(
+                &db,
+                &username,
+                &password,
+                &permissions,
+                &visibility,
+                entity_id,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "user {username} saved with {permissions} permissions and {visibility} visibility"
+            );
+            Ok(())
+        }
+        Command::Schema { backend } => {
+            let backend = if backend == "postgres" {
+                Backend::Postgres
+            } else {
+                Backend::Sqlite
+            };
+            print!(
+                "{}",
+                control_plane::schema::create_catalogue(
+                    &control_plane::catalogue::Catalogue::builtin(),
+                    backend
+                )
+            );
+            Ok(())
+        }
+    }
+}
+
+fn install_metrics(config: &Config) -> Result<()> {
+    if let Some(addr) = config.metrics_addr {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .context("starting the Prometheus metrics listener")?;
+        tracing::info!(%addr, "metrics at /metrics");
+    }
+    Ok(())
+}
+
+async fn serve_control_plane(config: Config) -> Result<()> {
+    install_metrics(&config)?;
+    let cp = &config.control_plane;
+    let db = control_plane::startup::open_database(cp).await?;
+    match (&cp.admin_user, &cp.admin_password) {
+        (Some(user), Some(password)) => {
+            control_plane::startup::ensure_user(&db, user, password, "SYSTEM", "GLOBAL", None)
+                .await
+                .map_err(|e| anyhow::anyhow!("ensuring admin user: {e}"))?;
+            tracing::info!(%user, "admin user ensured");
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            bail!("set both SMARTSOLAR_ADMIN_USER and SMARTSOLAR_ADMIN_PASSWORD, or neither")
+        }
+        (None, None) => {}
+    }
+    let listener = tokio::net::TcpListener::bind(cp.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", cp.http_addr))?;
+    tracing::info!(addr = %cp.http_addr, database = %redact(&cp.database_url), "SMARTSolar API listening");
+    let state = AppState::new(db, cp.clone());
+    control_plane::http::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}
