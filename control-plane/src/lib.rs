@@ -9,6 +9,7 @@
 //! - [`auth`]: passwords, tokens, permissions, the authenticated-user extractor.
 //! - [`http`]: the router, generic table routes, auth routes, OpenAPI.
 //! - [`error`]: the one API error enum and its JSON envelope.
+//! - [`outbox`]: webhook notifications written in the same transaction as their cause.
 //! - [`startup`]: open and migrate the database, ensure the admin user.
 
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod outbox;
 pub mod query;
 pub mod schema;
 pub mod startup;
