@@ -21,9 +21,16 @@ pub(crate) fn cbor_err(
     if e.is_end_of_input() {
         DecodeError::Truncated { at }
     } else if e.is_type_mismatch() {
-        DecodeError::UnexpectedType { at, expected, found: type_at(d.input(), at) }
+        DecodeError::UnexpectedType {
+            at,
+            expected,
+            found: type_at(d.input(), at),
+        }
     } else {
-        DecodeError::InvalidCbor { at, detail: e.to_string() }
+        DecodeError::InvalidCbor {
+            at,
+            detail: e.to_string(),
+        }
     }
 }
 
@@ -44,36 +51,107 @@ pub(crate) fn datatype(d: &Decoder<'_>) -> Result<Type, DecodeError> {
 }
 
 macro_rules! typed_read {
-    ($(#[$m:meta])* $name:ident, $ret:ty, $method:ident, $expected:literal) => {
+    ($(#[$m:meta])* $vis:vis $name:ident, $ret:ty, $method:ident, $expected:literal) => {
         $(#[$m])*
-        pub(crate) fn $name<'a>(d: &mut Decoder<'a>) -> Result<$ret, DecodeError> {
+        #[inline(never)]
+        $vis fn $name<'a>(d: &mut Decoder<'a>) -> Result<$ret, DecodeError> {
             let at = d.position();
             d.$method().map_err(|e| cbor_err(&e, d, at, $expected))
         }
     };
 }
 
+// The general (slow) paths: minicbor's decoder handles every encoding and reports errors.
+// minicbor marks nothing `#[inline]`, so each call is out of line and returns a large
+// `Result`; the hot paths below first try the shapes typical messages use (small integers in
+// the initial byte, short strings, booleans, floats), decided from one peeked byte and inlined,
+// and fall back to these for everything else, errors included.
+typed_read!(uint_slow, u64, u64, "an unsigned integer");
+typed_read!(int_slow, i64, i64, "an integer");
+typed_read!(boolean_slow, bool, bool, "a bool");
+typed_read!(text_slow, &'a str, str, "a text string");
 typed_read!(
-    /// An unsigned integer.
-    uint, u64, u64, "an unsigned integer"
-);
-typed_read!(
-    /// A signed or unsigned integer that fits an `i64`.
-    int, i64, i64, "an integer"
-);
-typed_read!(
-    /// `true` or `false`.
-    boolean, bool, bool, "a bool"
-);
-typed_read!(
-    /// A definite-length text string, borrowed from the input.
-    text, &'a str, str, "a text string"
-);
-typed_read!(
-    /// A definite-length byte string, borrowed from the input.
-    bytes, &'a [u8], bytes, "a byte string"
+    /// A definite-length byte string, borrowed from the input (rare: correlation ids, nonces).
+    pub(crate) bytes, &'a [u8], bytes, "a byte string"
 );
 
+/// The next byte, if any (the initial byte of the next item: major type in the top 3 bits).
+#[inline]
+pub(crate) fn peek(d: &Decoder<'_>) -> Option<u8> {
+    d.input().get(d.position()).copied()
+}
+
+/// `n` bytes after the initial byte, if present.
+#[inline]
+fn after_initial<'a, const N: usize>(d: &Decoder<'a>) -> Option<&'a [u8; N]> {
+    d.input().get(d.position() + 1..)?.first_chunk::<N>()
+}
+
+/// An unsigned integer.
+#[inline]
+pub(crate) fn uint(d: &mut Decoder<'_>) -> Result<u64, DecodeError> {
+    match peek(d) {
+        Some(b @ 0x00..=0x17) => {
+            d.set_position(d.position() + 1);
+            Ok(u64::from(b))
+        }
+        Some(0x18) => match after_initial::<1>(d) {
+            Some(&[v]) => {
+                d.set_position(d.position() + 2);
+                Ok(u64::from(v))
+            }
+            None => uint_slow(d),
+        },
+        Some(0x1a) => match after_initial::<4>(d) {
+            Some(v) => {
+                let v = u32::from_be_bytes(*v);
+                d.set_position(d.position() + 5);
+                Ok(u64::from(v))
+            }
+            None => uint_slow(d),
+        },
+        _ => uint_slow(d),
+    }
+}
+
+/// A signed or unsigned integer that fits an `i64`.
+#[inline]
+pub(crate) fn int(d: &mut Decoder<'_>) -> Result<i64, DecodeError> {
+    match peek(d) {
+        Some(0x00..=0x17 | 0x18 | 0x1a) => uint(d).map(|v| v as i64), // < 2^32: always fits
+        Some(b @ 0x20..=0x37) => {
+            d.set_position(d.position() + 1);
+            Ok(-1 - i64::from(b - 0x20))
+        }
+        _ => int_slow(d),
+    }
+}
+
+/// `true` or `false`.
+#[inline]
+pub(crate) fn boolean(d: &mut Decoder<'_>) -> Result<bool, DecodeError> {
+    match peek(d) {
+        Some(b @ (0xf4 | 0xf5)) => {
+            d.set_position(d.position() + 1);
+            Ok(b == 0xf5)
+        }
+        _ => boolean_slow(d),
+    }
+}
+
+/// A definite-length text string, borrowed from the input.
+#[inline]
+pub(crate) fn text<'a>(d: &mut Decoder<'a>) -> Result<&'a str, DecodeError> {
+    if let Some(b @ 0x60..=0x77) = peek(d) {
+        let start = d.position() + 1;
+        let end = start + usize::from(b - 0x60);
+        if let Some(Ok(s)) = d.input().get(start..end).map(core::str::from_utf8) {
+            d.set_position(end);
+            return Ok(s);
+        }
+    }
+    text_slow(d)
+}
 /// An unsigned integer that must fit a `u32` (cell ids, mcc, versions, ...).
 pub(crate) fn uint32(
     d: &mut Decoder<'_>,
@@ -107,7 +185,32 @@ pub(crate) fn int32(
 }
 
 /// A number: any integer or float, as the protocol's "number" (§4.1).
+#[inline]
 pub(crate) fn number(d: &mut Decoder<'_>) -> Result<crate::Number, DecodeError> {
+    match peek(d) {
+        Some(0x00..=0x1b | 0x20..=0x3b) => int(d).map(crate::Number::Int),
+        Some(0xfa) => match after_initial::<4>(d) {
+            Some(v) => {
+                let v = f32::from_be_bytes(*v);
+                d.set_position(d.position() + 5);
+                Ok(crate::Number::Float(f64::from(v)))
+            }
+            None => number_slow(d),
+        },
+        Some(0xfb) => match after_initial::<8>(d) {
+            Some(v) => {
+                let v = f64::from_be_bytes(*v);
+                d.set_position(d.position() + 9);
+                Ok(crate::Number::Float(v))
+            }
+            None => number_slow(d),
+        },
+        _ => number_slow(d),
+    }
+}
+
+#[inline(never)]
+fn number_slow(d: &mut Decoder<'_>) -> Result<crate::Number, DecodeError> {
     let at = d.position();
     match datatype(d)? {
         Type::F16 | Type::F32 | Type::F64 => d
@@ -126,13 +229,16 @@ pub(crate) fn number(d: &mut Decoder<'_>) -> Result<crate::Number, DecodeError> 
             .i64()
             .map(crate::Number::Int)
             .map_err(|e| cbor_err(&e, d, at, "a number")),
-        other => {
-            Err(DecodeError::UnexpectedType { at, expected: "a number", found: other.to_string() })
-        }
+        other => Err(DecodeError::UnexpectedType {
+            at,
+            expected: "a number",
+            found: other.to_string(),
+        }),
     }
 }
 
 /// A number read as `f64` (limits, coordinates).
+#[inline]
 pub(crate) fn float(d: &mut Decoder<'_>) -> Result<f64, DecodeError> {
     number(d).map(crate::Number::as_f64)
 }
@@ -144,20 +250,48 @@ pub(crate) fn correlation_id(
 ) -> Result<CorrelationId, DecodeError> {
     let at = d.position();
     let b = bytes(d)?;
-    <[u8; 16]>::try_from(b).map(CorrelationId).map_err(|_| DecodeError::InvalidField {
-        message,
-        field: "correlation_id",
-        at,
-        reason: format!("expected 16 bytes, found {}", b.len()),
-    })
+    <[u8; 16]>::try_from(b)
+        .map(CorrelationId)
+        .map_err(|_| DecodeError::InvalidField {
+            message,
+            field: "correlation_id",
+            at,
+            reason: format!("expected 16 bytes, found {}", b.len()),
+        })
 }
 
 /// Skip one item of any shape (unknown map values, extra top-level elements).
 ///
-/// minicbor's `skip` is iterative, so deep nesting cannot overflow the stack; it allocates only
-/// when skipping indefinite containers nested inside other containers, which no typical message
-/// has.
+/// Scalars and short strings are stepped over from their initial byte. Everything else goes to
+/// minicbor's `skip`, which is iterative, so deep nesting cannot overflow the stack; it allocates
+/// only when skipping indefinite containers nested inside other containers, which no typical
+/// message has.
+#[inline]
 pub(crate) fn skip(d: &mut Decoder<'_>) -> Result<(), DecodeError> {
+    if let Some(b) = peek(d) {
+        let len = match b {
+            0x00..=0x17 | 0x20..=0x37 | 0xf4..=0xf7 => Some(1),
+            0x18 | 0x38 => Some(2),
+            0x19 | 0x39 | 0xf9 => Some(3),
+            0x1a | 0x3a | 0xfa => Some(5),
+            0x1b | 0x3b | 0xfb => Some(9),
+            0x40..=0x57 => Some(1 + usize::from(b - 0x40)),
+            0x60..=0x77 => Some(1 + usize::from(b - 0x60)),
+            _ => None,
+        };
+        if let Some(len) = len {
+            let end = d.position() + len;
+            if end <= d.input().len() {
+                d.set_position(end);
+                return Ok(());
+            }
+        }
+    }
+    skip_slow(d)
+}
+
+#[inline(never)]
+fn skip_slow(d: &mut Decoder<'_>) -> Result<(), DecodeError> {
     let at = d.position();
     d.skip().map_err(|e| cbor_err(&e, d, at, "a CBOR item"))
 }
@@ -171,20 +305,33 @@ pub(crate) struct Container {
 
 impl Container {
     /// Read an array header.
+    #[inline]
     pub(crate) fn array(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        if let Some(b @ (0x80..=0x97 | 0x9f)) = peek(d) {
+            d.set_position(d.position() + 1);
+            let remaining = (b != 0x9f).then_some(u64::from(b - 0x80));
+            return Ok(Self { remaining });
+        }
         let at = d.position();
         let remaining = d.array().map_err(|e| cbor_err(&e, d, at, "an array"))?;
         Ok(Self { remaining })
     }
 
     /// Read a map header; each `next` then stands for one key/value pair.
+    #[inline]
     pub(crate) fn map(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        if let Some(b @ (0xa0..=0xb7 | 0xbf)) = peek(d) {
+            d.set_position(d.position() + 1);
+            let remaining = (b != 0xbf).then_some(u64::from(b - 0xa0));
+            return Ok(Self { remaining });
+        }
         let at = d.position();
         let remaining = d.map().map_err(|e| cbor_err(&e, d, at, "a map"))?;
         Ok(Self { remaining })
     }
 
     /// Is there another item? Consumes the break byte of an indefinite container.
+    #[inline]
     pub(crate) fn next(&mut self, d: &mut Decoder<'_>) -> Result<bool, DecodeError> {
         match &mut self.remaining {
             Some(0) => Ok(false),
@@ -193,10 +340,12 @@ impl Container {
                 Ok(true)
             }
             None => {
-                if datatype(d)? == Type::Break {
+                if peek(d) == Some(0xff) {
                     // The break is a single 0xff byte.
                     d.set_position(d.position() + 1);
                     Ok(false)
+                } else if peek(d).is_none() {
+                    Err(DecodeError::Truncated { at: d.position() })
                 } else {
                     Ok(true)
                 }
@@ -238,11 +387,17 @@ pub(crate) fn open_message(
 ) -> Result<(Container, u64), DecodeError> {
     let mut top = Container::array(d)?;
     if !top.next(d)? {
-        return Err(DecodeError::MissingField { message, field: "type" });
+        return Err(DecodeError::MissingField {
+            message,
+            field: "type",
+        });
     }
     let ty = uint(d)?;
     if !top.next(d)? {
-        return Err(DecodeError::MissingField { message, field: "body" });
+        return Err(DecodeError::MissingField {
+            message,
+            field: "body",
+        });
     }
     Ok((top, ty))
 }

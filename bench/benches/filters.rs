@@ -1,0 +1,60 @@
+//! Filter compilation: the per-request cost of the query language before
+//! the database sees anything. A realistic product list query (three
+//! filters including an `or`, a relation filter, `order_by`) for an ENTITY
+//! user, so scope subqueries are built too.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use control_plane::catalogue::Catalogue;
+use control_plane::query::{self, Page, Visibility};
+
+use sea_query::PostgresQueryBuilder;
+
+const Q: &str = r#"{
+    "filters": [
+        {"name": "product_type_id", "op": "in", "val": [4, 6, 10]},
+        {"or": [
+            {"name": "current_enable_flag", "op": "eq", "val": false},
+            {"name": "disable_date", "op": "lt", "val": "2016-10-21T11:38:16.884380"}
+        ]},
+        {"name": "notes__note_text", "op": "ilike", "val": "%battery%"}
+    ],
+    "order_by": [{"field": "created_at", "direction": "desc"}],
+    "limit": 100
+}"#;
+
+fn filters(c: &mut Criterion) {
+    let cat = Catalogue::builtin();
+    let product = cat.table("product").expect("product table");
+    let visibility = Visibility::Entity(42);
+    let page = Some(Page {
+        page: 2,
+        per_page: 10,
+    });
+
+    c.bench_function("query/parse", |b| {
+        b.iter(|| query::parse(black_box(Q)).unwrap())
+    });
+
+    let spec = query::parse(Q).unwrap();
+    c.bench_function("query/compile", |b| {
+        b.iter(|| query::compile(&cat, product, black_box(&spec), &visibility, page).unwrap())
+    });
+
+    // What a list request pays in total: parse, compile, and render both
+    // statements to PostgreSQL SQL with their parameters.
+    c.bench_function("query/parse_compile_render_pg", |b| {
+        b.iter(|| {
+            let spec = query::parse(black_box(Q)).unwrap();
+            let compiled = query::compile(&cat, product, &spec, &visibility, page).unwrap();
+            (
+                compiled.rows.build(PostgresQueryBuilder),
+                compiled.count.build(PostgresQueryBuilder),
+            )
+        })
+    });
+}
+
+criterion_group!(benches, filters);
+criterion_main!(benches);
