@@ -1,1 +1,6 @@
-//! Placeholder: filled in by its issue.
+//! Ingest: the bus, the ingest engine and the time-series store.
+//!
+//! # Layout
+//! - [`bus`]: the message bus trait (in-process and Kafka implementations).
+
+pub mod bus;

@@ -1,0 +1,92 @@
+//! The message bus between the gateway, ingest and the control-plane.
+//!
+//! One trait, two implementations: in-process (the embedded default, for
+//! `smartsolar serve`) and Kafka through rdkafka (for the scaled topology).
+//! The contract every implementation keeps:
+//! - **Keyed order**: messages with the same key (a unit's IMEI) are
+//!   delivered in publish order to one consumer of a group.
+//! - **Groups**: every consumer group sees every message of a topic; within
+//!   a group each message goes to one consumer (partitions are shared out).
+//! - **At least once**: a message is delivered again unless its consumer
+//!   committed it; consumers make processing idempotent (correlation ids).
+//! - **Backpressure**: `publish` waits (bounded buffers) instead of dropping,
+//!   and resolves only once the bus has accepted the message.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// The queue names of the original system (spec: RTC dead letters), configurable.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Topics {
+    /// Mobile-originated messages from units (`RTC-MO`).
+    pub mo: String,
+    /// Mobile-terminated commands to units (`RTC-MT`).
+    pub mt: String,
+    /// Units' replies to MT commands (`RTC-MT.Reply`).
+    pub mt_reply: String,
+    /// MO messages that could not be decoded or processed (`RTC-MO.Dead-Letter`).
+    pub mo_dead_letter: String,
+    /// MT replies that could not be processed (`RTC-MT.Reply.Dead-Letter`).
+    pub mt_reply_dead_letter: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            mo: "RTC-MO".into(),
+            mt: "RTC-MT".into(),
+            mt_reply: "RTC-MT.Reply".into(),
+            mo_dead_letter: "RTC-MO.Dead-Letter".into(),
+            mt_reply_dead_letter: "RTC-MT.Reply.Dead-Letter".into(),
+        }
+    }
+}
+
+/// A message as delivered to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub topic: String,
+    /// The partitioning key (a unit's IMEI).
+    pub key: Bytes,
+    /// The MessagePack bus envelope (see `codec::envelope`).
+    pub payload: Bytes,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Bus failures.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The bus is shutting down or the connection is gone for good.
+    #[error("bus closed")]
+    Closed,
+    /// The broker refused or failed an operation.
+    #[error("broker error: {0}")]
+    Broker(String),
+    /// Configuration is unusable (unknown topic, bad broker address).
+    #[error("bus configuration: {0}")]
+    Config(String),
+}
+
+/// Publishing side of the bus.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes `payload` under `key`; resolves once the bus has accepted it
+    /// (Kafka: the delivery report), waiting while buffers are full.
+    async fn publish(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), BusError>;
+
+    /// Joins consumer group `group` on `topics`.
+    async fn subscribe(&self, topics: &[&str], group: &str) -> Result<Box<dyn Consumer>, BusError>;
+}
+
+/// Consuming side: a member of a consumer group.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next message for this member; waits while there is none.
+    async fn recv(&mut self) -> Result<Delivery, BusError>;
+
+    /// Marks `delivery` (and everything before it on its partition) as
+    /// processed, so it is not delivered again to this group.
+    async fn commit(&mut self, delivery: &Delivery) -> Result<(), BusError>;
+}
