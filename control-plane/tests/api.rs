@@ -718,6 +718,16 @@ async fn login_tokens_and_expiry(backend: Backend) {
         server.call_as(&token, Method::GET, &path, None).await.1["data"],
         json!("False")
     );
+    for probe in ["/health", "/ready"] {
+        let status = server
+            .client
+            .get(server.url(probe))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, StatusCode::OK, "{probe}");
+    }
     let home = server
         .client
         .get(server.url("/v1/home"))
