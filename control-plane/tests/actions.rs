@@ -1073,6 +1073,20 @@ async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // A SYSTEM user of another entity does not reach this unit's SMS.
+    let other = entity(&server, "SMS Other").await;
+    let scoped = server
+        .user("system@sms", "SYSTEM", "ENTITY", Some(other))
+        .await;
+    let (s, _) = server
+        .call_as(
+            &scoped,
+            Method::POST,
+            "/v1/sms/delivery_receipt",
+            Some(json!({"message_reference": reference})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 async fn http_sms_provider_posts_and_failures_are_recorded(backend: Backend) {
@@ -2121,6 +2135,15 @@ async fn bad_input_never_answers_500(backend: Backend) {
     ] {
         let (s, b) = server.get(&format!("/v1/dashboard2?q={q}")).await;
         assert!(s.as_u16() < 500 && s != StatusCode::OK, "{q}: {s} {b}");
+    }
+    // Huge pages are served (capped), not failed.
+    for p in [
+        "/v1/dashboard2",
+        "/v1/current_enable_status",
+        "/v1/products/locations",
+    ] {
+        let (s, b) = server.get(&format!("{p}?results_per_page=100000000")).await;
+        assert_eq!(s, StatusCode::OK, "{p}: {b}");
     }
     for q in ["page=x", "results_per_page=-1"] {
         for p in [

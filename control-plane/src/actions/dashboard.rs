@@ -24,6 +24,11 @@ use crate::error::ApiError;
 use crate::http::{success, AppState};
 use crate::query::{self, Page, QuerySpec};
 
+/// The largest page these endpoints serve whatever the configuration says:
+/// a page's IMEIs are bound as one `IN (...)` list per query, and SQLite
+/// accepts at most 32766 bound parameters (PostgreSQL 65535).
+const MAX_PAGE: u64 = 10_000;
+
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/dashboard2", get(dashboard2))
@@ -371,7 +376,8 @@ async fn dashboard2(
         page: positive(&params, "page")?.unwrap_or(1),
         per_page: positive(&params, "results_per_page")?
             .unwrap_or(state.config.default_results_per_page)
-            .min(state.config.max_results_per_page),
+            .min(state.config.max_results_per_page)
+            .min(MAX_PAGE),
     };
     let (products, filtered) = product_page(&state, &user, &spec, page).await?;
     let all = query::compile(
@@ -502,7 +508,8 @@ async fn current_enable_status(
         page: positive(&params, "page")?.unwrap_or(1),
         per_page: positive(&params, "results_per_page")?
             .unwrap_or(state.config.default_results_per_page)
-            .min(state.config.bulk_max_results_per_page),
+            .min(state.config.bulk_max_results_per_page)
+            .min(MAX_PAGE),
     };
     let (products, _) = product_page(&state, &user, &QuerySpec::default(), page).await?;
     let imeis: Vec<String> = products

@@ -349,6 +349,14 @@ async fn delivery_receipt(
     let mut tx = state.db.begin().await?;
     let mut stmt = select_all("sms_history");
     stmt.and_where(eq("message_reference", reference.as_str()));
+    // An ENTITY-scoped caller only reaches its own units' SMS.
+    if let Some(scope) = crate::query::scope_condition(
+        super::catalogue(),
+        super::table("sms_history"),
+        &user.visibility,
+    ) {
+        stmt.and_where(scope);
+    }
     let row = super::row(&mut tx, "sms_history", &stmt)
         .await?
         .ok_or_else(|| {
