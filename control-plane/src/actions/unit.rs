@@ -263,7 +263,10 @@ async fn switch(
     if let Some(sms_id) = outcome.wakeup_sms_id {
         // The change is committed; a failed SMS is recorded on its row and
         // the unit still picks the change up on its next connection.
-        super::sms::deliver(&state, sms_id).await?;
+        if let Err(e) = super::sms::deliver(&state, sms_id).await {
+            // Answering 500 would tell the agent the enable failed; it did not.
+            tracing::error!(sms_id, imei = %imei, error = %e, "WAKEUP SMS not handed over");
+        }
     }
     let message = if desired {
         "Product enabled"
