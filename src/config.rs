@@ -83,6 +83,36 @@ impl Config {
             "SMARTSOLAR_LOGIN_WINDOW_SECS",
             &mut cp.login_window_secs,
         )?;
+        set(
+            &var,
+            "SMARTSOLAR_WAKEUP_SMS_TIMEOUT_SECS",
+            &mut cp.wakeup_sms_timeout_secs,
+        )?;
+        set(&var, "SMARTSOLAR_SERIAL_PREFIX", &mut cp.serial_prefix)?;
+        set(
+            &var,
+            "SMARTSOLAR_LOCATIONS_PER_PAGE",
+            &mut cp.locations_per_page,
+        )?;
+        set(
+            &var,
+            "SMARTSOLAR_BULK_MAX_RESULTS_PER_PAGE",
+            &mut cp.bulk_max_results_per_page,
+        )?;
+        if let Some(v) = var("SMARTSOLAR_WAKEUP_ENABLED_SOFTWARE") {
+            cp.wakeup_enabled_software = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = var("SMARTSOLAR_SMS_HTTP_URL") {
+            cp.sms_http_url = Some(v).filter(|v| !v.trim().is_empty());
+        }
+        if let Some(v) = var("SMARTSOLAR_SMS_HTTP_TOKEN") {
+            cp.sms_http_token = Some(v);
+        }
         if let Some(v) = var("SMARTSOLAR_ADMIN_USER") {
             cp.admin_user = Some(v);
         }
@@ -119,6 +149,7 @@ mod tests {
         c.apply_env(|k| match k {
             "SMARTSOLAR_HTTP_ADDR" => Some("127.0.0.1:9100".into()),
             "SMARTSOLAR_ADMIN_USER" => Some("root@example.com".into()),
+            "SMARTSOLAR_WAKEUP_ENABLED_SOFTWARE" => Some("3.6, hub-stc-9".into()),
             _ => None,
         })
         .unwrap();
@@ -128,6 +159,11 @@ mod tests {
             c.control_plane.admin_user.as_deref(),
             Some("root@example.com")
         );
+        assert_eq!(
+            c.control_plane.wakeup_enabled_software,
+            vec!["3.6".to_string(), "hub-stc-9".to_string()]
+        );
+        assert_eq!(c.control_plane.wakeup_sms_timeout_secs, 3600);
     }
 
     #[test]

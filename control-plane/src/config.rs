@@ -35,7 +35,49 @@ pub struct ControlPlaneConfig {
     /// `SMARTSOLAR_LOGIN_WINDOW_SECS`).
     pub login_max_failures: u32,
     pub login_window_secs: i64,
+    /// Software versions whose units wake up on an SMS: enabling or
+    /// disabling such a unit also sends a WAKEUP SMS
+    /// (`SMARTSOLAR_WAKEUP_ENABLED_SOFTWARE`, comma separated; default the
+    /// spec's list).
+    pub wakeup_enabled_software: Vec<String>,
+    /// Seconds a WAKEUP SMS may stay undelivered before it is `Expired`
+    /// (`SMARTSOLAR_WAKEUP_SMS_TIMEOUT_SECS`, spec: 3600).
+    pub wakeup_sms_timeout_secs: i64,
+    /// Where SMS are sent: unset logs them only (the default, for
+    /// development and tests); an `http(s)://` URL posts each SMS there as
+    /// JSON (`SMARTSOLAR_SMS_HTTP_URL`). See `actions::sms`.
+    pub sms_http_url: Option<String>,
+    /// Sent as `Authorization: Bearer <token>` to the SMS HTTP provider
+    /// (`SMARTSOLAR_SMS_HTTP_TOKEN`).
+    pub sms_http_token: Option<String>,
+    /// The first part of every new product serial number, before
+    /// `-<number>-<check>` (`SMARTSOLAR_SERIAL_PREFIX`).
+    pub serial_prefix: String,
+    /// Default page size of `/v1/products/locations` (spec: 1000)
+    /// (`SMARTSOLAR_LOCATIONS_PER_PAGE`).
+    pub locations_per_page: u64,
+    /// Largest page of the bulk endpoints `/v1/products/locations` and
+    /// `/v1/current_enable_status` (`SMARTSOLAR_BULK_MAX_RESULTS_PER_PAGE`).
+    pub bulk_max_results_per_page: u64,
 }
+
+/// The spec's "Current WAKEUP ENABLED software".
+pub const WAKEUP_ENABLED_SOFTWARE: [&str; 14] = [
+    "2.15",
+    "2.16",
+    "3.2",
+    "3.3",
+    "3.4",
+    "3.5",
+    "3.6",
+    "3.6a",
+    "hub-stc-1",
+    "hub-stc-2",
+    "hub-stc-3",
+    "hub-stc-4",
+    "hub-stc-5",
+    "hub-stc-6",
+];
 
 impl Default for ControlPlaneConfig {
     fn default() -> Self {
@@ -51,6 +93,13 @@ impl Default for ControlPlaneConfig {
             token_ttl_secs: 3 * 3600,
             login_max_failures: 5,
             login_window_secs: 900,
+            wakeup_enabled_software: WAKEUP_ENABLED_SOFTWARE.map(String::from).to_vec(),
+            wakeup_sms_timeout_secs: 3600,
+            sms_http_url: None,
+            sms_http_token: None,
+            serial_prefix: "HB000501".into(),
+            locations_per_page: 1000,
+            bulk_max_results_per_page: 100_000,
         }
     }
 }

@@ -10,8 +10,11 @@
 //! - [`http`]: the router, generic table routes, auth routes, OpenAPI.
 //! - [`error`]: the one API error enum and its JSON envelope.
 //! - [`outbox`]: webhook notifications written in the same transaction as their cause.
+//! - [`actions`]: product, part and fleet actions (manufacturing, unit
+//!   control, SMS, entities, state, fleet data) and their service functions.
 //! - [`startup`]: open and migrate the database, ensure the admin user.
 
+pub mod actions;
 pub mod auth;
 pub mod catalogue;
 pub mod config;

@@ -30,6 +30,8 @@ pub struct Inner {
     pub config: ControlPlaneConfig,
     pub clock: Clock,
     pub auth: AuthCache,
+    /// Where SMS to units go (see `actions::sms`).
+    pub sms: Arc<dyn crate::actions::sms::SmsProvider>,
 }
 
 impl std::ops::Deref for AppState {
@@ -42,12 +44,23 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// State over an open, migrated database.
     pub fn new(db: Db, config: ControlPlaneConfig) -> Self {
+        let sms = crate::actions::sms::provider_from_config(&config);
+        Self::with_sms(db, config, sms)
+    }
+
+    /// State with a given SMS provider (tests use a recording one).
+    pub fn with_sms(
+        db: Db,
+        config: ControlPlaneConfig,
+        sms: Arc<dyn crate::actions::sms::SmsProvider>,
+    ) -> Self {
         Self(Arc::new(Inner {
             db,
             catalogue: Catalogue::builtin(),
             config,
             clock: Clock::default(),
             auth: AuthCache::default(),
+            sms,
         }))
     }
 }
@@ -58,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(openapi::router())
         .merge(generic::router(&state.catalogue))
+        .merge(crate::actions::router())
         // A route layer sees the matched route template, which keeps the
         // metric labels bounded.
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http));

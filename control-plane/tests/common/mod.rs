@@ -23,6 +23,8 @@ pub enum Backend {
 }
 
 /// Runs an async test body once per backend.
+// `crate::common` is meant as the calling test crate's module.
+#[allow(clippy::crate_in_macro_def)]
 #[macro_export]
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {

@@ -1,0 +1,595 @@
+//! Fleet overviews: `/dashboard2` (one summary object per product, with the
+//! query language) and `/current_enable_status` (the ERP's sync feed).
+//!
+//! Both read one page of products with the generic query compiler (so
+//! scope and filters behave exactly as on `/products`), then fetch what
+//! each summary needs for the whole page at once (one query per kind of
+//! data, never one per product).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use sea_query::{Alias, Expr, Func, Order, Query, SelectStatement};
+use serde_json::{json, Map, Value as Json};
+
+use super::{col, select_all, tc, RowExt};
+use crate::auth::AuthUser;
+use crate::catalogue::{Column, ColumnType, Permission};
+use crate::db::{Row, Tx};
+use crate::error::ApiError;
+use crate::http::{success, AppState};
+use crate::query::{self, Page, QuerySpec};
+
+/// The largest page these endpoints serve whatever the configuration says:
+/// a page's IMEIs are bound as one `IN (...)` list per query, and SQLite
+/// accepts at most 32766 bound parameters (PostgreSQL 65535).
+const MAX_PAGE: u64 = 10_000;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/dashboard2", get(dashboard2))
+        .route("/current_enable_status", get(current_enable_status))
+}
+
+fn params(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))
+}
+
+fn param<'a>(params: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+fn positive(params: &[(String, String)], k: &str) -> Result<Option<u64>, ApiError> {
+    match param(params, k) {
+        None => Ok(None),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(ApiError::BadRequest(format!(
+                "'{k}' must be a positive integer, got '{v}'"
+            ))),
+        },
+    }
+}
+
+/// Rewrites `{"name": "entities", "op": <op>, "val": <entity name>}`
+/// (anywhere in the filter tree) into the standard form: some current
+/// `product_entity_linker` whose entity's name satisfies `<op> <val>`.
+fn rewrite_entities(filter: &mut Json) {
+    match filter {
+        Json::Array(items) => items.iter_mut().for_each(rewrite_entities),
+        Json::Object(m) => {
+            for key in ["and", "or"] {
+                if let Some(inner) = m.get_mut(key) {
+                    rewrite_entities(inner);
+                }
+            }
+            if m.get("name").and_then(Json::as_str) == Some("entities") {
+                let op = m.get("op").cloned().unwrap_or(Json::Null);
+                let val = m.get("val").cloned().unwrap_or(Json::Null);
+                *filter = json!({
+                    "name": "product_entity_linker",
+                    "op": "any",
+                    "val": [
+                        {"name": "date_removed", "op": "is_null"},
+                        {"name": "entity__name", "op": op, "val": val},
+                    ],
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+fn parse_q(q: Option<&str>) -> Result<QuerySpec, ApiError> {
+    let Some(q) = q.filter(|q| !q.trim().is_empty()) else {
+        return Ok(QuerySpec::default());
+    };
+    let mut json: Json = serde_json::from_str(q)
+        .map_err(|e| ApiError::BadRequest(format!("Malformed q parameter: {e}")))?;
+    if let Some(filters) = json.get_mut("filters") {
+        rewrite_entities(filters);
+    }
+    Ok(query::parse(&json.to_string())?)
+}
+
+/// Rows of `table` whose `key` is one of `imeis`, grouped by `key`.
+async fn by_imei(
+    tx: &mut Tx,
+    table: &str,
+    imeis: &[String],
+    mut stmt: SelectStatement,
+) -> Result<BTreeMap<String, Vec<Row>>, ApiError> {
+    stmt.and_where(
+        Expr::col((Alias::new(table), Alias::new("product_imei")))
+            .is_in(imeis.iter().map(String::as_str)),
+    );
+    let mut out: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for r in super::rows(tx, table, &stmt).await? {
+        if let Some(imei) = r.text("product_imei") {
+            out.entry(imei.to_string()).or_default().push(r);
+        }
+    }
+    Ok(out)
+}
+
+async fn names(tx: &mut Tx, table: &str, pk: &str) -> Result<BTreeMap<i64, String>, ApiError> {
+    let stmt = Query::select()
+        .columns([pk, "name"].map(Alias::new))
+        .from(Alias::new(table))
+        .to_owned();
+    let cols = [col(pk, ColumnType::Int), col("name", ColumnType::String)];
+    let refs: Vec<&Column> = cols.iter().collect();
+    Ok(tx
+        .fetch_all(&stmt, &refs)
+        .await?
+        .iter()
+        .filter_map(|r| Some((r.int(pk)?, r.text("name")?.to_string())))
+        .collect())
+}
+
+/// Current entities per product (full entity rows).
+async fn entities(tx: &mut Tx, imeis: &[String]) -> Result<BTreeMap<String, Vec<Row>>, ApiError> {
+    let entity = super::table("entity");
+    let mut stmt = Query::select();
+    stmt.expr_as(tc("l", "product_imei"), Alias::new("product_imei"));
+    for c in entity.readable_columns() {
+        stmt.expr_as(tc("e", &c.name), Alias::new(&c.name));
+    }
+    stmt.from_as(Alias::new("product_entity_linker"), Alias::new("l"))
+        .join_as(
+            sea_query::JoinType::InnerJoin,
+            Alias::new("entity"),
+            Alias::new("e"),
+            Expr::col((Alias::new("e"), Alias::new("entity_id")))
+                .equals((Alias::new("l"), Alias::new("entity_id"))),
+        )
+        .and_where(Expr::col((Alias::new("l"), Alias::new("date_removed"))).is_null())
+        .and_where(
+            Expr::col((Alias::new("l"), Alias::new("product_imei")))
+                .is_in(imeis.iter().map(String::as_str)),
+        )
+        .order_by((Alias::new("e"), Alias::new("entity_id")), Order::Asc);
+    let imei_col = col("product_imei", ColumnType::String);
+    let mut cols: Vec<&Column> = vec![&imei_col];
+    cols.extend(entity.readable_columns());
+    let mut out: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for mut r in tx.fetch_all(&stmt, &cols).await? {
+        if let Some(Json::String(imei)) = r.remove("product_imei") {
+            out.entry(imei).or_default().push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// `(state_type_id, created_at)` of each `state` row id.
+async fn states(tx: &mut Tx, ids: Vec<i64>) -> Result<BTreeMap<i64, (i64, Json)>, ApiError> {
+    let mut stmt = select_all("state");
+    stmt.and_where(Expr::col((Alias::new("state"), Alias::new("state_id"))).is_in(ids));
+    Ok(super::rows(tx, "state", &stmt)
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r.int("state_id")?,
+                (
+                    r.int("current_state_type")?,
+                    r.get("created_at").cloned().unwrap_or(Json::Null),
+                ),
+            ))
+        })
+        .collect())
+}
+
+/// The latest connection date and the latest located connection per product.
+async fn connections(
+    tx: &mut Tx,
+    imeis: &[String],
+) -> Result<(BTreeMap<String, Json>, BTreeMap<String, Row>), ApiError> {
+    let recent = Query::select()
+        .column(Alias::new("product_imei"))
+        .expr_as(Func::max(Expr::col(Alias::new("date"))), Alias::new("date"))
+        .from(Alias::new("connection"))
+        .and_where(Expr::col(Alias::new("product_imei")).is_in(imeis.iter().map(String::as_str)))
+        .group_by_col(Alias::new("product_imei"))
+        .to_owned();
+    let cols = [
+        col("product_imei", ColumnType::String),
+        col("date", ColumnType::Datetime),
+    ];
+    let refs: Vec<&Column> = cols.iter().collect();
+    let recent: BTreeMap<String, Json> = tx
+        .fetch_all(&recent, &refs)
+        .await?
+        .into_iter()
+        .filter_map(|r| Some((r.text("product_imei")?.to_string(), r.get("date").cloned()?)))
+        .collect();
+    let latest = Query::select()
+        .expr(tc("c2", "connection_id"))
+        .from_as(Alias::new("connection"), Alias::new("c2"))
+        .and_where(
+            Expr::col((Alias::new("c2"), Alias::new("product_imei")))
+                .equals((Alias::new("connection"), Alias::new("product_imei"))),
+        )
+        .and_where(Expr::col((Alias::new("c2"), Alias::new("location_failed_flag"))).eq(false))
+        .and_where(Expr::col((Alias::new("c2"), Alias::new("latitude"))).is_not_null())
+        .order_by((Alias::new("c2"), Alias::new("date")), Order::Desc)
+        .order_by((Alias::new("c2"), Alias::new("connection_id")), Order::Desc)
+        .limit(1)
+        .to_owned();
+    let mut stmt = select_all("connection");
+    stmt.and_where(
+        Expr::col((Alias::new("connection"), Alias::new("connection_id"))).in_subquery(latest),
+    );
+    let located = by_imei(tx, "connection", imeis, stmt)
+        .await?
+        .into_iter()
+        .filter_map(|(k, mut v)| Some((k, v.pop()?)))
+        .collect();
+    Ok((recent, located))
+}
+
+/// A product's active software name, and its pending one with the time
+/// the update was requested.
+type SoftwareState = (Option<String>, Option<(String, Json)>);
+
+/// Active and pending software per product.
+async fn software(
+    tx: &mut Tx,
+    imeis: &[String],
+) -> Result<BTreeMap<String, SoftwareState>, ApiError> {
+    let stmt = Query::select()
+        .expr_as(tc("l", "product_imei"), Alias::new("product_imei"))
+        .expr_as(tc("s", "name"), Alias::new("name"))
+        .expr_as(tc("l", "date_added"), Alias::new("date_added"))
+        .expr_as(tc("l", "date_removed"), Alias::new("date_removed"))
+        .expr_as(tc("l", "created_at"), Alias::new("created_at"))
+        .from_as(Alias::new("product_software_linker"), Alias::new("l"))
+        .join_as(
+            sea_query::JoinType::InnerJoin,
+            Alias::new("software_version_type"),
+            Alias::new("s"),
+            Expr::col((Alias::new("s"), Alias::new("software_version_type_id")))
+                .equals((Alias::new("l"), Alias::new("software_version_type_id"))),
+        )
+        .and_where(Expr::col((Alias::new("l"), Alias::new("date_removed"))).is_null())
+        .and_where(
+            Expr::col((Alias::new("l"), Alias::new("product_imei")))
+                .is_in(imeis.iter().map(String::as_str)),
+        )
+        .order_by(
+            (Alias::new("l"), Alias::new("product_software_linker_id")),
+            Order::Asc,
+        )
+        .to_owned();
+    let cols = [
+        col("product_imei", ColumnType::String),
+        col("name", ColumnType::String),
+        col("date_added", ColumnType::Datetime),
+        col("date_removed", ColumnType::Datetime),
+        col("created_at", ColumnType::Datetime),
+    ];
+    let refs: Vec<&Column> = cols.iter().collect();
+    let mut out: BTreeMap<String, SoftwareState> = BTreeMap::new();
+    for r in tx.fetch_all(&stmt, &refs).await? {
+        let (Some(imei), Some(name)) = (r.text("product_imei"), r.text("name")) else {
+            continue;
+        };
+        let entry = out.entry(imei.to_string()).or_default();
+        if r.text("date_added").is_some() {
+            entry.0 = Some(name.to_string());
+        } else {
+            entry.1 = Some((
+                name.to_string(),
+                r.get("created_at").cloned().unwrap_or(Json::Null),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The active value of a named product parameter per product.
+async fn parameter(
+    tx: &mut Tx,
+    imeis: &[String],
+    name: &str,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let stmt = Query::select()
+        .expr_as(tc("p", "product_imei"), Alias::new("product_imei"))
+        .expr_as(tc("p", "value"), Alias::new("value"))
+        .from_as(Alias::new("product_parameter"), Alias::new("p"))
+        .join_as(
+            sea_query::JoinType::InnerJoin,
+            Alias::new("parameter_type"),
+            Alias::new("t"),
+            Expr::col((Alias::new("t"), Alias::new("parameter_type_id")))
+                .equals((Alias::new("p"), Alias::new("parameter_type_id"))),
+        )
+        .and_where(Expr::col((Alias::new("t"), Alias::new("name"))).eq(name))
+        .and_where(Expr::col((Alias::new("p"), Alias::new("status"))).eq("active"))
+        .and_where(
+            Expr::col((Alias::new("p"), Alias::new("product_imei")))
+                .is_in(imeis.iter().map(String::as_str)),
+        )
+        .order_by(
+            (Alias::new("p"), Alias::new("product_parameter_id")),
+            Order::Asc,
+        )
+        .to_owned();
+    let cols = [
+        col("product_imei", ColumnType::String),
+        col("value", ColumnType::String),
+    ];
+    let refs: Vec<&Column> = cols.iter().collect();
+    Ok(tx
+        .fetch_all(&stmt, &refs)
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r.text("product_imei")?.to_string(),
+                r.text("value")?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+/// One page of visible products matching `spec`, and the count before paging.
+async fn product_page(
+    state: &AppState,
+    user: &AuthUser,
+    spec: &QuerySpec,
+    page: Page,
+) -> Result<(Vec<Row>, i64), ApiError> {
+    let product = super::table("product");
+    let compiled = query::compile(
+        &state.catalogue,
+        product,
+        spec,
+        &user.visibility,
+        Some(page),
+    )?;
+    let columns: Vec<&Column> = product.readable_columns().collect();
+    let total = state.db.fetch_i64(&compiled.count).await?;
+    let rows = state.db.fetch_all(&compiled.rows, &columns).await?;
+    Ok((rows, total))
+}
+
+async fn dashboard2(
+    State(state): State<AppState>,
+    user: AuthUser,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    user.require(Permission::Overview)?;
+    let params = params(raw.as_deref())?;
+    let spec = parse_q(param(&params, "q"))?;
+    if !spec.group_by.is_empty() || spec.single {
+        return Err(ApiError::BadRequest(
+            "/dashboard2 does not support group_by or single".into(),
+        ));
+    }
+    let page = Page {
+        page: positive(&params, "page")?.unwrap_or(1),
+        per_page: positive(&params, "results_per_page")?
+            .unwrap_or(state.config.default_results_per_page)
+            .min(state.config.max_results_per_page)
+            .min(MAX_PAGE),
+    };
+    let (products, filtered) = product_page(&state, &user, &spec, page).await?;
+    let all = query::compile(
+        &state.catalogue,
+        super::table("product"),
+        &QuerySpec::default(),
+        &user.visibility,
+        None,
+    )?;
+    let total = state.db.fetch_i64(&all.count).await?;
+    let imeis: Vec<String> = products
+        .iter()
+        .filter_map(|p| p.text("product_imei").map(str::to_string))
+        .collect();
+    let mut tx = state.db.begin().await?;
+    let type_names = names(&mut tx, "product_type", "product_type_id").await?;
+    let state_names = names(&mut tx, "state_type", "state_type_id").await?;
+    let entities = entities(&mut tx, &imeis).await?;
+    let mut stmt = select_all("alert");
+    stmt.and_where(Expr::col((Alias::new("alert"), Alias::new("dismissed_at"))).is_null())
+        .order_by(Alias::new("alert_id"), Order::Asc);
+    let alerts = by_imei(&mut tx, "alert", &imeis, stmt).await?;
+    let mut stmt = select_all("product_note");
+    stmt.order_by(Alias::new("product_note_id"), Order::Asc);
+    let notes = by_imei(&mut tx, "product_note", &imeis, stmt).await?;
+    let state_rows = states(
+        &mut tx,
+        products
+            .iter()
+            .filter_map(|p| p.int("latest_state_id"))
+            .collect(),
+    )
+    .await?;
+    let (recent, located) = connections(&mut tx, &imeis).await?;
+    let software = software(&mut tx, &imeis).await?;
+    let capacity = parameter(&mut tx, &imeis, "capacity_limit").await?;
+    tx.commit().await?;
+    let rows_of = |m: &BTreeMap<String, Vec<Row>>, imei: &str| -> Json {
+        Json::Array(
+            m.get(imei)
+                .map(|v| v.iter().cloned().map(Json::Object).collect())
+                .unwrap_or_default(),
+        )
+    };
+    let mut data = Vec::with_capacity(products.len());
+    for p in &products {
+        let imei = p.text("product_imei").unwrap_or_default();
+        let get = |k: &str| p.get(k).cloned().unwrap_or(Json::Null);
+        let (state_type, state_date) = p
+            .int("latest_state_id")
+            .and_then(|id| state_rows.get(&id).cloned())
+            .map(|(t, d)| (Some(t), d))
+            .unwrap_or((None, Json::Null));
+        let state_name = state_type
+            .and_then(|t| state_names.get(&t))
+            .map(|n| n.to_lowercase());
+        let location = located.get(imei);
+        let loc = |k: &str| {
+            location
+                .and_then(|l| l.get(k))
+                .cloned()
+                .unwrap_or(Json::Null)
+        };
+        let (active, pending) = software.get(imei).cloned().unwrap_or_default();
+        let mut o = Map::new();
+        o.insert("product_imei".into(), get("product_imei"));
+        o.insert("serial_number".into(), get("serial_number"));
+        o.insert("imsi".into(), get("imsi"));
+        o.insert(
+            "hardware_type".into(),
+            json!(p.int("product_type_id").and_then(|t| type_names.get(&t))),
+        );
+        o.insert("entities".into(), rows_of(&entities, imei));
+        o.insert("hub_id".into(), get("hub_id"));
+        o.insert("shop_id".into(), get("shop_id"));
+        o.insert("location_date".into(), loc("date"));
+        o.insert("alerts".into(), rows_of(&alerts, imei));
+        o.insert("software_lock".into(), get("software_lock"));
+        o.insert(
+            "pending_software_created_at".into(),
+            pending
+                .as_ref()
+                .map(|(_, at)| at.clone())
+                .unwrap_or(Json::Null),
+        );
+        o.insert("state".into(), json!(state_name));
+        o.insert("state_date".into(), state_date);
+        o.insert(
+            "recent_connection".into(),
+            recent.get(imei).cloned().unwrap_or(Json::Null),
+        );
+        o.insert("latitude".into(), loc("latitude"));
+        o.insert("longitude".into(), loc("longitude"));
+        o.insert("error_radius".into(), loc("error_radius"));
+        o.insert("capacity_limit".into(), json!(capacity.get(imei)));
+        for k in [
+            "current_enable_flag",
+            "desired_enable_flag",
+            "current_tamper_flag",
+            "desired_tamper_flag",
+        ] {
+            o.insert(k.into(), get(k));
+        }
+        o.insert("notes".into(), rows_of(&notes, imei));
+        o.insert("software".into(), json!(active));
+        o.insert("pending_software".into(), json!(pending.map(|(n, _)| n)));
+        for k in ["created_at", "created_by", "modified_at"] {
+            o.insert(k.into(), get(k));
+        }
+        data.push(Json::Object(o));
+    }
+    Ok(axum::Json(json!({
+        "data": data,
+        "num_results": total,
+        "num_results_filtered": filtered,
+    }))
+    .into_response())
+}
+
+async fn current_enable_status(
+    State(state): State<AppState>,
+    user: AuthUser,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    user.require(Permission::Factory)?;
+    let params = params(raw.as_deref())?;
+    let page = Page {
+        page: positive(&params, "page")?.unwrap_or(1),
+        per_page: positive(&params, "results_per_page")?
+            .unwrap_or(state.config.default_results_per_page)
+            .min(state.config.bulk_max_results_per_page)
+            .min(MAX_PAGE),
+    };
+    let (products, _) = product_page(&state, &user, &QuerySpec::default(), page).await?;
+    let imeis: Vec<String> = products
+        .iter()
+        .filter_map(|p| p.text("product_imei").map(str::to_string))
+        .collect();
+    let mut tx = state.db.begin().await?;
+    let type_names = names(&mut tx, "product_type", "product_type_id").await?;
+    let mut stmt = select_all("enable_history");
+    stmt.and_where(
+        Expr::col((
+            Alias::new("enable_history"),
+            Alias::new("enable_history_id"),
+        ))
+        .is_in(
+            products
+                .iter()
+                .filter_map(|p| p.int("latest_enable_history_id")),
+        ),
+    );
+    let history: BTreeMap<i64, Row> = super::rows(&mut tx, "enable_history", &stmt)
+        .await?
+        .into_iter()
+        .filter_map(|r| Some((r.int("enable_history_id")?, r)))
+        .collect();
+    let state_rows = states(
+        &mut tx,
+        products
+            .iter()
+            .filter_map(|p| p.int("latest_state_id"))
+            .collect(),
+    )
+    .await?;
+    let entities = entities(&mut tx, &imeis).await?;
+    let accessory = parameter(&mut tx, &imeis, "total_accessory_energy").await?;
+    tx.commit().await?;
+    let mut data = Vec::with_capacity(products.len());
+    for p in &products {
+        let imei = p.text("product_imei").unwrap_or_default();
+        let h = p
+            .int("latest_enable_history_id")
+            .and_then(|id| history.get(&id));
+        let hget = |k: &str| h.and_then(|h| h.get(k)).cloned().unwrap_or(Json::Null);
+        let current = match h.and_then(|h| h.text("current_enable_state")) {
+            Some(s) => json!(s),
+            None => json!(super::unit::enable_status(
+                p.flag("current_enable_flag"),
+                p.flag("desired_enable_flag")
+            )),
+        };
+        // The entity a unit is sold through: its first real entity.
+        let entity = entities.get(imei).and_then(|es| {
+            es.iter()
+                .find(|e| e.int("entity_id") != Some(super::entity::UNKNOWN_ENTITY))
+                .or_else(|| es.first())
+        });
+        let state_type = p
+            .int("latest_state_id")
+            .and_then(|id| state_rows.get(&id))
+            .map(|(t, _)| *t)
+            .unwrap_or(super::state::NON_EXISTANT);
+        data.push(json!({
+            "current_enable_state": current,
+            "current_state_type": state_type,
+            "date": hget("date"),
+            "dcm_enabled_flag": p.get("dcm_enabled_flag").cloned().unwrap_or(Json::Null),
+            "entity": entity.and_then(|e| e.get("name").cloned()),
+            "entity_id": entity.and_then(|e| e.get("entity_id").cloned()),
+            "hardware_type": p.int("product_type_id").and_then(|t| type_names.get(&t)),
+            "prev_enable_state": hget("prev_enable_state"),
+            "product_imei": imei,
+            "product_type_id": p.get("product_type_id").cloned().unwrap_or(Json::Null),
+            "serial_number": p.get("serial_number").cloned().unwrap_or(Json::Null),
+            "total_accessory_energy": accessory.get(imei),
+            "user": hget("user"),
+        }));
+    }
+    Ok(success(
+        StatusCode::OK,
+        "enable_histories retrieved",
+        Json::Array(data),
+    ))
+}

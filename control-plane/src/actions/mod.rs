@@ -1,0 +1,448 @@
+//! Product, part and fleet actions: the endpoints of the spec's "Product
+//! Actions", "Part Actions" and "Custom Endpoints" sections, and the service
+//! functions behind them.
+//!
+//! # Layout
+//! - [`manufacturing`]: PCB parts, products, serial numbers (FACTORY).
+//! - [`unit`]: enable/disable, tamper switch, software; and
+//!   [`unit::apply_unit_report`], which the gateway/ingest call when a unit
+//!   reports its actual state.
+//! - [`sms`]: the SMS provider trait, WAKEUP SMS, delivery receipts, expiry.
+//! - [`entity`]: assign/change/remove entity with the Unknown Entity rule.
+//! - [`state`]: the lifecycle state machine (`change_state`).
+//! - [`fleet`]: parts, locations, parameter history, connectivity,
+//!   networks, energy limit, DCM and PAYG flags.
+//! - [`dashboard`]: `/dashboard2` and `/current_enable_status`.
+//! - [`alert`]: alert dismissal.
+//!
+//! # Conventions
+//! - Service functions take `&mut Tx`, so a caller composes them with each
+//!   other and with the notification outbox into one transaction.
+//! - A product-level action first loads the product *locked* (`SELECT ...
+//!   FOR UPDATE` on PostgreSQL; on SQLite every write transaction already
+//!   runs alone on the single writer connection) and *scoped*: a product
+//!   the user may not see answers 404, as the generic routes do.
+//! - Every change of a unit's enable status or lifecycle state writes a
+//!   `product-status` notification into the outbox in the same transaction.
+
+pub mod alert;
+pub mod dashboard;
+pub mod entity;
+pub mod fleet;
+pub mod manufacturing;
+pub mod sms;
+pub mod state;
+pub mod unit;
+
+use std::sync::OnceLock;
+
+use axum::extract::{FromRequest, Request};
+use axum::Router;
+use chrono::NaiveDateTime;
+use sea_query::{Alias, Expr, LockType, Query, SelectStatement, SimpleExpr, Value};
+use serde_json::{Map, Value as Json};
+
+use crate::catalogue::{Catalogue, Column, ColumnType, Table};
+use crate::db::{Row, Tx};
+use crate::error::ApiError;
+use crate::http::{AppState, JsonBody};
+use crate::query::Visibility;
+
+/// Every action route.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(manufacturing::router())
+        .merge(unit::router())
+        .merge(sms::router())
+        .merge(entity::router())
+        .merge(state::router())
+        .merge(fleet::router())
+        .merge(dashboard::router())
+        .merge(alert::router())
+}
+
+/// The built-in catalogue, parsed once. Service functions called from
+/// outside the HTTP layer (the gateway's [`unit::apply_unit_report`]) have
+/// no `AppState`; the catalogue is compiled into the binary and never
+/// changes, so sharing one parsed copy is not configuration in disguise.
+pub(crate) fn catalogue() -> &'static Catalogue {
+    static CATALOGUE: OnceLock<Catalogue> = OnceLock::new();
+    CATALOGUE.get_or_init(Catalogue::builtin)
+}
+
+pub(crate) fn table(name: &str) -> &'static Table {
+    catalogue()
+        .table(name)
+        .unwrap_or_else(|| panic!("table {name} is in the catalogue"))
+}
+
+/// A column description for decoding a computed or selected value.
+pub(crate) fn col(name: &str, ty: ColumnType) -> Column {
+    Column::computed(name, ty)
+}
+
+pub(crate) fn tc(table: &str, name: &str) -> SimpleExpr {
+    Expr::col((Alias::new(table), Alias::new(name))).into()
+}
+
+/// `SELECT <readable columns> FROM table` (add conditions, then [`rows`]).
+pub(crate) fn select_all(table_name: &str) -> SelectStatement {
+    let t = table(table_name);
+    let mut sel = Query::select();
+    for column in t.readable_columns() {
+        sel.expr(tc(&t.name, &column.name));
+    }
+    sel.from(Alias::new(&t.name));
+    sel
+}
+
+/// Runs a [`select_all`] statement of `table_name` in `tx`.
+pub(crate) async fn rows(
+    tx: &mut Tx,
+    table_name: &str,
+    stmt: &SelectStatement,
+) -> Result<Vec<Row>, ApiError> {
+    let columns: Vec<&Column> = table(table_name).readable_columns().collect();
+    Ok(tx.fetch_all(stmt, &columns).await?)
+}
+
+/// Runs a [`select_all`] statement that yields at most one row.
+pub(crate) async fn row(
+    tx: &mut Tx,
+    table_name: &str,
+    stmt: &SelectStatement,
+) -> Result<Option<Row>, ApiError> {
+    Ok(rows(tx, table_name, stmt).await?.into_iter().next())
+}
+
+/// Inserts a row (meta data filled in) and returns it as stored.
+pub(crate) async fn insert(
+    tx: &mut Tx,
+    table_name: &str,
+    values: Vec<(&str, Value)>,
+    by: &str,
+    now: NaiveDateTime,
+) -> Result<Row, ApiError> {
+    let t = table(table_name);
+    let mut names: Vec<Alias> = values.iter().map(|(n, _)| Alias::new(*n)).collect();
+    let mut exprs: Vec<SimpleExpr> = values.into_iter().map(|(_, v)| v.into()).collect();
+    names.push(Alias::new("created_at"));
+    exprs.push(now.into());
+    names.push(Alias::new("created_by"));
+    exprs.push(by.into());
+    let stmt = Query::insert()
+        .into_table(Alias::new(&t.name))
+        .columns(names)
+        .values(exprs)
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .returning(Query::returning().columns(t.readable_columns().map(|c| Alias::new(&c.name))))
+        .to_owned();
+    let columns: Vec<&Column> = t.readable_columns().collect();
+    tx.fetch_optional(&stmt, &columns).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("insert into {table_name} returned no row"))
+    })
+}
+
+/// Updates columns of the rows matching `condition` (meta data filled in);
+/// returns how many rows changed.
+pub(crate) async fn update(
+    tx: &mut Tx,
+    table_name: &str,
+    values: Vec<(&str, Value)>,
+    condition: SimpleExpr,
+    by: &str,
+    now: NaiveDateTime,
+) -> Result<u64, ApiError> {
+    let mut stmt = Query::update();
+    stmt.table(Alias::new(table_name));
+    for (name, value) in values {
+        stmt.value(Alias::new(name), SimpleExpr::from(value));
+    }
+    stmt.value(Alias::new("modified_at"), now)
+        .value(Alias::new("modified_by"), by)
+        .and_where(condition);
+    Ok(tx.execute(&stmt).await?)
+}
+
+/// The product row, locked for the rest of `tx`, if `visibility` lets the
+/// user see it; 404 otherwise (the same answer as for a missing product,
+/// so another entity's IMEIs are not revealed).
+pub(crate) async fn lock_product(
+    tx: &mut Tx,
+    visibility: &Visibility,
+    imei: &str,
+) -> Result<Row, ApiError> {
+    let product = table("product");
+    let mut stmt = crate::query::compile_get(catalogue(), product, imei.into(), visibility);
+    stmt.lock(LockType::Update);
+    row(tx, "product", &stmt)
+        .await?
+        .ok_or_else(|| product_not_found(imei))
+}
+
+/// The product row if visible, without a lock (for reads).
+pub(crate) async fn visible_product(
+    tx: &mut Tx,
+    visibility: &Visibility,
+    imei: &str,
+) -> Result<Row, ApiError> {
+    let stmt = crate::query::compile_get(catalogue(), table("product"), imei.into(), visibility);
+    row(tx, "product", &stmt)
+        .await?
+        .ok_or_else(|| product_not_found(imei))
+}
+
+pub(crate) fn product_not_found(imei: &str) -> ApiError {
+    ApiError::NotFound(format!("No product with product_imei '{imei}'"))
+}
+
+/// Typed access to a decoded row.
+pub(crate) trait RowExt {
+    fn text(&self, key: &str) -> Option<&str>;
+    fn int(&self, key: &str) -> Option<i64>;
+    fn flag(&self, key: &str) -> bool;
+    fn time(&self, key: &str) -> Option<NaiveDateTime>;
+}
+
+impl RowExt for Row {
+    fn text(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Json::as_str)
+    }
+    fn int(&self, key: &str) -> Option<i64> {
+        self.get(key).and_then(Json::as_i64)
+    }
+    fn flag(&self, key: &str) -> bool {
+        self.get(key).and_then(Json::as_bool).unwrap_or(false)
+    }
+    fn time(&self, key: &str) -> Option<NaiveDateTime> {
+        self.text(key).and_then(crate::values::parse_datetime)
+    }
+}
+
+/// A request body that must be a JSON object (an empty body is an empty
+/// object); anything else is a 400.
+pub(crate) fn object(body: Json) -> Result<Map<String, Json>, ApiError> {
+    match body {
+        Json::Null => Ok(Map::new()),
+        Json::Object(m) => Ok(m),
+        _ => Err(ApiError::BadRequest(
+            "The body must be a JSON object".into(),
+        )),
+    }
+}
+
+/// Arguments of a GET that the spec documents with a JSON body: the body's
+/// fields, overridden by the query string's (so both ways of sending them
+/// work; a client's HTTP library may drop a GET body).
+pub(crate) struct GetArgs(pub(crate) Map<String, Json>);
+
+impl FromRequest<AppState> for GetArgs {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let query = req.uri().query().unwrap_or("").to_string();
+        let JsonBody(body) = JsonBody::from_request(req, state).await?;
+        let mut args = object(body)?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&query)
+            .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))?;
+        for (k, v) in pairs {
+            args.insert(k, Json::String(v));
+        }
+        Ok(Self(args))
+    }
+}
+
+/// A required integer field (a JSON number, or a string of digits as
+/// query strings and form-minded clients send).
+pub(crate) fn int_field(body: &Map<String, Json>, name: &str) -> Result<Option<i64>, ApiError> {
+    match body.get(name) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| ApiError::field(name, format!("field '{name}' must be an integer"))),
+        Some(Json::String(s)) => s.trim().parse::<i64>().map(Some).map_err(|_| {
+            ApiError::field(
+                name,
+                format!("field '{name}' must be an integer, got '{s}'"),
+            )
+        }),
+        Some(_) => Err(ApiError::field(
+            name,
+            format!("field '{name}' must be an integer"),
+        )),
+    }
+}
+
+pub(crate) fn require_int(body: &Map<String, Json>, name: &str) -> Result<i64, ApiError> {
+    int_field(body, name)?
+        .ok_or_else(|| ApiError::field(name, format!("field '{name}' is required")))
+}
+
+/// An optional string field.
+pub(crate) fn str_field(body: &Map<String, Json>, name: &str) -> Result<Option<String>, ApiError> {
+    match body.get(name) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::field(
+            name,
+            format!("field '{name}' must be a string"),
+        )),
+    }
+}
+
+/// A required boolean field (`true`/`false`; the strings "true"/"false"
+/// too, as Python clients' `data=` form bodies send them).
+pub(crate) fn require_bool(body: &Map<String, Json>, name: &str) -> Result<bool, ApiError> {
+    match body.get(name) {
+        Some(Json::Bool(b)) => Ok(*b),
+        Some(Json::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Json::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        None | Some(Json::Null) => {
+            Err(ApiError::field(name, format!("field '{name}' is required")))
+        }
+        Some(_) => Err(ApiError::field(
+            name,
+            format!("field '{name}' must be true or false"),
+        )),
+    }
+}
+
+/// Python's spelling of a boolean, as the spec's messages show it.
+pub(crate) fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// An equality condition on a column.
+pub(crate) fn eq(name: &str, v: impl Into<Value>) -> SimpleExpr {
+    Expr::col(Alias::new(name)).eq(SimpleExpr::Value(v.into()))
+}
+
+/// Writes the `product-status` notification of `imei`'s current state and
+/// enable status, inside `tx`.
+pub(crate) async fn notify_product_status(
+    tx: &mut Tx,
+    imei: &str,
+    by: &str,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    let flags = Query::select()
+        .columns(
+            [
+                "current_enable_flag",
+                "desired_enable_flag",
+                "latest_state_id",
+            ]
+            .map(Alias::new),
+        )
+        .from(Alias::new("product"))
+        .and_where(eq("product_imei", imei))
+        .to_owned();
+    let cols = [
+        col("current_enable_flag", ColumnType::Boolean),
+        col("desired_enable_flag", ColumnType::Boolean),
+        col("latest_state_id", ColumnType::Int),
+    ];
+    let refs: Vec<&Column> = cols.iter().collect();
+    let p = tx
+        .fetch_optional(&flags, &refs)
+        .await?
+        .ok_or_else(|| product_not_found(imei))?;
+    let status = unit::enable_status(p.flag("current_enable_flag"), p.flag("desired_enable_flag"));
+    let state = state::current_state_type(tx, p.int("latest_state_id")).await?;
+    crate::outbox::enqueue(
+        tx,
+        crate::outbox::PRODUCT_STATUS,
+        Some(imei),
+        serde_json::json!({"state": state, "enabled_status": status, "user": by}),
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Looks up a parameter type by name, creating it when missing (the
+/// parameters the actions themselves set: energy limit, solar panel
+/// wattage).
+pub(crate) async fn parameter_type_id(
+    tx: &mut Tx,
+    name: &str,
+    data_type: &str,
+    by: &str,
+    now: NaiveDateTime,
+) -> Result<i64, ApiError> {
+    let stmt = Query::select()
+        .column(Alias::new("parameter_type_id"))
+        .from(Alias::new("parameter_type"))
+        .and_where(eq("name", name))
+        .order_by(Alias::new("parameter_type_id"), sea_query::Order::Asc)
+        .limit(1)
+        .to_owned();
+    let id = col("parameter_type_id", ColumnType::Int);
+    if let Some(r) = tx.fetch_optional(&stmt, &[&id]).await? {
+        if let Some(id) = r.int("parameter_type_id") {
+            return Ok(id);
+        }
+    }
+    let created = insert(
+        tx,
+        "parameter_type",
+        vec![
+            ("name", name.into()),
+            ("data_type", data_type.into()),
+            ("repeatable", false.into()),
+            ("setting", true.into()),
+        ],
+        by,
+        now,
+    )
+    .await?;
+    created
+        .int("parameter_type_id")
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("parameter_type without id")))
+}
+
+/// The active value of a product parameter by type name, if any.
+pub(crate) async fn active_product_parameter(
+    tx: &mut Tx,
+    imei: &str,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    let stmt = Query::select()
+        .expr(tc("product_parameter", "value"))
+        .from(Alias::new("product_parameter"))
+        .inner_join(
+            Alias::new("parameter_type"),
+            Expr::col((
+                Alias::new("parameter_type"),
+                Alias::new("parameter_type_id"),
+            ))
+            .equals((
+                Alias::new("product_parameter"),
+                Alias::new("parameter_type_id"),
+            )),
+        )
+        .and_where(
+            Expr::col((Alias::new("product_parameter"), Alias::new("product_imei"))).eq(imei),
+        )
+        .and_where(Expr::col((Alias::new("parameter_type"), Alias::new("name"))).eq(name))
+        .and_where(Expr::col((Alias::new("product_parameter"), Alias::new("status"))).eq("active"))
+        .order_by(
+            (
+                Alias::new("product_parameter"),
+                Alias::new("product_parameter_id"),
+            ),
+            sea_query::Order::Desc,
+        )
+        .limit(1)
+        .to_owned();
+    let value = col("value", ColumnType::String);
+    Ok(tx
+        .fetch_optional(&stmt, &[&value])
+        .await?
+        .and_then(|r| r.text("value").map(str::to_string)))
+}

@@ -1,0 +1,412 @@
+//! SMS to units: the provider trait, WAKEUP SMS, delivery receipts, expiry.
+//!
+//! # Life of an SMS
+//! 1. A row is written to `sms_history` inside the transaction that wants
+//!    the SMS (an enable, a `send_wakeup`): `status` NULL, `sent_time` now,
+//!    `sms_timeout` = `sent_time` + the timeout (3600 s for wakeups), and a
+//!    `message_reference` of our own making (`/smartsolar/<micros>/<random>`),
+//!    so a receipt can never arrive for a reference we do not know yet.
+//! 2. After commit, [`deliver`] hands it to the [`SmsProvider`]. A provider
+//!    may answer with its own reference, which replaces ours; a provider
+//!    failure sets `status` to `Failed` (not retried: a WAKEUP only speeds
+//!    up a change the unit picks up on its next scheduled connection anyway).
+//! 3. The provider's delivery receipt (`POST /v1/sms/delivery_receipt`)
+//!    sets `status` to `Delivered`; `modified_at` is the delivery time.
+//! 4. [`expire_undelivered`] (called by the scheduler) sets `status` to
+//!    `Expired` on SMS still undelivered past their `sms_timeout`. A receipt
+//!    that arrives after that leaves `Expired` in place: the SMS was not
+//!    delivered within its timeout, which is what `Expired` says.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use chrono::NaiveDateTime;
+use rand::Rng;
+use sea_query::{Alias, Expr};
+use serde_json::{json, Value as Json};
+
+use super::{eq, insert, object, select_all, update, RowExt};
+use crate::auth::AuthUser;
+use crate::catalogue::Permission;
+use crate::config::ControlPlaneConfig;
+use crate::db::{Row, Tx};
+use crate::error::ApiError;
+use crate::http::{success, AppState, JsonBody};
+
+/// The text of a WAKEUP SMS.
+pub const WAKEUP_MESSAGE: &str = "WAKEUP";
+
+/// `sms_history.trigger` of a WAKEUP SMS.
+pub const WAKEUP_TRIGGER: &str = "wakeup";
+
+/// `sms_history.status` values (NULL: sent, not delivered yet).
+pub const DELIVERED: &str = "Delivered";
+pub const EXPIRED: &str = "Expired";
+pub const FAILED: &str = "Failed";
+
+/// The user recorded on rows the system changes by itself.
+const SYSTEM_USER: &str = "smartsolar";
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/sms/delivery_receipt", post(delivery_receipt))
+}
+
+/// One SMS to one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sms {
+    pub product_imei: String,
+    pub imsi: Option<String>,
+    pub iccid: Option<String>,
+    pub message: String,
+    /// Our reference; providers that accept a client reference should echo
+    /// it in their delivery receipts.
+    pub reference: String,
+}
+
+/// Why a provider did not take an SMS.
+#[derive(Debug, thiserror::Error)]
+pub enum SmsError {
+    /// The provider could not be reached or answered with an error status.
+    #[error("SMS provider request failed: {0}")]
+    Transport(String),
+    /// The provider answered 2xx with a body we could not read.
+    #[error("SMS provider answered with an unreadable body: {0}")]
+    BadResponse(String),
+}
+
+/// A boxed future, so providers can sit behind `dyn`.
+pub type SendFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<String>, SmsError>> + Send + 'a>>;
+
+/// Something that sends SMS. `send` returns the provider's own message
+/// reference when it has one (else ours is kept).
+pub trait SmsProvider: Send + Sync + 'static {
+    fn send<'a>(&'a self, sms: &'a Sms) -> SendFuture<'a>;
+}
+
+/// The default provider: logs every SMS and sends nothing. For development
+/// and tests, and for deployments whose units are RTC-only.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoggingProvider;
+
+impl SmsProvider for LoggingProvider {
+    fn send<'a>(&'a self, sms: &'a Sms) -> SendFuture<'a> {
+        Box::pin(async move {
+            tracing::info!(
+                imei = %sms.product_imei,
+                imsi = ?sms.imsi,
+                reference = %sms.reference,
+                message = %sms.message,
+                "SMS (logging provider, not sent)"
+            );
+            Ok(None)
+        })
+    }
+}
+
+/// Posts each SMS as JSON to a URL:
+/// `{"product_imei", "imsi", "iccid", "message", "reference"}`, with
+/// `Authorization: Bearer <token>` when a token is configured. Any 2xx is
+/// success; a JSON answer with a string `message_reference` replaces our
+/// reference.
+#[derive(Debug, Clone)]
+pub struct HttpProvider {
+    client: reqwest::Client,
+    url: String,
+    token: Option<String>,
+}
+
+impl HttpProvider {
+    pub fn new(url: String, token: Option<String>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self { client, url, token }
+    }
+}
+
+impl SmsProvider for HttpProvider {
+    fn send<'a>(&'a self, sms: &'a Sms) -> SendFuture<'a> {
+        Box::pin(async move {
+            let mut req = self.client.post(&self.url).json(&json!({
+                "product_imei": sms.product_imei,
+                "imsi": sms.imsi,
+                "iccid": sms.iccid,
+                "message": sms.message,
+                "reference": sms.reference,
+            }));
+            if let Some(token) = &self.token {
+                req = req.bearer_auth(token);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| SmsError::Transport(e.to_string()))?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(SmsError::Transport(format!("HTTP {status}")));
+            }
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| SmsError::BadResponse(e.to_string()))?;
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            let body: Json =
+                serde_json::from_str(&text).map_err(|e| SmsError::BadResponse(e.to_string()))?;
+            Ok(body
+                .get("message_reference")
+                .and_then(Json::as_str)
+                .map(str::to_string))
+        })
+    }
+}
+
+/// The provider the configuration asks for.
+pub fn provider_from_config(config: &ControlPlaneConfig) -> Arc<dyn SmsProvider> {
+    match &config.sms_http_url {
+        Some(url) => Arc::new(HttpProvider::new(
+            url.clone(),
+            config.sms_http_token.clone(),
+        )),
+        None => Arc::new(LoggingProvider),
+    }
+}
+
+/// A reference unique without a database round trip: the time in
+/// microseconds and 64 random bits.
+fn new_reference(now: NaiveDateTime) -> String {
+    let nonce: u64 = rand::thread_rng().gen();
+    format!(
+        "/smartsolar/{}/{nonce:016x}",
+        now.and_utc().timestamp_micros()
+    )
+}
+
+/// Records a WAKEUP SMS for `imei` inside `tx` (to be [`deliver`]ed after
+/// commit); returns the `sms_history` row.
+pub async fn record_wakeup(
+    tx: &mut Tx,
+    imei: &str,
+    enable_history_id: Option<i64>,
+    by: &str,
+    now: NaiveDateTime,
+    config: &ControlPlaneConfig,
+) -> Result<Row, ApiError> {
+    let timeout = now + chrono::Duration::seconds(config.wakeup_sms_timeout_secs);
+    insert(
+        tx,
+        "sms_history",
+        vec![
+            ("product_imei", imei.into()),
+            ("attempted_retries", 0i64.into()),
+            ("enable_history_id", enable_history_id.into()),
+            ("message_reference", new_reference(now).into()),
+            ("message", WAKEUP_MESSAGE.into()),
+            ("sent_time", now.into()),
+            ("sms_timeout", timeout.into()),
+            ("trigger", WAKEUP_TRIGGER.into()),
+        ],
+        by,
+        now,
+    )
+    .await
+}
+
+async fn sms_row(state: &AppState, id: i64) -> Result<Row, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let mut stmt = select_all("sms_history");
+    stmt.and_where(eq("sms_history_id", id));
+    let row = super::row(&mut tx, "sms_history", &stmt)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("No sms_history with sms_history_id '{id}'")))?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Hands a recorded SMS to the provider (after its transaction committed)
+/// and records the outcome. Returns the row afterwards and whether the
+/// provider took it.
+pub async fn deliver(state: &AppState, sms_id: i64) -> Result<(Row, bool), ApiError> {
+    let row = sms_row(state, sms_id).await?;
+    let imei = row.text("product_imei").unwrap_or_default().to_string();
+    let mut tx = state.db.begin().await?;
+    let product = super::visible_product(&mut tx, &crate::query::Visibility::Global, &imei).await?;
+    tx.commit().await?;
+    let sms = Sms {
+        product_imei: imei,
+        imsi: product.text("imsi").map(str::to_string),
+        iccid: product.text("iccid").map(str::to_string),
+        message: row.text("message").unwrap_or(WAKEUP_MESSAGE).to_string(),
+        reference: row
+            .text("message_reference")
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let result = state.sms.send(&sms).await;
+    let now = state.clock.now();
+    let values = match &result {
+        Ok(Some(reference)) => vec![("message_reference", reference.as_str().into())],
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            tracing::warn!(sms_id, imei = %sms.product_imei, error = %e, "SMS not sent");
+            vec![("status", FAILED.into())]
+        }
+    };
+    if !values.is_empty() {
+        let mut tx = state.db.begin().await?;
+        update(
+            &mut tx,
+            "sms_history",
+            values,
+            eq("sms_history_id", sms_id),
+            SYSTEM_USER,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok((sms_row(state, sms_id).await?, result.is_ok()))
+}
+
+/// `POST /v1/products/<imei>/send_wakeup` (ADMIN): records and sends a
+/// WAKEUP SMS whatever the unit's software, and answers with its
+/// `sms_history` row. A provider failure answers 502 with the row (status
+/// `Failed`).
+pub(super) async fn send_wakeup(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(imei): Path<String>,
+) -> Result<Response, ApiError> {
+    user.require(Permission::Admin)?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    super::lock_product(&mut tx, &user.visibility, &imei).await?;
+    let row = record_wakeup(&mut tx, &imei, None, &user.username, now, &state.config).await?;
+    tx.commit().await?;
+    let id = row.int("sms_history_id").unwrap_or_default();
+    let (row, sent) = deliver(&state, id).await?;
+    if sent {
+        Ok(success(
+            StatusCode::OK,
+            "sms successfully sent",
+            Json::Object(row),
+        ))
+    } else {
+        Ok((
+            StatusCode::BAD_GATEWAY,
+            axum::Json(json!({
+                "status": "error",
+                "message": "The SMS provider did not accept the sms; see sms_history",
+                "data": row,
+                "validation_errors": null,
+            })),
+        )
+            .into_response())
+    }
+}
+
+/// `POST /v1/sms/delivery_receipt` (SYSTEM; the SMS provider's callback):
+/// `{"message_reference": <ref>, "status": "delivered"}` marks the SMS
+/// `Delivered` (idempotent). `"status": "failed"` marks it `Failed`.
+/// Receipts for `Expired` SMS leave them expired.
+async fn delivery_receipt(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    user.require(Permission::System)?;
+    let body = object(body)?;
+    let reference = super::str_field(&body, "message_reference")?
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| {
+            ApiError::field("message_reference", "field 'message_reference' is required")
+        })?;
+    let status = match super::str_field(&body, "status")?
+        .unwrap_or_else(|| "delivered".into())
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "delivered" => DELIVERED,
+        "failed" | "undelivered" => FAILED,
+        other => {
+            return Err(ApiError::field(
+                "status",
+                format!("field 'status' must be 'delivered' or 'failed', got '{other}'"),
+            ))
+        }
+    };
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let mut stmt = select_all("sms_history");
+    stmt.and_where(eq("message_reference", reference.as_str()));
+    // An ENTITY-scoped caller only reaches its own units' SMS.
+    if let Some(scope) = crate::query::scope_condition(
+        super::catalogue(),
+        super::table("sms_history"),
+        &user.visibility,
+    ) {
+        stmt.and_where(scope);
+    }
+    let row = super::row(&mut tx, "sms_history", &stmt)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("No sms with message_reference '{reference}'"))
+        })?;
+    let id = row.int("sms_history_id").unwrap_or_default();
+    let current = row.text("status");
+    // Only an SMS still in flight (or failed, when a late receipt proves it
+    // did arrive) changes; a repeated receipt is a no-op.
+    let changes = match current {
+        None => true,
+        Some(FAILED) => status == DELIVERED,
+        _ => false,
+    };
+    if changes {
+        update(
+            &mut tx,
+            "sms_history",
+            vec![("status", status.into())],
+            eq("sms_history_id", id),
+            &user.username,
+            now,
+        )
+        .await?;
+    }
+    let mut stmt = select_all("sms_history");
+    stmt.and_where(eq("sms_history_id", id));
+    let row = super::row(&mut tx, "sms_history", &stmt)
+        .await?
+        .unwrap_or(row);
+    tx.commit().await?;
+    Ok(success(
+        StatusCode::OK,
+        "sms status updated",
+        Json::Object(row),
+    ))
+}
+
+/// Marks every SMS still undelivered at its `sms_timeout` as `Expired`;
+/// returns how many. The scheduler calls this periodically.
+pub async fn expire_undelivered(tx: &mut Tx, now: NaiveDateTime) -> Result<u64, ApiError> {
+    update(
+        tx,
+        "sms_history",
+        vec![("status", EXPIRED.into())],
+        Expr::col(Alias::new("status"))
+            .is_null()
+            .and(Expr::col(Alias::new("sms_timeout")).lte(now)),
+        SYSTEM_USER,
+        now,
+    )
+    .await
+}
