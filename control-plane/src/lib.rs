@@ -9,6 +9,7 @@
 //! - [`auth`]: passwords, tokens, permissions, the authenticated-user extractor.
 //! - [`http`]: the router, generic table routes, auth routes, OpenAPI.
 //! - [`error`]: the one API error enum and its JSON envelope.
+//! - [`dcm`]: device credit management: the payment-command ledger, balances, final balances.
 //! - [`outbox`]: webhook notifications written in the same transaction as their cause.
 //! - [`startup`]: open and migrate the database, ensure the admin user.
 
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod catalogue;
 pub mod config;
 pub mod db;
+pub mod dcm;
 pub mod error;
 pub mod http;
 pub mod metrics;

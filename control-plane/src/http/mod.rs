@@ -1,6 +1,7 @@
 //! The HTTP API: router, shared state, request body handling, serving.
 
 mod auth;
+mod dcm;
 mod generic;
 mod openapi;
 
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(openapi::router())
         .merge(generic::router(&state.catalogue))
+        .merge(dcm::router())
         // A route layer sees the matched route template, which keeps the
         // metric labels bounded.
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http));

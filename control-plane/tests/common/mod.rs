@@ -24,6 +24,7 @@ pub enum Backend {
 
 /// Runs an async test body once per backend.
 #[macro_export]
+#[allow(clippy::crate_in_macro_def)] // the tests are one crate each; `crate::common` is meant
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
