@@ -83,6 +83,42 @@ impl Config {
             "SMARTSOLAR_LOGIN_WINDOW_SECS",
             &mut cp.login_window_secs,
         )?;
+        set(
+            &var,
+            "SMARTSOLAR_WEBHOOK_TIMEOUT_MS",
+            &mut cp.webhook_timeout_ms,
+        )?;
+        set(
+            &var,
+            "SMARTSOLAR_WEBHOOK_MAX_ATTEMPTS",
+            &mut cp.webhook_max_attempts,
+        )?;
+        set(
+            &var,
+            "SMARTSOLAR_WEBHOOK_BACKOFF_BASE_MS",
+            &mut cp.webhook_backoff_base_ms,
+        )?;
+        set(
+            &var,
+            "SMARTSOLAR_WEBHOOK_BACKOFF_MAX_MS",
+            &mut cp.webhook_backoff_max_ms,
+        )?;
+        set(
+            &var,
+            "SMARTSOLAR_WEBHOOK_POLL_INTERVAL_MS",
+            &mut cp.webhook_poll_interval_ms,
+        )?;
+        if let Some(v) = var("SMARTSOLAR_WEBHOOK_SECRET_KEY") {
+            cp.webhook_secret_key = Some(control_plane::config::Secret::new(v));
+        }
+        if let Some(v) = var("SMARTSOLAR_WEBHOOK_DENY_CIDRS") {
+            cp.webhook_deny_cidrs = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
         if let Some(v) = var("SMARTSOLAR_ADMIN_USER") {
             cp.admin_user = Some(v);
         }
@@ -119,6 +155,8 @@ mod tests {
         c.apply_env(|k| match k {
             "SMARTSOLAR_HTTP_ADDR" => Some("127.0.0.1:9100".into()),
             "SMARTSOLAR_ADMIN_USER" => Some("root@example.com".into()),
+            "SMARTSOLAR_WEBHOOK_SECRET_KEY" => Some("s3cret-key".into()),
+            "SMARTSOLAR_WEBHOOK_DENY_CIDRS" => Some("10.0.0.0/8, 127.0.0.0/8".into()),
             _ => None,
         })
         .unwrap();
@@ -127,6 +165,13 @@ mod tests {
         assert_eq!(
             c.control_plane.admin_user.as_deref(),
             Some("root@example.com")
+        );
+        let key = c.control_plane.webhook_secret_key.as_ref().unwrap();
+        assert_eq!(key.expose(), "s3cret-key");
+        assert!(!format!("{:?}", c.control_plane).contains("s3cret-key"));
+        assert_eq!(
+            c.control_plane.webhook_deny_cidrs,
+            ["10.0.0.0/8", "127.0.0.0/8"]
         );
     }
 

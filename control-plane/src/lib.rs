@@ -11,6 +11,7 @@
 //! - [`error`]: the one API error enum and its JSON envelope.
 //! - [`dcm`]: device credit management: the payment-command ledger, balances, final balances.
 //! - [`outbox`]: webhook notifications written in the same transaction as their cause.
+//! - [`webhooks`]: subscriptions, signing, encrypted keys, the delivery worker.
 //! - [`startup`]: open and migrate the database, ensure the admin user.
 
 pub mod auth;
@@ -26,5 +27,6 @@ pub mod query;
 pub mod schema;
 pub mod startup;
 pub mod values;
+pub mod webhooks;
 
 pub use config::ControlPlaneConfig;

@@ -4,6 +4,7 @@ mod auth;
 mod dcm;
 mod generic;
 mod openapi;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(generic::router(&state.catalogue))
         .merge(dcm::router())
+        .merge(webhooks::router())
         // A route layer sees the matched route template, which keeps the
         // metric labels bounded.
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http));
