@@ -128,7 +128,7 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
         Reply::Status(s) => s,
         Reply::Hang => {
             // The sender has given up by now: not counted as accepted.
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             return AxumStatus::OK;
         }
     };
@@ -162,7 +162,7 @@ fn fast(config: &mut ControlPlaneConfig) {
     config.webhook_poll_interval_ms = 20;
     config.webhook_backoff_base_ms = 20;
     config.webhook_backoff_max_ms = 100;
-    config.webhook_timeout_ms = 500;
+    config.webhook_timeout_ms = 1_500;
 }
 
 /// Starts the delivery worker; dropping the guard stops it.
