@@ -113,6 +113,42 @@ impl Config {
         if let Some(v) = var("SMARTSOLAR_SMS_HTTP_TOKEN") {
             cp.sms_http_token = Some(v);
         }
+        set(
+            &var,
+            "SMARTSOLAR_WEBHOOK_TIMEOUT_MS",
+            &mut cp.webhook_timeout_ms,
+        )?;
+        set(
+            &var,
+            "SMARTSOLAR_WEBHOOK_MAX_ATTEMPTS",
+            &mut cp.webhook_max_attempts,
+        )?;
+        set(
+            &var,
+            "SMARTSOLAR_WEBHOOK_BACKOFF_BASE_MS",
+            &mut cp.webhook_backoff_base_ms,
+        )?;
+        set(
+            &var,
+            "SMARTSOLAR_WEBHOOK_BACKOFF_MAX_MS",
+            &mut cp.webhook_backoff_max_ms,
+        )?;
+        set(
+            &var,
+            "SMARTSOLAR_WEBHOOK_POLL_INTERVAL_MS",
+            &mut cp.webhook_poll_interval_ms,
+        )?;
+        if let Some(v) = var("SMARTSOLAR_WEBHOOK_SECRET_KEY") {
+            cp.webhook_secret_key = Some(control_plane::config::Secret::new(v));
+        }
+        if let Some(v) = var("SMARTSOLAR_WEBHOOK_DENY_CIDRS") {
+            cp.webhook_deny_cidrs = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
         if let Some(v) = var("SMARTSOLAR_ADMIN_USER") {
             cp.admin_user = Some(v);
         }

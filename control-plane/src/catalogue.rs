@@ -140,9 +140,10 @@ impl Column {
             || (self.primary_key && self.ty == ColumnType::Int && self.name.ends_with("_id"))
     }
 
-    /// Accepted on writes but never returned (the user password hash).
+    /// Never returned: the user password hash, and the subscriber's webhook
+    /// key (stored encrypted; the key is shown once, on subscribe).
     pub fn is_write_only(&self) -> bool {
-        self.name == "password"
+        self.name == "password" || self.name == "key"
     }
 }
 

@@ -59,6 +59,87 @@ pub struct ControlPlaneConfig {
     /// Largest page of the bulk endpoints `/v1/products/locations` and
     /// `/v1/current_enable_status` (`SMARTSOLAR_BULK_MAX_RESULTS_PER_PAGE`).
     pub bulk_max_results_per_page: u64,
+    /// Encrypts subscribers' webhook secrets at rest
+    /// (`SMARTSOLAR_WEBHOOK_SECRET_KEY`): any string, ideally 32 random
+    /// bytes in base64; the AES-256 key is its SHA-256. Unset: a
+    /// development key derived from a fixed, public label is used and a
+    /// warning is logged. Never logged itself.
+    pub webhook_secret_key: Option<Secret>,
+    /// Timeout of one webhook POST, connection included
+    /// (`SMARTSOLAR_WEBHOOK_TIMEOUT_MS`).
+    pub webhook_timeout_ms: u64,
+    /// Attempts per delivery before it is marked `failed`
+    /// (`SMARTSOLAR_WEBHOOK_MAX_ATTEMPTS`).
+    pub webhook_max_attempts: u32,
+    /// Retry delay after the first failure, doubled per further failure up
+    /// to the maximum, with jitter (`SMARTSOLAR_WEBHOOK_BACKOFF_BASE_MS`,
+    /// `SMARTSOLAR_WEBHOOK_BACKOFF_MAX_MS`).
+    pub webhook_backoff_base_ms: u64,
+    pub webhook_backoff_max_ms: u64,
+    /// How often an idle delivery worker looks for work
+    /// (`SMARTSOLAR_WEBHOOK_POLL_INTERVAL_MS`).
+    pub webhook_poll_interval_ms: u64,
+    /// Deliveries one worker sends at once (at most one per subscriber).
+    pub webhook_batch_size: u32,
+    /// Address ranges (CIDR) subscriber URLs may not point at, checked on
+    /// subscribe and again on every connection
+    /// (`SMARTSOLAR_WEBHOOK_DENY_CIDRS`, comma-separated). The default
+    /// denies private, link-local, shared and unspecified ranges; loopback
+    /// is allowed so local receivers and tests work (add `127.0.0.0/8,::1/128`
+    /// to deny it).
+    pub webhook_deny_cidrs: Vec<String>,
+}
+
+/// A configuration value that must never be printed: `Debug` shows `***`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+/// The default of `webhook_deny_cidrs`.
+pub fn default_webhook_deny_cidrs() -> Vec<String> {
+    [
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// The spec's "Current WAKEUP ENABLED software".
@@ -100,6 +181,14 @@ impl Default for ControlPlaneConfig {
             serial_prefix: "HB000501".into(),
             locations_per_page: 1000,
             bulk_max_results_per_page: 100_000,
+            webhook_secret_key: None,
+            webhook_timeout_ms: 10_000,
+            webhook_max_attempts: 15,
+            webhook_backoff_base_ms: 1_000,
+            webhook_backoff_max_ms: 3_600_000,
+            webhook_poll_interval_ms: 500,
+            webhook_batch_size: 32,
+            webhook_deny_cidrs: default_webhook_deny_cidrs(),
         }
     }
 }

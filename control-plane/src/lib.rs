@@ -9,9 +9,11 @@
 //! - [`auth`]: passwords, tokens, permissions, the authenticated-user extractor.
 //! - [`http`]: the router, generic table routes, auth routes, OpenAPI.
 //! - [`error`]: the one API error enum and its JSON envelope.
+//! - [`dcm`]: device credit management: the payment-command ledger, balances, final balances.
 //! - [`outbox`]: webhook notifications written in the same transaction as their cause.
 //! - [`actions`]: product, part and fleet actions (manufacturing, unit
 //!   control, SMS, entities, state, fleet data) and their service functions.
+//! - [`webhooks`]: subscriptions, signing, encrypted keys, the delivery worker.
 //! - [`startup`]: open and migrate the database, ensure the admin user.
 
 pub mod actions;
@@ -19,6 +21,7 @@ pub mod auth;
 pub mod catalogue;
 pub mod config;
 pub mod db;
+pub mod dcm;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -27,5 +30,6 @@ pub mod query;
 pub mod schema;
 pub mod startup;
 pub mod values;
+pub mod webhooks;
 
 pub use config::ControlPlaneConfig;

@@ -1,8 +1,10 @@
 //! The HTTP API: router, shared state, request body handling, serving.
 
 mod auth;
+mod dcm;
 mod generic;
 mod openapi;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -72,6 +74,8 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(generic::router(&state.catalogue))
         .merge(crate::actions::router())
+        .merge(dcm::router())
+        .merge(webhooks::router())
         // A route layer sees the matched route template, which keeps the
         // metric labels bounded.
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http));

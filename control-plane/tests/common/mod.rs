@@ -23,8 +23,6 @@ pub enum Backend {
 }
 
 /// Runs an async test body once per backend.
-// `crate::common` is meant as the calling test crate's module.
-#[allow(clippy::crate_in_macro_def)]
 #[macro_export]
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
@@ -52,13 +50,21 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh database of the backend, migrated.
 pub async fn fresh_db(backend: Backend) -> (Db, Option<tempfile::TempDir>) {
+    let (url, dir) = fresh_db_url(backend).await;
+    let db = Db::connect(&url, 8).await.unwrap();
+    db.migrate().await.unwrap();
+    (db, dir)
+}
+
+/// The URL of a fresh, empty database of the backend (a SQLite file in a
+/// temporary folder, or a new PostgreSQL database), for tests that open it
+/// more than once (a restart).
+pub async fn fresh_db_url(backend: Backend) -> (String, Option<tempfile::TempDir>) {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}/test.db", dir.path().display());
-            let db = Db::connect(&url, 8).await.unwrap();
-            db.migrate().await.unwrap();
-            (db, Some(dir))
+            (url, Some(dir))
         }
         Backend::Postgres => {
             let admin_url = std::env::var("SMARTSOLAR_TEST_POSTGRES_URL")
@@ -78,9 +84,7 @@ pub async fn fresh_db(backend: Backend) -> (Db, Option<tempfile::TempDir>) {
                 .unwrap();
             pool.close().await;
             let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap();
-            let db = Db::connect(&format!("{base}/{name}"), 8).await.unwrap();
-            db.migrate().await.unwrap();
-            (db, None)
+            (format!("{base}/{name}"), None)
         }
     }
 }
@@ -100,6 +104,22 @@ impl TestServer {
 
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
         let (db, dir) = fresh_db(backend).await;
+        Self::serve_db(db, dir, tweak).await
+    }
+
+    /// A server over an existing database (opened and migrated again), as
+    /// after a restart.
+    pub async fn start_on(url: &str, tweak: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
+        let db = Db::connect(url, 8).await.unwrap();
+        db.migrate().await.unwrap();
+        Self::serve_db(db, None, tweak).await
+    }
+
+    async fn serve_db(
+        db: Db,
+        dir: Option<tempfile::TempDir>,
+        tweak: impl FnOnce(&mut ControlPlaneConfig),
+    ) -> Self {
         control_plane::startup::ensure_user(&db, ADMIN, ADMIN_PASSWORD, "SYSTEM", "GLOBAL", None)
             .await
             .unwrap();

@@ -1,0 +1,247 @@
+//! DCM endpoints: `add_payment_command`, `force_reset`,
+//! `balance_and_pending_payments` (spec: "DCM - Device Credit Management").
+//!
+//! Permissions (the spec names only the GET's): adding a command and
+//! force-resetting need TECHNICAL, the level that may enable and disable a
+//! unit, which is what credit does on a DCM unit; the GET needs OVERVIEW.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Map, Value as Json};
+
+use super::{success, AppState, JsonBody};
+use crate::auth::AuthUser;
+use crate::catalogue::{Column, Permission};
+use crate::dcm::{self, Category, NewCommand};
+use crate::error::ApiError;
+use crate::query;
+use crate::values::format_datetime;
+
+/// Longest accepted `transaction_id` (it is a unique key; clients send UUIDs).
+const MAX_TRANSACTION_ID: usize = 255;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/products/{id}/add_payment_command",
+            post(add_payment_command),
+        )
+        .route("/products/{id}/force_reset", post(force_reset))
+        .route(
+            "/products/{id}/balance_and_pending_payments",
+            get(balance_and_pending_payments),
+        )
+}
+
+fn object(body: Json, what: &str) -> Result<Map<String, Json>, ApiError> {
+    match body {
+        Json::Object(m) => Ok(m),
+        _ => Err(ApiError::BadRequest(format!(
+            "The body must be a JSON object with {what}"
+        ))),
+    }
+}
+
+fn transaction_id(body: &Map<String, Json>) -> Result<String, ApiError> {
+    match body.get("transaction_id") {
+        None | Some(Json::Null) => Err(ApiError::field(
+            "transaction_id",
+            "field 'transaction_id' is required",
+        )),
+        Some(Json::String(s)) if s.trim().is_empty() => Err(ApiError::field(
+            "transaction_id",
+            "field 'transaction_id' may not be empty",
+        )),
+        Some(Json::String(s)) if s.len() > MAX_TRANSACTION_ID => Err(ApiError::field(
+            "transaction_id",
+            format!("field 'transaction_id' may be at most {MAX_TRANSACTION_ID} characters long"),
+        )),
+        Some(Json::String(s)) => Ok(s.clone()),
+        Some(_) => Err(ApiError::field(
+            "transaction_id",
+            "field 'transaction_id' must be a string",
+        )),
+    }
+}
+
+/// Reads `{"value", "category", "transaction_id"}`; every problem is named.
+fn parse_command(body: Json) -> Result<NewCommand, ApiError> {
+    let body = object(body, "'value', 'category' and 'transaction_id'")?;
+    let mut errors = Map::new();
+    let value = match body.get("value") {
+        None | Some(Json::Null) => {
+            errors.insert("value".into(), json!("field 'value' is required"));
+            None
+        }
+        Some(v) => match v.as_i64() {
+            Some(n) => Some(n),
+            None => {
+                errors.insert(
+                    "value".into(),
+                    json!("field 'value' must be an integer number of seconds"),
+                );
+                None
+            }
+        },
+    };
+    let category = match body.get("category") {
+        None | Some(Json::Null) => {
+            errors.insert("category".into(), json!("field 'category' is required"));
+            None
+        }
+        Some(c) => {
+            match c.as_str().and_then(Category::parse) {
+                Some(c) => Some(c),
+                None => {
+                    errors.insert(
+                    "category".into(),
+                    json!("field 'category' must be one of 'payment', 'bad-payment', 'zero-command'"),
+                );
+                    None
+                }
+            }
+        }
+    };
+    let transaction_id = match transaction_id(&body) {
+        Ok(t) => Some(t),
+        Err(ApiError::Validation(m)) => {
+            errors.extend(m);
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    match (value, category, transaction_id) {
+        (Some(value), Some(category), Some(transaction_id)) if errors.is_empty() => {
+            Ok(NewCommand {
+                category,
+                value,
+                transaction_id,
+            })
+        }
+        _ => Err(ApiError::Validation(errors)),
+    }
+}
+
+async fn add_payment_command(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(imei): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    user.require(Permission::Technical)?;
+    let command = parse_command(body)?;
+    let mut tx = state.db.begin().await?;
+    let stored = dcm::add_payment_command(
+        &mut tx,
+        &state.catalogue,
+        &imei,
+        &command,
+        &user.username,
+        &user.visibility,
+        state.clock.now(),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        product_imei = %imei,
+        payment_command_id = stored.payment_command_id,
+        category = stored.category.as_str(),
+        value = stored.value,
+        user = %user.username,
+        "payment_command added"
+    );
+    Ok(success(
+        StatusCode::CREATED,
+        format!("new payment_command added to product #{imei}"),
+        Json::Null,
+    ))
+}
+
+async fn force_reset(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(imei): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    user.require(Permission::Technical)?;
+    let body = object(body, "'transaction_id'")?;
+    let transaction_id = transaction_id(&body)?;
+    let mut tx = state.db.begin().await?;
+    let reset = dcm::force_reset(
+        &mut tx,
+        &state.catalogue,
+        &imei,
+        &transaction_id,
+        &user.username,
+        &user.visibility,
+        state.clock.now(),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        product_imei = %imei,
+        outstanding_payments = reset.outstanding_payments,
+        last_known_balance = ?reset.last_known_balance,
+        user = %user.username,
+        "product force-reset"
+    );
+    Ok(success(
+        StatusCode::CREATED,
+        format!("Product #{imei} has been Force-Reset"),
+        json!({
+            "outstanding_payments": reset.outstanding_payments,
+            "last_known_balance": reset.last_known_balance,
+        }),
+    ))
+}
+
+async fn balance_and_pending_payments(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(imei): Path<String>,
+) -> Result<Response, ApiError> {
+    user.require(Permission::Overview)?;
+    let product = state
+        .catalogue
+        .table("product")
+        .expect("the catalogue has products");
+    let stmt = query::compile_get(
+        &state.catalogue,
+        product,
+        sea_query::Value::String(Some(Box::new(imei.clone()))),
+        &user.visibility,
+    );
+    let pk: Vec<&Column> = vec![product.primary_key()];
+    let mut stmt = stmt;
+    stmt.clear_selects().column((
+        sea_query::Alias::new("product"),
+        sea_query::Alias::new("product_imei"),
+    ));
+    if state.db.fetch_optional(&stmt, &pk).await?.is_none() {
+        return Err(dcm::DcmError::UnknownProduct(imei).into());
+    }
+    let (balance, pending) = dcm::balance_and_pending(&state.db, &imei).await?;
+    let commands: Vec<Json> = pending
+        .iter()
+        .map(|c| {
+            json!({
+                "category": c.category.as_str(),
+                "created_at": c.created_at.as_ref().map(format_datetime),
+                "modified_at": c.modified_at.as_ref().map(format_datetime),
+                "value": c.value,
+            })
+        })
+        .collect();
+    Ok(success(
+        StatusCode::OK,
+        "Balance and pending credits.",
+        json!({
+            "balance": balance.as_ref().map(|b| b.balance),
+            "expected_expiry": balance.as_ref().map(|b| format_datetime(&b.expected_expiry)),
+            "pending_payment_commands": commands,
+        }),
+    ))
+}
