@@ -10,6 +10,7 @@
 //! - [`http`]: the router, generic table routes, auth routes, OpenAPI.
 //! - [`error`]: the one API error enum and its JSON envelope.
 //! - [`outbox`]: webhook notifications written in the same transaction as their cause.
+//! - [`repairs`]: repair workflows (IRT): definitions, validation, state machine, routes.
 //! - [`startup`]: open and migrate the database, ensure the admin user.
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod query;
+pub mod repairs;
 pub mod schema;
 pub mod startup;
 pub mod values;
