@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(openapi::router())
         .merge(generic::router(&state.catalogue))
+        .merge(crate::repairs::http::router())
         // A route layer sees the matched route template, which keeps the
         // metric labels bounded.
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http));
