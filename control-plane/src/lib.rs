@@ -14,6 +14,7 @@
 //! - [`actions`]: product, part and fleet actions (manufacturing, unit
 //!   control, SMS, entities, state, fleet data) and their service functions.
 //! - [`webhooks`]: subscriptions, signing, encrypted keys, the delivery worker.
+//! - [`repairs`]: repair workflows (IRT): definitions, validation, state machine, routes.
 //! - [`startup`]: open and migrate the database, ensure the admin user.
 
 pub mod actions;
@@ -27,6 +28,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod query;
+pub mod repairs;
 pub mod schema;
 pub mod startup;
 pub mod values;

@@ -10,6 +10,8 @@ use crate::error::ApiError;
 /// Opens the configured database and applies pending migrations (schema
 /// and reference data).
 pub async fn open_database(config: &ControlPlaneConfig) -> anyhow::Result<Db> {
+    // The repair workflows are data; refuse to start on a broken definition.
+    crate::repairs::load_builtin()?;
     let db = Db::connect(&config.database_url, config.db_max_connections).await?;
     db.migrate().await?;
     Ok(db)

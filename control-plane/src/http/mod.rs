@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::actions::router())
         .merge(dcm::router())
         .merge(webhooks::router())
+        .merge(crate::repairs::http::router())
         // A route layer sees the matched route template, which keeps the
         // metric labels bounded.
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http));
