@@ -5,9 +5,9 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
 use control_plane::catalogue::Catalogue;
 use control_plane::query::{self, Page, Visibility};
+use criterion::{criterion_group, criterion_main, Criterion};
 
 use sea_query::PostgresQueryBuilder;
 
