@@ -63,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http));
     Router::new()
         .nest("/v1", v1)
+        .route("/health", axum::routing::get(health))
+        .route("/ready", axum::routing::get(ready))
         .fallback(not_found)
         .with_state(state)
 }
