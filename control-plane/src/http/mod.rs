@@ -18,6 +18,8 @@ use crate::catalogue::Catalogue;
 use crate::config::ControlPlaneConfig;
 use crate::db::Db;
 use crate::error::ApiError;
+use ingest::tsdb::embedded::Embedded;
+use ingest::tsdb::TimeSeries;
 
 /// What every handler shares. Cloning is cheap (an `Arc`).
 #[derive(Clone)]
@@ -30,6 +32,8 @@ pub struct Inner {
     pub config: ControlPlaneConfig,
     pub clock: Clock,
     pub auth: AuthCache,
+    /// Unit telemetry (`/products/<imei>/data`, `/upload_tool_log`).
+    pub timeseries: Arc<dyn TimeSeries>,
 }
 
 impl std::ops::Deref for AppState {
@@ -41,6 +45,10 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// State over an open, migrated database.
+    ///
+    /// The time-series store defaults to a memory-only embedded store:
+    /// enough for tests. A process that keeps telemetry passes its own with
+    /// [`Self::with_timeseries`].
     pub fn new(db: Db, config: ControlPlaneConfig) -> Self {
         Self(Arc::new(Inner {
             db,
@@ -48,7 +56,21 @@ impl AppState {
             config,
             clock: Clock::default(),
             auth: AuthCache::default(),
+            timeseries: Arc::new(Embedded::in_memory()),
         }))
+    }
+
+    /// Uses `timeseries` as the time-series store.
+    ///
+    /// # Panics
+    /// When the state has already been cloned (configure it before serving).
+    pub fn with_timeseries(mut self, timeseries: Arc<dyn TimeSeries>) -> Self {
+        self.inner_mut().timeseries = timeseries;
+        self
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.0).expect("configure AppState before cloning it")
     }
 }
 
@@ -58,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(openapi::router())
         .merge(generic::router(&state.catalogue))
+        .merge(crate::data::router())
         // A route layer sees the matched route template, which keeps the
         // metric labels bounded.
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http));

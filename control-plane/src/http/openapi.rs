@@ -44,6 +44,24 @@ pub(crate) const ACTION_ROUTES: &[(&str, &str, &str, &str)] = &[
         "none",
     ),
     ("/openapi.json", "get", "This document", "none"),
+    (
+        "/products/{product_imei}/data",
+        "get",
+        "Read a unit's time series: start, end, fields, measurement, limit, where, tags, ds_interval, ds_function (query string or JSON body)",
+        "OVERVIEW",
+    ),
+    (
+        "/products/{product_imei}/data",
+        "post",
+        "Write a unit's time series: {measurement, tags, fields: {name: [[time, value], ...]}}",
+        "TECHNICAL",
+    ),
+    (
+        "/upload_tool_log",
+        "post",
+        "Upload a manufacturing or repair tool's log entry (answers 201)",
+        "SYSTEM",
+    ),
 ];
 
 fn schema_for(table: &Table, writable: bool) -> Json {
