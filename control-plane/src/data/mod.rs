@@ -4,12 +4,16 @@
 //! # Layout
 //! - [`product_data`]: `GET`/`POST /products/<imei>/data` (spec: "Product Data").
 //! - [`tool_log`]: `POST /upload_tool_log`.
+//! - [`dead_letters`]: `/rtc_import_*_dead_letters` and
+//!   `/rtc_dead_letters/<id>/{replay,discard,decode}` (spec: "RTC Dead
+//!   Letter Actions"); listing stays the generic `GET /rtc_dead_letters`.
 //! - [`time`]: the timestamp forms the data API accepts and returns.
 //!
 //! No client text reaches the time-series backends unparsed: `where` is
 //! parsed into [`ingest::tsdb::Expr`], names are checked, values are typed,
 //! and each backend renders the resulting [`ingest::tsdb::Query`] itself.
 
+pub mod dead_letters;
 pub mod product_data;
 pub mod time;
 pub mod tool_log;
@@ -28,6 +32,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(product_data::router())
         .merge(tool_log::router())
+        .merge(dead_letters::router())
 }
 
 /// 405 in the error envelope for a method a route does not serve.

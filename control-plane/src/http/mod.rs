@@ -18,6 +18,7 @@ use crate::catalogue::Catalogue;
 use crate::config::ControlPlaneConfig;
 use crate::db::Db;
 use crate::error::ApiError;
+use ingest::bus::{Bus, MemoryBus, MemoryBusConfig, Topics};
 use ingest::tsdb::embedded::Embedded;
 use ingest::tsdb::TimeSeries;
 
@@ -34,6 +35,12 @@ pub struct Inner {
     pub auth: AuthCache,
     /// Unit telemetry (`/products/<imei>/data`, `/upload_tool_log`).
     pub timeseries: Arc<dyn TimeSeries>,
+    /// The message bus (dead-letter import and replay).
+    pub bus: Arc<dyn Bus>,
+    /// Topic names on [`Inner::bus`].
+    pub topics: Topics,
+    /// The dead-letter consumers, kept between import calls.
+    pub dead_letters: crate::data::dead_letters::Importers,
 }
 
 impl std::ops::Deref for AppState {
@@ -46,9 +53,11 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// State over an open, migrated database.
     ///
-    /// The time-series store defaults to a memory-only embedded store:
-    /// enough for tests. A process that keeps telemetry passes its own with
-    /// [`Self::with_timeseries`].
+    /// The time-series store defaults to a memory-only embedded store and
+    /// the bus to a private in-process bus with the default topic names:
+    /// enough for tests and for a control-plane alone. A process that keeps
+    /// telemetry or shares the bus with ingest and the gateway passes its
+    /// own with [`Self::with_timeseries`] and [`Self::with_bus`].
     pub fn new(db: Db, config: ControlPlaneConfig) -> Self {
         Self(Arc::new(Inner {
             db,
@@ -57,6 +66,9 @@ impl AppState {
             clock: Clock::default(),
             auth: AuthCache::default(),
             timeseries: Arc::new(Embedded::in_memory()),
+            bus: Arc::new(MemoryBus::new(MemoryBusConfig::default())),
+            topics: Topics::default(),
+            dead_letters: Default::default(),
         }))
     }
 
@@ -66,6 +78,18 @@ impl AppState {
     /// When the state has already been cloned (configure it before serving).
     pub fn with_timeseries(mut self, timeseries: Arc<dyn TimeSeries>) -> Self {
         self.inner_mut().timeseries = timeseries;
+        self
+    }
+
+    /// Uses `bus` with the topic names `topics`.
+    ///
+    /// # Panics
+    /// When the state has already been cloned (configure it before serving).
+    pub fn with_bus(mut self, bus: Arc<dyn Bus>, topics: Topics) -> Self {
+        let inner = self.inner_mut();
+        inner.bus = bus;
+        inner.topics = topics;
+        inner.dead_letters = Default::default();
         self
     }
 
