@@ -44,6 +44,10 @@ pub enum ApiError {
     /// 429: too many failed logins.
     #[error("{0}")]
     TooManyRequests(String),
+    /// 503: a service this request needs (time-series store, bus) is
+    /// unreachable for now; retrying later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500: a fault on our side; the detail is logged, not returned.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -68,6 +72,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -8,6 +8,8 @@
 //! - [`db`]: SQLite / PostgreSQL behind one type; binding and row decoding.
 //! - [`auth`]: passwords, tokens, permissions, the authenticated-user extractor.
 //! - [`http`]: the router, generic table routes, auth routes, OpenAPI.
+//! - [`data`]: the product data API (time series), `/upload_tool_log` and
+//!   the RTC dead-letter actions (bus).
 //! - [`error`]: the one API error enum and its JSON envelope.
 //! - [`dcm`]: device credit management: the payment-command ledger, balances, final balances.
 //! - [`outbox`]: webhook notifications written in the same transaction as their cause.
@@ -21,6 +23,7 @@ pub mod actions;
 pub mod auth;
 pub mod catalogue;
 pub mod config;
+pub mod data;
 pub mod db;
 pub mod dcm;
 pub mod error;

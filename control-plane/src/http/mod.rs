@@ -20,6 +20,9 @@ use crate::catalogue::Catalogue;
 use crate::config::ControlPlaneConfig;
 use crate::db::Db;
 use crate::error::ApiError;
+use ingest::bus::{Bus, MemoryBus, MemoryBusConfig, Topics};
+use ingest::tsdb::embedded::Embedded;
+use ingest::tsdb::TimeSeries;
 
 /// What every handler shares. Cloning is cheap (an `Arc`).
 #[derive(Clone)]
@@ -34,6 +37,14 @@ pub struct Inner {
     pub auth: AuthCache,
     /// Where SMS to units go (see `actions::sms`).
     pub sms: Arc<dyn crate::actions::sms::SmsProvider>,
+    /// Unit telemetry (`/products/<imei>/data`, `/upload_tool_log`).
+    pub timeseries: Arc<dyn TimeSeries>,
+    /// The message bus (dead-letter import and replay).
+    pub bus: Arc<dyn Bus>,
+    /// Topic names on [`Inner::bus`].
+    pub topics: Topics,
+    /// The dead-letter consumers, kept between import calls.
+    pub dead_letters: crate::data::dead_letters::Importers,
 }
 
 impl std::ops::Deref for AppState {
@@ -45,6 +56,12 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// State over an open, migrated database.
+    ///
+    /// The time-series store defaults to a memory-only embedded store and
+    /// the bus to a private in-process bus with the default topic names:
+    /// enough for tests and for a control-plane alone. A process that keeps
+    /// telemetry or shares the bus with ingest and the gateway passes its
+    /// own with [`Self::with_timeseries`] and [`Self::with_bus`].
     pub fn new(db: Db, config: ControlPlaneConfig) -> Self {
         let sms = crate::actions::sms::provider_from_config(&config);
         Self::with_sms(db, config, sms)
@@ -63,7 +80,36 @@ impl AppState {
             clock: Clock::default(),
             auth: AuthCache::default(),
             sms,
+            timeseries: Arc::new(Embedded::in_memory()),
+            bus: Arc::new(MemoryBus::new(MemoryBusConfig::default())),
+            topics: Topics::default(),
+            dead_letters: Default::default(),
         }))
+    }
+
+    /// Uses `timeseries` as the time-series store.
+    ///
+    /// # Panics
+    /// When the state has already been cloned (configure it before serving).
+    pub fn with_timeseries(mut self, timeseries: Arc<dyn TimeSeries>) -> Self {
+        self.inner_mut().timeseries = timeseries;
+        self
+    }
+
+    /// Uses `bus` with the topic names `topics`.
+    ///
+    /// # Panics
+    /// When the state has already been cloned (configure it before serving).
+    pub fn with_bus(mut self, bus: Arc<dyn Bus>, topics: Topics) -> Self {
+        let inner = self.inner_mut();
+        inner.bus = bus;
+        inner.topics = topics;
+        inner.dead_letters = Default::default();
+        self
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.0).expect("configure AppState before cloning it")
     }
 }
 
@@ -77,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dcm::router())
         .merge(webhooks::router())
         .merge(crate::repairs::http::router())
+        .merge(crate::data::router())
         // A route layer sees the matched route template, which keeps the
         // metric labels bounded.
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http));

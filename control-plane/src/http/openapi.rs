@@ -44,6 +44,54 @@ pub(crate) const ACTION_ROUTES: &[(&str, &str, &str, &str)] = &[
         "none",
     ),
     ("/openapi.json", "get", "This document", "none"),
+    (
+        "/products/{product_imei}/data",
+        "get",
+        "Read a unit's time series: start, end, fields, measurement, limit, where, tags, ds_interval, ds_function (query string or JSON body)",
+        "OVERVIEW",
+    ),
+    (
+        "/products/{product_imei}/data",
+        "post",
+        "Write a unit's time series: {measurement, tags, fields: {name: [[time, value], ...]}}",
+        "TECHNICAL",
+    ),
+    (
+        "/upload_tool_log",
+        "post",
+        "Upload a manufacturing or repair tool's log entry (answers 201)",
+        "SYSTEM",
+    ),
+    (
+        "/rtc_import_mo_dead_letters",
+        "post",
+        "Import the letters waiting on the MO dead-letter topic into rtc_dead_letter (needs GLOBAL visibility)",
+        "TECHNICAL",
+    ),
+    (
+        "/rtc_import_mt_reply_dead_letters",
+        "post",
+        "Import the letters waiting on the MT reply dead-letter topic into rtc_dead_letter (needs GLOBAL visibility)",
+        "TECHNICAL",
+    ),
+    (
+        "/rtc_dead_letters/{rtc_dead_letter_id}/replay",
+        "put",
+        "Re-publish a dead letter onto its original topic (needs GLOBAL visibility)",
+        "TECHNICAL",
+    ),
+    (
+        "/rtc_dead_letters/{rtc_dead_letter_id}/discard",
+        "put",
+        "Mark a dead letter as discarded (needs GLOBAL visibility)",
+        "TECHNICAL",
+    ),
+    (
+        "/rtc_dead_letters/{rtc_dead_letter_id}/decode",
+        "get",
+        "A dead letter's CBOR message in readable form",
+        "OVERVIEW",
+    ),
 ];
 
 fn schema_for(table: &Table, writable: bool) -> Json {

@@ -103,8 +103,25 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
+        Self::start_custom(backend, tweak, |state| state).await
+    }
+
+    /// A server whose state is adjusted before serving (e.g. its own
+    /// time-series store or bus through `with_timeseries` / `with_bus`).
+    pub async fn start_with_state(
+        backend: Backend,
+        wire: impl FnOnce(AppState) -> AppState,
+    ) -> Self {
+        Self::start_custom(backend, |_| {}, wire).await
+    }
+
+    pub async fn start_custom(
+        backend: Backend,
+        tweak: impl FnOnce(&mut ControlPlaneConfig),
+        wire: impl FnOnce(AppState) -> AppState,
+    ) -> Self {
         let (db, dir) = fresh_db(backend).await;
-        Self::serve_db(db, dir, tweak).await
+        Self::serve_db(db, dir, tweak, wire).await
     }
 
     /// A server over an existing database (opened and migrated again), as
@@ -112,20 +129,21 @@ impl TestServer {
     pub async fn start_on(url: &str, tweak: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
         let db = Db::connect(url, 8).await.unwrap();
         db.migrate().await.unwrap();
-        Self::serve_db(db, None, tweak).await
+        Self::serve_db(db, None, tweak, |state| state).await
     }
 
     async fn serve_db(
         db: Db,
         dir: Option<tempfile::TempDir>,
         tweak: impl FnOnce(&mut ControlPlaneConfig),
+        wire: impl FnOnce(AppState) -> AppState,
     ) -> Self {
         control_plane::startup::ensure_user(&db, ADMIN, ADMIN_PASSWORD, "SYSTEM", "GLOBAL", None)
             .await
             .unwrap();
         let mut config = ControlPlaneConfig::default();
         tweak(&mut config);
-        let state = AppState::new(db, config);
+        let state = wire(AppState::new(db, config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

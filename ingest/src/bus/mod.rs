@@ -15,6 +15,10 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod memory;
+
+pub use memory::{MemoryBus, MemoryBusConfig};
+
 /// The queue names of the original system (spec: RTC dead letters), configurable.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
