@@ -145,8 +145,18 @@ async fn list(
     let decoded = output_columns(&compiled.columns, &compiled.column_types);
     let columns: Vec<&Column> = decoded.iter().collect();
     if spec.single {
-        let mut unpaged = query::compile(&state.catalogue, table, &spec, &user.visibility, None)?;
-        let mut rows = state.db.fetch_all(unpaged.rows.limit(2), &columns).await?;
+        // Two rows are enough to tell "one" from "several"; a page keeps q's own limit.
+        let probe = query::compile(
+            &state.catalogue,
+            table,
+            &spec,
+            &user.visibility,
+            Some(Page {
+                page: 1,
+                per_page: 2,
+            }),
+        )?;
+        let mut rows = state.db.fetch_all(&probe.rows, &columns).await?;
         return match rows.len() {
             0 => Err(ApiError::NotFound("No result found".into())),
             1 => Ok(axum::Json(rows.remove(0)).into_response()),

@@ -567,7 +567,7 @@ impl<'c> Builder<'c> {
 
     /// `col <op> <argument>` for a column (not a relation).
     fn predicate(
-        &mut self,
+        &self,
         col: SimpleExpr,
         column: &Column,
         c: &Comparison,

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`parse()`]: the `q` URL parameter to a [`QuerySpec`]; shape checks only.
-//! - [`compile()`]: a [`QuerySpec`] against a catalogue [`Table`] to a row
+//! - [`compile()`]: a [`QuerySpec`] against a catalogue [`Table`](crate::catalogue::Table) to a row
 //!   statement and a count statement, with the caller's [`Visibility`]
 //!   applied to every table the query touches.
 //! - [`compile_get`]: single-row GET by primary key, scoped.

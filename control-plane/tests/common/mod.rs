@@ -28,11 +28,11 @@ macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crate::common::Backend::Sqlite).await }) *
+            async fn $name() { super::$name($crate::common::Backend::Sqlite).await }) *
         }
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crate::common::Backend::Postgres).await }) *
+            async fn $name() { super::$name($crate::common::Backend::Postgres).await }) *
         }
     };
 }
