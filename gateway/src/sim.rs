@@ -50,7 +50,7 @@ pub struct UnitConn {
 }
 
 /// A QUIC client endpoint that trusts exactly `cert_der` (the gateway's certificate), sends
-/// QUIC keep-alives every `keep_alive` and serves many connections from one UDP socket.
+/// QUIC keep-alives every `keep_alive` (idle timeout four times that) and serves many connections from one UDP socket.
 pub fn quic_endpoint(cert_der: &[u8], keep_alive: Duration) -> Result<quinn::Endpoint, SimError> {
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -69,6 +69,7 @@ pub fn quic_endpoint(cert_der: &[u8], keep_alive: Duration) -> Result<quinn::End
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(keep_alive))
+        .max_idle_timeout((keep_alive * 4).try_into().ok())
         .max_concurrent_uni_streams(0u32.into())
         .stream_receive_window(64_000u32.into())
         .receive_window(64_000u32.into())

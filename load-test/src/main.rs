@@ -350,7 +350,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
 
     // One QUIC client endpoint (UDP socket) per 2,000 units.
     let endpoints: Vec<quinn::Endpoint> = (0..a.quic.div_ceil(2000).max(1))
-        .map(|_| sim::quic_endpoint(&cert, Duration::from_secs(60)))
+        .map(|_| sim::quic_endpoint(&cert, Duration::from_secs(20)))
         .collect::<Result<_, _>>()?;
     let connected = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
