@@ -1,0 +1,329 @@
+//! The running gateway: shared context, start-up (`bind`) and the shutdown sequence (`run`).
+
+mod consumer;
+pub(crate) mod session;
+pub(crate) mod shard;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use codec::Transport;
+use dashmap::DashMap;
+use ingest::bus::Consumer;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics as m;
+use crate::presence::StatusReason;
+use crate::proto::mt::MtPolicy;
+use crate::tls::Identity;
+use crate::{transport, Deps, Error, GatewayConfig};
+
+pub(crate) use session::SessionHandle;
+pub(crate) use shard::ShardMsg;
+
+/// Consumer group of the shared MT topic (one per deployment: each command reaches one node).
+pub(crate) const MT_GROUP: &str = "rtc-gateway";
+
+/// State shared by every task of one gateway.
+pub(crate) struct Ctx {
+    pub(crate) config: GatewayConfig,
+    pub(crate) deps: Deps,
+    pub(crate) policy: MtPolicy,
+    /// IMEI → the unit's live session on this node.
+    pub(crate) sessions: DashMap<Arc<str>, SessionHandle>,
+    shards: Vec<mpsc::Sender<ShardMsg>>,
+    presence_tx: mpsc::Sender<PresenceMsg>,
+    next_session_id: AtomicU64,
+    connections: AtomicUsize,
+    /// Cancelled at shutdown: every session finishes its current message and closes.
+    pub(crate) sessions_closing: CancellationToken,
+    /// Cancelled at shutdown: listeners stop accepting.
+    pub(crate) stop_accept: CancellationToken,
+    pub(crate) session_tasks: TaskTracker,
+}
+
+impl Ctx {
+    pub(crate) fn shard_for(&self, imei: &str) -> &mpsc::Sender<ShardMsg> {
+        // FNV-1a: stable and cheap; IMEIs are already well spread.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in imei.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        &self.shards[(h % self.shards.len() as u64) as usize]
+    }
+
+    /// Sends to the unit's shard, waiting while it is busy (bounded queue).
+    pub(crate) async fn to_shard(&self, imei: &str, msg: ShardMsg) {
+        m::pushed("shard");
+        if self.shard_for(imei).send(msg).await.is_err() {
+            tracing::debug!(imei, "shard gone (shutting down)");
+        }
+    }
+
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Admits one more connection unless `max_connections` are held.
+    pub(crate) fn admit_connection(self: &Arc<Self>, transport: Transport) -> Option<ConnGuard> {
+        let held = self.connections.fetch_add(1, Ordering::AcqRel);
+        if held >= self.config.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!(m::CONNECTIONS_REFUSED, "transport" => transport.as_str())
+                .increment(1);
+            return None;
+        }
+        metrics::counter!(m::CONNECTIONS_ACCEPTED, "transport" => transport.as_str()).increment(1);
+        metrics::gauge!(m::CONNECTIONS, "transport" => transport.as_str()).increment(1.0);
+        Some(ConnGuard {
+            ctx: Arc::clone(self),
+            transport,
+        })
+    }
+
+    pub(crate) async fn presence(&self, msg: PresenceMsg) {
+        m::pushed("presence");
+        let _ = self.presence_tx.send(msg).await;
+    }
+}
+
+/// Held by a connection's task; releases the connection slot when dropped.
+pub(crate) struct ConnGuard {
+    ctx: Arc<Ctx>,
+    transport: Transport,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.ctx.connections.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(m::CONNECTIONS, "transport" => self.transport.as_str()).decrement(1.0);
+    }
+}
+
+/// For the presence worker, which calls the [`crate::PresenceSink`] in order.
+pub(crate) enum PresenceMsg {
+    Online(Arc<str>, Transport, i64),
+    Offline(Arc<str>, StatusReason, Option<String>, i64),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The addresses the listeners are bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddrs {
+    /// QUIC (UDP).
+    pub quic: Option<SocketAddr>,
+    /// Framed TCP.
+    pub tcp: Option<SocketAddr>,
+    /// Legacy HTTP.
+    pub http: Option<SocketAddr>,
+}
+
+/// A bound, not yet running gateway.
+pub struct Gateway {
+    ctx: Arc<Ctx>,
+    quic: Option<quinn::Endpoint>,
+    tcp: Option<(tokio::net::TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
+    http: Option<tokio::net::TcpListener>,
+    shard_rx: Vec<mpsc::Receiver<ShardMsg>>,
+    presence_rx: mpsc::Receiver<PresenceMsg>,
+    consumers: Vec<Box<dyn Consumer>>,
+    certificate: Vec<u8>,
+}
+
+impl Gateway {
+    /// Binds the listeners and joins the MT consumer groups.
+    pub async fn bind(config: GatewayConfig, deps: Deps) -> Result<Self, Error> {
+        config.validate()?;
+        let identity = Identity::load(&config)?;
+        let certificate = identity
+            .chain
+            .first()
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+
+        let quic = match config.quic_listen {
+            Some(addr) => Some(transport::quic::endpoint(&config, &identity, addr)?),
+            None => None,
+        };
+        let tcp = match config.tcp_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                let tls = if config.tcp_tls {
+                    Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                        identity.rustls_server(false)?,
+                    )))
+                } else {
+                    None
+                };
+                Some((listener, tls))
+            }
+            None => None,
+        };
+        let http = match config.http_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            None => None,
+        };
+
+        let shards = if config.shards == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            config.shards
+        };
+        let (shard_tx, shard_rx): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| mpsc::channel(config.shard_queue.max(1)))
+            .unzip();
+        let (presence_tx, presence_rx) = mpsc::channel(4096);
+
+        let node_topic = config.node_topic();
+        let shared = deps.bus.subscribe(&[&config.topics.mt], MT_GROUP).await?;
+        let own = deps
+            .bus
+            .subscribe(&[&node_topic], &format!("{MT_GROUP}.{}", config.node_id))
+            .await?;
+
+        let ctx = Arc::new(Ctx {
+            policy: config.mt.policy(),
+            config,
+            deps,
+            sessions: DashMap::new(),
+            shards: shard_tx,
+            presence_tx,
+            next_session_id: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            sessions_closing: CancellationToken::new(),
+            stop_accept: CancellationToken::new(),
+            session_tasks: TaskTracker::new(),
+        });
+        Ok(Self {
+            ctx,
+            quic,
+            tcp,
+            http,
+            shard_rx,
+            presence_rx,
+            consumers: vec![shared, own],
+            certificate,
+        })
+    }
+
+    /// Where the listeners are.
+    pub fn local_addrs(&self) -> LocalAddrs {
+        LocalAddrs {
+            quic: self.quic.as_ref().and_then(|e| e.local_addr().ok()),
+            tcp: self.tcp.as_ref().and_then(|(l, _)| l.local_addr().ok()),
+            http: self.http.as_ref().and_then(|l| l.local_addr().ok()),
+        }
+    }
+
+    /// The server certificate (DER), for clients to trust in tests and development.
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    /// This gateway's node id.
+    pub fn node_id(&self) -> &str {
+        &self.ctx.config.node_id
+    }
+
+    /// Runs until `shutdown` resolves, then drains (see [`crate::run`]).
+    pub async fn run(self, shutdown: impl Future + Send) {
+        let Self {
+            ctx,
+            quic,
+            tcp,
+            http,
+            shard_rx,
+            presence_rx,
+            consumers,
+            ..
+        } = self;
+        let background = TaskTracker::new();
+
+        let shard_tasks: Vec<_> = shard_rx
+            .into_iter()
+            .map(|rx| tokio::spawn(shard::Shard::new(Arc::clone(&ctx)).run(rx)))
+            .collect();
+        let presence_task = tokio::spawn(presence_worker(Arc::clone(&ctx), presence_rx));
+
+        let stop_consumers = CancellationToken::new();
+        for c in consumers {
+            background.spawn(consumer::run(Arc::clone(&ctx), c, stop_consumers.clone()));
+        }
+        if let Some(endpoint) = quic.clone() {
+            background.spawn(transport::quic::accept(Arc::clone(&ctx), endpoint));
+        }
+        if let Some((listener, tls)) = tcp {
+            background.spawn(transport::tcp::accept(Arc::clone(&ctx), listener, tls));
+        }
+        if let Some(listener) = http {
+            background.spawn(transport::http::serve(Arc::clone(&ctx), listener));
+        }
+        background.close();
+        tracing::info!(node = %ctx.config.node_id, "gateway running");
+
+        shutdown.await;
+        tracing::info!(node = %ctx.config.node_id, "gateway draining");
+
+        // 1. No new units, no new MT commands.
+        ctx.stop_accept.cancel();
+        stop_consumers.cancel();
+        background.wait().await;
+        // 2. Sessions finish the message in hand, flush queued writes, close.
+        ctx.sessions_closing.cancel();
+        ctx.session_tasks.close();
+        let grace = Duration::from_millis(ctx.config.shutdown_grace_ms);
+        if tokio::time::timeout(grace, ctx.session_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sessions still open after the shutdown grace period");
+        }
+        // 3. Shards hand undelivered MT commands back to the shared MT topic.
+        for tx in &ctx.shards {
+            let (done, wait) = oneshot::channel();
+            if tx.send(ShardMsg::Shutdown(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+        for t in shard_tasks {
+            let _ = t.await;
+        }
+        // 4. Presence records written.
+        let (done, wait) = oneshot::channel();
+        ctx.presence(PresenceMsg::Stop(done)).await;
+        let _ = wait.await;
+        let _ = presence_task.await;
+        if let Some(endpoint) = quic {
+            endpoint.close(0u32.into(), b"shutdown");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+        tracing::info!(node = %ctx.config.node_id, "gateway stopped");
+    }
+}
+
+async fn presence_worker(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<PresenceMsg>) {
+    while let Some(msg) = rx.recv().await {
+        m::popped("presence");
+        match msg {
+            PresenceMsg::Online(imei, transport, at) => {
+                ctx.deps.presence.connected(&imei, transport, at).await;
+            }
+            PresenceMsg::Offline(imei, reason, info, at) => {
+                ctx.deps
+                    .presence
+                    .disconnected(&imei, reason, info, at)
+                    .await;
+            }
+            PresenceMsg::Stop(done) => {
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! One unit connection, whatever the transport: handshake, then MO frames in and MT frames out
+//! until the unit leaves, goes quiet, is too slow, is replaced or the gateway shuts down.
+//!
+//! One task per connection, and it owns everything of that connection: a small read buffer,
+//! the bounded outbound queue, the idle timer. Nothing per connection lives elsewhere except
+//! the session handle in the IMEI map, which is what keeps an idle connection cheap.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use codec::envelope::QueueName;
+use codec::frame::{FrameCodec, HEADER_LEN};
+use codec::handshake::{HandshakeMessage, RefuseReason, Refused};
+use codec::mo::OfflineReason;
+use codec::{
+    encode_bus_envelope, encode_dead_letter, BusEnvelope, CorrelationId, DeadLetter, MoMessage,
+    MoType, Transport,
+};
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::{ConnGuard, Ctx, PresenceMsg, ShardMsg};
+use crate::metrics as m;
+use crate::presence::StatusReason;
+use crate::proto::handshake::{Admitted, Handshake, Lookup, Outcome};
+use crate::proto::rate::TokenBucket;
+
+/// Why the shard (or a newer connection) closed a session.
+pub(crate) const CLOSE_SHUTDOWN: u8 = 0;
+pub(crate) const CLOSE_REPLACED: u8 = 1;
+pub(crate) const CLOSE_SLOW: u8 = 2;
+
+/// How the rest of the gateway reaches a live session.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionHandle {
+    pub(crate) id: u64,
+    /// MT frames (payloads) to write, bounded: a unit that does not drain it is disconnected.
+    pub(crate) tx: mpsc::Sender<Bytes>,
+    pub(crate) close: CancellationToken,
+    pub(crate) close_reason: Arc<AtomicU8>,
+    pub(crate) transport: Transport,
+}
+
+impl SessionHandle {
+    pub(crate) fn close(&self, reason: u8) {
+        self.close_reason.store(reason, Ordering::Relaxed);
+        self.close.cancel();
+    }
+}
+
+/// Initial read buffer: handshake messages and typical MO messages are ~100 bytes. The buffer
+/// grows for a larger frame (up to `max_frame`) and is what an idle connection costs.
+const READ_BUFFER: usize = 256;
+
+/// Serves one connection until it ends; returns the write half so the transport can close it
+/// its own way.
+pub(crate) async fn run<R, W>(
+    ctx: Arc<Ctx>,
+    rd: R,
+    mut wr: W,
+    peer: SocketAddr,
+    transport: Transport,
+    _guard: ConnGuard,
+) -> W
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let mut frames =
+        FramedRead::with_capacity(rd, FrameCodec::new(ctx.config.max_frame), READ_BUFFER);
+    let admitted = match handshake(&ctx, &mut frames, &mut wr, peer, transport).await {
+        Some(a) => a,
+        None => return wr,
+    };
+    metrics::counter!(m::HANDSHAKES, "transport" => transport.as_str()).increment(1);
+    let mut session = Session {
+        imei: Arc::from(admitted.unit.imei.as_str()),
+        ident: admitted.ident,
+        transport,
+        offline: None,
+    };
+    session.serve(&ctx, frames, &mut wr).await;
+    wr
+}
+
+async fn handshake<R, W>(
+    ctx: &Ctx,
+    frames: &mut FramedRead<R, FrameCodec>,
+    wr: &mut W,
+    peer: SocketAddr,
+    transport: Transport,
+) -> Option<Admitted>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let deadline = Instant::now() + ctx.config.handshake_timeout();
+    let ip_identity = ctx
+        .config
+        .ip_network
+        .as_deref()
+        .map(|n| (Arc::<str>::from(n), peer.ip()));
+    let mut hs = Handshake::new(
+        deadline.into_std(),
+        rand::random(),
+        (crate::unix_ms() / 1000) as u64,
+        ip_identity,
+    );
+    let write_timeout = ctx.config.write_timeout();
+    let fail = |reason: &'static str| {
+        metrics::counter!(m::HANDSHAKE_FAILURES, "transport" => transport.as_str(), "reason" => reason)
+            .increment(1);
+        None
+    };
+    loop {
+        if let Some(out) = hs.poll_transmit() {
+            if write_frame(wr, &out, write_timeout).await.is_err() {
+                return fail("write_failed");
+            }
+        }
+        match hs.outcome() {
+            Some(Outcome::Admitted(a)) => return Some((**a).clone()),
+            Some(Outcome::Failed(f)) => return fail(f.as_str()),
+            None => {}
+        }
+        if let Some(lookup) = hs.poll_lookup() {
+            let dir = &ctx.deps.directory;
+            let found = match &lookup {
+                Lookup::Imei(imei) => timeout_at(deadline, dir.lookup_imei(imei)).await,
+                Lookup::Ip { network, ip } => {
+                    timeout_at(deadline, dir.lookup_ip(network, *ip)).await
+                }
+            };
+            match found {
+                Ok(found) => hs.handle_lookup(found, Instant::now().into_std()),
+                Err(_) => hs.handle_timeout(Instant::now().into_std()),
+            }
+            continue;
+        }
+        match timeout_at(deadline, next_frame(frames)).await {
+            Err(_) => hs.handle_timeout(Instant::now().into_std()),
+            Ok(Some(Ok(payload))) if payload.is_empty() => {} // keepalive
+            Ok(Some(Ok(payload))) => hs.handle_frame(&payload, Instant::now().into_std()),
+            Ok(Some(Err(e))) => {
+                metrics::counter!(m::DECODE_ERRORS, "kind" => "frame").increment(1);
+                tracing::debug!(%peer, error = %e, "bad frame during handshake");
+                return fail("frame_error");
+            }
+            Ok(None) => return fail("closed"),
+        }
+    }
+}
+
+/// Tells a unit the gateway is full, without waiting on it.
+pub(crate) fn busy_frame() -> Vec<u8> {
+    let mut payload = Vec::new();
+    codec::encode_handshake(
+        &HandshakeMessage::Refused(Refused {
+            reason: RefuseReason::ServerBusy,
+            info: None,
+        }),
+        &mut payload,
+    );
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+struct Session {
+    imei: Arc<str>,
+    ident: Option<String>,
+    transport: Transport,
+    /// What the unit's offline notice said, for the disconnect record.
+    offline: Option<(OfflineReason, Option<String>)>,
+}
+
+/// How a session ended (metric label and presence record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    ClosedByUnit,
+    Inactivity,
+    FrameError,
+    WriteFailed,
+    Shutdown,
+    Replaced,
+    Slow,
+    BusClosed,
+}
+
+impl End {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::ClosedByUnit => "closed_by_unit",
+            Self::Inactivity => "inactivity",
+            Self::FrameError => "frame_error",
+            Self::WriteFailed => "write_failed",
+            Self::Shutdown => "shutdown",
+            Self::Replaced => "replaced",
+            Self::Slow => "slow_unit",
+            Self::BusClosed => "bus_closed",
+        }
+    }
+}
+
+impl Session {
+    async fn serve<R, W>(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        mut frames: FramedRead<R, FrameCodec>,
+        wr: &mut W,
+    ) where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send,
+    {
+        let (tx, mut rx) = mpsc::channel(ctx.config.session_queue.max(1));
+        let handle = super::SessionHandle {
+            id: ctx.next_session_id(),
+            tx,
+            close: ctx.sessions_closing.child_token(),
+            close_reason: Arc::new(AtomicU8::new(CLOSE_SHUTDOWN)),
+            transport: self.transport,
+        };
+        if let Some(old) = ctx.sessions.insert(Arc::clone(&self.imei), handle.clone()) {
+            old.close(CLOSE_REPLACED);
+        }
+        ctx.deps
+            .registry
+            .claim(&self.imei, &ctx.config.node_id)
+            .await;
+        ctx.presence(PresenceMsg::Online(
+            Arc::clone(&self.imei),
+            self.transport,
+            crate::unix_ms(),
+        ))
+        .await;
+        ctx.to_shard(
+            &self.imei,
+            ShardMsg::Attach {
+                imei: Arc::clone(&self.imei),
+                session: handle.clone(),
+            },
+        )
+        .await;
+
+        let idle = ctx.config.idle_timeout();
+        let write_timeout = ctx.config.write_timeout();
+        let mut bucket = TokenBucket::new(
+            ctx.config.rate_per_sec,
+            ctx.config.rate_burst,
+            Instant::now().into_std(),
+        );
+        let idle_timer = sleep_until(Instant::now() + idle);
+        tokio::pin!(idle_timer);
+
+        let end = loop {
+            tokio::select! {
+                biased;
+                () = handle.close.cancelled() => {
+                    break match handle.close_reason.load(Ordering::Relaxed) {
+                        CLOSE_REPLACED => End::Replaced,
+                        CLOSE_SLOW => End::Slow,
+                        _ => End::Shutdown,
+                    };
+                }
+                out = rx.recv() => {
+                    let Some(out) = out else { break End::Shutdown };
+                    m::popped("session_out");
+                    if write_frame(wr, &out, write_timeout).await.is_err() {
+                        break End::WriteFailed;
+                    }
+                }
+                () = &mut idle_timer => break End::Inactivity,
+                frame = next_frame(&mut frames) => match frame {
+                    None => break End::ClosedByUnit,
+                    Some(Err(e)) => {
+                        metrics::counter!(m::DECODE_ERRORS, "kind" => "frame").increment(1);
+                        tracing::debug!(imei = %self.imei, error = %e, "frame error, closing");
+                        break End::FrameError;
+                    }
+                    Some(Ok(payload)) => {
+                        let now = Instant::now();
+                        idle_timer.as_mut().reset(now + idle);
+                        if payload.is_empty() {
+                            continue; // keepalive
+                        }
+                        if let Err(wait) = bucket.take(now.into_std()) {
+                            metrics::counter!(m::RATE_LIMITED).increment(1);
+                            tokio::time::sleep(wait).await;
+                        }
+                        if !self.handle_mo(ctx, payload).await {
+                            break End::BusClosed;
+                        }
+                    }
+                },
+            }
+        };
+
+        // Drain: MT frames already queued for this unit still go out (bounded by the queue
+        // size and the write timeout).
+        if matches!(end, End::Shutdown | End::ClosedByUnit | End::Inactivity) {
+            while let Ok(out) = rx.try_recv() {
+                m::popped("session_out");
+                if write_frame(wr, &out, write_timeout).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = timeout(write_timeout, wr.flush()).await;
+
+        metrics::counter!(m::DISCONNECTS, "reason" => end.as_str()).increment(1);
+        ctx.sessions.remove_if(&self.imei, |_, h| h.id == handle.id);
+        ctx.to_shard(
+            &self.imei,
+            ShardMsg::Detach {
+                imei: Arc::clone(&self.imei),
+                session_id: handle.id,
+            },
+        )
+        .await;
+        if !ctx.sessions.contains_key(&self.imei) {
+            ctx.deps
+                .registry
+                .release(&self.imei, &ctx.config.node_id)
+                .await;
+        }
+        let (reason, info) = match (end, self.offline.take()) {
+            (End::Inactivity, _) => (StatusReason::Inactivity, None),
+            (_, Some((r, info))) => (StatusReason::from_offline(r), info),
+            (e, None) => (StatusReason::Unknown, Some(e.as_str().replace('_', " "))),
+        };
+        ctx.presence(PresenceMsg::Offline(
+            Arc::clone(&self.imei),
+            reason,
+            info,
+            crate::unix_ms(),
+        ))
+        .await;
+    }
+
+    /// Validates one MO frame and publishes it (or its dead letter). Returns `false` when the
+    /// bus is gone.
+    async fn handle_mo(&mut self, ctx: &Ctx, payload: BytesMut) -> bool {
+        let topics = &ctx.config.topics;
+        let env = BusEnvelope {
+            imei: &self.imei,
+            correlation_id: CorrelationId(rand::random()),
+            received_at_ms: crate::unix_ms(),
+            transport: self.transport,
+            ident: self.ident.as_deref(),
+            message: &payload,
+        };
+        let (topic, bytes, reply) = match codec::decode_mo(&payload) {
+            Err(e) => {
+                metrics::counter!(m::DECODE_ERRORS, "kind" => "mo").increment(1);
+                metrics::counter!(m::DEAD_LETTERS, "queue" => QueueName::Mo.as_str()).increment(1);
+                let dl = DeadLetter::from_bus(QueueName::Mo, &env, &e);
+                (&topics.mo_dead_letter, encode_dead_letter(&dl), None)
+            }
+            Ok(msg) => {
+                let ty = msg.message_type();
+                metrics::counter!(m::MO_MESSAGES, "type" => ty.as_str()).increment(1);
+                let mut reply = None;
+                match msg {
+                    MoMessage::Reply(r) => reply = Some(r.correlation_id),
+                    MoMessage::OfflineNotice(n) => {
+                        self.offline = Some((n.reason, n.info.map(str::to_owned)));
+                    }
+                    _ => {}
+                }
+                let topic = match ty {
+                    MoType::Reply | MoType::CommandResponse | MoType::FinalBalance => {
+                        &topics.mt_reply
+                    }
+                    _ => &topics.mo,
+                };
+                (topic, encode_bus_envelope(&env), reply)
+            }
+        };
+        if let Err(e) = ctx
+            .deps
+            .bus
+            .publish(topic, self.imei.as_bytes(), &bytes)
+            .await
+        {
+            tracing::warn!(imei = %self.imei, error = %e, "bus publish failed");
+            return false;
+        }
+        if let Some(correlation_id) = reply {
+            ctx.to_shard(
+                &self.imei,
+                ShardMsg::Reply {
+                    imei: Arc::clone(&self.imei),
+                    correlation_id,
+                },
+            )
+            .await;
+        }
+        true
+    }
+}
+
+/// Writes one frame (header and payload in one buffer, one write) and flushes.
+pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    payload: &[u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(payload);
+    let write = async {
+        wr.write_all(&frame).await?;
+        wr.flush().await
+    };
+    timeout(limit, write)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))?
+}
+
+async fn next_frame<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, FrameCodec>,
+) -> Option<Result<BytesMut, codec::DecodeError>> {
+    frames.next().await
+}

@@ -1,0 +1,288 @@
+//! Legacy HTTP for units that only speak HTTP (protocol §6): `POST /rm_data` (telemetry),
+//! `POST /rc_data` (status up), `GET /rc_data` (settings down), with
+//! `Authorization: Basic base64(imei:device_key)`.
+//!
+//! Uploads become the same CBOR MO messages a QUIC/TCP unit would send (telemetry batch,
+//! status report, cell report) with transport `http`, so ingest has one path. `GET /rc_data`
+//! answers with the MT commands this gateway holds for the unit, merged into the legacy
+//! settings body; each is then settled with a gateway-written reply.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use codec::legacy::{
+    decode_rc_status, decode_rm_data, encode_rc_settings, parse_basic_auth, LegacyPaymentCommand,
+    LegacySoftware, RcSettings,
+};
+use codec::mo::{
+    Cell, CellReport, ReplyResult, TelemetryBatch, TelemetryRecord, TelemetryValue, MAX_CELLS,
+};
+use codec::{
+    decode_mt, encode_bus_envelope, mo_to_vec, BusEnvelope, CorrelationId, MoMessage, MtMessage,
+    Seq, Transport,
+};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::metrics as m;
+use crate::mt::outcome_envelope;
+use crate::server::{Ctx, ShardMsg};
+
+/// Four hours of telemetry fits comfortably.
+const BODY_LIMIT: usize = 1024 * 1024;
+
+pub(crate) async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
+    let stop = ctx.stop_accept.clone();
+    let app = router(ctx);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "HTTP listener failed");
+    }
+}
+
+fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/rm_data", post(rm_data))
+        .route("/rc_data", post(rc_data_post).get(rc_data_get))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(ctx)
+}
+
+fn status(code: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({
+        "status": if code.is_success() { "success" } else { "error" },
+        "message": message,
+    });
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The unit named by the `Authorization` header, if its device key matches.
+async fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Arc<str>, Response> {
+    metrics::counter!(m::CONNECTIONS_ACCEPTED, "transport" => "http").increment(1);
+    let refuse = |reason: &'static str| {
+        metrics::counter!(m::HTTP_AUTH_FAILURES).increment(1);
+        metrics::counter!(m::HANDSHAKE_FAILURES, "transport" => "http", "reason" => reason)
+            .increment(1);
+        status(StatusCode::UNAUTHORIZED, "unauthorized")
+    };
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(|| refuse("malformed"))?;
+    let (imei, key) = parse_basic_auth(header).map_err(|_| refuse("malformed"))?;
+    let unit = ctx
+        .deps
+        .directory
+        .lookup_imei(&imei)
+        .await
+        .ok_or_else(|| refuse("unknown_unit"))?;
+    if !bool::from(unit.device_key.as_bytes().ct_eq(key.as_bytes())) {
+        return Err(refuse("bad_proof"));
+    }
+    metrics::counter!(m::HANDSHAKES, "transport" => "http").increment(1);
+    // Route MT commands for this unit here: it polls this gateway.
+    ctx.deps.registry.claim(&imei, &ctx.config.node_id).await;
+    Ok(Arc::from(imei))
+}
+
+async fn publish_mo(ctx: &Ctx, imei: &str, message: &[u8]) -> Result<(), Response> {
+    let ty = codec::decode_mo(message).map(|m| m.message_type().as_str());
+    metrics::counter!(m::MO_MESSAGES, "type" => ty.unwrap_or("invalid")).increment(1);
+    let env = encode_bus_envelope(&BusEnvelope {
+        imei,
+        correlation_id: CorrelationId(rand::random()),
+        received_at_ms: crate::unix_ms(),
+        transport: Transport::Http,
+        ident: None,
+        message,
+    });
+    ctx.deps
+        .bus
+        .publish(&ctx.config.topics.mo, imei.as_bytes(), &env)
+        .await
+        .map_err(|_| status(StatusCode::SERVICE_UNAVAILABLE, "try again later"))
+}
+
+async fn rm_data(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {
+    let imei = match authenticate(&ctx, &headers).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let data = match decode_rm_data(&body) {
+        Ok(d) if *d.imei == *imei => d,
+        Ok(_) => return status(StatusCode::FORBIDDEN, "imei does not match the credentials"),
+        Err(e) => {
+            metrics::counter!(m::DECODE_ERRORS, "kind" => "http").increment(1);
+            return status(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    // Field-major (the legacy body) to time-major (telemetry records).
+    let mut by_time: BTreeMap<u64, Vec<TelemetryValue<'_>>> = BTreeMap::new();
+    for (field, samples) in &data.fields {
+        for (time, value) in samples {
+            by_time.entry(*time).or_default().push(TelemetryValue {
+                field,
+                value: *value,
+            });
+        }
+    }
+    let records: Vec<TelemetryRecord<'_>> = by_time
+        .iter()
+        .map(|(time, values)| TelemetryRecord {
+            time: *time,
+            values: Seq::new(values),
+        })
+        .collect();
+    let cbor = mo_to_vec(&MoMessage::Telemetry(TelemetryBatch {
+        records: Seq::new(&records),
+    }));
+    match publish_mo(&ctx, &imei, &cbor).await {
+        Ok(()) => status(StatusCode::OK, "telemetry stored"),
+        Err(r) => r,
+    }
+}
+
+async fn rc_data_post(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {
+    let imei = match authenticate(&ctx, &headers).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let rc = match decode_rc_status(&body) {
+        Ok(d) if *d.imei == *imei => d,
+        Ok(_) => return status(StatusCode::FORBIDDEN, "imei does not match the credentials"),
+        Err(e) => {
+            metrics::counter!(m::DECODE_ERRORS, "kind" => "http").increment(1);
+            return status(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    let report = mo_to_vec(&MoMessage::StatusReport(rc.status_report()));
+    if let Err(r) = publish_mo(&ctx, &imei, &report).await {
+        return r;
+    }
+    if let Some(c) = &rc.connection {
+        let cells: Vec<Cell> = c.cells.iter().take(MAX_CELLS).map(|&c| c.into()).collect();
+        let cbor = mo_to_vec(&MoMessage::CellReport(CellReport {
+            time: c.time.or(rc.time),
+            mcc: c.mcc,
+            mnc: c.mnc,
+            cells: Seq::new(&cells),
+            frequency: c.frequency,
+            timing_advance: c.timing_advance,
+            latitude: c.latitude,
+            longitude: c.longitude,
+            error_radius: c.error_radius,
+            location_failed: c.location_failed,
+            country_code: c.country_code,
+        }));
+        if let Err(r) = publish_mo(&ctx, &imei, &cbor).await {
+            return r;
+        }
+    }
+    status(StatusCode::OK, "status stored")
+}
+
+async fn rc_data_get(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+    let imei = match authenticate(&ctx, &headers).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let (tx, rx) = oneshot::channel();
+    ctx.to_shard(
+        &imei,
+        ShardMsg::HttpPoll {
+            imei: Arc::clone(&imei),
+            reply: tx,
+        },
+    )
+    .await;
+    let commands = rx.await.unwrap_or_default();
+    let mut settings = RcSettings {
+        server_time: Some((crate::unix_ms() / 1000) as u64),
+        ..RcSettings::default()
+    };
+    let mut outcomes = Vec::with_capacity(commands.len());
+    for c in &commands {
+        let result = match decode_mt(&c.message) {
+            Ok(MtMessage::StatusUpdate(s)) => {
+                settings.enabled = s.enabled.or(settings.enabled);
+                settings.tamper_enabled = s.tamper_enabled.or(settings.tamper_enabled);
+                settings.energy_limit = s.energy_limit.or(settings.energy_limit);
+                settings.capacity_limit = s.capacity_limit.or(settings.capacity_limit);
+                for p in s.parameters.iter().flat_map(|p| p.iter()) {
+                    settings
+                        .parameters
+                        .insert(Cow::Borrowed(p.name), Cow::Borrowed(p.value));
+                }
+                ReplyResult::Ok
+            }
+            Ok(MtMessage::PaymentCommands(p)) => {
+                settings
+                    .payment_commands
+                    .extend(p.commands.iter().map(|pc| LegacyPaymentCommand {
+                        category: Cow::Borrowed(pc.category.as_str()),
+                        value: pc.value,
+                        transaction_id: Cow::Borrowed(pc.transaction_id),
+                    }));
+                ReplyResult::Ok
+            }
+            Ok(MtMessage::SoftwareUpdate(s)) => {
+                settings.software = Some(LegacySoftware {
+                    version: Cow::Borrowed(s.version),
+                    url: s.url.map(Cow::Borrowed),
+                    sha256: s.sha256.map(|h| Cow::Owned(hex_lower(&h))),
+                    size: s.size,
+                });
+                ReplyResult::Ok
+            }
+            // Sync and command requests have no legacy form.
+            Ok(_) | Err(_) => ReplyResult::Unsupported,
+        };
+        outcomes.push((c.correlation_id, result));
+    }
+    let body = encode_rc_settings(&settings);
+    for (correlation_id, result) in outcomes {
+        metrics::counter!(m::MT_MESSAGES, "type" => "http").increment(1);
+        let info = if result == ReplyResult::Ok {
+            "delivered over HTTP GET /rc_data"
+        } else {
+            "not expressible over HTTP GET /rc_data"
+        };
+        let env = outcome_envelope(&imei, correlation_id, Transport::Http, result, info);
+        let _ = ctx
+            .deps
+            .bus
+            .publish(&ctx.config.topics.mt_reply, imei.as_bytes(), &env)
+            .await;
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}

@@ -1,0 +1,620 @@
+//! The gateway with real QUIC, TCP and HTTP clients on 127.0.0.1:0.
+
+mod common;
+
+use std::time::Duration;
+
+use codec::handshake::RefuseReason;
+use codec::legacy::basic_auth;
+use codec::mo::{MtReply, OfflineReason, ReplyResult};
+use codec::mt::{CommandRequest, StatusUpdate, SyncRequest};
+use codec::{decode_dead_letter, decode_mo, decode_mt, MoMessage, MtMessage, Transport};
+use common::*;
+use gateway::mt::{new_correlation_id, RESULT_EXPIRED};
+use gateway::presence::PresenceEvent;
+use gateway::sim::{self, UnitConn};
+use gateway::{StatusReason, UnitCredentials};
+use ingest::bus::Topics;
+
+fn topics() -> Topics {
+    Topics::default()
+}
+
+#[tokio::test]
+async fn tcp_unit_handshakes_and_its_mo_reaches_the_bus_in_order() {
+    let world = World::new();
+    let gw = world.start(config("a")).await;
+    let mut mo = world.subscribe(&topics().mo).await;
+
+    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    let welcome = unit.handshake(Some(&imei(1)), KEY).await.unwrap();
+    assert_eq!(welcome.version, 1);
+    for i in 0..30u64 {
+        unit.send_raw(&sim::telemetry(1_700_000_000 + i, i))
+            .await
+            .unwrap();
+    }
+    unit.send_raw(&sim::event_log(1_700_000_100, "Above RV"))
+        .await
+        .unwrap();
+    for i in 0..30i64 {
+        let d = next(&mut mo).await;
+        assert_eq!(&d.key[..], imei(1).as_bytes());
+        assert_eq!(
+            codec::decode_bus_envelope(&d.payload).unwrap().transport,
+            Transport::Tcp
+        );
+        let (who, _, msg) = open(&d);
+        assert_eq!(who, imei(1));
+        let MoMessage::Telemetry(t) = decode_mo(&msg).unwrap() else {
+            panic!()
+        };
+        let rec = t.records.iter().next().unwrap();
+        let pulse = rec
+            .values
+            .iter()
+            .find(|v| v.field == "pulse_count")
+            .unwrap();
+        assert_eq!(pulse.value, codec::Number::Int(i), "in order");
+    }
+    let (_, _, msg) = open(&next(&mut mo).await);
+    assert!(matches!(decode_mo(&msg).unwrap(), MoMessage::EventLog(_)));
+
+    unit.go_offline(OfflineReason::SleepMode).await.unwrap();
+    eventually("offline record", || {
+        world.presence.events().contains(&PresenceEvent::Offline(
+            imei(1),
+            StatusReason::SleepMode,
+            None,
+        ))
+    })
+    .await;
+    assert_eq!(
+        world.presence.events()[0],
+        PresenceEvent::Online(imei(1), Transport::Tcp)
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn quic_unit_handshakes_and_sends_mo() {
+    let world = World::new();
+    let gw = world.start(config("a")).await;
+    let mut mo = world.subscribe(&topics().mo).await;
+    let ep = gw.quic_endpoint();
+    let mut unit = UnitConn::quic(&ep, gw.addrs.quic.unwrap()).await.unwrap();
+    unit.handshake(Some(&imei(2)), KEY).await.unwrap();
+    for i in 0..10 {
+        unit.send_raw(&sim::status_report(1_700_000_000 + i))
+            .await
+            .unwrap();
+    }
+    for _ in 0..10 {
+        let d = next(&mut mo).await;
+        let env = codec::decode_bus_envelope(&d.payload).unwrap();
+        assert_eq!(env.transport, Transport::Quic);
+        assert!(matches!(
+            decode_mo(env.message).unwrap(),
+            MoMessage::StatusReport(_)
+        ));
+    }
+    unit.close().await.unwrap();
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_proof_and_unknown_units_are_refused_and_never_reach_the_bus() {
+    let world = World::new();
+    let gw = world.start(config("a")).await;
+    let mut mo = world.subscribe(&topics().mo).await;
+    let ep = gw.quic_endpoint();
+
+    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    let err = unit
+        .handshake(Some(&imei(3)), "wrong-key")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sim::SimError::Refused(RefuseReason::BadProof)),
+        "{err}"
+    );
+
+    let mut unit = UnitConn::quic(&ep, gw.addrs.quic.unwrap()).await.unwrap();
+    let err = unit
+        .handshake(Some("999999999999999"), KEY)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sim::SimError::Refused(RefuseReason::UnknownUnit)),
+        "{err}"
+    );
+
+    // A refused unit's frames go nowhere: the connection is closed.
+    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    let _ = unit.handshake(Some("999999999999999"), KEY).await;
+    let _ = unit.send_raw(&sim::status_report(1)).await;
+    assert!(unit.closed_within(Duration::from_secs(2)).await);
+
+    // MO before the handshake is not a hello: refused.
+    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    unit.send_raw(&sim::status_report(1)).await.unwrap();
+    assert!(unit.closed_within(Duration::from_secs(2)).await);
+
+    assert!(nothing_within(&mut mo, Duration::from_millis(300)).await);
+    assert!(world.presence.events().is_empty());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_mo_becomes_a_dead_letter_and_the_session_goes_on() {
+    let world = World::new();
+    let gw = world.start(config("a")).await;
+    let mut mo = world.subscribe(&topics().mo).await;
+    let mut dead = world.subscribe(&topics().mo_dead_letter).await;
+    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    unit.handshake(Some(&imei(4)), KEY).await.unwrap();
+
+    unit.send_raw(&[0x82, 0x18, 0x63, 0xa0]).await.unwrap(); // [99, {}]
+    unit.send_raw(b"not cbor at all").await.unwrap();
+    unit.send_raw(&sim::event_log(1_517_927_343, "Connected"))
+        .await
+        .unwrap();
+
+    let d = next(&mut dead).await;
+    let dl = decode_dead_letter(&d.payload).unwrap();
+    assert_eq!(dl.reason, "unknown MO message type 99");
+    assert_eq!(dl.queue_name.as_str(), "RTC-MO");
+    let env = dl.envelope().unwrap();
+    assert_eq!(env.ident, imei(4));
+    assert_eq!(env.message_bytes().unwrap(), [0x82, 0x18, 0x63, 0xa0]);
+    let d = next(&mut dead).await;
+    assert!(!decode_dead_letter(&d.payload).unwrap().reason.is_empty());
+    let (_, _, msg) = open(&next(&mut mo).await);
+    assert!(matches!(decode_mo(&msg).unwrap(), MoMessage::EventLog(_)));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn mt_is_delivered_in_order_and_acknowledged() {
+    let world = World::new();
+    let gw = world.start(config("a")).await;
+    let mut replies = world.subscribe(&topics().mt_reply).await;
+    let ep = gw.quic_endpoint();
+    let mut unit = UnitConn::quic(&ep, gw.addrs.quic.unwrap()).await.unwrap();
+    unit.handshake(Some(&imei(5)), KEY).await.unwrap();
+    eventually("presence claim", || world.registry.len() == 1).await;
+
+    let mt = world.mt_client();
+    let a = mt
+        .enqueue(
+            &imei(5),
+            &MtMessage::CommandRequest(CommandRequest {
+                correlation_id: new_correlation_id(),
+                command: "atc 60 AT+CPOL=?;+COPS=?",
+            }),
+        )
+        .await
+        .unwrap();
+    let b = mt
+        .enqueue(
+            &imei(5),
+            &MtMessage::Sync(SyncRequest {
+                correlation_id: new_correlation_id(),
+            }),
+        )
+        .await
+        .unwrap();
+
+    let first = unit.recv().await.unwrap().unwrap();
+    assert_eq!(decode_mt(&first).unwrap().correlation_id(), a);
+    unit.answer(&first, ReplyResult::Ok).await.unwrap();
+    let second = unit.recv().await.unwrap().unwrap();
+    assert_eq!(
+        decode_mt(&second).unwrap().correlation_id(),
+        b,
+        "second only after the first is answered"
+    );
+    unit.answer(&second, ReplyResult::Ok).await.unwrap();
+
+    // Reply to a, command response to a, reply to b.
+    let (_, _, m1) = open(&next(&mut replies).await);
+    let MoMessage::Reply(MtReply {
+        correlation_id,
+        result: ReplyResult::Ok,
+        ..
+    }) = decode_mo(&m1).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(correlation_id, a);
+    let (_, _, m2) = open(&next(&mut replies).await);
+    assert!(
+        matches!(decode_mo(&m2).unwrap(), MoMessage::CommandResponse(r) if r.correlation_id == a && r.output.contains("AT+CPOL"))
+    );
+    let (_, _, m3) = open(&next(&mut replies).await);
+    assert_eq!(decode_mo(&m3).unwrap().correlation_id(), Some(b));
+    unit.close().await.unwrap();
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn mt_to_an_offline_unit_retries_then_falls_back_then_delivers_on_connect_or_expires() {
+    let world = World::new();
+    let mut c = config("a");
+    c.mt.ack_timeout_ms = 50;
+    c.mt.backoff_max_ms = 100;
+    c.mt.max_attempts = 3;
+    c.mt.ttl_ms = 3_000;
+    let gw = world.start(c).await;
+    let mut replies = world.subscribe(&topics().mt_reply).await;
+    let mt = world.mt_client();
+
+    let id = mt
+        .enqueue(
+            &imei(6),
+            &MtMessage::StatusUpdate(StatusUpdate {
+                correlation_id: new_correlation_id(),
+                enabled: Some(false),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    eventually("fallback", || world.fallback.calls() == vec![(imei(6), id)]).await;
+
+    // The wakeup works: the unit connects and gets the command at once.
+    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    unit.handshake(Some(&imei(6)), KEY).await.unwrap();
+    let got = unit.recv().await.unwrap().unwrap();
+    assert_eq!(decode_mt(&got).unwrap().correlation_id(), id);
+    unit.answer(&got, ReplyResult::Ok).await.unwrap();
+    let (_, _, m) = open(&next(&mut replies).await);
+    assert_eq!(decode_mo(&m).unwrap().correlation_id(), Some(id));
+    unit.close().await.unwrap();
+
+    // A unit that never comes: fallback, then expiry reported on the reply topic.
+    let id = mt
+        .enqueue(
+            &imei(7),
+            &MtMessage::Sync(SyncRequest {
+                correlation_id: new_correlation_id(),
+            }),
+        )
+        .await
+        .unwrap();
+    let (who, _, m) = open(&next(&mut replies).await);
+    assert_eq!(who, imei(7));
+    let MoMessage::Reply(r) = decode_mo(&m).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (r.correlation_id, r.result),
+        (id, ReplyResult::Other(RESULT_EXPIRED))
+    );
+    assert!(r.info.unwrap().starts_with("gateway: expired"));
+    assert!(world.fallback.calls().contains(&(imei(7), id)));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_gateways_on_one_bus_deliver_mt_to_whichever_holds_the_unit() {
+    let world = World::new();
+    let a = world.start(config("a")).await;
+    let b = world.start(config("b")).await;
+    let mut replies = world.subscribe(&topics().mt_reply).await;
+
+    // Units 10..14 on A (TCP), 15..19 on B (QUIC).
+    let mut units = Vec::new();
+    for n in 10..15 {
+        let mut u = UnitConn::tcp(a.addrs.tcp.unwrap()).await.unwrap();
+        u.handshake(Some(&imei(n)), KEY).await.unwrap();
+        units.push((n, u));
+    }
+    let ep = b.quic_endpoint();
+    for n in 15..20 {
+        let mut u = UnitConn::quic(&ep, b.addrs.quic.unwrap()).await.unwrap();
+        u.handshake(Some(&imei(n)), KEY).await.unwrap();
+        units.push((n, u));
+    }
+    eventually("claims", || world.registry.len() == 10).await;
+
+    let mt = world.mt_client();
+    let mut sent = std::collections::HashMap::new();
+    for (n, _) in &units {
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(
+                mt.enqueue(
+                    &imei(*n),
+                    &MtMessage::Sync(SyncRequest {
+                        correlation_id: new_correlation_id(),
+                    }),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        sent.insert(*n, ids);
+    }
+    for (n, u) in &mut units {
+        for expected in &sent[n] {
+            let f = tokio::time::timeout(Duration::from_secs(10), u.recv())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                decode_mt(&f).unwrap().correlation_id(),
+                *expected,
+                "unit {n} in order"
+            );
+            u.answer(&f, ReplyResult::Ok).await.unwrap();
+        }
+    }
+    // Every reply (and the status report a sync triggers goes to MO) reaches the reply topic.
+    let mut acked = 0;
+    while acked < 30 {
+        let (_, _, m) = open(&next(&mut replies).await);
+        if let MoMessage::Reply(_) = decode_mo(&m).unwrap() {
+            acked += 1;
+        }
+    }
+    for (_, u) in units {
+        u.close().await.unwrap();
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_unit_that_moves_gets_its_parked_commands_on_the_other_gateway() {
+    let world = World::new();
+    let mut c = config("a");
+    c.mt.ack_timeout_ms = 100;
+    let a = world.start(c).await;
+    let b = world.start(config("b")).await;
+    let mt = world.mt_client();
+    // Offline: parked on whichever gateway consumed it.
+    let ids: Vec<_> = futures_collect(&mt, 21, 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Connects to B (whatever node parked them, they must arrive here, in order).
+    let mut u = UnitConn::tcp(b.addrs.tcp.unwrap()).await.unwrap();
+    u.handshake(Some(&imei(21)), KEY).await.unwrap();
+    for id in ids {
+        let f = tokio::time::timeout(Duration::from_secs(10), u.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode_mt(&f).unwrap().correlation_id(), id);
+        u.answer(&f, ReplyResult::Ok).await.unwrap();
+    }
+    u.close().await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+async fn futures_collect(
+    mt: &gateway::MtClient,
+    n: u32,
+    count: usize,
+) -> Vec<codec::CorrelationId> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        ids.push(
+            mt.enqueue(
+                &imei(n),
+                &MtMessage::Sync(SyncRequest {
+                    correlation_id: new_correlation_id(),
+                }),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    ids
+}
+
+#[tokio::test]
+async fn idle_units_are_disconnected_for_inactivity_and_keepalives_keep_them() {
+    let world = World::new();
+    let mut c = config("a");
+    c.idle_timeout_ms = 300;
+    let gw = world.start(c).await;
+    let mut idle = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    idle.handshake(Some(&imei(8)), KEY).await.unwrap();
+    let mut alive = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    alive.handshake(Some(&imei(9)), KEY).await.unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        alive.keepalive().await.unwrap();
+    }
+    assert!(idle.closed_within(Duration::from_secs(2)).await);
+    assert!(world.presence.events().contains(&PresenceEvent::Offline(
+        imei(8),
+        StatusReason::Inactivity,
+        None
+    )));
+    alive.send_raw(&sim::status_report(1)).await.unwrap();
+    assert!(!world
+        .presence
+        .events()
+        .iter()
+        .any(|e| matches!(e, PresenceEvent::Offline(i, ..) if *i == imei(9))));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_frames_close_the_connection_before_buffering() {
+    let world = World::new();
+    let mut c = config("a");
+    c.max_frame = 1024;
+    let gw = world.start(c).await;
+    // Before the handshake.
+    let mut u = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    u.send_header_only(1_000_000_000).await.unwrap();
+    assert!(u.closed_within(Duration::from_secs(2)).await);
+    // After it.
+    let mut u = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    u.handshake(Some(&imei(11)), KEY).await.unwrap();
+    u.send_raw(&vec![0u8; 1025]).await.unwrap();
+    assert!(u.closed_within(Duration::from_secs(2)).await);
+    eventually("offline record", || {
+        world.presence.events().iter().any(|e| matches!(e, PresenceEvent::Offline(i, StatusReason::Unknown, Some(info)) if *i == imei(11) && info == "frame error"))
+    })
+    .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn ip_identity_admits_private_apn_units_without_a_proof() {
+    let world = World::new();
+    world
+        .directory
+        .insert(UnitCredentials::new(imei(30), KEY).with_ip("Aeris", "127.0.0.1".parse().unwrap()));
+    let mut c = config("a");
+    c.ip_network = Some("Aeris".into());
+    let gw = world.start(c).await;
+    let mut mo = world.subscribe(&topics().mo).await;
+    let mut u = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    u.handshake(None, "").await.unwrap();
+    u.send_raw(&sim::event_log(1_517_927_343, "Connected"))
+        .await
+        .unwrap();
+    let d = next(&mut mo).await;
+    let env = codec::decode_bus_envelope(&d.payload).unwrap();
+    assert_eq!(env.imei, imei(30));
+    assert_eq!(env.ident, Some("Aeris/127.0.0.1"));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_sessions_and_hands_parked_commands_to_the_next_gateway() {
+    let world = World::new();
+    let a = world.start(config("a")).await;
+    let mut u = UnitConn::tcp(a.addrs.tcp.unwrap()).await.unwrap();
+    u.handshake(Some(&imei(12)), KEY).await.unwrap();
+    let mt = world.mt_client();
+    let parked = futures_collect(&mt, 13, 2).await; // unit 13 is offline
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    a.shutdown().await;
+    assert!(
+        u.closed_within(Duration::from_secs(2)).await,
+        "session closed by shutdown"
+    );
+    assert!(world.presence.events().contains(&PresenceEvent::Offline(
+        imei(12),
+        StatusReason::Unknown,
+        Some("shutdown".into())
+    )));
+    assert_eq!(world.registry.len(), 0, "claims released");
+
+    let b = world.start(config("b")).await;
+    let mut u = UnitConn::tcp(b.addrs.tcp.unwrap()).await.unwrap();
+    u.handshake(Some(&imei(13)), KEY).await.unwrap();
+    for id in parked {
+        let f = tokio::time::timeout(Duration::from_secs(10), u.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode_mt(&f).unwrap().correlation_id(), id);
+        u.answer(&f, ReplyResult::Ok).await.unwrap();
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn legacy_http_units_upload_and_poll_settings() {
+    let world = World::new();
+    let gw = world.start(config("a")).await;
+    let http = gw.addrs.http.unwrap();
+    let mut mo = world.subscribe(&topics().mo).await;
+    let auth = basic_auth(&imei(14), KEY);
+
+    let body = format!(
+        r#"{{"imei": "{}", "fields": {{"current": [[1472805042, 1.0], [1472805653, 1.1]], "fan_rpm": [[1472805042, 1200]]}}}}"#,
+        imei(14)
+    );
+    let (status, _) =
+        sim::http_request(http, "POST", "/rm_data", Some(&auth), Some(body.as_bytes()))
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    let d = next(&mut mo).await;
+    let env = codec::decode_bus_envelope(&d.payload).unwrap();
+    assert_eq!(env.transport, Transport::Http);
+    let MoMessage::Telemetry(t) = decode_mo(env.message).unwrap() else {
+        panic!()
+    };
+    assert_eq!(t.records.len(), 2, "grouped by time");
+
+    let (status, _) = sim::http_request(
+        http,
+        "POST",
+        "/rm_data",
+        Some(&basic_auth(&imei(14), "nope")),
+        Some(body.as_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 401);
+
+    let status_body = format!(
+        r#"{{"imei": "{}", "enabled": true, "connection": {{"mcc": 639, "mnc": 2, "cells": [{{"lac": 1, "cid": 2, "signal": -71}}]}}}}"#,
+        imei(14)
+    );
+    let (status, _) = sim::http_request(
+        http,
+        "POST",
+        "/rc_data",
+        Some(&auth),
+        Some(status_body.as_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let (_, _, m1) = open(&next(&mut mo).await);
+    assert!(
+        matches!(decode_mo(&m1).unwrap(), MoMessage::StatusReport(s) if s.enabled == Some(true))
+    );
+    let (_, _, m2) = open(&next(&mut mo).await);
+    assert!(matches!(decode_mo(&m2).unwrap(), MoMessage::CellReport(c) if c.mcc == Some(639)));
+
+    let mut replies = world.subscribe(&topics().mt_reply).await;
+    let id = world
+        .mt_client()
+        .enqueue(
+            &imei(14),
+            &MtMessage::StatusUpdate(StatusUpdate {
+                correlation_id: new_correlation_id(),
+                enabled: Some(false),
+                energy_limit: Some(99.5),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let mut settings = String::new();
+    for _ in 0..100 {
+        let (status, body) = sim::http_request(http, "GET", "/rc_data", Some(&auth), None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        settings = String::from_utf8(body.to_vec()).unwrap();
+        if settings.contains("enabled") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v: serde_json::Value = serde_json::from_str(&settings).unwrap();
+    assert_eq!(v["enabled"], false);
+    assert_eq!(v["energy_limit"], 99.5);
+    let (_, _, m) = open(&next(&mut replies).await);
+    let MoMessage::Reply(r) = decode_mo(&m).unwrap() else {
+        panic!()
+    };
+    assert_eq!((r.correlation_id, r.result), (id, ReplyResult::Ok));
+    gw.shutdown().await;
+}
