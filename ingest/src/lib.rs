@@ -3,8 +3,14 @@
 //! # Layout
 //! - [`bus`]: the message bus trait and its implementations: [`bus::memory`]
 //!   (in-process, the embedded default) and Kafka.
+//! - [`engine`]: the ingest engine (MO envelopes → time-series store, sink,
+//!   dead letters); [`engine::run`] is its entry point.
+//! - [`sink`]: [`sink::MoSink`], what the control-plane implements for the MO
+//!   types that are not telemetry, and a recording implementation for tests.
 //! - [`tsdb`]: the time-series store trait, its `where` parser and its
 //!   backends (embedded, InfluxDB 1.x, QuestDB).
 
 pub mod bus;
+pub mod engine;
+pub mod sink;
 pub mod tsdb;

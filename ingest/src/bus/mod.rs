@@ -15,6 +15,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
 
 pub use memory::{MemoryBus, MemoryBusConfig};
