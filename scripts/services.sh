@@ -37,6 +37,8 @@ tansu_install() {
   CARGO_TARGET_DIR="$SERVICES_DIR/tansu-target" \
     cargo install tansu --locked --features dynostore >"$SERVICES_DIR/tansu-install.log" 2>&1 \
     || { tail -20 "$SERVICES_DIR/tansu-install.log" >&2; return 1; }
+  # The build tree is several GB and of no further use.
+  rm -rf "$SERVICES_DIR/tansu-target"
   export PATH="$HOME/.cargo/bin:$PATH"
 }
 

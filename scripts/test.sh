@@ -40,6 +40,12 @@ for db in $(psql "$SMARTSOLAR_TEST_POSTGRES_URL" -qtAc "select datname from pg_d
   psql "$SMARTSOLAR_TEST_POSTGRES_URL" -qtAc "drop database if exists \"$db\"" >/dev/null || true
 done
 
+# --- Kafka-protocol broker (tansu) and InfluxDB 1.x --------------------------
+log "starting tansu and InfluxDB (scripts/services.sh)"
+# shellcheck source=services.sh
+source scripts/services.sh
+services_start
+
 # --- Tests ------------------------------------------------------------------
 log "cargo test"
 cargo test --workspace --all-targets "$@"
