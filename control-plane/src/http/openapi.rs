@@ -92,6 +92,288 @@ pub(crate) const ACTION_ROUTES: &[(&str, &str, &str, &str)] = &[
         "A dead letter's CBOR message in readable form",
         "OVERVIEW",
     ),
+    (
+        "/parts/create_tiger_pcb",
+        "post",
+        "Create a Tiger PCB part and its SIM part",
+        "FACTORY",
+    ),
+    (
+        "/parts/create_hyena_pcb",
+        "post",
+        "Create a Hyena PCB part and its SIM part",
+        "FACTORY",
+    ),
+    (
+        "/parts/create_koala_pcb",
+        "post",
+        "Create a Koala PCB part and its SIM part",
+        "FACTORY",
+    ),
+    (
+        "/parts/create_jackal_pcb",
+        "post",
+        "Create a Jackal PCB part and its SIM part",
+        "FACTORY",
+    ),
+    (
+        "/products/create_product/{product_kind}",
+        "post",
+        "Create a home2, home3, hub2 or enterprise product from an existing PCB",
+        "FACTORY",
+    ),
+    (
+        "/products/create_hub2",
+        "post",
+        "Create a Hyena PCB and a Hub 2 product in one transaction",
+        "FACTORY",
+    ),
+    (
+        "/products/create_enterprise",
+        "post",
+        "Create a Hyena PCB and an Enterprise product in one transaction",
+        "FACTORY",
+    ),
+    (
+        "/products/locations",
+        "get",
+        "Latest location of every visible product (paged, default 1000)",
+        "OVERVIEW",
+    ),
+    (
+        "/products/{product_imei}/enable",
+        "put",
+        "Enable a unit (pending until the unit confirms)",
+        "TECHNICAL",
+    ),
+    (
+        "/products/{product_imei}/disable",
+        "put",
+        "Disable a unit (pending until the unit confirms)",
+        "TECHNICAL",
+    ),
+    (
+        "/products/{product_imei}/enable_tamper_switch",
+        "put",
+        "Enable the tamper switch (pending)",
+        "TECHNICAL",
+    ),
+    (
+        "/products/{product_imei}/disable_tamper_switch",
+        "put",
+        "Disable the tamper switch (pending)",
+        "TECHNICAL",
+    ),
+    (
+        "/products/{product_imei}/send_wakeup",
+        "post",
+        "Send a WAKEUP SMS; returns the sms_history row",
+        "ADMIN",
+    ),
+    (
+        "/products/{product_imei}/update_software",
+        "put",
+        "Queue a software update, honouring the lock",
+        "SYSTEM",
+    ),
+    (
+        "/products/{product_imei}/lock_software",
+        "put",
+        "Lock the unit's software (blank payload unlocks)",
+        "SYSTEM",
+    ),
+    (
+        "/products/{product_imei}/expire_software_updates",
+        "put",
+        "Expire pending software updates",
+        "SYSTEM",
+    ),
+    (
+        "/products/{product_imei}/assign_entity",
+        "put",
+        "Link the unit to an entity",
+        "ADMIN",
+    ),
+    (
+        "/products/{product_imei}/change_entity",
+        "put",
+        "Move the unit from one entity to another",
+        "ADMIN",
+    ),
+    (
+        "/products/{product_imei}/remove_entity",
+        "put",
+        "Unlink the unit from an entity",
+        "ADMIN",
+    ),
+    (
+        "/products/{product_imei}/change_state",
+        "put",
+        "Change the lifecycle state (transition table enforced)",
+        "ADMIN",
+    ),
+    (
+        "/products/{product_imei}/parts",
+        "get",
+        "Current and historic parts of the unit",
+        "OVERVIEW",
+    ),
+    (
+        "/products/{product_imei}/parameters/history",
+        "get",
+        "Full parameter history, or the active set at a date",
+        "OVERVIEW",
+    ),
+    (
+        "/products/{product_imei}/connectivity_reliability_rate",
+        "get",
+        "Share of expected 4-hourly connections made between start and end",
+        "OVERVIEW",
+    ),
+    (
+        "/products/{product_imei}/available_networks",
+        "get",
+        "Networks the unit's SIM may use (?mcc=)",
+        "OVERVIEW",
+    ),
+    (
+        "/products/{product_imei}/suggest_energy_limit",
+        "put",
+        "Suggest an energy limit within the allowed bounds",
+        "TECHNICAL",
+    ),
+    (
+        "/products/{product_imei}/set_dcm_enabled_flag",
+        "put",
+        "Set the DCM flag (immutable for BP20 units)",
+        "TECHNICAL",
+    ),
+    (
+        "/products/{product_imei}/set_is_payg",
+        "put",
+        "Set the pay-as-you-go flag",
+        "TECHNICAL",
+    ),
+    (
+        "/dashboard2",
+        "get",
+        "Fleet dashboard rows with q filtering and the entities filter",
+        "OVERVIEW",
+    ),
+    (
+        "/current_enable_status",
+        "get",
+        "Enable status of every unit for the ERP sync (page, results_per_page)",
+        "FACTORY",
+    ),
+    (
+        "/alerts/{alert_id}/dismiss",
+        "put",
+        "Dismiss an alert (publishes to product-alert)",
+        "TECHNICAL",
+    ),
+    (
+        "/sms/delivery_receipt",
+        "post",
+        "SMS provider delivery receipt: marks the sms_history row Delivered",
+        "SYSTEM",
+    ),
+    (
+        "/products/{product_imei}/add_payment_command",
+        "post",
+        "Add a payment, bad-payment or zero-command (201)",
+        "TECHNICAL",
+    ),
+    (
+        "/products/{product_imei}/force_reset",
+        "post",
+        "Void earlier commands and zero the balance (201)",
+        "TECHNICAL",
+    ),
+    (
+        "/products/{product_imei}/balance_and_pending_payments",
+        "get",
+        "Latest balance and the commands not yet acknowledged",
+        "OVERVIEW",
+    ),
+    (
+        "/channels/{name}/subscribe",
+        "post",
+        "Subscribe a URL to a webhook channel; returns the secret key once (201)",
+        "ADMIN",
+    ),
+    (
+        "/channels/{name}/unsubscribe",
+        "post",
+        "Remove a channel subscription",
+        "ADMIN",
+    ),
+    (
+        "/subscribers/{subscriber_id}/deliveries",
+        "get",
+        "A subscriber's deliveries with every attempt",
+        "ADMIN",
+    ),
+    (
+        "/subscribers/{subscriber_id}/deliveries/{delivery_id}/resend",
+        "post",
+        "Queue a delivery again",
+        "ADMIN",
+    ),
+    (
+        "/products/{product_imei}/get_repair",
+        "get",
+        "The unit's current repair workflow, created on the first call",
+        "TECHNICAL",
+    ),
+    (
+        "/repairs/{repair_id}/current_state",
+        "get",
+        "Current state of a repair: ident, name, description, inputs, events",
+        "OVERVIEW",
+    ),
+    (
+        "/repairs/{repair_id}/send_inputs",
+        "put",
+        "Send input values for the current state",
+        "TECHNICAL",
+    ),
+    (
+        "/repairs/{repair_id}/send_events",
+        "put",
+        "Send an event of the current state",
+        "TECHNICAL",
+    ),
+    (
+        "/repairs/{repair_id}/history",
+        "get",
+        "Steps taken in a repair",
+        "OVERVIEW",
+    ),
+    (
+        "/repairs/{repair_id}/undo",
+        "put",
+        "Undo the latest step of a repair",
+        "TECHNICAL",
+    ),
+    (
+        "/repairs/list_current_states",
+        "get",
+        "Current states of open repairs (entity_id, username, repair_state)",
+        "OVERVIEW",
+    ),
+    (
+        "/health",
+        "get",
+        "Liveness (outside /v1)",
+        "none",
+    ),
+    (
+        "/ready",
+        "get",
+        "Readiness: the database answers (outside /v1)",
+        "none",
+    ),
 ];
 
 fn schema_for(table: &Table, writable: bool) -> Json {
@@ -248,9 +530,13 @@ pub(crate) fn build(cat: &Catalogue) -> Json {
         }
     }
     for (path, method, summary, permission) in ACTION_ROUTES {
-        let entry = paths
-            .entry(format!("/v1{path}"))
-            .or_insert_with(|| json!({}));
+        // Probes live outside the versioned API.
+        let full = if matches!(*path, "/health" | "/ready") {
+            (*path).to_string()
+        } else {
+            format!("/v1{path}")
+        };
+        let entry = paths.entry(full).or_insert_with(|| json!({}));
         entry[*method] = op((*summary).to_string(), permission, "200", None, None);
     }
     json!({
@@ -264,4 +550,72 @@ pub(crate) fn build(cat: &Catalogue) -> Json {
                 "type": "object", "properties": {"status": {"type": "string"}, "message": {}, "data": {}, "validation_errors": {}}}}}}},
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every path a router in this crate registers (found in the source)
+    /// appears in the document, so new endpoints cannot be forgotten.
+    #[test]
+    fn every_route_in_the_source_is_documented() {
+        let doc = build(&Catalogue::builtin());
+        let normalise = |p: &str| {
+            let mut out = String::new();
+            let mut depth = 0;
+            for c in p.chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        if depth == 1 {
+                            out.push_str("{}");
+                        }
+                    }
+                    '}' => depth -= 1,
+                    _ if depth == 0 => out.push(c),
+                    _ => {}
+                }
+            }
+            out
+        };
+        let documented: Vec<String> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|p| normalise(p.strip_prefix("/v1").unwrap_or(p)))
+            .collect();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut missing = Vec::new();
+        let mut stack = vec![src];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.ends_with("http/openapi.rs") {
+                    continue; // this test's own text
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let mut rest = text.as_str();
+                while let Some(at) = rest.find(".route(") {
+                    rest = &rest[at + 7..];
+                    let trimmed = rest.trim_start();
+                    let Some(literal) = trimmed.strip_prefix('"') else {
+                        continue;
+                    };
+                    let route = &literal[..literal.find('"').unwrap()];
+                    if !documented.contains(&normalise(route)) {
+                        missing.push(format!("{route} ({})", path.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "routes missing from ACTION_ROUTES in http/openapi.rs: {missing:?}"
+        );
+    }
 }
