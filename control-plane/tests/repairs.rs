@@ -393,6 +393,25 @@ async fn walk_the_whole_default_workflow(backend: Backend) {
     assert_eq!(r["process"], "Repair and Return");
     assert_eq!(r["workflow_state_id"], "returned_to_service");
     assert!(r["refurbishment_date"].is_string());
+    // Ending the repair went through the shared state change, so webhook
+    // subscribers hear of it: a product-status notification for this unit.
+    let payload = control_plane::catalogue::Column::computed(
+        "payload",
+        control_plane::catalogue::ColumnType::Text,
+    );
+    let stmt = sea_query::Query::select()
+        .column(sea_query::Alias::new("payload"))
+        .from(sea_query::Alias::new("notification"))
+        .and_where(sea_query::Expr::col(sea_query::Alias::new("channel")).eq("product-status"))
+        .and_where(sea_query::Expr::col(sea_query::Alias::new("product_imei")).eq(imei.as_str()))
+        .to_owned();
+    let notes = server.state.db.fetch_all(&stmt, &[&payload]).await.unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["payload"].as_str().unwrap().contains("\"state\"")),
+        "no product-status notification for the end of the repair: {notes:?}"
+    );
 
     // The audit trail: one event row per action, and time per state.
     let events = rows(

@@ -1194,14 +1194,12 @@ async fn end_repair(
     .await
 }
 
-/// SHARED STATE-CHANGE SERVICE (placeholder).
+/// Ends a repair by moving the unit out of IN_REPAIR_SYSTEM.
 ///
 /// Moves the unit from IN_REPAIR_SYSTEM to `new_state_type` inside the
 /// caller's transaction: a new `state` row and `product.latest_state_id`.
-/// The product-actions branch (`actions`) is writing the `change_state`
-/// service; once it is merged, replace this body with a call to it (same
-/// transaction), so the transition table, webhooks (product-status
-/// notification) and any other side effects live in one place.
+/// The state change itself is `actions::state::transition`, so the
+/// transition table and the product-status notification live in one place.
 async fn change_product_state(
     call: &Call<'_>,
     tx: &mut Tx,
@@ -1224,28 +1222,17 @@ async fn change_product_state(
             current.map_or_else(|| "no state".to_string(), |(_, n)| n)
         )));
     }
-    let state_id = insert(
+    // The shared state-change service: the transition table, the `state`
+    // row and the product-status notification, in this transaction.
+    let product = crate::actions::lock_product(tx, &crate::query::Visibility::Global, imei).await?;
+    crate::actions::state::transition(
         tx,
-        "state",
-        with_meta(
-            vec![
-                ("product_imei", imei.into()),
-                ("prev_state_type", IN_REPAIR_SYSTEM.into()),
-                ("current_state_type", new_state_type.into()),
-            ],
-            call,
-        ),
-        "state_id",
+        &product,
+        new_state_type,
+        &call.user.username,
+        crate::values::now(),
     )
-    .await?;
-    let mut update = Query::update();
-    update
-        .table(a("product"))
-        .value(a("latest_state_id"), state_id)
-        .and_where(Expr::col(a("product_imei")).eq(imei));
-    modified(&mut update, call);
-    tx.execute(&update).await?;
-    Ok(())
+    .await
 }
 
 // ----------------------------------------------------------------------------
