@@ -18,6 +18,8 @@
 //! - [`webhooks`]: subscriptions, signing, encrypted keys, the delivery worker.
 //! - [`repairs`]: repair workflows (IRT): definitions, validation, state machine, routes.
 //! - [`startup`]: open and migrate the database, ensure the admin user.
+//! - [`rtc`]: the glue to the gateway and ingest: unit directory, presence, fallback
+//!   SMS, the MO sink, MT sending and the RTC product endpoints.
 
 pub mod actions;
 pub mod auth;
@@ -32,6 +34,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod query;
 pub mod repairs;
+pub mod rtc;
 pub mod schema;
 pub mod startup;
 pub mod values;

@@ -268,6 +268,10 @@ async fn switch(
             tracing::error!(sms_id, imei = %imei, error = %e, "WAKEUP SMS not handed over");
         }
     }
+    // RTC: deliver the change to the unit now (after commit; a failure is logged).
+    if product.flag("rtc_enabled_flag") {
+        crate::rtc::mt::push_pending_after_commit(&state, &imei).await;
+    }
     let message = if desired {
         "Product enabled"
     } else {
@@ -304,6 +308,10 @@ async fn tamper(
     let product = super::lock_product(&mut tx, &user.visibility, &imei).await?;
     set_tamper(&mut tx, &product, desired, &user.username, now).await?;
     tx.commit().await?;
+    // RTC: deliver the change to the unit now (after commit; a failure is logged).
+    if product.flag("rtc_enabled_flag") {
+        crate::rtc::mt::push_pending_after_commit(&state, &imei).await;
+    }
     let word = if desired { "enabled" } else { "disabled" };
     Ok(success(
         StatusCode::OK,

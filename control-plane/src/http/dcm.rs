@@ -145,6 +145,9 @@ async fn add_payment_command(
     )
     .await?;
     tx.commit().await?;
+    // RTC: deliver the new command to the unit now (after commit; a failure is
+    // logged, the command stays pending and goes with the next push).
+    crate::rtc::mt::push_pending_after_commit(&state, &imei).await;
     tracing::info!(
         product_imei = %imei,
         payment_command_id = stored.payment_command_id,
@@ -181,6 +184,8 @@ async fn force_reset(
     )
     .await?;
     tx.commit().await?;
+    // RTC: tell the unit now (after commit; a failure is logged).
+    crate::rtc::mt::push_pending_after_commit(&state, &imei).await;
     tracing::info!(
         product_imei = %imei,
         outstanding_payments = reset.outstanding_payments,

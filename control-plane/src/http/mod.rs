@@ -124,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(crate::repairs::http::router())
         .merge(crate::data::router())
+        .merge(crate::rtc::router())
         // A route layer sees the matched route template, which keeps the
         // metric labels bounded.
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http));

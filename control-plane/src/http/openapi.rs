@@ -374,6 +374,36 @@ pub(crate) const ACTION_ROUTES: &[(&str, &str, &str, &str)] = &[
         "Readiness: the database answers (outside /v1)",
         "none",
     ),
+    (
+        "/products/{product_imei}/command_request",
+        "post",
+        "Send a debug/diagnostic (AT) command to an RTC unit: {command}",
+        "ADMIN",
+    ),
+    (
+        "/products/{product_imei}/sync",
+        "post",
+        "Ask an RTC unit for its status, telemetry and cell report now",
+        "TECHNICAL",
+    ),
+    (
+        "/products/{product_imei}/status_update",
+        "post",
+        "Send an RTC unit its desired enable/tamper state, energy limit and parameters",
+        "TECHNICAL",
+    ),
+    (
+        "/products/{product_imei}/rtc_online_status",
+        "post",
+        "Set an RTC unit's online status by hand: {status: online|offline} (reason user-request)",
+        "TECHNICAL",
+    ),
+    (
+        "/products/{product_imei}/force_connection",
+        "post",
+        "Make a unit connect: a sync for RTC units, a WAKEUP SMS for others",
+        "ADMIN",
+    ),
 ];
 
 fn schema_for(table: &Table, writable: bool) -> Json {

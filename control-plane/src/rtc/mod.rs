@@ -1,0 +1,262 @@
+//! The RTC glue: what connects the relational database to the gateway and the
+//! ingest engine (see `docs/architecture.md`, "Gateway", and `docs/decisions.md`,
+//! "RTC glue").
+//!
+//! # Into the database (units → control-plane)
+//! - [`UnitDirectoryDb`] (`gateway::UnitDirectory`): who may connect, from `product`,
+//!   with a short in-memory cache (every handshake asks).
+//! - [`PresenceDb`] (`gateway::PresenceSink`): `rtc_connection_history` rows and the
+//!   product's `latest_rtc_connection_history_id`, written by a background writer so
+//!   the gateway never waits on the database.
+//! - [`FallbackSms`] (`gateway::Fallback`): a WAKEUP SMS (the `actions::sms` path) and an
+//!   `rtc_fallback_message_history` row when a unit stays unreachable.
+//! - [`ControlPlaneSink`] (`ingest::sink::MoSink`): status reports, cell reports,
+//!   balances, final balances, MT replies, command responses and the
+//!   `rtc_mo_message_history` rows. Run the ingest engine twice with it: once on the
+//!   MO topic and once on the MT-reply topic ([`reply_topics`], group [`REPLY_GROUP`]).
+//!
+//! # Out to the units (control-plane → units)
+//! - [`mt::send`]: an `rtc_message_history` row, then `gateway::MtClient::enqueue`.
+//! - [`mt::push_pending`]: the unit's desired state and pending payment commands,
+//!   called after commit by the enable/disable/tamper and DCM handlers.
+//! - The endpoints `command_request`, `sync`, `status_update`, `rtc_online_status`,
+//!   `force_connection` (`http.rs`).
+//!
+//! # Idempotence
+//! The bus delivers at least once. Every sink step that changes the database inserts
+//! `(MO correlation id, step)` into `rtc_mo_applied` in the same transaction as its
+//! effects; a redelivered MO finds the row and changes nothing.
+
+mod directory;
+mod fallback;
+mod http;
+pub mod mt;
+mod presence;
+mod sink;
+
+use chrono::NaiveDateTime;
+use codec::CorrelationId;
+use ingest::bus::Topics;
+use ingest::sink::SinkError;
+use sea_query::{Alias, Expr, OnConflict, Query};
+
+use crate::db::{DbError, Tx};
+use crate::dcm::DcmError;
+use crate::error::ApiError;
+
+pub use directory::UnitDirectoryDb;
+pub use fallback::{FallbackSms, SMS_WINDOW_SECS};
+pub use presence::{
+    record_connection_status, PresenceDb, METRIC_DROPPED, METRIC_QUEUE_FULL, METRIC_WRITTEN,
+};
+pub use sink::{CellLocator, ControlPlaneSink, Location, NoCellLocator};
+
+pub(crate) use http::router;
+
+/// `created_by`/`modified_by` of rows the RTC glue writes on its own (presence,
+/// fallback, MT outcomes). Rows caused by a unit's own report use
+/// [`crate::actions::unit::UNIT_USER`].
+pub const RTC_USER: &str = "rtc";
+
+/// Consumer group of the ingest engine that runs on the MT-reply topic.
+pub const REPLY_GROUP: &str = "ingest-mt-reply";
+
+/// The topics for the ingest engine that applies MT replies, command responses and
+/// final balances: it reads `RTC-MT.Reply` (as its "MO" topic) and dead-letters to
+/// `RTC-MT.Reply.Dead-Letter`. The engine writes the dead letter's `queue_name` as
+/// `RTC-MO`, so a replay re-publishes to the MO topic, whose engine applies replies
+/// the same way.
+pub fn reply_topics(topics: &Topics) -> Topics {
+    Topics {
+        mo: topics.mt_reply.clone(),
+        mo_dead_letter: topics.mt_reply_dead_letter.clone(),
+        ..topics.clone()
+    }
+}
+
+/// Unix milliseconds as the database's UTC timestamp.
+pub(crate) fn datetime_ms(ms: i64) -> NaiveDateTime {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.naive_utc())
+        .unwrap_or_default()
+}
+
+/// Records that step `step` of MO `correlation_id` is applied in `tx`. `false` when it
+/// already was (a redelivery): the caller then changes nothing.
+pub(crate) async fn claim_step(
+    tx: &mut Tx,
+    correlation_id: CorrelationId,
+    step: &str,
+    imei: &str,
+    at: NaiveDateTime,
+) -> Result<bool, DbError> {
+    let stmt = Query::insert()
+        .into_table(Alias::new("rtc_mo_applied"))
+        .columns(["correlation_id", "step", "product_imei", "applied_at"].map(Alias::new))
+        .values_panic([
+            correlation_id.to_string().into(),
+            step.into(),
+            imei.into(),
+            at.into(),
+        ])
+        .on_conflict(
+            OnConflict::columns([Alias::new("correlation_id"), Alias::new("step")])
+                .do_nothing()
+                .to_owned(),
+        )
+        .to_owned();
+    Ok(tx.execute(&stmt).await? == 1)
+}
+
+/// Deletes `rtc_mo_applied` rows older than `before` (a redelivery older than that is
+/// no longer expected); returns how many. For the scheduler.
+pub async fn prune_applied(db: &crate::db::Db, before: NaiveDateTime) -> Result<u64, DbError> {
+    let mut tx = db.begin().await?;
+    let stmt = Query::delete()
+        .from_table(Alias::new("rtc_mo_applied"))
+        .and_where(Expr::col(Alias::new("applied_at")).lt(before))
+        .to_owned();
+    let n = tx.execute(&stmt).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+// ------------------------------------------------------------ error mapping
+
+/// Whether a driver error is worth retrying: the connection, the pool, or a
+/// serialisation/lock conflict (the same statement can succeed later).
+pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL: serialization failure, deadlock, lock not available,
+            // connection exceptions (08xxx), insufficient resources (53xxx),
+            // operator intervention (57xxx: shutdown, cannot connect now).
+            // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes.
+            matches!(code.as_ref(), "40001" | "40P01" | "55P03")
+                || code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                || db.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
+/// A database error as the ingest engine needs it: connection trouble is retried,
+/// constraint violations and everything else are dead-lettered.
+pub fn db_sink_error(e: DbError) -> SinkError {
+    match &e {
+        DbError::Other(inner) if is_transient_sqlx(inner) => SinkError::Transient(e.to_string()),
+        _ => SinkError::Permanent(e.to_string()),
+    }
+}
+
+/// An error of an `actions` service as the ingest engine needs it. A missing
+/// product (unknown IMEI) or a refused value is permanent; a database outage hidden
+/// in an internal error is transient.
+pub fn api_sink_error(e: ApiError) -> SinkError {
+    match e {
+        ApiError::Internal(inner) => match inner.downcast::<DbError>() {
+            Ok(db) => db_sink_error(db),
+            Err(other) => SinkError::Permanent(format!("{other:#}")),
+        },
+        ApiError::Unavailable(m) => SinkError::Transient(m),
+        ApiError::Validation(fields) => {
+            SinkError::Permanent(serde_json::Value::Object(fields).to_string())
+        }
+        other => SinkError::Permanent(other.to_string()),
+    }
+}
+
+/// A DCM error as the ingest engine needs it.
+pub fn dcm_sink_error(e: DcmError) -> SinkError {
+    match e {
+        DcmError::Db(db) => db_sink_error(db),
+        other => SinkError::Permanent(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_trouble_is_transient_constraints_are_permanent() {
+        let io = DbError::Other(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )));
+        assert!(matches!(db_sink_error(io), SinkError::Transient(_)));
+        assert!(matches!(
+            db_sink_error(DbError::Other(sqlx::Error::PoolTimedOut)),
+            SinkError::Transient(_)
+        ));
+        assert!(matches!(
+            db_sink_error(DbError::Unique {
+                field: Some("x".into())
+            }),
+            SinkError::Permanent(_)
+        ));
+        assert!(matches!(
+            db_sink_error(DbError::ForeignKey { field: None }),
+            SinkError::Permanent(_)
+        ));
+        assert!(matches!(
+            db_sink_error(DbError::Other(sqlx::Error::RowNotFound)),
+            SinkError::Permanent(_)
+        ));
+    }
+
+    #[test]
+    fn api_errors_map_by_kind() {
+        assert!(matches!(
+            api_sink_error(ApiError::NotFound("No product".into())),
+            SinkError::Permanent(m) if m.contains("No product")
+        ));
+        let hidden = ApiError::from(DbError::Other(sqlx::Error::PoolClosed));
+        assert!(matches!(api_sink_error(hidden), SinkError::Transient(_)));
+        let constraint = ApiError::from(DbError::NotNull {
+            field: Some("date".into()),
+        });
+        assert!(matches!(
+            api_sink_error(constraint),
+            SinkError::Permanent(_)
+        ));
+        assert!(matches!(
+            api_sink_error(ApiError::Unavailable("bus".into())),
+            SinkError::Transient(_)
+        ));
+        assert!(matches!(
+            dcm_sink_error(DcmError::NegativeBalance(-1)),
+            SinkError::Permanent(_)
+        ));
+        assert!(matches!(
+            dcm_sink_error(DcmError::Db(DbError::Other(sqlx::Error::PoolTimedOut))),
+            SinkError::Transient(_)
+        ));
+    }
+
+    #[test]
+    fn reply_topics_read_the_reply_topic() {
+        let t = reply_topics(&Topics::default());
+        assert_eq!(t.mo, "RTC-MT.Reply");
+        assert_eq!(t.mo_dead_letter, "RTC-MT.Reply.Dead-Letter");
+        assert_eq!(t.mt, "RTC-MT");
+    }
+
+    #[test]
+    fn milliseconds_to_datetime() {
+        assert_eq!(
+            crate::values::format_datetime(&datetime_ms(1_517_927_343_250)),
+            "2018-02-06T14:29:03.250000"
+        );
+    }
+}

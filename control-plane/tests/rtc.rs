@@ -1,0 +1,760 @@
+//! The RTC glue end to end, on SQLite and on PostgreSQL: a real gateway (TCP on
+//! 127.0.0.1:0) wired to the database-backed directory, presence and fallback, the
+//! real ingest engine (on the MO and the MT-reply topics) with `ControlPlaneSink`, the
+//! in-process bus and the embedded time-series store; a simulated unit
+//! (`gateway::sim`); and the API through real HTTP.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use codec::mo::{Cell, CellReport, FinalBalance, MtReply, ReplyResult, StatusReport};
+use codec::{decode_mt, CorrelationId, MoMessage, MtMessage, Seq};
+use common::{Backend, TestServer};
+use control_plane::catalogue::Column;
+use control_plane::rtc::{self, ControlPlaneSink, FallbackSms, PresenceDb, UnitDirectoryDb};
+use gateway::sim::{self, SimError, UnitConn};
+use gateway::{Deps, Gateway, GatewayConfig, MemoryPresence};
+use ingest::bus::{Bus, MemoryBus, MemoryBusConfig, Topics};
+use ingest::engine::EngineConfig;
+use ingest::tsdb::embedded::Embedded;
+use reqwest::{Method, StatusCode};
+use sea_query::{Alias, Expr, Order, Query};
+use serde_json::{json, Map, Value as Json};
+use tokio::sync::watch;
+
+both_backends!(
+    enable_and_payment_reach_the_unit_and_its_answers_the_database,
+    reports_telemetry_cells_and_dead_letters,
+    unknown_units_are_refused_and_offline_units_get_a_wakeup,
+    rtc_endpoints,
+);
+
+/// A unit's device key (24 characters, unique like the column).
+fn key(imei: &str) -> String {
+    format!("{imei}abcdefghi")
+}
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Rig {
+    server: TestServer,
+    bus: MemoryBus,
+    tcp: std::net::SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Rig {
+    async fn start(backend: Backend, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        let bus = MemoryBus::new(MemoryBusConfig {
+            partitions: 4,
+            capacity: 10_000,
+        });
+        let tsdb = Arc::new(Embedded::in_memory());
+        let (b, t) = (bus.clone(), tsdb.clone());
+        let server = TestServer::start_with_state(backend, move |s| {
+            s.with_bus(Arc::new(b), Topics::default())
+                .with_timeseries(t)
+        })
+        .await;
+        let state = server.state.clone();
+        let deps = Deps {
+            bus: Arc::new(bus.clone()),
+            directory: Arc::new(UnitDirectoryDb::new(state.clone())),
+            presence: Arc::new(PresenceDb::new(state.clone())),
+            registry: Arc::new(MemoryPresence::new()),
+            fallback: Arc::new(FallbackSms::new(state.clone())),
+        };
+        let mut config = GatewayConfig::loopback("gw-test");
+        config.quic_listen = None;
+        config.http_listen = None;
+        config.shards = 2;
+        config.rate_per_sec = 10_000.0;
+        config.rate_burst = 10_000;
+        tweak(&mut config);
+        let gw = Gateway::bind(config, deps).await.unwrap();
+        let tcp = gw.local_addrs().tcp.unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let until = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut tasks = vec![tokio::spawn(gw.run(until(stopped.clone())))];
+        let engine = EngineConfig {
+            batch_delay_ms: 5,
+            retry_initial_ms: 20,
+            drain_timeout_ms: 2_000,
+            ..EngineConfig::default()
+        };
+        for (topics, group) in [
+            (Topics::default(), "ingest".to_string()),
+            (
+                rtc::reply_topics(&Topics::default()),
+                rtc::REPLY_GROUP.into(),
+            ),
+        ] {
+            let sink = Arc::new(ControlPlaneSink::new(state.clone()));
+            let config = EngineConfig {
+                group,
+                ..engine.clone()
+            };
+            let b: Arc<dyn Bus> = Arc::new(bus.clone());
+            let shutdown = until(stopped.clone());
+            let ts = tsdb.clone();
+            tasks.push(tokio::spawn(async move {
+                ingest::engine::run(b, topics, ts, sink, config, shutdown)
+                    .await
+                    .unwrap();
+            }));
+        }
+        Self {
+            server,
+            bus,
+            tcp,
+            stop,
+            tasks,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+    }
+
+    /// A product the unit simulator can be: RTC and DCM enabled, disabled.
+    async fn product(&self, imei: &str, rtc: bool) {
+        self.server
+            .seed(
+                "product",
+                json!({"product_imei": imei, "device_key": key(imei),
+                    "rtc_enabled_flag": rtc, "dcm_enabled_flag": true,
+                    "current_enable_flag": false, "desired_enable_flag": false,
+                    "current_tamper_flag": false, "desired_tamper_flag": false,
+                    "ip_address": null, "rtc_network_name": null,
+                    "latest_connection_id": null, "latest_connection_location_id": null,
+                    "latest_rtc_connection_history_id": null,
+                    "latest_rtc_mo_status_report_time": null,
+                    "latest_rtc_mt_status_update_time": null}),
+            )
+            .await;
+    }
+
+    async fn unit(&self, imei: &str) -> UnitConn {
+        let mut conn = UnitConn::tcp(self.tcp).await.unwrap();
+        conn.handshake(Some(imei), &key(imei)).await.unwrap();
+        conn
+    }
+
+    /// Rows of `table` for `imei`, oldest first, as the API would show them.
+    async fn rows(&self, table: &str, imei: &str) -> Vec<Map<String, Json>> {
+        let t = self.server.catalogue().table(table).unwrap();
+        let cols: Vec<&Column> = t.readable_columns().collect();
+        let mut sel = Query::select();
+        for c in &cols {
+            sel.column(Alias::new(&c.name));
+        }
+        sel.from(Alias::new(table))
+            .and_where(Expr::col(Alias::new("product_imei")).eq(imei))
+            .order_by(Alias::new(&t.primary_key().name), Order::Asc);
+        self.server.state.db.fetch_all(&sel, &cols).await.unwrap()
+    }
+
+    async fn product_row(&self, imei: &str) -> Map<String, Json> {
+        self.rows("product", imei).await.remove(0)
+    }
+
+    /// Waits until `f` holds for the rows of `table`.
+    async fn wait_rows(
+        &self,
+        what: &str,
+        table: &str,
+        imei: &str,
+        f: impl Fn(&[Map<String, Json>]) -> bool,
+    ) -> Vec<Map<String, Json>> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let rows = self.rows(table, imei).await;
+            if f(&rows) {
+                return rows;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {table} = {rows:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The next MT frame the unit receives.
+async fn next_mt(conn: &mut UnitConn) -> Vec<u8> {
+    tokio::time::timeout(WAIT, conn.recv())
+        .await
+        .expect("an MT in time")
+        .unwrap()
+        .expect("connection open")
+        .to_vec()
+}
+
+async fn reply(conn: &mut UnitConn, id: CorrelationId, balance: Option<i64>) {
+    conn.send_mo(&MoMessage::Reply(MtReply {
+        correlation_id: id,
+        result: ReplyResult::Ok,
+        info: None,
+        balance,
+        expected_expiry: None,
+    }))
+    .await
+    .unwrap();
+}
+
+fn status(enabled: bool, balance: Option<i64>) -> StatusReport<'static> {
+    StatusReport {
+        time: Some(sim::now_s()),
+        enabled: Some(enabled),
+        tamper_enabled: Some(false),
+        tamper_triggered: Some(false),
+        software_version: None,
+        energy_limit: None,
+        capacity_limit: None,
+        balance,
+        expected_expiry: None,
+    }
+}
+
+async fn enable_and_payment_reach_the_unit_and_its_answers_the_database(backend: Backend) {
+    let rig = Rig::start(backend, |_| {}).await;
+    let imei = "013777946874101";
+    rig.product(imei, true).await;
+    let mut unit = rig.unit(imei).await;
+    rig.wait_rows("online record", "rtc_connection_history", imei, |r| {
+        r.len() == 1
+            && r[0]["connection_status"] == "online"
+            && r[0]["connection_status_reason"] == "message-received"
+    })
+    .await;
+
+    // Enable through the API: the unit gets a status update asking for it.
+    let (s, b) = rig
+        .server
+        .call(Method::PUT, &format!("/v1/products/{imei}/enable"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let p = rig.product_row(imei).await;
+    assert_eq!(
+        (
+            p["current_enable_flag"].clone(),
+            p["desired_enable_flag"].clone()
+        ),
+        (json!(false), json!(true))
+    );
+    let mt = next_mt(&mut unit).await;
+    let MtMessage::StatusUpdate(su) = decode_mt(&mt).unwrap() else {
+        panic!("expected a status update, got {:?}", decode_mt(&mt));
+    };
+    assert_eq!(su.enabled, Some(true));
+    assert_eq!(su.tamper_enabled, Some(false));
+    // The unit applies it, confirms the MT and reports its new state.
+    reply(&mut unit, su.correlation_id, None).await;
+    unit.send_mo(&MoMessage::StatusReport(status(true, None)))
+        .await
+        .unwrap();
+    let history = rig
+        .wait_rows("enabled by the unit", "enable_history", imei, |r| {
+            r.last()
+                .is_some_and(|h| h["current_enable_state"] == "enabled")
+        })
+        .await;
+    let states: Vec<_> = history
+        .iter()
+        .map(|h| {
+            (
+                h["prev_enable_state"].clone(),
+                h["current_enable_state"].clone(),
+                h["user"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states[states.len() - 2..],
+        [
+            (
+                json!("disabled"),
+                json!("pending_enabled"),
+                json!(common::ADMIN)
+            ),
+            (json!("pending_enabled"), json!("enabled"), json!("unit")),
+        ]
+    );
+    let p = rig.product_row(imei).await;
+    assert_eq!(p["current_enable_flag"], true);
+    assert!(p["latest_rtc_mo_status_report_time"].is_string());
+    assert!(p["latest_rtc_mt_status_update_time"].is_string());
+    let reference = su.correlation_id.to_string();
+    rig.wait_rows("delivered", "rtc_message_history", imei, |r| {
+        r.iter().any(|m| {
+            m["message_reference"] == reference.as_str() && m["delivery_status"] == "delivered"
+        })
+    })
+    .await;
+
+    // A payment command through the API: the unit gets it, applies it, acknowledges.
+    let (s, b) = rig
+        .server
+        .call(
+            Method::POST,
+            &format!("/v1/products/{imei}/add_payment_command"),
+            Some(json!({"value": 86_400, "category": "payment", "transaction_id": "tx-rtc-1"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let mut got_payment = false;
+    while !got_payment {
+        let mt = next_mt(&mut unit).await;
+        match decode_mt(&mt).unwrap() {
+            MtMessage::PaymentCommands(p) => {
+                let cmds: Vec<_> = p
+                    .commands
+                    .iter()
+                    .map(|c| (c.category.as_str(), c.value, c.transaction_id.to_owned()))
+                    .collect();
+                assert_eq!(cmds, [("payment", 86_400, "tx-rtc-1".to_owned())]);
+                reply(&mut unit, p.correlation_id, Some(86_400)).await;
+                got_payment = true;
+            }
+            other => reply(&mut unit, other.correlation_id(), None).await,
+        }
+    }
+    let commands = rig
+        .wait_rows("acknowledged", "payment_command", imei, |r| {
+            r.len() == 1 && r[0]["status"] == "acknowledged"
+        })
+        .await;
+    assert_eq!(commands[0]["transaction_id"], "tx-rtc-1");
+    let (s, b) = rig
+        .server
+        .get(&format!("/v1/products/{imei}/balance_and_pending_payments"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["data"]["balance"], 86_400);
+    assert_eq!(b["data"]["pending_payment_commands"], json!([]));
+    // The balance is in the time-series store too.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (s, b) = rig
+            .server
+            .get(&format!("/v1/products/{imei}/data?fields=balance"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if b["data"].to_string().contains("86400") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "balance point: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The unit goes away: an offline record, and the product points at it.
+    unit.close().await.unwrap();
+    let rows = rig
+        .wait_rows("offline record", "rtc_connection_history", imei, |r| {
+            r.last()
+                .is_some_and(|h| h["connection_status"] == "offline")
+        })
+        .await;
+    let last = rows.last().unwrap();
+    assert_eq!(last["connection_status_reason"], "unknown");
+    let p = rig.product_row(imei).await;
+    assert_eq!(
+        p["latest_rtc_connection_history_id"],
+        last["rtc_connection_history_id"]
+    );
+    rig.stop().await;
+}
+
+async fn reports_telemetry_cells_and_dead_letters(backend: Backend) {
+    let rig = Rig::start(backend, |_| {}).await;
+    let imei = "013777946874102";
+    rig.product(imei, true).await;
+    let mut dead = rig
+        .bus
+        .subscribe(&["RTC-MO.Dead-Letter"], "test")
+        .await
+        .unwrap();
+    let mut unit = rig.unit(imei).await;
+
+    // Telemetry: readable through the product data API.
+    let now = sim::now_s();
+    unit.send_raw(&sim::telemetry(now, 7)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (s, b) = rig
+            .server
+            .get(&format!(
+                "/v1/products/{imei}/data?fields=voltage,pulse_count"
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let text = b["data"].to_string();
+        if text.contains("12.9") && text.contains('7') {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "telemetry: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A cell report with a position, then one without: two connection rows.
+    let cells = [Cell {
+        lac: 1001,
+        cid: 2002,
+        signal: -71,
+        mcc: None,
+        mnc: None,
+    }];
+    let located = CellReport {
+        time: Some(now),
+        mcc: Some(639),
+        mnc: Some(2),
+        cells: Seq::new(&cells),
+        latitude: Some(-1.2921),
+        longitude: Some(36.8219),
+        error_radius: Some(120),
+        ..Default::default()
+    };
+    unit.send_mo(&MoMessage::CellReport(located)).await.unwrap();
+    unit.send_mo(&MoMessage::CellReport(CellReport {
+        latitude: None,
+        longitude: None,
+        ..located
+    }))
+    .await
+    .unwrap();
+    let rows = rig
+        .wait_rows("two connection rows", "connection", imei, |r| r.len() == 2)
+        .await;
+    assert_eq!(rows[0]["location_failed_flag"], false);
+    assert_eq!(rows[0]["latitude"], "-1.292100");
+    assert_eq!(rows[0]["cell_1_cid"], 2002);
+    assert_eq!(rows[0]["mcc"], 639);
+    assert_eq!(rows[1]["location_failed_flag"], true);
+    assert_eq!(rows[1]["latitude"], Json::Null);
+    let p = rig.product_row(imei).await;
+    assert_eq!(p["latest_connection_id"], rows[1]["connection_id"]);
+    assert_eq!(p["latest_connection_location_id"], rows[0]["connection_id"]);
+
+    // An event log: in the MO history like every MO, processed.
+    unit.send_raw(&sim::event_log(now, "Above RV"))
+        .await
+        .unwrap();
+    let history = rig
+        .wait_rows("event log history", "rtc_mo_message_history", imei, |r| {
+            r.iter().any(|h| {
+                h["message_json"]
+                    .as_str()
+                    .is_some_and(|j| j.contains("Above RV"))
+                    && h["processing_status"] == "processed"
+            })
+        })
+        .await;
+    assert!(
+        history.len() >= 4,
+        "telemetry, 2 cell reports, event log: {history:#?}"
+    );
+
+    // A malformed MO: a dead letter, the session goes on.
+    unit.send_raw(&[0x82, 0x18, 99, 0xa0]).await.unwrap();
+    let d = tokio::time::timeout(WAIT, dead.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let letter: Json = serde_json::from_slice(&d.payload).unwrap();
+    assert!(
+        letter["reason"].as_str().unwrap().contains("99"),
+        "{letter}"
+    );
+    dead.commit(&d).await.unwrap();
+
+    // A well-formed MO the database refuses (a final balance for a transaction the
+    // ledger does not know, on the reply topic): a dead letter too, and a failed
+    // history row.
+    let mut reply_dead = rig
+        .bus
+        .subscribe(&["RTC-MT.Reply.Dead-Letter"], "test")
+        .await
+        .unwrap();
+    unit.send_mo(&MoMessage::FinalBalance(FinalBalance {
+        correlation_id: CorrelationId([7; 16]),
+        transaction_id: "no-such-transaction",
+        final_balance: 10,
+        total_added: 10,
+    }))
+    .await
+    .unwrap();
+    let d = tokio::time::timeout(WAIT, reply_dead.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let letter: Json = serde_json::from_slice(&d.payload).unwrap();
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown transaction_id 'no-such-transaction'"),
+        "{letter}"
+    );
+    rig.wait_rows("failed history row", "rtc_mo_message_history", imei, |r| {
+        r.iter().any(|h| {
+            h["processing_status"] == "failed"
+                && h["processing_status_info"]
+                    .as_str()
+                    .is_some_and(|i| i.contains("no-such-transaction"))
+        })
+    })
+    .await;
+
+    // At-least-once delivery: an MO delivered again (same correlation id) after a
+    // newer one changes nothing twice. A says "on", B says "off", then A again.
+    let publish = |id: u8, enabled: bool| {
+        let bus = rig.bus.clone();
+        async move {
+            let msg = codec::mo_to_vec(&MoMessage::StatusReport(status(enabled, None)));
+            let env = codec::encode_bus_envelope(&codec::BusEnvelope {
+                imei,
+                correlation_id: CorrelationId([id; 16]),
+                received_at_ms: chrono::Utc::now().timestamp_millis(),
+                transport: codec::Transport::Tcp,
+                ident: None,
+                message: &msg,
+            });
+            bus.publish("RTC-MO", imei.as_bytes(), &env).await.unwrap();
+        }
+    };
+    publish(0xa1, true).await;
+    publish(0xb2, false).await;
+    publish(0xa1, true).await;
+    let a = CorrelationId([0xa1; 16]).to_string();
+    rig.wait_rows(
+        "both reports recorded",
+        "rtc_mo_message_history",
+        imei,
+        |r| {
+            r.iter().any(|h| {
+                h["message_json"]
+                    .as_str()
+                    .is_some_and(|j| j.contains("1: false"))
+            })
+        },
+    )
+    .await;
+    // Let the redelivered A through the engine too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let by_unit: Vec<_> = rig
+        .rows("enable_history", imei)
+        .await
+        .into_iter()
+        .filter(|h| h["user"] == "unit")
+        .map(|h| h["current_enable_state"].clone())
+        .collect();
+    assert_eq!(by_unit, [json!("pending_disabled"), json!("disabled")]);
+    assert_eq!(rig.product_row(imei).await["current_enable_flag"], false);
+    let sql = Query::select()
+        .expr(Expr::col(Alias::new("rtc_mo_message_history_id")).count())
+        .from(Alias::new("rtc_mo_message_history"))
+        .and_where(Expr::col(Alias::new("correlation_id")).eq(a.as_str()))
+        .to_owned();
+    assert_eq!(rig.server.state.db.fetch_i64(&sql).await.unwrap(), 1);
+    unit.close().await.unwrap();
+    rig.stop().await;
+}
+
+async fn unknown_units_are_refused_and_offline_units_get_a_wakeup(backend: Backend) {
+    let rig = Rig::start(backend, |c| {
+        c.mt.ack_timeout_ms = 50;
+        c.mt.backoff_max_ms = 100;
+        c.mt.max_attempts = 2;
+    })
+    .await;
+    let imei = "013777946874103";
+    rig.product(imei, true).await;
+
+    // An IMEI the database does not know, and a wrong key: refused.
+    let mut conn = UnitConn::tcp(rig.tcp).await.unwrap();
+    let r = conn
+        .handshake(Some("013777946874999"), &key("013777946874999"))
+        .await;
+    assert!(matches!(r, Err(SimError::Refused(_))), "{r:?}");
+    let mut conn = UnitConn::tcp(rig.tcp).await.unwrap();
+    let r = conn.handshake(Some(imei), "xxxxxxxxxxxxxxxxxxxxxxxx").await;
+    assert!(matches!(r, Err(SimError::Refused(_))), "{r:?}");
+    assert!(rig.rows("rtc_connection_history", imei).await.is_empty());
+
+    // A sync for the offline unit: retried, then the fallback SMS.
+    let (s, b) = rig
+        .server
+        .call(Method::POST, &format!("/v1/products/{imei}/sync"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["message"], "sync request successfully sent");
+    rig.wait_rows("fallback row", "rtc_fallback_message_history", imei, |r| {
+        r.len() == 1
+    })
+    .await;
+    let sms = rig
+        .wait_rows("wakeup sms", "sms_history", imei, |r| r.len() == 1)
+        .await;
+    assert_eq!(sms[0]["message"], "WAKEUP");
+    assert_eq!(sms[0]["trigger"], "wakeup");
+
+    // The unit connects after the SMS: the queued sync reaches it.
+    let mut unit = rig.unit(imei).await;
+    let mt = next_mt(&mut unit).await;
+    assert!(matches!(decode_mt(&mt).unwrap(), MtMessage::Sync(_)));
+    unit.answer(&mt, ReplyResult::Ok).await.unwrap();
+    rig.wait_rows("sync delivered", "rtc_message_history", imei, |r| {
+        r.len() == 1 && r[0]["delivery_status"] == "delivered"
+    })
+    .await;
+    unit.close().await.unwrap();
+    rig.stop().await;
+}
+
+async fn rtc_endpoints(backend: Backend) {
+    let rig = Rig::start(backend, |_| {}).await;
+    let imei = "013777946874104";
+    let plain = "013777946874105";
+    rig.product(imei, true).await;
+    rig.product(plain, false).await;
+    let mut unit = rig.unit(imei).await;
+    rig.wait_rows("online", "rtc_connection_history", imei, |r| r.len() == 1)
+        .await;
+
+    // command_request: the unit runs it and its output is recorded.
+    let (s, b) = rig
+        .server
+        .call(
+            Method::POST,
+            &format!("/v1/products/{imei}/command_request"),
+            Some(json!({"command": "atc 60 AT+CPOL=?;+COPS=?"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["message"], "command successfully sent");
+    let mt = next_mt(&mut unit).await;
+    unit.answer(&mt, ReplyResult::Ok).await.unwrap();
+    rig.wait_rows("command output", "rtc_message_history", imei, |r| {
+        r.iter().any(|m| {
+            m["delivery_status"] == "delivered"
+                && m["delivery_status_info"] == "output: OK atc 60 AT+CPOL=?;+COPS=?"
+        })
+    })
+    .await;
+
+    // status_update: the desired state now.
+    let (s, b) = rig
+        .server
+        .call(
+            Method::POST,
+            &format!("/v1/products/{imei}/status_update"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let mt = next_mt(&mut unit).await;
+    let MtMessage::StatusUpdate(su) = decode_mt(&mt).unwrap() else {
+        panic!("a status update")
+    };
+    assert_eq!(su.enabled, Some(false));
+    unit.answer(&mt, ReplyResult::Ok).await.unwrap();
+
+    // force_connection: a sync for an RTC unit, a WAKEUP SMS for another.
+    let (s, b) = rig
+        .server
+        .call(
+            Method::POST,
+            &format!("/v1/products/{imei}/force_connection"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["message"], "Force connection request sent");
+    let mt = next_mt(&mut unit).await;
+    assert!(matches!(decode_mt(&mt).unwrap(), MtMessage::Sync(_)));
+    unit.answer(&mt, ReplyResult::Ok).await.unwrap();
+    let (s, b) = rig
+        .server
+        .call(
+            Method::POST,
+            &format!("/v1/products/{plain}/force_connection"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(rig.rows("sms_history", plain).await.len(), 1);
+
+    // RTC-only endpoints refuse other units; bad bodies are 400s; unknown units 404.
+    for path in ["sync", "status_update"] {
+        let (s, b) = rig
+            .server
+            .call(Method::POST, &format!("/v1/products/{plain}/{path}"), None)
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {b}");
+    }
+    let (s, _) = rig
+        .server
+        .call(
+            Method::POST,
+            &format!("/v1/products/{imei}/command_request"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = rig
+        .server
+        .call(Method::POST, "/v1/products/000000000000000/sync", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // rtc_online_status by hand: reason user-request.
+    let (s, b) = rig
+        .server
+        .call(
+            Method::POST,
+            &format!("/v1/products/{imei}/rtc_online_status"),
+            Some(json!({"status": "offline"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["message"], "RTC online status set");
+    let rows = rig.rows("rtc_connection_history", imei).await;
+    let last = rows.last().unwrap();
+    assert_eq!(last["connection_status"], "offline");
+    assert_eq!(last["connection_status_reason"], "user-request");
+    let (s, _) = rig
+        .server
+        .call(
+            Method::POST,
+            &format!("/v1/products/{imei}/rtc_online_status"),
+            Some(json!({"status": "sleeping"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Permissions: an OVERVIEW user may not send anything.
+    let token = rig
+        .server
+        .user("viewer@example.com", "OVERVIEW", "GLOBAL", None)
+        .await;
+    let (s, _) = rig
+        .server
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/v1/products/{imei}/sync"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    unit.close().await.unwrap();
+    rig.stop().await;
+}

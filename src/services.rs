@@ -1,0 +1,154 @@
+//! Builds the engines the configuration names (bus, time-series store) and
+//! starts the services on them. `serve` starts them all in one process over
+//! one bus; the other subcommands start one each, for the scaled topology.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use control_plane::http::AppState;
+use ingest::bus::kafka::KafkaBus;
+use ingest::bus::{Bus, MemoryBus, MemoryBusConfig};
+use ingest::tsdb::embedded::{Embedded, EmbeddedConfig};
+use ingest::tsdb::influx::Influx;
+use ingest::tsdb::questdb::QuestDb;
+use ingest::tsdb::TimeSeries;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BusKind, Config, TsdbKind};
+
+/// Which services a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Roles {
+    pub(crate) api: bool,
+    pub(crate) gateway: bool,
+    pub(crate) ingest: bool,
+}
+
+impl Roles {
+    pub(crate) const ALL: Self = Self { api: true, gateway: true, ingest: true };
+    pub(crate) const API: Self = Self { api: true, gateway: false, ingest: false };
+    pub(crate) const GATEWAY: Self = Self { api: false, gateway: true, ingest: false };
+    pub(crate) const INGEST: Self = Self { api: false, gateway: false, ingest: true };
+}
+
+/// The bus the configuration names. The in-process bus only connects the
+/// services of one process, so it is only useful for `serve`.
+pub(crate) async fn build_bus(config: &Config) -> Result<Arc<dyn Bus>> {
+    let topics = &config.gateway.topics;
+    Ok(match config.bus.kind {
+        BusKind::Memory => Arc::new(MemoryBus::new(MemoryBusConfig::default())),
+        BusKind::Kafka => {
+            let bus = KafkaBus::new(config.bus.kafka.clone()).context("connecting to Kafka")?;
+            let names = [&topics.mo, &topics.mt, &topics.mt_reply, &topics.mo_dead_letter, &topics.mt_reply_dead_letter];
+            bus.ensure_topics(&names.map(String::as_str)).await.context("creating Kafka topics")?;
+            Arc::new(bus)
+        }
+    })
+}
+
+/// The time-series store the configuration names.
+pub(crate) async fn build_timeseries(config: &Config) -> Result<Arc<dyn TimeSeries>> {
+    Ok(match config.tsdb.kind {
+        TsdbKind::Embedded => {
+            let dir = config.data_dir.join("tsdb");
+            let store = Embedded::open(EmbeddedConfig { data_dir: Some(dir.clone()), ..EmbeddedConfig::default() })
+                .with_context(|| format!("opening the embedded time-series store in {}", dir.display()))?;
+            Arc::new(store)
+        }
+        TsdbKind::Influx => Arc::new(Influx::connect(config.tsdb.influx.clone()).await.context("connecting to InfluxDB")?),
+        TsdbKind::Questdb => Arc::new(QuestDb::new(config.tsdb.questdb.clone()).context("configuring QuestDB")?),
+    })
+}
+
+/// Starts the given services and waits until `shutdown` is cancelled and
+/// they have drained.
+pub(crate) async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> Result<()> {
+    let cp = &config.control_plane;
+    let db = control_plane::startup::open_database(cp).await?;
+    if roles.api {
+        crate::cli::ensure_admin(&db, &config).await?;
+        control_plane::webhooks::check_config(cp)?;
+    }
+    let bus = build_bus(&config).await?;
+    let tsdb = build_timeseries(&config).await?;
+    let topics = config.gateway.topics.clone();
+    let state = AppState::new(db, cp.clone()).with_timeseries(tsdb.clone()).with_bus(bus.clone(), topics.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if roles.ingest {
+        let sink = Arc::new(control_plane::rtc::ControlPlaneSink::new(state.clone()));
+        let (bus, topics, tsdb, engine) = (bus.clone(), topics.clone(), tsdb.clone(), config.ingest.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            ingest::engine::run(bus, topics, tsdb, sink, engine, stop.cancelled_owned()).await.context("ingest engine")
+        });
+        tracing::info!("ingest engine started");
+    }
+    if roles.gateway {
+        let deps = gateway::Deps {
+            bus: bus.clone(),
+            directory: Arc::new(control_plane::rtc::UnitDirectoryDb::new(state.clone())),
+            presence: Arc::new(control_plane::rtc::PresenceDb::new(state.clone())),
+            registry: Arc::new(gateway::presence::MemoryPresence::new()),
+            fallback: Arc::new(control_plane::rtc::FallbackSms::new(state.clone())),
+        };
+        let gw = gateway::Gateway::bind(config.gateway.clone(), deps).await.context("starting the gateway")?;
+        tracing::info!(addrs = ?gw.local_addrs(), node = %config.gateway.node_id, "gateway listening");
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            gw.run(stop.cancelled_owned()).await;
+            Ok(())
+        });
+    }
+    if roles.api {
+        tasks.spawn(expire_sms(state.clone(), shutdown.clone()));
+        let worker = control_plane::webhooks::spawn_worker(state.clone(), shutdown.clone().cancelled_owned());
+        tasks.spawn(async move { worker.await.context("webhook worker") });
+        let listener = tokio::net::TcpListener::bind(cp.http_addr)
+            .await
+            .with_context(|| format!("binding the HTTP API to {}", cp.http_addr))?;
+        tracing::info!(addr = %cp.http_addr, database = %crate::cli::redact(&cp.database_url), "SMARTSolar API listening");
+        let stop = shutdown.clone();
+        let served = state.clone();
+        tasks.spawn(async move {
+            control_plane::http::serve(listener, served, stop.cancelled_owned()).await.context("HTTP API")
+        });
+    }
+    // The first service to fail stops the others.
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        let outcome = done.context("a service panicked").and_then(|r| r);
+        if let Err(e) = outcome {
+            tracing::error!(error = ?e, "service failed; shutting down");
+            shutdown.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
+
+/// Marks WAKEUP SMS that were not delivered within their timeout as
+/// `Expired`, once a minute.
+async fn expire_sms(state: AppState, shutdown: CancellationToken) -> Result<()> {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let expired = async {
+            let mut tx = state.db.begin().await?;
+            let n = control_plane::actions::sms::expire_undelivered(&mut tx, control_plane::values::now()).await?;
+            tx.commit().await?;
+            Ok::<u64, control_plane::error::ApiError>(n)
+        };
+        match expired.await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "undelivered SMS expired"),
+            // A database hiccup is retried on the next tick.
+            Err(e) => tracing::warn!(error = %e, "expiring undelivered SMS failed"),
+        }
+    }
+}
