@@ -4,10 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use control_plane::http::AppState;
 use control_plane::schema::Backend;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
+use crate::services::Roles;
 
 /// SMARTSolar: relational API, RTC gateway and ingest.
 #[derive(Debug, Parser)]
@@ -24,8 +26,12 @@ pub(crate) struct Args {
 pub(crate) enum Command {
     /// Run everything in one process on the configured (default: embedded) engines.
     Serve,
-    /// Run only the relational API.
+    /// Run only the relational API (and the webhook delivery worker).
     ControlPlane,
+    /// Run only the unit gateway (QUIC, TCP, legacy HTTP).
+    Gateway,
+    /// Run only the ingest engine (bus to database and time-series store).
+    Ingest,
     /// Apply database migrations and exit.
     Migrate,
     /// Manage API users.
@@ -59,7 +65,10 @@ pub(crate) enum UserAction {
 
 pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
     match command {
-        Command::Serve | Command::ControlPlane => serve_control_plane(config).await,
+        Command::Serve => serve(config, Roles::ALL).await,
+        Command::ControlPlane => serve(config, Roles::API).await,
+        Command::Gateway => serve(config, Roles::GATEWAY).await,
+        Command::Ingest => serve(config, Roles::INGEST).await,
         Command::Migrate => {
             control_plane::startup::open_database(&config.control_plane).await?;
             tracing::info!("migrations applied");
@@ -120,34 +129,40 @@ fn install_metrics(config: &Config) -> Result<()> {
     Ok(())
 }
 
-async fn serve_control_plane(config: Config) -> Result<()> {
+async fn serve(config: Config, roles: Roles) -> Result<()> {
     install_metrics(&config)?;
-    let cp = &config.control_plane;
-    let db = control_plane::startup::open_database(cp).await?;
-    match (&cp.admin_user, &cp.admin_password) {
-        (Some(user), Some(password)) => {
-            control_plane::startup::ensure_user(&db, user, password, "SYSTEM", "GLOBAL", None)
-                .await
-                .map_err(|e| anyhow::anyhow!("ensuring admin user: {e}"))?;
-            tracing::info!(%user, "admin user ensured");
-        }
-        (Some(_), None) | (None, Some(_)) => {
-            bail!("set both SMARTSOLAR_ADMIN_USER and SMARTSOLAR_ADMIN_PASSWORD, or neither")
-        }
-        (None, None) => {}
-    }
-    let listener = tokio::net::TcpListener::bind(cp.http_addr)
-        .await
-        .with_context(|| format!("binding the HTTP API to {}", cp.http_addr))?;
-    tracing::info!(addr = %cp.http_addr, database = %redact(&cp.database_url), "SMARTSolar API listening");
-    let state = AppState::new(db, cp.clone());
-    control_plane::http::serve(listener, state, shutdown_signal()).await?;
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.cancel();
+    });
+    crate::services::run(config, roles, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// Ensures `SMARTSOLAR_ADMIN_USER` exists with SYSTEM permissions and GLOBAL
+/// visibility, when configured.
+pub(crate) async fn ensure_admin(db: &control_plane::db::Db, config: &Config) -> Result<()> {
+    let cp = &config.control_plane;
+    match (&cp.admin_user, &cp.admin_password) {
+        (Some(user), Some(password)) => {
+            control_plane::startup::ensure_user(db, user, password, "SYSTEM", "GLOBAL", None)
+                .await
+                .map_err(|e| anyhow::anyhow!("ensuring admin user: {e}"))?;
+            tracing::info!(%user, "admin user ensured");
+            Ok(())
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            bail!("set both SMARTSOLAR_ADMIN_USER and SMARTSOLAR_ADMIN_PASSWORD, or neither")
+        }
+        (None, None) => Ok(()),
+    }
+}
+
 /// The database URL without its password, for logs.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];

@@ -10,14 +10,108 @@ use control_plane::ControlPlaneConfig;
 use serde::Deserialize;
 
 /// Everything the `smartsolar` binary can be configured with.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Config {
     /// The relational API (`[control_plane]` in the file).
     pub(crate) control_plane: ControlPlaneConfig,
+    /// Unit connections (`[gateway]`); its `topics` name the bus topics for
+    /// every service.
+    pub(crate) gateway: gateway::GatewayConfig,
+    /// The ingest engine (`[ingest]`).
+    pub(crate) ingest: ingest::engine::EngineConfig,
+    /// The message bus (`[bus]`).
+    pub(crate) bus: BusSettings,
+    /// The time-series store (`[tsdb]`).
+    pub(crate) tsdb: TsdbSettings,
+    /// Where embedded engines keep their files (`SMARTSOLAR_DATA_DIR`).
+    pub(crate) data_dir: std::path::PathBuf,
     /// Where Prometheus metrics are served (`SMARTSOLAR_METRICS_ADDR`);
     /// unset: no metrics listener.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            control_plane: ControlPlaneConfig::default(),
+            gateway: gateway::GatewayConfig::default(),
+            ingest: ingest::engine::EngineConfig::default(),
+            bus: BusSettings::default(),
+            tsdb: TsdbSettings::default(),
+            data_dir: "data".into(),
+            metrics_addr: None,
+        }
+    }
+}
+
+/// Which bus connects the services.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BusKind {
+    /// In-process: only for `serve`, where every service shares one process.
+    #[default]
+    Memory,
+    /// Kafka (or any Kafka-protocol broker) through rdkafka.
+    Kafka,
+}
+
+impl std::str::FromStr for BusKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "memory" => Ok(Self::Memory),
+            "kafka" => Ok(Self::Kafka),
+            _ => Err("expected memory or kafka".into()),
+        }
+    }
+}
+
+/// `[bus]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct BusSettings {
+    /// `SMARTSOLAR_BUS`.
+    pub(crate) kind: BusKind,
+    /// `[bus.kafka]`; `SMARTSOLAR_KAFKA_BROKERS`.
+    pub(crate) kafka: ingest::bus::kafka::KafkaBusConfig,
+}
+
+/// Which time-series store keeps telemetry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TsdbKind {
+    /// The embedded store under `data_dir/tsdb`.
+    #[default]
+    Embedded,
+    /// InfluxDB 1.x over HTTP.
+    Influx,
+    /// QuestDB (ILP writes, SQL reads).
+    Questdb,
+}
+
+impl std::str::FromStr for TsdbKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "embedded" => Ok(Self::Embedded),
+            "influx" | "influxdb" => Ok(Self::Influx),
+            "questdb" => Ok(Self::Questdb),
+            _ => Err("expected embedded, influx or questdb".into()),
+        }
+    }
+}
+
+/// `[tsdb]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct TsdbSettings {
+    /// `SMARTSOLAR_TSDB`.
+    pub(crate) kind: TsdbKind,
+    /// `[tsdb.influx]`; `SMARTSOLAR_INFLUX_URL`, `SMARTSOLAR_INFLUX_DB`.
+    pub(crate) influx: ingest::tsdb::influx::InfluxConfig,
+    /// `[tsdb.questdb]`; `SMARTSOLAR_QUESTDB_URL`.
+    pub(crate) questdb: ingest::tsdb::questdb::QuestDbConfig,
 }
 
 impl Config {
@@ -149,6 +243,41 @@ impl Config {
                 .map(String::from)
                 .collect();
         }
+        set(&var, "SMARTSOLAR_DATA_DIR", &mut self.data_dir)?;
+        set(&var, "SMARTSOLAR_BUS", &mut self.bus.kind)?;
+        set(
+            &var,
+            "SMARTSOLAR_KAFKA_BROKERS",
+            &mut self.bus.kafka.brokers,
+        )?;
+        set(&var, "SMARTSOLAR_TSDB", &mut self.tsdb.kind)?;
+        set(&var, "SMARTSOLAR_INFLUX_URL", &mut self.tsdb.influx.url)?;
+        set(&var, "SMARTSOLAR_INFLUX_DB", &mut self.tsdb.influx.database)?;
+        set(&var, "SMARTSOLAR_QUESTDB_URL", &mut self.tsdb.questdb.url)?;
+        set(
+            &var,
+            "SMARTSOLAR_GATEWAY_NODE_ID",
+            &mut self.gateway.node_id,
+        )?;
+        let gw = &mut self.gateway;
+        for (name, slot) in [
+            ("SMARTSOLAR_GATEWAY_QUIC_ADDR", &mut gw.quic_listen),
+            ("SMARTSOLAR_GATEWAY_TCP_ADDR", &mut gw.tcp_listen),
+            ("SMARTSOLAR_GATEWAY_HTTP_ADDR", &mut gw.http_listen),
+        ] {
+            if let Some(v) = var(name) {
+                // "off" switches a transport off.
+                *slot = if v == "off" {
+                    None
+                } else {
+                    Some(
+                        v.parse()
+                            .map_err(|e| anyhow::anyhow!("{name}={v:?} is invalid: {e}"))?,
+                    )
+                };
+            }
+        }
+        let cp = &mut self.control_plane;
         if let Some(v) = var("SMARTSOLAR_ADMIN_USER") {
             cp.admin_user = Some(v);
         }

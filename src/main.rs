@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod services;
 
 use clap::Parser;
 

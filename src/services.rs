@@ -25,10 +25,26 @@ pub(crate) struct Roles {
 }
 
 impl Roles {
-    pub(crate) const ALL: Self = Self { api: true, gateway: true, ingest: true };
-    pub(crate) const API: Self = Self { api: true, gateway: false, ingest: false };
-    pub(crate) const GATEWAY: Self = Self { api: false, gateway: true, ingest: false };
-    pub(crate) const INGEST: Self = Self { api: false, gateway: false, ingest: true };
+    pub(crate) const ALL: Self = Self {
+        api: true,
+        gateway: true,
+        ingest: true,
+    };
+    pub(crate) const API: Self = Self {
+        api: true,
+        gateway: false,
+        ingest: false,
+    };
+    pub(crate) const GATEWAY: Self = Self {
+        api: false,
+        gateway: true,
+        ingest: false,
+    };
+    pub(crate) const INGEST: Self = Self {
+        api: false,
+        gateway: false,
+        ingest: true,
+    };
 }
 
 /// The bus the configuration names. The in-process bus only connects the
@@ -39,8 +55,16 @@ pub(crate) async fn build_bus(config: &Config) -> Result<Arc<dyn Bus>> {
         BusKind::Memory => Arc::new(MemoryBus::new(MemoryBusConfig::default())),
         BusKind::Kafka => {
             let bus = KafkaBus::new(config.bus.kafka.clone()).context("connecting to Kafka")?;
-            let names = [&topics.mo, &topics.mt, &topics.mt_reply, &topics.mo_dead_letter, &topics.mt_reply_dead_letter];
-            bus.ensure_topics(&names.map(String::as_str)).await.context("creating Kafka topics")?;
+            let names = [
+                &topics.mo,
+                &topics.mt,
+                &topics.mt_reply,
+                &topics.mo_dead_letter,
+                &topics.mt_reply_dead_letter,
+            ];
+            bus.ensure_topics(&names.map(String::as_str))
+                .await
+                .context("creating Kafka topics")?;
             Arc::new(bus)
         }
     })
@@ -51,12 +75,26 @@ pub(crate) async fn build_timeseries(config: &Config) -> Result<Arc<dyn TimeSeri
     Ok(match config.tsdb.kind {
         TsdbKind::Embedded => {
             let dir = config.data_dir.join("tsdb");
-            let store = Embedded::open(EmbeddedConfig { data_dir: Some(dir.clone()), ..EmbeddedConfig::default() })
-                .with_context(|| format!("opening the embedded time-series store in {}", dir.display()))?;
+            let store = Embedded::open(EmbeddedConfig {
+                data_dir: Some(dir.clone()),
+                ..EmbeddedConfig::default()
+            })
+            .with_context(|| {
+                format!(
+                    "opening the embedded time-series store in {}",
+                    dir.display()
+                )
+            })?;
             Arc::new(store)
         }
-        TsdbKind::Influx => Arc::new(Influx::connect(config.tsdb.influx.clone()).await.context("connecting to InfluxDB")?),
-        TsdbKind::Questdb => Arc::new(QuestDb::new(config.tsdb.questdb.clone()).context("configuring QuestDB")?),
+        TsdbKind::Influx => Arc::new(
+            Influx::connect(config.tsdb.influx.clone())
+                .await
+                .context("connecting to InfluxDB")?,
+        ),
+        TsdbKind::Questdb => {
+            Arc::new(QuestDb::new(config.tsdb.questdb.clone()).context("configuring QuestDB")?)
+        }
     })
 }
 
@@ -72,37 +110,61 @@ pub(crate) async fn run(config: Config, roles: Roles, shutdown: CancellationToke
     let bus = build_bus(&config).await?;
     let tsdb = build_timeseries(&config).await?;
     let topics = config.gateway.topics.clone();
-    let state = AppState::new(db, cp.clone()).with_timeseries(tsdb.clone()).with_bus(bus.clone(), topics.clone());
+    let state = AppState::new(db, cp.clone())
+        .with_timeseries(tsdb.clone())
+        .with_bus(bus.clone(), topics.clone());
     let mut tasks = tokio::task::JoinSet::new();
 
     if roles.ingest {
+        // Two engines over one sink: unit messages on the MO topic, and the
+        // replies, command outputs and final balances the gateway puts on the
+        // MT-reply topic (payment acknowledgements arrive there).
         let sink = Arc::new(control_plane::rtc::ControlPlaneSink::new(state.clone()));
-        let (bus, topics, tsdb, engine) = (bus.clone(), topics.clone(), tsdb.clone(), config.ingest.clone());
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            ingest::engine::run(bus, topics, tsdb, sink, engine, stop.cancelled_owned()).await.context("ingest engine")
-        });
-        tracing::info!("ingest engine started");
+        let reply_engine = ingest::engine::EngineConfig {
+            group: control_plane::rtc::REPLY_GROUP.to_string(),
+            ..config.ingest.clone()
+        };
+        for (topics, engine) in [
+            (topics.clone(), config.ingest.clone()),
+            (control_plane::rtc::reply_topics(&topics), reply_engine),
+        ] {
+            let (bus, tsdb, sink, stop) =
+                (bus.clone(), tsdb.clone(), sink.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                ingest::engine::run(bus, topics, tsdb, sink, engine, stop.cancelled_owned())
+                    .await
+                    .context("ingest engine")
+            });
+        }
+        tracing::info!("ingest engines started (MO and MT replies)");
     }
     if roles.gateway {
+        let presence = Arc::new(control_plane::rtc::PresenceDb::new(state.clone()));
         let deps = gateway::Deps {
             bus: bus.clone(),
             directory: Arc::new(control_plane::rtc::UnitDirectoryDb::new(state.clone())),
-            presence: Arc::new(control_plane::rtc::PresenceDb::new(state.clone())),
+            presence: presence.clone(),
             registry: Arc::new(gateway::presence::MemoryPresence::new()),
             fallback: Arc::new(control_plane::rtc::FallbackSms::new(state.clone())),
         };
-        let gw = gateway::Gateway::bind(config.gateway.clone(), deps).await.context("starting the gateway")?;
+        let gw = gateway::Gateway::bind(config.gateway.clone(), deps)
+            .await
+            .context("starting the gateway")?;
         tracing::info!(addrs = ?gw.local_addrs(), node = %config.gateway.node_id, "gateway listening");
         let stop = shutdown.clone();
         tasks.spawn(async move {
             gw.run(stop.cancelled_owned()).await;
+            // The last online/offline records, written after the sessions closed.
+            presence.flush().await;
             Ok(())
         });
     }
     if roles.api {
         tasks.spawn(expire_sms(state.clone(), shutdown.clone()));
-        let worker = control_plane::webhooks::spawn_worker(state.clone(), shutdown.clone().cancelled_owned());
+        let worker = control_plane::webhooks::spawn_worker(
+            state.clone(),
+            shutdown.clone().cancelled_owned(),
+        );
         tasks.spawn(async move { worker.await.context("webhook worker") });
         let listener = tokio::net::TcpListener::bind(cp.http_addr)
             .await
@@ -111,7 +173,9 @@ pub(crate) async fn run(config: Config, roles: Roles, shutdown: CancellationToke
         let stop = shutdown.clone();
         let served = state.clone();
         tasks.spawn(async move {
-            control_plane::http::serve(listener, served, stop.cancelled_owned()).await.context("HTTP API")
+            control_plane::http::serve(listener, served, stop.cancelled_owned())
+                .await
+                .context("HTTP API")
         });
     }
     // The first service to fail stops the others.
@@ -140,7 +204,11 @@ async fn expire_sms(state: AppState, shutdown: CancellationToken) -> Result<()> 
         }
         let expired = async {
             let mut tx = state.db.begin().await?;
-            let n = control_plane::actions::sms::expire_undelivered(&mut tx, control_plane::values::now()).await?;
+            let n = control_plane::actions::sms::expire_undelivered(
+                &mut tx,
+                control_plane::values::now(),
+            )
+            .await?;
             tx.commit().await?;
             Ok::<u64, control_plane::error::ApiError>(n)
         };
