@@ -144,7 +144,8 @@ pub(crate) async fn run(config: Config, roles: Roles, shutdown: CancellationToke
             bus: bus.clone(),
             directory: Arc::new(control_plane::rtc::UnitDirectoryDb::new(state.clone())),
             presence: presence.clone(),
-            registry: Arc::new(gateway::presence::MemoryPresence::new()),
+            // In the database, so gateways in other processes see it too.
+            registry: Arc::new(control_plane::rtc::DbPresenceRegistry::new(state.clone())),
             fallback: Arc::new(control_plane::rtc::FallbackSms::new(state.clone())),
         };
         let gw = gateway::Gateway::bind(config.gateway.clone(), deps)

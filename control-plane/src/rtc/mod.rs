@@ -32,6 +32,7 @@ mod fallback;
 mod http;
 pub mod mt;
 mod presence;
+mod registry;
 mod sink;
 
 use chrono::NaiveDateTime;
@@ -49,6 +50,7 @@ pub use fallback::{FallbackSms, SMS_WINDOW_SECS};
 pub use presence::{
     record_connection_status, PresenceDb, METRIC_DROPPED, METRIC_QUEUE_FULL, METRIC_WRITTEN,
 };
+pub use registry::DbPresenceRegistry;
 pub use sink::{CellLocator, ControlPlaneSink, Location, NoCellLocator};
 
 pub(crate) use http::router;
