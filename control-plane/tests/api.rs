@@ -478,6 +478,14 @@ async fn permissions_are_enforced(backend: Backend) {
         "{users}"
     );
     assert!(!users.to_string().contains("argon2"));
+    // Nor can a filter test guesses against a hash.
+    let probe = json!({"filters": [{"name": "password", "op": "like", "val": "$argon2%"}]});
+    let (s, body) = server.list("/v1/users", probe).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("password"),
+        "{body}"
+    );
     // validate_user endpoints are SYSTEM.
     assert_eq!(
         server

@@ -417,7 +417,10 @@ impl<'c> Builder<'c> {
         let mut t = table;
         let mut rest = name;
         loop {
-            if let Some(c) = t.column(rest) {
+            // Write-only columns (password hashes, encrypted webhook keys)
+            // cannot be filtered or sorted on: that would let a client test
+            // guesses against them.
+            if let Some(c) = t.column(rest).filter(|c| !c.is_write_only()) {
                 return Ok(Target::Column(hops, c));
             }
             if let Some(r) = t.relation(rest) {
@@ -550,6 +553,7 @@ impl<'c> Builder<'c> {
         let oc = at
             .table
             .column(other)
+            .filter(|c| !c.is_write_only())
             .ok_or_else(|| QueryError::UnknownField {
                 table: at.table.name.clone(),
                 field: other.to_string(),
