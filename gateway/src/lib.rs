@@ -101,6 +101,13 @@ pub async fn run(
     Ok(())
 }
 
+/// The MT shard (of `shards`) that owns unit `imei`: FNV-1a of the IMEI, the same function the
+/// bus partitions by ([`ingest::bus::memory::partition_for`]), so it is stable across processes
+/// and cheap; IMEIs are already well spread.
+pub fn shard_index(imei: &str, shards: usize) -> usize {
+    ingest::bus::memory::partition_for(imei.as_bytes(), shards.max(1) as u32) as usize
+}
+
 /// Unix time in milliseconds.
 pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()

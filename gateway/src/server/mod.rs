@@ -49,13 +49,7 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) fn shard_for(&self, imei: &str) -> &mpsc::Sender<ShardMsg> {
-        // FNV-1a: stable and cheap; IMEIs are already well spread.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in imei.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        &self.shards[(h % self.shards.len() as u64) as usize]
+        &self.shards[crate::shard_index(imei, self.shards.len())]
     }
 
     /// Sends to the unit's shard, waiting while it is busy (bounded queue).
