@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`config`]: [`GatewayConfig`], the one typed configuration.
+//! - [`capture`]: capture mode (what units send, to a file, for `load-test replay`).
 //! - [`proto`]: per-unit protocol state without I/O (handshake, MT queue with retries, rate
 //!   limit), tested with a fake clock.
 //! - [`directory`]: [`UnitDirectory`], who may connect (control-plane implements it).
@@ -28,6 +29,7 @@
 //! or, to learn the bound addresses first (tests bind `127.0.0.1:0`):
 //! `let gw = Gateway::bind(config, deps).await?; gw.local_addrs(); gw.run(shutdown).await`.
 
+pub mod capture;
 pub mod config;
 pub mod directory;
 pub mod fallback;

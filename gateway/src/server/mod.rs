@@ -45,6 +45,8 @@ pub(crate) struct Ctx {
     /// Cancelled at shutdown: listeners stop accepting.
     pub(crate) stop_accept: CancellationToken,
     pub(crate) session_tasks: TaskTracker,
+    /// Capture mode's writer (`capture_path`).
+    pub(crate) capture: Option<crate::capture::Capture>,
 }
 
 impl Ctx {
@@ -181,6 +183,13 @@ impl Gateway {
             .subscribe(&[&node_topic], &format!("{MT_GROUP}.{}", config.node_id))
             .await?;
 
+        let capture = match &config.capture_path {
+            Some(path) => {
+                tracing::warn!(path = %path.display(), "capture mode: recording every MO message");
+                Some(crate::capture::Capture::open(path)?)
+            }
+            None => None,
+        };
         let ctx = Arc::new(Ctx {
             policy: config.mt.policy(),
             config,
@@ -193,6 +202,7 @@ impl Gateway {
             sessions_closing: CancellationToken::new(),
             stop_accept: CancellationToken::new(),
             session_tasks: TaskTracker::new(),
+            capture,
         });
         Ok(Self {
             ctx,
@@ -296,6 +306,9 @@ impl Gateway {
         if let Some(endpoint) = quic {
             endpoint.close(0u32.into(), b"shutdown");
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+        if let Some(capture) = ctx.capture.clone() {
+            let _ = tokio::task::spawn_blocking(move || capture.flush_blocking()).await;
         }
         tracing::info!(node = %ctx.config.node_id, "gateway stopped");
     }

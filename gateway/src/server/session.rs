@@ -360,6 +360,9 @@ impl Session {
             ident: self.ident.as_deref(),
             message: &payload,
         };
+        if let Some(c) = &ctx.capture {
+            c.record(&self.imei, self.transport, env.received_at_ms, &payload);
+        }
         let transport = self.transport.as_str();
         metrics::counter!(m::MO_BYTES, "transport" => transport).increment(payload.len() as u64);
         let (topic, bytes, reply) = match codec::decode_mo(&payload) {

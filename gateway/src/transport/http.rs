@@ -105,10 +105,14 @@ async fn publish_mo(ctx: &Ctx, imei: &str, message: &[u8]) -> Result<(), Respons
     metrics::counter!(m::MO_MESSAGES, "type" => ty.unwrap_or("invalid"), "transport" => "http")
         .increment(1);
     metrics::counter!(m::MO_BYTES, "transport" => "http").increment(message.len() as u64);
+    let received_at_ms = crate::unix_ms();
+    if let Some(c) = &ctx.capture {
+        c.record(imei, Transport::Http, received_at_ms, message);
+    }
     let env = encode_bus_envelope(&BusEnvelope {
         imei,
         correlation_id: CorrelationId(rand::random()),
-        received_at_ms: crate::unix_ms(),
+        received_at_ms,
         transport: Transport::Http,
         ident: None,
         message,
