@@ -46,6 +46,9 @@ log "starting tansu and InfluxDB (scripts/services.sh)"
 source scripts/services.sh
 services_start
 
+log "deployment files (promtool, metric names)"
+./scripts/check-deploy.sh
+
 # --- Tests ------------------------------------------------------------------
 log "cargo test"
 cargo test --workspace --all-targets "$@"

@@ -120,8 +120,19 @@ pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
 
 fn install_metrics(config: &Config) -> Result<()> {
     if let Some(addr) = config.metrics_addr {
+        use metrics_exporter_prometheus::Matcher;
+        // Histograms with buckets (not summaries), so dashboards and alerts
+        // can aggregate them across processes with histogram_quantile.
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".into()),
+                ingest::metrics::SECONDS_BUCKETS,
+            )?
+            .set_buckets_for_metric(
+                Matcher::Suffix("_messages".into()),
+                ingest::metrics::SIZE_BUCKETS,
+            )?
             .install()
             .context("starting the Prometheus metrics listener")?;
         tracing::info!(%addr, "metrics at /metrics");

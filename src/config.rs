@@ -259,6 +259,9 @@ impl Config {
             "SMARTSOLAR_GATEWAY_NODE_ID",
             &mut self.gateway.node_id,
         )?;
+        if let Some(v) = var("SMARTSOLAR_GATEWAY_CAPTURE_PATH") {
+            self.gateway.capture_path = Some(v.into());
+        }
         let gw = &mut self.gateway;
         for (name, slot) in [
             ("SMARTSOLAR_GATEWAY_QUIC_ADDR", &mut gw.quic_listen),

@@ -75,7 +75,11 @@ async fn wait_for(counter: &AtomicU64, target: u64) {
 }
 
 fn bench_ingest(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let msgs = envelopes();
     let topics = Topics::default();
     let mut group = c.benchmark_group("ingest");
@@ -85,7 +89,10 @@ fn bench_ingest(c: &mut Criterion) {
 
     // Baseline: the bus alone, one consumer committing every message.
     group.bench_function("bus_only_publish_consume_commit", |b| {
-        let bus = MemoryBus::new(MemoryBusConfig { partitions: 16, capacity: 50_000 });
+        let bus = MemoryBus::new(MemoryBusConfig {
+            partitions: 16,
+            capacity: 50_000,
+        });
         let counter = Arc::new(AtomicU64::new(0));
         let mut consumer = rt.block_on(bus.subscribe(&[&topics.mo], "bench")).unwrap();
         let seen = counter.clone();
@@ -112,12 +119,20 @@ fn bench_ingest(c: &mut Criterion) {
     // The engine: decode, shard by IMEI, batch, write to the embedded store,
     // record history, commit.
     group.bench_function("engine_telemetry_to_embedded_store", |b| {
-        let bus = MemoryBus::new(MemoryBusConfig { partitions: 16, capacity: 50_000 });
+        let bus = MemoryBus::new(MemoryBusConfig {
+            partitions: 16,
+            capacity: 50_000,
+        });
         let sink = Arc::new(Counting::default());
         let tsdb = Arc::new(Embedded::in_memory());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let engine = {
-            let (bus, topics, sink, tsdb) = (Arc::new(bus.clone()) as Arc<dyn Bus>, topics.clone(), sink.clone(), tsdb.clone());
+            let (bus, topics, sink, tsdb) = (
+                Arc::new(bus.clone()) as Arc<dyn Bus>,
+                topics.clone(),
+                sink.clone(),
+                tsdb.clone(),
+            );
             rt.spawn(async move {
                 ingest::engine::run(bus, topics, tsdb, sink, EngineConfig::default(), async {
                     let _ = stop_rx.await;

@@ -59,6 +59,9 @@ pub struct GatewayConfig {
     pub topics: Topics,
     /// On shutdown, how long sessions get to finish in-flight work.
     pub shutdown_grace_ms: u64,
+    /// Capture mode: append every MO message units send to this file (JSON lines, see
+    /// `docs/operations.md`), for `load-test replay`. Off (`None`) by default.
+    pub capture_path: Option<PathBuf>,
 }
 
 /// MT delivery settings.
@@ -125,6 +128,7 @@ impl Default for GatewayConfig {
             mt: MtSettings::default(),
             topics: Topics::default(),
             shutdown_grace_ms: 10_000,
+            capture_path: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`config`]: [`GatewayConfig`], the one typed configuration.
+//! - [`capture`]: capture mode (what units send, to a file, for `load-test replay`).
 //! - [`proto`]: per-unit protocol state without I/O (handshake, MT queue with retries, rate
 //!   limit), tested with a fake clock.
 //! - [`directory`]: [`UnitDirectory`], who may connect (control-plane implements it).
@@ -28,6 +29,7 @@
 //! or, to learn the bound addresses first (tests bind `127.0.0.1:0`):
 //! `let gw = Gateway::bind(config, deps).await?; gw.local_addrs(); gw.run(shutdown).await`.
 
+pub mod capture;
 pub mod config;
 pub mod directory;
 pub mod fallback;
@@ -99,6 +101,13 @@ pub async fn run(
 ) -> Result<(), Error> {
     Gateway::bind(config, deps).await?.run(shutdown).await;
     Ok(())
+}
+
+/// The MT shard (of `shards`) that owns unit `imei`: FNV-1a of the IMEI, the same function the
+/// bus partitions by ([`ingest::bus::memory::partition_for`]), so it is stable across processes
+/// and cheap; IMEIs are already well spread.
+pub fn shard_index(imei: &str, shards: usize) -> usize {
+    ingest::bus::memory::partition_for(imei.as_bytes(), shards.max(1) as u32) as usize
 }
 
 /// Unix time in milliseconds.

@@ -618,3 +618,44 @@ async fn legacy_http_units_upload_and_poll_settings() {
     assert_eq!((r.correlation_id, r.result), (id, ReplyResult::Ok));
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn capture_mode_writes_what_units_send_in_order() {
+    let world = World::new();
+    let path = std::env::temp_dir().join(format!("gw-capture-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut cfg = config("cap");
+    cfg.capture_path = Some(path.clone());
+    let gw = world.start(cfg).await;
+    let mut mo = world.subscribe(&topics().mo).await;
+
+    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    unit.handshake(Some(&imei(3)), KEY).await.unwrap();
+    let sent: Vec<Vec<u8>> = (0..5u64)
+        .map(|i| sim::telemetry(1_700_000_000 + i, i))
+        .chain([sim::event_log(1_700_000_010, "Above RV")])
+        .collect();
+    for m in &sent {
+        unit.send_raw(m).await.unwrap();
+    }
+    unit.keepalive().await.unwrap();
+    for _ in &sent {
+        next(&mut mo).await;
+    }
+    unit.close().await.unwrap();
+    gw.shutdown().await;
+
+    let frames = gateway::capture::read_capture(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        frames.len(),
+        sent.len(),
+        "one line per MO message, no keepalive"
+    );
+    for (f, m) in frames.iter().zip(&sent) {
+        assert_eq!(f.imei, imei(3));
+        assert_eq!(f.transport, "tcp");
+        assert_eq!(&f.payload().unwrap(), m);
+        assert!(f.t_ms > 1_700_000_000_000);
+    }
+}

@@ -39,6 +39,7 @@ use tokio::task::JoinSet;
 
 use crate::bus::memory::partition_for;
 use crate::bus::{Bus, BusError, Consumer, Delivery, Topics};
+use crate::metrics as m;
 use crate::sink::{Balance, MoContext, MoHistory, MoSink, ProcessingStatus, SinkError};
 use crate::tsdb::{check_point, FieldValue, Point, TimeSeries, TsdbError, TELEMETRY};
 
@@ -161,7 +162,7 @@ pub async fn run(
                     tracker.track(&d);
                     in_flight += 1;
                     let shard = partition_for(&d.key, shards as u32) as usize;
-                    metrics::counter!("smartsolar_ingest_queue_pushed_total", "shard" => shard.to_string()).increment(1);
+                    metrics::counter!(m::INGEST_QUEUE_PUSHED, "shard" => shard.to_string()).increment(1);
                     // Waits while the shard's queue is full: backpressure.
                     if senders[shard].send(d).await.is_err() {
                         tracing::error!(shard, "ingest worker gone");
@@ -175,7 +176,7 @@ pub async fn run(
                 }
             },
         }
-        metrics::gauge!("smartsolar_ingest_in_flight").set(in_flight as f64);
+        metrics::gauge!(m::INGEST_IN_FLIGHT).set(in_flight as f64);
     }
 
     // Drain: no new messages; let the workers finish what they hold.
@@ -194,7 +195,7 @@ pub async fn run(
     while workers.join_next().await.is_some() {}
     deadline.abort();
     commit(&mut *consumer, &mut tracker).await;
-    metrics::gauge!("smartsolar_ingest_in_flight").set(in_flight as f64);
+    metrics::gauge!(m::INGEST_IN_FLIGHT).set(in_flight as f64);
     if in_flight > 0 {
         tracing::warn!(
             in_flight,
@@ -279,13 +280,12 @@ async fn worker(
                 Ok(None) | Err(_) => break,
             }
         }
-        metrics::counter!("smartsolar_ingest_queue_popped_total", "shard" => shard_label.clone())
+        metrics::counter!(m::INGEST_QUEUE_POPPED, "shard" => shard_label.clone())
             .increment(batch.len() as u64);
-        metrics::histogram!("smartsolar_ingest_batch_size").record(batch.len() as f64);
+        metrics::histogram!(m::INGEST_BATCH_SIZE).record(batch.len() as f64);
         let started = std::time::Instant::now();
         let finished = process_batch(&ctx, &batch).await;
-        metrics::histogram!("smartsolar_ingest_batch_seconds")
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::INGEST_BATCH_DURATION).record(started.elapsed().as_secs_f64());
         for (d, ok) in batch.iter().zip(finished) {
             if ok {
                 let _ = done.send(Done {
@@ -312,9 +312,15 @@ async fn process_batch(ctx: &Ctx, batch: &[Delivery]) -> Vec<bool> {
     // Telemetry: (index in batch, its points), written together at the end.
     let mut telemetry: Vec<(usize, MoContext<'_>, Vec<Point>)> = Vec::new();
 
+    // When the gateway received each message, for the lag histogram.
+    let mut received_at_ms = Vec::with_capacity(batch.len());
+
     for (i, d) in batch.iter().enumerate() {
         let env = match decode_bus_envelope(&d.payload) {
-            Ok(env) => env,
+            Ok(env) => {
+                received_at_ms.push(env.received_at_ms);
+                env
+            }
             Err(e) => {
                 finished[i] =
                     dead_letter_raw(ctx, d, &format!("undecodable bus envelope: {e}")).await;
@@ -329,7 +335,7 @@ async fn process_batch(ctx: &Ctx, batch: &[Delivery]) -> Vec<bool> {
             Err(e) => {
                 let reason = format!("undecodable MO message: {e}");
                 finished[i] = dead_letter(ctx, &env, &reason).await;
-                metrics::counter!("smartsolar_ingest_messages_total", "type" => "undecodable", "outcome" => "dead_letter").increment(1);
+                metrics::counter!(m::INGEST_MESSAGES, "type" => "undecodable", "outcome" => "dead_letter").increment(1);
                 continue;
             }
         };
@@ -346,7 +352,8 @@ async fn process_batch(ctx: &Ctx, batch: &[Delivery]) -> Vec<bool> {
         }
         match apply(ctx, &decoded).await {
             Ok(()) => {
-                metrics::counter!("smartsolar_ingest_messages_total", "type" => kind, "outcome" => "processed").increment(1);
+                metrics::counter!(m::INGEST_MESSAGES, "type" => kind, "outcome" => "processed")
+                    .increment(1);
                 history.push(MoHistory {
                     ctx: decoded.ctx,
                     status: ProcessingStatus::Processed,
@@ -422,19 +429,30 @@ async fn process_batch(ctx: &Ctx, batch: &[Delivery]) -> Vec<bool> {
                         tracing::error!(error = %e, rows = history.len(), "MO history refused");
                         break;
                     }
-                    metrics::counter!("smartsolar_ingest_retries_total", "step" => "history")
-                        .increment(1);
+                    metrics::counter!(m::INGEST_RETRIES, "step" => "history").increment(1);
                     delay = backoff(ctx, delay).await;
                 }
             }
         }
     }
+    let now_ms = unix_ms();
+    let lag = metrics::histogram!(m::INGEST_LAG);
+    for r in received_at_ms {
+        lag.record((now_ms - r).max(0) as f64 / 1000.0);
+    }
     finished
 }
 
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn count_telemetry(points: &[Point]) {
-    metrics::counter!("smartsolar_ingest_messages_total", "type" => "telemetry", "outcome" => "processed").increment(1);
-    metrics::counter!("smartsolar_ingest_telemetry_values_total")
+    metrics::counter!(m::INGEST_MESSAGES, "type" => "telemetry", "outcome" => "processed")
+        .increment(1);
+    metrics::counter!(m::INGEST_TELEMETRY_VALUES)
         .increment(points.iter().map(|p| p.fields.len() as u64).sum());
 }
 
@@ -446,7 +464,7 @@ async fn reject<'a>(
     reason: &str,
     history: &mut Vec<MoHistory<'a>>,
 ) -> bool {
-    metrics::counter!("smartsolar_ingest_messages_total", "type" => mctx.message_type.as_str(), "outcome" => "dead_letter").increment(1);
+    metrics::counter!(m::INGEST_MESSAGES, "type" => mctx.message_type.as_str(), "outcome" => "dead_letter").increment(1);
     history.push(MoHistory {
         ctx: mctx,
         status: ProcessingStatus::Failed,
@@ -526,7 +544,7 @@ async fn apply(ctx: &Ctx, m: &Decoded<'_>) -> Result<(), Failure> {
                     tracing::warn!(error = %e, imei = m.ctx.imei, "giving up on MO at drain deadline");
                     return Err(Failure::Abandoned);
                 }
-                metrics::counter!("smartsolar_ingest_retries_total", "step" => "sink").increment(1);
+                metrics::counter!(m::INGEST_RETRIES, "step" => "sink").increment(1);
                 delay = backoff(ctx, delay).await;
             }
         }
@@ -576,7 +594,7 @@ async fn write_with_retry(ctx: &Ctx, points: &[Point]) -> Result<(), Failure> {
                     tracing::warn!(error = %e, "giving up on telemetry write at drain deadline");
                     return Err(Failure::Abandoned);
                 }
-                metrics::counter!("smartsolar_ingest_retries_total", "step" => "tsdb").increment(1);
+                metrics::counter!(m::INGEST_RETRIES, "step" => "tsdb").increment(1);
                 delay = backoff(ctx, delay).await;
             }
             Err(e) => return Err(Failure::Rejected(e.to_string())),
@@ -606,7 +624,8 @@ async fn publish_dead_letter(ctx: &Ctx, key: &[u8], dl: &DeadLetter<'_>) -> bool
             .await
         {
             Ok(()) => {
-                metrics::counter!("smartsolar_ingest_dead_letters_total").increment(1);
+                metrics::counter!(m::INGEST_DEAD_LETTERS, "queue" => QueueName::Mo.as_str())
+                    .increment(1);
                 return true;
             }
             Err(e) => {
@@ -614,8 +633,7 @@ async fn publish_dead_letter(ctx: &Ctx, key: &[u8], dl: &DeadLetter<'_>) -> bool
                     tracing::error!(error = %e, "dead letter not published; message left uncommitted");
                     return false;
                 }
-                metrics::counter!("smartsolar_ingest_retries_total", "step" => "dead_letter")
-                    .increment(1);
+                metrics::counter!(m::INGEST_RETRIES, "step" => "dead_letter").increment(1);
                 delay = backoff(ctx, delay).await;
             }
         }
@@ -633,10 +651,9 @@ async fn dead_letter(ctx: &Ctx, env: &BusEnvelope<'_>, reason: &str) -> bool {
 async fn dead_letter_raw(ctx: &Ctx, d: &Delivery, reason: &str) -> bool {
     use base64::Engine as _;
     tracing::warn!(key = %String::from_utf8_lossy(&d.key), reason, "undecodable bus message dead-lettered");
-    metrics::counter!("smartsolar_ingest_messages_total", "type" => "undecodable", "outcome" => "dead_letter").increment(1);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    metrics::counter!(m::INGEST_MESSAGES, "type" => "undecodable", "outcome" => "dead_letter")
+        .increment(1);
+    let now_ms = unix_ms();
     let env = MoQueueEnvelope {
         ident: String::from_utf8_lossy(&d.key).into_owned().into(),
         message: base64::engine::general_purpose::STANDARD

@@ -7,10 +7,12 @@
 //!   dead letters); [`engine::run`] is its entry point.
 //! - [`sink`]: [`sink::MoSink`], what the control-plane implements for the MO
 //!   types that are not telemetry, and a recording implementation for tests.
+//! - [`metrics`]: metric names (`docs/metrics.md`).
 //! - [`tsdb`]: the time-series store trait, its `where` parser and its
 //!   backends (embedded, InfluxDB 1.x, QuestDB).
 
 pub mod bus;
 pub mod engine;
+pub mod metrics;
 pub mod sink;
 pub mod tsdb;

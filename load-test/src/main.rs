@@ -1,39 +1,56 @@
-//! `load-test`: simulated units against a gateway, reporting connections held, memory per idle
-//! connection, MO/s onto the bus and MT round-trip percentiles. Loopback only.
+//! `load-test`: simulated units against a gateway, or captured traffic played back; reports
+//! connections held, memory per idle connection, MO throughput, MT round-trip percentiles,
+//! handshake and HTTP latency, errors, and writes a JSON summary. Loopback only; every run is
+//! bounded (`--max-secs`) and stops by itself.
 //!
 //! ```text
-//! load-test run --tcp 15000 --quic 35000 --mo-secs 10 --mt-rate 1000 --mt-secs 10 --out summary.json
+//! load-test run --tcp 15000 --quic 35000 --http 100 --periodic-secs 30 --mo-secs 10 \
+//!     --mt-rate 1000 --mt-secs 10 --storm-percent 20 --out summary.json
+//! load-test run --tcp 200 --quic 50 --capture traffic.jsonl --mo-secs 0 --mt-secs 0
+//! load-test replay traffic.jsonl --speed 10 --clones 20 --out replay.json
 //! ```
-//! `run` spawns `load-test serve` (the gateway) as a child and talks to it over stdin/stdout.
+//! `run` and `replay` spawn `load-test serve` (the gateway) as a child process and talk to it
+//! over stdin/stdout.
+
+mod unit;
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use codec::mo::ReplyResult;
-use codec::mt::StatusUpdate;
-use codec::{decode_bus_envelope, CorrelationId, MtMessage};
+use codec::mt::{PaymentCategory, PaymentCommand, PaymentCommands, StatusUpdate};
+use codec::{decode_bus_envelope, CorrelationId, MtMessage, Seq};
 use gateway::mt::new_correlation_id;
 use gateway::sim::{self, UnitConn};
 use gateway::{
     Deps, Gateway, GatewayConfig, MemoryDirectory, MemoryPresence, MtClient, NoFallback,
     NoPresenceSink, PresenceRegistry, UnitCredentials,
 };
+use indicatif::{ProgressBar, ProgressStyle};
 use ingest::bus::memory::{MemoryBus, MemoryBusConfig};
 use ingest::bus::{Bus, Topics};
-use load_test::{device_key, imei, rss_kib, MtStats, ServeStats, Summary};
+use load_test::{
+    device_key, ensure_loopback, imei, latency_histogram, rss_kib, Errors, MtStats, Percentiles,
+    ReplaySummary, ServeStats, Summary,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{watch, Semaphore};
+use unit::{Behaviour, Phase, Shared, Target, UnitSpec};
+
+/// Hard caps, so a typo cannot take the machine down.
+const MAX_UNITS: u32 = 200_000;
+const MAX_MT_RATE: u32 = 100_000;
 
 #[derive(Parser)]
 #[command(
     name = "load-test",
-    about = "Load generator for the SMARTSolar RTC gateway"
+    about = "Load generator for the SMARTSolar RTC gateway (loopback only)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -47,71 +64,143 @@ enum Cmd {
         /// Units in the directory.
         #[arg(long)]
         units: u32,
+        /// Enable the legacy HTTP listener.
+        #[arg(long)]
+        http: bool,
+        /// Capture mode: write what units send to this file.
+        #[arg(long)]
+        capture: Option<PathBuf>,
     },
-    /// Spawn `serve`, connect simulated units, measure, write a JSON summary.
-    Run {
-        /// TCP units.
-        #[arg(long, default_value_t = 1000)]
-        tcp: u32,
-        /// QUIC units.
-        #[arg(long, default_value_t = 1000)]
-        quic: u32,
-        /// Handshakes in flight at once.
-        #[arg(long, default_value_t = 256)]
-        connect_concurrency: usize,
-        /// Units that send MO back to back in the MO phase.
-        #[arg(long, default_value_t = 200)]
-        mo_senders: u32,
-        /// Seconds of the MO phase (0 skips it).
-        #[arg(long, default_value_t = 10)]
-        mo_secs: u64,
-        /// MT commands per second in the MT phase.
-        #[arg(long, default_value_t = 1000)]
-        mt_rate: u32,
-        /// Seconds of the MT phase (0 skips it).
-        #[arg(long, default_value_t = 10)]
-        mt_secs: u64,
-        /// Where to write the summary.
-        #[arg(long, default_value = "load-test-summary.json")]
-        out: String,
-    },
+    /// Spawn `serve`, connect simulated units, run the phases, write a JSON summary.
+    Run(RunArgs),
+    /// Spawn `serve` and play a capture file back with many units cloned from it.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TCP units.
+    #[arg(long, default_value_t = 1000)]
+    tcp: u32,
+    /// QUIC units.
+    #[arg(long, default_value_t = 1000)]
+    quic: u32,
+    /// Legacy HTTP units (poll every `--status-secs`).
+    #[arg(long, default_value_t = 0)]
+    http: u32,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Seconds of realistic behaviour (periodic status, telemetry, event logs); 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    periodic_secs: u64,
+    /// Status report period per unit (seconds).
+    #[arg(long, default_value_t = 60.0)]
+    status_secs: f64,
+    /// Telemetry period per unit (seconds).
+    #[arg(long, default_value_t = 15.0)]
+    telemetry_secs: f64,
+    /// Event log period per unit (seconds).
+    #[arg(long, default_value_t = 300.0)]
+    event_secs: f64,
+    /// Units that send MO back to back in the MO throughput phase.
+    #[arg(long, default_value_t = 200)]
+    mo_senders: u32,
+    /// Seconds of the MO throughput phase (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    mo_secs: u64,
+    /// MT commands per second in the MT phase (status updates and payment commands).
+    #[arg(long, default_value_t = 1000)]
+    mt_rate: u32,
+    /// Seconds of the MT phase (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    mt_secs: u64,
+    /// Percent of the framed units that drop and reconnect at once at the end (0 skips it).
+    #[arg(long, default_value_t = 0)]
+    storm_percent: u32,
+    /// Turn the gateway's capture mode on, writing to this file.
+    #[arg(long)]
+    capture: Option<PathBuf>,
+    /// Abort the run after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    max_secs: u64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Where to write the summary.
+    #[arg(long, default_value = "load-test-summary.json")]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The capture file (gateway capture mode, `docs/operations.md`).
+    file: PathBuf,
+    /// Playback speed: 1 = as captured, 10 = ten times faster.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Units cloned from each captured unit.
+    #[arg(long, default_value_t = 1)]
+    clones: u32,
+    /// Replay at most this many frames of the capture (from its start).
+    #[arg(long)]
+    max_frames: Option<usize>,
+    /// Transport for the clones: `tcp`, `quic`, or `captured` (as captured; HTTP → TCP).
+    #[arg(long, default_value = "captured")]
+    transport: String,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Abort after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    max_secs: u64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Where to write the summary.
+    #[arg(long, default_value = "load-test-replay.json")]
+    out: PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Both sides hold one descriptor per TCP unit.
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    // Both sides hold one descriptor per TCP unit: raise the soft limit to the hard one.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < 65_536 => eprintln!("note: file descriptor limit is {n}"),
+        Ok(_) => {}
+        Err(e) => eprintln!("note: cannot raise the file descriptor limit: {e}"),
+    }
+    let max_secs = match &cli.cmd {
+        Cmd::Serve { .. } => None,
+        Cmd::Run(a) => Some(a.max_secs),
+        Cmd::Replay(a) => Some(a.max_secs),
+    };
+    if let Some(secs) = max_secs {
+        // Bounded in time whatever happens: the child `serve` stops when our stdin pipe closes.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(secs));
+            eprintln!("load-test: --max-secs {secs} reached, aborting");
+            std::process::exit(3);
+        });
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.cmd {
-        Cmd::Serve { units } => rt.block_on(serve(units)),
-        Cmd::Run {
-            tcp,
-            quic,
-            connect_concurrency,
-            mo_senders,
-            mo_secs,
-            mt_rate,
-            mt_secs,
-            out,
-        } => rt.block_on(run(RunArgs {
-            tcp,
-            quic,
-            connect_concurrency,
-            mo_senders,
-            mo_secs,
-            mt_rate,
-            mt_secs,
-            out,
-        })),
+        Cmd::Serve {
+            units,
+            http,
+            capture,
+        } => rt.block_on(serve(units, http, capture)),
+        Cmd::Run(a) => rt.block_on(run(a)),
+        Cmd::Replay(a) => rt.block_on(replay(a)),
     }
 }
 
 // ------------------------------------------------------------------------------------------
 // serve: the gateway under test
 
-async fn serve(units: u32) -> anyhow::Result<()> {
+async fn serve(units: u32, http: bool, capture: Option<PathBuf>) -> anyhow::Result<()> {
     let directory = MemoryDirectory::new();
     for i in 0..units {
         directory.insert(UnitCredentials::new(imei(i), device_key(i)));
@@ -129,18 +218,21 @@ async fn serve(units: u32) -> anyhow::Result<()> {
         fallback: Arc::new(NoFallback),
     };
     let mut config = GatewayConfig::loopback("load");
-    config.http_listen = None;
-    config.max_connections = 200_000;
+    if !http {
+        config.http_listen = None;
+    }
+    config.max_connections = 250_000;
     config.rate_per_sec = 1e6;
     config.rate_burst = 1_000_000;
     config.idle_timeout_ms = 600_000;
     config.handshake_timeout_ms = 60_000;
+    config.capture_path = capture;
     let topics = Topics::default();
     let gw = Gateway::bind(config, deps).await?;
     let addrs = gw.local_addrs();
     let ready = serde_json::json!({
-        "tcp": addrs.tcp, "quic": addrs.quic, "cert": hex::encode(gw.certificate_der()),
-        "pid": std::process::id(),
+        "tcp": addrs.tcp, "quic": addrs.quic, "http": addrs.http,
+        "cert": hex::encode(gw.certificate_der()), "pid": std::process::id(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop_rx2 = stop_rx.clone();
@@ -148,22 +240,26 @@ async fn serve(units: u32) -> anyhow::Result<()> {
         let _ = stop_rx2.wait_for(|s| *s).await;
     }));
 
-    // MO counter.
-    let mo_count = Arc::new(AtomicU64::new(0));
-    {
-        let mut c = bus.subscribe(&[&topics.mo], "load-mo").await?;
-        let n = Arc::clone(&mo_count);
-        tokio::spawn(async move {
-            while let Ok(d) = c.recv().await {
-                n.fetch_add(1, Ordering::Relaxed);
-                let _ = c.commit(&d).await;
-            }
-        });
-    }
+    let count = |topic: &str, group: &'static str| {
+        let n = Arc::new(AtomicU64::new(0));
+        let bus = bus.clone();
+        let (topic, n2) = (topic.to_owned(), Arc::clone(&n));
+        async move {
+            let mut c = bus.subscribe(&[&topic], group).await?;
+            tokio::spawn(async move {
+                while let Ok(d) = c.recv().await {
+                    n2.fetch_add(1, Ordering::Relaxed);
+                    let _ = c.commit(&d).await;
+                }
+            });
+            anyhow::Ok(n)
+        }
+    };
+    let mo_count = count(&topics.mo, "load-mo").await?;
+    let dead_count = count(&topics.mo_dead_letter, "load-dead").await?;
     // MT replies: round trips.
     let pending: Arc<Mutex<HashMap<CorrelationId, Instant>>> = Arc::default();
-    let rtts: Arc<Mutex<hdrhistogram::Histogram<u64>>> =
-        Arc::new(Mutex::new(hdrhistogram::Histogram::new(3)?));
+    let rtts = Arc::new(Mutex::new(latency_histogram()));
     let replies = Arc::new(AtomicU64::new(0));
     {
         let mut c = bus.subscribe(&[&topics.mt_reply], "load-mt").await?;
@@ -208,6 +304,7 @@ async fn serve(units: u32) -> anyhow::Result<()> {
             ["stats"] => serde_json::to_value(ServeStats {
                 mo_consumed: mo_count.load(Ordering::Relaxed),
                 mt_replies: replies.load(Ordering::Relaxed),
+                dead_letters: dead_count.load(Ordering::Relaxed),
                 units_online: registry.len(),
                 rss_kib: rss_kib(std::process::id()).unwrap_or(0),
             })?,
@@ -228,6 +325,8 @@ async fn serve(units: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Enqueues `rate` MT commands per second for `secs` seconds to online units among the first
+/// `units`, alternating status updates and DCM payment commands.
 async fn mt_phase(
     mt: &MtClient,
     registry: &MemoryPresence,
@@ -241,17 +340,21 @@ async fn mt_phase(
     let start = Instant::now();
     let mut sent = 0u64;
     let mut next_unit = 0u32;
-    let tick = Duration::from_millis(10);
-    let mut interval = tokio::time::interval(tick);
+    let mut misses = 0u32;
+    let mut interval = tokio::time::interval(Duration::from_millis(10));
     while sent < total {
         interval.tick().await;
         // Catch up to the schedule: commands due by now.
         let due = ((start.elapsed().as_secs_f64() * f64::from(rate)) as u64).min(total);
         while sent < due {
-            let i = next_unit % units;
+            let i = next_unit % units.max(1);
             next_unit = next_unit.wrapping_add(1);
             let who = imei(i);
             if registry.lookup(&who).await.is_none() {
+                misses += 1;
+                if misses > units.max(1) * 2 {
+                    bail!("no unit online for MT");
+                }
                 continue;
             }
             let id = new_correlation_id();
@@ -259,16 +362,26 @@ async fn mt_phase(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id, Instant::now());
-            mt.enqueue(
-                &who,
-                &MtMessage::StatusUpdate(StatusUpdate {
+            let tx = format!("lt-{sent}");
+            let commands = [PaymentCommand {
+                category: PaymentCategory::Payment,
+                value: 86_400,
+                transaction_id: &tx,
+            }];
+            let msg = if sent & 1 == 0 {
+                MtMessage::StatusUpdate(StatusUpdate {
                     correlation_id: id,
                     enabled: Some(true),
                     server_time: Some(sim::now_s()),
                     ..StatusUpdate::default()
-                }),
-            )
-            .await?;
+                })
+            } else {
+                MtMessage::PaymentCommands(PaymentCommands {
+                    correlation_id: id,
+                    commands: Seq::new(&commands),
+                })
+            };
+            mt.enqueue(&who, &msg).await?;
             sent += 1;
         }
     }
@@ -286,154 +399,237 @@ async fn mt_phase(
         .drain()
         .count() as u64;
     let h = rtts.lock().unwrap_or_else(|e| e.into_inner());
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let p = Percentiles::of(&h);
     Ok(MtStats {
         sent,
         answered: sent - unanswered,
         rate: sent as f64 / elapsed,
-        p50_ms: ms(0.5),
-        p90_ms: ms(0.9),
-        p99_ms: ms(0.99),
-        max_ms: h.max() as f64 / 1000.0,
+        p50_ms: p.p50_ms,
+        p90_ms: p.p90_ms,
+        p99_ms: p.p99_ms,
+        max_ms: p.max_ms,
     })
 }
 
 // ------------------------------------------------------------------------------------------
-// run: the units and the report
-
-struct RunArgs {
-    tcp: u32,
-    quic: u32,
-    connect_concurrency: usize,
-    mo_senders: u32,
-    mo_secs: u64,
-    mt_rate: u32,
-    mt_secs: u64,
-    out: String,
-}
+// The child gateway
 
 struct Child {
     proc: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    pid: u32,
+    tcp: SocketAddr,
+    quic: SocketAddr,
+    http: Option<SocketAddr>,
+    cert: Vec<u8>,
 }
 
 impl Child {
+    async fn spawn(units: u32, http: bool, capture: Option<&PathBuf>) -> anyhow::Result<Self> {
+        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+        cmd.args(["serve", "--units", &units.to_string()]);
+        if http {
+            cmd.arg("--http");
+        }
+        if let Some(c) = capture {
+            cmd.arg("--capture").arg(c);
+        }
+        let mut proc = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = proc.stdin.take().context("stdin")?;
+        let mut lines = BufReader::new(proc.stdout.take().context("stdout")?).lines();
+        let ready: serde_json::Value =
+            serde_json::from_str(&lines.next_line().await?.context("serve did not start")?)?;
+        let addr = |k: &str| -> anyhow::Result<Option<SocketAddr>> {
+            let a: Option<SocketAddr> = serde_json::from_value(ready[k].clone())?;
+            a.map(ensure_loopback).transpose()
+        };
+        Ok(Self {
+            tcp: addr("tcp")?.context("tcp listener")?,
+            quic: addr("quic")?.context("quic listener")?,
+            http: addr("http")?,
+            cert: hex::decode(ready["cert"].as_str().context("cert")?)?,
+            pid: ready["pid"].as_u64().context("pid")? as u32,
+            proc,
+            stdin,
+            lines,
+        })
+    }
+
     async fn ask(&mut self, cmd: &str) -> anyhow::Result<serde_json::Value> {
         self.stdin.write_all(format!("{cmd}\n").as_bytes()).await?;
         self.stdin.flush().await?;
         let line = self.lines.next_line().await?.context("serve exited")?;
         Ok(serde_json::from_str(&line)?)
     }
+
+    async fn stats(&mut self) -> anyhow::Result<ServeStats> {
+        Ok(serde_json::from_value(self.ask("stats").await?)?)
+    }
+
+    /// Closes stdin (the gateway drains and exits) and waits.
+    async fn stop(self) {
+        let Self {
+            mut proc, stdin, ..
+        } = self;
+        drop(stdin);
+        let _ = tokio::time::timeout(Duration::from_secs(30), proc.wait()).await;
+    }
+
+    fn target(&self, quic_units: u32) -> anyhow::Result<Target> {
+        // One QUIC client endpoint (UDP socket) per 2,000 units.
+        let endpoints = (0..quic_units.div_ceil(2000).max(1))
+            .map(|_| sim::quic_endpoint(&self.cert, Duration::from_secs(20)))
+            .collect::<Result<_, _>>()?;
+        Ok(Target {
+            tcp: self.tcp,
+            quic: self.quic,
+            http: self.http,
+            endpoints,
+        })
+    }
 }
 
+/// Samples the gateway's RSS every 500 ms; keeps the peak.
+fn rss_sampler(pid: u32) -> Arc<AtomicU64> {
+    let peak = Arc::new(AtomicU64::new(0));
+    let p = Arc::clone(&peak);
+    tokio::spawn(async move {
+        while let Some(kib) = rss_kib(pid) {
+            p.fetch_max(kib, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    peak
+}
+
+fn progress(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix:>10} {wide_msg}")
+            .expect("valid template"),
+    );
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+// ------------------------------------------------------------------------------------------
+// run: simulated units and the report
+
 async fn run(a: RunArgs) -> anyhow::Result<()> {
-    let units = a.tcp + a.quic;
-    let mut proc = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--units", &units.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdin = proc.stdin.take().context("stdin")?;
-    let mut lines = BufReader::new(proc.stdout.take().context("stdout")?).lines();
-    let ready: serde_json::Value =
-        serde_json::from_str(&lines.next_line().await?.context("serve did not start")?)?;
-    let mut child = Child { proc, stdin, lines };
-    let tcp_addr: SocketAddr = serde_json::from_value(ready["tcp"].clone())?;
-    let quic_addr: SocketAddr = serde_json::from_value(ready["quic"].clone())?;
-    let cert = hex::decode(ready["cert"].as_str().context("cert")?)?;
-    let pid = ready["pid"].as_u64().context("pid")? as u32;
+    let t_run = Instant::now();
+    let framed = a.tcp + a.quic;
+    let units = framed + a.http;
+    anyhow::ensure!(units <= MAX_UNITS, "at most {MAX_UNITS} units");
+    anyhow::ensure!(a.mt_rate <= MAX_MT_RATE, "at most {MAX_MT_RATE} MT/s");
+    let mut child = Child::spawn(units, a.http > 0, a.capture.as_ref()).await?;
+    let pid = child.pid;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_baseline = rss_kib(pid).unwrap_or(0);
-    eprintln!("gateway pid {pid}, baseline RSS {rss_baseline} KiB");
+    let peak = rss_sampler(pid);
+    let target = child.target(a.quic)?;
 
-    // One QUIC client endpoint (UDP socket) per 2,000 units.
-    let endpoints: Vec<quinn::Endpoint> = (0..a.quic.div_ceil(2000).max(1))
-        .map(|_| sim::quic_endpoint(&cert, Duration::from_secs(20)))
-        .collect::<Result<_, _>>()?;
-    let connected = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(AtomicU64::new(0));
-    let sending = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let gate = Arc::new(Semaphore::new(a.connect_concurrency));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Quiet);
+    let (storm_tx, storm_rx) = watch::channel(0u64);
+    let shared = Arc::new(Shared {
+        counters: unit::Counters::default(),
+        handshake_us: Mutex::new(latency_histogram()),
+        http_us: Mutex::new(latency_histogram()),
+        phase: phase_rx,
+        storm: storm_rx,
+        started: tokio::time::Instant::now(),
+    });
+    let secs = |s: f64| Duration::from_secs_f64(s.max(0.05));
+    let behaviour = Behaviour {
+        status: secs(a.status_secs),
+        telemetry: secs(a.telemetry_secs),
+        event: secs(a.event_secs),
+    };
+    let c = &shared.counters;
+    let pb = progress(a.quiet);
+    let ticker = {
+        let (pb, shared) = (pb.clone(), Arc::clone(&shared));
+        tokio::spawn(async move {
+            loop {
+                let c = &shared.counters;
+                pb.set_message(format!(
+                    "online {} | handshakes {} | MO sent {} | MT answered {} | HTTP {} | errors {}",
+                    c.online.load(Ordering::Relaxed),
+                    c.handshakes.load(Ordering::Relaxed),
+                    c.mo_sent.load(Ordering::Relaxed),
+                    c.mt_answered.load(Ordering::Relaxed),
+                    c.http_requests.load(Ordering::Relaxed),
+                    c.connect_failures.load(Ordering::Relaxed)
+                        + c.send_errors.load(Ordering::Relaxed)
+                        + c.closed_by_gateway.load(Ordering::Relaxed)
+                        + c.http_errors.load(Ordering::Relaxed),
+                ));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    // Connect phase.
+    pb.set_prefix("connect");
+    let gate = Arc::new(Semaphore::new(a.connect_concurrency.max(1)));
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(units as usize);
-    for i in 0..units {
-        let is_quic = i >= a.tcp;
+    let every = (framed / a.mo_senders.max(1)).max(1);
+    for i in 0..framed {
         let permit = Arc::clone(&gate).acquire_owned().await?;
-        let ep = endpoints[(i as usize) % endpoints.len()].clone();
-        let (connected, failures, sending, mut stop) = (
-            Arc::clone(&connected),
-            Arc::clone(&failures),
-            Arc::clone(&sending),
-            stop_rx.clone(),
-        );
-        let sender = i % (units / a.mo_senders.max(1)).max(1) == 0;
-        tasks.push(tokio::spawn(async move {
-            let conn = async {
-                let mut u = if is_quic {
-                    UnitConn::quic(&ep, quic_addr).await?
-                } else {
-                    UnitConn::tcp(tcp_addr).await?
-                };
-                u.handshake(Some(&imei(i)), &device_key(i)).await?;
-                Ok::<_, sim::SimError>(u)
-            };
-            let mut u = match tokio::time::timeout(Duration::from_secs(60), conn).await {
-                Ok(Ok(u)) => u,
-                Ok(Err(e)) => {
-                    if failures.fetch_add(1, Ordering::Relaxed) < 5 {
-                        eprintln!("unit {i}: {e}");
-                    }
-                    return;
-                }
-                Err(_) => {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            };
-            drop(permit);
-            connected.fetch_add(1, Ordering::Relaxed);
-            unit_loop(&mut u, i, sender, &sending, &mut stop).await;
-            u.abort();
-        }));
+        let spec = UnitSpec {
+            i,
+            quic: i >= a.tcp,
+            sender: a.mo_senders > 0 && i % every == 0,
+            in_storm: i % 100 < a.storm_percent,
+        };
+        tasks.push(tokio::spawn(unit::framed_unit(
+            spec,
+            target.clone(),
+            Arc::clone(&shared),
+            behaviour,
+            Some(permit),
+        )));
     }
-    // Wait for the connect phase to settle.
     let mut last = (0, Instant::now());
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let done = connected.load(Ordering::Relaxed) + failures.load(Ordering::Relaxed);
-        if done >= u64::from(units) {
+        let done =
+            c.handshakes.load(Ordering::Relaxed) + c.connect_failures.load(Ordering::Relaxed);
+        if done >= u64::from(framed) {
             break;
         }
         if done != last.0 {
             last = (done, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(30) {
-            eprintln!("connect phase stalled at {done}/{units}");
+            pb.println(format!("connect phase stalled at {done}/{framed}"));
             break;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let connect_secs = t0.elapsed().as_secs_f64();
-    let n_connected = connected.load(Ordering::Relaxed);
-    eprintln!(
+    let n_connected = c.handshakes.load(Ordering::Relaxed);
+    pb.println(format!(
         "connected {n_connected} units in {connect_secs:.1}s ({} failed)",
-        failures.load(Ordering::Relaxed)
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+        c.connect_failures.load(Ordering::Relaxed)
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_kib(pid).unwrap_or(0);
-    let stats: ServeStats = serde_json::from_value(child.ask("stats").await?)?;
-    eprintln!(
-        "idle RSS {rss_idle} KiB, online per registry {}",
-        stats.units_online
-    );
 
     let mut summary = Summary {
         tcp_units: a.tcp,
         quic_units: a.quic,
+        http_units: a.http,
         connected: n_connected,
-        connect_failures: failures.load(Ordering::Relaxed),
+        connect_failures: c.connect_failures.load(Ordering::Relaxed),
         connect_secs,
+        connects_per_sec: n_connected as f64 / connect_secs.max(1e-9),
         rss_baseline_kib: rss_baseline,
         rss_idle_kib: rss_idle,
         kib_per_idle_connection: if n_connected > 0 {
@@ -445,100 +641,283 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         ..Summary::default()
     };
 
-    if a.mo_secs > 0 {
-        let before: ServeStats = serde_json::from_value(child.ask("stats").await?)?;
+    // Legacy HTTP units (they start with the periodic phase).
+    if let Some(http) = target.http {
+        for i in framed..units {
+            tasks.push(tokio::spawn(unit::http_unit(
+                i,
+                http,
+                Arc::clone(&shared),
+                behaviour,
+            )));
+        }
+    }
+
+    if a.periodic_secs > 0 {
+        pb.set_prefix("periodic");
+        let before = child.stats().await?;
+        let sent_before = c.mo_sent.load(Ordering::Relaxed);
         let t = Instant::now();
-        sending.store(true, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(a.mo_secs)).await;
-        let after: ServeStats = serde_json::from_value(child.ask("stats").await?)?;
+        phase_tx.send_replace(Phase::Periodic);
+        tokio::time::sleep(Duration::from_secs(a.periodic_secs)).await;
+        let after = child.stats().await?;
         let secs = t.elapsed().as_secs_f64();
-        sending.store(false, Ordering::Relaxed);
+        phase_tx.send_replace(Phase::Quiet);
+        summary.periodic_secs = secs;
+        summary.periodic_mo_sent = c.mo_sent.load(Ordering::Relaxed) - sent_before;
+        summary.periodic_mo_per_sec = (after.mo_consumed - before.mo_consumed) as f64 / secs;
+        pb.println(format!(
+            "periodic: {} MO sent, {:.0}/s onto the bus",
+            summary.periodic_mo_sent, summary.periodic_mo_per_sec
+        ));
+    }
+    if a.mo_secs > 0 && a.mo_senders > 0 {
+        pb.set_prefix("MO burst");
+        let before = child.stats().await?;
+        let t = Instant::now();
+        phase_tx.send_replace(Phase::Burst);
+        tokio::time::sleep(Duration::from_secs(a.mo_secs)).await;
+        let after = child.stats().await?;
+        let secs = t.elapsed().as_secs_f64();
+        phase_tx.send_replace(Phase::Quiet);
         summary.mo_secs = secs;
         summary.mo_messages = after.mo_consumed - before.mo_consumed;
         summary.mo_per_sec = summary.mo_messages as f64 / secs;
-        eprintln!(
-            "MO: {} in {secs:.1}s = {:.0}/s",
+        pb.println(format!(
+            "MO burst: {} in {secs:.1}s = {:.0}/s",
             summary.mo_messages, summary.mo_per_sec
-        );
+        ));
         tokio::time::sleep(Duration::from_secs(2)).await; // let the backlog drain
     }
-    if a.mt_secs > 0 {
+    if a.mt_secs > 0 && a.mt_rate > 0 && framed > 0 {
+        pb.set_prefix("MT");
         let v = child
-            .ask(&format!("mt {} {} {}", a.mt_rate, a.mt_secs, units))
+            .ask(&format!("mt {} {} {}", a.mt_rate, a.mt_secs, framed))
             .await?;
         if v.get("error").is_some() {
             bail!("serve: {v}");
         }
         summary.mt = serde_json::from_value(v)?;
-        eprintln!("MT: {:?}", summary.mt);
+        pb.println(format!("MT: {:?}", summary.mt));
     }
-    let end: ServeStats = serde_json::from_value(child.ask("stats").await?)?;
+    if a.storm_percent > 0 {
+        pb.set_prefix("storm");
+        let storm_units = (0..framed).filter(|i| i % 100 < a.storm_percent).count() as u64;
+        let before = c.reconnects.load(Ordering::Relaxed);
+        let t = tokio::time::Instant::now();
+        storm_tx.send_modify(|e| *e += 1);
+        let limit = Duration::from_secs(60);
+        while c.reconnects.load(Ordering::Relaxed) - before < storm_units && t.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let back = c.reconnects.load(Ordering::Relaxed) - before;
+        let last_ms = c.last_reconnect_ms.load(Ordering::Relaxed);
+        summary.storm_units = storm_units;
+        summary.storm_reconnected = back;
+        summary.storm_secs =
+            (last_ms as f64 / 1000.0 - t.duration_since(shared.started).as_secs_f64()).max(0.0);
+        pb.println(format!(
+            "storm: {back}/{storm_units} reconnected in {:.2}s",
+            summary.storm_secs
+        ));
+    }
+
+    pb.set_prefix("stopping");
+    let end = child.stats().await?;
     summary.held_at_end = end.units_online;
-
-    let json = serde_json::to_string_pretty(&summary)?;
-    std::fs::write(&a.out, &json)?;
-    println!("{json}");
-
-    let _ = stop_tx.send(true);
+    phase_tx.send_replace(Phase::Stop);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    drop(child.stdin);
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.proc.wait()).await;
+    ticker.abort();
+    pb.finish_and_clear();
+    child.stop().await;
+
+    summary.handshake = Percentiles::of(
+        &shared
+            .handshake_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    summary.http = Percentiles::of(&shared.http_us.lock().unwrap_or_else(|e| e.into_inner()));
+    summary.rss_peak_kib = peak.load(Ordering::Relaxed);
+    summary.errors = Errors {
+        connect: c.connect_failures.load(Ordering::Relaxed),
+        send: c.send_errors.load(Ordering::Relaxed),
+        closed_by_gateway: c.closed_by_gateway.load(Ordering::Relaxed),
+        http: c.http_errors.load(Ordering::Relaxed),
+    };
+    summary.total_secs = t_run.elapsed().as_secs_f64();
+    let json = serde_json::to_string_pretty(&summary)?;
+    std::fs::write(&a.out, &json)?;
+    println!("{json}");
     Ok(())
 }
 
-/// A connected unit: answers MT, sends a keepalive every 60 s, and, if it is one of the MO
-/// senders, sends telemetry back to back while the MO phase is on.
-async fn unit_loop(
-    u: &mut UnitConn,
-    i: u32,
-    sender: bool,
-    sending: &AtomicBool,
-    stop: &mut watch::Receiver<bool>,
-) {
-    let mut keepalive = tokio::time::interval(Duration::from_secs(60));
-    let mut poll = tokio::time::interval(Duration::from_millis(200));
-    let mut seq = 0u64;
-    loop {
-        if sender && sending.load(Ordering::Relaxed) {
-            // Back to back, but still answer MT between bursts.
-            for _ in 0..32 {
-                seq += 1;
-                if u.send_raw(&sim::telemetry(sim::now_s(), seq))
-                    .await
-                    .is_err()
-                {
-                    return;
+// ------------------------------------------------------------------------------------------
+// replay: a capture played back
+
+/// One captured unit's frames: (milliseconds from the capture's start, MO payload).
+type Script = Vec<(u64, Vec<u8>)>;
+
+async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.speed > 0.0, "--speed must be positive");
+    anyhow::ensure!(a.clones >= 1, "--clones must be at least 1");
+    let mut frames = gateway::capture::read_capture(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    if let Some(max) = a.max_frames {
+        frames.truncate(max);
+    }
+    anyhow::ensure!(!frames.is_empty(), "{}: no frames", a.file.display());
+    let t_first = frames.iter().map(|f| f.t_ms).min().unwrap_or(0);
+    // Per captured unit, in order: (offset from the capture's start, payload).
+    let mut order: Vec<String> = Vec::new();
+    let mut per_unit: HashMap<String, (bool, Script)> = HashMap::new();
+    for f in &frames {
+        let payload = f
+            .payload()
+            .with_context(|| format!("bad base64 in a frame of {}", f.imei))?;
+        let e = per_unit.entry(f.imei.clone()).or_insert_with(|| {
+            order.push(f.imei.clone());
+            (f.transport == "quic", Vec::new())
+        });
+        e.1.push(((f.t_ms - t_first).max(0) as u64, payload));
+    }
+    let captured_units = order.len() as u32;
+    let units = captured_units
+        .checked_mul(a.clones)
+        .filter(|u| *u <= MAX_UNITS)
+        .with_context(|| format!("at most {MAX_UNITS} units (captured units × clones)"))?;
+    let scripts: Vec<Arc<Script>> = order
+        .iter()
+        .map(|k| Arc::new(per_unit[k].1.clone()))
+        .collect();
+    let quic_of = |u: usize| match a.transport.as_str() {
+        "tcp" => false,
+        "quic" => true,
+        _ => per_unit[&order[u]].0,
+    };
+    let quic_units = (0..order.len()).filter(|u| quic_of(*u)).count() as u32 * a.clones;
+
+    let mut child = Child::spawn(units, false, None).await?;
+    let peak = rss_sampler(child.pid);
+    let target = child.target(quic_units)?;
+    let pb = progress(a.quiet);
+    pb.set_prefix("connect");
+    let before = child.stats().await?;
+
+    // Connect every clone first, then play all of them against one clock.
+    let gate = Arc::new(Semaphore::new(a.connect_concurrency.max(1)));
+    let mut connecting = Vec::with_capacity(units as usize);
+    for k in 0..units {
+        let (u, quic) = ((k / a.clones) as usize, quic_of((k / a.clones) as usize));
+        let permit = Arc::clone(&gate).acquire_owned().await?;
+        let target = target.clone();
+        connecting.push(tokio::spawn(async move {
+            let r = unit::connect(k, quic, &target).await;
+            drop(permit);
+            (u, r)
+        }));
+    }
+    let mut conns: Vec<(usize, UnitConn)> = Vec::with_capacity(units as usize);
+    let mut errors = Errors::default();
+    for t in connecting {
+        match t.await? {
+            (u, Ok(c)) => conns.push((u, c)),
+            (_, Err(e)) => {
+                if errors.connect < 5 {
+                    pb.println(format!("connect: {e}"));
                 }
+                errors.connect += 1;
             }
-            tokio::task::yield_now().await;
-            if let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::ZERO, u.recv()).await {
-                let _ = u.answer(&f, ReplyResult::Ok).await;
-            }
-            continue;
-        }
-        tokio::select! {
-            _ = stop.changed() => return,
-            f = u.recv() => match f {
-                Ok(Some(f)) => {
-                    if u.answer(&f, ReplyResult::Ok).await.is_err() {
-                        return;
-                    }
-                }
-                _ => {
-                    if i < 3 {
-                        eprintln!("unit {i} closed by the gateway");
-                    }
-                    return;
-                }
-            },
-            _ = keepalive.tick() => {
-                if u.keepalive().await.is_err() {
-                    return;
-                }
-            }
-            _ = poll.tick(), if sender => {}
         }
     }
+    let connected = conns.len() as u64;
+    pb.set_prefix("replay");
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let t_start = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let send_errors = Arc::new(AtomicU64::new(0));
+    let lag = Arc::new(Mutex::new(latency_histogram()));
+    let mut players = Vec::with_capacity(conns.len());
+    for (u, mut conn) in conns {
+        let script = Arc::clone(&scripts[u]);
+        let (sent, send_errors, lag) = (
+            Arc::clone(&sent),
+            Arc::clone(&send_errors),
+            Arc::clone(&lag),
+        );
+        let speed = a.speed;
+        players.push(tokio::spawn(async move {
+            for (offset_ms, payload) in script.iter() {
+                let at = start + Duration::from_secs_f64(*offset_ms as f64 / 1000.0 / speed);
+                tokio::time::sleep_until(at).await;
+                let late = tokio::time::Instant::now().saturating_duration_since(at);
+                if conn.send_raw(payload).await.is_err() {
+                    send_errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                let _ = lag
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record((late.as_micros() as u64).max(1));
+            }
+            // Keep the connection until the gateway has read everything, then leave.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = conn.close().await;
+        }));
+    }
+    let total = frames.len() as u64 * u64::from(a.clones);
+    pb.set_length(total);
+    let received = |s: &ServeStats| s.mo_consumed + s.mt_replies + s.dead_letters;
+    let base = received(&before);
+    let mut last = (0u64, Instant::now());
+    let mut got;
+    loop {
+        let now = child.stats().await?;
+        got = received(&now) - base;
+        pb.set_message(format!(
+            "sent {} | on the bus {got} of {total}",
+            sent.load(Ordering::Relaxed)
+        ));
+        let players_done = players.iter().all(|p| p.is_finished());
+        if players_done && got >= sent.load(Ordering::Relaxed) {
+            break;
+        }
+        if got != last.0 {
+            last = (got, Instant::now());
+        } else if players_done && last.1.elapsed() > Duration::from_secs(10) {
+            pb.println("replay: the bus stopped receiving");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = t_start.elapsed().as_secs_f64();
+    for p in players {
+        let _ = p.await;
+    }
+    pb.finish_and_clear();
+    child.stop().await;
+    errors.send = send_errors.load(Ordering::Relaxed);
+    let sent = sent.load(Ordering::Relaxed);
+    let summary = ReplaySummary {
+        capture: a.file.display().to_string(),
+        captured_frames: frames.len() as u64,
+        captured_units: u64::from(captured_units),
+        clones: a.clones,
+        speed: a.speed,
+        connected,
+        sent,
+        received: got,
+        secs,
+        per_sec: got as f64 / secs.max(1e-9),
+        send_lag: Percentiles::of(&lag.lock().unwrap_or_else(|e| e.into_inner())),
+        rss_peak_kib: peak.load(Ordering::Relaxed),
+        errors,
+    };
+    let json = serde_json::to_string_pretty(&summary)?;
+    std::fs::write(&a.out, &json)?;
+    println!("{json}");
+    Ok(())
 }

@@ -47,9 +47,14 @@ async fn handle(ctx: &Ctx, payload: &[u8]) {
             return;
         }
     };
-    if let Err(e) = decode_mt(env.message) {
+    let decoded = decode_mt(env.message);
+    let ty = decoded
+        .as_ref()
+        .map_or("invalid", |mt| mt.message_type().as_str());
+    metrics::counter!(m::MT_MESSAGES, "type" => ty).increment(1);
+    if let Err(e) = decoded {
         metrics::counter!(m::DECODE_ERRORS, "kind" => "mt").increment(1);
-        metrics::counter!(m::MT_MESSAGES, "type" => "invalid").increment(1);
+        metrics::counter!(m::MT_EVENTS, "event" => "invalid").increment(1);
         let out = outcome_envelope(
             env.imei,
             env.correlation_id,

@@ -45,17 +45,13 @@ pub(crate) struct Ctx {
     /// Cancelled at shutdown: listeners stop accepting.
     pub(crate) stop_accept: CancellationToken,
     pub(crate) session_tasks: TaskTracker,
+    /// Capture mode's writer (`capture_path`).
+    pub(crate) capture: Option<crate::capture::Capture>,
 }
 
 impl Ctx {
     pub(crate) fn shard_for(&self, imei: &str) -> &mpsc::Sender<ShardMsg> {
-        // FNV-1a: stable and cheap; IMEIs are already well spread.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in imei.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        &self.shards[(h % self.shards.len() as u64) as usize]
+        &self.shards[crate::shard_index(imei, self.shards.len())]
     }
 
     /// Sends to the unit's shard, waiting while it is busy (bounded queue).
@@ -187,6 +183,13 @@ impl Gateway {
             .subscribe(&[&node_topic], &format!("{MT_GROUP}.{}", config.node_id))
             .await?;
 
+        let capture = match &config.capture_path {
+            Some(path) => {
+                tracing::warn!(path = %path.display(), "capture mode: recording every MO message");
+                Some(crate::capture::Capture::open(path)?)
+            }
+            None => None,
+        };
         let ctx = Arc::new(Ctx {
             policy: config.mt.policy(),
             config,
@@ -199,6 +202,7 @@ impl Gateway {
             sessions_closing: CancellationToken::new(),
             stop_accept: CancellationToken::new(),
             session_tasks: TaskTracker::new(),
+            capture,
         });
         Ok(Self {
             ctx,
@@ -302,6 +306,9 @@ impl Gateway {
         if let Some(endpoint) = quic {
             endpoint.close(0u32.into(), b"shutdown");
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+        if let Some(capture) = ctx.capture.clone() {
+            let _ = tokio::task::spawn_blocking(move || capture.flush_blocking()).await;
         }
         tracing::info!(node = %ctx.config.node_id, "gateway stopped");
     }

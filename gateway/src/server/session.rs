@@ -75,11 +75,14 @@ where
 {
     let mut frames =
         FramedRead::with_capacity(rd, FrameCodec::new(ctx.config.max_frame), READ_BUFFER);
+    let started = Instant::now();
     let admitted = match handshake(&ctx, &mut frames, &mut wr, peer, transport).await {
         Some(a) => a,
         None => return wr,
     };
     metrics::counter!(m::HANDSHAKES, "transport" => transport.as_str()).increment(1);
+    metrics::histogram!(m::HANDSHAKE_DURATION, "transport" => transport.as_str())
+        .record(started.elapsed().as_secs_f64());
     let mut session = Session {
         imei: Arc::from(admitted.unit.imei.as_str()),
         ident: admitted.ident,
@@ -357,8 +360,15 @@ impl Session {
             ident: self.ident.as_deref(),
             message: &payload,
         };
+        if let Some(c) = &ctx.capture {
+            c.record(&self.imei, self.transport, env.received_at_ms, &payload);
+        }
+        let transport = self.transport.as_str();
+        metrics::counter!(m::MO_BYTES, "transport" => transport).increment(payload.len() as u64);
         let (topic, bytes, reply) = match codec::decode_mo(&payload) {
             Err(e) => {
+                metrics::counter!(m::MO_MESSAGES, "type" => "invalid", "transport" => transport)
+                    .increment(1);
                 metrics::counter!(m::DECODE_ERRORS, "kind" => "mo").increment(1);
                 metrics::counter!(m::DEAD_LETTERS, "queue" => QueueName::Mo.as_str()).increment(1);
                 let dl = DeadLetter::from_bus(QueueName::Mo, &env, &e);
@@ -366,7 +376,8 @@ impl Session {
             }
             Ok(msg) => {
                 let ty = msg.message_type();
-                metrics::counter!(m::MO_MESSAGES, "type" => ty.as_str()).increment(1);
+                metrics::counter!(m::MO_MESSAGES, "type" => ty.as_str(), "transport" => transport)
+                    .increment(1);
                 let mut reply = None;
                 match msg {
                     MoMessage::Reply(r) => reply = Some(r.correlation_id),

@@ -151,7 +151,7 @@ impl Shard {
         let now = Instant::now().into_std();
         let e = self.entry(&imei);
         if let Err(EnqueueError::Full(c)) = e.mt.enqueue(command, now) {
-            metrics::counter!(m::MT_MESSAGES, "type" => "refused").increment(1);
+            metrics::counter!(m::MT_EVENTS, "event" => "refused").increment(1);
             let transport = e.transport;
             let env = outcome_envelope(
                 &imei,
@@ -185,7 +185,7 @@ impl Shard {
     async fn forward(&self, imei: &str, node: &str, commands: Vec<MtCommand>) {
         let topic = node_topic(&self.ctx.config.topics, node);
         for c in commands {
-            metrics::counter!(m::MT_MESSAGES, "type" => "forwarded").increment(1);
+            metrics::counter!(m::MT_EVENTS, "event" => "forwarded").increment(1);
             let env = mt_envelope(imei, c.correlation_id, c.created_at_ms, &c.message);
             if let Err(e) = self
                 .ctx
@@ -277,16 +277,16 @@ impl Shard {
         for ev in events {
             match ev {
                 MtEvent::Sent { .. } => {
-                    metrics::counter!(m::MT_MESSAGES, "type" => "sent").increment(1);
+                    metrics::counter!(m::MT_EVENTS, "event" => "sent").increment(1);
                 }
                 MtEvent::Settled { .. } => {
-                    metrics::counter!(m::MT_MESSAGES, "type" => "settled").increment(1);
+                    metrics::counter!(m::MT_EVENTS, "event" => "settled").increment(1);
                 }
                 MtEvent::Unreachable {
                     correlation_id,
                     attempts,
                 } => {
-                    metrics::counter!(m::MT_MESSAGES, "type" => "unreachable").increment(1);
+                    metrics::counter!(m::MT_EVENTS, "event" => "unreachable").increment(1);
                     let fallback = Arc::clone(&self.ctx.deps.fallback);
                     let imei = Arc::clone(imei);
                     // The fallback may send an SMS: never let it stall the shard.
@@ -295,7 +295,7 @@ impl Shard {
                     });
                 }
                 MtEvent::Expired { command, sends } => {
-                    metrics::counter!(m::MT_MESSAGES, "type" => "expired").increment(1);
+                    metrics::counter!(m::MT_EVENTS, "event" => "expired").increment(1);
                     let env = outcome_envelope(
                         imei,
                         command.correlation_id,
@@ -323,7 +323,7 @@ impl Shard {
         let units: Vec<_> = self.units.drain().collect();
         for (imei, mut e) in units {
             for c in e.mt.drain() {
-                metrics::counter!(m::MT_MESSAGES, "type" => "handed_back").increment(1);
+                metrics::counter!(m::MT_EVENTS, "event" => "handed_back").increment(1);
                 let env = mt_envelope(&imei, c.correlation_id, c.created_at_ms, &c.message);
                 if let Err(err) = self
                     .ctx

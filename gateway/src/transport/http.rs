@@ -102,11 +102,17 @@ async fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Arc<str>, Respon
 
 async fn publish_mo(ctx: &Ctx, imei: &str, message: &[u8]) -> Result<(), Response> {
     let ty = codec::decode_mo(message).map(|m| m.message_type().as_str());
-    metrics::counter!(m::MO_MESSAGES, "type" => ty.unwrap_or("invalid")).increment(1);
+    metrics::counter!(m::MO_MESSAGES, "type" => ty.unwrap_or("invalid"), "transport" => "http")
+        .increment(1);
+    metrics::counter!(m::MO_BYTES, "transport" => "http").increment(message.len() as u64);
+    let received_at_ms = crate::unix_ms();
+    if let Some(c) = &ctx.capture {
+        c.record(imei, Transport::Http, received_at_ms, message);
+    }
     let env = encode_bus_envelope(&BusEnvelope {
         imei,
         correlation_id: CorrelationId(rand::random()),
-        received_at_ms: crate::unix_ms(),
+        received_at_ms,
         transport: Transport::Http,
         ident: None,
         message,
@@ -256,7 +262,7 @@ async fn rc_data_get(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Respons
     }
     let body = encode_rc_settings(&settings);
     for (correlation_id, result) in outcomes {
-        metrics::counter!(m::MT_MESSAGES, "type" => "http").increment(1);
+        metrics::counter!(m::MT_EVENTS, "event" => "http").increment(1);
         let info = if result == ReplyResult::Ok {
             "delivered over HTTP GET /rc_data"
         } else {

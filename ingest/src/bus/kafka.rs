@@ -153,14 +153,14 @@ impl Bus for KafkaBus {
         // the delivery itself is bounded by `message.timeout.ms`.
         match self.producer.send(record, Timeout::Never).await {
             Ok(_) => {
-                metrics::counter!("smartsolar_bus_published_total", "bus" => "kafka", "topic" => topic.to_owned())
+                metrics::counter!(crate::metrics::BUS_PUBLISHED, "bus" => "kafka", "topic" => topic.to_owned())
                     .increment(1);
-                metrics::histogram!("smartsolar_bus_publish_seconds", "bus" => "kafka")
+                metrics::histogram!(crate::metrics::BUS_PUBLISH_DURATION, "bus" => "kafka")
                     .record(started.elapsed().as_secs_f64());
                 Ok(())
             }
             Err((e, _msg)) => {
-                metrics::counter!("smartsolar_bus_publish_errors_total", "bus" => "kafka", "topic" => topic.to_owned())
+                metrics::counter!(crate::metrics::BUS_PUBLISH_ERRORS, "bus" => "kafka", "topic" => topic.to_owned())
                     .increment(1);
                 Err(broker(e))
             }
@@ -186,6 +186,7 @@ impl Bus for KafkaBus {
         consumer.subscribe(topics).map_err(broker)?;
         Ok(Box::new(KafkaConsumer {
             inner: Arc::new(consumer),
+            group: group.to_owned(),
         }))
     }
 }
@@ -193,6 +194,8 @@ impl Bus for KafkaBus {
 /// A member of a consumer group on Kafka.
 struct KafkaConsumer {
     inner: Arc<StreamConsumer>,
+    /// The group name, for metric labels.
+    group: String,
 }
 
 #[async_trait]
@@ -206,7 +209,7 @@ impl Consumer for KafkaConsumer {
             partition: u32::try_from(m.partition()).unwrap_or_default(),
             offset: u64::try_from(m.offset()).unwrap_or_default(),
         };
-        metrics::counter!("smartsolar_bus_delivered_total", "bus" => "kafka", "topic" => d.topic.clone())
+        metrics::counter!(crate::metrics::BUS_DELIVERED, "bus" => "kafka", "topic" => d.topic.clone(), "group" => self.group.clone())
             .increment(1);
         Ok(d)
     }
@@ -228,7 +231,7 @@ impl Consumer for KafkaConsumer {
             .await
             .map_err(|e| BusError::Broker(format!("commit task: {e}")))?
             .map_err(broker)?;
-        metrics::counter!("smartsolar_bus_committed_total", "bus" => "kafka", "topic" => delivery.topic.clone())
+        metrics::counter!(crate::metrics::BUS_COMMITTED, "bus" => "kafka", "topic" => delivery.topic.clone(), "group" => self.group.clone())
             .increment(1);
         Ok(())
     }

@@ -240,14 +240,14 @@ impl Bus for MemoryBus {
                     part.log
                         .push_back(entry.take().expect("entry is published once"));
                     drop(st);
-                    metrics::counter!("smartsolar_bus_published_total", "bus" => "memory", "topic" => topic.to_owned())
+                    metrics::counter!(crate::metrics::BUS_PUBLISHED, "bus" => "memory", "topic" => topic.to_owned())
                         .increment(1);
                     sh.data.notify_waiters();
                     return Ok(());
                 }
             }
             if !waited {
-                metrics::counter!("smartsolar_bus_publish_waits_total", "bus" => "memory", "topic" => topic.to_owned())
+                metrics::counter!(crate::metrics::BUS_PUBLISH_WAITS, "bus" => "memory", "topic" => topic.to_owned())
                     .increment(1);
                 waited = true;
             }
@@ -362,7 +362,7 @@ impl Consumer for MemoryConsumer {
                 }
                 if let Some(d) = self.try_take(&mut st) {
                     drop(st);
-                    metrics::counter!("smartsolar_bus_delivered_total", "bus" => "memory", "topic" => d.topic.clone())
+                    metrics::counter!(crate::metrics::BUS_DELIVERED, "bus" => "memory", "topic" => d.topic.clone(), "group" => self.group.clone())
                         .increment(1);
                     return Ok(d);
                 }
@@ -400,7 +400,7 @@ impl Consumer for MemoryConsumer {
         }
         let trimmed = t.trim(p);
         drop(st);
-        metrics::counter!("smartsolar_bus_committed_total", "bus" => "memory", "topic" => delivery.topic.clone())
+        metrics::counter!(crate::metrics::BUS_COMMITTED, "bus" => "memory", "topic" => delivery.topic.clone(), "group" => self.group.clone())
             .increment(1);
         if trimmed {
             sh.space.notify_waiters();

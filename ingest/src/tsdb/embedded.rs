@@ -311,11 +311,11 @@ impl Embedded {
         }
         let r = self.inner.apply(points);
         let values: usize = points.iter().map(|p| p.fields.len()).sum();
-        metrics::counter!("smartsolar_tsdb_points_written_total", "backend" => "embedded")
+        metrics::counter!(crate::metrics::TSDB_POINTS_WRITTEN, "backend" => "embedded")
             .increment(points.len() as u64);
-        metrics::counter!("smartsolar_tsdb_values_written_total", "backend" => "embedded")
+        metrics::counter!(crate::metrics::TSDB_VALUES_WRITTEN, "backend" => "embedded")
             .increment(values as u64);
-        metrics::histogram!("smartsolar_tsdb_write_seconds", "backend" => "embedded")
+        metrics::histogram!(crate::metrics::TSDB_WRITE_DURATION, "backend" => "embedded")
             .record(started.elapsed().as_secs_f64());
         r
     }
@@ -378,7 +378,7 @@ impl Embedded {
             }
         };
         drop(shard);
-        metrics::histogram!("smartsolar_tsdb_query_seconds", "backend" => "embedded")
+        metrics::histogram!(crate::metrics::TSDB_QUERY_DURATION, "backend" => "embedded")
             .record(started.elapsed().as_secs_f64());
         Ok(result_for(q, times, columns))
     }

@@ -315,9 +315,9 @@ fn json_value(v: serde_json::Value) -> Option<FieldValue> {
     }
 }
 
-#[async_trait]
-impl TimeSeries for Influx {
-    async fn write(&self, points: &[Point]) -> Result<(), TsdbError> {
+impl Influx {
+    /// Writes `points`, one request per retention policy.
+    async fn write_points(&self, points: &[Point]) -> Result<(), TsdbError> {
         // One body per retention policy, in first-seen order.
         let mut bodies: BTreeMap<Option<&'static str>, Vec<&Point>> = BTreeMap::new();
         for p in points {
@@ -344,7 +344,7 @@ impl TimeSeries for Influx {
                 .await
                 .map_err(unavailable)?;
             let status = resp.status();
-            metrics::histogram!("smartsolar_tsdb_write_seconds", "backend" => "influx")
+            metrics::histogram!(crate::metrics::TSDB_WRITE_DURATION, "backend" => "influx")
                 .record(started.elapsed().as_secs_f64());
             if !status.is_success() {
                 let text = resp.text().await.unwrap_or_default();
@@ -355,9 +355,21 @@ impl TimeSeries for Influx {
                 });
             }
         }
-        metrics::counter!("smartsolar_tsdb_points_written_total", "backend" => "influx")
+        metrics::counter!(crate::metrics::TSDB_POINTS_WRITTEN, "backend" => "influx")
             .increment(points.len() as u64);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl TimeSeries for Influx {
+    async fn write(&self, points: &[Point]) -> Result<(), TsdbError> {
+        let result = self.write_points(points).await;
+        if result.is_err() {
+            metrics::counter!(crate::metrics::TSDB_WRITE_ERRORS, "backend" => "influx")
+                .increment(1);
+        }
+        result
     }
 
     async fn query(&self, q: &Query) -> Result<QueryResult, TsdbError> {
@@ -375,7 +387,7 @@ impl TimeSeries for Influx {
             .map_err(unavailable)?;
         let status = resp.status();
         let text = resp.text().await.map_err(unavailable)?;
-        metrics::histogram!("smartsolar_tsdb_query_seconds", "backend" => "influx")
+        metrics::histogram!(crate::metrics::TSDB_QUERY_DURATION, "backend" => "influx")
             .record(started.elapsed().as_secs_f64());
         if status.is_server_error() {
             return Err(TsdbError::Unavailable(format!("{status}: {text:.200}")));

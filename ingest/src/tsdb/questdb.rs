@@ -247,8 +247,10 @@ impl TimeSeries for QuestDb {
             self.config.timeout_ms
         );
         let points = points.to_vec();
+        let n = points.len() as u64;
+        let started = std::time::Instant::now();
         // questdb-rs's sender is blocking.
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let mut sender = questdb::ingress::Sender::from_conf(&conf)
                 .map_err(|e| TsdbError::Unavailable(e.to_string()))?;
             let mut buf = sender.new_buffer();
@@ -258,7 +260,19 @@ impl TimeSeries for QuestDb {
                 .map_err(|e| TsdbError::Unavailable(e.to_string()))
         })
         .await
-        .map_err(|e| TsdbError::Backend(format!("write task: {e}")))?
+        .map_err(|e| TsdbError::Backend(format!("write task: {e}")))
+        .and_then(|r| r);
+        metrics::histogram!(crate::metrics::TSDB_WRITE_DURATION, "backend" => "questdb")
+            .record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(()) => {
+                metrics::counter!(crate::metrics::TSDB_POINTS_WRITTEN, "backend" => "questdb")
+                    .increment(n)
+            }
+            Err(_) => metrics::counter!(crate::metrics::TSDB_WRITE_ERRORS, "backend" => "questdb")
+                .increment(1),
+        }
+        result
     }
 
     #[cfg(not(feature = "questdb"))]

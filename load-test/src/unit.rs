@@ -1,0 +1,363 @@
+//! What one simulated unit does, and the legacy HTTP units.
+//!
+//! A framed unit (TCP or QUIC) connects and says hello, then, depending on the run's phase:
+//! - `Quiet`: keepalives every 60 s, answers MT commands;
+//! - `Periodic`: also a status report (with its DCM balance), a telemetry batch and an event
+//!   log on their own periods, each unit starting at a random offset so the fleet is spread;
+//! - `Burst`: the designated MO senders send telemetry back to back (throughput);
+//! - a reconnect storm: the units chosen for it drop the connection and reconnect at once.
+//!
+//! MT answers: a payment command changes the unit's balance and the reply carries the new
+//! balance and expected expiry (what DCM reads); other commands are answered by
+//! `gateway::sim::UnitConn::answer` (reply, plus a command response or a status report).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use codec::legacy::basic_auth;
+use codec::mo::{MtReply, ReplyResult, StatusReport};
+use codec::{decode_mt, MoMessage, MtMessage};
+use gateway::sim::{self, UnitConn};
+use load_test::{device_key, imei};
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// What the fleet is asked to do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Quiet,
+    Periodic,
+    Burst,
+    Stop,
+}
+
+/// Counters every unit task updates.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Units connected now.
+    pub(crate) online: AtomicU64,
+    /// Handshakes done (reconnects included).
+    pub(crate) handshakes: AtomicU64,
+    /// Units that gave up connecting.
+    pub(crate) connect_failures: AtomicU64,
+    /// Handshakes done after a storm disconnect.
+    pub(crate) reconnects: AtomicU64,
+    /// Milliseconds since the run started at the last reconnect.
+    pub(crate) last_reconnect_ms: AtomicU64,
+    pub(crate) mo_sent: AtomicU64,
+    pub(crate) mt_answered: AtomicU64,
+    pub(crate) send_errors: AtomicU64,
+    pub(crate) closed_by_gateway: AtomicU64,
+    pub(crate) http_requests: AtomicU64,
+    pub(crate) http_errors: AtomicU64,
+}
+
+/// What all unit tasks share.
+pub(crate) struct Shared {
+    pub(crate) counters: Counters,
+    /// Connect + handshake latency, µs.
+    pub(crate) handshake_us: Mutex<hdrhistogram::Histogram<u64>>,
+    /// Legacy HTTP request latency, µs.
+    pub(crate) http_us: Mutex<hdrhistogram::Histogram<u64>>,
+    pub(crate) phase: watch::Receiver<Phase>,
+    /// Incremented to start a reconnect storm.
+    pub(crate) storm: watch::Receiver<u64>,
+    pub(crate) started: Instant,
+}
+
+/// Where the gateway listens.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) tcp: SocketAddr,
+    pub(crate) quic: SocketAddr,
+    pub(crate) http: Option<SocketAddr>,
+    /// QUIC client endpoints (one UDP socket per 2,000 units).
+    pub(crate) endpoints: Vec<quinn::Endpoint>,
+}
+
+/// Periods of the realistic behaviour.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Behaviour {
+    pub(crate) status: Duration,
+    pub(crate) telemetry: Duration,
+    pub(crate) event: Duration,
+}
+
+/// One framed unit's configuration.
+pub(crate) struct UnitSpec {
+    pub(crate) i: u32,
+    pub(crate) quic: bool,
+    /// Sends back to back in the `Burst` phase.
+    pub(crate) sender: bool,
+    /// Drops and reconnects in a storm.
+    pub(crate) in_storm: bool,
+}
+
+fn record(h: &Mutex<hdrhistogram::Histogram<u64>>, d: Duration) {
+    let us = (d.as_micros() as u64).max(1);
+    let _ = h.lock().unwrap_or_else(|e| e.into_inner()).record(us);
+}
+
+enum End {
+    Stop,
+    Storm,
+    Closed,
+}
+
+/// Opens a connection and completes the handshake.
+pub(crate) async fn connect(i: u32, quic: bool, target: &Target) -> Result<UnitConn, String> {
+    let conn = async {
+        let mut u = if quic {
+            let ep = &target.endpoints[(i as usize) % target.endpoints.len()];
+            UnitConn::quic(ep, target.quic).await?
+        } else {
+            UnitConn::tcp(target.tcp).await?
+        };
+        u.handshake(Some(&imei(i)), &device_key(i)).await?;
+        Ok::<_, sim::SimError>(u)
+    };
+    match tokio::time::timeout(Duration::from_secs(60), conn).await {
+        Ok(Ok(u)) => Ok(u),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// A framed unit for the whole run.
+pub(crate) async fn framed_unit(
+    spec: UnitSpec,
+    target: Target,
+    shared: Arc<Shared>,
+    behaviour: Behaviour,
+    mut permit: Option<OwnedSemaphorePermit>,
+) {
+    let c = &shared.counters;
+    let mut reconnecting = false;
+    let mut balance: i64 = 432_000 - i64::from(spec.i % 1000) * 60;
+    loop {
+        let t = Instant::now();
+        let mut u = match connect(spec.i, spec.quic, &target).await {
+            Ok(u) => u,
+            Err(e) => {
+                if c.connect_failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                    eprintln!("unit {}: {e}", spec.i);
+                }
+                return;
+            }
+        };
+        record(&shared.handshake_us, t.elapsed());
+        permit.take();
+        c.handshakes.fetch_add(1, Ordering::Relaxed);
+        c.online.fetch_add(1, Ordering::Relaxed);
+        if reconnecting {
+            c.reconnects.fetch_add(1, Ordering::Relaxed);
+            c.last_reconnect_ms.fetch_max(
+                shared.started.elapsed().as_millis() as u64,
+                Ordering::Relaxed,
+            );
+        }
+        let end = session(&spec, &mut u, &shared, behaviour, &mut balance).await;
+        c.online.fetch_sub(1, Ordering::Relaxed);
+        u.abort();
+        match end {
+            End::Storm => reconnecting = true,
+            End::Stop => return,
+            End::Closed => {
+                c.closed_by_gateway.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+fn status_report(time: u64, balance: i64) -> Vec<u8> {
+    codec::mo_to_vec(&MoMessage::StatusReport(StatusReport {
+        time: Some(time),
+        enabled: Some(balance > 0),
+        tamper_enabled: Some(true),
+        tamper_triggered: Some(false),
+        software_version: Some("3.6a"),
+        energy_limit: Some(120.5),
+        capacity_limit: Some(80.0),
+        balance: Some(balance),
+        expected_expiry: Some(time + balance.max(0) as u64),
+    }))
+}
+
+/// Answers one MT frame; payment commands move the balance.
+async fn answer(u: &mut UnitConn, frame: &[u8], balance: &mut i64) -> Result<(), sim::SimError> {
+    if let Ok(MtMessage::PaymentCommands(p)) = decode_mt(frame) {
+        for cmd in p.commands.iter() {
+            *balance = balance.saturating_add(cmd.value);
+        }
+        let now = sim::now_s();
+        return u
+            .send_mo(&MoMessage::Reply(MtReply {
+                correlation_id: p.correlation_id,
+                result: ReplyResult::Ok,
+                info: None,
+                balance: Some(*balance),
+                expected_expiry: Some(now + (*balance).max(0) as u64),
+            }))
+            .await;
+    }
+    u.answer(frame, ReplyResult::Ok).await.map(|_| ())
+}
+
+fn periodic(period: Duration) -> tokio::time::Interval {
+    let offset = period.mul_f64(rand::random::<f64>());
+    let mut i = tokio::time::interval_at(Instant::now() + offset, period);
+    i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    i
+}
+
+async fn session(
+    spec: &UnitSpec,
+    u: &mut UnitConn,
+    shared: &Shared,
+    b: Behaviour,
+    balance: &mut i64,
+) -> End {
+    let c = &shared.counters;
+    let mut phase = shared.phase.clone();
+    let mut storm = shared.storm.clone();
+    storm.borrow_and_update();
+    let mut keepalive = tokio::time::interval(Duration::from_secs(60));
+    let mut status = periodic(b.status);
+    let mut telemetry = periodic(b.telemetry);
+    let mut event = periodic(b.event);
+    let mut seq = 0u64;
+    loop {
+        let ph = *phase.borrow_and_update();
+        if ph == Phase::Stop {
+            return End::Stop;
+        }
+        if ph == Phase::Burst && spec.sender {
+            for _ in 0..32 {
+                seq += 1;
+                if u.send_raw(&sim::telemetry(sim::now_s(), seq))
+                    .await
+                    .is_err()
+                {
+                    c.send_errors.fetch_add(1, Ordering::Relaxed);
+                    return End::Closed;
+                }
+            }
+            c.mo_sent.fetch_add(32, Ordering::Relaxed);
+            tokio::task::yield_now().await;
+            if let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::ZERO, u.recv()).await {
+                if answer(u, &f, balance).await.is_ok() {
+                    c.mt_answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            continue;
+        }
+        let on = ph == Phase::Periodic;
+        let out = tokio::select! {
+            _ = phase.changed() => continue,
+            r = storm.changed(), if spec.in_storm => {
+                if r.is_ok() {
+                    return End::Storm;
+                }
+                continue;
+            }
+            f = u.recv() => match f {
+                Ok(Some(f)) => {
+                    match answer(u, &f, balance).await {
+                        Ok(()) => c.mt_answered.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => return End::Closed,
+                    };
+                    continue;
+                }
+                _ => {
+                    // The gateway closed; during shutdown that is expected.
+                    return if *phase.borrow() == Phase::Stop { End::Stop } else { End::Closed };
+                }
+            },
+            _ = keepalive.tick() => None,
+            _ = status.tick(), if on => {
+                // Credit runs down between reports (seconds of credit).
+                *balance -= b.status.as_secs() as i64;
+                Some(status_report(sim::now_s(), *balance))
+            }
+            _ = telemetry.tick(), if on => {
+                seq += 1;
+                Some(sim::telemetry(sim::now_s(), seq))
+            }
+            _ = event.tick(), if on => Some(sim::event_log(sim::now_s(), "Above RV")),
+        };
+        let sent = match out {
+            None => u.keepalive().await,
+            Some(mo) => {
+                let r = u.send_raw(&mo).await;
+                if r.is_ok() {
+                    c.mo_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                r
+            }
+        };
+        if sent.is_err() {
+            c.send_errors.fetch_add(1, Ordering::Relaxed);
+            return End::Closed;
+        }
+    }
+}
+
+/// A legacy HTTP unit: every `status` period it uploads its status (`POST /rc_data`) and its
+/// telemetry (`POST /rm_data`), and polls its settings (`GET /rc_data`); until `Stop`.
+pub(crate) async fn http_unit(i: u32, addr: SocketAddr, shared: Arc<Shared>, b: Behaviour) {
+    let c = &shared.counters;
+    let who = imei(i);
+    let auth = basic_auth(&who, &device_key(i));
+    let mut phase = shared.phase.clone();
+    let mut tick = periodic(b.status);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = phase.changed() => {}
+            _ = tick.tick() => {}
+        }
+        if *phase.borrow_and_update() == Phase::Stop {
+            return;
+        }
+        n += 1;
+        let now = sim::now_s();
+        let status = format!(
+            r#"{{"imei":"{who}","time":{now},"enabled":true,"balance":{},"connection":{{"mcc":639,"mnc":2,"cells":[{{"lac":1,"cid":{i},"signal":-71}}]}}}}"#,
+            432_000 - n * 60
+        );
+        let telemetry = format!(
+            r#"{{"imei":"{who}","fields":{{"voltage":[[{now},12.9]],"current":[[{now},1.25]],"pulse_count":[[{now},{n}]]}}}}"#
+        );
+        let requests: [(&str, &str, Option<&[u8]>); 3] = [
+            ("POST", "/rc_data", Some(status.as_bytes())),
+            ("POST", "/rm_data", Some(telemetry.as_bytes())),
+            ("GET", "/rc_data", None),
+        ];
+        for (method, path, body) in requests {
+            let t = Instant::now();
+            let r = tokio::time::timeout(
+                Duration::from_secs(30),
+                sim::http_request(addr, method, path, Some(&auth), body),
+            )
+            .await;
+            c.http_requests.fetch_add(1, Ordering::Relaxed);
+            match r {
+                Ok(Ok((200, _))) => record(&shared.http_us, t.elapsed()),
+                Ok(Ok((status, body))) => {
+                    if c.http_errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!(
+                            "http unit {i}: {method} {path}: {status} {}",
+                            String::from_utf8_lossy(&body)
+                        );
+                    }
+                }
+                _ => {
+                    c.http_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
