@@ -161,7 +161,7 @@ pub(crate) async fn run(config: Config, roles: Roles, shutdown: CancellationToke
         });
     }
     if roles.api {
-        tasks.spawn(expire_sms(state.clone(), shutdown.clone()));
+        tasks.spawn(maintenance(state.clone(), shutdown.clone()));
         let worker = control_plane::webhooks::spawn_worker(
             state.clone(),
             shutdown.clone().cancelled_owned(),
@@ -194,9 +194,13 @@ pub(crate) async fn run(config: Config, roles: Roles, shutdown: CancellationToke
     result
 }
 
-/// Marks WAKEUP SMS that were not delivered within their timeout as
-/// `Expired`, once a minute.
-async fn expire_sms(state: AppState, shutdown: CancellationToken) -> Result<()> {
+/// How long the record of an applied MO is kept for deduplication: far
+/// longer than any redelivery of the same message by the bus.
+const APPLIED_MO_RETENTION_DAYS: i64 = 7;
+
+/// Once a minute: marks WAKEUP SMS not delivered within their timeout as
+/// `Expired`, and forgets applied-MO records past their retention.
+async fn maintenance(state: AppState, shutdown: CancellationToken) -> Result<()> {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -218,6 +222,11 @@ async fn expire_sms(state: AppState, shutdown: CancellationToken) -> Result<()> 
             Ok(n) => tracing::info!(expired = n, "undelivered SMS expired"),
             // A database hiccup is retried on the next tick.
             Err(e) => tracing::warn!(error = %e, "expiring undelivered SMS failed"),
+        }
+        let before =
+            control_plane::values::now() - chrono::Duration::days(APPLIED_MO_RETENTION_DAYS);
+        if let Err(e) = control_plane::rtc::prune_applied(&state.db, before).await {
+            tracing::warn!(error = %e, "pruning applied-MO records failed");
         }
     }
 }
