@@ -69,7 +69,7 @@ for backend in sqlite postgres; do
   SMARTSOLAR_DATABASE_URL=$url "$bin" migrate >/dev/null 2>&1
   if [ $backend = sqlite ]; then seed_sqlite "$work/perf.db"; else seed_postgres "$url"; fi
   SMARTSOLAR_DATABASE_URL=$url SMARTSOLAR_HTTP_ADDR=127.0.0.1:$port SMARTSOLAR_ADMIN_USER=perf@example.com \
-    SMARTSOLAR_ADMIN_PASSWORD=perf-password RUST_LOG=warn "$bin" serve &
+    SMARTSOLAR_ADMIN_PASSWORD=perf-password SMARTSOLAR_DATA_DIR="$work/data" RUST_LOG=warn "$bin" control-plane &
   pid=$!
   for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/v1/home" >/dev/null && break; sleep 0.2; done
   token=$(curl -s -d username=perf@example.com -d password=perf-password "http://127.0.0.1:$port/v1/auth/login" |

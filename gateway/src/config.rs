@@ -110,7 +110,7 @@ impl Default for GatewayConfig {
             node_id: "gw1".into(),
             quic_listen: Some(([0, 0, 0, 0], 4433).into()),
             tcp_listen: Some(([0, 0, 0, 0], 4434).into()),
-            http_listen: Some(([0, 0, 0, 0], 8088).into()),
+            http_listen: Some(([0, 0, 0, 0], 8089).into()),
             tls_cert_path: None,
             tls_key_path: None,
             tcp_tls: false,
