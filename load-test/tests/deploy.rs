@@ -122,7 +122,7 @@ fn names_follow_the_scheme() {
     for n in documented() {
         let component = n.split('_').nth(1).unwrap_or_default();
         assert!(
-            ["gateway", "bus", "ingest", "tsdb", "http", "db", "webhook", "dead", "rtc"]
+            ["gateway", "bus", "ingest", "tsdb", "http", "db", "webhook", "dead", "dcm", "rtc"]
                 .contains(&component),
             "{n}: unknown component"
         );

@@ -125,6 +125,13 @@ fn parse_command(body: Json) -> Result<NewCommand, ApiError> {
     }
 }
 
+/// Counts a payment-command request by category and outcome (after commit
+/// for accepted ones, so a rolled-back transaction is never counted).
+fn count_command(category: &'static str, outcome: &'static str) {
+    metrics::counter!("smartsolar_dcm_payment_commands_total", "category" => category, "outcome" => outcome)
+        .increment(1);
+}
+
 async fn add_payment_command(
     State(state): State<AppState>,
     user: AuthUser,
@@ -143,8 +150,10 @@ async fn add_payment_command(
         &user.visibility,
         state.clock.now(),
     )
-    .await?;
+    .await
+    .inspect_err(|_| count_command(command.category.as_str(), "rejected"))?;
     tx.commit().await?;
+    count_command(stored.category.as_str(), "accepted");
     // RTC: deliver the new command to the unit now (after commit; a failure is
     // logged, the command stays pending and goes with the next push).
     crate::rtc::mt::push_pending_after_commit(&state, &imei).await;
@@ -182,8 +191,10 @@ async fn force_reset(
         &user.visibility,
         state.clock.now(),
     )
-    .await?;
+    .await
+    .inspect_err(|_| count_command("force-reset", "rejected"))?;
     tx.commit().await?;
+    count_command("force-reset", "accepted");
     // RTC: tell the unit now (after commit; a failure is logged).
     crate::rtc::mt::push_pending_after_commit(&state, &imei).await;
     tracing::info!(
