@@ -29,6 +29,7 @@ both_backends!(
     reports_telemetry_cells_and_dead_letters,
     unknown_units_are_refused_and_offline_units_get_a_wakeup,
     rtc_endpoints,
+    a_reported_energy_limit_confirms_the_pending_parameter,
 );
 
 /// A unit's device key (24 characters, unique like the column).
@@ -757,4 +758,43 @@ async fn rtc_endpoints(backend: Backend) {
     assert_eq!(s, StatusCode::FORBIDDEN);
     unit.close().await.unwrap();
     rig.stop().await;
+}
+
+/// A pending `energy_limit` parameter becomes active when the unit reports
+/// it runs that limit; a report of another value leaves it pending.
+async fn a_reported_energy_limit_confirms_the_pending_parameter(backend: Backend) {
+    let rig = Rig::start(backend, |_| {}).await;
+    let imei = "013777946874109";
+    rig.product(imei, true).await;
+    let type_id = rig
+        .server
+        .seed(
+            "parameter_type",
+            json!({"name": "energy_limit", "data_type": "float", "repeatable": false, "setting": true}),
+        )
+        .await;
+    rig.server
+        .seed(
+            "product_parameter",
+            json!({"product_imei": imei, "parameter_type_id": type_id, "status": "pending",
+                   "value": "42.5", "date_removed": null}),
+        )
+        .await;
+    let mut unit = rig.unit(imei).await;
+    let report = |limit: f64| StatusReport {
+        energy_limit: Some(limit),
+        ..status(false, None)
+    };
+    unit.send_mo(&MoMessage::StatusReport(report(40.0)))
+        .await
+        .unwrap();
+    unit.send_mo(&MoMessage::StatusReport(report(42.5)))
+        .await
+        .unwrap();
+    let rows = rig
+        .wait_rows("the parameter confirmed", "product_parameter", imei, |r| {
+            r.len() == 1 && r[0]["status"] == "active"
+        })
+        .await;
+    assert_eq!(rows[0]["value"], json!("42.5"));
 }
