@@ -189,7 +189,26 @@ pub struct UserRecord {
 
 /// Loads a user by username.
 pub async fn find_user(db: &Db, username: &str) -> Result<Option<UserRecord>, DbError> {
-    let columns = [
+    let columns = user_columns();
+    let stmt = Query::select()
+        .columns(
+            columns
+                .iter()
+                .map(|c| (Alias::new("user"), Alias::new(&c.name))),
+        )
+        .from(Alias::new("user"))
+        .and_where(Expr::col(Alias::new("username")).eq(username))
+        .to_owned();
+    let refs: Vec<&Column> = columns.iter().collect();
+    Ok(db
+        .fetch_optional(&stmt, &refs)
+        .await?
+        .map(|row| user_from_row(&row)))
+}
+
+/// The `user` columns the login and token paths read, in select order.
+fn user_columns() -> [Column; 10] {
+    [
         col("user_id", ColumnType::Int),
         col("username", ColumnType::String),
         col("password", ColumnType::String),
@@ -200,16 +219,11 @@ pub async fn find_user(db: &Db, username: &str) -> Result<Option<UserRecord>, Db
         col("name", ColumnType::String),
         col("hub_id", ColumnType::Int),
         col("shop_id", ColumnType::Int),
-    ];
-    let stmt = Query::select()
-        .columns(columns.iter().map(|c| Alias::new(&c.name)))
-        .from(Alias::new("user"))
-        .and_where(Expr::col(Alias::new("username")).eq(username))
-        .to_owned();
-    let refs: Vec<&Column> = columns.iter().collect();
-    let Some(row) = db.fetch_optional(&stmt, &refs).await? else {
-        return Ok(None);
-    };
+    ]
+}
+
+/// A user record from a row with [`user_columns`].
+fn user_from_row(row: &crate::db::Row) -> UserRecord {
     let text = |k: &str| row.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let int = |k: &str| row.get(k).and_then(|v| v.as_i64());
     let permissions = text("permissions")
@@ -221,7 +235,7 @@ pub async fn find_user(db: &Db, username: &str) -> Result<Option<UserRecord>, Db
         // An ENTITY user without an entity sees no products at all.
         _ => Visibility::Entity(entity_id.unwrap_or(-1)),
     };
-    Ok(Some(UserRecord {
+    UserRecord {
         user: AuthUser {
             user_id: int("user_id").unwrap_or_default(),
             username: text("username").unwrap_or_default(),
@@ -234,7 +248,7 @@ pub async fn find_user(db: &Db, username: &str) -> Result<Option<UserRecord>, Db
         name: text("name"),
         hub_id: int("hub_id"),
         shop_id: int("shop_id"),
-    }))
+    }
 }
 
 /// Stores a new token for a user and returns its expiry.
@@ -282,18 +296,16 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
             return Ok(cached.user.clone());
         }
     }
-    let columns = [
-        col("user_id", ColumnType::Int),
-        col("expires_at", ColumnType::Datetime),
-        col("username", ColumnType::String),
-    ];
+    // One query on a cache miss: the token's expiry and its user's record.
+    let mut columns = user_columns().to_vec();
+    columns.push(col("expires_at", ColumnType::Datetime));
     let stmt = Query::select()
-        .expr(Expr::col((Alias::new("api_token"), Alias::new("user_id"))))
-        .expr(Expr::col((
-            Alias::new("api_token"),
-            Alias::new("expires_at"),
-        )))
-        .expr(Expr::col((Alias::new("user"), Alias::new("username"))))
+        .columns(
+            user_columns()
+                .iter()
+                .map(|c| (Alias::new("user"), Alias::new(&c.name))),
+        )
+        .column((Alias::new("api_token"), Alias::new("expires_at")))
         .from(Alias::new("api_token"))
         .inner_join(
             Alias::new("user"),
@@ -319,11 +331,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
             "Your token has expired; log in again".into(),
         ));
     }
-    let username = row
-        .get("username")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    let record = find_user(&state.db, username).await?.ok_or_else(invalid)?;
+    let record = user_from_row(&row);
     let new_expiry = now + Duration::seconds(state.config.token_ttl_secs);
     let expires_at = if new_expiry - expires_at >= Duration::seconds(REFRESH_SECS) {
         let mut tx = state.db.begin().await?;

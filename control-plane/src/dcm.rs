@@ -355,10 +355,18 @@ async fn cycle(tx: &mut Tx, imei: &str) -> Result<Vec<PaymentCommand>, DbError> 
     stmt.and_where(Expr::col(a("product_imei")).eq(imei))
         .and_where(Expr::col(a("void")).eq(false))
         .order_by(a("payment_command_id"), Order::Asc);
+    fetch_commands(tx, &stmt).await
+}
+
+/// Runs a payment-command select and decodes its rows.
+async fn fetch_commands(
+    tx: &mut Tx,
+    stmt: &sea_query::SelectStatement,
+) -> Result<Vec<PaymentCommand>, DbError> {
     let columns = command_columns();
     let refs: Vec<&Column> = columns.iter().collect();
     Ok(tx
-        .fetch_all(&stmt, &refs)
+        .fetch_all(stmt, &refs)
         .await?
         .iter()
         .map(decode_command)
@@ -585,15 +593,7 @@ pub async fn force_reset(
 /// The commands still to be delivered to the unit (neither void nor
 /// acknowledged), oldest first: what the gateway sends, in this order.
 pub async fn pending_commands(tx: &mut Tx, imei: &str) -> Result<Vec<PaymentCommand>, DbError> {
-    let stmt = pending_stmt(imei);
-    let columns = command_columns();
-    let refs: Vec<&Column> = columns.iter().collect();
-    Ok(tx
-        .fetch_all(&stmt, &refs)
-        .await?
-        .iter()
-        .map(decode_command)
-        .collect())
+    fetch_commands(tx, &pending_stmt(imei)).await
 }
 
 fn pending_stmt(imei: &str) -> sea_query::SelectStatement {

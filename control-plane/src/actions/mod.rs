@@ -406,14 +406,23 @@ pub(crate) async fn parameter_type_id(
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("parameter_type without id")))
 }
 
-/// The active value of a product parameter by type name, if any.
-pub(crate) async fn active_product_parameter(
+/// The newest product parameter of a type name in a status (`active`,
+/// `pending`, ...): its `product_parameter_id`, `parameter_type_id` and
+/// `value`. Shared by the energy-limit actions and the unit reports that
+/// confirm a pending parameter.
+pub(crate) async fn latest_product_parameter(
     tx: &mut Tx,
     imei: &str,
     name: &str,
-) -> Result<Option<String>, ApiError> {
+    status: &str,
+) -> Result<Option<Row>, crate::db::DbError> {
+    let pp = |c: &str| (Alias::new("product_parameter"), Alias::new(c));
     let stmt = Query::select()
-        .expr(tc("product_parameter", "value"))
+        .columns([
+            pp("product_parameter_id"),
+            pp("parameter_type_id"),
+            pp("value"),
+        ])
         .from(Alias::new("product_parameter"))
         .inner_join(
             Alias::new("parameter_type"),
@@ -421,28 +430,30 @@ pub(crate) async fn active_product_parameter(
                 Alias::new("parameter_type"),
                 Alias::new("parameter_type_id"),
             ))
-            .equals((
-                Alias::new("product_parameter"),
-                Alias::new("parameter_type_id"),
-            )),
+            .equals(pp("parameter_type_id")),
         )
-        .and_where(
-            Expr::col((Alias::new("product_parameter"), Alias::new("product_imei"))).eq(imei),
-        )
+        .and_where(Expr::col(pp("product_imei")).eq(imei))
         .and_where(Expr::col((Alias::new("parameter_type"), Alias::new("name"))).eq(name))
-        .and_where(Expr::col((Alias::new("product_parameter"), Alias::new("status"))).eq("active"))
-        .order_by(
-            (
-                Alias::new("product_parameter"),
-                Alias::new("product_parameter_id"),
-            ),
-            sea_query::Order::Desc,
-        )
+        .and_where(Expr::col(pp("status")).eq(status))
+        .order_by(pp("product_parameter_id"), sea_query::Order::Desc)
         .limit(1)
         .to_owned();
-    let value = col("value", ColumnType::String);
-    Ok(tx
-        .fetch_optional(&stmt, &[&value])
+    let cols = [
+        col("product_parameter_id", ColumnType::Int),
+        col("parameter_type_id", ColumnType::Int),
+        col("value", ColumnType::String),
+    ];
+    let refs: Vec<&Column> = cols.iter().collect();
+    tx.fetch_optional(&stmt, &refs).await
+}
+
+/// The active value of a product parameter by type name, if any.
+pub(crate) async fn active_product_parameter(
+    tx: &mut Tx,
+    imei: &str,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    Ok(latest_product_parameter(tx, imei, name, "active")
         .await?
         .and_then(|r| r.text("value").map(str::to_string)))
 }

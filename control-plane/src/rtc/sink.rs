@@ -314,52 +314,7 @@ async fn confirm_energy_limit(
     reported: f64,
     at: NaiveDateTime,
 ) -> Result<bool, SinkError> {
-    let stmt = Query::select()
-        .columns([
-            (
-                Alias::new("product_parameter"),
-                Alias::new("product_parameter_id"),
-            ),
-            (
-                Alias::new("product_parameter"),
-                Alias::new("parameter_type_id"),
-            ),
-            (Alias::new("product_parameter"), Alias::new("value")),
-        ])
-        .from(Alias::new("product_parameter"))
-        .inner_join(
-            Alias::new("parameter_type"),
-            Expr::col((
-                Alias::new("parameter_type"),
-                Alias::new("parameter_type_id"),
-            ))
-            .equals((
-                Alias::new("product_parameter"),
-                Alias::new("parameter_type_id"),
-            )),
-        )
-        .and_where(
-            Expr::col((Alias::new("product_parameter"), Alias::new("product_imei"))).eq(imei),
-        )
-        .and_where(Expr::col((Alias::new("parameter_type"), Alias::new("name"))).eq("energy_limit"))
-        .and_where(Expr::col((Alias::new("product_parameter"), Alias::new("status"))).eq("pending"))
-        .order_by(
-            (
-                Alias::new("product_parameter"),
-                Alias::new("product_parameter_id"),
-            ),
-            sea_query::Order::Desc,
-        )
-        .limit(1)
-        .to_owned();
-    let cols = [
-        col("product_parameter_id", ColumnType::Int),
-        col("parameter_type_id", ColumnType::Int),
-        col("value", ColumnType::String),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
-    let Some(p) = tx
-        .fetch_optional(&stmt, &refs)
+    let Some(p) = crate::actions::latest_product_parameter(tx, imei, "energy_limit", "pending")
         .await
         .map_err(db_sink_error)?
     else {
