@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use control_plane::schema::Backend;
 
@@ -118,37 +118,19 @@ pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
     }
 }
 
-fn install_metrics(config: &Config) -> Result<()> {
-    if let Some(addr) = config.metrics_addr {
-        use metrics_exporter_prometheus::Matcher;
-        // Histograms with buckets (not summaries), so dashboards and alerts
-        // can aggregate them across processes with histogram_quantile.
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .set_buckets_for_metric(
-                Matcher::Suffix("_seconds".into()),
-                ingest::metrics::SECONDS_BUCKETS,
-            )?
-            .set_buckets_for_metric(
-                Matcher::Suffix("_messages".into()),
-                ingest::metrics::SIZE_BUCKETS,
-            )?
-            .install()
-            .context("starting the Prometheus metrics listener")?;
-        tracing::info!(%addr, "metrics at /metrics");
-    }
-    Ok(())
-}
-
 async fn serve(config: Config, roles: Roles) -> Result<()> {
-    install_metrics(&config)?;
+    // Without a listener nobody would drain the histograms: no recorder.
+    let metrics = match config.metrics_addr {
+        Some(_) => Some(crate::admin::install_recorder()?),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         trigger.cancel();
     });
-    crate::services::run(config, roles, shutdown).await?;
+    crate::services::run(config, roles, metrics, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

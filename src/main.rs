@@ -1,6 +1,7 @@
 //! `smartsolar`: one binary for every SMARTSolar service. Parses the command
 //! line and the configuration, then hands over to the crate that does the work.
 
+mod admin;
 mod cli;
 mod config;
 mod services;

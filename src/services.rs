@@ -100,7 +100,12 @@ pub(crate) async fn build_timeseries(config: &Config) -> Result<Arc<dyn TimeSeri
 
 /// Starts the given services and waits until `shutdown` is cancelled and
 /// they have drained.
-pub(crate) async fn run(config: Config, roles: Roles, shutdown: CancellationToken) -> Result<()> {
+pub(crate) async fn run(
+    config: Config,
+    roles: Roles,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let cp = &config.control_plane;
     let db = control_plane::startup::open_database(cp).await?;
     if roles.api {
@@ -114,6 +119,14 @@ pub(crate) async fn run(config: Config, roles: Roles, shutdown: CancellationToke
         .with_timeseries(tsdb.clone())
         .with_bus(bus.clone(), topics.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    if let (Some(addr), Some(metrics)) = (config.metrics_addr, metrics) {
+        tasks.spawn(crate::admin::serve(
+            addr,
+            metrics,
+            state.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     if roles.ingest {
         // Two engines over one sink: unit messages on the MO topic, and the

@@ -173,3 +173,113 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
     };
     assert!(status.success(), "serve exited with {status}");
 }
+
+/// Starts `smartsolar <role>` on a fresh SQLite database with its admin
+/// listener on `metrics`, the given extra environment, and every gateway
+/// transport on a free port (or off).
+fn start_role(role: &str, dir: &std::path::Path, metrics: u16, env: &[(&str, String)]) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smartsolar"));
+    cmd.arg(role)
+        .env(
+            "SMARTSOLAR_DATABASE_URL",
+            format!("sqlite://{}/db.sqlite", dir.display()),
+        )
+        .env("SMARTSOLAR_DATA_DIR", dir.join("data"))
+        .env("SMARTSOLAR_METRICS_ADDR", format!("127.0.0.1:{metrics}"))
+        .env("SMARTSOLAR_GATEWAY_QUIC_ADDR", "off")
+        .env("SMARTSOLAR_GATEWAY_HTTP_ADDR", "off")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Server {
+        child: cmd.spawn().unwrap(),
+    }
+}
+
+/// Waits until `url` answers at all, and returns its status and body.
+async fn get_when_up(client: &reqwest::Client, url: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            let status = r.status().as_u16();
+            return (status, r.text().await.unwrap());
+        }
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_process_serves_metrics_and_probes_on_its_admin_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (metrics, tcp) = (free_port(), free_port());
+    let _server = start_role(
+        "gateway",
+        dir.path(),
+        metrics,
+        &[("SMARTSOLAR_GATEWAY_TCP_ADDR", format!("127.0.0.1:{tcp}"))],
+    );
+    let client = reqwest::Client::new();
+    let admin = format!("http://127.0.0.1:{metrics}");
+    assert_eq!(
+        get_when_up(&client, &format!("{admin}/health")).await,
+        (200, "ok".to_string())
+    );
+    // The embedded bus and store always answer; the database is there.
+    assert_eq!(
+        get_when_up(&client, &format!("{admin}/ready")).await,
+        (200, "ready".to_string())
+    );
+
+    // A unit the directory does not know is refused, and the gateway counts it.
+    let addr: SocketAddr = format!("127.0.0.1:{tcp}").parse().unwrap();
+    let mut unit = gateway::sim::UnitConn::tcp(addr).await.unwrap();
+    assert!(unit
+        .handshake(Some("010101234569999"), "00112233445566778899aabb")
+        .await
+        .is_err());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get_when_up(&client, &format!("{admin}/metrics")).await;
+        assert_eq!(status, 200);
+        if body.contains("smartsolar_gateway_handshake_failures_total{")
+            && body.contains("reason=\"unknown_unit\"")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "refusal not counted:\n{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_process_is_not_ready_while_its_store_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    // A port nothing listens on: QuestDB is configured but down.
+    let questdb = free_port();
+    let _server = start_role(
+        "ingest",
+        dir.path(),
+        metrics,
+        &[
+            ("SMARTSOLAR_TSDB", "questdb".to_string()),
+            (
+                "SMARTSOLAR_QUESTDB_URL",
+                format!("http://127.0.0.1:{questdb}"),
+            ),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let admin = format!("http://127.0.0.1:{metrics}");
+    // Alive, but not ready, and the answer names what is missing.
+    assert_eq!(
+        get_when_up(&client, &format!("{admin}/health")).await.0,
+        200
+    );
+    let (status, body) = get_when_up(&client, &format!("{admin}/ready")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("time-series store unreachable"), "{body}");
+}

@@ -191,3 +191,25 @@ async fn escaping_round_trips_through_influx() {
     q.filter = Some(parse_where(r#"note = '\' OR 1=1; DROP DATABASE x'"#).unwrap());
     assert!(db.query(&q).await.unwrap().times.is_empty());
 }
+
+#[tokio::test]
+async fn ping_answers_with_a_server_and_fails_without_one() {
+    influx()
+        .await
+        .ping()
+        .await
+        .expect("the test server answers");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let nobody = Influx::connect(InfluxConfig {
+        url: format!("http://{closed}"),
+        create: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let err = nobody.ping().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+}

@@ -219,3 +219,19 @@ async fn the_ingest_engine_runs_over_kafka() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_answers_with_a_broker_and_fails_without_one() {
+    bus(1).ping().await.expect("the test broker answers");
+    // A port nothing listens on: the metadata request times out.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let nobody = KafkaBus::new(KafkaBusConfig {
+        brokers: closed.to_string(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(nobody.ping().await.is_err());
+}

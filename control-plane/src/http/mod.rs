@@ -141,15 +141,37 @@ async fn health() -> &'static str {
     "ok"
 }
 
-/// Readiness: the database answers too.
+/// Readiness: the process's dependencies answer.
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    match state.db.ping().await {
+    match readiness(&state).await {
         Ok(()) => "ready".into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        Err(why) => {
+            tracing::warn!(%why, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
         }
     }
+}
+
+/// Checks the database, the bus and the time-series store, in that order,
+/// and names the first that does not answer. Every service process holds
+/// all three (the gateway looks units up in the database and publishes on
+/// the bus; ingest writes to all three), so one check serves them all.
+pub async fn readiness(state: &AppState) -> Result<(), String> {
+    state
+        .db
+        .ping()
+        .await
+        .map_err(|e| format!("database unreachable: {e}"))?;
+    state
+        .bus
+        .ping()
+        .await
+        .map_err(|e| format!("bus unreachable: {e}"))?;
+    state
+        .timeseries
+        .ping()
+        .await
+        .map_err(|e| format!("time-series store unreachable: {e}"))
 }
 
 async fn not_found() -> ApiError {

@@ -189,6 +189,21 @@ impl Bus for KafkaBus {
             group: group.to_owned(),
         }))
     }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        // librdkafka's metadata call blocks; it asks any broker for the
+        // cluster's topics, which is what a producer needs to work.
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(3))
+                .map(|_| ())
+                .map_err(broker)
+        })
+        .await
+        .map_err(|e| BusError::Broker(format!("metadata probe: {e}")))?
+    }
 }
 
 /// A member of a consumer group on Kafka.

@@ -84,6 +84,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Joins consumer group `group` on `topics`.
     async fn subscribe(&self, topics: &[&str], group: &str) -> Result<Box<dyn Consumer>, BusError>;
+
+    /// Whether the bus answers, for readiness probes. The in-process bus
+    /// always does.
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 /// Consuming side: a member of a consumer group.

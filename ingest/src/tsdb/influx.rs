@@ -372,6 +372,20 @@ impl TimeSeries for Influx {
         result
     }
 
+    async fn ping(&self) -> Result<(), TsdbError> {
+        let resp = self
+            .request(self.http.get(format!("{}/ping", self.base())))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            s => Err(TsdbError::Unavailable(format!(
+                "InfluxDB /ping answered {s}"
+            ))),
+        }
+    }
+
     async fn query(&self, q: &Query) -> Result<QueryResult, TsdbError> {
         let influxql = self.render(q)?;
         let started = Instant::now();

@@ -336,6 +336,12 @@ pub trait TimeSeries: Send + Sync + 'static {
 
     /// Reads one unit's series.
     async fn query(&self, query: &Query) -> Result<QueryResult, TsdbError>;
+
+    /// Whether the store answers, for readiness probes. The embedded store
+    /// always does.
+    async fn ping(&self) -> Result<(), TsdbError> {
+        Ok(())
+    }
 }
 
 /// Field and tag names are stored as given but must be non-empty, short and

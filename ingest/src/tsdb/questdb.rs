@@ -285,6 +285,10 @@ impl TimeSeries for QuestDb {
         ))
     }
 
+    async fn ping(&self) -> Result<(), TsdbError> {
+        self.sql("SELECT 1").await.map(|_| ())
+    }
+
     async fn query(&self, q: &Query) -> Result<QueryResult, TsdbError> {
         // `*` with downsampling needs the field list: every non-symbol,
         // non-timestamp column of the table.
