@@ -273,10 +273,15 @@ impl Db {
 
     /// Starts a write transaction (on SQLite: on the single writer connection).
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        Ok(match &self.inner {
+        // On SQLite this includes the wait for the single writer: the
+        // figure that grows first when writes queue up.
+        let started = std::time::Instant::now();
+        let tx = match &self.inner {
             Inner::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
             Inner::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        })
+        };
+        observe("begin", started);
+        Ok(tx)
     }
 }
 
@@ -338,10 +343,12 @@ impl Tx {
 
     /// Commits.
     pub async fn commit(self) -> Result<(), DbError> {
+        let started = std::time::Instant::now();
         match self {
             Self::Sqlite(tx) => tx.commit().await?,
             Self::Postgres(tx) => tx.commit().await?,
         }
+        observe("commit", started);
         Ok(())
     }
 }
@@ -385,14 +392,14 @@ impl Conn<'_> {
                     .and_then(|rows| rows.iter().map(|r| decode_pg(r, columns)).collect())
             }
         };
-        metrics::histogram!("smartsolar_db_query_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        observe("fetch", started);
         result
     }
 
     async fn fetch_i64(&mut self, stmt: &impl QueryStatementWriter) -> Result<i64, DbError> {
         let (sql, values) = self.build(stmt);
-        match self {
+        let started = std::time::Instant::now();
+        let count = match self {
             Self::Sqlite(conn) => {
                 let row = bind_sqlite(sqlx::query(&sql), values)
                     .fetch_one(&mut **conn)
@@ -407,11 +414,14 @@ impl Conn<'_> {
                     .map_err(DbError::classify)?;
                 Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
             }
-        }
+        };
+        observe("count", started);
+        count
     }
 
     async fn execute(&mut self, stmt: &impl QueryStatementWriter) -> Result<u64, DbError> {
         let (sql, values) = self.build(stmt);
+        let started = std::time::Instant::now();
         let done = match self {
             Self::Sqlite(conn) => bind_sqlite(sqlx::query(&sql), values)
                 .execute(&mut **conn)
@@ -422,8 +432,16 @@ impl Conn<'_> {
                 .await
                 .map(|r| r.rows_affected()),
         };
+        observe("execute", started);
         done.map_err(DbError::classify)
     }
+}
+
+/// Records one database operation's latency; `op` is one of begin, fetch,
+/// count, execute, commit (a bounded label).
+fn observe(op: &'static str, started: std::time::Instant) {
+    metrics::histogram!("smartsolar_db_query_duration_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
 }
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;

@@ -41,6 +41,17 @@ use crate::outbox;
 use crate::query::{self, Visibility};
 use crate::values::format_datetime;
 
+/// Counts payment-command lifecycle events after the API request:
+/// `sent` (on the bus for the gateways), `acknowledged` (confirmed by the
+/// unit), `voided` (by a force-reset or a closed zero-command cycle). Callers
+/// count after their transaction commits, so a rollback is never counted.
+pub fn count_events(event: &'static str, n: u64) {
+    if n > 0 {
+        metrics::counter!("smartsolar_dcm_payment_command_events_total", "event" => event)
+            .increment(n);
+    }
+}
+
 /// `status` of a command not yet confirmed by the unit.
 pub const STATUS_PENDING: &str = "pending";
 /// `status` of a command the unit has confirmed.
@@ -217,6 +228,8 @@ pub struct ForceReset {
     pub last_known_balance: Option<i64>,
     /// The `force-reset` command written for the unit.
     pub command: PaymentCommand,
+    /// How many earlier commands it made void.
+    pub voided: u64,
 }
 
 /// One `final_balance` row.
@@ -255,6 +268,8 @@ pub struct FinalBalanceOutcome {
     pub created: bool,
     /// The outbox id of the `dcm` notification, when one was published.
     pub notification_id: Option<i64>,
+    /// How many earlier commands the closed cycle made void.
+    pub voided: u64,
 }
 
 fn col(name: &str, ty: ColumnType) -> Column {
@@ -571,7 +586,7 @@ pub async fn force_reset(
     }
     let ledger = ledger(tx, imei).await?;
     let last_known_balance = balance(tx, imei).await?.map(|b| b.balance);
-    void_commands(tx, imei, None, actor, now).await?;
+    let voided = void_commands(tx, imei, None, actor, now).await?;
     let command = insert_command(
         tx,
         imei,
@@ -587,6 +602,7 @@ pub async fn force_reset(
         outstanding_payments: ledger.outstanding,
         last_known_balance,
         command,
+        voided,
     })
 }
 
@@ -867,6 +883,7 @@ pub async fn record_final_balance(
             final_balance: existing,
             created: false,
             notification_id: None,
+            voided: 0,
         });
     }
     let superseded = zero.void;
@@ -929,9 +946,10 @@ pub async fn record_final_balance(
             final_balance: stored,
             created: true,
             notification_id: None,
+            voided: 0,
         });
     }
-    void_commands(tx, imei, Some(zero_command_id), actor, at).await?;
+    let voided = void_commands(tx, imei, Some(zero_command_id), actor, at).await?;
     store_balance(tx, imei, 0, at, actor, true).await?;
     let notification_id =
         outbox::enqueue(tx, outbox::DCM, Some(imei), stored.to_json(), at).await?;
@@ -939,6 +957,7 @@ pub async fn record_final_balance(
         final_balance: stored,
         created: true,
         notification_id: Some(notification_id),
+        voided,
     })
 }
 

@@ -302,6 +302,10 @@ async fn enable_and_payment_reach_the_unit_and_its_answers_the_database(backend:
     .await;
 
     // A payment command through the API: the unit gets it, applies it, acknowledges.
+    let sent = r#"smartsolar_dcm_payment_command_events_total{event="sent"}"#;
+    let acked = r#"smartsolar_dcm_payment_command_events_total{event="acknowledged"}"#;
+    common::metrics();
+    let (sent_before, acked_before) = (common::metric(sent), common::metric(acked));
     let (s, b) = rig
         .server
         .call(
@@ -334,6 +338,20 @@ async fn enable_and_payment_reach_the_unit_and_its_answers_the_database(backend:
         })
         .await;
     assert_eq!(commands[0]["transaction_id"], "tx-rtc-1");
+    // Counted after commit: put on the bus, then confirmed by the unit. (The
+    // other backend's test may count too, hence at least one more.)
+    assert!(
+        common::metric(sent) >= sent_before + 1.0,
+        "sent not counted"
+    );
+    assert!(
+        common::metric(acked) >= acked_before + 1.0,
+        "ack not counted"
+    );
+    assert!(
+        common::metric(r#"smartsolar_db_query_duration_seconds_count{op="commit"}"#) > 0.0,
+        "commits not timed"
+    );
     let (s, b) = rig
         .server
         .get(&format!("/v1/products/{imei}/balance_and_pending_payments"))

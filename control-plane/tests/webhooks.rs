@@ -29,6 +29,7 @@ both_backends!(
     nothing_is_lost_across_a_restart,
     two_workers_send_each_delivery_once,
     entity_subscribers_only_get_their_products,
+    the_backlog_and_attempt_latency_are_measured,
 );
 
 /// What the receiver does with the next request.
@@ -663,4 +664,43 @@ async fn entity_subscribers_only_get_their_products(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+async fn the_backlog_and_attempt_latency_are_measured(backend: Backend) {
+    common::metrics();
+    let server = TestServer::start_with(backend, fast).await;
+    let receiver = Receiver::start().await;
+    subscribe(&server, "product-alert", &receiver.url).await;
+    let worker = control_plane::webhooks::Worker::new(server.state.clone()).unwrap();
+    let empty = worker.observe_backlog().await.unwrap();
+    assert_eq!(empty.deliveries, 0);
+    assert_eq!(empty.oldest_age_secs, 0.0);
+
+    // The subscriber fails: both notifications stay waiting after a round.
+    receiver.script(&[Reply::Status(500), Reply::Status(500)]);
+    let retries = r#"smartsolar_webhook_attempt_duration_seconds_count{outcome="retry"}"#;
+    let before = common::metric(retries);
+    for i in 1..=2 {
+        enqueue(&server, "product-alert", None, json!({"alert_id": i})).await;
+    }
+    worker.run_once().await.unwrap();
+    let waiting = worker.observe_backlog().await.unwrap();
+    assert_eq!(waiting.deliveries, 2, "{waiting:?}");
+    assert!(waiting.oldest_age_secs >= 0.0, "{waiting:?}");
+    assert!(common::metric(retries) >= before + 1.0, "attempt not timed");
+
+    // Once the subscriber answers, the backlog drains to nothing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        worker.run_once().await.unwrap();
+        if worker.observe_backlog().await.unwrap().deliveries == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backlog never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(receiver.wait_for(2).await.len(), 2);
 }

@@ -195,6 +195,7 @@ async fn force_reset(
     .inspect_err(|_| count_command("force-reset", "rejected"))?;
     tx.commit().await?;
     count_command("force-reset", "accepted");
+    dcm::count_events("voided", reset.voided);
     // RTC: tell the unit now (after commit; a failure is logged).
     crate::rtc::mt::push_pending_after_commit(&state, &imei).await;
     tracing::info!(

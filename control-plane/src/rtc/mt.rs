@@ -48,6 +48,8 @@ pub struct Sent {
     imei: String,
     cbor: Vec<u8>,
     enqueued: bool,
+    /// How many payment commands it carries (for the DCM lifecycle metric).
+    payment_commands: u64,
 }
 
 impl Sent {
@@ -77,6 +79,7 @@ impl Sent {
                 self.enqueued = true;
                 metrics::counter!("smartsolar_rtc_mt_sent_total", "type" => self.message_type)
                     .increment(1);
+                crate::dcm::count_events("sent", self.payment_commands);
                 Ok(())
             }
             Err(e) => {
@@ -187,6 +190,10 @@ async fn record(
         imei: imei.to_owned(),
         cbor,
         enqueued: false,
+        payment_commands: match message {
+            MtMessage::PaymentCommands(p) => p.commands.len() as u64,
+            _ => 0,
+        },
     })
 }
 

@@ -561,6 +561,9 @@ impl MoSink for ControlPlaneSink {
         .await
         .map_err(dcm_sink_error)?;
         commit(tx).await?;
+        // The final balance confirms the zero-command.
+        dcm::count_events("acknowledged", u64::from(outcome.created));
+        dcm::count_events("voided", outcome.voided);
         tracing::info!(
             imei = ctx.imei,
             zero_command_id = id,
@@ -600,6 +603,7 @@ impl MoSink for ControlPlaneSink {
             .map_err(api_sink_error)?;
         }
         // The unit confirmed a payment-commands MT: its commands are acknowledged.
+        let mut acknowledged = 0;
         if reply.result == ReplyResult::Ok && !gateway_written(reply) {
             if let Some(MtMessage::PaymentCommands(p)) = row
                 .message
@@ -620,6 +624,7 @@ impl MoSink for ControlPlaneSink {
                             )
                             .await
                             .map_err(dcm_sink_error)?;
+                            acknowledged += 1;
                         }
                         None => tracing::error!(
                             imei = ctx.imei,
@@ -630,7 +635,9 @@ impl MoSink for ControlPlaneSink {
                 }
             }
         }
-        commit(tx).await
+        commit(tx).await?;
+        dcm::count_events("acknowledged", acknowledged);
+        Ok(())
     }
 
     async fn command_response(

@@ -106,6 +106,15 @@ impl Outcome {
     }
 }
 
+/// The deliveries waiting to be sent, as [`Worker::observe_backlog`] saw them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Pending deliveries, due or in backoff.
+    pub deliveries: i64,
+    /// Age of the oldest of them (0 when there is none).
+    pub oldest_age_secs: f64,
+}
+
 /// Everything one worker needs; cheap to keep for the life of the task.
 pub struct Worker {
     state: AppState,
@@ -155,6 +164,37 @@ impl Worker {
             r?;
         }
         Ok(fanned + sent)
+    }
+
+    /// Sets the backlog gauges: deliveries waiting (`pending`, due or in
+    /// backoff) and the age of the oldest. Shared by every worker instance,
+    /// so each reports the same database-wide figure.
+    pub async fn observe_backlog(&self) -> Result<Backlog, DbError> {
+        let stmt = Query::select()
+            .expr_as(Func::count(Expr::col(a("webhook_delivery_id"))), a("n"))
+            .expr_as(Func::min(Expr::col(a("created_at"))), a("oldest"))
+            .from(a("webhook_delivery"))
+            .and_where(Expr::col(a("status")).eq(PENDING))
+            .to_owned();
+        let (n, oldest) = (
+            col("n", ColumnType::Int),
+            col("oldest", ColumnType::Datetime),
+        );
+        let row = self.db().fetch_optional(&stmt, &[&n, &oldest]).await?;
+        let pending = row.as_ref().and_then(|r| int(r, "n")).unwrap_or(0);
+        let age = row
+            .as_ref()
+            .and_then(|r| text(r, "oldest"))
+            .and_then(|t| crate::values::parse_datetime(&t))
+            .map_or(0.0, |t| {
+                (self.now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            });
+        metrics::gauge!("smartsolar_webhook_backlog_deliveries").set(pending as f64);
+        metrics::gauge!("smartsolar_webhook_oldest_pending_age_seconds").set(age);
+        Ok(Backlog {
+            deliveries: pending,
+            oldest_age_secs: age,
+        })
     }
 
     async fn fan_out(&self) -> Result<usize, DbError> {
@@ -458,6 +498,8 @@ impl Worker {
         tx.execute(&update).await?;
         tx.commit().await?;
         metrics::counter!("smartsolar_webhook_attempts_total", "outcome" => result).increment(1);
+        metrics::histogram!("smartsolar_webhook_attempt_duration_seconds", "outcome" => result)
+            .record(outcome.duration.as_secs_f64());
         if delivered {
             tracing::debug!(
                 delivery_id = c.delivery_id,
@@ -553,6 +595,9 @@ async fn matching_subscribers(
         .collect())
 }
 
+/// How often the worker refreshes the backlog gauges (one COUNT query).
+const BACKLOG_PERIOD: Duration = Duration::from_secs(5);
+
 /// Starts the delivery worker as a tokio task. It works until `shutdown`
 /// resolves, then finishes the round in progress (bounded by the request
 /// timeout) and stops; what it has not sent stays in the database for the
@@ -571,7 +616,14 @@ pub fn spawn_worker(
             }
         };
         tokio::pin!(shutdown);
+        let mut observed: Option<Instant> = None;
         loop {
+            if observed.is_none_or(|t| t.elapsed() >= BACKLOG_PERIOD) {
+                observed = Some(Instant::now());
+                if let Err(e) = worker.observe_backlog().await {
+                    tracing::warn!(error = %e, "reading the webhook backlog failed");
+                }
+            }
             let busy = match worker.run_once().await {
                 Ok(n) => n > 0,
                 Err(e) => {

@@ -373,3 +373,29 @@ pub async fn link(server: &TestServer, imei: &str, entity_id: i64) {
         )
         .await;
 }
+
+/// The test binary's metrics recorder, installed on first use: a real
+/// Prometheus recorder whose rendering the tests read. Counters are shared by
+/// every test in the binary, so a test compares values before and after.
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only recorder of this test binary")
+    })
+}
+
+/// The value of the series `series` (name and labels exactly as rendered,
+/// e.g. `smartsolar_x_total{event="sent"}`), 0 when it does not exist yet.
+pub fn metric(series: &str) -> f64 {
+    metrics()
+        .render()
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
