@@ -6,6 +6,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use common::{link, Backend, TestServer, ADMIN, ADMIN_PASSWORD};
@@ -307,19 +309,11 @@ fn browser_prerequisites(e2e: &Path) -> String {
     chromium
 }
 
-async fn a_browser_logs_in_enables_a_unit_and_sees_its_charts(backend: Backend) {
+/// Runs the browser script against `server` with `env` added; panics with
+/// its output unless it exits 0.
+async fn run_browser(server: &TestServer, shots: &Path, env: &[(&str, String)]) {
     let e2e = Path::new(env!("CARGO_MANIFEST_DIR")).join("console/e2e");
     let chromium = browser_prerequisites(&e2e);
-    // The default state's time-series store is the embedded one, in memory.
-    let server = TestServer::start(backend).await;
-    seed_fleet(&server).await;
-    // The webhook delivery worker, as `serve` runs it.
-    let (stop_worker, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = control_plane::webhooks::spawn_worker(server.state.clone(), async {
-        let _ = stopped.await;
-    });
-    let shots = screenshot_dir(backend);
-    let _ = std::fs::remove_dir_all(&shots);
     println!("console screenshots: {}", shots.display());
     let mut cmd = std::process::Command::new("node");
     cmd.current_dir(&e2e)
@@ -327,16 +321,11 @@ async fn a_browser_logs_in_enables_a_unit_and_sees_its_charts(backend: Backend) 
         .env("CONSOLE_BASE_URL", &server.base)
         .env("CONSOLE_ADMIN", ADMIN)
         .env("CONSOLE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("CONSOLE_OVERVIEW", "overview@example.com")
-        .env("CONSOLE_OVERVIEW_PASSWORD", "password-123")
-        .env("CONSOLE_ENTITY", "acme-tech@example.com")
-        .env("CONSOLE_ENTITY_PASSWORD", "password-123")
-        .env("CONSOLE_UNIT", UNIT)
-        .env("CONSOLE_OTHER_UNIT", OTHER)
-        .env("CONSOLE_TELEMETRY_POINTS", TELEMETRY_POINTS.to_string())
-        .env("CONSOLE_BALANCE_POINTS", BALANCE_POINTS.to_string())
-        .env("CONSOLE_SCREENSHOTS", &shots)
+        .env("CONSOLE_SCREENSHOTS", shots)
         .env("CHROMIUM", chromium);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let output = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .unwrap()
@@ -349,6 +338,30 @@ async fn a_browser_logs_in_enables_a_unit_and_sees_its_charts(backend: Backend) 
         "console e2e failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
+}
+
+async fn a_browser_logs_in_enables_a_unit_and_sees_its_charts(backend: Backend) {
+    // The default state's time-series store is the embedded one, in memory.
+    let server = TestServer::start(backend).await;
+    seed_fleet(&server).await;
+    // The webhook delivery worker, as `serve` runs it.
+    let (stop_worker, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = control_plane::webhooks::spawn_worker(server.state.clone(), async {
+        let _ = stopped.await;
+    });
+    let shots = screenshot_dir(backend);
+    let _ = std::fs::remove_dir_all(&shots);
+    let env = [
+        ("CONSOLE_OVERVIEW", "overview@example.com".to_string()),
+        ("CONSOLE_OVERVIEW_PASSWORD", "password-123".to_string()),
+        ("CONSOLE_ENTITY", "acme-tech@example.com".to_string()),
+        ("CONSOLE_ENTITY_PASSWORD", "password-123".to_string()),
+        ("CONSOLE_UNIT", UNIT.to_string()),
+        ("CONSOLE_OTHER_UNIT", OTHER.to_string()),
+        ("CONSOLE_TELEMETRY_POINTS", TELEMETRY_POINTS.to_string()),
+        ("CONSOLE_BALANCE_POINTS", BALANCE_POINTS.to_string()),
+    ];
+    run_browser(&server, &shots, &env).await;
     drop(stop_worker);
     worker.await.unwrap();
     // What the browser did reached the server: the unit is pending enable.
@@ -373,9 +386,46 @@ async fn a_browser_logs_in_enables_a_unit_and_sees_its_charts(backend: Backend) 
     }
 }
 
+/// A tile server on loopback that answers every path with the same PNG and
+/// counts the requests.
+async fn tile_server() -> (String, Arc<AtomicUsize>) {
+    let png = control_plane::console::ASSETS
+        .iter()
+        .find(|a| a.path == "vendor/leaflet/images/layers-2x.png")
+        .unwrap()
+        .bytes;
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    let app = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        async move { ([(header::CONTENT_TYPE, "image/png")], png) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (origin, served)
+}
+
+async fn a_configured_tile_server_draws_a_leaflet_map(backend: Backend) {
+    let (origin, served) = tile_server().await;
+    let template = format!("{origin}/tiles/{{z}}/{{x}}/{{y}}.png");
+    let server = TestServer::start_with(backend, |c| c.console_tile_url = Some(template)).await;
+    seed_fleet(&server).await;
+    let shots = screenshot_dir(backend).join("tiles");
+    let _ = std::fs::remove_dir_all(&shots);
+    let env = [
+        ("CONSOLE_SCENARIO", "tiles".to_string()),
+        ("CONSOLE_TILE_ORIGIN", origin.clone()),
+    ];
+    run_browser(&server, &shots, &env).await;
+    assert!(served.load(Ordering::Relaxed) > 0, "no tile was requested");
+    assert!(shots.join("09-fleet-tiles.png").exists());
+}
+
 both_backends!(
     the_page_and_files_are_served_with_types_and_etags,
     settings_carry_tiles_and_the_level_of_each_action,
     whoami_names_the_callers_level_and_scope,
     a_browser_logs_in_enables_a_unit_and_sees_its_charts,
+    a_configured_tile_server_draws_a_leaflet_map,
 );

@@ -13,6 +13,9 @@
 //   CONSOLE_BALANCE_POINTS    balance rows seeded within the last 24 hours
 //   CONSOLE_SCREENSHOTS     folder for the screenshots
 //   CHROMIUM                the browser binary (default /usr/bin/chromium)
+//   CONSOLE_SCENARIO        "all" (default) or "tiles": only the map over the
+//                           tile server at CONSOLE_TILE_ORIGIN (the server is
+//                           configured with it and has two located units)
 
 import {chromium} from 'playwright-core';
 import {mkdirSync} from 'node:fs';
@@ -25,8 +28,10 @@ const env = (k) => {
   return v;
 };
 const BASE = env('CONSOLE_BASE_URL');
-const UNIT = env('CONSOLE_UNIT');
-const OTHER = env('CONSOLE_OTHER_UNIT');
+const SCENARIO = process.env.CONSOLE_SCENARIO || 'all';
+const UNIT = SCENARIO === 'all' ? env('CONSOLE_UNIT') : null;
+const OTHER = SCENARIO === 'all' ? env('CONSOLE_OTHER_UNIT') : null;
+const TILES = SCENARIO === 'tiles' ? env('CONSOLE_TILE_ORIGIN') : null;
 const SHOTS = env('CONSOLE_SCREENSHOTS');
 mkdirSync(SHOTS, {recursive: true});
 
@@ -48,8 +53,10 @@ async function newPage() {
   current = page;
   page.setDefaultTimeout(15000);
   page.on('pageerror', (e) => jsErrors.push(`${step}: ${e.message}`));
-  // Everything the page loads must come from the server under test.
-  await page.route('**/*', (route) => (route.request().url().startsWith(BASE) ? route.continue() : route.abort()));
+  // Everything the page loads must come from the server under test (and
+  // the tile server, when there is one).
+  const allowed = (url) => url.startsWith(BASE) || (TILES && url.startsWith(TILES));
+  await page.route('**/*', (route) => (allowed(route.request().url()) ? route.continue() : route.abort()));
   return page;
 }
 
@@ -255,11 +262,29 @@ async function entityUser() {
   await page.context().close();
 }
 
+async function tiles() {
+  const page = await newPage();
+  log('with a tile server configured, the fleet is a Leaflet map');
+  await logIn(page, env('CONSOLE_ADMIN'), env('CONSOLE_ADMIN_PASSWORD'));
+  await page.waitForSelector('[data-testid=tile-map] img.leaflet-tile-loaded');
+  const tileSources = await page.$$eval('img.leaflet-tile', (imgs) => imgs.map((i) => i.src));
+  assert.ok(tileSources.length > 0 && tileSources.every((src) => src.startsWith(TILES)), tileSources.join(' '));
+  // One circle marker per located unit.
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=tile-map] path.leaflet-interactive').length === 2);
+  assert.equal(await page.$$eval('[data-testid=coordinate-plot]', (e) => e.length), 0);
+  await shot(page, '09-fleet-tiles');
+  await page.context().close();
+}
+
 let failed = false;
 try {
-  await admin();
-  await overview();
-  await entityUser();
+  if (SCENARIO === 'tiles') {
+    await tiles();
+  } else {
+    await admin();
+    await overview();
+    await entityUser();
+  }
   assert.deepEqual(jsErrors, [], 'no uncaught errors in the pages');
   console.log(`console e2e: all checks passed; screenshots in ${SHOTS}`);
 } catch (e) {
