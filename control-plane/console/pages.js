@@ -167,9 +167,10 @@ export async function unit(main, imei) {
   const u = summary.data[0];
   if (!u) throw new Error(`No unit ${imei} among the units you can see`);
   const byImei = {filters: [eq('product_imei', imei)]};
-  const [product, stateTypes, states, enables, connections, parts, money] = await Promise.all([
+  const [product, stateTypes, alertTypes, states, enables, connections, parts, money] = await Promise.all([
     api('GET', path),
     listAll('/state_types'),
+    listAll('/alert_types'),
     listAll('/states', {...byImei, order_by: [{field: 'state_id', direction: 'desc'}]}, {max: 50}),
     listAll('/enable_history', {...byImei, order_by: [{field: 'enable_history_id', direction: 'desc'}]}, {max: 50}),
     listAll('/connections', {...byImei, order_by: [{field: 'date', direction: 'desc'}]}, {max: 50}),
@@ -260,7 +261,7 @@ export async function unit(main, imei) {
   ];
   // /parts answers {part_id: part row with its part_type and part_product_linker}.
   const partRows = Object.values(parts.data || {});
-  const partColumns = [['part_id', 'Part'], [(p) => show(p.part_type?.name), 'Type'],
+  const partColumns = [['part_id', 'Part'], [(p) => show(p.part_type?.name), 'Type'], ['serial_number', 'Serial'],
     [(p) => show(p.part_product_linker?.date_added), 'Added'], [(p) => show(p.part_product_linker?.date_removed), 'Removed']];
 
   fill(main,
@@ -274,12 +275,13 @@ export async function unit(main, imei) {
         actions.length ? h('div', {class: 'actions', 'data-testid': 'actions'}, actions)
           : h('p', {class: 'muted', 'data-testid': 'no-actions'}, 'Your permission level allows no actions on units.'),
         h('h3', {}, 'Open alerts'),
-        table((u.alerts || []), [['alert_id', 'Alert'], ['alert_type_id', 'Type'], ['start_time', 'Since']], {empty: 'No open alerts.'}))),
+        table((u.alerts || []), [['alert_id', 'Alert'], [(a) => alertTypes.find((t) => t.alert_type_id === a.alert_type_id)?.name ?? show(a.alert_type_id), 'Type'],
+          ['start_time', 'Since'], ['extra_info', 'Details']], {empty: 'No open alerts.', testid: 'unit-alerts'}))),
     h('section', {}, h('h3', {}, 'Telemetry ', rangeSelect), telemetry),
     h('section', {}, h('h3', {}, 'History'), h('div', {class: 'three'}, history.map(([t, el]) => h('div', {}, h('h4', {}, t), el)))),
     h('div', {class: 'two'},
-      h('section', {}, h('h3', {}, 'Parts'), parts.error ? h('p', {class: 'error'}, parts.error) : table(partRows, partColumns, {empty: 'No parts linked.'})),
-      h('section', {}, h('h3', {}, 'Notes'), table(u.notes || [], [['created_at', 'When'], ['created_by', 'By'], ['note_text', 'Note']], {empty: 'No notes.'}))));
+      h('section', {}, h('h3', {}, 'Parts'), parts.error ? h('p', {class: 'error'}, parts.error) : table(partRows, partColumns, {empty: 'No parts linked.', testid: 'parts-table'})),
+      h('section', {}, h('h3', {}, 'Notes'), table(u.notes || [], [['created_at', 'When'], ['created_by', 'By'], ['note_text', 'Note']], {empty: 'No notes.', testid: 'notes-table'}))));
   await drawCharts();
 }
 

@@ -254,6 +254,28 @@ async fn seed_fleet(server: &TestServer) {
             )
             .await;
     }
+    let part_type = server
+        .seed("part_type", json!({"name": "Battery 17Ah"}))
+        .await;
+    let part = server
+        .seed(
+            "part",
+            json!({"part_type_id": part_type, "serial_number": "BAT-0001"}),
+        )
+        .await;
+    server
+        .seed(
+            "part_product_linker",
+            json!({"part_id": part, "product_imei": UNIT, "date_added": stamp(now - Duration::days(30)),
+                   "date_removed": null, "added_repair_id": null, "removed_repair_id": null, "replaced_part_id": null}),
+        )
+        .await;
+    server
+        .seed(
+            "product_note",
+            json!({"product_imei": UNIT, "note_text": "Customer asked for a call back", "created_at": stamp(now)}),
+        )
+        .await;
     server
         .seed(
             "alert",

@@ -135,6 +135,10 @@ async function admin() {
   assert.equal(await page.textContent('[data-testid=unit-imei]'), UNIT);
   assert.match(await page.textContent('[data-testid=unit-enable]'), /^disabled$/);
   assert.match(await page.textContent('[data-testid=pending]'), /Nothing pending/);
+  assert.match(await page.textContent('[data-testid=parts-table]'), /Battery 17Ah.*BAT-0001/);
+  assert.match(await page.textContent('[data-testid=notes-table]'), /Customer asked for a call back/);
+  assert.match(await page.textContent('[data-testid=unit-alerts]'), /battery voltage low/);
+  assert.match(await page.textContent('[data-testid=history-connections]'), /-1\.2921/);
 
   log('enable it and see the pending state');
   await page.click('button[data-action=enable]');
