@@ -71,8 +71,10 @@ export function fleetQuery(f, now = Date.now()) {
   if (f.state) filters.push(eq('latest_state__current_state_type', Number(f.state)));
   if (f.enabled) filters.push(eq('current_enable_flag', f.enabled === 'yes'));
   if (f.online) {
-    const since = new Date(now - Number(f.online) * 3600e3).toISOString().slice(0, 19);
-    filters.push({name: 'connections', op: 'any', val: {name: 'date', op: 'ge', val: since}});
+    // "24" = connected within 24 hours; "-24" = not connected for 24 hours.
+    const hours = Number(f.online);
+    const since = new Date(now - Math.abs(hours) * 3600e3).toISOString().slice(0, 19);
+    filters.push({name: 'connections', op: hours > 0 ? 'any' : 'not_any', val: {name: 'date', op: 'ge', val: since}});
   }
   if (f.alerts) filters.push({name: 'alert', op: 'any', val: {name: 'dismissed_at', op: 'is_null'}});
   return {filters, order_by: [{field: 'product_imei', direction: 'asc'}]};
@@ -103,7 +105,8 @@ export async function fleet(main) {
     select('entity', 'Entity', [['', 'all'], ...entities.map((e) => [e.name, e.name])]),
     select('state', 'State', [['', 'all'], ...states.map((s) => [s.state_type_id, s.name])]),
     select('enabled', 'Enabled', [['', 'all'], ['yes', 'enabled'], ['no', 'disabled']]),
-    select('online', 'Online', [['', 'all'], ['24', 'seen in the last 24 h'], ['168', 'seen in the last 7 days']]),
+    select('online', 'Online', [['', 'all'], ['24', 'seen in the last 24 h'], ['168', 'seen in the last 7 days'],
+      ['-24', 'not seen for 24 h'], ['-168', 'not seen for 7 days']]),
     select('alerts', 'Alerts', [['', 'all'], ['open', 'with open alerts']]));
   const counts = h('div', {class: 'counts', 'data-testid': 'fleet-counts'});
   const mapBox = h('section', {class: 'map-section'});

@@ -195,9 +195,10 @@ async fn seed_fleet(server: &TestServer) {
     let acme = server.seed("entity", json!({"name": "Acme Solar"})).await;
     let other = server.seed("entity", json!({"name": "Other Power"})).await;
     let now = Utc::now();
-    for (imei, entity, lat, lon) in [
-        (UNIT, &acme, -1.2921, 36.8219),
-        (OTHER, &other, -1.9441, 30.0619),
+    // The unit connected an hour ago, the other three days ago.
+    for (imei, entity, lat, lon, seen) in [
+        (UNIT, &acme, -1.2921, 36.8219, 1),
+        (OTHER, &other, -1.9441, 30.0619, 72),
     ] {
         server
             .seed(
@@ -212,7 +213,7 @@ async fn seed_fleet(server: &TestServer) {
         server
             .seed(
                 "connection",
-                json!({"product_imei": imei, "location_failed_flag": false, "date": stamp(now - Duration::hours(1)),
+                json!({"product_imei": imei, "location_failed_flag": false, "date": stamp(now - Duration::hours(seen)),
                        "latitude": lat.to_string(), "longitude": lon.to_string(), "error_radius": 500}),
             )
             .await;

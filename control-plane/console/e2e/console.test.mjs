@@ -121,6 +121,20 @@ async function admin() {
   assert.deepEqual(await page.$$eval('circle.unit-dot', (els) => els.map((e) => e.dataset.imei)), [UNIT]);
   await page.selectOption('select[name=alerts]', '');
   await page.waitForFunction(() => document.querySelector('[data-testid=count-filtered]')?.textContent === '2');
+  log('filter the fleet: online and offline (the other unit was last seen 3 days ago)');
+  const dotsShown = () => page.$$eval('circle.unit-dot', (els) => els.map((e) => e.dataset.imei));
+  await page.selectOption('select[name=online]', '24');
+  await page.waitForFunction(() => document.querySelector('[data-testid=count-filtered]')?.textContent === '1');
+  assert.deepEqual(await dotsShown(), [UNIT]);
+  await page.selectOption('select[name=online]', '-24');
+  await page.waitForFunction((o) => document.querySelector('circle.unit-dot')?.dataset.imei === o, OTHER);
+  assert.equal(await page.textContent('[data-testid=count-filtered]'), '1');
+  assert.deepEqual(await dotsShown(), [OTHER]);
+  await page.selectOption('select[name=online]', '-168');
+  await page.waitForSelector('[data-testid=coordinate-plot-empty]');
+  assert.equal(await page.textContent('[data-testid=count-filtered]'), '0');
+  await page.selectOption('select[name=online]', '');
+  await page.waitForFunction(() => document.querySelector('[data-testid=count-filtered]')?.textContent === '2');
 
   log('find the unit by searching');
   await page.fill('[data-testid=fleet-search]', UNIT.slice(-6));
