@@ -49,6 +49,23 @@ services_start
 log "deployment files (promtool, metric names)"
 ./scripts/check-deploy.sh
 
+# --- Headless Chromium and the console's browser-test packages --------------
+# control-plane/tests/console.rs drives Debian's chromium through
+# playwright-core (control-plane/console/e2e, versions pinned by its lock file).
+if [ ! -x /usr/bin/chromium ]; then
+  log "installing chromium (console browser tests)"
+  apt_install chromium chromium-driver
+fi
+if ! have node || ! have npm; then
+  log "installing Node.js and npm (console browser tests)"
+  apt_install nodejs npm
+fi
+e2e=control-plane/console/e2e
+if [ ! -d "$e2e/node_modules/playwright-core" ] || [ "$e2e/package-lock.json" -nt "$e2e/node_modules/.package-lock.json" ]; then
+  log "npm ci in $e2e"
+  (cd "$e2e" && npm ci --no-audit --no-fund --silent)
+fi
+
 # --- Tests ------------------------------------------------------------------
 log "cargo test"
 cargo test --workspace --all-targets "$@"

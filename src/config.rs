@@ -243,6 +243,12 @@ impl Config {
                 .map(String::from)
                 .collect();
         }
+        if let Some(v) = var("SMARTSOLAR_CONSOLE_TILE_URL") {
+            cp.console_tile_url = Some(v).filter(|v| !v.trim().is_empty());
+        }
+        if let Some(v) = var("SMARTSOLAR_CONSOLE_TILE_ATTRIBUTION") {
+            cp.console_tile_attribution = Some(v).filter(|v| !v.trim().is_empty());
+        }
         set(&var, "SMARTSOLAR_DATA_DIR", &mut self.data_dir)?;
         set(&var, "SMARTSOLAR_BUS", &mut self.bus.kind)?;
         set(

@@ -60,6 +60,10 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
         )
         .env("SMARTSOLAR_ADMIN_USER", "admin@example.com")
         .env("SMARTSOLAR_ADMIN_PASSWORD", "admin-password")
+        .env(
+            "SMARTSOLAR_CONSOLE_TILE_URL",
+            "http://tiles.test/{z}/{x}/{y}.png",
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -68,6 +72,20 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
     let base = format!("http://127.0.0.1:{http}");
     let client = reqwest::Client::new();
     wait_ready(&client, &base).await;
+
+    // The operator console is in the binary; its tiles come from the environment.
+    let page = client.get(format!("{base}/console")).send().await.unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("/console/app.js"));
+    let settings: Json = client
+        .get(format!("{base}/console/config.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["tile_url"], "http://tiles.test/{z}/{x}/{y}.png");
 
     // The API: log in and create a unit as the factory would.
     let login: Json = client

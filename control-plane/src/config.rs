@@ -88,6 +88,14 @@ pub struct ControlPlaneConfig {
     /// is allowed so local receivers and tests work (add `127.0.0.0/8,::1/128`
     /// to deny it).
     pub webhook_deny_cidrs: Vec<String>,
+    /// The operator console's map tiles: a URL template with `{z}`, `{x}`
+    /// and `{y}` (and optionally `{s}`), e.g. a local tile server's
+    /// `http://tiles.internal/{z}/{x}/{y}.png` (`SMARTSOLAR_CONSOLE_TILE_URL`).
+    /// Unset: the console plots the units' coordinates without a map.
+    pub console_tile_url: Option<String>,
+    /// The attribution the tile server's licence asks for
+    /// (`SMARTSOLAR_CONSOLE_TILE_ATTRIBUTION`).
+    pub console_tile_attribution: Option<String>,
 }
 
 /// A configuration value that must never be printed: `Debug` shows `***`.
@@ -189,6 +197,8 @@ impl Default for ControlPlaneConfig {
             webhook_poll_interval_ms: 500,
             webhook_batch_size: 32,
             webhook_deny_cidrs: default_webhook_deny_cidrs(),
+            console_tile_url: None,
+            console_tile_attribution: None,
         }
     }
 }

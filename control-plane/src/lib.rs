@@ -25,6 +25,7 @@ pub mod actions;
 pub mod auth;
 pub mod catalogue;
 pub mod config;
+pub mod console;
 pub mod data;
 pub mod db;
 pub mod dcm;

@@ -1,5 +1,5 @@
 //! `/auth/login`, `/auth/validate_user`, `/auth/validate_user_and_password`
-//! and `/home`.
+//! `/home` and `/whoami`.
 
 use axum::extract::{Query as UrlQuery, Request, State};
 use axum::http::header;
@@ -24,6 +24,7 @@ pub(super) fn router() -> Router<AppState> {
             get(validate_user_and_password),
         )
         .route("/home", get(home).post(home))
+        .route("/whoami", get(whoami))
 }
 
 #[derive(Deserialize)]
@@ -88,7 +89,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response, 
                 "entity_id": user.entity_id,
                 "display_name": record.display_name,
                 "name": record.name.clone().unwrap_or_default(),
-                "user_product_visibility": match user.visibility { Visibility::Global => "GLOBAL", Visibility::Entity(_) => "ENTITY" },
+                "user_product_visibility": visibility_name(&user.visibility),
                 "hub_id": record.hub_id,
                 "shop_id": record.shop_id,
                 "API_token": token,
@@ -158,4 +159,29 @@ async fn home(State(state): State<AppState>) -> String {
         "Welcome to the SMARTSolar API: {}",
         crate::values::format_datetime(&state.clock.now())
     )
+}
+
+/// The caller's own identity, level and scope (the console shows only the
+/// buttons these allow).
+async fn whoami(user: AuthUser) -> Response {
+    axum::Json(json!({
+        "status": "success",
+        "message": "the user this token belongs to",
+        "data": {
+            "user_id": user.user_id,
+            "username": user.username,
+            "permissions": user.permissions.as_str(),
+            "user_product_visibility": visibility_name(&user.visibility),
+            "entity_id": user.entity_id,
+        }
+    }))
+    .into_response()
+}
+
+/// The API spelling of a visibility.
+fn visibility_name(visibility: &Visibility) -> &'static str {
+    match visibility {
+        Visibility::Global => "GLOBAL",
+        Visibility::Entity(_) => "ENTITY",
+    }
 }

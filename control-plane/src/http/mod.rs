@@ -6,6 +6,8 @@ mod generic;
 mod openapi;
 mod webhooks;
 
+pub(crate) use openapi::ACTION_ROUTES;
+
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -113,7 +115,8 @@ impl AppState {
     }
 }
 
-/// The whole API: `/v1/...` routes, with JSON 404s for unknown paths.
+/// The whole API: `/v1/...` routes and the `/console` app, with JSON 404s
+/// for unknown paths.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(auth::router())
@@ -132,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/health", axum::routing::get(health))
         .route("/ready", axum::routing::get(ready))
+        .merge(crate::console::router())
         .fallback(not_found)
         .with_state(state)
 }

@@ -45,6 +45,36 @@ pub(crate) const ACTION_ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     ("/openapi.json", "get", "This document", "none"),
     (
+        "/whoami",
+        "get",
+        "The caller's username, permissions, visibility and entity",
+        "OVERVIEW",
+    ),
+    (
+        "/console",
+        "get",
+        "The operator console (HTML page; outside /v1)",
+        "none",
+    ),
+    (
+        "/console/",
+        "get",
+        "The operator console (HTML page; outside /v1)",
+        "none",
+    ),
+    (
+        "/console/config.json",
+        "get",
+        "The console's settings: map tile template and the level each action route needs (outside /v1)",
+        "none",
+    ),
+    (
+        "/console/{path}",
+        "get",
+        "A console file embedded in the binary, with its content type and ETag (outside /v1)",
+        "none",
+    ),
+    (
         "/products/{product_imei}/data",
         "get",
         "Read a unit's time series: start, end, fields, measurement, limit, where, tags, ds_interval, ds_function (query string or JSON body)",
@@ -560,8 +590,8 @@ pub(crate) fn build(cat: &Catalogue) -> Json {
         }
     }
     for (path, method, summary, permission) in ACTION_ROUTES {
-        // Probes live outside the versioned API.
-        let full = if matches!(*path, "/health" | "/ready") {
+        // Probes and the console live outside the versioned API.
+        let full = if matches!(*path, "/health" | "/ready") || path.starts_with("/console") {
             (*path).to_string()
         } else {
             format!("/v1{path}")

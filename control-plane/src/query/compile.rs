@@ -486,6 +486,9 @@ impl<'c> Builder<'c> {
 
     fn comparison(&mut self, at: &At<'c>, c: &Comparison) -> Result<SimpleExpr, QueryError> {
         let target = self.resolve(at.table, &c.name)?;
+        if c.op == Op::NotAny {
+            return Ok(self.has_any(at, c, target)?.not());
+        }
         if c.op.is_relational() {
             return self.has_any(at, c, target);
         }
@@ -654,7 +657,9 @@ impl<'c> Builder<'c> {
                     op: c.op_name.clone(),
                 })
             }
-            Op::IsNull | Op::IsNotNull | Op::Has | Op::Any => unreachable!("handled above"),
+            Op::IsNull | Op::IsNotNull | Op::Has | Op::Any | Op::NotAny => {
+                unreachable!("handled above")
+            }
         })
     }
 

@@ -88,6 +88,10 @@ pub enum Op {
     Has,
     /// Some row of a to-many relation satisfies the argument.
     Any,
+    /// No row of a relation satisfies the argument: the negation of `any`
+    /// (an extension; Flask-Restless has no negation, and "units with no
+    /// connection since ..." needs one).
+    NotAny,
 }
 
 impl Op {
@@ -109,6 +113,7 @@ impl Op {
             "ilike" => Self::ILike,
             "has" => Self::Has,
             "any" => Self::Any,
+            "not_any" => Self::NotAny,
             _ => return None,
         })
     }
@@ -118,9 +123,9 @@ impl Op {
         matches!(self, Self::IsNull | Self::IsNotNull)
     }
 
-    /// `has` and `any` apply to a relation.
+    /// `has`, `any` and `not_any` apply to a relation.
     pub fn is_relational(self) -> bool {
-        matches!(self, Self::Has | Self::Any)
+        matches!(self, Self::Has | Self::Any | Self::NotAny)
     }
 }
 

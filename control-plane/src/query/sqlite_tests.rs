@@ -343,6 +343,14 @@ async fn operators_select_the_right_rows() {
             vec![P1, P2],
         ),
         (
+            json!([{"name": "notes", "op": "not_any", "val": {"name": "note_text", "op": "ilike", "val": "battery%"}}]),
+            vec![P4],
+        ),
+        (
+            json!([{"name": "notes", "op": "not_any", "val": [2, 3]}]),
+            vec![P3, P4],
+        ),
+        (
             json!([{"name": "product_type", "op": "has", "val": {"name": "name", "op": "eq", "val": "enterprise"}}]),
             vec![P1, P3],
         ),

@@ -1,0 +1,286 @@
+//! The operator console: a single-page browser app under `/console`, a
+//! client of the `/v1` API (same login, tokens, permissions and scope).
+//!
+//! Its files (`control-plane/console/`: our own ES modules and the vendored
+//! uPlot and Leaflet builds) are compiled into the binary with
+//! `include_bytes!`, so `serve` needs nothing on disk. Every file is served
+//! with its content type, a strong `ETag` (SHA-256 of the bytes) and
+//! `Cache-Control: no-cache`: the browser keeps its copy but revalidates it,
+//! and an unchanged file costs a `304` without a body. The names are not
+//! hashed, so revalidation is what keeps an upgraded server from running
+//! an old script against a new API.
+//!
+//! Besides the files there is one dynamic answer, `/console/config.json`:
+//! the map tile template from the configuration and the permission each
+//! action route needs (from the OpenAPI route list), so the browser shows
+//! only the buttons the logged-in user may press without a second copy of
+//! those rules in JavaScript. The server still checks every call.
+
+use std::sync::OnceLock;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Map, Value as Json};
+use sha2::{Digest, Sha256};
+
+use crate::catalogue::Permission;
+use crate::http::{AppState, ACTION_ROUTES};
+
+/// One embedded file, by its path under `/console/`.
+pub struct Asset {
+    pub path: &'static str,
+    pub bytes: &'static [u8],
+}
+
+/// Embeds files of `control-plane/console/` by their relative paths.
+macro_rules! assets {
+    ($($path:literal),* $(,)?) => {
+        &[$(Asset { path: $path, bytes: include_bytes!(concat!("../console/", $path)) }),*]
+    };
+}
+
+/// Every file the console serves. A unit test fails when a file in
+/// `control-plane/console/` (outside `e2e/`) is missing here.
+pub const ASSETS: &[Asset] = assets![
+    "index.html",
+    "app.js",
+    "api.js",
+    "dom.js",
+    "pages.js",
+    "charts.js",
+    "map.js",
+    "console.css",
+    "vendor/VERSIONS",
+    "vendor/uplot/LICENSE",
+    "vendor/uplot/uPlot.esm.js",
+    "vendor/uplot/uPlot.min.css",
+    "vendor/leaflet/LICENSE",
+    "vendor/leaflet/leaflet-src.esm.js",
+    "vendor/leaflet/leaflet.css",
+    "vendor/leaflet/images/layers-2x.png",
+    "vendor/leaflet/images/layers.png",
+    "vendor/leaflet/images/marker-icon-2x.png",
+    "vendor/leaflet/images/marker-icon.png",
+    "vendor/leaflet/images/marker-shadow.png",
+];
+
+/// `/console`, `/console/` (the app's page) and `/console/<file>`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(index))
+        .route("/console/", get(index))
+        .route("/console/config.json", get(config))
+        .route("/console/{*path}", get(asset))
+}
+
+/// The content type of a file, by its extension.
+pub fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        Some("svg") => "image/svg+xml",
+        _ => "text/plain; charset=utf-8",
+    }
+}
+
+/// The embedded file at `path` and its quoted ETag.
+fn find(path: &str) -> Option<(&'static Asset, &'static str)> {
+    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
+    let etags = ETAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|a| format!("\"{}\"", &hex::encode(Sha256::digest(a.bytes))[..32]))
+            .collect()
+    });
+    let i = ASSETS.iter().position(|a| a.path == path)?;
+    Some((&ASSETS[i], etags[i].as_str()))
+}
+
+/// Whether an `If-None-Match` header names `etag` (or is `*`).
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+/// The page's Content-Security-Policy: scripts, styles and data from this
+/// server only; images also from the configured tile server's origin.
+/// Styles allow inline attributes because uPlot and Leaflet position
+/// elements with them.
+fn content_security_policy(tile_url: Option<&str>) -> String {
+    let tiles = tile_url.and_then(tile_origin).unwrap_or_default();
+    format!(
+        "default-src 'self'; img-src 'self' data: {tiles}; style-src 'self' 'unsafe-inline'; \
+         script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
+
+/// `scheme://host[:port]` of a tile URL template.
+fn tile_origin(template: &str) -> Option<String> {
+    let (scheme, rest) = template.split_once("://")?;
+    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}://{host}"))
+}
+
+fn serve(headers: &HeaderMap, asset: &Asset, etag: &str, csp: Option<String>) -> Response {
+    let mut response = if matches_etag(headers, etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, content_type(asset.path))],
+            asset.bytes,
+        )
+            .into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Some(csp) = csp.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    response
+}
+
+async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (asset, etag) = find("index.html").expect("index.html is embedded");
+    let csp = content_security_policy(state.config.console_tile_url.as_deref());
+    serve(&headers, asset, etag, Some(csp))
+}
+
+async fn asset(headers: HeaderMap, Path(path): Path<String>) -> Response {
+    match find(&path) {
+        Some((asset, etag)) => serve(&headers, asset, etag, None),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("No console file '{path}'"),
+        )
+            .into_response(),
+    }
+}
+
+/// The browser's settings: map tiles, and the level each action route
+/// needs (`"<METHOD> <path>"` -> level; `"none"` needs no login).
+pub fn settings(tile_url: Option<&str>, tile_attribution: Option<&str>) -> Json {
+    let mut permissions = Map::new();
+    for (path, method, _, level) in ACTION_ROUTES {
+        permissions.insert(format!("{} {path}", method.to_uppercase()), json!(level));
+    }
+    let levels = [
+        Permission::Overview,
+        Permission::Technical,
+        Permission::Admin,
+        Permission::Factory,
+        Permission::System,
+    ]
+    .map(Permission::as_str);
+    json!({
+        "tile_url": tile_url,
+        "tile_attribution": tile_attribution,
+        "levels": levels,
+        "permissions": permissions,
+    })
+}
+
+async fn config(State(state): State<AppState>) -> Response {
+    let cfg = &state.config;
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        axum::Json(settings(
+            cfg.console_tile_url.as_deref(),
+            cfg.console_tile_attribution.as_deref(),
+        )),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file under `control-plane/console/` except the browser tests
+    /// is embedded, so a new module cannot be forgotten in `ASSETS`.
+    #[test]
+    fn every_console_file_is_embedded() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
+        let mut stack = vec![root.clone()];
+        let mut missing = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let rel = path
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if path.is_dir() {
+                    if rel != "e2e" {
+                        stack.push(path);
+                    }
+                } else if find(&rel).is_none() {
+                    missing.push(rel);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in console::ASSETS: {missing:?}");
+    }
+
+    #[test]
+    fn content_types_follow_the_extension() {
+        assert_eq!(content_type("index.html"), "text/html; charset=utf-8");
+        assert_eq!(
+            content_type("vendor/uplot/uPlot.esm.js"),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(content_type("console.css"), "text/css; charset=utf-8");
+        assert_eq!(
+            content_type("vendor/leaflet/images/layers.png"),
+            "image/png"
+        );
+        assert_eq!(
+            content_type("vendor/uplot/LICENSE"),
+            "text/plain; charset=utf-8"
+        );
+    }
+
+    #[test]
+    fn etags_differ_per_file_and_match_if_none_match_lists() {
+        let (_, a) = find("app.js").unwrap();
+        let (_, b) = find("index.html").unwrap();
+        assert_ne!(a, b);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"other\", W/{a}")).unwrap(),
+        );
+        assert!(matches_etag(&headers, a));
+        assert!(!matches_etag(&headers, b));
+    }
+
+    #[test]
+    fn the_policy_admits_the_tile_server_only() {
+        assert_eq!(
+            tile_origin("https://tiles.example.org:8443/{z}/{x}/{y}.png").as_deref(),
+            Some("https://tiles.example.org:8443")
+        );
+        assert_eq!(tile_origin("/{z}/{x}/{y}.png"), None);
+        assert!(
+            content_security_policy(Some("http://t.local/{z}/{x}/{y}.png"))
+                .contains("img-src 'self' data: http://t.local;")
+        );
+    }
+}
