@@ -205,34 +205,39 @@ fn cols(names: &[(&str, ColumnType)]) -> Vec<Column> {
     names.iter().map(|(n, t)| Column::computed(n, *t)).collect()
 }
 
-/// Alerts of a unit, oldest first: (alert_type_id, open, extra_info, dismissed_by).
-async fn alerts_of(server: &TestServer, imei: &str) -> Vec<(i64, bool, String, Option<String>)> {
+/// Some columns of a unit's rows of `table`, ordered by `order`.
+async fn rows_of(
+    server: &TestServer,
+    table: &str,
+    imei: &str,
+    columns: &[(&str, ColumnType)],
+    order: &str,
+) -> Vec<control_plane::db::Row> {
     let stmt = Query::select()
-        .columns(
-            [
-                "alert_type_id",
-                "dismissed_at",
-                "extra_info",
-                "dismissed_by",
-            ]
-            .map(Alias::new),
-        )
-        .from(Alias::new("alert"))
+        .columns(columns.iter().map(|(n, _)| Alias::new(*n)))
+        .from(Alias::new(table))
         .and_where(Expr::col(Alias::new("product_imei")).eq(imei))
-        .order_by(Alias::new("alert_id"), sea_query::Order::Asc)
+        .order_by(Alias::new(order), sea_query::Order::Asc)
         .to_owned();
-    let c = cols(&[
-        ("alert_type_id", ColumnType::Int),
-        ("dismissed_at", ColumnType::Datetime),
-        ("extra_info", ColumnType::String),
-        ("dismissed_by", ColumnType::String),
-    ]);
+    let c = cols(columns);
     server
         .state
         .db
         .fetch_all(&stmt, &c.iter().collect::<Vec<_>>())
         .await
         .unwrap()
+}
+
+/// Alerts of a unit, oldest first: (alert_type_id, open, extra_info, dismissed_by).
+async fn alerts_of(server: &TestServer, imei: &str) -> Vec<(i64, bool, String, Option<String>)> {
+    let columns = [
+        ("alert_type_id", ColumnType::Int),
+        ("dismissed_at", ColumnType::Datetime),
+        ("extra_info", ColumnType::String),
+        ("dismissed_by", ColumnType::String),
+    ];
+    rows_of(server, "alert", imei, &columns, "alert_id")
+        .await
         .iter()
         .map(|r| {
             (
@@ -245,51 +250,23 @@ async fn alerts_of(server: &TestServer, imei: &str) -> Vec<(i64, bool, String, O
         .collect()
 }
 
-/// `analysis_history` rows of a unit: (alert_type_id, status).
-async fn history_of(server: &TestServer, imei: &str) -> Vec<(i64, String)> {
-    let stmt = Query::select()
-        .columns(["alert_type_id", "status"].map(Alias::new))
-        .from(Alias::new("analysis_history"))
-        .and_where(Expr::col(Alias::new("product_imei")).eq(imei))
-        .order_by(Alias::new("analysis_history_id"), sea_query::Order::Asc)
-        .to_owned();
-    let c = cols(&[
+/// `analysis_history` rows of a unit, oldest first: (alert_type_id, status, timestamp).
+async fn history_of(server: &TestServer, imei: &str) -> Vec<(i64, String, String)> {
+    let columns = [
         ("alert_type_id", ColumnType::Int),
         ("status", ColumnType::String),
-    ]);
-    server
-        .state
-        .db
-        .fetch_all(&stmt, &c.iter().collect::<Vec<_>>())
+        ("timestamp", ColumnType::Datetime),
+    ];
+    rows_of(server, "analysis_history", imei, &columns, "timestamp")
         .await
-        .unwrap()
         .iter()
         .map(|r| {
             (
                 r["alert_type_id"].as_i64().unwrap(),
                 r["status"].as_str().unwrap().to_owned(),
+                r["timestamp"].as_str().unwrap().to_owned(),
             )
         })
-        .collect()
-}
-
-/// When a unit was analysed, in order.
-async fn analysis_times(server: &TestServer, imei: &str) -> Vec<String> {
-    let stmt = Query::select()
-        .column(Alias::new("timestamp"))
-        .from(Alias::new("analysis_history"))
-        .and_where(Expr::col(Alias::new("product_imei")).eq(imei))
-        .order_by(Alias::new("timestamp"), sea_query::Order::Asc)
-        .to_owned();
-    let c = cols(&[("timestamp", ColumnType::Datetime)]);
-    server
-        .state
-        .db
-        .fetch_all(&stmt, &c.iter().collect::<Vec<_>>())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r["timestamp"].as_str().unwrap().to_owned())
         .collect()
 }
 
@@ -444,7 +421,7 @@ async fn every_rule_raises_on_its_history_and_stays_quiet_otherwise(backend: Bac
         // Every eligible type ran on every unit, successfully.
         let h = history_of(&server, good).await;
         assert_eq!(h.len(), 8, "{h:?}");
-        assert!(h.iter().all(|(_, s)| s == "success"));
+        assert!(h.iter().all(|(_, s, _)| s == "success"));
     }
     assert!(alerts_of(&server, &disarmed).await.is_empty());
     let info = &alerts_of(&server, &cases[1].1).await[0].2;
@@ -513,10 +490,9 @@ async fn only_eligible_units_are_analysed(backend: Backend) {
     let report = engine(&server, "one").run_pass(now).await.unwrap();
     assert_eq!(report.units_analysed, 2, "{report:?}");
     for imei in [&eligible, &other_entity_unit] {
-        assert_eq!(
-            history_of(&server, imei).await,
-            vec![(t, "success".to_string())]
-        );
+        let h = history_of(&server, imei).await;
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!((h[0].0, h[0].1.as_str()), (t, "success"));
         assert_eq!(alerts_of(&server, imei).await.len(), 1);
     }
     for imei in [&wrong_product_type, &wrong_state, &anti_linked] {
@@ -569,20 +545,22 @@ async fn one_open_alert_per_unit_and_type(backend: Backend) {
 }
 
 async fn dismiss(server: &TestServer, imei: &str) {
-    let stmt = Query::select()
-        .column(Alias::new("alert_id"))
-        .from(Alias::new("alert"))
-        .and_where(Expr::col(Alias::new("product_imei")).eq(imei))
-        .and_where(Expr::col(Alias::new("dismissed_at")).is_null())
-        .to_owned();
-    let c = cols(&[("alert_id", ColumnType::Int)]);
-    let rows = server
-        .state
-        .db
-        .fetch_all(&stmt, &c.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    let alert_id = rows[0]["alert_id"].as_i64().unwrap();
+    let open: Vec<i64> = rows_of(
+        server,
+        "alert",
+        imei,
+        &[
+            ("alert_id", ColumnType::Int),
+            ("dismissed_at", ColumnType::Datetime),
+        ],
+        "alert_id",
+    )
+    .await
+    .iter()
+    .filter(|r| r["dismissed_at"].is_null())
+    .map(|r| r["alert_id"].as_i64().unwrap())
+    .collect();
+    let alert_id = open[0];
     let (s, body) = server
         .call(
             Method::PUT,
@@ -803,13 +781,16 @@ async fn two_engines_never_analyse_a_unit_twice(backend: Backend) {
     // (A bucket given up while rebalancing may skip one round.)
     let mut rows = 0;
     for imei in &units {
-        let times = analysis_times(&server, imei).await;
+        let h = history_of(&server, imei).await;
+        let times: Vec<&str> = h.iter().map(|(_, _, at)| at.as_str()).collect();
         let mut distinct = times.clone();
         distinct.dedup();
         assert_eq!(distinct, times, "{imei} analysed twice at once");
-        let h = history_of(&server, imei).await;
-        assert!(h.iter().all(|(at, s)| *at == t && s == "success"), "{h:?}");
-        rows += times.len() as u64;
+        assert!(
+            h.iter().all(|(at, s, _)| *at == t && s == "success"),
+            "{h:?}"
+        );
+        rows += h.len() as u64;
     }
     let reported: u64 = reports
         .iter()

@@ -585,64 +585,94 @@ async fn eligibility(db: &Db) -> Result<Eligibility, AlertError> {
 /// The units of the held buckets, with what the product row and its latest
 /// state, connection and RTC connection record say.
 async fn products(db: &Db, buckets: u32, held: &HashSet<u32>) -> Result<Vec<Product>, AlertError> {
-    let p = |c: &str| Expr::col((a("product"), a(c)));
-    let stmt = Query::select()
-        .expr_as(p("product_imei"), a("product_imei"))
-        .expr_as(p("product_type_id"), a("product_type_id"))
-        .expr_as(p("current_tamper_flag"), a("current_tamper_flag"))
-        .expr_as(p("dcm_enabled_flag"), a("dcm_enabled_flag"))
-        .expr_as(
-            p("latest_rtc_mo_status_report_time"),
-            a("status_report_time"),
-        )
-        .expr_as(
-            Expr::col((a("state"), a("current_state_type"))),
-            a("state_type_id"),
-        )
-        .expr_as(
-            Expr::col((a("connection"), a("date"))),
-            a("connection_date"),
-        )
-        .expr_as(
-            Expr::col((a("rtc_connection_history"), a("connection_status"))),
-            a("connection_status"),
-        )
-        .expr_as(
-            Expr::col((a("rtc_connection_history"), a("connection_status_time"))),
-            a("connection_status_time"),
-        )
-        .expr_as(
-            Expr::col((a("rtc_connection_history"), a("latest_message_time"))),
-            a("latest_message_time"),
-        )
-        .from(a("product"))
-        .left_join(
-            a("state"),
-            Expr::col((a("state"), a("state_id"))).equals((a("product"), a("latest_state_id"))),
-        )
-        .left_join(
-            a("connection"),
-            Expr::col((a("connection"), a("connection_id")))
-                .equals((a("product"), a("latest_connection_id"))),
-        )
-        .left_join(
-            a("rtc_connection_history"),
-            Expr::col((a("rtc_connection_history"), a("rtc_connection_history_id")))
-                .equals((a("product"), a("latest_rtc_connection_history_id"))),
-        )
-        .to_owned();
-    let cols = [
-        col("product_imei", ColumnType::String),
-        col("product_type_id", ColumnType::Int),
-        col("current_tamper_flag", ColumnType::Boolean),
-        col("dcm_enabled_flag", ColumnType::Boolean),
-        col("status_report_time", ColumnType::Datetime),
-        col("state_type_id", ColumnType::Int),
-        col("connection_date", ColumnType::Datetime),
-        col("connection_status", ColumnType::String),
-        col("connection_status_time", ColumnType::Datetime),
-        col("latest_message_time", ColumnType::Datetime),
+    // (table, column, name in the row, type): the select and its decoding.
+    const SELECTED: [(&str, &str, &str, ColumnType); 10] = [
+        (
+            "product",
+            "product_imei",
+            "product_imei",
+            ColumnType::String,
+        ),
+        (
+            "product",
+            "product_type_id",
+            "product_type_id",
+            ColumnType::Int,
+        ),
+        (
+            "product",
+            "current_tamper_flag",
+            "current_tamper_flag",
+            ColumnType::Boolean,
+        ),
+        (
+            "product",
+            "dcm_enabled_flag",
+            "dcm_enabled_flag",
+            ColumnType::Boolean,
+        ),
+        (
+            "product",
+            "latest_rtc_mo_status_report_time",
+            "status_report_time",
+            ColumnType::Datetime,
+        ),
+        (
+            "state",
+            "current_state_type",
+            "state_type_id",
+            ColumnType::Int,
+        ),
+        (
+            "connection",
+            "date",
+            "connection_date",
+            ColumnType::Datetime,
+        ),
+        (
+            "rtc_connection_history",
+            "connection_status",
+            "connection_status",
+            ColumnType::String,
+        ),
+        (
+            "rtc_connection_history",
+            "connection_status_time",
+            "connection_status_time",
+            ColumnType::Datetime,
+        ),
+        (
+            "rtc_connection_history",
+            "latest_message_time",
+            "latest_message_time",
+            ColumnType::Datetime,
+        ),
     ];
+    // The product's latest row of each joined table.
+    const JOINS: [(&str, &str, &str); 3] = [
+        ("state", "state_id", "latest_state_id"),
+        ("connection", "connection_id", "latest_connection_id"),
+        (
+            "rtc_connection_history",
+            "rtc_connection_history_id",
+            "latest_rtc_connection_history_id",
+        ),
+    ];
+    let mut stmt = Query::select();
+    for (table, column, name, _) in SELECTED {
+        stmt.expr_as(Expr::col((a(table), a(column))), a(name));
+    }
+    stmt.from(a("product"));
+    for (table, id, latest) in JOINS {
+        stmt.left_join(
+            a(table),
+            Expr::col((a(table), a(id))).equals((a("product"), a(latest))),
+        );
+    }
+    let cols: Vec<Column> = SELECTED
+        .iter()
+        .map(|(_, _, name, ty)| col(name, *ty))
+        .collect();
     let mut products: Vec<Product> = fetch(db, &stmt, &cols)
         .await?
         .iter()
