@@ -179,6 +179,17 @@ async fn set_product(server: &TestServer, imei: &str, column: &str, value: Json)
     tx.commit().await.unwrap();
 }
 
+/// The unit's latest status report came at `at`.
+async fn heard_from(server: &TestServer, imei: &str, at: NaiveDateTime) {
+    set_product(
+        server,
+        imei,
+        "latest_rtc_mo_status_report_time",
+        json!(fmt(at)),
+    )
+    .await;
+}
+
 /// `n` telemetry samples of one field, 5 minutes apart, ending at `end`.
 async fn telemetry(
     server: &TestServer,
@@ -344,20 +355,8 @@ async fn every_rule_raises_on_its_history_and_stays_quiet_otherwise(backend: Bac
     telemetry(&server, &disarmed, "tamper_triggered", 1.0, 1, recent).await;
 
     let (bad, good) = (fleet.unit(&server).await, fleet.unit(&server).await);
-    set_product(
-        &server,
-        &bad,
-        "latest_rtc_mo_status_report_time",
-        json!(fmt(now - Duration::days(4))),
-    )
-    .await;
-    set_product(
-        &server,
-        &good,
-        "latest_rtc_mo_status_report_time",
-        json!(fmt(now - Duration::hours(1))),
-    )
-    .await;
+    heard_from(&server, &bad, now - Duration::days(4)).await;
+    heard_from(&server, &good, now - Duration::hours(1)).await;
     cases.push(("no_connection", bad, good));
 
     let (bad, good) = (fleet.unit(&server).await, fleet.unit(&server).await);
@@ -470,7 +469,6 @@ async fn only_eligible_units_are_analysed(backend: Backend) {
     let mut tx = server.state.db.begin().await.unwrap();
     tx.execute(&stmt).await.unwrap();
     tx.commit().await.unwrap();
-    let silent = json!(fmt(now - Duration::days(5)));
     for imei in [
         &eligible,
         &wrong_product_type,
@@ -478,13 +476,7 @@ async fn only_eligible_units_are_analysed(backend: Backend) {
         &anti_linked,
         &other_entity_unit,
     ] {
-        set_product(
-            &server,
-            imei,
-            "latest_rtc_mo_status_report_time",
-            silent.clone(),
-        )
-        .await;
+        heard_from(&server, imei, now - Duration::days(5)).await;
     }
 
     let report = engine(&server, "one").run_pass(now).await.unwrap();
@@ -512,13 +504,7 @@ async fn one_open_alert_per_unit_and_type(backend: Backend) {
         .alert_type(&server, "no_connection", "manual", None)
         .await;
     let imei = fleet.unit(&server).await;
-    set_product(
-        &server,
-        &imei,
-        "latest_rtc_mo_status_report_time",
-        json!(fmt(now - Duration::days(5))),
-    )
-    .await;
+    heard_from(&server, &imei, now - Duration::days(5)).await;
     let engine = engine(&server, "one");
     let first = engine.run_pass(now).await.unwrap();
     assert_eq!(first.raised, 1);
@@ -580,13 +566,7 @@ async fn cooling_off_after_a_dismissal(backend: Backend) {
         .alert_type(&server, "no_connection", "manual", Some(86_400))
         .await;
     let imei = fleet.unit(&server).await;
-    set_product(
-        &server,
-        &imei,
-        "latest_rtc_mo_status_report_time",
-        json!(fmt(now - Duration::days(5))),
-    )
-    .await;
+    heard_from(&server, &imei, now - Duration::days(5)).await;
     let engine = engine(&server, "one");
     assert_eq!(engine.run_pass(now).await.unwrap().raised, 1);
     // The user dismisses it (at the real clock, a moment after t0).
@@ -618,24 +598,12 @@ async fn the_system_clears_only_when_the_type_says_so(backend: Backend) {
         .alert_type(&server, "no-connection", "manual", None)
         .await;
     let imei = fleet.unit(&server).await;
-    set_product(
-        &server,
-        &imei,
-        "latest_rtc_mo_status_report_time",
-        json!(fmt(now - Duration::days(5))),
-    )
-    .await;
+    heard_from(&server, &imei, now - Duration::days(5)).await;
     let engine = engine(&server, "one");
     assert_eq!(engine.run_pass(now).await.unwrap().raised, 2);
     // The unit reports again: the condition clears.
     let later = now + Duration::hours(1);
-    set_product(
-        &server,
-        &imei,
-        "latest_rtc_mo_status_report_time",
-        json!(fmt(later - Duration::minutes(1))),
-    )
-    .await;
+    heard_from(&server, &imei, later - Duration::minutes(1)).await;
     let report = engine.run_pass(later).await.unwrap();
     assert_eq!(report.cleared, 1, "{report:?}");
     let got = alerts_of(&server, &imei).await;
@@ -692,23 +660,11 @@ async fn raised_and_cleared_alerts_reach_a_real_receiver(backend: Backend) {
         .alert_type(&server, "no_connection", "auto_clear", None)
         .await;
     let imei = fleet.unit(&server).await;
-    set_product(
-        &server,
-        &imei,
-        "latest_rtc_mo_status_report_time",
-        json!(fmt(now - Duration::days(5))),
-    )
-    .await;
+    heard_from(&server, &imei, now - Duration::days(5)).await;
     let engine = engine(&server, "one");
     engine.run_pass(now).await.unwrap();
     let later = now + Duration::hours(1);
-    set_product(
-        &server,
-        &imei,
-        "latest_rtc_mo_status_report_time",
-        json!(fmt(later)),
-    )
-    .await;
+    heard_from(&server, &imei, later).await;
     engine.run_pass(later).await.unwrap();
 
     let mut got = Vec::new();
