@@ -6,6 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use futures_util::StreamExt;
+
 use chrono::{Duration, NaiveDateTime};
 use sea_query::{Alias, Expr, Func, OnConflict, Query, SimpleExpr};
 use serde_json::Value as Json;
@@ -132,6 +134,54 @@ pub struct PassReport {
     pub lost_units: u64,
 }
 
+impl PassReport {
+    /// Counts one unit's result (and records its metrics).
+    fn absorb(&mut self, unit: UnitResult) {
+        let outcomes = match unit {
+            UnitResult::Committed(outcomes) => outcomes,
+            UnitResult::LeaseLost => {
+                self.lost_units += 1;
+                return;
+            }
+            UnitResult::Failed => return,
+        };
+        self.units_analysed += 1;
+        for o in &outcomes {
+            self.analyses += 1;
+            self.failures += u64::from(!o.success);
+            let rule = o.kind.map_or("unknown", RuleKind::as_str);
+            let status = if o.success { "success" } else { "failure" };
+            metrics::counter!(super::ANALYSES, "rule" => rule, "outcome" => status).increment(1);
+            match o.action {
+                Action::Raise(_) => {
+                    self.raised += 1;
+                    metrics::counter!(super::RAISED, "rule" => rule).increment(1);
+                }
+                Action::Clear(_) => {
+                    self.cleared += 1;
+                    metrics::counter!(super::CLEARED, "rule" => rule).increment(1);
+                }
+                Action::Keep => {}
+            }
+        }
+    }
+}
+
+/// What became of one unit in a pass.
+enum UnitResult {
+    /// Its outcomes were committed.
+    Committed(Vec<Outcome>),
+    /// Its bucket's lease was lost: nothing written.
+    LeaseLost,
+    /// The commit failed (logged): retried at the next pass.
+    Failed,
+}
+
+/// Units analysed per chunk: telemetry read for the chunk, then each unit committed.
+const CHUNK: usize = 256;
+/// Telemetry reads in flight at once.
+const TELEMETRY_READS_IN_FLIGHT: usize = 16;
+
 /// One (unit, alert type) analysis, before it is committed.
 struct Outcome {
     alert_type_id: i64,
@@ -246,66 +296,74 @@ impl AlertEngine {
                 p.snapshot.failed_mts = counts.get(&p.imei).copied().unwrap_or(0);
             }
         }
-        for (i, due_types) in work {
-            let p = &mut products[i];
-            let telemetry_ok = if due_types
+        for chunk in work.chunks(CHUNK) {
+            // The chunk's telemetry windows, read concurrently (a remote
+            // store answers each in a round trip); `None`: the read failed.
+            let reads = chunk
                 .iter()
-                .any(|t| t.kind.is_some_and(RuleKind::needs_telemetry))
-            {
-                match self.telemetry(&p.imei, now).await {
-                    Ok(stats) => {
-                        p.snapshot.telemetry = stats;
-                        true
-                    }
-                    Err(e) => {
-                        tracing::warn!(imei = %p.imei, error = %e, "alert analysis: telemetry read failed");
-                        false
-                    }
-                }
-            } else {
-                true
-            };
-            let outcomes: Vec<Outcome> = due_types
-                .iter()
-                .map(|t| {
-                    let state = alerts
-                        .get(&(p.imei.clone(), t.id))
-                        .copied()
-                        .unwrap_or_default();
-                    analyse(t, th, &p.snapshot, state, telemetry_ok, now)
-                })
-                .collect();
-            match self.commit_unit(p, &outcomes, now).await {
-                Ok(true) => {
-                    report.units_analysed += 1;
-                    for o in &outcomes {
-                        report.analyses += 1;
-                        report.failures += u64::from(!o.success);
-                        let rule = o.kind.map_or("unknown", RuleKind::as_str);
-                        let status = if o.success { "success" } else { "failure" };
-                        metrics::counter!(super::ANALYSES, "rule" => rule, "outcome" => status)
-                            .increment(1);
-                        match o.action {
-                            Action::Raise(_) => {
-                                report.raised += 1;
-                                metrics::counter!(super::RAISED, "rule" => rule).increment(1);
-                            }
-                            Action::Clear(_) => {
-                                report.cleared += 1;
-                                metrics::counter!(super::CLEARED, "rule" => rule).increment(1);
-                            }
-                            Action::Keep => {}
+                .filter(|(_, types)| types.iter().any(|t| t.kind.is_some_and(RuleKind::needs_telemetry)))
+                .map(|(i, _)| {
+                    let imei = products[*i].imei.clone();
+                    async move {
+                        let stats = self.telemetry(&imei, now).await;
+                        if let Err(e) = &stats {
+                            tracing::warn!(%imei, error = %e, "alert analysis: telemetry read failed");
                         }
+                        (*i, stats.ok())
                     }
-                }
-                Ok(false) => report.lost_units += 1,
-                // One unit's failure (e.g. a constraint) does not stop the pass.
-                Err(e) => {
-                    tracing::warn!(imei = %p.imei, error = %e, "alert analysis: committing a unit failed")
-                }
+                });
+            let windows: HashMap<usize, Option<TelemetryStats>> = futures_util::stream::iter(reads)
+                .buffer_unordered(TELEMETRY_READS_IN_FLIGHT)
+                .collect()
+                .await;
+            for (i, due_types) in chunk {
+                report.absorb(
+                    self.analyse_unit(&mut products[*i], due_types, windows.get(i), &alerts, now)
+                        .await,
+                );
             }
         }
         Ok(report)
+    }
+
+    /// Analyses one unit's due alert types and commits the outcomes.
+    async fn analyse_unit(
+        &self,
+        p: &mut Product,
+        due_types: &[&AlertType],
+        window: Option<&Option<TelemetryStats>>,
+        alerts: &HashMap<(String, i64), AlertState>,
+        now: NaiveDateTime,
+    ) -> UnitResult {
+        let th = &self.config.thresholds;
+        // No entry: no rule of the unit needs telemetry.
+        let telemetry_ok = match window {
+            Some(Some(stats)) => {
+                p.snapshot.telemetry = *stats;
+                true
+            }
+            Some(None) => false,
+            None => true,
+        };
+        let outcomes: Vec<Outcome> = due_types
+            .iter()
+            .map(|t| {
+                let state = alerts
+                    .get(&(p.imei.clone(), t.id))
+                    .copied()
+                    .unwrap_or_default();
+                analyse(t, th, &p.snapshot, state, telemetry_ok, now)
+            })
+            .collect();
+        match self.commit_unit(p, &outcomes, now).await {
+            Ok(true) => UnitResult::Committed(outcomes),
+            Ok(false) => UnitResult::LeaseLost,
+            // One unit's failure (e.g. a constraint) does not stop the pass.
+            Err(e) => {
+                tracing::warn!(imei = %p.imei, error = %e, "alert analysis: committing a unit failed");
+                UnitResult::Failed
+            }
+        }
     }
 
     /// The unit's telemetry window, aggregated.
