@@ -125,16 +125,13 @@ pub struct TelemetryStats {
 impl TelemetryStats {
     /// Aggregates the window's columns (each as long as the window's rows;
     /// `None` where the field has no value at that time).
-    pub fn aggregate<I>(
-        state_of_charge: I,
-        voltage: I,
-        temperature: I,
-        tamper: I,
+    pub fn aggregate(
+        state_of_charge: impl IntoIterator<Item = Option<f64>>,
+        voltage: impl IntoIterator<Item = Option<f64>>,
+        temperature: impl IntoIterator<Item = Option<f64>>,
+        tamper: impl IntoIterator<Item = Option<f64>>,
         t: &AlertThresholds,
-    ) -> Self
-    where
-        I: IntoIterator<Item = Option<f64>>,
-    {
+    ) -> Self {
         let mut s = Self::default();
         for v in state_of_charge.into_iter().flatten() {
             s.state_of_charge.add(v);
