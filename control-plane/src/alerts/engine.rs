@@ -299,19 +299,24 @@ impl AlertEngine {
         for chunk in work.chunks(CHUNK) {
             // The chunk's telemetry windows, read concurrently (a remote
             // store answers each in a round trip); `None`: the read failed.
-            let reads = chunk
+            // Owned (index, IMEI) pairs: a future that borrows the chunk
+            // through closures is not provably `Send` for `tokio::spawn`.
+            let needs: Vec<(usize, String)> = chunk
                 .iter()
-                .filter(|(_, types)| types.iter().any(|t| t.kind.is_some_and(RuleKind::needs_telemetry)))
-                .map(|(i, _)| {
-                    let imei = products[*i].imei.clone();
-                    async move {
-                        let stats = self.telemetry(&imei, now).await;
-                        if let Err(e) = &stats {
-                            tracing::warn!(%imei, error = %e, "alert analysis: telemetry read failed");
-                        }
-                        (*i, stats.ok())
-                    }
-                });
+                .filter(|(_, types)| {
+                    types
+                        .iter()
+                        .any(|t| t.kind.is_some_and(RuleKind::needs_telemetry))
+                })
+                .map(|(i, _)| (*i, products[*i].imei.clone()))
+                .collect();
+            let reads = needs.into_iter().map(|(i, imei)| async move {
+                let stats = self.telemetry(&imei, now).await;
+                if let Err(e) = &stats {
+                    tracing::warn!(%imei, error = %e, "alert analysis: telemetry read failed");
+                }
+                (i, stats.ok())
+            });
             let windows: HashMap<usize, Option<TelemetryStats>> = futures_util::stream::iter(reads)
                 .buffer_unordered(TELEMETRY_READS_IN_FLIGHT)
                 .collect()
