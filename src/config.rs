@@ -20,6 +20,8 @@ pub(crate) struct Config {
     pub(crate) gateway: gateway::GatewayConfig,
     /// The ingest engine (`[ingest]`).
     pub(crate) ingest: ingest::engine::EngineConfig,
+    /// Alert analysis, run by ingest processes (`[alerts]`, `[alerts.thresholds]`).
+    pub(crate) alerts: control_plane::AlertsConfig,
     /// The message bus (`[bus]`).
     pub(crate) bus: BusSettings,
     /// The time-series store (`[tsdb]`).
@@ -37,6 +39,7 @@ impl Default for Config {
             control_plane: ControlPlaneConfig::default(),
             gateway: gateway::GatewayConfig::default(),
             ingest: ingest::engine::EngineConfig::default(),
+            alerts: control_plane::AlertsConfig::default(),
             bus: BusSettings::default(),
             tsdb: TsdbSettings::default(),
             data_dir: "data".into(),
@@ -249,6 +252,15 @@ impl Config {
         if let Some(v) = var("SMARTSOLAR_CONSOLE_TILE_ATTRIBUTION") {
             cp.console_tile_attribution = Some(v).filter(|v| !v.trim().is_empty());
         }
+        let alerts = &mut self.alerts;
+        set(&var, "SMARTSOLAR_ALERTS_ENABLED", &mut alerts.enabled)?;
+        set(
+            &var,
+            "SMARTSOLAR_ALERTS_PASS_INTERVAL_SECS",
+            &mut alerts.pass_interval_secs,
+        )?;
+        set(&var, "SMARTSOLAR_ALERTS_BUCKETS", &mut alerts.buckets)?;
+        set(&var, "SMARTSOLAR_ALERTS_LEASE_SECS", &mut alerts.lease_secs)?;
         set(&var, "SMARTSOLAR_DATA_DIR", &mut self.data_dir)?;
         set(&var, "SMARTSOLAR_BUS", &mut self.bus.kind)?;
         set(
@@ -338,6 +350,26 @@ mod tests {
             vec!["3.6".to_string(), "hub-stc-9".to_string()]
         );
         assert_eq!(c.control_plane.wakeup_sms_timeout_secs, 3600);
+    }
+
+    #[test]
+    fn alert_settings_come_from_the_file_and_the_environment() {
+        let mut c: Config = toml::from_str(
+            "[alerts]\nbuckets = 16\n[alerts.thresholds]\nlow_battery_voltage = 11.0\n",
+        )
+        .unwrap();
+        c.apply_env(|k| match k {
+            "SMARTSOLAR_ALERTS_ENABLED" => Some("false".into()),
+            "SMARTSOLAR_ALERTS_PASS_INTERVAL_SECS" => Some("30".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(!c.alerts.enabled);
+        assert_eq!(c.alerts.pass_interval_secs, 30);
+        assert_eq!(c.alerts.buckets, 16);
+        assert_eq!(c.alerts.thresholds.low_battery_voltage, 11.0);
+        assert_eq!(c.alerts.thresholds.min_samples, 12);
+        assert!(toml::from_str::<Config>("[alerts.thresholds]\nlow_volts = 1\n").is_err());
     }
 
     #[test]

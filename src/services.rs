@@ -150,6 +150,22 @@ pub(crate) async fn run(
             });
         }
         tracing::info!("ingest engines started (MO and MT replies)");
+        if config.alerts.enabled {
+            // One alert engine per ingest process; engines of several
+            // processes share the units through bucket leases.
+            let worker = format!(
+                "{}-{}-{:08x}",
+                config.gateway.node_id,
+                std::process::id(),
+                rand_suffix()
+            );
+            let (state, alerts, stop) = (state.clone(), config.alerts.clone(), shutdown.clone());
+            tracing::info!(%worker, interval_secs = alerts.pass_interval_secs, "alert analysis started");
+            tasks.spawn(async move {
+                control_plane::alerts::run(state, alerts, worker, stop.cancelled_owned()).await;
+                Ok(())
+            });
+        }
     }
     if roles.gateway {
         let presence = Arc::new(control_plane::rtc::PresenceDb::new(state.clone()));
@@ -205,6 +221,14 @@ pub(crate) async fn run(
         }
     }
     result
+}
+
+/// A few random bits, so two processes with the same node id and pid (in
+/// containers) still hold leases under different names.
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
 }
 
 /// How long the record of an applied MO is kept for deduplication: far

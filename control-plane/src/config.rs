@@ -202,3 +202,85 @@ impl Default for ControlPlaneConfig {
         }
     }
 }
+
+/// The alert analysis engine (`[alerts]` in the file; see `alerts`).
+/// Thresholds are here, not in the rules, so operators tune them without a
+/// release.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Whether ingest processes (and `serve`) run the engine
+    /// (`SMARTSOLAR_ALERTS_ENABLED`).
+    pub enabled: bool,
+    /// Seconds between the starts of two passes (`SMARTSOLAR_ALERTS_PASS_INTERVAL_SECS`).
+    /// Each alert type is still analysed only at its own `analysis_frequency`.
+    pub pass_interval_secs: u64,
+    /// IMEI hash buckets the work is split into (`SMARTSOLAR_ALERTS_BUCKETS`). Every
+    /// engine sharing a database must use the same number.
+    pub buckets: u32,
+    /// How long a bucket lease lasts without renewal (`SMARTSOLAR_ALERTS_LEASE_SECS`);
+    /// longer than a pass, so a live engine keeps its buckets.
+    pub lease_secs: u64,
+    /// The rules' thresholds (`[alerts.thresholds]`).
+    pub thresholds: AlertThresholds,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            pass_interval_secs: 60,
+            buckets: 64,
+            lease_secs: 300,
+            thresholds: AlertThresholds::default(),
+        }
+    }
+}
+
+/// What each alert rule compares against (see `alerts::rules`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertThresholds {
+    /// Telemetry window of the battery, temperature and tamper rules, in seconds.
+    pub telemetry_window_secs: i64,
+    /// Fewer samples than this in the window: the battery and temperature
+    /// rules do not decide (no raise, no clear).
+    pub min_samples: u32,
+    /// Low battery: mean `state_of_charge_percent` over the window below this…
+    pub low_state_of_charge_percent: f64,
+    /// …or mean `voltage` below this (volts).
+    pub low_battery_voltage: f64,
+    /// Over-temperature: at least `over_temperature_samples` samples of
+    /// `temperature` above this (°C) in the window.
+    pub over_temperature_celsius: f64,
+    pub over_temperature_samples: u32,
+    /// No connection: nothing heard from the unit for longer than this, in seconds.
+    pub no_connection_secs: i64,
+    /// DCM credit expiring: `expected_expiry` within this many seconds.
+    pub credit_expiring_within_secs: i64,
+    /// Repeated dead letters: at least this many in `dead_letter_window_secs`.
+    pub dead_letters: u32,
+    pub dead_letter_window_secs: i64,
+    /// Failed MT deliveries: at least this many in `failed_mt_window_secs`.
+    pub failed_mts: u32,
+    pub failed_mt_window_secs: i64,
+}
+
+impl Default for AlertThresholds {
+    fn default() -> Self {
+        Self {
+            telemetry_window_secs: 24 * 3600,
+            min_samples: 12,
+            low_state_of_charge_percent: 20.0,
+            low_battery_voltage: 11.5,
+            over_temperature_celsius: 60.0,
+            over_temperature_samples: 3,
+            no_connection_secs: 72 * 3600,
+            credit_expiring_within_secs: 24 * 3600,
+            dead_letters: 3,
+            dead_letter_window_secs: 24 * 3600,
+            failed_mts: 3,
+            failed_mt_window_secs: 24 * 3600,
+        }
+    }
+}

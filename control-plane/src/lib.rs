@@ -13,6 +13,7 @@
 //! - [`error`]: the one API error enum and its JSON envelope.
 //! - [`dcm`]: device credit management: the payment-command ledger, balances, final balances.
 //! - [`outbox`]: webhook notifications written in the same transaction as their cause.
+//! - [`alerts`]: alert analysis: rules, bucket leases, the engine that raises and clears alerts.
 //! - [`actions`]: product, part and fleet actions (manufacturing, unit
 //!   control, SMS, entities, state, fleet data) and their service functions.
 //! - [`webhooks`]: subscriptions, signing, encrypted keys, the delivery worker.
@@ -22,6 +23,7 @@
 //!   SMS, the MO sink, MT sending and the RTC product endpoints.
 
 pub mod actions;
+pub mod alerts;
 pub mod auth;
 pub mod catalogue;
 pub mod config;
@@ -41,4 +43,4 @@ pub mod startup;
 pub mod values;
 pub mod webhooks;
 
-pub use config::ControlPlaneConfig;
+pub use config::{AlertsConfig, ControlPlaneConfig};

@@ -423,6 +423,27 @@ async fn reports_telemetry_cells_and_dead_letters(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A status report saying the tamper switch is tripped: a
+    // `tamper_triggered` point the tamper alert rule reads.
+    unit.send_mo(&MoMessage::StatusReport(StatusReport {
+        tamper_triggered: Some(true),
+        ..status(false, None)
+    }))
+    .await
+    .unwrap();
+    loop {
+        let (s, b) = rig
+            .server
+            .get(&format!("/v1/products/{imei}/data?fields=tamper_triggered"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if b["data"].to_string().contains("[1,") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "tamper point: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // A cell report with a position, then one without: two connection rows.
     let cells = [Cell {
         lac: 1001,

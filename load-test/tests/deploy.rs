@@ -122,8 +122,11 @@ fn names_follow_the_scheme() {
     for n in documented() {
         let component = n.split('_').nth(1).unwrap_or_default();
         assert!(
-            ["gateway", "bus", "ingest", "tsdb", "http", "db", "webhook", "dead", "dcm", "rtc"]
-                .contains(&component),
+            [
+                "gateway", "bus", "ingest", "tsdb", "http", "db", "webhook", "dead", "dcm", "rtc",
+                "alerts"
+            ]
+            .contains(&component),
             "{n}: unknown component"
         );
         assert!(

@@ -100,6 +100,20 @@ impl ControlPlaneSink {
         self
     }
 
+    /// Writes points derived from a message to the time-series store.
+    async fn write_points(&self, points: &[Point]) -> Result<(), SinkError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        self.state.timeseries.write(points).await.map_err(|e| {
+            if e.is_transient() {
+                SinkError::Transient(e.to_string())
+            } else {
+                SinkError::Permanent(e.to_string())
+            }
+        })
+    }
+
     async fn begin(&self) -> Result<Tx, SinkError> {
         self.state.db.begin().await.map_err(db_sink_error)
     }
@@ -118,6 +132,23 @@ pub(crate) fn unit_time(sent: Option<u64>, received: NaiveDateTime) -> NaiveDate
         .map(|d| d.naive_utc())
         .filter(|t| *t <= received + chrono::Duration::days(1))
         .unwrap_or(received)
+}
+
+/// The `tamper_triggered` telemetry point of a status report that says.
+fn tamper_point(ctx: &MoContext<'_>, r: &StatusReport<'_>) -> Vec<Point> {
+    r.tamper_triggered
+        .map(|tripped| Point {
+            measurement: TELEMETRY.into(),
+            imei: ctx.imei.to_owned(),
+            tags: Default::default(),
+            fields: vec![(
+                crate::alerts::rules::TAMPER_TRIGGERED.into(),
+                FieldValue::Int(i64::from(tripped)),
+            )],
+            time_ns: ctx.received_at_ms.saturating_mul(1_000_000),
+        })
+        .into_iter()
+        .collect()
 }
 
 /// What a status report says about the unit, for `apply_unit_report`.
@@ -369,7 +400,8 @@ impl MoSink for ControlPlaneSink {
             .await
             .map_err(db_sink_error)?
         {
-            return Ok(());
+            // Applied before; the point may not have been written then.
+            return self.write_points(&tamper_point(ctx, report)).await;
         }
         let outcome = apply_unit_report(&mut tx, ctx.imei, &unit_report(report), at)
             .await
@@ -395,7 +427,10 @@ impl MoSink for ControlPlaneSink {
         if outcome != Default::default() {
             tracing::info!(imei = ctx.imei, ?outcome, "unit report applied");
         }
-        Ok(())
+        // The tamper alert rule reads trips from the time series (the
+        // product row keeps only whether the switch is enabled). After the
+        // commit, and idempotent on redelivery like the balance point.
+        self.write_points(&tamper_point(ctx, report)).await
     }
 
     async fn cell_report(
@@ -508,13 +543,7 @@ impl MoSink for ControlPlaneSink {
             fields: vec![("balance".into(), FieldValue::Int(balance.balance))],
             time_ns: ctx.received_at_ms.saturating_mul(1_000_000),
         };
-        self.state.timeseries.write(&[point]).await.map_err(|e| {
-            if e.is_transient() {
-                SinkError::Transient(e.to_string())
-            } else {
-                SinkError::Permanent(e.to_string())
-            }
-        })
+        self.write_points(&[point]).await
     }
 
     async fn final_balance(
