@@ -427,7 +427,17 @@ struct Child {
 
 impl Child {
     async fn spawn(units: u32, http: bool, capture: Option<&PathBuf>) -> anyhow::Result<Self> {
-        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+        // `LOAD_TEST_GATEWAY_WRAPPER="heaptrack -o /tmp/gw"` runs the gateway under a profiler.
+        let wrapper = std::env::var("LOAD_TEST_GATEWAY_WRAPPER").unwrap_or_default();
+        let mut wrapper = wrapper.split_whitespace();
+        let mut cmd = match wrapper.next() {
+            Some(program) => {
+                let mut cmd = tokio::process::Command::new(program);
+                cmd.args(wrapper).arg(std::env::current_exe()?);
+                cmd
+            }
+            None => tokio::process::Command::new(std::env::current_exe()?),
+        };
         cmd.args(["serve", "--units", &units.to_string()]);
         if http {
             cmd.arg("--http");
@@ -442,8 +452,14 @@ impl Child {
             .spawn()?;
         let stdin = proc.stdin.take().context("stdin")?;
         let mut lines = BufReader::new(proc.stdout.take().context("stdout")?).lines();
-        let ready: serde_json::Value =
-            serde_json::from_str(&lines.next_line().await?.context("serve did not start")?)?;
+        // The first JSON line (a wrapper may print its own lines first).
+        let ready: serde_json::Value = loop {
+            let line = lines.next_line().await?.context("serve did not start")?;
+            if line.starts_with('{') {
+                break serde_json::from_str(&line)?;
+            }
+            eprintln!("{line}");
+        };
         let addr = |k: &str| -> anyhow::Result<Option<SocketAddr>> {
             let a: Option<SocketAddr> = serde_json::from_value(ready[k].clone())?;
             a.map(ensure_loopback).transpose()
