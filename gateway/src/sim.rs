@@ -76,7 +76,16 @@ pub fn quic_endpoint(cert_der: &[u8], keep_alive: Duration) -> Result<quinn::End
         .send_window(64_000)
         .datagram_receive_buffer_size(None);
     client.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into())?;
+    // Many simulated units share this socket: give it the gateway's buffer so that the
+    // simulation, not the socket, is what limits a connect storm.
+    let socket = crate::transport::quic::udp_socket(
+        ([127, 0, 0, 1], 0).into(),
+        crate::GatewayConfig::default().quic_socket_buffer,
+    )?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| SimError::Quic("no async runtime".into()))?;
+    let mut endpoint =
+        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }
