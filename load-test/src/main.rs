@@ -623,7 +623,8 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         if done != last.0 {
             last = (done, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(30) {
+        } else if last.1.elapsed() > Duration::from_secs(75) {
+            // Longer than one attempt plus the longest backoff: retrying units still count.
             pb.println(format!("connect phase stalled at {done}/{framed}"));
             break;
         }
@@ -632,8 +633,11 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let connect_secs = t0.elapsed().as_secs_f64();
     let n_connected = c.handshakes.load(Ordering::Relaxed);
     pb.println(format!(
-        "connected {n_connected} units in {connect_secs:.1}s ({} failed)",
-        c.connect_failures.load(Ordering::Relaxed)
+        "connected {n_connected} units in {connect_secs:.1}s ({} failed; {} first attempts \
+         failed, {} retries)",
+        c.connect_failures.load(Ordering::Relaxed),
+        c.first_attempt_failures.load(Ordering::Relaxed),
+        c.connect_retries.load(Ordering::Relaxed),
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_kib(pid).unwrap_or(0);
@@ -644,6 +648,8 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         http_units: a.http,
         connected: n_connected,
         connect_failures: c.connect_failures.load(Ordering::Relaxed),
+        first_attempt_failures: c.first_attempt_failures.load(Ordering::Relaxed),
+        connect_retries: c.connect_retries.load(Ordering::Relaxed),
         connect_secs,
         connects_per_sec: n_connected as f64 / connect_secs.max(1e-9),
         rss_baseline_kib: rss_baseline,
