@@ -52,7 +52,7 @@ pub(crate) fn endpoint(
         tracing::warn!(
             asked = config.quic_socket_buffer,
             got = rcv,
-            "QUIC receive buffer capped by net.core.rmem_max: connect storms will lose packets"
+            "QUIC receive buffer capped by net.core.rmem_max: connect storms may lose packets"
         );
     }
     let runtime = quinn::default_runtime()
