@@ -18,6 +18,11 @@ pub struct GatewayConfig {
     pub node_id: String,
     /// QUIC (UDP) listen address; `None` disables QUIC.
     pub quic_listen: Option<SocketAddr>,
+    /// Receive and send buffer (bytes) asked for the QUIC UDP socket. The kernel default
+    /// (~208 KiB) holds ~90 datagrams: a connect storm's Initials overflow it, and each loss
+    /// costs a unit a handshake retransmission timeout that doubles on every further loss.
+    /// Linux caps it at `net.core.rmem_max`/`wmem_max` (the effective size is logged).
+    pub quic_socket_buffer: usize,
     /// Framed TCP listen address; `None` disables it.
     pub tcp_listen: Option<SocketAddr>,
     /// Legacy HTTP listen address (`/rm_data`, `/rc_data`); `None` disables it.
@@ -109,6 +114,7 @@ impl Default for GatewayConfig {
         Self {
             node_id: "gw1".into(),
             quic_listen: Some(([0, 0, 0, 0], 4433).into()),
+            quic_socket_buffer: 8 << 20,
             tcp_listen: Some(([0, 0, 0, 0], 4434).into()),
             http_listen: Some(([0, 0, 0, 0], 8089).into()),
             tls_cert_path: None,

@@ -139,8 +139,15 @@ pub struct Summary {
     pub http_units: u32,
     /// Units admitted (handshake done) at the end of the connect phase.
     pub connected: u64,
-    /// Units that failed to connect in the connect phase.
+    /// Units that failed to connect in the connect phase (all their attempts failed).
     pub connect_failures: u64,
+    /// Units whose first connect attempt failed (a unit retries with backoff, like a real
+    /// one; those that then connected are in `connected`).
+    #[serde(default)]
+    pub first_attempt_failures: u64,
+    /// Connect attempts after a failed one, connect phase and reconnects.
+    #[serde(default)]
+    pub connect_retries: u64,
     /// Seconds the connect phase took.
     pub connect_secs: f64,
     /// Handshakes per second in the connect phase.

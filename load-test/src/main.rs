@@ -427,7 +427,17 @@ struct Child {
 
 impl Child {
     async fn spawn(units: u32, http: bool, capture: Option<&PathBuf>) -> anyhow::Result<Self> {
-        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+        // `LOAD_TEST_GATEWAY_WRAPPER="heaptrack -o /tmp/gw"` runs the gateway under a profiler.
+        let wrapper = std::env::var("LOAD_TEST_GATEWAY_WRAPPER").unwrap_or_default();
+        let mut wrapper = wrapper.split_whitespace();
+        let mut cmd = match wrapper.next() {
+            Some(program) => {
+                let mut cmd = tokio::process::Command::new(program);
+                cmd.args(wrapper).arg(std::env::current_exe()?);
+                cmd
+            }
+            None => tokio::process::Command::new(std::env::current_exe()?),
+        };
         cmd.args(["serve", "--units", &units.to_string()]);
         if http {
             cmd.arg("--http");
@@ -442,8 +452,14 @@ impl Child {
             .spawn()?;
         let stdin = proc.stdin.take().context("stdin")?;
         let mut lines = BufReader::new(proc.stdout.take().context("stdout")?).lines();
-        let ready: serde_json::Value =
-            serde_json::from_str(&lines.next_line().await?.context("serve did not start")?)?;
+        // The first JSON line (a wrapper may print its own lines first).
+        let ready: serde_json::Value = loop {
+            let line = lines.next_line().await?.context("serve did not start")?;
+            if line.starts_with('{') {
+                break serde_json::from_str(&line)?;
+            }
+            eprintln!("{line}");
+        };
         let addr = |k: &str| -> anyhow::Result<Option<SocketAddr>> {
             let a: Option<SocketAddr> = serde_json::from_value(ready[k].clone())?;
             a.map(ensure_loopback).transpose()
@@ -607,7 +623,8 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         if done != last.0 {
             last = (done, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(30) {
+        } else if last.1.elapsed() > Duration::from_secs(75) {
+            // Longer than one attempt plus the longest backoff: retrying units still count.
             pb.println(format!("connect phase stalled at {done}/{framed}"));
             break;
         }
@@ -616,8 +633,11 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let connect_secs = t0.elapsed().as_secs_f64();
     let n_connected = c.handshakes.load(Ordering::Relaxed);
     pb.println(format!(
-        "connected {n_connected} units in {connect_secs:.1}s ({} failed)",
-        c.connect_failures.load(Ordering::Relaxed)
+        "connected {n_connected} units in {connect_secs:.1}s ({} failed; {} first attempts \
+         failed, {} retries)",
+        c.connect_failures.load(Ordering::Relaxed),
+        c.first_attempt_failures.load(Ordering::Relaxed),
+        c.connect_retries.load(Ordering::Relaxed),
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_kib(pid).unwrap_or(0);
@@ -628,6 +648,8 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         http_units: a.http,
         connected: n_connected,
         connect_failures: c.connect_failures.load(Ordering::Relaxed),
+        first_attempt_failures: c.first_attempt_failures.load(Ordering::Relaxed),
+        connect_retries: c.connect_retries.load(Ordering::Relaxed),
         connect_secs,
         connects_per_sec: n_connected as f64 / connect_secs.max(1e-9),
         rss_baseline_kib: rss_baseline,

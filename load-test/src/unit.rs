@@ -40,8 +40,12 @@ pub(crate) struct Counters {
     pub(crate) online: AtomicU64,
     /// Handshakes done (reconnects included).
     pub(crate) handshakes: AtomicU64,
-    /// Units that gave up connecting.
+    /// Units that gave up connecting (every attempt failed).
     pub(crate) connect_failures: AtomicU64,
+    /// Units whose first connect attempt failed (whether or not a retry succeeded).
+    pub(crate) first_attempt_failures: AtomicU64,
+    /// Connect attempts after a failed one.
+    pub(crate) connect_retries: AtomicU64,
     /// Handshakes done after a storm disconnect.
     pub(crate) reconnects: AtomicU64,
     /// Milliseconds since the run started at the last reconnect.
@@ -106,7 +110,53 @@ enum End {
     Closed,
 }
 
-/// Opens a connection and completes the handshake.
+/// How a unit retries a failed connect: each attempt is given `ATTEMPT_TIMEOUT`, then the unit
+/// waits an exponential backoff (`BACKOFF_FIRST` doubling up to `BACKOFF_MAX`, a random half
+/// to all of it, so units that failed together do not retry together) and tries again, up to
+/// `CONNECT_ATTEMPTS` attempts.
+const CONNECT_ATTEMPTS: u32 = 8;
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The wait before attempt `failed + 1`, after `failed` failed attempts (≥ 1).
+pub(crate) fn backoff(failed: u32, unit_random: f64) -> Duration {
+    let full = BACKOFF_FIRST
+        .saturating_mul(1 << failed.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    full.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
+}
+
+/// Connects like a real unit, retrying with backoff; counts first-attempt failures and
+/// retries. The error is the last attempt's.
+pub(crate) async fn connect_retrying(
+    i: u32,
+    quic: bool,
+    target: &Target,
+    c: &Counters,
+) -> Result<UnitConn, String> {
+    let mut failed = 0;
+    loop {
+        let e = match connect(i, quic, target).await {
+            Ok(u) => return Ok(u),
+            Err(e) => e,
+        };
+        failed += 1;
+        if failed == 1 {
+            c.first_attempt_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if c.connect_retries.load(Ordering::Relaxed) < 5 {
+            eprintln!("unit {i}: attempt {failed}: {e}");
+        }
+        if failed >= CONNECT_ATTEMPTS {
+            return Err(e);
+        }
+        tokio::time::sleep(backoff(failed, rand::random())).await;
+        c.connect_retries.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One connect attempt: opens a connection and completes the handshake.
 pub(crate) async fn connect(i: u32, quic: bool, target: &Target) -> Result<UnitConn, String> {
     let conn = async {
         let mut u = if quic {
@@ -118,7 +168,7 @@ pub(crate) async fn connect(i: u32, quic: bool, target: &Target) -> Result<UnitC
         u.handshake(Some(&imei(i)), &device_key(i)).await?;
         Ok::<_, sim::SimError>(u)
     };
-    match tokio::time::timeout(Duration::from_secs(60), conn).await {
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, conn).await {
         Ok(Ok(u)) => Ok(u),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".into()),
@@ -138,11 +188,11 @@ pub(crate) async fn framed_unit(
     let mut balance: i64 = 432_000 - i64::from(spec.i % 1000) * 60;
     loop {
         let t = Instant::now();
-        let mut u = match connect(spec.i, spec.quic, &target).await {
+        let mut u = match connect_retrying(spec.i, spec.quic, &target, c).await {
             Ok(u) => u,
             Err(e) => {
                 if c.connect_failures.fetch_add(1, Ordering::Relaxed) < 5 {
-                    eprintln!("unit {}: {e}", spec.i);
+                    eprintln!("unit {}: gave up: {e}", spec.i);
                 }
                 return;
             }
@@ -359,5 +409,23 @@ pub(crate) async fn http_unit(i: u32, addr: SocketAddr, shared: Arc<Shared>, b: 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_thirty_with_jitter_of_half() {
+        assert_eq!(backoff(1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff(2, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff(5, 1.0), Duration::from_secs(16));
+        assert_eq!(backoff(6, 1.0), BACKOFF_MAX);
+        assert_eq!(backoff(40, 0.0), BACKOFF_MAX / 2);
+        // Out-of-range randomness is clamped, never a longer or negative wait.
+        assert_eq!(backoff(3, 7.0), Duration::from_secs(4));
+        assert_eq!(backoff(3, -1.0), Duration::from_secs(2));
     }
 }

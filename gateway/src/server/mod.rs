@@ -1,6 +1,7 @@
 //! The running gateway: shared context, start-up (`bind`) and the shutdown sequence (`run`).
 
 mod consumer;
+mod outbox;
 pub(crate) mod session;
 pub(crate) mod shard;
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use codec::envelope::QueueName;
 use codec::frame::{FrameCodec, HEADER_LEN};
 use codec::handshake::{HandshakeMessage, RefuseReason, Refused};
@@ -21,11 +21,11 @@ use codec::{
 };
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use super::outbox::Outbox;
 use super::{ConnGuard, Ctx, PresenceMsg, ShardMsg};
 use crate::metrics as m;
 use crate::presence::StatusReason;
@@ -42,7 +42,7 @@ pub(crate) const CLOSE_SLOW: u8 = 2;
 pub(crate) struct SessionHandle {
     pub(crate) id: u64,
     /// MT frames (payloads) to write, bounded: a unit that does not drain it is disconnected.
-    pub(crate) tx: mpsc::Sender<Bytes>,
+    pub(crate) outbox: Arc<Outbox>,
     pub(crate) close: CancellationToken,
     pub(crate) close_reason: Arc<AtomicU8>,
     pub(crate) transport: Transport,
@@ -223,10 +223,10 @@ impl Session {
         R: AsyncRead + Unpin + Send,
         W: AsyncWrite + Unpin + Send,
     {
-        let (tx, mut rx) = mpsc::channel(ctx.config.session_queue.max(1));
+        let outbox = Arc::new(Outbox::new(ctx.config.session_queue));
         let handle = super::SessionHandle {
             id: ctx.next_session_id(),
-            tx,
+            outbox: Arc::clone(&outbox),
             close: ctx.sessions_closing.child_token(),
             close_reason: Arc::new(AtomicU8::new(CLOSE_SHUTDOWN)),
             transport: self.transport,
@@ -273,8 +273,7 @@ impl Session {
                         _ => End::Shutdown,
                     };
                 }
-                out = rx.recv() => {
-                    let Some(out) = out else { break End::Shutdown };
+                out = outbox.pop() => {
                     m::popped("session_out");
                     if write_frame(wr, &out, write_timeout).await.is_err() {
                         break End::WriteFailed;
@@ -307,9 +306,10 @@ impl Session {
         };
 
         // Drain: MT frames already queued for this unit still go out (bounded by the queue
-        // size and the write timeout).
+        // size and the write timeout); nothing more is queued.
+        outbox.close();
         if matches!(end, End::Shutdown | End::ClosedByUnit | End::Inactivity) {
-            while let Ok(out) = rx.try_recv() {
+            while let Some(out) = outbox.try_pop() {
                 m::popped("session_out");
                 if write_frame(wr, &out, write_timeout).await.is_err() {
                     break;

@@ -13,6 +13,7 @@ use codec::{CorrelationId, Transport};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::outbox::PushError;
 use super::session::CLOSE_SLOW;
 use super::{Ctx, SessionHandle};
 use crate::config::node_topic;
@@ -238,15 +239,15 @@ impl Shard {
         };
         while let Some((_, frame)) = e.mt.poll_transmit() {
             let Some(s) = &e.session else { break };
-            match s.tx.try_send(frame) {
+            match s.outbox.try_push(frame) {
                 Ok(()) => m::pushed("session_out"),
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(PushError::Full) => {
                     // The unit does not read: disconnect it rather than buffer without end.
                     metrics::counter!(m::DISCONNECTS, "reason" => "slow_unit_queue").increment(1);
                     s.close(CLOSE_SLOW);
                     break;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => break,
+                Err(PushError::Closed) => break,
             }
         }
         let events: Vec<MtEvent> = std::iter::from_fn(|| e.mt.poll_event()).collect();

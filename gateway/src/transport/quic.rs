@@ -37,11 +37,51 @@ pub(crate) fn endpoint(
     identity: &Identity,
     addr: SocketAddr,
 ) -> Result<quinn::Endpoint, Error> {
-    let tls = identity.rustls_server(true)?;
+    let mut tls = identity.rustls_server(true)?;
+    // No session tickets: with tens of thousands of units the server's 256-entry resumption
+    // store cannot hold their sessions anyway, and the tickets cost every handshake two
+    // messages and each connection ~0.3 KiB of crypto-stream state (docs/decisions.md).
+    tls.send_tls13_tickets = 0;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(config)));
-    Ok(quinn::Endpoint::server(server, addr)?)
+    let socket = udp_socket(addr, config.quic_socket_buffer)?;
+    let (rcv, snd) = buffer_sizes(&socket);
+    tracing::info!(%addr, receive_buffer = rcv, send_buffer = snd, "QUIC socket");
+    if rcv < config.quic_socket_buffer {
+        tracing::warn!(
+            asked = config.quic_socket_buffer,
+            got = rcv,
+            "QUIC receive buffer capped by net.core.rmem_max: connect storms may lose packets"
+        );
+    }
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| Error::Io(std::io::Error::other("no async runtime for QUIC")))?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )?)
+}
+
+/// A UDP socket bound to `addr` with `buffer` bytes asked for both directions (the kernel
+/// may give less, see `GatewayConfig::quic_socket_buffer`).
+pub(crate) fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer than asked is not an error, only logged.
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// The effective (receive, send) buffer sizes; Linux reports twice what it grants.
+fn buffer_sizes(socket: &std::net::UdpSocket) -> (usize, usize) {
+    let s = socket2::SockRef::from(socket);
+    let half = |r: std::io::Result<usize>| r.map(|n| n / 2).unwrap_or(0);
+    (half(s.recv_buffer_size()), half(s.send_buffer_size()))
 }
 
 pub(crate) async fn accept(ctx: Arc<Ctx>, endpoint: quinn::Endpoint) {
@@ -84,5 +124,30 @@ pub(crate) async fn accept(ctx: Arc<Ctx>, endpoint: quinn::Endpoint) {
             let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
             conn.close(0u32.into(), b"bye");
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Linux grants at most (`net.core.rmem_max`/`wmem_max`), where readable.
+    fn kernel_max(name: &str) -> Option<usize> {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    #[test]
+    fn udp_socket_gets_the_buffer_asked_up_to_the_kernel_cap() {
+        let asked = 4 << 20;
+        let socket = udp_socket(([127, 0, 0, 1], 0).into(), asked).unwrap();
+        assert!(socket.local_addr().unwrap().port() != 0);
+        let (rcv, snd) = buffer_sizes(&socket);
+        let want = |cap: Option<usize>| cap.map_or(asked, |c| c.min(asked));
+        assert!(rcv >= want(kernel_max("rmem_max")), "receive buffer {rcv}");
+        assert!(snd >= want(kernel_max("wmem_max")), "send buffer {snd}");
     }
 }
