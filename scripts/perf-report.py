@@ -102,7 +102,8 @@ def gateway(dirname):
         asked = mixed["tcp_units"] + mixed["quic_units"]
         out.append(
             f"| connections held by one gateway ({mixed['tcp_units']:,} TCP + {mixed['quic_units']:,} QUIC) "
-            f"| {mixed['connected']:,} of {asked:,} connected ({mixed['connect_failures']:,} failed), "
+            f"| {mixed['connected']:,} of {asked:,} connected ({mixed['connect_failures']:,} gave up, "
+            f"{mixed.get('first_attempt_failures', 0):,} needed a retry), "
             f"{mixed['held_at_end']:,} held at the end; connect phase {mixed['connect_secs']:.0f} s "
             f"| 50,000 | `{mixed_args}` |"
         )
