@@ -6,7 +6,10 @@ scripts/perf-report.sh collected in one directory:
   load-<name>.json, load-<name>.args                         load-test summaries and arguments
   api.md                                                     scripts/perf-api.sh's wrk table
 
-Usage: perf-report.py <dir> [quick]   (markdown on stdout)
+  loadavg, commit, quick                                      the machine's load before the run,
+                                                             the commit measured, quick mode
+
+Usage: perf-report.py <dir>   (markdown on stdout)
 
 Every figure comes with the baseline measured in the same run, because this machine is
 noisy: a criterion group's ratio is against the bench in the same group whose name starts
@@ -28,7 +31,12 @@ def sh(cmd):
         return ""
 
 
-def machine():
+def read(dirname, name, default=""):
+    path = os.path.join(dirname, name)
+    return open(path).read().strip() if os.path.exists(path) else default
+
+
+def machine(load):
     model = sh("lscpu | sed -n 's/^Model name: *//p'") or platform.processor() or "unknown CPU"
     mem_kib = 0
     try:
@@ -37,7 +45,6 @@ def machine():
                 mem_kib = int(line.split()[1])
     except OSError:
         pass
-    load = sh("cut -d' ' -f1-3 /proc/loadavg")
     return (
         f"{os.cpu_count()} cores ({model}), {mem_kib / 1024 / 1024:.0f} GiB, "
         f"Linux {platform.release()}; load average before the run: {load}"
@@ -71,13 +78,16 @@ def criterion(dirname):
         mean = e["mean"]["point_estimate"]
         elements = (b.get("throughput") or {}).get("Elements")
         rows.setdefault(group, []).append((name, mean, elements))
-    out = ["| group | bench | mean | rate | vs. same-run baseline |", "|---|---|---|---|---|"]
+    out = ["| group | bench | mean | rate | time as a multiple of each same-run baseline |", "|---|---|---|---|---|"]
     for group in sorted(rows):
         benches = sorted(rows[group])
-        base = next((m for n, m, _ in benches if n.startswith(("baseline", "bus_only"))), None)
+        bases = [(n, m) for n, m, _ in benches if n.startswith(("baseline", "bus_only"))]
         for name, mean, elements in benches:
             rate = fmt_rate(elements / mean * 1e9) if elements else ""
-            ratio = f"{mean / base:.2f}× the baseline's time" if base and not name.startswith(("baseline", "bus_only")) else ("baseline" if base else "")
+            if (name, mean) in bases:
+                ratio = "baseline"
+            else:
+                ratio = "; ".join(f"{mean / m:.2f}× {n}" for n, m in bases)
             out.append(f"| {group} | {name} | {fmt_time(mean)} | {rate} | {ratio} |")
     return "\n".join(out)
 
@@ -148,14 +158,14 @@ def gateway(dirname):
 
 def main():
     dirname = sys.argv[1]
-    quick = len(sys.argv) > 2 and sys.argv[2] == "quick"
-    rev = sh("git rev-parse --short HEAD") or "unknown"
+    quick = os.path.exists(os.path.join(dirname, "quick"))
+    rev = read(dirname, "commit", "unknown")
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "## Measured by `scripts/perf-report.sh`",
         "",
         f"Generated {now} at commit `{rev}`{' in quick mode (a tenth of the units, short benches)' if quick else ''} "
-        f"on {machine()}. Regenerate with `./scripts/perf-report.sh`; raw outputs are kept in the "
+        f"on {machine(read(dirname, 'loadavg', 'unknown'))}. Regenerate with `./scripts/perf-report.sh`; raw outputs are kept in the "
         "directory it prints. Load generator and gateway share the machine's cores.",
         "",
         "### Gateway (load test)",

@@ -8,6 +8,7 @@
 #   ./scripts/perf-report.sh            # full sizes: 50,000 units; about 25 minutes on 2 cores
 #   ./scripts/perf-report.sh --quick    # a tenth of the units, short benches; about 8 minutes
 #   ./scripts/perf-report.sh --out F    # write the report section to F instead
+#   ./scripts/perf-report.sh --from D   # render again from the raw outputs of an earlier run in D
 #
 # Needs: cargo, python3, wrk and a reachable PostgreSQL for the API rows (perf-api.sh). The raw
 # outputs (criterion JSON, load-test summaries, wrk table) stay in $work for inspection.
@@ -18,18 +19,26 @@ cd "$(dirname "$0")/.."
 quick=""
 doc=docs/performance.md
 out=""
+from=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --out) out=$2; shift ;;
+    --from) from=$2; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-work=${SMARTSOLAR_PERF_DIR:-$(mktemp -d /tmp/smartsolar-perf.XXXXXX)}
+work=${from:-${SMARTSOLAR_PERF_DIR:-$(mktemp -d /tmp/smartsolar-perf.XXXXXX)}}
 mkdir -p "$work"
 log() { printf '\n== perf-report: %s\n' "$*" >&2; }
+
+if [ -z "$from" ]; then
+# The machine's own load before anything starts, for the report.
+cut -d' ' -f1-3 /proc/loadavg >"$work/loadavg"
+git rev-parse --short HEAD >"$work/commit" 2>/dev/null || true
+[ -n "$quick" ] && touch "$work/quick"
 
 log "release build (smartsolar, load-test)"
 cargo build --release -p smartsolar -p smartsolar-load-test >&2
@@ -67,16 +76,18 @@ done
 
 # --- API ---------------------------------------------------------------------------------------
 log "API (wrk)"
+# Only the table: the servers' own log lines go to the same stream.
 if [ -n "$quick" ]; then
-  ./scripts/perf-api.sh 3 32 >"$work/api.md"
+  ./scripts/perf-api.sh 3 32 | grep '^|' >"$work/api.md"
 else
-  ./scripts/perf-api.sh 10 32 >"$work/api.md"
+  ./scripts/perf-api.sh 10 32 | grep '^|' >"$work/api.md"
 fi
+fi # measuring
 
 # --- render ------------------------------------------------------------------------------------
 log "rendering"
 section="$work/report.md"
-python3 scripts/perf-report.py "$work" "${quick:+quick}" >"$section"
+python3 scripts/perf-report.py "$work" >"$section"
 if [ -n "$out" ]; then
   cp "$section" "$out"
   log "written to $out"
