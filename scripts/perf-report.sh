@@ -5,7 +5,8 @@
 # between the `<!-- perf-report:begin -->` / `<!-- perf-report:end -->` markers at the end of
 # docs/performance.md; the hand-written analysis above them is left alone.
 #
-#   ./scripts/perf-report.sh            # full sizes: 50,000 units; about 25 minutes on 2 cores
+#   ./scripts/perf-report.sh            # full sizes: 50,000 units; about 12 minutes on 2 cores once
+#                                       # built (the release and bench builds add 20+ minutes cold)
 #   ./scripts/perf-report.sh --quick    # a tenth of the units, short benches; about 8 minutes
 #   ./scripts/perf-report.sh --out F    # write the report section to F instead
 #   ./scripts/perf-report.sh --from D   # render again from the raw outputs of an earlier run in D
