@@ -24,6 +24,9 @@ pub(crate) fn transport_config(config: &GatewayConfig) -> quinn::TransportConfig
         .receive_window(window.into())
         .send_window(u64::from(window))
         .datagram_receive_buffer_size(None)
+        // Units send frames of a few hundred bytes: the 1,200-byte minimum QUIC MTU carries
+        // them, and probing for more costs each connection its probe state and packets.
+        .mtu_discovery_config(None)
         .max_idle_timeout(
             Duration::from_millis(config.idle_timeout_ms.saturating_add(30_000))
                 .try_into()
