@@ -6,62 +6,11 @@
 
 use std::hint::black_box;
 
-use codec::mo::{StatusReport, TelemetryBatch, TelemetryRecord, TelemetryValue};
-use codec::{decode_mo, encode_mo, frame, MoMessage, Number, Seq};
+use codec::mo::TelemetryBatch;
+use codec::{decode_mo, encode_mo, frame, MoMessage, Seq};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::Deserialize;
-
-fn status() -> StatusReport<'static> {
-    StatusReport {
-        time: Some(1518543688),
-        enabled: Some(true),
-        tamper_enabled: Some(true),
-        tamper_triggered: Some(false),
-        software_version: Some("hub-stc-6"),
-        energy_limit: Some(120.5),
-        capacity_limit: Some(80.25),
-        balance: Some(432000),
-        expected_expiry: Some(1518975688),
-    }
-}
-
-const VALUES: [TelemetryValue<'static>; 6] = [
-    TelemetryValue {
-        field: "voltage",
-        value: Number::Float(12.9),
-    },
-    TelemetryValue {
-        field: "current",
-        value: Number::Float(1.25),
-    },
-    TelemetryValue {
-        field: "panel_voltage",
-        value: Number::Float(18.4),
-    },
-    TelemetryValue {
-        field: "temperature",
-        value: Number::Float(31.5),
-    },
-    TelemetryValue {
-        field: "state_of_charge_percent",
-        value: Number::Int(87),
-    },
-    TelemetryValue {
-        field: "fan_rpm",
-        value: Number::Int(1200),
-    },
-];
-
-const RECORDS: [TelemetryRecord<'static>; 2] = [
-    TelemetryRecord {
-        time: 1518543688,
-        values: Seq::new(&VALUES),
-    },
-    TelemetryRecord {
-        time: 1518544588,
-        values: Seq::new(&VALUES),
-    },
-];
+use smartsolar_bench::{status_report, TELEMETRY_RECORDS};
 
 /// The same status report as JSON, for the serde_json baseline.
 const STATUS_JSON: &str = r#"{"time":1518543688,"enabled":true,"tamper_enabled":true,"tamper_triggered":false,"software_version":"hub-stc-6","energy_limit":120.5,"capacity_limit":80.25,"balance":432000,"expected_expiry":1518975688}"#;
@@ -82,7 +31,7 @@ struct JsonStatus<'a> {
 }
 
 fn bench_status(c: &mut Criterion) {
-    let msg = MoMessage::StatusReport(status());
+    let msg = MoMessage::StatusReport(status_report());
     let mut bytes = Vec::new();
     encode_mo(&msg, &mut bytes);
     println!(
@@ -120,7 +69,7 @@ fn bench_status(c: &mut Criterion) {
 
 fn bench_telemetry(c: &mut Criterion) {
     let msg = MoMessage::Telemetry(TelemetryBatch {
-        records: Seq::new(&RECORDS),
+        records: Seq::new(&TELEMETRY_RECORDS),
     });
     let mut bytes = Vec::new();
     encode_mo(&msg, &mut bytes);

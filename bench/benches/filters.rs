@@ -10,19 +10,7 @@ use control_plane::query::{self, Page, Visibility};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use sea_query::PostgresQueryBuilder;
-
-const Q: &str = r#"{
-    "filters": [
-        {"name": "product_type_id", "op": "in", "val": [4, 6, 10]},
-        {"or": [
-            {"name": "current_enable_flag", "op": "eq", "val": false},
-            {"name": "disable_date", "op": "lt", "val": "2016-10-21T11:38:16.884380"}
-        ]},
-        {"name": "notes__note_text", "op": "ilike", "val": "%battery%"}
-    ],
-    "order_by": [{"field": "created_at", "direction": "desc"}],
-    "limit": 100
-}"#;
+use smartsolar_bench::PRODUCT_QUERY;
 
 fn filters(c: &mut Criterion) {
     let cat = Catalogue::builtin();
@@ -34,10 +22,10 @@ fn filters(c: &mut Criterion) {
     });
 
     c.bench_function("query/parse", |b| {
-        b.iter(|| query::parse(black_box(Q)).unwrap())
+        b.iter(|| query::parse(black_box(PRODUCT_QUERY)).unwrap())
     });
 
-    let spec = query::parse(Q).unwrap();
+    let spec = query::parse(PRODUCT_QUERY).unwrap();
     c.bench_function("query/compile", |b| {
         b.iter(|| query::compile(&cat, product, black_box(&spec), &visibility, page).unwrap())
     });
@@ -46,7 +34,7 @@ fn filters(c: &mut Criterion) {
     // statements to PostgreSQL SQL with their parameters.
     c.bench_function("query/parse_compile_render_pg", |b| {
         b.iter(|| {
-            let spec = query::parse(black_box(Q)).unwrap();
+            let spec = query::parse(black_box(PRODUCT_QUERY)).unwrap();
             let compiled = query::compile(&cat, product, &spec, &visibility, page).unwrap();
             (
                 compiled.rows.build(PostgresQueryBuilder),

@@ -23,26 +23,12 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ingest::tsdb::embedded::{Embedded, EmbeddedConfig};
 use ingest::tsdb::{line, Aggregate, Downsample, FieldValue, Fields, Point, Query};
+use smartsolar_bench::{imei, TSDB_FIELDS};
 
 const MIN: i64 = 60_000_000_000;
 const H: i64 = 60 * MIN;
 const DAY: i64 = 24 * H;
 const T0: i64 = 1_700_000_000_000_000_000;
-const FIELDS: [&str; 8] = [
-    "current",
-    "voltage",
-    "temperature",
-    "panel_voltage",
-    "charge_current",
-    "state_of_charge_percent",
-    "pulse_count",
-    "energy",
-];
-
-fn imei(i: usize) -> String {
-    format!("35{:013}", i)
-}
-
 /// `n` telemetry points of one unit, one minute apart, `nf` fields each.
 fn points(unit: &str, start: i64, step: i64, n: usize, nf: usize) -> Vec<Point> {
     (0..n)
@@ -50,7 +36,7 @@ fn points(unit: &str, start: i64, step: i64, n: usize, nf: usize) -> Vec<Point> 
             measurement: "telemetry".into(),
             imei: unit.to_owned(),
             tags: BTreeMap::new(),
-            fields: FIELDS[..nf]
+            fields: TSDB_FIELDS[..nf]
                 .iter()
                 .enumerate()
                 .map(|(k, f)| {
@@ -76,7 +62,7 @@ fn batch(round: usize) -> Vec<Point> {
             T0 + (round * 8) as i64 * MIN,
             MIN,
             8,
-            FIELDS.len(),
+            TSDB_FIELDS.len(),
         ));
     }
     out
@@ -132,7 +118,7 @@ fn query(c: &mut Criterion) {
     let loaded = Instant::now();
     let week = 7 * 24 * 60;
     // The unit under query: 7 days at 1 minute, 8 fields.
-    for chunk in points(&imei(0), T0, MIN, week, FIELDS.len()).chunks(4096) {
+    for chunk in points(&imei(0), T0, MIN, week, TSDB_FIELDS.len()).chunks(4096) {
         db.write_sync(chunk).unwrap();
     }
     for u in 1..10_000 {
@@ -157,9 +143,9 @@ fn query(c: &mut Criterion) {
     });
     let r = db.query_sync(&q).unwrap();
     assert_eq!(r.times.len(), 7 * 24 + 1, "buckets");
-    assert_eq!(r.columns.len(), FIELDS.len());
+    assert_eq!(r.columns.len(), TSDB_FIELDS.len());
 
-    let n = week * FIELDS.len();
+    let n = week * TSDB_FIELDS.len();
     let plain: Vec<f64> = (0..n).map(|i| i as f64).collect();
     let mut g = c.benchmark_group("tsdb_query_7d_1m_to_1h");
     g.throughput(Throughput::Elements(n as u64));

@@ -20,14 +20,15 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use codec::mo::{StatusReport, TelemetryBatch, TelemetryRecord, TelemetryValue};
-use codec::{decode_mo, encode_mo, frame, MoMessage, Number, Seq};
+use codec::mo::TelemetryBatch;
+use codec::{decode_mo, encode_mo, frame, MoMessage, Seq};
 use control_plane::catalogue::Catalogue;
 use control_plane::query::{self, Page, Visibility};
 use ingest::tsdb::embedded::Embedded;
 use ingest::tsdb::{line, FieldValue, Point};
 use sea_query::PostgresQueryBuilder;
 use serde::{Deserialize, Serialize};
+use smartsolar_bench::{imei, status_report, PRODUCT_QUERY, TELEMETRY_RECORDS, TSDB_FIELDS};
 
 /// One measured case: name, what it measures, iterations of the short and the long run.
 struct Case {
@@ -139,73 +140,6 @@ fn main() -> ExitCode {
 // ------------------------------------------------------------------------------------------
 // The cases
 
-fn status() -> StatusReport<'static> {
-    StatusReport {
-        time: Some(1_518_543_688),
-        enabled: Some(true),
-        tamper_enabled: Some(true),
-        tamper_triggered: Some(false),
-        software_version: Some("hub-stc-6"),
-        energy_limit: Some(120.5),
-        capacity_limit: Some(80.25),
-        balance: Some(432_000),
-        expected_expiry: Some(1_518_975_688),
-    }
-}
-
-const VALUES: [TelemetryValue<'static>; 6] = [
-    TelemetryValue {
-        field: "voltage",
-        value: Number::Float(12.9),
-    },
-    TelemetryValue {
-        field: "current",
-        value: Number::Float(1.25),
-    },
-    TelemetryValue {
-        field: "panel_voltage",
-        value: Number::Float(18.4),
-    },
-    TelemetryValue {
-        field: "temperature",
-        value: Number::Float(31.5),
-    },
-    TelemetryValue {
-        field: "state_of_charge_percent",
-        value: Number::Int(87),
-    },
-    TelemetryValue {
-        field: "fan_rpm",
-        value: Number::Int(1200),
-    },
-];
-
-const RECORDS: [TelemetryRecord<'static>; 2] = [
-    TelemetryRecord {
-        time: 1_518_543_688,
-        values: Seq::new(&VALUES),
-    },
-    TelemetryRecord {
-        time: 1_518_544_588,
-        values: Seq::new(&VALUES),
-    },
-];
-
-const FIELDS: [&str; 8] = [
-    "current",
-    "voltage",
-    "temperature",
-    "panel_voltage",
-    "charge_current",
-    "state_of_charge_percent",
-    "pulse_count",
-    "energy",
-];
-
-fn imei(i: usize) -> String {
-    format!("35{i:013}")
-}
-
 /// A write batch as the ingest engine makes it: 64 units x 8 points x 8 fields.
 fn tsdb_batch(round: usize) -> Vec<Point> {
     const MIN: i64 = 60_000_000_000;
@@ -217,7 +151,7 @@ fn tsdb_batch(round: usize) -> Vec<Point> {
                 measurement: "telemetry".into(),
                 imei: imei(u),
                 tags: BTreeMap::new(),
-                fields: FIELDS
+                fields: TSDB_FIELDS
                     .iter()
                     .enumerate()
                     .map(|(k, f)| {
@@ -236,23 +170,10 @@ fn tsdb_batch(round: usize) -> Vec<Point> {
     out
 }
 
-const QUERY: &str = r#"{
-    "filters": [
-        {"name": "product_type_id", "op": "in", "val": [4, 6, 10]},
-        {"or": [
-            {"name": "current_enable_flag", "op": "eq", "val": false},
-            {"name": "disable_date", "op": "lt", "val": "2016-10-21T11:38:16.884380"}
-        ]},
-        {"name": "notes__note_text", "op": "ilike", "val": "%battery%"}
-    ],
-    "order_by": [{"field": "created_at", "direction": "desc"}],
-    "limit": 100
-}"#;
-
 fn run_case(name: &str, n: u64) -> Result<(), String> {
-    let status_msg = MoMessage::StatusReport(status());
+    let status_msg = MoMessage::StatusReport(status_report());
     let telemetry_msg = MoMessage::Telemetry(TelemetryBatch {
-        records: Seq::new(&RECORDS),
+        records: Seq::new(&TELEMETRY_RECORDS),
     });
     let mut out = Vec::with_capacity(256);
     let mut sink = 0u64;
@@ -346,7 +267,7 @@ fn run_case(name: &str, n: u64) -> Result<(), String> {
                 per_page: 10,
             });
             for _ in 0..n {
-                let spec = query::parse(black_box(QUERY)).map_err(|e| format!("{e:?}"))?;
+                let spec = query::parse(black_box(PRODUCT_QUERY)).map_err(|e| format!("{e:?}"))?;
                 let compiled = query::compile(&cat, product, &spec, &visibility, page)
                     .map_err(|e| format!("{e:?}"))?;
                 let (rows, _) = compiled.rows.build(PostgresQueryBuilder);
