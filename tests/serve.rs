@@ -29,12 +29,7 @@ impl Drop for Server {
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/ready")).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
+    while get_when_up(client, &format!("{base}/ready")).await.0 != 200 {
         assert!(Instant::now() < deadline, "server did not become ready");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -262,9 +257,10 @@ async fn a_gateway_process_serves_metrics_and_probes_on_its_admin_address() {
     loop {
         let (status, body) = get_when_up(&client, &format!("{admin}/metrics")).await;
         assert_eq!(status, 200);
-        if body.contains("smartsolar_gateway_handshake_failures_total{")
-            && body.contains("reason=\"unknown_unit\"")
-        {
+        if body.lines().any(|l| {
+            l.starts_with("smartsolar_gateway_handshake_failures_total{")
+                && l.contains("reason=\"unknown_unit\"")
+        }) {
             break;
         }
         assert!(Instant::now() < deadline, "refusal not counted:\n{body}");

@@ -684,9 +684,11 @@ async fn the_backlog_and_attempt_latency_are_measured(backend: Backend) {
         enqueue(&server, "product-alert", None, json!({"alert_id": i})).await;
     }
     worker.run_once().await.unwrap();
+    // Old enough that an age read from the stored timestamp cannot round to 0.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let waiting = worker.observe_backlog().await.unwrap();
     assert_eq!(waiting.deliveries, 2, "{waiting:?}");
-    assert!(waiting.oldest_age_secs >= 0.0, "{waiting:?}");
+    assert!(waiting.oldest_age_secs >= 0.02, "{waiting:?}");
     assert!(common::metric(retries) >= before + 1.0, "attempt not timed");
 
     // Once the subscriber answers, the backlog drains to nothing.

@@ -57,11 +57,17 @@ async fn require_rtc(state: &AppState, user: &AuthUser, imei: &str) -> Result<()
 
 /// `data` of an MT answer: the spec shows `{}`; the row's id and correlation id let a
 /// client follow the delivery in `rtc_message_history`.
-fn sent_data(sent: &Sent) -> Json {
-    json!({
-        "rtc_message_history_id": sent.rtc_message_history_id,
-        "message_reference": sent.correlation_id.to_string(),
-    })
+/// The answer to a request that put an MT on the bus: `message` with the
+/// `rtc_message_history` row and the correlation id.
+fn sent_response(message: &str, sent: &Sent) -> Response {
+    success(
+        StatusCode::OK,
+        message,
+        json!({
+            "rtc_message_history_id": sent.rtc_message_history_id,
+            "message_reference": sent.correlation_id.to_string(),
+        }),
+    )
 }
 
 async fn command_request(
@@ -90,11 +96,7 @@ async fn command_request(
         &user.username,
     )
     .await?;
-    Ok(success(
-        StatusCode::OK,
-        "command successfully sent",
-        sent_data(&sent),
-    ))
+    Ok(sent_response("command successfully sent", &sent))
 }
 
 async fn sync(
@@ -105,11 +107,7 @@ async fn sync(
     user.require(Permission::Technical)?;
     require_rtc(&state, &user, &imei).await?;
     let sent = mt::send(&state, None, &imei, &mt::sync_message(), &user.username).await?;
-    Ok(success(
-        StatusCode::OK,
-        "sync request successfully sent",
-        sent_data(&sent),
-    ))
+    Ok(sent_response("sync request successfully sent", &sent))
 }
 
 async fn status_update(
@@ -126,11 +124,7 @@ async fn status_update(
         .await?;
     tx.commit().await?;
     sent.enqueue(&state).await?;
-    Ok(success(
-        StatusCode::OK,
-        "status update successfully sent",
-        sent_data(&sent),
-    ))
+    Ok(sent_response("status update successfully sent", &sent))
 }
 
 async fn rtc_online_status(
@@ -184,11 +178,7 @@ async fn force_connection(
     user.require(Permission::Admin)?;
     if visible_rtc_flag(&state, &user, &imei).await? {
         let sent = mt::send(&state, None, &imei, &mt::sync_message(), &user.username).await?;
-        return Ok(success(
-            StatusCode::OK,
-            "Force connection request sent",
-            sent_data(&sent),
-        ));
+        return Ok(sent_response("Force connection request sent", &sent));
     }
     // Not an RTC unit: a WAKEUP SMS, as `send_wakeup` sends it.
     let now = state.clock.now();

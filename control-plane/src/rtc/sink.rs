@@ -715,14 +715,8 @@ impl MoSink for ControlPlaneSink {
         commit(tx).await
     }
 
-    async fn offline_notice(
-        &self,
-        _ctx: &MoContext<'_>,
-        _notice: &OfflineNotice<'_>,
-    ) -> Result<(), SinkError> {
-        // The gateway writes the offline record (`PresenceDb`) with the unit's reason.
-        Ok(())
-    }
+    // `offline_notice`: the trait's no-op. The gateway writes the offline record
+    // (`PresenceDb`) with the unit's reason.
 
     async fn record_mo_history(&self, entries: &[MoHistory<'_>]) -> Result<(), SinkError> {
         if entries.is_empty() {
