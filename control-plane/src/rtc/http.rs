@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use gateway::StatusReason;
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
 use super::mt::{self, Sent};
 use crate::actions::{object, str_field, RowExt};

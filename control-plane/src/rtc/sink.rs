@@ -7,8 +7,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use chrono::NaiveDateTime;
 use codec::mo::{
-    CellReport, CommandResponse, EventLog, FinalBalance, MtReply, OfflineNotice, ReplyResult,
-    StatusReport,
+    CellReport, CommandResponse, EventLog, FinalBalance, MtReply, ReplyResult, StatusReport,
 };
 use codec::{CorrelationId, MtMessage};
 use ingest::sink::{Balance, MoContext, MoHistory, MoSink, SinkError};
