@@ -81,9 +81,7 @@ async fn quic_unit_handshakes_and_sends_mo() {
     let world = World::new();
     let gw = world.start(config("a")).await;
     let mut mo = world.subscribe(&topics().mo).await;
-    let ep = gw.quic_endpoint();
-    let mut unit = UnitConn::quic(&ep, gw.addrs.quic.unwrap()).await.unwrap();
-    unit.handshake(Some(&imei(2)), KEY).await.unwrap();
+    let mut unit = gw.quic_unit(2).await;
     for i in 0..10 {
         unit.send_raw(&sim::status_report(1_700_000_000 + i))
             .await
@@ -151,8 +149,7 @@ async fn malformed_mo_becomes_a_dead_letter_and_the_session_goes_on() {
     let gw = world.start(config("a")).await;
     let mut mo = world.subscribe(&topics().mo).await;
     let mut dead = world.subscribe(&topics().mo_dead_letter).await;
-    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
-    unit.handshake(Some(&imei(4)), KEY).await.unwrap();
+    let mut unit = gw.tcp_unit(4).await;
 
     unit.send_raw(&[0x82, 0x18, 0x63, 0xa0]).await.unwrap(); // [99, {}]
     unit.send_raw(b"not cbor at all").await.unwrap();
@@ -179,9 +176,7 @@ async fn mt_is_delivered_in_order_and_acknowledged() {
     let world = World::new();
     let gw = world.start(config("a")).await;
     let mut replies = world.subscribe(&topics().mt_reply).await;
-    let ep = gw.quic_endpoint();
-    let mut unit = UnitConn::quic(&ep, gw.addrs.quic.unwrap()).await.unwrap();
-    unit.handshake(Some(&imei(5)), KEY).await.unwrap();
+    let mut unit = gw.quic_unit(5).await;
     eventually("presence claim", || world.registry.len() == 1).await;
 
     let mt = world.mt_client();
@@ -263,8 +258,7 @@ async fn mt_to_an_offline_unit_retries_then_falls_back_then_delivers_on_connect_
     eventually("fallback", || world.fallback.calls() == vec![(imei(6), id)]).await;
 
     // The wakeup works: the unit connects and gets the command at once.
-    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
-    unit.handshake(Some(&imei(6)), KEY).await.unwrap();
+    let mut unit = gw.tcp_unit(6).await;
     let got = unit.recv().await.unwrap().unwrap();
     assert_eq!(decode_mt(&got).unwrap().correlation_id(), id);
     unit.answer(&got, ReplyResult::Ok).await.unwrap();
@@ -378,8 +372,7 @@ async fn a_unit_that_moves_gets_its_parked_commands_on_the_other_gateway() {
     let ids: Vec<_> = futures_collect(&mt, 21, 3).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Connects to B (whatever node parked them, they must arrive here, in order).
-    let mut u = UnitConn::tcp(b.addrs.tcp.unwrap()).await.unwrap();
-    u.handshake(Some(&imei(21)), KEY).await.unwrap();
+    let mut u = b.tcp_unit(21).await;
     for id in ids {
         let f = tokio::time::timeout(Duration::from_secs(10), u.recv())
             .await
@@ -421,10 +414,8 @@ async fn idle_units_are_disconnected_for_inactivity_and_keepalives_keep_them() {
     let mut c = config("a");
     c.idle_timeout_ms = 300;
     let gw = world.start(c).await;
-    let mut idle = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
-    idle.handshake(Some(&imei(8)), KEY).await.unwrap();
-    let mut alive = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
-    alive.handshake(Some(&imei(9)), KEY).await.unwrap();
+    let mut idle = gw.tcp_unit(8).await;
+    let mut alive = gw.tcp_unit(9).await;
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         alive.keepalive().await.unwrap();
@@ -455,8 +446,7 @@ async fn oversize_frames_close_the_connection_before_buffering() {
     u.send_header_only(1_000_000_000).await.unwrap();
     assert!(u.closed_within(Duration::from_secs(2)).await);
     // After it.
-    let mut u = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
-    u.handshake(Some(&imei(11)), KEY).await.unwrap();
+    let mut u = gw.tcp_unit(11).await;
     u.send_raw(&vec![0u8; 1025]).await.unwrap();
     assert!(u.closed_within(Duration::from_secs(2)).await);
     eventually("offline record", || {
@@ -492,8 +482,7 @@ async fn ip_identity_admits_private_apn_units_without_a_proof() {
 async fn graceful_shutdown_closes_sessions_and_hands_parked_commands_to_the_next_gateway() {
     let world = World::new();
     let a = world.start(config("a")).await;
-    let mut u = UnitConn::tcp(a.addrs.tcp.unwrap()).await.unwrap();
-    u.handshake(Some(&imei(12)), KEY).await.unwrap();
+    let mut u = a.tcp_unit(12).await;
     let mt = world.mt_client();
     let parked = futures_collect(&mt, 13, 2).await; // unit 13 is offline
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -511,8 +500,7 @@ async fn graceful_shutdown_closes_sessions_and_hands_parked_commands_to_the_next
     assert_eq!(world.registry.len(), 0, "claims released");
 
     let b = world.start(config("b")).await;
-    let mut u = UnitConn::tcp(b.addrs.tcp.unwrap()).await.unwrap();
-    u.handshake(Some(&imei(13)), KEY).await.unwrap();
+    let mut u = b.tcp_unit(13).await;
     for id in parked {
         let f = tokio::time::timeout(Duration::from_secs(10), u.recv())
             .await
@@ -629,8 +617,7 @@ async fn capture_mode_writes_what_units_send_in_order() {
     let gw = world.start(cfg).await;
     let mut mo = world.subscribe(&topics().mo).await;
 
-    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
-    unit.handshake(Some(&imei(3)), KEY).await.unwrap();
+    let mut unit = gw.tcp_unit(3).await;
     let sent: Vec<Vec<u8>> = (0..5u64)
         .map(|i| sim::telemetry(1_700_000_000 + i, i))
         .chain([sim::event_log(1_700_000_010, "Above RV")])

@@ -96,6 +96,26 @@ impl Running {
         gateway::sim::quic_endpoint(&self.cert, Duration::from_secs(5)).unwrap()
     }
 
+    /// Unit `n` connected over TCP and admitted (its key is `KEY`).
+    pub async fn tcp_unit(&self, n: u32) -> gateway::sim::UnitConn {
+        let mut unit = gateway::sim::UnitConn::tcp(self.addrs.tcp.unwrap())
+            .await
+            .unwrap();
+        unit.handshake(Some(&imei(n)), KEY).await.unwrap();
+        unit
+    }
+
+    /// Unit `n` connected over QUIC (its own endpoint, which lives as long as the
+    /// connection) and admitted.
+    pub async fn quic_unit(&self, n: u32) -> gateway::sim::UnitConn {
+        let ep = self.quic_endpoint();
+        let mut unit = gateway::sim::UnitConn::quic(&ep, self.addrs.quic.unwrap())
+            .await
+            .unwrap();
+        unit.handshake(Some(&imei(n)), KEY).await.unwrap();
+        unit
+    }
+
     /// Triggers shutdown and waits for the drain to finish.
     pub async fn shutdown(mut self) {
         if let Some(s) = self.stop.take() {
