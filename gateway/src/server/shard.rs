@@ -165,16 +165,24 @@ impl Shard {
         }
         // A parked unit may have connected to another node meanwhile.
         if self.units.get(&imei).is_some_and(|e| e.session.is_none()) {
-            if let Some(node) = self.remote_holder(&imei).await {
-                let cmds = self
-                    .units
-                    .get_mut(&imei)
-                    .map(|e| e.mt.drain())
-                    .unwrap_or_default();
-                self.forward(&imei, &node, cmds).await;
-            }
+            self.forward_if_elsewhere(&imei).await;
         }
         self.flush(&imei).await;
+    }
+
+    /// If the registry says another node holds `imei`, hands that node every command queued
+    /// here for it, in order; returns whether it did.
+    async fn forward_if_elsewhere(&mut self, imei: &str) -> bool {
+        let Some(node) = self.remote_holder(imei).await else {
+            return false;
+        };
+        let cmds = self
+            .units
+            .get_mut(imei)
+            .map(|e| e.mt.drain())
+            .unwrap_or_default();
+        self.forward(imei, &node, cmds).await;
+        true
     }
 
     /// Another node that the registry says holds `imei`.
@@ -212,17 +220,9 @@ impl Shard {
             };
             e.timer = None;
             // Before retrying a parked unit, look where it is now.
-            if e.session.is_none() {
-                if let Some(node) = self.remote_holder(&imei).await {
-                    let cmds = self
-                        .units
-                        .get_mut(&imei)
-                        .map(|e| e.mt.drain())
-                        .unwrap_or_default();
-                    self.forward(&imei, &node, cmds).await;
-                    self.flush(&imei).await;
-                    continue;
-                }
+            if e.session.is_none() && self.forward_if_elsewhere(&imei).await {
+                self.flush(&imei).await;
+                continue;
             }
             if let Some(e) = self.units.get_mut(&imei) {
                 e.mt.handle_timeout(now.into_std());
