@@ -342,8 +342,17 @@ async fn force_reset_voids_and_reports(backend: Backend) {
         StatusCode::CREATED
     );
 
+    let voided = r#"smartsolar_dcm_payment_command_events_total{event="voided"}"#;
+    common::metrics();
+    let voided_before = common::metric(voided);
     let (s, b) = reset(Some("r1")).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+    // The three earlier commands, counted after commit (the other backend's
+    // test may count too, hence at least).
+    assert!(
+        common::metric(voided) >= voided_before + 3.0,
+        "voids not counted"
+    );
     assert_eq!(
         b,
         json!({"status": "success", "message": format!("Product #{imei} has been Force-Reset"),
