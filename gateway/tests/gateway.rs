@@ -646,3 +646,149 @@ async fn capture_mode_writes_what_units_send_in_order() {
         assert!(f.t_ms > 1_700_000_000_000);
     }
 }
+
+/// The gateway's own QUIC driver (one task for the whole endpoint): many units on it at once,
+/// each with its own stream, MO in and MT out; units that leave free their place; closing the
+/// connection is the end of the unit's stream; the gateway's shutdown reaches every unit.
+#[tokio::test]
+async fn many_quic_units_share_the_endpoint_driver_and_come_and_go() {
+    let world = World::new();
+    let gw = world.start(config("a")).await;
+    let mut mo = world.subscribe(&topics().mo).await;
+    let mut replies = world.subscribe(&topics().mt_reply).await;
+    let ep = gw.quic_endpoint();
+    let addr = gw.addrs.quic.unwrap();
+
+    // Forty units connect at once over one client socket.
+    let units = futures_util::future::join_all((0..40).map(|n| {
+        let ep = ep.clone();
+        async move {
+            let mut u = UnitConn::quic(&ep, addr).await.unwrap();
+            u.handshake(Some(&imei(n)), KEY).await.unwrap();
+            u.send_raw(&sim::status_report(1_700_000_000 + u64::from(n)))
+                .await
+                .unwrap();
+            (n, u)
+        }
+    }))
+    .await;
+    let mut senders = std::collections::HashSet::new();
+    for _ in 0..40 {
+        senders.insert(open(&next(&mut mo).await).0);
+    }
+    assert_eq!(senders.len(), 40, "every unit's MO, each on its own stream");
+    eventually("claims", || world.registry.len() == 40).await;
+
+    // Each unit gets the command addressed to it, and its reply reaches the bus.
+    let mt = world.mt_client();
+    let mut ids = std::collections::HashMap::new();
+    for (n, _) in &units {
+        let id = mt
+            .enqueue(
+                &imei(*n),
+                &MtMessage::CommandRequest(CommandRequest {
+                    correlation_id: new_correlation_id(),
+                    command: "AT+CSQ",
+                }),
+            )
+            .await
+            .unwrap();
+        ids.insert(*n, id);
+    }
+    let mut units: Vec<_> =
+        futures_util::future::join_all(units.into_iter().map(|(n, mut u)| async move {
+            let got = u.recv().await.unwrap().expect("an MT frame");
+            let id = decode_mt(&got).unwrap().correlation_id();
+            u.answer(&got, ReplyResult::Ok).await.unwrap();
+            (n, id, u)
+        }))
+        .await;
+    for (n, id, _) in &units {
+        assert_eq!(ids[n], *id, "unit {n} got its own command");
+    }
+    let mut acked = std::collections::HashSet::new();
+    while acked.len() < 40 {
+        let (_, _, m) = open(&next(&mut replies).await);
+        if let MoMessage::Reply(r) = decode_mo(&m).unwrap() {
+            acked.insert(r.correlation_id);
+        }
+    }
+
+    // Ten units leave: five finish their stream and close, five close the connection
+    // without finishing the stream. Both are the end of the unit's stream, as a TCP FIN
+    // would be, and their place is freed.
+    for (i, (_, _, u)) in units.drain(..10).enumerate() {
+        if i % 2 == 0 {
+            u.close().await.unwrap();
+        } else {
+            u.abort();
+        }
+    }
+    eventually("ten offline records", || {
+        world
+            .presence
+            .events()
+            .iter()
+            .filter(|e| {
+                matches!(e, PresenceEvent::Offline(_, StatusReason::Unknown, Some(info))
+                    if info == "closed by unit")
+            })
+            .count()
+            == 10
+    })
+    .await;
+    eventually("ten released", || world.registry.len() == 30).await;
+
+    // Connections come and go on reused driver slots: forty more short sessions.
+    for round in 0..40u32 {
+        let n = round % 10;
+        let mut u = UnitConn::quic(&ep, addr).await.unwrap();
+        u.handshake(Some(&imei(n)), KEY).await.unwrap();
+        u.send_raw(&sim::status_report(1_700_001_000 + u64::from(round)))
+            .await
+            .unwrap();
+        assert_eq!(open(&next(&mut mo).await).0, imei(n));
+        u.close().await.unwrap();
+    }
+
+    // Shutdown closes the thirty still connected, and the gateway finishes its drain.
+    gw.shutdown().await;
+    for (n, _, mut u) in units {
+        assert!(
+            u.closed_within(Duration::from_secs(3)).await,
+            "unit {n} sees the gateway close"
+        );
+    }
+}
+
+/// A QUIC client that completes the TLS handshake but never opens its stream is closed after
+/// the handshake timeout and counts as a failed handshake; over `max_connections`, QUIC
+/// connections are refused at once.
+#[tokio::test]
+async fn quic_clients_without_a_stream_time_out_and_extra_ones_are_refused() {
+    let world = World::new();
+    let mut c = config("a");
+    c.handshake_timeout_ms = 300;
+    c.max_connections = 1;
+    let gw = world.start(c).await;
+    let ep = gw.quic_endpoint();
+    let addr = gw.addrs.quic.unwrap();
+
+    let silent = ep.connect(addr, "localhost").unwrap().await.unwrap();
+    // The only place is taken: the next unit is refused during its QUIC handshake.
+    let err = UnitConn::quic(&ep, addr).await.err().expect("refused");
+    assert!(err.to_string().contains("refused"), "{err}");
+
+    let closed = tokio::time::timeout(Duration::from_secs(3), silent.closed())
+        .await
+        .expect("closed after the handshake timeout");
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(ref a) if a.reason.as_ref() == b"no stream"),
+        "{closed:?}"
+    );
+    // Its place is free again.
+    let mut unit = UnitConn::quic(&ep, addr).await.unwrap();
+    unit.handshake(Some(&imei(1)), KEY).await.unwrap();
+    unit.close().await.unwrap();
+    gw.shutdown().await;
+}

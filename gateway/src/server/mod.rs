@@ -124,7 +124,7 @@ pub struct LocalAddrs {
 /// A bound, not yet running gateway.
 pub struct Gateway {
     ctx: Arc<Ctx>,
-    quic: Option<quinn::Endpoint>,
+    quic: Option<transport::quic::Driver>,
     tcp: Option<(tokio::net::TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
     http: Option<tokio::net::TcpListener>,
     shard_rx: Vec<mpsc::Receiver<ShardMsg>>,
@@ -145,7 +145,7 @@ impl Gateway {
             .unwrap_or_default();
 
         let quic = match config.quic_listen {
-            Some(addr) => Some(transport::quic::endpoint(&config, &identity, addr)?),
+            Some(addr) => Some(transport::quic::bind(&config, &identity, addr)?),
             None => None,
         };
         let tcp = match config.tcp_listen {
@@ -205,6 +205,14 @@ impl Gateway {
             session_tasks: TaskTracker::new(),
             capture,
         });
+        let quic = match quic {
+            Some((socket, server)) => Some(transport::quic::Driver::new(
+                Arc::clone(&ctx),
+                socket,
+                server,
+            )?),
+            None => None,
+        };
         Ok(Self {
             ctx,
             quic,
@@ -220,7 +228,7 @@ impl Gateway {
     /// Where the listeners are.
     pub fn local_addrs(&self) -> LocalAddrs {
         LocalAddrs {
-            quic: self.quic.as_ref().and_then(|e| e.local_addr().ok()),
+            quic: self.quic.as_ref().and_then(|d| d.local_addr().ok()),
             tcp: self.tcp.as_ref().and_then(|(l, _)| l.local_addr().ok()),
             http: self.http.as_ref().and_then(|l| l.local_addr().ok()),
         }
@@ -260,9 +268,10 @@ impl Gateway {
         for c in consumers {
             background.spawn(consumer::run(Arc::clone(&ctx), c, stop_consumers.clone()));
         }
-        if let Some(endpoint) = quic.clone() {
-            background.spawn(transport::quic::accept(Arc::clone(&ctx), endpoint));
-        }
+        // The QUIC driver serves its connections until the very end, not only while
+        // accepting: sessions still drain through it after `stop_accept`.
+        let close_quic = CancellationToken::new();
+        let quic_task = quic.map(|driver| tokio::spawn(driver.run(close_quic.clone())));
         if let Some((listener, tls)) = tcp {
             background.spawn(transport::tcp::accept(Arc::clone(&ctx), listener, tls));
         }
@@ -304,9 +313,9 @@ impl Gateway {
         ctx.presence(PresenceMsg::Stop(done)).await;
         let _ = wait.await;
         let _ = presence_task.await;
-        if let Some(endpoint) = quic {
-            endpoint.close(0u32.into(), b"shutdown");
-            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        close_quic.cancel();
+        if let Some(task) = quic_task {
+            let _ = task.await;
         }
         if let Some(capture) = ctx.capture.clone() {
             let _ = tokio::task::spawn_blocking(move || capture.flush_blocking()).await;

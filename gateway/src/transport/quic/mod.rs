@@ -1,22 +1,32 @@
 //! QUIC: one bidirectional stream per unit session, carrying the same frames as TCP.
+//!
+//! The protocol is quinn's (`quinn-proto`); the I/O around it is ours ([`driver`]), sized for
+//! many idle units rather than a few busy ones.
+
+mod conn;
+mod driver;
+
+pub(crate) use driver::Driver;
+
+use conn::{Conn, RecvHalf, SendHalf};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use codec::Transport;
-use quinn::crypto::rustls::QuicServerConfig;
+use quinn_proto::crypto::rustls::QuicServerConfig;
 
 use crate::server::session;
-use crate::server::Ctx;
+use crate::server::{ConnGuard, Ctx};
 use crate::tls::Identity;
 use crate::{Error, GatewayConfig};
 
 /// Transport settings sized for many small, mostly idle sessions: one stream each, small
 /// windows (frames are ≤ `max_frame`), and an idle timeout above the session's own so the
 /// session reports `inactivity` first.
-pub(crate) fn transport_config(config: &GatewayConfig) -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
+pub(crate) fn transport_config(config: &GatewayConfig) -> quinn_proto::TransportConfig {
+    let mut t = quinn_proto::TransportConfig::default();
     let window = (config.max_frame as u32).saturating_mul(4).max(16 * 1024);
     t.max_concurrent_bidi_streams(1u32.into())
         .max_concurrent_uni_streams(0u32.into())
@@ -35,18 +45,19 @@ pub(crate) fn transport_config(config: &GatewayConfig) -> quinn::TransportConfig
     t
 }
 
-pub(crate) fn endpoint(
+/// Binds the QUIC socket and sets up the endpoint; [`Driver::run`] serves it.
+pub(crate) fn bind(
     config: &GatewayConfig,
     identity: &Identity,
     addr: SocketAddr,
-) -> Result<quinn::Endpoint, Error> {
+) -> Result<(std::net::UdpSocket, Arc<quinn_proto::ServerConfig>), Error> {
     let mut tls = identity.rustls_server(true)?;
     // No session tickets: with tens of thousands of units the server's 256-entry resumption
     // store cannot hold their sessions anyway, and the tickets cost every handshake two
     // messages and each connection ~0.3 KiB of crypto-stream state (docs/decisions.md).
     tls.send_tls13_tickets = 0;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut server = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(config)));
     let socket = udp_socket(addr, config.quic_socket_buffer)?;
     let (rcv, snd) = buffer_sizes(&socket);
@@ -58,14 +69,7 @@ pub(crate) fn endpoint(
             "QUIC receive buffer capped by net.core.rmem_max: connect storms may lose packets"
         );
     }
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| Error::Io(std::io::Error::other("no async runtime for QUIC")))?;
-    Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        runtime,
-    )?)
+    Ok((socket, Arc::new(server)))
 }
 
 /// A UDP socket bound to `addr` with `buffer` bytes asked for both directions (the kernel
@@ -87,46 +91,40 @@ fn buffer_sizes(socket: &std::net::UdpSocket) -> (usize, usize) {
     (half(s.recv_buffer_size()), half(s.send_buffer_size()))
 }
 
-pub(crate) async fn accept(ctx: Arc<Ctx>, endpoint: quinn::Endpoint) {
-    loop {
-        let incoming = tokio::select! {
-            () = ctx.stop_accept.cancelled() => return,
-            i = endpoint.accept() => match i {
-                Some(i) => i,
-                None => return,
-            },
-        };
-        let Some(guard) = ctx.admit_connection(Transport::Quic) else {
-            incoming.refuse();
-            continue;
-        };
-        let task_ctx = Arc::clone(&ctx);
-        ctx.session_tasks.spawn(async move {
-            let hs = task_ctx.config.handshake_timeout();
-            let conn = match tokio::time::timeout(hs, incoming).await {
-                Ok(Ok(c)) => c,
-                _ => {
-                    metrics::counter!(crate::metrics::HANDSHAKE_FAILURES, "transport" => "quic", "reason" => "tls")
-                        .increment(1);
-                    return;
-                }
+/// One unit's session task: waits for the handshake and the unit's stream, runs the session
+/// over it, then lets the last frames arrive and closes the connection.
+pub(crate) async fn serve(ctx: Arc<Ctx>, conn: Arc<Conn>, peer: SocketAddr, guard: ConnGuard) {
+    // Whatever happens below (a panic included), the connection is closed, so the driver
+    // never keeps a connection nobody serves.
+    let _close = CloseOnDrop(Arc::clone(&conn));
+    let hs = ctx.config.handshake_timeout();
+    match tokio::time::timeout(hs, conn.stream_opened()).await {
+        Ok(Ok(())) => {}
+        failed => {
+            let reason = if conn.is_handshaking() || matches!(failed, Ok(Err(_))) {
+                "tls"
+            } else {
+                "no_stream"
             };
-            let (send, recv) = match tokio::time::timeout(hs, conn.accept_bi()).await {
-                Ok(Ok(s)) => s,
-                _ => {
-                    metrics::counter!(crate::metrics::HANDSHAKE_FAILURES, "transport" => "quic", "reason" => "no_stream")
-                        .increment(1);
-                    conn.close(1u32.into(), b"no stream");
-                    return;
-                }
-            };
-            let peer = conn.remote_address();
-            let mut send = session::run(task_ctx, recv, send, peer, Transport::Quic, guard).await;
-            let _ = send.finish();
-            // Let the last frames (welcome, refused, queued MT) arrive before closing.
-            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-            conn.close(0u32.into(), b"bye");
-        });
+            metrics::counter!(crate::metrics::HANDSHAKE_FAILURES, "transport" => "quic", "reason" => reason)
+                .increment(1);
+            conn.close(1, b"no stream");
+            return;
+        }
+    }
+    let recv = RecvHalf(Arc::clone(&conn));
+    let send = SendHalf(Arc::clone(&conn));
+    let _send = session::run(ctx, recv, send, peer, Transport::Quic, guard).await;
+    conn.finish();
+    // Let the last frames (welcome, refused, queued MT) arrive before closing.
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.send_finished()).await;
+}
+
+struct CloseOnDrop(Arc<Conn>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(0, b"bye");
     }
 }
 
