@@ -5,7 +5,7 @@
 #
 #   ./scripts/perf-api.sh [seconds] [connections]
 #
-# Needs: a release build (cargo build --release), wrk, python3, psql.
+# Needs: a release build (cargo build --release), python3, psql; installs wrk when missing.
 # Loopback only; each wrk run is bounded by its duration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,13 @@ secs=${1:-10}
 conns=${2:-32}
 bin=${CARGO_TARGET_DIR:-target}/release/smartsolar
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
+if ! command -v wrk >/dev/null; then
+  # A fresh machine: Debian's wrk, as scripts/services.sh installs its services.
+  echo "== perf-api: installing wrk (apt-get)" >&2
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null \
+    || { echo "cannot install wrk (apt-get install wrk)" >&2; exit 1; }
+fi
 units=10000
 port=18080
 work=$(mktemp -d)
