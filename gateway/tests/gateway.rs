@@ -792,3 +792,76 @@ async fn quic_clients_without_a_stream_time_out_and_extra_ones_are_refused() {
     unit.close().await.unwrap();
     gw.shutdown().await;
 }
+
+/// UDP garbage at the QUIC port (random bytes, truncated and corrupted copies of a real
+/// client's packets) is dropped by the endpoint driver: nothing reaches the bus, units keep
+/// being served.
+#[tokio::test]
+async fn garbage_datagrams_at_the_quic_port_are_dropped_and_units_go_on() {
+    use rand::{Rng, RngCore};
+    let mut rng = rand::thread_rng();
+    let world = World::new();
+    let gw = world.start(config("a")).await;
+    let mut mo = world.subscribe(&topics().mo).await;
+    let addr = gw.addrs.quic.unwrap();
+    let mut unit = gw.quic_unit(1).await;
+
+    // A real client's first flight, captured by a UDP socket posing as the gateway.
+    let decoy = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let decoy_addr = decoy.local_addr().unwrap();
+    let ep = gw.quic_endpoint();
+    let _connecting = ep.connect(decoy_addr, "localhost").unwrap();
+    let mut initial = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), decoy.recv_from(&mut initial))
+        .await
+        .unwrap()
+        .unwrap();
+    initial.truncate(n);
+
+    let noise = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+    for i in 0..2_000usize {
+        let datagram = match i % 4 {
+            0 => {
+                let mut d = vec![0u8; rng.gen_range(1..1500)];
+                rng.fill_bytes(&mut d);
+                d
+            }
+            1 => initial[..rng.gen_range(1..initial.len())].to_vec(),
+            2 => {
+                let mut d = initial.clone();
+                let at = rng.gen_range(0..d.len());
+                d[at] ^= 0xff;
+                d
+            }
+            // A short-header packet for a connection id nobody issued.
+            _ => {
+                let mut d = vec![0x40u8; 64];
+                rng.fill_bytes(&mut d[1..]);
+                d
+            }
+        };
+        noise.send_to(&datagram, addr).await.unwrap();
+    }
+
+    // The admitted unit is still served, and only its frames reached the bus.
+    unit.send_raw(&sim::status_report(1_700_000_000))
+        .await
+        .unwrap();
+    let (who, _, msg) = open(&next(&mut mo).await);
+    assert_eq!(who, imei(1));
+    assert!(matches!(
+        decode_mo(&msg).unwrap(),
+        MoMessage::StatusReport(_)
+    ));
+    assert!(nothing_within(&mut mo, Duration::from_millis(300)).await);
+    // A new unit still gets in.
+    let mut late = gw.quic_unit(2).await;
+    late.send_raw(&sim::status_report(1_700_000_001))
+        .await
+        .unwrap();
+    assert_eq!(open(&next(&mut mo).await).0, imei(2));
+    unit.close().await.unwrap();
+    late.close().await.unwrap();
+    gw.shutdown().await;
+}
