@@ -41,6 +41,8 @@ pub const QUEUE_POPPED: &str = "smartsolar_gateway_queue_popped_total";
 pub const DISCONNECTS: &str = "smartsolar_gateway_disconnects_total";
 /// Counter: MO messages delayed by the per-connection rate limit.
 pub const RATE_LIMITED: &str = "smartsolar_gateway_rate_limited_messages_total";
+/// Gauge: connections the QUIC endpoint holds, handshaking and draining ones included.
+pub const QUIC_ENDPOINT_CONNECTIONS: &str = "smartsolar_gateway_quic_endpoint_connections";
 /// Counter: QUIC datagrams dropped because the UDP send buffer was full (QUIC resends).
 pub const QUIC_SEND_DROPPED: &str = "smartsolar_gateway_quic_send_dropped_total";
 /// Counter: legacy HTTP requests refused for bad credentials.

@@ -52,6 +52,8 @@ pub(crate) struct Driver {
     /// Indexed by `ConnectionHandle.0` (quinn-proto's slab index).
     conns: Vec<Option<Entry>>,
     live: usize,
+    /// The last value of the open-connections gauge.
+    published_open: usize,
     /// Every connection's next quinn-proto timeout, earliest first.
     timers: BTreeSet<(Instant, usize)>,
     dirty: Arc<Dirty>,
@@ -88,6 +90,7 @@ impl Driver {
             server_config,
             conns: Vec::new(),
             live: 0,
+            published_open: 0,
             timers: BTreeSet::new(),
             dirty: Arc::new(Dirty::default()),
             touched: Vec::new(),
@@ -150,6 +153,7 @@ impl Driver {
             self.expire_timers(Instant::now());
             self.take_dirty();
             self.drive_touched();
+            self.publish_open();
             // Let the session tasks on this thread run between turns under load.
             tokio::task::consume_budget().await;
         }
@@ -342,6 +346,11 @@ impl Driver {
             s.proto.poll_timeout()
         };
         if drained {
+            // The `Drained` event must reach the endpoint, or its slot and connection ids
+            // would never be freed.
+            while let Some(event) = s.proto.poll_endpoint_events() {
+                let _ = self.endpoint.handle_event(ch, event);
+            }
             s.on_drained();
         }
         drop(s);
@@ -361,6 +370,16 @@ impl Driver {
             // quinn-proto released the handle with the `Drained` endpoint event above.
             self.conns[idx] = None;
             self.live -= 1;
+        }
+    }
+
+    /// quinn-proto's count of connections, which only falls when a drained connection's
+    /// `Drained` event reached the endpoint: a leak would show here.
+    fn publish_open(&mut self) {
+        let open = self.endpoint.open_connections();
+        if open != self.published_open {
+            self.published_open = open;
+            metrics::gauge!(crate::metrics::QUIC_ENDPOINT_CONNECTIONS).set(open as f64);
         }
     }
 
