@@ -51,7 +51,6 @@ pub(crate) struct Driver {
     server_config: Arc<ServerConfig>,
     /// Indexed by `ConnectionHandle.0` (quinn-proto's slab index).
     conns: Vec<Option<Entry>>,
-    live: usize,
     /// The last value of the open-connections gauge.
     published_open: usize,
     /// Every connection's next quinn-proto timeout, earliest first.
@@ -89,7 +88,6 @@ impl Driver {
             endpoint,
             server_config,
             conns: Vec::new(),
-            live: 0,
             published_open: 0,
             timers: BTreeSet::new(),
             dirty: Arc::new(Dirty::default()),
@@ -115,7 +113,7 @@ impl Driver {
         let mut closing_since: Option<Instant> = None;
         loop {
             if let Some(since) = closing_since {
-                if self.live == 0 || since.elapsed() > CLOSE_GRACE {
+                if self.endpoint.open_connections() == 0 || since.elapsed() > CLOSE_GRACE {
                     return;
                 }
             }
@@ -163,17 +161,15 @@ impl Driver {
     fn receive(&mut self) {
         for _ in 0..BATCHES_PER_TURN {
             let slot = self.recv_buf.len() / RECV_BATCH;
-            let mut bufs: Vec<IoSliceMut<'_>> = self
-                .recv_buf
-                .chunks_mut(slot)
-                .map(IoSliceMut::new)
-                .collect();
+            let mut slots = self.recv_buf.chunks_mut(slot);
+            let mut bufs: [IoSliceMut<'_>; RECV_BATCH] = std::array::from_fn(|_| {
+                IoSliceMut::new(slots.next().expect("recv_buf holds RECV_BATCH slots"))
+            });
             let udp = &self.udp;
             let meta = &mut self.recv_meta;
             let got = self.socket.try_io(Interest::READABLE, || {
                 udp.recv((&self.socket).into(), &mut bufs, meta)
             });
-            drop(bufs);
             let n = match got {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -260,7 +256,6 @@ impl Driver {
         };
         touch(&mut self.touched, ch.0, &mut entry);
         self.conns[ch.0] = Some(entry);
-        self.live += 1;
         let ctx = Arc::clone(&self.ctx);
         self.ctx
             .session_tasks
@@ -330,7 +325,7 @@ impl Driver {
                     .poll_transmit(now, max_datagrams, &mut self.send_buf)
                 {
                     Some(transmit) => {
-                        send(&self.socket, &self.udp, &self.send_buf, &transmit);
+                        self.send(&transmit);
                     }
                     None => break,
                 }
@@ -369,7 +364,6 @@ impl Driver {
         if drained {
             // quinn-proto released the handle with the `Drained` endpoint event above.
             self.conns[idx] = None;
-            self.live -= 1;
         }
     }
 
@@ -390,8 +384,25 @@ impl Driver {
         }
     }
 
-    fn send(&self, transmit: &quinn_proto::Transmit) {
-        send(&self.socket, &self.udp, &self.send_buf, transmit);
+    /// Sends one transmit. A full socket buffer drops it, as a congested network would: QUIC's
+    /// loss recovery resends what mattered, and the driver never waits on one unit.
+    fn send(&self, t: &quinn_proto::Transmit) {
+        let transmit = quinn_udp::Transmit {
+            destination: t.destination,
+            ecn: t
+                .ecn
+                .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
+            contents: &self.send_buf[..t.size],
+            segment_size: t.segment_size,
+            src_ip: t.src_ip,
+        };
+        let sent = self.socket.try_io(Interest::WRITABLE, || {
+            self.udp.send((&self.socket).into(), &transmit)
+        });
+        if let Err(e) = sent {
+            metrics::counter!(crate::metrics::QUIC_SEND_DROPPED).increment(1);
+            tracing::debug!(error = %e, "QUIC datagram dropped");
+        }
     }
 }
 
@@ -399,24 +410,5 @@ fn touch(touched: &mut Vec<usize>, idx: usize, entry: &mut Entry) {
     if !entry.touched {
         entry.touched = true;
         touched.push(idx);
-    }
-}
-
-/// Sends one transmit. A full socket buffer drops it, as a congested network would: QUIC's
-/// loss recovery resends what mattered, and the driver never waits on one unit.
-fn send(socket: &UdpSocket, udp: &UdpSocketState, buf: &[u8], t: &quinn_proto::Transmit) {
-    let transmit = quinn_udp::Transmit {
-        destination: t.destination,
-        ecn: t
-            .ecn
-            .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
-        contents: &buf[..t.size],
-        segment_size: t.segment_size,
-        src_ip: t.src_ip,
-    };
-    let sent = socket.try_io(Interest::WRITABLE, || udp.send(socket.into(), &transmit));
-    if let Err(e) = sent {
-        metrics::counter!(crate::metrics::QUIC_SEND_DROPPED).increment(1);
-        tracing::debug!(error = %e, "QUIC datagram dropped");
     }
 }
