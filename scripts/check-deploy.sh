@@ -14,7 +14,7 @@ if ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   if command -v systemctl >/dev/null 2>&1; then as_root systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
-echo "== promtool check rules / config"
-(cd deploy/prometheus && promtool check rules alerts.yml && promtool check config prometheus.yml)
+echo "== promtool check rules / test rules / config"
+(cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml && promtool check config prometheus.yml)
 echo "== metric names: code, docs/metrics.md, dashboards, alerts"
 SMARTSOLAR_REQUIRE_PROMTOOL=1 cargo test -q -p smartsolar-load-test --test deploy

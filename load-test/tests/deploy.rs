@@ -3,7 +3,8 @@
 //!   `docs/metrics.md`, and every documented metric is emitted;
 //! - every metric the Grafana dashboards and the Prometheus alert rules query is documented
 //!   (so a renamed metric cannot silently blank a panel or disarm an alert);
-//! - `promtool check rules` / `check config` accept the Prometheus files, when promtool is
+//! - `promtool check rules` / `test rules` (deploy/prometheus/alerts_test.yml) / `check config`
+//!   accept the Prometheus files, when promtool is
 //!   installed (`scripts/check-deploy.sh` installs it and sets `SMARTSOLAR_REQUIRE_PROMTOOL=1`).
 
 use std::collections::BTreeSet;
@@ -188,6 +189,7 @@ fn promtool_accepts_the_prometheus_files() {
     let dir = root().join("deploy/prometheus");
     for args in [
         vec!["check", "rules", "alerts.yml"],
+        vec!["test", "rules", "alerts_test.yml"],
         vec!["check", "config", "prometheus.yml"],
     ] {
         let out = Command::new("promtool")
