@@ -270,6 +270,8 @@ pub struct FinalBalanceOutcome {
     pub notification_id: Option<i64>,
     /// How many earlier commands the closed cycle made void.
     pub voided: u64,
+    /// The zero-command was acknowledged by this report (it was not yet).
+    pub acknowledged: bool,
 }
 
 fn col(name: &str, ty: ColumnType) -> Column {
@@ -657,6 +659,15 @@ async fn set_status(
     tx.execute(&stmt).await.map(drop)
 }
 
+/// What [`acknowledge`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acknowledged {
+    /// The command as it is now.
+    pub command: PaymentCommand,
+    /// `false` when it was already acknowledged (a repeated confirmation).
+    pub newly: bool,
+}
+
 /// The unit confirmed command `id` (gateway). Idempotent: a repeated
 /// acknowledgement changes nothing. `reported_balance`, when the unit sent
 /// one with its confirmation, is recorded as by [`record_balance`].
@@ -669,10 +680,11 @@ pub async fn acknowledge(
     reported_balance: Option<i64>,
     actor: &str,
     at: NaiveDateTime,
-) -> Result<PaymentCommand, DcmError> {
+) -> Result<Acknowledged, DcmError> {
     lock_product(tx, cat, imei, &Visibility::Global).await?;
     let mut command = command_of(tx, imei, id).await?;
-    if !command.is_acknowledged() {
+    let newly = !command.is_acknowledged();
+    if newly {
         set_status(tx, id, STATUS_ACKNOWLEDGED, actor, at).await?;
         command.status = Some(STATUS_ACKNOWLEDGED.into());
         command.modified_at = Some(at);
@@ -683,7 +695,7 @@ pub async fn acknowledge(
         }
         store_balance(tx, imei, balance, at, actor, false).await?;
     }
-    Ok(command)
+    Ok(Acknowledged { command, newly })
 }
 
 const BALANCE_COLUMNS: [(&str, ColumnType); 5] = [
@@ -884,6 +896,7 @@ pub async fn record_final_balance(
             created: false,
             notification_id: None,
             voided: 0,
+            acknowledged: false,
         });
     }
     let superseded = zero.void;
@@ -938,7 +951,8 @@ pub async fn record_final_balance(
         .await?
         .ok_or(DcmError::Db(DbError::Other(sqlx::Error::RowNotFound)))?;
     let stored = decode_final_balance(&row);
-    if !zero.is_acknowledged() {
+    let acknowledged = !zero.is_acknowledged();
+    if acknowledged {
         set_status(tx, zero_command_id, STATUS_ACKNOWLEDGED, actor, at).await?;
     }
     if superseded {
@@ -947,6 +961,7 @@ pub async fn record_final_balance(
             created: true,
             notification_id: None,
             voided: 0,
+            acknowledged,
         });
     }
     let voided = void_commands(tx, imei, Some(zero_command_id), actor, at).await?;
@@ -958,6 +973,7 @@ pub async fn record_final_balance(
         created: true,
         notification_id: Some(notification_id),
         voided,
+        acknowledged,
     })
 }
 

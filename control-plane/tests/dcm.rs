@@ -230,6 +230,7 @@ async fn zero_command_blocks_until_final_balance(backend: Backend) {
         .unwrap();
     tx.commit().await.unwrap();
     assert!(outcome.created);
+    assert!(outcome.acknowledged, "the report confirms the zero-command");
     assert_eq!(outcome.final_balance.final_balance, 42);
     assert_eq!(outcome.final_balance.total_added, 70);
     assert_eq!(outcome.final_balance.zero_command_id, zero_id);
@@ -279,6 +280,7 @@ async fn zero_command_blocks_until_final_balance(backend: Backend) {
         .unwrap();
     tx.commit().await.unwrap();
     assert!(!again.created);
+    assert!(!again.acknowledged, "and it is not confirmed twice");
     assert_eq!(again.final_balance.final_balance, 42);
     assert_eq!(again.notification_id, None);
     assert_eq!(count(&server, "notification").await, 1);
@@ -647,9 +649,11 @@ async fn gateway_service_functions(backend: Backend) {
     )
     .await
     .unwrap();
-    assert!(acked.is_acknowledged());
-    // Acknowledging twice is harmless; another unit cannot acknowledge it.
-    dcm::acknowledge(
+    assert!(acked.command.is_acknowledged());
+    assert!(acked.newly);
+    // Acknowledging twice is harmless (and not counted again); another unit cannot
+    // acknowledge it.
+    let again = dcm::acknowledge(
         &mut tx,
         cat,
         &imei,
@@ -660,6 +664,7 @@ async fn gateway_service_functions(backend: Backend) {
     )
     .await
     .unwrap();
+    assert!(!again.newly);
     let err = dcm::acknowledge(
         &mut tx,
         cat,

@@ -589,8 +589,9 @@ impl MoSink for ControlPlaneSink {
         .await
         .map_err(dcm_sink_error)?;
         commit(tx).await?;
-        // The final balance confirms the zero-command.
-        dcm::count_events("acknowledged", u64::from(outcome.created));
+        // The final balance confirms the zero-command, unless its payment-commands reply
+        // already did.
+        dcm::count_events("acknowledged", u64::from(outcome.acknowledged));
         dcm::count_events("voided", outcome.voided);
         tracing::info!(
             imei = ctx.imei,
@@ -641,7 +642,7 @@ impl MoSink for ControlPlaneSink {
                 for c in p.commands.iter() {
                     match command_by_transaction(&mut tx, ctx.imei, c.transaction_id).await? {
                         Some((id, _)) => {
-                            dcm::acknowledge(
+                            let done = dcm::acknowledge(
                                 &mut tx,
                                 &self.state.catalogue,
                                 ctx.imei,
@@ -652,7 +653,8 @@ impl MoSink for ControlPlaneSink {
                             )
                             .await
                             .map_err(dcm_sink_error)?;
-                            acknowledged += 1;
+                            // A repeated reply confirms nothing new.
+                            acknowledged += u64::from(done.newly);
                         }
                         None => tracing::error!(
                             imei = ctx.imei,
