@@ -275,13 +275,13 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, DbError> {
         // On SQLite this includes the wait for the single writer: the
         // figure that grows first when writes queue up.
-        let started = std::time::Instant::now();
-        let tx = match &self.inner {
-            Inner::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
-            Inner::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        };
-        observe("begin", started);
-        Ok(tx)
+        timed("begin", async {
+            Ok(match &self.inner {
+                Inner::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
+                Inner::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            })
+        })
+        .await
     }
 }
 
@@ -343,13 +343,14 @@ impl Tx {
 
     /// Commits.
     pub async fn commit(self) -> Result<(), DbError> {
-        let started = std::time::Instant::now();
-        match self {
-            Self::Sqlite(tx) => tx.commit().await?,
-            Self::Postgres(tx) => tx.commit().await?,
-        }
-        observe("commit", started);
-        Ok(())
+        timed("commit", async {
+            match self {
+                Self::Sqlite(tx) => tx.commit().await?,
+                Self::Postgres(tx) => tx.commit().await?,
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -375,73 +376,79 @@ impl Conn<'_> {
         columns: &[&Column],
     ) -> Result<Vec<Row>, DbError> {
         let (sql, values) = self.build(stmt);
-        let started = std::time::Instant::now();
-        let result = match self {
-            Self::Sqlite(conn) => {
-                let rows = bind_sqlite(sqlx::query(&sql), values)
-                    .fetch_all(&mut **conn)
-                    .await;
-                rows.map_err(DbError::classify)
-                    .and_then(|rows| rows.iter().map(|r| decode_sqlite(r, columns)).collect())
+        timed("fetch", async {
+            match self {
+                Self::Sqlite(conn) => {
+                    let rows = bind_sqlite(sqlx::query(&sql), values)
+                        .fetch_all(&mut **conn)
+                        .await;
+                    rows.map_err(DbError::classify)
+                        .and_then(|rows| rows.iter().map(|r| decode_sqlite(r, columns)).collect())
+                }
+                Self::Postgres(conn) => {
+                    let rows = bind_pg(sqlx::query(&sql), values)
+                        .fetch_all(&mut **conn)
+                        .await;
+                    rows.map_err(DbError::classify)
+                        .and_then(|rows| rows.iter().map(|r| decode_pg(r, columns)).collect())
+                }
             }
-            Self::Postgres(conn) => {
-                let rows = bind_pg(sqlx::query(&sql), values)
-                    .fetch_all(&mut **conn)
-                    .await;
-                rows.map_err(DbError::classify)
-                    .and_then(|rows| rows.iter().map(|r| decode_pg(r, columns)).collect())
-            }
-        };
-        observe("fetch", started);
-        result
+        })
+        .await
     }
 
     async fn fetch_i64(&mut self, stmt: &impl QueryStatementWriter) -> Result<i64, DbError> {
         let (sql, values) = self.build(stmt);
-        let started = std::time::Instant::now();
-        let count = match self {
-            Self::Sqlite(conn) => {
-                let row = bind_sqlite(sqlx::query(&sql), values)
-                    .fetch_one(&mut **conn)
-                    .await
-                    .map_err(DbError::classify)?;
-                Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+        timed("count", async {
+            match self {
+                Self::Sqlite(conn) => {
+                    let row = bind_sqlite(sqlx::query(&sql), values)
+                        .fetch_one(&mut **conn)
+                        .await
+                        .map_err(DbError::classify)?;
+                    Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+                }
+                Self::Postgres(conn) => {
+                    let row = bind_pg(sqlx::query(&sql), values)
+                        .fetch_one(&mut **conn)
+                        .await
+                        .map_err(DbError::classify)?;
+                    Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+                }
             }
-            Self::Postgres(conn) => {
-                let row = bind_pg(sqlx::query(&sql), values)
-                    .fetch_one(&mut **conn)
-                    .await
-                    .map_err(DbError::classify)?;
-                Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
-            }
-        };
-        observe("count", started);
-        count
+        })
+        .await
     }
 
     async fn execute(&mut self, stmt: &impl QueryStatementWriter) -> Result<u64, DbError> {
         let (sql, values) = self.build(stmt);
-        let started = std::time::Instant::now();
-        let done = match self {
-            Self::Sqlite(conn) => bind_sqlite(sqlx::query(&sql), values)
-                .execute(&mut **conn)
-                .await
-                .map(|r| r.rows_affected()),
-            Self::Postgres(conn) => bind_pg(sqlx::query(&sql), values)
-                .execute(&mut **conn)
-                .await
-                .map(|r| r.rows_affected()),
-        };
-        observe("execute", started);
+        let done = timed("execute", async {
+            match self {
+                Self::Sqlite(conn) => bind_sqlite(sqlx::query(&sql), values)
+                    .execute(&mut **conn)
+                    .await
+                    .map(|r| r.rows_affected()),
+                Self::Postgres(conn) => bind_pg(sqlx::query(&sql), values)
+                    .execute(&mut **conn)
+                    .await
+                    .map(|r| r.rows_affected()),
+            }
+        })
+        .await;
         done.map_err(DbError::classify)
     }
 }
 
-/// Records one database operation's latency; `op` is one of begin, fetch,
+/// Runs one database operation and records its latency, failed ones included; `op` is one of begin, fetch,
 /// count, execute, commit (a bounded label).
-fn observe(op: &'static str, started: std::time::Instant) {
+async fn timed<T>(op: &'static str, work: impl std::future::Future<Output = T>) -> T {
+    // Failures are timed too: a `begin` that times out waiting for the SQLite writer is
+    // exactly the latency this histogram is for.
+    let started = std::time::Instant::now();
+    let out = work.await;
     metrics::histogram!("smartsolar_db_query_duration_seconds", "op" => op)
         .record(started.elapsed().as_secs_f64());
+    out
 }
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
