@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -38,12 +38,6 @@ pub(crate) fn install_recorder() -> Result<PrometheusHandle> {
         .context("installing the Prometheus recorder")
 }
 
-#[derive(Clone)]
-struct Admin {
-    metrics: PrometheusHandle,
-    state: AppState,
-}
-
 /// Binds `addr` and serves the admin routes until `shutdown`.
 pub(crate) async fn serve(
     addr: SocketAddr,
@@ -68,29 +62,18 @@ pub(crate) async fn serve(
     });
     let app = Router::new()
         .route("/metrics", get(render_metrics))
-        .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(ready))
-        .with_state(Admin { metrics, state });
+        .with_state(metrics)
+        .merge(control_plane::http::probes().with_state(state));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("metrics listener")
 }
 
-async fn render_metrics(State(admin): State<Admin>) -> Response {
+async fn render_metrics(State(metrics): State<PrometheusHandle>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        admin.metrics.render(),
+        metrics.render(),
     )
         .into_response()
-}
-
-async fn ready(State(admin): State<Admin>) -> Response {
-    match control_plane::http::readiness(&admin.state).await {
-        Ok(()) => "ready".into_response(),
-        Err(why) => {
-            tracing::warn!(%why, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
-        }
-    }
 }

@@ -261,6 +261,15 @@ async fn a_gateway_process_serves_metrics_and_probes_on_its_admin_address() {
             l.starts_with("smartsolar_gateway_handshake_failures_total{")
                 && l.contains("reason=\"unknown_unit\"")
         }) {
+            // Histograms are exposed with buckets (dashboards and alerts take quantiles
+            // from them): the unit lookup timed a database fetch.
+            assert!(
+                body.lines().any(
+                    |l| l.starts_with("smartsolar_db_query_duration_seconds_bucket{")
+                        && l.contains("op=\"fetch\"")
+                ),
+                "no histogram buckets:\n{body}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "refusal not counted:\n{body}");

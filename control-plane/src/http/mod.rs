@@ -133,11 +133,18 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http));
     Router::new()
         .nest("/v1", v1)
-        .route("/health", axum::routing::get(health))
-        .route("/ready", axum::routing::get(ready))
+        .merge(probes())
         .merge(crate::console::router())
         .fallback(not_found)
         .with_state(state)
+}
+
+/// `/health` and `/ready`: on the API, and on every process's metrics
+/// listener (gateway-only and ingest-only processes serve no API).
+pub fn probes() -> Router<AppState> {
+    Router::new()
+        .route("/health", axum::routing::get(health))
+        .route("/ready", axum::routing::get(ready))
 }
 
 /// Liveness: the process answers.
