@@ -16,8 +16,9 @@ bin=${CARGO_TARGET_DIR:-target}/release/smartsolar
 if ! command -v wrk >/dev/null; then
   # A fresh machine: Debian's wrk, as scripts/services.sh installs its services.
   echo "== perf-api: installing wrk (apt-get)" >&2
-  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-  as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null \
+  # shellcheck source=scripts/services.sh
+  . scripts/services.sh # defines svc_as_root, runs nothing
+  svc_as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive svc_as_root apt-get install -y -qq wrk >/dev/null \
     || { echo "cannot install wrk (apt-get install wrk)" >&2; exit 1; }
 fi
 units=10000

@@ -31,9 +31,16 @@ while [ $# -gt 0 ]; do
   shift
 done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+# --from renders an earlier run: its folder must hold that run's outputs, or the report
+# would be rendered empty over the one in docs/performance.md.
+if [ -n "$from" ] && ! ls "$from"/load-*.json >/dev/null 2>&1 && [ ! -d "$from/criterion" ]; then
+  echo "--from $from: no earlier run's outputs there (load-*.json or criterion/)" >&2
+  exit 2
+fi
 work=${from:-${SMARTSOLAR_PERF_DIR:-$(mktemp -d /tmp/smartsolar-perf.XXXXXX)}}
 mkdir -p "$work"
 log() { printf '\n== perf-report: %s\n' "$*" >&2; }
+log "raw outputs in $work"
 
 if [ -z "$from" ]; then
 # The machine's own load before anything starts, for the report.
