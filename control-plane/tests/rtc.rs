@@ -187,6 +187,27 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// Polls `GET /v1/products/<imei>/data?fields=<fields>` until `f` accepts the
+    /// response's `data` rendered as JSON text, each wait with its own deadline.
+    async fn wait_data(&self, what: &str, imei: &str, fields: &str, f: impl Fn(&str) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (s, b) = self
+                .server
+                .get(&format!("/v1/products/{imei}/data?fields={fields}"))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            if f(&b["data"].to_string()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {b}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// The next MT frame the unit receives.
@@ -360,19 +381,8 @@ async fn enable_and_payment_reach_the_unit_and_its_answers_the_database(backend:
     assert_eq!(b["data"]["balance"], 86_400);
     assert_eq!(b["data"]["pending_payment_commands"], json!([]));
     // The balance is in the time-series store too.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (s, b) = rig
-            .server
-            .get(&format!("/v1/products/{imei}/data?fields=balance"))
-            .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        if b["data"].to_string().contains("86400") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "balance point: {b}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    rig.wait_data("balance point", imei, "balance", |d| d.contains("86400"))
+        .await;
 
     // The unit goes away: an offline record, and the product points at it.
     unit.close().await.unwrap();
@@ -406,22 +416,10 @@ async fn reports_telemetry_cells_and_dead_letters(backend: Backend) {
     // Telemetry: readable through the product data API.
     let now = sim::now_s();
     unit.send_raw(&sim::telemetry(now, 7)).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (s, b) = rig
-            .server
-            .get(&format!(
-                "/v1/products/{imei}/data?fields=voltage,pulse_count"
-            ))
-            .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        let text = b["data"].to_string();
-        if text.contains("12.9") && text.contains('7') {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "telemetry: {b}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    rig.wait_data("telemetry", imei, "voltage,pulse_count", |d| {
+        d.contains("12.9") && d.contains('7')
+    })
+    .await;
 
     // A status report saying the tamper switch is tripped: a
     // `tamper_triggered` point the tamper alert rule reads.
@@ -431,18 +429,10 @@ async fn reports_telemetry_cells_and_dead_letters(backend: Backend) {
     }))
     .await
     .unwrap();
-    loop {
-        let (s, b) = rig
-            .server
-            .get(&format!("/v1/products/{imei}/data?fields=tamper_triggered"))
-            .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        if b["data"].to_string().contains("[1,") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "tamper point: {b}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    rig.wait_data("tamper point", imei, "tamper_triggered", |d| {
+        d.contains("[1,")
+    })
+    .await;
 
     // A cell report with a position, then one without: two connection rows.
     let cells = [Cell {
