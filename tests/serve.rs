@@ -306,3 +306,43 @@ async fn an_ingest_process_is_not_ready_while_its_store_is_unreachable() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("time-series store unreachable"), "{body}");
 }
+
+/// A store that accepts connections but never answers: `/ready` names it within the probe's
+/// time limit instead of hanging with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_names_a_store_that_hangs_within_its_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    // The kernel completes connections to a listening socket nobody accepts from.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _server = start_role(
+        "ingest",
+        dir.path(),
+        metrics,
+        &[
+            ("SMARTSOLAR_TSDB", "questdb".to_string()),
+            (
+                "SMARTSOLAR_QUESTDB_URL",
+                format!("http://{}", silent.local_addr().unwrap()),
+            ),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let admin = format!("http://127.0.0.1:{metrics}");
+    assert_eq!(
+        get_when_up(&client, &format!("{admin}/health")).await.0,
+        200
+    );
+    let asked = Instant::now();
+    let (status, body) = get_when_up(&client, &format!("{admin}/ready")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("time-series store unreachable: no answer within 2 s"),
+        "{body}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+}

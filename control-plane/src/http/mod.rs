@@ -168,21 +168,28 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> R
 /// all three (the gateway looks units up in the database and publishes on
 /// the bus; ingest writes to all three), so one check serves them all.
 pub async fn readiness(state: &AppState) -> Result<(), String> {
-    state
-        .db
-        .ping()
-        .await
-        .map_err(|e| format!("database unreachable: {e}"))?;
-    state
-        .bus
-        .ping()
-        .await
-        .map_err(|e| format!("bus unreachable: {e}"))?;
-    state
-        .timeseries
-        .ping()
-        .await
-        .map_err(|e| format!("time-series store unreachable: {e}"))
+    probe("database", state.db.ping()).await?;
+    probe("bus", state.bus.ping()).await?;
+    probe("time-series store", state.timeseries.ping()).await
+}
+
+/// How long one dependency may take to answer a readiness check: a probe
+/// (Kubernetes, a load balancer) gives up after a few seconds, and the answer
+/// should then name the dependency that hangs rather than time out itself.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn probe<E: std::fmt::Display>(
+    what: &str,
+    ping: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{what} unreachable: {e}")),
+        Err(_) => Err(format!(
+            "{what} unreachable: no answer within {} s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 async fn not_found() -> ApiError {
