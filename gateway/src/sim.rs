@@ -49,7 +49,9 @@ pub struct UnitConn {
     quic: Option<quinn::Connection>,
 }
 
-/// The receive buffer of a simulated client socket: the kernel's default. Many simulated units
+/// The receive buffer asked for a simulated client socket: the kernel's usual default
+/// (`net.core.rmem_default`), which Linux doubles for its bookkeeping when it is set, so the
+/// socket gets ~416 KiB, twice what an untouched socket has. Many simulated units
 /// share one socket, which real units never do; given the gateway's 8 MiB, packets for all of
 /// them queued behind each other while the load generator was busy, and the measured MT round
 /// trip at 50,000 units became the queue's (p99 120 ms against 0.8 ms in the same-day A/B). The
