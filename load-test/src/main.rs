@@ -445,11 +445,12 @@ impl Child {
         if let Some(c) = capture {
             cmd.arg("--capture").arg(c);
         }
-        let mut proc = cmd
-            .stdin(std::process::Stdio::piped())
+        cmd.stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
+            .kill_on_drop(true);
+        let mut proc = cmd
+            .spawn()
+            .with_context(|| format!("starting the gateway: {:?}", cmd.as_std()))?;
         let stdin = proc.stdin.take().context("stdin")?;
         let mut lines = BufReader::new(proc.stdout.take().context("stdout")?).lines();
         // The first JSON line (a wrapper may print its own lines first).
