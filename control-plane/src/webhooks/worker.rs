@@ -595,8 +595,9 @@ async fn matching_subscribers(
         .collect())
 }
 
-/// How often the worker refreshes the backlog gauges (one COUNT query).
-const BACKLOG_PERIOD: Duration = Duration::from_secs(5);
+/// How often the worker refreshes the backlog gauges (one COUNT over the
+/// pending deliveries): once per usual Prometheus scrape, no more.
+const BACKLOG_PERIOD: Duration = Duration::from_secs(15);
 
 /// Starts the delivery worker as a tokio task. It works until `shutdown`
 /// resolves, then finishes the round in progress (bounded by the request
