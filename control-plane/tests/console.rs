@@ -33,14 +33,24 @@ fn header_of(r: &reqwest::Response, name: header::HeaderName) -> String {
 
 async fn the_page_and_files_are_served_with_types_and_etags(backend: Backend) {
     let server = TestServer::start(backend).await;
-    for path in ["/console", "/console/"] {
+    let csp = header_of(
+        &fetch(&server, "/console").await,
+        header::CONTENT_SECURITY_POLICY,
+    );
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    // Every way to the page carries the same policy.
+    for path in ["/console", "/console/", "/console/index.html"] {
         let r = fetch(&server, path).await;
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         assert_eq!(
             header_of(&r, header::CONTENT_TYPE),
             "text/html; charset=utf-8"
         );
-        assert!(header_of(&r, header::CONTENT_SECURITY_POLICY).contains("script-src 'self'"));
+        assert_eq!(
+            header_of(&r, header::CONTENT_SECURITY_POLICY),
+            csp,
+            "{path}"
+        );
         let body = r.text().await.unwrap();
         assert!(body.contains(r#"<script type="module" src="/console/app.js">"#));
     }
@@ -147,6 +157,21 @@ async fn settings_carry_tiles_and_the_level_of_each_action(backend: Backend) {
         "{csp}"
     );
     assert!(csp.contains("connect-src 'self'"), "{csp}");
+}
+
+async fn a_subdomain_tile_template_admits_every_subdomain(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.console_tile_url = Some("https://{s}.host/{z}/{x}/{y}.png".into());
+    })
+    .await;
+    for path in ["/console", "/console/index.html"] {
+        let page = fetch(&server, path).await;
+        let csp = header_of(&page, header::CONTENT_SECURITY_POLICY);
+        assert!(
+            csp.contains("img-src 'self' data: https://*.host;"),
+            "{path}: {csp}"
+        );
+    }
 }
 
 async fn whoami_names_the_callers_level_and_scope(backend: Backend) {
@@ -448,6 +473,7 @@ async fn a_configured_tile_server_draws_a_leaflet_map(backend: Backend) {
 both_backends!(
     the_page_and_files_are_served_with_types_and_etags,
     settings_carry_tiles_and_the_level_of_each_action,
+    a_subdomain_tile_template_admits_every_subdomain,
     whoami_names_the_callers_level_and_scope,
     a_browser_logs_in_enables_a_unit_and_sees_its_charts,
     a_configured_tile_server_draws_a_leaflet_map,

@@ -135,7 +135,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/health", axum::routing::get(health))
         .route("/ready", axum::routing::get(ready))
-        .merge(crate::console::router())
+        .merge(crate::console::router(&state.config))
         .fallback(not_found)
         .with_state(state)
 }
