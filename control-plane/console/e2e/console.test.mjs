@@ -290,6 +290,10 @@ async function tiles() {
   // One circle marker per located unit.
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=tile-map] path.leaflet-interactive').length === 2);
   assert.equal(await page.$$eval('[data-testid=coordinate-plot]', (e) => e.length), 0);
+  // A marker's tooltip is its IMEI, as text.
+  await page.hover('[data-testid=tile-map] path.leaflet-interactive');
+  const tooltip = await page.waitForSelector('.leaflet-tooltip span');
+  assert.match(await tooltip.textContent(), /^\d{15}$/);
   await shot(page, '09-fleet-tiles');
   await page.context().close();
 }
