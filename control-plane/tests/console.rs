@@ -24,6 +24,21 @@ async fn fetch(server: &TestServer, path: &str) -> reqwest::Response {
     server.client.get(server.url(path)).send().await.unwrap()
 }
 
+/// The status line and body of a GET of `path` sent as written: reqwest
+/// would resolve a `..` segment (also `%2e%2e`) before sending.
+async fn raw_get(server: &TestServer, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = server.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, body.to_string())
+}
+
 fn header_of(r: &reqwest::Response, name: header::HeaderName) -> String {
     r.headers()
         .get(name)
@@ -112,11 +127,17 @@ async fn the_page_and_files_are_served_with_types_and_etags(backend: Backend) {
     for path in [
         "/console/nope.js",
         "/console/vendor/uplot/",
-        "/console/../Cargo.toml",
         "/console/e2e/console.test.mjs",
     ] {
         let r = fetch(&server, path).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // A dot-dot segment reaches the console handler, which serves only
+    // embedded files.
+    for path in ["/console/../Cargo.toml", "/console/%2e%2e/Cargo.toml"] {
+        let (status, body) = raw_get(&server, path).await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found", "{path}");
+        assert_eq!(body, "No console file '../Cargo.toml'", "{path}");
     }
     let r = fetch(&server, "/console/nope.js").await;
     assert_eq!(r.text().await.unwrap(), "No console file 'nope.js'");
