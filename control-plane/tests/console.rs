@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use common::{link, Backend, TestServer, ADMIN, ADMIN_PASSWORD};
+use common::{link, set_state, Backend, TestServer, ADMIN, ADMIN_PASSWORD};
 use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value as Json};
 
@@ -263,20 +263,7 @@ async fn seed_fleet(server: &TestServer) {
                        "latitude": lat.to_string(), "longitude": lon.to_string(), "error_radius": 500}),
             )
             .await;
-        let row = server
-            .seed(
-                "state",
-                json!({"product_imei": imei, "prev_state_type": state, "current_state_type": state}),
-            )
-            .await;
-        let (s, body) = server
-            .call(
-                Method::PUT,
-                &format!("/v1/products/{imei}"),
-                Some(json!({"latest_state_id": row})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{body}");
+        set_state(server, imei, state.clone()).await;
     }
     let points: Vec<Json> = (0..TELEMETRY_POINTS)
         .map(|i| {
