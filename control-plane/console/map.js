@@ -75,7 +75,7 @@ async function tileMap(points, settings, onPick) {
     const map = L.map(el);
     L.tileLayer(settings.tile_url, {maxZoom: 19, attribution: settings.tile_attribution || ''}).addTo(map);
     const markers = points.map((p) => L.circleMarker([p.lat, p.lon], {radius: 6, color: colourOf(p.unit), fillOpacity: 0.8})
-      .bindTooltip(p.unit.product_imei).on('click', () => onPick(p.unit)).addTo(map));
+      .bindTooltip(h('span', {}, p.unit.product_imei)).on('click', () => onPick(p.unit)).addTo(map));
     if (markers.length) map.fitBounds(L.featureGroup(markers).getBounds().pad(0.1), {maxZoom: 14});
     else map.setView([0, 0], 2);
   });

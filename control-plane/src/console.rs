@@ -10,15 +10,20 @@
 //! hashed, so revalidation is what keeps an upgraded server from running
 //! an old script against a new API.
 //!
-//! Besides the files there is one dynamic answer, `/console/config.json`:
+//! Besides the files there is one generated answer, `/console/config.json`:
 //! the map tile template from the configuration and the permission each
 //! action route needs (from the OpenAPI route list), so the browser shows
 //! only the buttons the logged-in user may press without a second copy of
 //! those rules in JavaScript. The server still checks every call.
+//!
+//! The Content-Security-Policy of the HTML pages and the body of
+//! `config.json` depend only on the configuration, so both are built once
+//! with the router.
 
 use std::sync::OnceLock;
 
-use axum::extract::{Path, State};
+use axum::body::Bytes;
+use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -27,6 +32,7 @@ use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
 use crate::catalogue::Permission;
+use crate::config::ControlPlaneConfig;
 use crate::http::{AppState, ACTION_ROUTES};
 
 /// One embedded file, by its path under `/console/`.
@@ -67,13 +73,45 @@ pub const ASSETS: &[Asset] = assets![
     "vendor/leaflet/images/marker-shadow.png",
 ];
 
-/// `/console`, `/console/` (the app's page) and `/console/<file>`.
-pub fn router() -> Router<AppState> {
+/// `/console`, `/console/` (the app's page), `/console/config.json` and
+/// `/console/<file>`, with the policy and settings of `config`.
+pub fn router(config: &ControlPlaneConfig) -> Router<AppState> {
+    let csp = content_security_policy(config.console_tile_url.as_deref());
+    let settings = Bytes::from(
+        serde_json::to_vec(&settings(
+            config.console_tile_url.as_deref(),
+            config.console_tile_attribution.as_deref(),
+        ))
+        .expect("the settings serialise"),
+    );
+    let page = {
+        let csp = csp.clone();
+        move |headers: HeaderMap| {
+            let csp = csp.clone();
+            async move { index(&headers, &csp) }
+        }
+    };
+    let file = move |headers: HeaderMap, Path(path): Path<String>| {
+        let csp = csp.clone();
+        async move { asset(&headers, &path, &csp) }
+    };
+    let config_json = move || {
+        let body = settings.clone();
+        async move {
+            (
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                body,
+            )
+        }
+    };
     Router::new()
-        .route("/console", get(index))
-        .route("/console/", get(index))
-        .route("/console/config.json", get(config))
-        .route("/console/{*path}", get(asset))
+        .route("/console", get(page.clone()))
+        .route("/console/", get(page))
+        .route("/console/config.json", get(config_json))
+        .route("/console/{*path}", get(file))
 }
 
 /// The content type of a file, by its extension.
@@ -113,26 +151,43 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
-/// The page's Content-Security-Policy: scripts, styles and data from this
+/// The pages' Content-Security-Policy: scripts, styles and data from this
 /// server only; images also from the configured tile server's origin.
 /// Styles allow inline attributes because uPlot and Leaflet position
-/// elements with them.
-fn content_security_policy(tile_url: Option<&str>) -> String {
+/// elements with them. A tile origin that cannot be part of the policy is
+/// left out with a warning, so the policy itself always stands.
+fn content_security_policy(tile_url: Option<&str>) -> HeaderValue {
+    let policy = |tiles: &str| {
+        format!(
+            "default-src 'self'; img-src 'self' data: {tiles}; style-src 'self' 'unsafe-inline'; \
+             script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+    };
     let tiles = tile_url.and_then(tile_origin).unwrap_or_default();
-    format!(
-        "default-src 'self'; img-src 'self' data: {tiles}; style-src 'self' 'unsafe-inline'; \
-         script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
-    )
+    // Whitespace, `;` and `,` would end the source or the directive.
+    let one_source = !tiles.contains(|c: char| c.is_whitespace() || c == ';' || c == ',');
+    match HeaderValue::from_str(&policy(&tiles)) {
+        Ok(value) if one_source => value,
+        _ => {
+            tracing::warn!(
+                origin = %tiles.escape_debug(),
+                "console tile origin is not a valid CSP source; map tiles will not load"
+            );
+            HeaderValue::from_str(&policy("")).expect("the policy without tiles is valid")
+        }
+    }
 }
 
-/// `scheme://host[:port]` of a tile URL template.
+/// `scheme://host[:port]` of a tile URL template; a `{s}` (subdomain)
+/// becomes the wildcard `*`.
 fn tile_origin(template: &str) -> Option<String> {
     let (scheme, rest) = template.split_once("://")?;
     let host = rest.split('/').next().filter(|h| !h.is_empty())?;
-    Some(format!("{scheme}://{host}"))
+    Some(format!("{scheme}://{}", host.replace("{s}", "*")))
 }
 
-fn serve(headers: &HeaderMap, asset: &Asset, etag: &str, csp: Option<String>) -> Response {
+/// `asset` with its ETag, and `csp` when it is an HTML page.
+fn serve(headers: &HeaderMap, asset: &Asset, etag: &str, csp: &HeaderValue) -> Response {
     let mut response = if matches_etag(headers, etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -149,21 +204,20 @@ fn serve(headers: &HeaderMap, asset: &Asset, etag: &str, csp: Option<String>) ->
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    if let Some(csp) = csp.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    if content_type(asset.path).starts_with("text/html") {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
     }
     response
 }
 
-async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+fn index(headers: &HeaderMap, csp: &HeaderValue) -> Response {
     let (asset, etag) = find("index.html").expect("index.html is embedded");
-    let csp = content_security_policy(state.config.console_tile_url.as_deref());
-    serve(&headers, asset, etag, Some(csp))
+    serve(headers, asset, etag, csp)
 }
 
-async fn asset(headers: HeaderMap, Path(path): Path<String>) -> Response {
-    match find(&path) {
-        Some((asset, etag)) => serve(&headers, asset, etag, None),
+fn asset(headers: &HeaderMap, path: &str, csp: &HeaderValue) -> Response {
+    match find(path) {
+        Some((asset, etag)) => serve(headers, asset, etag, csp),
         None => (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -194,18 +248,6 @@ pub fn settings(tile_url: Option<&str>, tile_attribution: Option<&str>) -> Json 
         "levels": levels,
         "permissions": permissions,
     })
-}
-
-async fn config(State(state): State<AppState>) -> Response {
-    let cfg = &state.config;
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        axum::Json(settings(
-            cfg.console_tile_url.as_deref(),
-            cfg.console_tile_attribution.as_deref(),
-        )),
-    )
-        .into_response()
 }
 
 #[cfg(test)]
@@ -278,9 +320,24 @@ mod tests {
             Some("https://tiles.example.org:8443")
         );
         assert_eq!(tile_origin("/{z}/{x}/{y}.png"), None);
-        assert!(
-            content_security_policy(Some("http://t.local/{z}/{x}/{y}.png"))
-                .contains("img-src 'self' data: http://t.local;")
+        assert_eq!(
+            tile_origin("https://{s}.tile.example.org/{z}/{x}/{y}.png").as_deref(),
+            Some("https://*.tile.example.org")
         );
+        let csp = |url| {
+            content_security_policy(Some(url))
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            csp("http://t.local/{z}/{x}/{y}.png").contains("img-src 'self' data: http://t.local;")
+        );
+        // A tile origin that cannot be a source is left out; the policy stays.
+        for bad in ["http://t.local\n/{z}.png", "http://a;script-src */{z}.png"] {
+            let policy = csp(bad);
+            assert!(policy.contains("img-src 'self' data: ;"), "{policy}");
+            assert!(policy.contains("script-src 'self'"), "{policy}");
+        }
     }
 }

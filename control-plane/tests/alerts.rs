@@ -106,13 +106,7 @@ impl Fleet {
                 }),
             )
             .await;
-        let state = server
-            .seed(
-                "state",
-                json!({"product_imei": imei, "prev_state_type": state_type, "current_state_type": state_type}),
-            )
-            .await;
-        set_product(server, &imei, "latest_state_id", json!(state)).await;
+        common::set_state(server, &imei, state_type).await;
         imei
     }
 

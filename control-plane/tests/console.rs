@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use common::{link, Backend, TestServer, ADMIN, ADMIN_PASSWORD};
+use common::{link, set_state, Backend, TestServer, ADMIN, ADMIN_PASSWORD};
 use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value as Json};
 
@@ -24,6 +24,21 @@ async fn fetch(server: &TestServer, path: &str) -> reqwest::Response {
     server.client.get(server.url(path)).send().await.unwrap()
 }
 
+/// The status line and body of a GET of `path` sent as written: reqwest
+/// would resolve a `..` segment (also `%2e%2e`) before sending.
+async fn raw_get(server: &TestServer, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = server.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, body.to_string())
+}
+
 fn header_of(r: &reqwest::Response, name: header::HeaderName) -> String {
     r.headers()
         .get(name)
@@ -33,14 +48,24 @@ fn header_of(r: &reqwest::Response, name: header::HeaderName) -> String {
 
 async fn the_page_and_files_are_served_with_types_and_etags(backend: Backend) {
     let server = TestServer::start(backend).await;
-    for path in ["/console", "/console/"] {
+    let csp = header_of(
+        &fetch(&server, "/console").await,
+        header::CONTENT_SECURITY_POLICY,
+    );
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    // Every way to the page carries the same policy.
+    for path in ["/console", "/console/", "/console/index.html"] {
         let r = fetch(&server, path).await;
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         assert_eq!(
             header_of(&r, header::CONTENT_TYPE),
             "text/html; charset=utf-8"
         );
-        assert!(header_of(&r, header::CONTENT_SECURITY_POLICY).contains("script-src 'self'"));
+        assert_eq!(
+            header_of(&r, header::CONTENT_SECURITY_POLICY),
+            csp,
+            "{path}"
+        );
         let body = r.text().await.unwrap();
         assert!(body.contains(r#"<script type="module" src="/console/app.js">"#));
     }
@@ -102,11 +127,17 @@ async fn the_page_and_files_are_served_with_types_and_etags(backend: Backend) {
     for path in [
         "/console/nope.js",
         "/console/vendor/uplot/",
-        "/console/../Cargo.toml",
         "/console/e2e/console.test.mjs",
     ] {
         let r = fetch(&server, path).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // A dot-dot segment reaches the console handler, which serves only
+    // embedded files.
+    for path in ["/console/../Cargo.toml", "/console/%2e%2e/Cargo.toml"] {
+        let (status, body) = raw_get(&server, path).await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found", "{path}");
+        assert_eq!(body, "No console file '../Cargo.toml'", "{path}");
     }
     let r = fetch(&server, "/console/nope.js").await;
     assert_eq!(r.text().await.unwrap(), "No console file 'nope.js'");
@@ -147,6 +178,21 @@ async fn settings_carry_tiles_and_the_level_of_each_action(backend: Backend) {
         "{csp}"
     );
     assert!(csp.contains("connect-src 'self'"), "{csp}");
+}
+
+async fn a_subdomain_tile_template_admits_every_subdomain(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.console_tile_url = Some("https://{s}.host/{z}/{x}/{y}.png".into());
+    })
+    .await;
+    for path in ["/console", "/console/index.html"] {
+        let page = fetch(&server, path).await;
+        let csp = header_of(&page, header::CONTENT_SECURITY_POLICY);
+        assert!(
+            csp.contains("img-src 'self' data: https://*.host;"),
+            "{path}: {csp}"
+        );
+    }
 }
 
 async fn whoami_names_the_callers_level_and_scope(backend: Backend) {
@@ -217,20 +263,7 @@ async fn seed_fleet(server: &TestServer) {
                        "latitude": lat.to_string(), "longitude": lon.to_string(), "error_radius": 500}),
             )
             .await;
-        let row = server
-            .seed(
-                "state",
-                json!({"product_imei": imei, "prev_state_type": state, "current_state_type": state}),
-            )
-            .await;
-        let (s, body) = server
-            .call(
-                Method::PUT,
-                &format!("/v1/products/{imei}"),
-                Some(json!({"latest_state_id": row})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{body}");
+        set_state(server, imei, state.clone()).await;
     }
     let points: Vec<Json> = (0..TELEMETRY_POINTS)
         .map(|i| {
@@ -448,6 +481,7 @@ async fn a_configured_tile_server_draws_a_leaflet_map(backend: Backend) {
 both_backends!(
     the_page_and_files_are_served_with_types_and_etags,
     settings_carry_tiles_and_the_level_of_each_action,
+    a_subdomain_tile_template_admits_every_subdomain,
     whoami_names_the_callers_level_and_scope,
     a_browser_logs_in_enables_a_unit_and_sees_its_charts,
     a_configured_tile_server_draws_a_leaflet_map,

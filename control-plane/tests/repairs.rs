@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{link, Backend, TestServer, ADMIN};
+use common::{link, set_state, Backend, TestServer, ADMIN};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value as Json};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -61,20 +61,7 @@ async fn unit(server: &TestServer, state_type: Option<i64>) -> String {
         )
         .await;
     if let Some(st) = state_type {
-        let state = server
-            .seed(
-                "state",
-                json!({"product_imei": imei, "prev_state_type": 5, "current_state_type": st}),
-            )
-            .await;
-        let (s, b) = server
-            .call(
-                Method::PUT,
-                &format!("/v1/products/{imei}"),
-                Some(json!({"latest_state_id": state})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
+        set_state(server, &imei, st).await;
     }
     let part = server.seed("part", json!({"part_type_id": 44})).await;
     server

@@ -271,7 +271,8 @@ async function entityUser() {
   assert.equal(await page.$$eval('button[data-action=change_state], button[data-action=send_wakeup]', (b) => b.length), 0);
   // Dead-letter replay and discard also need GLOBAL visibility.
   await page.click('nav a[href="#/dead-letters"]');
-  await page.waitForSelector('[data-testid=dead-letters-table], p.muted');
+  // Waits for the listed letter (its decode button), not the "Loading…" line.
+  await page.waitForSelector('[data-testid=dead-letters-table] button[data-action=decode]');
   assert.equal(await page.$$eval('button[data-action=discard]', (b) => b.length), 0);
   log('the other entity\'s unit is not found');
   await page.goto(`${BASE}/console#/unit/${OTHER}`);
@@ -290,6 +291,10 @@ async function tiles() {
   // One circle marker per located unit.
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=tile-map] path.leaflet-interactive').length === 2);
   assert.equal(await page.$$eval('[data-testid=coordinate-plot]', (e) => e.length), 0);
+  // A marker's tooltip is its IMEI, as text.
+  await page.hover('[data-testid=tile-map] path.leaflet-interactive');
+  const tooltip = await page.waitForSelector('.leaflet-tooltip span');
+  assert.match(await tooltip.textContent(), /^\d{15}$/);
   await shot(page, '09-fleet-tiles');
   await page.context().close();
 }

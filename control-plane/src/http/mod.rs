@@ -134,7 +134,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", v1)
         .merge(probes())
-        .merge(crate::console::router())
+        .merge(crate::console::router(&state.config))
         .fallback(not_found)
         .with_state(state)
 }

@@ -364,6 +364,27 @@ async fn seed_row(state: &AppState, table_name: &str, overrides: Json, n: &mut i
     row[&pk.name].clone()
 }
 
+/// Puts the product in `state_type`: seeds a state row (from and to that
+/// type) and makes it the product's latest state. Returns the row's id.
+pub async fn set_state(server: &TestServer, imei: &str, state_type: impl Into<Json>) -> Json {
+    let state_type = state_type.into();
+    let state = server
+        .seed(
+            "state",
+            json!({"product_imei": imei, "prev_state_type": state_type, "current_state_type": state_type}),
+        )
+        .await;
+    let (s, body) = server
+        .call(
+            Method::PUT,
+            &format!("/v1/products/{imei}"),
+            Some(json!({"latest_state_id": state})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    state
+}
+
 /// Links a product to an entity (as assign_entity will).
 pub async fn link(server: &TestServer, imei: &str, entity_id: i64) {
     server
