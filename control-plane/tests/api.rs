@@ -420,6 +420,19 @@ async fn pagination_and_single(backend: Backend) {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     let (s, body) = server.get("/v1/hubs?page=0").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    // `not_any` needs a relation, like `any`.
+    let (s, body) = server
+        .list(
+            "/v1/hubs",
+            json!({"filters": [{"name": "name", "op": "not_any", "val": {"name": "x", "op": "eq", "val": 1}}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.to_string()
+            .contains("op 'not_any' needs a relation name, but 'name' is a field"),
+        "{body}"
+    );
 }
 
 async fn permissions_are_enforced(backend: Backend) {
