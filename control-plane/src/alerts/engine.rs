@@ -215,6 +215,7 @@ impl AlertEngine {
     }
 
     async fn pass(&self, now: NaiveDateTime) -> Result<PassReport, AlertError> {
+        let started = Instant::now();
         let db = &self.state.db;
         let buckets = self.config.buckets.max(1);
         let held = lease::claim(db, &self.worker, buckets, self.lease_ttl(), now).await?;
@@ -302,8 +303,15 @@ impl AlertEngine {
                 .await;
             for (i, due_types) in chunk {
                 report.absorb(
-                    self.analyse_unit(&mut products[*i], due_types, windows.get(i), &alerts, now)
-                        .await,
+                    self.analyse_unit(
+                        &mut products[*i],
+                        due_types,
+                        windows.get(i),
+                        &alerts,
+                        now,
+                        started,
+                    )
+                    .await,
                 );
             }
         }
@@ -318,6 +326,7 @@ impl AlertEngine {
         window: Option<&Option<TelemetryStats>>,
         alerts: &HashMap<(String, i64), AlertState>,
         now: NaiveDateTime,
+        started: Instant,
     ) -> UnitResult {
         let th = &self.config.thresholds;
         // No entry: no rule of the unit needs telemetry.
@@ -339,7 +348,7 @@ impl AlertEngine {
                 analyse(t, th, &p.snapshot, state, telemetry_ok, now)
             })
             .collect();
-        match self.commit_unit(p, &outcomes, now).await {
+        match self.commit_unit(p, &outcomes, now, started).await {
             Ok(true) => UnitResult::Committed(outcomes),
             Ok(false) => UnitResult::LeaseLost,
             // One unit's failure (e.g. a constraint) does not stop the pass.
@@ -384,15 +393,22 @@ impl AlertEngine {
     }
 
     /// Commits one unit's outcomes; `false` if the bucket's lease was lost
-    /// (nothing written).
+    /// (nothing written). `now` is the pass's clock, `started` the instant
+    /// the pass began.
     async fn commit_unit(
         &self,
         p: &Product,
         outcomes: &[Outcome],
         now: NaiveDateTime,
+        started: Instant,
     ) -> Result<bool, AlertError> {
+        // The lease is renewed from the current time, not the pass start:
+        // renewing to `now + ttl` would only repeat what `claim` set, so a
+        // live pass that overran the lease would lose its buckets.
+        let elapsed = Duration::from_std(started.elapsed()).unwrap_or_else(|_| Duration::zero());
+        let current = now + elapsed;
         let mut tx = self.state.db.begin().await?;
-        if !lease::hold(&mut tx, &self.worker, p.bucket, self.lease_ttl(), now).await? {
+        if !lease::hold(&mut tx, &self.worker, p.bucket, self.lease_ttl(), current).await? {
             return Ok(false);
         }
         for o in outcomes {

@@ -14,10 +14,14 @@
 //! Every claim is one conditional statement whose affected-row count says
 //! whether it won, so two engines claiming at once cannot both win. And an
 //! engine commits a unit's results only in a transaction that first renews
-//! its lease ([`hold`]): on PostgreSQL that row stays locked until the
-//! commit, so a takeover waits and then sees the renewed expiry; SQLite has
-//! one writer. The same unit is therefore never analysed by two engines at
-//! once, even if a pass overruns its lease.
+//! its lease ([`hold`]) to the current time plus the lease's length, and
+//! only if it has not expired by then: on PostgreSQL that row stays locked
+//! until the commit, so a takeover waits and then sees the renewed expiry;
+//! SQLite has one writer. A pass that overruns its lease therefore keeps
+//! its buckets as long as each commit comes within a lease of the one
+//! before; once a lease has expired and another engine has taken the
+//! bucket, the old holder's commits fail. The same unit is therefore never
+//! analysed by two engines at once.
 
 use chrono::{Duration, NaiveDateTime};
 use sea_query::{Alias, Expr, OnConflict, Query};
@@ -213,9 +217,11 @@ fn renewal(
         .to_owned()
 }
 
-/// Inside the transaction that commits a unit's results: renews the lease
-/// on its bucket and says whether this engine still holds it. On `false`
-/// the caller must roll back. See the module comment for why this fences.
+/// Inside the transaction that commits a unit's results: if this engine's
+/// lease on `bucket` has not expired at `now` (the current time, not the
+/// start of the pass), extends it to `now + ttl` and returns `true`. On
+/// `false` the caller must roll back. See the module comment for why this
+/// fences.
 pub async fn hold(
     tx: &mut Tx,
     holder: &str,
