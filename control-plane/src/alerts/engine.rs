@@ -44,6 +44,12 @@ async fn fetch(
     Ok(db.fetch_all(stmt, &cols.iter().collect::<Vec<_>>()).await?)
 }
 
+/// Whether an `alert_type.status` says the system dismisses the type's
+/// alerts once their condition clears; spelt as loosely as a rule name.
+fn clears_automatically(status: &str) -> bool {
+    rules::canonical(status) == STATUS_AUTO_CLEAR
+}
+
 /// The spec stores `analysis_frequency` and `cooling_off_period` as
 /// `datetime`; they are read as the offset from the Unix epoch
 /// (`1970-01-01T01:00:00` = one hour). See docs/decisions.md.
@@ -601,7 +607,6 @@ async fn alert_types(db: &Db) -> Result<Vec<AlertType>, AlertError> {
         .iter()
         .filter_map(|r| {
             let name = r.text("name").map(str::to_owned)?;
-            let status = r.text("status").unwrap_or_default().replace('-', "_");
             Some(AlertType {
                 id: r.int("alert_type_id")?,
                 kind: RuleKind::from_name(&name),
@@ -613,7 +618,7 @@ async fn alert_types(db: &Db) -> Result<Vec<AlertType>, AlertError> {
                     .time("cooling_off_period")
                     .map(interval)
                     .filter(|d| *d > Duration::zero()),
-                clears_automatically: status.eq_ignore_ascii_case(STATUS_AUTO_CLEAR),
+                clears_automatically: clears_automatically(r.text("status").unwrap_or_default()),
             })
         })
         .collect())
@@ -977,4 +982,19 @@ async fn failed_mts(db: &Db, since: NaiveDateTime) -> Result<HashMap<String, u32
             ))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_clear_status_is_read_like_a_rule_name() {
+        for status in ["auto_clear", " Auto Clear", "AUTO-CLEAR", "auto clear "] {
+            assert!(clears_automatically(status), "{status:?}");
+        }
+        for status in ["manual", "", "autoclear"] {
+            assert!(!clears_automatically(status), "{status:?}");
+        }
+    }
 }
