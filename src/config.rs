@@ -130,7 +130,13 @@ impl Config {
             None => Self::default(),
         };
         config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Checks settings that parse but make no sense.
+    pub(crate) fn validate(&self) -> Result<()> {
+        self.alerts.validate().map_err(anyhow::Error::msg)
     }
 
     /// Applies `SMARTSOLAR_*` overrides read through `var`.
@@ -380,5 +386,15 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("SMARTSOLAR_HTTP_ADDR"));
         assert!(toml::from_str::<Config>("[control_plane]\nhttp_adr = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn alert_settings_are_validated() {
+        Config::default().validate().unwrap();
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "SMARTSOLAR_ALERTS_LEASE_SECS").then(|| "30".into()))
+            .unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("alerts.lease_secs"), "{err}");
     }
 }

@@ -38,6 +38,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ingest::tsdb::embedded::Embedded;
 use ingest::tsdb::{FieldValue, Fields, Point, Query as TsQuery, TimeSeries};
 use sea_query::{Alias, Query};
+use smartsolar_bench::imei;
 
 /// A week at 5 minutes.
 const SAMPLES: usize = 7 * 24 * 12;
@@ -268,7 +269,7 @@ async fn engine_fixture(
         .unwrap();
     }
     for u in 0..units {
-        let imei = format!("35{u:013}");
+        let imei = imei(u);
         tx.execute(&insert(
             "product",
             &[
@@ -333,7 +334,7 @@ async fn engine_fixture(
     let store = Arc::new(Embedded::in_memory());
     let end_s = end.and_utc().timestamp();
     for u in 0..units {
-        let imei = format!("35{u:013}");
+        let imei = imei(u);
         let points: Vec<Point> = (0..SAMPLES)
             .map(|i| {
                 let (s, v, t) = sample(u, i);
@@ -390,7 +391,7 @@ fn engine_bench(c: &mut Criterion) {
         b.iter(|| {
             let mut values = 0;
             for u in 0..units {
-                let mut q = TsQuery::new("telemetry", &format!("35{u:013}"), 0, i64::MAX);
+                let mut q = TsQuery::new("telemetry", &imei(u), 0, i64::MAX);
                 q.fields = Fields::List(
                     ["state_of_charge_percent", "voltage", "temperature"]
                         .map(String::from)

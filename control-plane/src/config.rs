@@ -237,6 +237,65 @@ impl Default for AlertsConfig {
     }
 }
 
+/// The largest accepted `*_secs` alert setting: ten years. Far beyond any
+/// sensible interval, and far inside what `chrono::Duration::seconds`
+/// accepts (it panics beyond `i64::MAX` milliseconds).
+pub const MAX_ALERT_SECS: i64 = 10 * 366 * 24 * 3600;
+
+impl AlertsConfig {
+    /// Checks the settings the engine turns into durations; the error names
+    /// the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let th = &self.thresholds;
+        let unsigned = [
+            ("alerts.pass_interval_secs", self.pass_interval_secs),
+            ("alerts.lease_secs", self.lease_secs),
+        ];
+        let signed = [
+            (
+                "alerts.thresholds.telemetry_window_secs",
+                th.telemetry_window_secs,
+            ),
+            (
+                "alerts.thresholds.no_connection_secs",
+                th.no_connection_secs,
+            ),
+            (
+                "alerts.thresholds.credit_expiring_within_secs",
+                th.credit_expiring_within_secs,
+            ),
+            (
+                "alerts.thresholds.dead_letter_window_secs",
+                th.dead_letter_window_secs,
+            ),
+            (
+                "alerts.thresholds.failed_mt_window_secs",
+                th.failed_mt_window_secs,
+            ),
+        ];
+        let values = unsigned
+            .into_iter()
+            .map(|(name, v)| (name, i64::try_from(v).unwrap_or(i64::MAX)))
+            .chain(signed);
+        for (name, v) in values {
+            if !(0..=MAX_ALERT_SECS).contains(&v) {
+                return Err(format!(
+                    "{name} = {v} is out of range (0 to {MAX_ALERT_SECS} seconds)"
+                ));
+            }
+        }
+        // A pass interval of 0 runs a pass every second.
+        if self.lease_secs <= self.pass_interval_secs.max(1) {
+            return Err(format!(
+                "alerts.lease_secs = {} must exceed alerts.pass_interval_secs = {}, \
+                 or a live engine loses its buckets between passes",
+                self.lease_secs, self.pass_interval_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What each alert rule compares against (see `alerts::rules`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -281,6 +340,70 @@ impl Default for AlertThresholds {
             dead_letter_window_secs: 24 * 3600,
             failed_mts: 3,
             failed_mt_window_secs: 24 * 3600,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_alert_settings_are_valid() {
+        assert_eq!(AlertsConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_alert_settings_name_the_setting() {
+        let too_long = MAX_ALERT_SECS + 1;
+        type Set = fn(&mut AlertsConfig, i64);
+        let cases: [(&str, Set); 7] = [
+            ("alerts.pass_interval_secs", |c, v| {
+                c.pass_interval_secs = v as u64;
+            }),
+            ("alerts.lease_secs", |c, v| c.lease_secs = v as u64),
+            ("alerts.thresholds.telemetry_window_secs", |c, v| {
+                c.thresholds.telemetry_window_secs = v;
+            }),
+            ("alerts.thresholds.no_connection_secs", |c, v| {
+                c.thresholds.no_connection_secs = v;
+            }),
+            ("alerts.thresholds.credit_expiring_within_secs", |c, v| {
+                c.thresholds.credit_expiring_within_secs = v;
+            }),
+            ("alerts.thresholds.dead_letter_window_secs", |c, v| {
+                c.thresholds.dead_letter_window_secs = v;
+            }),
+            ("alerts.thresholds.failed_mt_window_secs", |c, v| {
+                c.thresholds.failed_mt_window_secs = v;
+            }),
+        ];
+        for (name, set) in cases {
+            let mut c = AlertsConfig::default();
+            set(&mut c, too_long);
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with(name), "{name}: {err}");
+        }
+        // Beyond i64 (a negative duration once cast).
+        let c = AlertsConfig {
+            lease_secs: u64::MAX,
+            ..AlertsConfig::default()
+        };
+        assert!(c.validate().unwrap_err().starts_with("alerts.lease_secs"));
+        // Negative windows and thresholds.
+        let mut c = AlertsConfig::default();
+        c.thresholds.no_connection_secs = -1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("alerts.thresholds.no_connection_secs"));
+        // A lease no longer than the pass interval.
+        for lease_secs in [60, 30] {
+            let c = AlertsConfig {
+                lease_secs,
+                ..AlertsConfig::default()
+            };
+            assert!(c.validate().unwrap_err().starts_with("alerts.lease_secs"));
         }
     }
 }

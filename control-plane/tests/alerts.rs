@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{Duration, NaiveDateTime};
 use common::{link, Backend, TestServer};
-use control_plane::alerts::lease::bucket_of;
+use control_plane::alerts::lease::{self, bucket_of};
 use control_plane::alerts::AlertEngine;
 use control_plane::catalogue::{Column, ColumnType};
 use control_plane::config::AlertsConfig;
@@ -31,6 +31,7 @@ both_backends!(
     the_system_clears_only_when_the_type_says_so,
     raised_and_cleared_alerts_reach_a_real_receiver,
     two_engines_never_analyse_a_unit_twice,
+    a_renewed_lease_holds_and_a_lost_one_fences,
 );
 
 /// The clock the passes run at (whole seconds, so stored times compare exactly).
@@ -775,4 +776,38 @@ async fn two_engines_never_analyse_a_unit_twice(backend: Backend) {
     );
     let ra = a.run_pass(late).await.unwrap();
     assert_eq!((ra.buckets.len(), ra.analyses), (0, 0), "{ra:?}");
+}
+
+/// A lease renewed late in a pass outlives its first expiry; once it has
+/// expired and another engine has taken the bucket, the old holder's
+/// renewal fails, so its commit would roll back.
+async fn a_renewed_lease_holds_and_a_lost_one_fences(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let db = &server.state.db;
+    let ttl = Duration::seconds(config().lease_secs as i64);
+    let t = t0();
+    let hold = |holder: &'static str, at: NaiveDateTime| async move {
+        let mut tx = db.begin().await.unwrap();
+        let held = lease::hold(&mut tx, holder, 0, ttl, at).await.unwrap();
+        if held {
+            tx.commit().await.unwrap();
+        }
+        // Otherwise dropped: rolled back, as the engine does.
+        held
+    };
+    assert_eq!(lease::claim(db, "A", 1, ttl, t).await.unwrap(), vec![0]);
+    // Renewed just before it expires (a pass overrunning its lease)…
+    assert!(hold("A", t + ttl - Duration::seconds(1)).await);
+    // …so it is still A's after the first expiry.
+    let after_first = t + ttl + Duration::seconds(1);
+    assert!(lease::claim(db, "B", 1, ttl, after_first)
+        .await
+        .unwrap()
+        .is_empty());
+    // A stops renewing: B takes the bucket once the renewed lease expires,
+    // and A's late renewal fails.
+    let later = t + ttl * 2 + Duration::seconds(1);
+    assert_eq!(lease::claim(db, "B", 1, ttl, later).await.unwrap(), vec![0]);
+    assert!(!hold("A", later + Duration::seconds(1)).await);
+    assert!(hold("B", later + Duration::seconds(1)).await);
 }

@@ -17,12 +17,11 @@ use super::rules::{
     self, Action, AlertState, Credit, RuleKind, TelemetryStats, UnitSnapshot, Verdict,
 };
 use super::AlertError;
-use crate::actions::{self, alert::alert_data};
+use crate::actions::{self, alert::alert_data, col, RowExt};
 use crate::catalogue::{Column, ColumnType};
 use crate::config::AlertsConfig;
 use crate::db::{Db, Row, Tx};
 use crate::http::AppState;
-use crate::values::parse_datetime;
 use ingest::tsdb::{FieldValue, Fields, Query as TsQuery, TELEMETRY};
 
 /// `created_by` of the rows the engine writes.
@@ -37,10 +36,6 @@ fn a(name: &str) -> Alias {
     Alias::new(name)
 }
 
-fn col(name: &str, ty: ColumnType) -> Column {
-    Column::computed(name, ty)
-}
-
 async fn fetch(
     db: &Db,
     stmt: &sea_query::SelectStatement,
@@ -49,20 +44,10 @@ async fn fetch(
     Ok(db.fetch_all(stmt, &cols.iter().collect::<Vec<_>>()).await?)
 }
 
-fn text(r: &Row, k: &str) -> Option<String> {
-    r.get(k).and_then(Json::as_str).map(str::to_owned)
-}
-
-fn int(r: &Row, k: &str) -> Option<i64> {
-    r.get(k).and_then(Json::as_i64)
-}
-
-fn time(r: &Row, k: &str) -> Option<NaiveDateTime> {
-    r.get(k).and_then(Json::as_str).and_then(parse_datetime)
-}
-
-fn flag(r: &Row, k: &str) -> bool {
-    r.get(k).and_then(Json::as_bool).unwrap_or(false)
+/// Whether an `alert_type.status` says the system dismisses the type's
+/// alerts once their condition clears; spelt as loosely as a rule name.
+fn clears_automatically(status: &str) -> bool {
+    rules::canonical(status) == STATUS_AUTO_CLEAR
 }
 
 /// The spec stores `analysis_frequency` and `cooling_off_period` as
@@ -236,6 +221,7 @@ impl AlertEngine {
     }
 
     async fn pass(&self, now: NaiveDateTime) -> Result<PassReport, AlertError> {
+        let started = Instant::now();
         let db = &self.state.db;
         let buckets = self.config.buckets.max(1);
         let held = lease::claim(db, &self.worker, buckets, self.lease_ttl(), now).await?;
@@ -323,8 +309,15 @@ impl AlertEngine {
                 .await;
             for (i, due_types) in chunk {
                 report.absorb(
-                    self.analyse_unit(&mut products[*i], due_types, windows.get(i), &alerts, now)
-                        .await,
+                    self.analyse_unit(
+                        &mut products[*i],
+                        due_types,
+                        windows.get(i),
+                        &alerts,
+                        now,
+                        started,
+                    )
+                    .await,
                 );
             }
         }
@@ -339,6 +332,7 @@ impl AlertEngine {
         window: Option<&Option<TelemetryStats>>,
         alerts: &HashMap<(String, i64), AlertState>,
         now: NaiveDateTime,
+        started: Instant,
     ) -> UnitResult {
         let th = &self.config.thresholds;
         // No entry: no rule of the unit needs telemetry.
@@ -360,7 +354,7 @@ impl AlertEngine {
                 analyse(t, th, &p.snapshot, state, telemetry_ok, now)
             })
             .collect();
-        match self.commit_unit(p, &outcomes, now).await {
+        match self.commit_unit(p, &outcomes, now, started).await {
             Ok(true) => UnitResult::Committed(outcomes),
             Ok(false) => UnitResult::LeaseLost,
             // One unit's failure (e.g. a constraint) does not stop the pass.
@@ -405,15 +399,22 @@ impl AlertEngine {
     }
 
     /// Commits one unit's outcomes; `false` if the bucket's lease was lost
-    /// (nothing written).
+    /// (nothing written). `now` is the pass's clock, `started` the instant
+    /// the pass began.
     async fn commit_unit(
         &self,
         p: &Product,
         outcomes: &[Outcome],
         now: NaiveDateTime,
+        started: Instant,
     ) -> Result<bool, AlertError> {
+        // The lease is renewed from the current time, not the pass start:
+        // renewing to `now + ttl` would only repeat what `claim` set, so a
+        // live pass that overran the lease would lose its buckets.
+        let elapsed = Duration::from_std(started.elapsed()).unwrap_or_else(|_| Duration::zero());
+        let current = now + elapsed;
         let mut tx = self.state.db.begin().await?;
-        if !lease::hold(&mut tx, &self.worker, p.bucket, self.lease_ttl(), now).await? {
+        if !lease::hold(&mut tx, &self.worker, p.bucket, self.lease_ttl(), current).await? {
             return Ok(false);
         }
         for o in outcomes {
@@ -605,17 +606,19 @@ async fn alert_types(db: &Db) -> Result<Vec<AlertType>, AlertError> {
         .await?
         .iter()
         .filter_map(|r| {
-            let name = text(r, "name")?;
-            let status = text(r, "status").unwrap_or_default().replace('-', "_");
+            let name = r.text("name").map(str::to_owned)?;
             Some(AlertType {
-                id: int(r, "alert_type_id")?,
+                id: r.int("alert_type_id")?,
                 kind: RuleKind::from_name(&name),
                 name,
-                frequency: time(r, "analysis_frequency").map_or(Duration::zero(), interval),
-                cooling_off: time(r, "cooling_off_period")
+                frequency: r
+                    .time("analysis_frequency")
+                    .map_or(Duration::zero(), interval),
+                cooling_off: r
+                    .time("cooling_off_period")
                     .map(interval)
                     .filter(|d| *d > Duration::zero()),
-                clears_automatically: status.eq_ignore_ascii_case(STATUS_AUTO_CLEAR),
+                clears_automatically: clears_automatically(r.text("status").unwrap_or_default()),
             })
         })
         .collect())
@@ -633,7 +636,7 @@ async fn pairs(db: &Db, table: &str, other: &str) -> Result<HashSet<(i64, i64)>,
     Ok(fetch(db, &stmt, &cols)
         .await?
         .iter()
-        .filter_map(|r| Some((int(r, "alert_type_id")?, int(r, other)?)))
+        .filter_map(|r| Some((r.int("alert_type_id")?, r.int(other)?)))
         .collect())
 }
 
@@ -740,7 +743,7 @@ async fn products(db: &Db, buckets: u32, held: &HashSet<u32>) -> Result<Vec<Prod
         .await?
         .iter()
         .filter_map(|r| {
-            let imei = text(r, "product_imei")?;
+            let imei = r.text("product_imei").map(str::to_owned)?;
             let bucket = lease::bucket_of(&imei, buckets);
             if !held.contains(&bucket) {
                 return None;
@@ -752,19 +755,19 @@ async fn products(db: &Db, buckets: u32, held: &HashSet<u32>) -> Result<Vec<Prod
                 "latest_message_time",
             ]
             .iter()
-            .filter_map(|k| time(r, k))
+            .filter_map(|k| r.time(k))
             .max();
             Some(Product {
                 imei,
                 bucket,
-                product_type: int(r, "product_type_id"),
-                state_type: int(r, "state_type_id"),
+                product_type: r.int("product_type_id"),
+                state_type: r.int("state_type_id"),
                 entities: Vec::new(),
                 snapshot: UnitSnapshot {
-                    tamper_switch_enabled: flag(r, "current_tamper_flag"),
+                    tamper_switch_enabled: r.flag("current_tamper_flag"),
                     last_seen,
-                    online: text(r, "connection_status").as_deref() == Some("online"),
-                    dcm_enabled: flag(r, "dcm_enabled_flag"),
+                    online: r.text("connection_status") == Some("online"),
+                    dcm_enabled: r.flag("dcm_enabled_flag"),
                     ..UnitSnapshot::default()
                 },
             })
@@ -781,7 +784,10 @@ async fn products(db: &Db, buckets: u32, held: &HashSet<u32>) -> Result<Vec<Prod
     ];
     let mut entities: HashMap<String, Vec<i64>> = HashMap::new();
     for r in fetch(db, &links, &cols).await? {
-        if let (Some(imei), Some(e)) = (text(&r, "product_imei"), int(&r, "entity_id")) {
+        if let (Some(imei), Some(e)) = (
+            r.text("product_imei").map(str::to_owned),
+            r.int("entity_id"),
+        ) {
             entities.entry(imei).or_default().push(e);
         }
     }
@@ -806,8 +812,11 @@ async fn last_analysed(db: &Db) -> Result<HashMap<(String, i64), NaiveDateTime>,
         .iter()
         .filter_map(|r| {
             Some((
-                (text(r, "product_imei")?, int(r, "alert_type_id")?),
-                time(r, "last_analysed_at")?,
+                (
+                    r.text("product_imei").map(str::to_owned)?,
+                    r.int("alert_type_id")?,
+                ),
+                r.time("last_analysed_at")?,
             ))
         })
         .collect())
@@ -832,9 +841,9 @@ async fn alert_states(
     ];
     for r in fetch(db, &open, &cols).await? {
         if let (Some(id), Some(imei), Some(t)) = (
-            int(&r, "alert_id"),
-            text(&r, "product_imei"),
-            int(&r, "alert_type_id"),
+            r.int("alert_id"),
+            r.text("product_imei").map(str::to_owned),
+            r.int("alert_type_id"),
         ) {
             out.entry((imei, t)).or_default().open_alert = Some(id);
         }
@@ -855,8 +864,11 @@ async fn alert_states(
         col("last_dismissed", ColumnType::Datetime),
     ];
     for r in fetch(db, &dismissed, &cols).await? {
-        if let (Some(imei), Some(t)) = (text(&r, "product_imei"), int(&r, "alert_type_id")) {
-            out.entry((imei, t)).or_default().last_dismissed = time(&r, "last_dismissed");
+        if let (Some(imei), Some(t)) = (
+            r.text("product_imei").map(str::to_owned),
+            r.int("alert_type_id"),
+        ) {
+            out.entry((imei, t)).or_default().last_dismissed = r.time("last_dismissed");
         }
     }
     Ok(out)
@@ -879,10 +891,10 @@ async fn credits(db: &Db) -> Result<HashMap<String, Credit>, AlertError> {
         .iter()
         .filter_map(|r| {
             Some((
-                text(r, "product_imei")?,
+                r.text("product_imei").map(str::to_owned)?,
                 Credit {
-                    balance: int(r, "balance")?,
-                    expected_expiry: time(r, "expected_expiry")?,
+                    balance: r.int("balance")?,
+                    expected_expiry: r.time("expected_expiry")?,
                 },
             ))
         })
@@ -920,18 +932,14 @@ async fn dead_letters(
         .await?
         .iter()
         .filter_map(|r| {
-            let ident = format!(
-                "{}/{}",
-                text(r, "rtc_network_name")?,
-                text(r, "ip_address")?
-            );
-            Some((ident, text(r, "product_imei")?))
+            let ident = format!("{}/{}", r.text("rtc_network_name")?, r.text("ip_address")?);
+            Some((ident, r.text("product_imei").map(str::to_owned)?))
         })
         .collect();
     let wanted: HashSet<&str> = products.iter().map(|p| p.imei.as_str()).collect();
     let mut counts: HashMap<String, u32> = HashMap::new();
     for r in rows {
-        let Some(payload) = text(&r, "payload") else {
+        let Some(payload) = r.text("payload") else {
             continue;
         };
         let Ok(env) = codec::envelope::decode_mo_queue_envelope(payload.as_bytes()) else {
@@ -967,6 +975,26 @@ async fn failed_mts(db: &Db, since: NaiveDateTime) -> Result<HashMap<String, u32
     Ok(fetch(db, &stmt, &cols)
         .await?
         .iter()
-        .filter_map(|r| Some((text(r, "product_imei")?, u32::try_from(int(r, "n")?).ok()?)))
+        .filter_map(|r| {
+            Some((
+                r.text("product_imei").map(str::to_owned)?,
+                u32::try_from(r.int("n")?).ok()?,
+            ))
+        })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_clear_status_is_read_like_a_rule_name() {
+        for status in ["auto_clear", " Auto Clear", "AUTO-CLEAR", "auto clear "] {
+            assert!(clears_automatically(status), "{status:?}");
+        }
+        for status in ["manual", "", "autoclear"] {
+            assert!(!clears_automatically(status), "{status:?}");
+        }
+    }
 }

@@ -14,16 +14,21 @@
 //! Every claim is one conditional statement whose affected-row count says
 //! whether it won, so two engines claiming at once cannot both win. And an
 //! engine commits a unit's results only in a transaction that first renews
-//! its lease ([`hold`]): on PostgreSQL that row stays locked until the
-//! commit, so a takeover waits and then sees the renewed expiry; SQLite has
-//! one writer. The same unit is therefore never analysed by two engines at
-//! once, even if a pass overruns its lease.
+//! its lease ([`hold`]) to the current time plus the lease's length, and
+//! only if it has not expired by then: on PostgreSQL that row stays locked
+//! until the commit, so a takeover waits and then sees the renewed expiry;
+//! SQLite has one writer. A pass that overruns its lease therefore keeps
+//! its buckets as long as each commit comes within a lease of the one
+//! before; once a lease has expired and another engine has taken the
+//! bucket, the old holder's commits fail. The same unit is therefore never
+//! analysed by two engines at once.
 
 use chrono::{Duration, NaiveDateTime};
 use sea_query::{Alias, Expr, OnConflict, Query};
 
 use crate::catalogue::{Column, ColumnType};
 use crate::db::{Db, DbError, Tx};
+use ingest::bus::memory::partition_for;
 
 const TABLE: &str = "alert_lease";
 const ENGINES: &str = "alert_engine";
@@ -35,12 +40,7 @@ fn a(name: &str) -> Alias {
 /// The bucket of a unit: FNV-1a (stable across processes and releases,
 /// unlike `std`'s hasher) modulo `buckets`.
 pub fn bucket_of(imei: &str, buckets: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in imei.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % u64::from(buckets.max(1))) as u32
+    partition_for(imei.as_bytes(), buckets)
 }
 
 /// One row of `alert_lease`.
@@ -217,9 +217,11 @@ fn renewal(
         .to_owned()
 }
 
-/// Inside the transaction that commits a unit's results: renews the lease
-/// on its bucket and says whether this engine still holds it. On `false`
-/// the caller must roll back. See the module comment for why this fences.
+/// Inside the transaction that commits a unit's results: if this engine's
+/// lease on `bucket` has not expired at `now` (the current time, not the
+/// start of the pass), extends it to `now + ttl` and returns `true`. On
+/// `false` the caller must roll back. See the module comment for why this
+/// fences.
 pub async fn hold(
     tx: &mut Tx,
     holder: &str,
@@ -253,10 +255,8 @@ mod tests {
 
     #[test]
     fn buckets_are_stable_and_spread() {
-        assert_eq!(
-            bucket_of("356938035643809", 64),
-            bucket_of("356938035643809", 64)
-        );
+        // Pinned: a unit's bucket must not move between releases.
+        assert_eq!(bucket_of("356938035643809", 64), 3);
         let mut counts = [0u32; 16];
         for i in 0..16_000u32 {
             counts[bucket_of(&format!("35{i:013}"), 16) as usize] += 1;

@@ -57,16 +57,9 @@ impl RuleKind {
         }
     }
 
-    /// The rule an alert type name selects, if any.
+    /// The rule an alert type name selects, if any (see [`canonical`]).
     pub fn from_name(name: &str) -> Option<Self> {
-        let canonical: String = name
-            .trim()
-            .chars()
-            .map(|c| match c {
-                '-' | ' ' => '_',
-                c => c.to_ascii_lowercase(),
-            })
-            .collect();
+        let canonical = canonical(name);
         Self::ALL.into_iter().find(|k| k.as_str() == canonical)
     }
 
@@ -77,6 +70,18 @@ impl RuleKind {
             Self::Tamper | Self::LowBattery | Self::OverTemperature
         )
     }
+}
+
+/// An alert type's name or status as the engine compares it: trimmed,
+/// lower case, with `-` and spaces as `_` (" Auto Clear" is "auto_clear").
+pub fn canonical(name: &str) -> String {
+    name.trim()
+        .chars()
+        .map(|c| match c {
+            '-' | ' ' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 /// Telemetry fields the rules read.
