@@ -11,12 +11,29 @@ use serde_json::{json, Value as Json};
 use super::{eq, object, update, RowExt};
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
-use crate::db::{Row, Tx};
+use crate::db::{DbError, Row, Tx};
 use crate::error::ApiError;
 use crate::http::{success, AppState, JsonBody};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/alerts/{id}/dismiss", put(dismiss))
+}
+
+/// Publishes `alert` as it is now on `product-alert`, in the caller's
+/// transaction: every raise and dismissal, by a user or by the alert engine.
+pub(crate) async fn publish(
+    tx: &mut Tx,
+    alert: &Row,
+    now: chrono::NaiveDateTime,
+) -> Result<i64, DbError> {
+    crate::outbox::enqueue(
+        tx,
+        crate::outbox::PRODUCT_ALERT,
+        alert.text("product_imei"),
+        alert_data(alert),
+        now,
+    )
+    .await
 }
 
 /// The `product-alert` data of an alert row (spec: "Channel Data").
@@ -113,14 +130,7 @@ async fn dismiss(
     let alert = locked_alert(&mut tx, &user, alert_id)
         .await?
         .ok_or_else(not_found)?;
-    crate::outbox::enqueue(
-        &mut tx,
-        crate::outbox::PRODUCT_ALERT,
-        alert.text("product_imei"),
-        alert_data(&alert),
-        now,
-    )
-    .await?;
+    publish(&mut tx, &alert, now).await?;
     tx.commit().await?;
     Ok(success(StatusCode::OK, message, Json::Null))
 }

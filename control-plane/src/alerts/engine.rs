@@ -10,14 +10,13 @@ use futures_util::StreamExt;
 
 use chrono::{Duration, NaiveDateTime};
 use sea_query::{Alias, Expr, Func, OnConflict, Query, SimpleExpr};
-use serde_json::Value as Json;
 
 use super::lease;
 use super::rules::{
     self, Action, AlertState, Credit, RuleKind, TelemetryStats, UnitSnapshot, Verdict,
 };
 use super::AlertError;
-use crate::actions::{self, alert::alert_data, col, RowExt};
+use crate::actions::{self, alert::publish, col, RowExt};
 use crate::catalogue::{Column, ColumnType};
 use crate::config::AlertsConfig;
 use crate::db::{Db, Row, Tx};
@@ -531,14 +530,7 @@ async fn raise(
         now,
     )
     .await?;
-    crate::outbox::enqueue(
-        tx,
-        crate::outbox::PRODUCT_ALERT,
-        Some(imei),
-        alert_data(&alert),
-        now,
-    )
-    .await?;
+    publish(tx, &alert, now).await?;
     Ok(())
 }
 
@@ -564,18 +556,7 @@ async fn clear(tx: &mut Tx, alert_id: i64, now: NaiveDateTime) -> Result<(), Ale
     let mut stmt = actions::select_all("alert");
     stmt.and_where(actions::eq("alert_id", alert_id));
     if let Some(alert) = actions::rows(tx, "alert", &stmt).await?.into_iter().next() {
-        let imei = alert
-            .get("product_imei")
-            .and_then(Json::as_str)
-            .map(str::to_owned);
-        crate::outbox::enqueue(
-            tx,
-            crate::outbox::PRODUCT_ALERT,
-            imei.as_deref(),
-            alert_data(&alert),
-            now,
-        )
-        .await?;
+        publish(tx, &alert, now).await?;
     }
     Ok(())
 }
