@@ -278,12 +278,24 @@ async fn history_of(server: &TestServer, imei: &str) -> Vec<(i64, String, String
 
 /// A dead letter of the unit (an MO queue envelope naming its IMEI).
 async fn dead_letter(server: &TestServer, imei: &str, n: u32, at: NaiveDateTime) {
+    let id = u128::from(n) + (u128::from(imei.parse::<u64>().unwrap()) << 32);
+    dead_letter_from(server, imei, "IMEI", id, at).await;
+}
+
+/// A dead letter whose envelope names its unit by `ident` (`ident_type` IMEI or IP).
+async fn dead_letter_from(
+    server: &TestServer,
+    ident: &str,
+    ident_type: &str,
+    id: u128,
+    at: NaiveDateTime,
+) {
     let payload = json!({
-        "ident": imei,
+        "ident": ident,
         "message": "AAEC",
-        "correlation_id": format!("{:032x}", u128::from(n) + (u128::from(imei.parse::<u64>().unwrap()) << 32)),
+        "correlation_id": format!("{id:032x}"),
         "timestamp": fmt(at),
-        "ident_type": "IMEI",
+        "ident_type": ident_type,
     });
     server
         .seed(
@@ -386,6 +398,29 @@ async fn every_rule_raises_on_its_history_and_stays_quiet_otherwise(backend: Bac
         dead_letter(&server, &good, i, now - Duration::days(3)).await;
     }
     cases.push(("dead_letters", bad, good));
+    // A private-APN unit named by its network identity: the address is
+    // matched whatever its spelling; an identity two units share is nobody's.
+    let (bad, good) = (fleet.unit(&server).await, fleet.unit(&server).await);
+    let twin = fleet.unit(&server).await;
+    for (imei, ip) in [
+        (&bad, "2001:db8::7"),
+        (&good, "10.0.0.9"),
+        (&twin, "10.0.0.9"),
+    ] {
+        let (s, body) = server
+            .call(
+                Method::PUT,
+                &format!("/v1/products/{imei}"),
+                Some(json!({"rtc_network_name": "Aeris", "ip_address": ip})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+    for i in 0..3u128 {
+        dead_letter_from(&server, "Aeris/2001:0db8:0000::0007", "IP", 100 + i, recent).await;
+        dead_letter_from(&server, "Aeris/10.0.0.9", "IP", 200 + i, recent).await;
+    }
+    cases.push(("dead_letters", bad, good));
 
     let (bad, good) = (fleet.unit(&server).await, fleet.unit(&server).await);
     for _ in 0..3 {
@@ -418,6 +453,10 @@ async fn every_rule_raises_on_its_history_and_stays_quiet_otherwise(backend: Bac
         assert!(h.iter().all(|(_, s, _)| s == "success"));
     }
     assert!(alerts_of(&server, &disarmed).await.is_empty());
+    assert!(
+        alerts_of(&server, &twin).await.is_empty(),
+        "a shared network identity is not attributed"
+    );
     let info = &alerts_of(&server, &cases[1].1).await[0].2;
     assert!(info.starts_with("no connection for 4d"), "{info}");
 }

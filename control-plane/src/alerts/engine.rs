@@ -909,14 +909,23 @@ async fn dead_letters(
         col("rtc_network_name", ColumnType::String),
         col("ip_address", ColumnType::String),
     ];
-    let by_ip: HashMap<String, String> = fetch(db, &ids, &cols)
-        .await?
-        .iter()
-        .filter_map(|r| {
-            let ident = format!("{}/{}", r.text("rtc_network_name")?, r.text("ip_address")?);
-            Some((ident, r.text("product_imei").map(str::to_owned)?))
-        })
-        .collect();
+    // Network identities as the dead-letter API resolves them: the address
+    // parsed (so any spelling of it matches), and an identity two products
+    // share belongs to neither.
+    let mut by_ip: HashMap<(String, std::net::IpAddr), Option<String>> = HashMap::new();
+    for r in fetch(db, &ids, &cols).await? {
+        let (Some(network), Some(ip), Some(imei)) = (
+            r.text("rtc_network_name"),
+            r.text("ip_address").and_then(|ip| ip.trim().parse().ok()),
+            r.text("product_imei"),
+        ) else {
+            continue;
+        };
+        by_ip
+            .entry((network.to_owned(), ip))
+            .and_modify(|owner| *owner = None)
+            .or_insert_with(|| Some(imei.to_owned()));
+    }
     let wanted: HashSet<&str> = products.iter().map(|p| p.imei.as_str()).collect();
     let mut counts: HashMap<String, u32> = HashMap::new();
     for r in rows {
@@ -928,7 +937,14 @@ async fn dead_letters(
         };
         let imei = match env.ident_type {
             codec::envelope::IdentType::Imei => Some(env.ident.to_string()),
-            codec::envelope::IdentType::Ip => by_ip.get(env.ident.as_ref()).cloned(),
+            codec::envelope::IdentType::Ip => codec::envelope::Ident::parse(&env.ident)
+                .ok()
+                .and_then(|id| {
+                    by_ip
+                        .get(&(id.network.to_owned(), id.ip))
+                        .cloned()
+                        .flatten()
+                }),
         };
         if let Some(imei) = imei.filter(|i| wanted.contains(i.as_str())) {
             *counts.entry(imei).or_default() += 1;
