@@ -416,8 +416,8 @@ impl AlertEngine {
         if !lease::hold(&mut tx, &self.worker, p.bucket, self.lease_ttl(), current).await? {
             return Ok(false);
         }
+        record_analyses(&mut tx, &p.imei, outcomes, now).await?;
         for o in outcomes {
-            record_analysis(&mut tx, &p.imei, o, now).await?;
             match &o.action {
                 Action::Raise(info) => raise(&mut tx, &p.imei, o.alert_type_id, info, now).await?,
                 Action::Clear(id) => clear(&mut tx, *id, now).await?,
@@ -466,46 +466,51 @@ fn analyse(
     }
 }
 
-async fn record_analysis(
+/// One unit's analyses: its `analysis_history` rows and its due times, two
+/// statements whatever the number of types (a unit's types are distinct, so
+/// the upsert never touches a row twice).
+async fn record_analyses(
     tx: &mut Tx,
     imei: &str,
-    o: &Outcome,
+    outcomes: &[Outcome],
     now: NaiveDateTime,
 ) -> Result<(), AlertError> {
-    let status = if o.success { "success" } else { "failure" };
-    let history = Query::insert()
-        .into_table(a("analysis_history"))
-        .columns(
-            [
-                "product_imei",
-                "alert_type_id",
-                "timestamp",
-                "status",
-                "created_at",
-                "created_by",
-            ]
-            .map(a),
-        )
-        .values_panic([
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let mut history = Query::insert();
+    history.into_table(a("analysis_history")).columns(
+        [
+            "product_imei",
+            "alert_type_id",
+            "timestamp",
+            "status",
+            "created_at",
+            "created_by",
+        ]
+        .map(a),
+    );
+    let mut due = Query::insert();
+    due.into_table(a("alert_analysis_due"))
+        .columns(["product_imei", "alert_type_id", "last_analysed_at"].map(a))
+        .on_conflict(
+            OnConflict::columns([a("product_imei"), a("alert_type_id")])
+                .update_column(a("last_analysed_at"))
+                .to_owned(),
+        );
+    for o in outcomes {
+        let status = if o.success { "success" } else { "failure" };
+        history.values_panic([
             imei.into(),
             o.alert_type_id.into(),
             now.into(),
             status.into(),
             now.into(),
             ENGINE_USER.into(),
-        ])
-        .to_owned();
+        ]);
+        due.values_panic([imei.into(), o.alert_type_id.into(), now.into()]);
+    }
     tx.execute(&history).await?;
-    let due = Query::insert()
-        .into_table(a("alert_analysis_due"))
-        .columns(["product_imei", "alert_type_id", "last_analysed_at"].map(a))
-        .values_panic([imei.into(), o.alert_type_id.into(), now.into()])
-        .on_conflict(
-            OnConflict::columns([a("product_imei"), a("alert_type_id")])
-                .update_column(a("last_analysed_at"))
-                .to_owned(),
-        )
-        .to_owned();
     tx.execute(&due).await?;
     Ok(())
 }
