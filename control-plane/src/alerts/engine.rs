@@ -245,7 +245,7 @@ impl AlertEngine {
             let due_types: Vec<&AlertType> = types
                 .iter()
                 .filter(|t| eligibility.allows(t, p))
-                .filter(|t| match due.get(&(p.imei.clone(), t.id)) {
+                .filter(|t| match due.get(&p.imei).and_then(|d| d.get(&t.id)) {
                     Some(last) => now - *last >= t.frequency,
                     None => true,
                 })
@@ -257,7 +257,11 @@ impl AlertEngine {
         if work.is_empty() {
             return Ok(report);
         }
-        let kinds: HashSet<RuleKind> = types.iter().filter_map(|t| t.kind).collect();
+        // Only the rules of types due now need their fleet-wide inputs read.
+        let kinds: HashSet<RuleKind> = work
+            .iter()
+            .flat_map(|(_, due)| due.iter().filter_map(|t| t.kind))
+            .collect();
         let th = &self.config.thresholds;
         let max_cooling = types.iter().filter_map(|t| t.cooling_off).max();
         let alerts = alert_states(db, max_cooling.map(|c| now - c)).await?;
@@ -329,7 +333,7 @@ impl AlertEngine {
         p: &mut Product,
         due_types: &[&AlertType],
         window: Option<&Option<TelemetryStats>>,
-        alerts: &HashMap<(String, i64), AlertState>,
+        alerts: &PerUnit<AlertState>,
         now: NaiveDateTime,
         started: Instant,
     ) -> UnitResult {
@@ -347,7 +351,8 @@ impl AlertEngine {
             .iter()
             .map(|t| {
                 let state = alerts
-                    .get(&(p.imei.clone(), t.id))
+                    .get(&p.imei)
+                    .and_then(|a| a.get(&t.id))
                     .copied()
                     .unwrap_or_default();
                 analyse(t, th, &p.snapshot, state, telemetry_ok, now)
@@ -783,7 +788,10 @@ async fn products(db: &Db, buckets: u32, held: &HashSet<u32>) -> Result<Vec<Prod
     Ok(products)
 }
 
-async fn last_analysed(db: &Db) -> Result<HashMap<(String, i64), NaiveDateTime>, AlertError> {
+/// Per unit (IMEI), per alert type id: looked up without building a key.
+type PerUnit<T> = HashMap<String, HashMap<i64, T>>;
+
+async fn last_analysed(db: &Db) -> Result<PerUnit<NaiveDateTime>, AlertError> {
     let stmt = Query::select()
         .columns(["product_imei", "alert_type_id", "last_analysed_at"].map(a))
         .from(a("alert_analysis_due"))
@@ -793,19 +801,17 @@ async fn last_analysed(db: &Db) -> Result<HashMap<(String, i64), NaiveDateTime>,
         col("alert_type_id", ColumnType::Int),
         col("last_analysed_at", ColumnType::Datetime),
     ];
-    Ok(fetch(db, &stmt, &cols)
-        .await?
-        .iter()
-        .filter_map(|r| {
-            Some((
-                (
-                    r.text("product_imei").map(str::to_owned)?,
-                    r.int("alert_type_id")?,
-                ),
-                r.time("last_analysed_at")?,
-            ))
-        })
-        .collect())
+    let mut out = PerUnit::new();
+    for r in fetch(db, &stmt, &cols).await? {
+        if let (Some(imei), Some(t), Some(at)) = (
+            r.text("product_imei"),
+            r.int("alert_type_id"),
+            r.time("last_analysed_at"),
+        ) {
+            out.entry(imei.to_owned()).or_default().insert(t, at);
+        }
+    }
+    Ok(out)
 }
 
 /// Open alerts, and the latest dismissal since `dismissed_since` (the
@@ -813,8 +819,8 @@ async fn last_analysed(db: &Db) -> Result<HashMap<(String, i64), NaiveDateTime>,
 async fn alert_states(
     db: &Db,
     dismissed_since: Option<NaiveDateTime>,
-) -> Result<HashMap<(String, i64), AlertState>, AlertError> {
-    let mut out: HashMap<(String, i64), AlertState> = HashMap::new();
+) -> Result<PerUnit<AlertState>, AlertError> {
+    let mut out: PerUnit<AlertState> = HashMap::new();
     let open = Query::select()
         .columns(["alert_id", "product_imei", "alert_type_id"].map(a))
         .from(a("alert"))
@@ -831,7 +837,11 @@ async fn alert_states(
             r.text("product_imei").map(str::to_owned),
             r.int("alert_type_id"),
         ) {
-            out.entry((imei, t)).or_default().open_alert = Some(id);
+            out.entry(imei)
+                .or_default()
+                .entry(t)
+                .or_default()
+                .open_alert = Some(id);
         }
     }
     let Some(since) = dismissed_since else {
@@ -854,7 +864,11 @@ async fn alert_states(
             r.text("product_imei").map(str::to_owned),
             r.int("alert_type_id"),
         ) {
-            out.entry((imei, t)).or_default().last_dismissed = r.time("last_dismissed");
+            out.entry(imei)
+                .or_default()
+                .entry(t)
+                .or_default()
+                .last_dismissed = r.time("last_dismissed");
         }
     }
     Ok(out)
