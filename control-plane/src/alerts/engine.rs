@@ -791,6 +791,11 @@ async fn products(db: &Db, buckets: u32, held: &HashSet<u32>) -> Result<Vec<Prod
 /// Per unit (IMEI), per alert type id: looked up without building a key.
 type PerUnit<T> = HashMap<String, HashMap<i64, T>>;
 
+/// The entry of unit `imei` and type `t`, created empty when missing.
+fn slot<T: Default>(map: &mut PerUnit<T>, imei: String, t: i64) -> &mut T {
+    map.entry(imei).or_default().entry(t).or_default()
+}
+
 async fn last_analysed(db: &Db) -> Result<PerUnit<NaiveDateTime>, AlertError> {
     let stmt = Query::select()
         .columns(["product_imei", "alert_type_id", "last_analysed_at"].map(a))
@@ -837,11 +842,7 @@ async fn alert_states(
             r.text("product_imei").map(str::to_owned),
             r.int("alert_type_id"),
         ) {
-            out.entry(imei)
-                .or_default()
-                .entry(t)
-                .or_default()
-                .open_alert = Some(id);
+            slot(&mut out, imei, t).open_alert = Some(id);
         }
     }
     let Some(since) = dismissed_since else {
@@ -864,11 +865,7 @@ async fn alert_states(
             r.text("product_imei").map(str::to_owned),
             r.int("alert_type_id"),
         ) {
-            out.entry(imei)
-                .or_default()
-                .entry(t)
-                .or_default()
-                .last_dismissed = r.time("last_dismissed");
+            slot(&mut out, imei, t).last_dismissed = r.time("last_dismissed");
         }
     }
     Ok(out)
