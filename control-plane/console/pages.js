@@ -113,15 +113,31 @@ export async function fleet(main) {
   const tableBox = h('section', {});
   fill(main, h('h2', {}, 'Fleet'), filters, counts, mapBox, tableBox);
 
+  // The map and the counts cover every matching unit (up to MAP_MAX), so they are fetched
+  // again only when the filters change, not on a pager click. A newer load (another filter,
+  // another page) makes an older one's answers stale: `loading` tells them apart.
+  let loading = 0;
+  let mappedKey = null;
+  let mapped = [];
   async function load() {
+    const mine = ++loading;
     const q = fleetQuery(f);
+    const key = JSON.stringify(q);
     const pick = (u) => { location.hash = `#/unit/${encodeURIComponent(u.product_imei)}`; };
     const tablePage = await api('GET', withQuery('/dashboard2', q, {page: f.page, results_per_page: FLEET_PER_PAGE}));
-    const mapped = [];
-    for (let page = 1; mapped.length < MAP_MAX; page++) {
-      const body = await api('GET', withQuery('/dashboard2', q, {page, results_per_page: 100}));
-      mapped.push(...body.data);
-      if (body.data.length < 100) break;
+    if (mine !== loading) return;
+    if (key !== mappedKey) {
+      const units = [];
+      for (let page = 1; units.length < MAP_MAX; page++) {
+        const body = await api('GET', withQuery('/dashboard2', q, {page, results_per_page: 100}));
+        if (mine !== loading) return;
+        units.push(...body.data);
+        if (!body.data.length || units.length >= body.num_results_filtered) break;
+      }
+      mapped = units;
+      mappedKey = key;
+      fill(mapBox, await fleetMap(mapped, consoleSettings(), pick));
+      if (mine !== loading) return;
     }
     const located = mapped.filter((u) => u.latitude !== null && u.longitude !== null).length;
     const enabled = mapped.filter((u) => u.current_enable_flag).length;
@@ -135,7 +151,6 @@ export async function fleet(main) {
       h('span', {}, h('b', {}, located), ' located'),
       Object.entries(byState).map(([s, n]) => h('span', {class: 'state'}, `${s}: ${n}`)),
       mapped.length >= MAP_MAX ? h('span', {class: 'muted'}, `(map and counts show the first ${MAP_MAX})`) : null);
-    fill(mapBox, await fleetMap(mapped, consoleSettings(), pick));
     fill(tableBox,
       table(tablePage.data, [
         [(u) => unitLink(u.product_imei), 'IMEI'],
