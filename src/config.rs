@@ -77,7 +77,7 @@ pub(crate) struct BusSettings {
     /// `SMARTSOLAR_BUS`.
     pub(crate) kind: BusKind,
     /// `[bus.kafka]`; `SMARTSOLAR_KAFKA_BROKERS`.
-    pub(crate) kafka: ingest::bus::kafka::KafkaBusConfig,
+    pub(crate) kafka: bus::kafka::KafkaBusConfig,
 }
 
 /// Which time-series store keeps telemetry.

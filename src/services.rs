@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use bus::kafka::KafkaBus;
+use bus::{Bus, MemoryBus, MemoryBusConfig};
 use control_plane::http::AppState;
-use ingest::bus::kafka::KafkaBus;
-use ingest::bus::{Bus, MemoryBus, MemoryBusConfig};
 use ingest::tsdb::embedded::{Embedded, EmbeddedConfig};
 use ingest::tsdb::influx::Influx;
 use ingest::tsdb::questdb::QuestDb;

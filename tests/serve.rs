@@ -117,12 +117,10 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
 
     // A unit connects over TCP, proves its key and sends telemetry.
     let addr: SocketAddr = format!("127.0.0.1:{tcp}").parse().unwrap();
-    let mut unit = gateway::sim::UnitConn::tcp(addr).await.unwrap();
+    let mut unit = sim::UnitConn::tcp(addr).await.unwrap();
     unit.handshake(Some(imei), key).await.unwrap();
-    let now = gateway::sim::now_s();
-    unit.send_raw(&gateway::sim::telemetry(now, 1))
-        .await
-        .unwrap();
+    let now = sim::now_s();
+    unit.send_raw(&sim::telemetry(now, 1)).await.unwrap();
 
     // Ingest writes it to the embedded store; the data API reads it back.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -248,7 +246,7 @@ async fn a_gateway_process_serves_metrics_and_probes_on_its_admin_address() {
 
     // A unit the directory does not know is refused, and the gateway counts it.
     let addr: SocketAddr = format!("127.0.0.1:{tcp}").parse().unwrap();
-    let mut unit = gateway::sim::UnitConn::tcp(addr).await.unwrap();
+    let mut unit = sim::UnitConn::tcp(addr).await.unwrap();
     assert!(unit
         .handshake(Some("010101234569999"), "00112233445566778899aabb")
         .await

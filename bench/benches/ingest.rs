@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bus::{Bus, MemoryBus, MemoryBusConfig, Topics};
 use codec::envelope::{encode_bus_envelope, BusEnvelope, Transport};
 use codec::CorrelationId;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ingest::bus::{Bus, MemoryBus, MemoryBusConfig, Topics};
 use ingest::engine::EngineConfig;
 use ingest::sink::{MoHistory, MoSink, SinkError};
 use ingest::tsdb::embedded::Embedded;
@@ -39,11 +39,11 @@ impl MoSink for Counting {
 }
 
 fn envelopes() -> Vec<(String, Vec<u8>)> {
-    let now = gateway::sim::now_s();
+    let now = sim::now_s();
     (0..BATCH)
         .map(|i| {
             let imei = format!("35{:013}", i % UNITS);
-            let message = gateway::sim::telemetry(now, i);
+            let message = sim::telemetry(now, i);
             let mut id = [0u8; 16];
             id[..8].copy_from_slice(&i.to_le_bytes());
             let env = BusEnvelope {

@@ -1,6 +1,6 @@
 //! Shard routing: the IMEI → shard/partition function (FNV-1a) that the gateway uses for its MT
 //! shards and the bus for its partitions (`gateway::shard_index` =
-//! `ingest::bus::memory::partition_for`), per message on both hot paths. Baseline: hashing the
+//! `bus::partition_for`), per message on both hot paths. Baseline: hashing the
 //! same bytes with the standard library's SipHash (`DefaultHasher`).
 //!
 //! Run: `cargo bench -p smartsolar-bench --bench routing -- --warm-up-time 1 --measurement-time 3`
@@ -18,7 +18,7 @@ fn routing(c: &mut Criterion) {
         b.iter(|| {
             imeis
                 .iter()
-                .map(|i| ingest::bus::memory::partition_for(black_box(i.as_bytes()), 16))
+                .map(|i| bus::partition_for(black_box(i.as_bytes()), 16))
                 .sum::<u32>()
         })
     });

@@ -4,6 +4,9 @@
 //! The codec only encodes, decodes and verifies; the gateway draws the nonce (it owns the RNG)
 //! and looks up the unit's `device_key`.
 
+/// ALPN protocol id of the unit protocol on QUIC and TLS over TCP (`docs/rtc-protocol.md`).
+pub const ALPN: &[u8] = b"smartsolar-rtc/1";
+
 use hmac::{Hmac, Mac};
 use minicbor::Decoder;
 use sha2::Sha256;

@@ -7,10 +7,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::{Bus, Consumer, MemoryBus, MemoryBusConfig, Topics};
 use codec::envelope::{decode_bus_envelope, encode_dead_letter, BusEnvelope, DeadLetter};
 use codec::{CorrelationId, QueueName, Transport};
 use common::{link, urlencode, Backend, TestServer, ADMIN};
-use ingest::bus::{Bus, Consumer, MemoryBus, MemoryBusConfig, Topics};
 use ingest::tsdb::embedded::{Embedded, EmbeddedConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value as Json};
@@ -892,7 +892,7 @@ fn imei_letter(queue: QueueName, imei: &str, id: u8, message: &[u8]) -> Vec<u8> 
     encode_dead_letter(&DeadLetter::from_bus(queue, &env, "no such MT message"))
 }
 
-async fn next(consumer: &mut Box<dyn Consumer>) -> ingest::bus::Delivery {
+async fn next(consumer: &mut Box<dyn Consumer>) -> bus::Delivery {
     let d = tokio::time::timeout(Duration::from_secs(5), consumer.recv())
         .await
         .expect("a replayed message on the topic")

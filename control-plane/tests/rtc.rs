@@ -9,19 +9,19 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::{Bus, MemoryBus, MemoryBusConfig, Topics};
 use codec::mo::{Cell, CellReport, FinalBalance, MtReply, ReplyResult, StatusReport};
 use codec::{decode_mt, CorrelationId, MoMessage, MtMessage, Seq};
 use common::{Backend, TestServer};
 use control_plane::catalogue::Column;
 use control_plane::rtc::{self, ControlPlaneSink, FallbackSms, PresenceDb, UnitDirectoryDb};
-use gateway::sim::{self, SimError, UnitConn};
 use gateway::{Deps, Gateway, GatewayConfig, MemoryPresence};
-use ingest::bus::{Bus, MemoryBus, MemoryBusConfig, Topics};
 use ingest::engine::EngineConfig;
 use ingest::tsdb::embedded::Embedded;
 use reqwest::{Method, StatusCode};
 use sea_query::{Alias, Expr, Order, Query};
 use serde_json::{json, Map, Value as Json};
+use sim::{SimError, UnitConn};
 use tokio::sync::watch;
 
 both_backends!(

@@ -6,9 +6,9 @@
 
 mod common;
 
+use ::rtc::PresenceRegistry;
 use common::{Backend, TestServer};
 use control_plane::rtc::DbPresenceRegistry;
-use gateway::PresenceRegistry;
 
 both_backends!(claims_are_shared_and_released_compare_and_delete);
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ingest::bus::Topics;
+use bus::Topics;
 use serde::Deserialize;
 
 use crate::proto::mt::MtPolicy;

@@ -7,15 +7,12 @@
 //! - [`capture`]: capture mode (what units send, to a file, for `load-test replay`).
 //! - [`proto`]: per-unit protocol state without I/O (handshake, MT queue with retries, rate
 //!   limit), tested with a fake clock.
-//! - [`directory`]: [`UnitDirectory`], who may connect (control-plane implements it).
-//! - [`presence`]: [`PresenceSink`] (online/offline records) and [`PresenceRegistry`] (which
-//!   gateway holds which unit, for MT routing).
-//! - [`fallback`]: [`Fallback`], called when a unit stays unreachable (WAKEUP SMS).
-//! - [`mt`]: [`MtClient`], the MT enqueue API, and the gateway's MT outcome records.
+//! - [`directory`], [`presence`], [`fallback`], [`mt`]: the contracts with the rest of the
+//!   platform (who may connect, online records and routing, WAKEUP fallback, the MT client and
+//!   envelopes), defined in the `rtc` crate and re-exported here.
 //! - `server`: the running gateway: listeners, the session driver (one task per connection),
 //!   MT shards, the MT consumers, graceful shutdown.
 //! - `transport`: QUIC, framed TCP (optionally TLS) and legacy HTTP front ends.
-//! - [`sim`]: a unit simulator speaking all three transports (tests and the load test).
 //! - [`metrics`]: metric names.
 //!
 //! # Running
@@ -31,21 +28,21 @@
 
 pub mod capture;
 pub mod config;
-pub mod directory;
-pub mod fallback;
 pub mod metrics;
-pub mod mt;
-pub mod presence;
 pub mod proto;
 mod server;
-pub mod sim;
 mod tls;
 mod transport;
+
+// The contracts with the rest of the platform live in the `rtc` crate; re-exported so the
+// gateway's own modules and its users name them in one place.
+pub use rtc::{directory, fallback, mt, presence};
 
 use std::future::Future;
 use std::sync::Arc;
 
-use ingest::bus::{Bus, BusError};
+use bus::{Bus, BusError};
+pub(crate) use rtc::unix_ms;
 
 pub use config::GatewayConfig;
 pub use directory::{MemoryDirectory, UnitCredentials, UnitDirectory};
@@ -104,15 +101,8 @@ pub async fn run(
 }
 
 /// The MT shard (of `shards`) that owns unit `imei`: FNV-1a of the IMEI, the same function the
-/// bus partitions by ([`ingest::bus::memory::partition_for`]), so it is stable across processes
-/// and cheap; IMEIs are already well spread.
+/// bus partitions by ([`bus::partition_for`]), so it is stable across processes and cheap; IMEIs
+/// are already well spread.
 pub fn shard_index(imei: &str, shards: usize) -> usize {
-    ingest::bus::memory::partition_for(imei.as_bytes(), shards.max(1) as u32) as usize
-}
-
-/// Unix time in milliseconds.
-pub(crate) fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    bus::partition_for(imei.as_bytes(), shards.max(1) as u32) as usize
 }

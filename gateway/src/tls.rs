@@ -7,8 +7,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::{Error, GatewayConfig};
 
-/// ALPN protocol id of the unit protocol on QUIC and TLS.
-pub const ALPN: &[u8] = b"smartsolar-rtc/1";
+pub use codec::handshake::ALPN;
 
 /// A certificate chain and its key.
 #[derive(Debug)]

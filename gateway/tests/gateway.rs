@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use bus::Topics;
 use codec::handshake::RefuseReason;
 use codec::legacy::basic_auth;
 use codec::mo::{MtReply, OfflineReason, ReplyResult};
@@ -12,9 +13,8 @@ use codec::{decode_dead_letter, decode_mo, decode_mt, MoMessage, MtMessage, Tran
 use common::*;
 use gateway::mt::{new_correlation_id, RESULT_EXPIRED};
 use gateway::presence::PresenceEvent;
-use gateway::sim::{self, UnitConn};
 use gateway::{StatusReason, UnitCredentials};
-use ingest::bus::Topics;
+use sim::UnitConn;
 
 fn topics() -> Topics {
     Topics::default()

@@ -37,11 +37,11 @@ use codec::{decode_mo, CorrelationId, MoMessage, Number};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::bus::memory::partition_for;
-use crate::bus::{Bus, BusError, Consumer, Delivery, Topics};
 use crate::metrics as m;
 use crate::sink::{Balance, MoContext, MoHistory, MoSink, ProcessingStatus, SinkError};
 use crate::tsdb::{check_point, FieldValue, Point, TimeSeries, TsdbError, TELEMETRY};
+use bus::partition_for;
+use bus::{Bus, BusError, Consumer, Delivery, Topics};
 
 /// Settings of the ingest engine.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]

@@ -1,8 +1,6 @@
-//! Ingest: the bus, the ingest engine and the time-series store.
+//! Ingest: the ingest engine and the time-series store (the bus it reads is the `bus` crate).
 //!
 //! # Layout
-//! - [`bus`]: the message bus trait and its implementations: [`bus::memory`]
-//!   (in-process, the embedded default) and Kafka.
 //! - [`engine`]: the ingest engine (MO envelopes → time-series store, sink,
 //!   dead letters); [`engine::run`] is its entry point.
 //! - [`sink`]: [`sink::MoSink`], what the control-plane implements for the MO
@@ -11,7 +9,6 @@
 //! - [`tsdb`]: the time-series store trait, its `where` parser and its
 //!   backends (embedded, InfluxDB 1.x, QuestDB).
 
-pub mod bus;
 pub mod engine;
 pub mod metrics;
 pub mod sink;

@@ -4,21 +4,6 @@
 //! come from closed sets (bus kind, backend, message type, outcome, step) or from the
 //! configuration (topic names, consumer groups, shard numbers), never from unit data.
 
-// --- bus (component `bus`; label `bus`: memory | kafka) ------------------------------------
-
-/// Counter: messages published, labels `bus`, `topic`.
-pub const BUS_PUBLISHED: &str = "smartsolar_bus_published_total";
-/// Counter: publishes that waited for room (memory bus at capacity), labels `bus`, `topic`.
-pub const BUS_PUBLISH_WAITS: &str = "smartsolar_bus_publish_waits_total";
-/// Counter: publishes that failed, labels `bus`, `topic`.
-pub const BUS_PUBLISH_ERRORS: &str = "smartsolar_bus_publish_errors_total";
-/// Histogram: time to publish one message (Kafka: until the broker acknowledged), label `bus`.
-pub const BUS_PUBLISH_DURATION: &str = "smartsolar_bus_publish_duration_seconds";
-/// Counter: messages handed to a consumer, labels `bus`, `topic`, `group`.
-pub const BUS_DELIVERED: &str = "smartsolar_bus_delivered_total";
-/// Counter: commits (one per committed offset), labels `bus`, `topic`, `group`.
-pub const BUS_COMMITTED: &str = "smartsolar_bus_committed_total";
-
 // --- ingest engine (component `ingest`) ----------------------------------------------------
 
 /// Counter: messages handed to a shard worker, label `shard`.

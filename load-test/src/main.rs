@@ -23,22 +23,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bus::memory::{MemoryBus, MemoryBusConfig};
+use bus::{Bus, Topics};
 use clap::{Parser, Subcommand};
 use codec::mt::{PaymentCategory, PaymentCommand, PaymentCommands, StatusUpdate};
 use codec::{decode_bus_envelope, CorrelationId, MtMessage, Seq};
 use gateway::mt::new_correlation_id;
-use gateway::sim::{self, UnitConn};
 use gateway::{
     Deps, Gateway, GatewayConfig, MemoryDirectory, MemoryPresence, MtClient, NoFallback,
     NoPresenceSink, PresenceRegistry, UnitCredentials,
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use ingest::bus::memory::{MemoryBus, MemoryBusConfig};
-use ingest::bus::{Bus, Topics};
 use load_test::{
     device_key, ensure_loopback, imei, latency_histogram, rss_kib, Errors, MtStats, Percentiles,
     ReplaySummary, ServeStats, Summary,
 };
+use sim::UnitConn;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{watch, Semaphore};
 use unit::{Behaviour, Phase, Shared, Target, UnitSpec};

@@ -9,7 +9,7 @@
 //!
 //! MT answers: a payment command changes the unit's balance and the reply carries the new
 //! balance and expected expiry (what DCM reads); other commands are answered by
-//! `gateway::sim::UnitConn::answer` (reply, plus a command response or a status report).
+//! `sim::UnitConn::answer` (reply, plus a command response or a status report).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +19,8 @@ use std::time::Duration;
 use codec::legacy::basic_auth;
 use codec::mo::{MtReply, ReplyResult, StatusReport};
 use codec::{decode_mt, MoMessage, MtMessage};
-use gateway::sim::{self, UnitConn};
 use load_test::{device_key, imei};
+use sim::UnitConn;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, MissedTickBehavior};
 

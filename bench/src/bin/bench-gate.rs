@@ -279,7 +279,7 @@ fn run_case(name: &str, n: u64) -> Result<(), String> {
             let imeis: Vec<String> = (0..1024).map(imei).collect();
             for i in 0..n as usize {
                 let key = black_box(imeis[i & 1023].as_bytes());
-                sink += u64::from(ingest::bus::memory::partition_for(key, black_box(16)));
+                sink += u64::from(bus::partition_for(key, black_box(16)));
             }
         }
         other => return Err(format!("unknown case {other:?} (see `bench-gate list`)")),

@@ -28,7 +28,7 @@ use sea_query::{Alias, Expr, OnConflict, Query};
 
 use crate::catalogue::{Column, ColumnType};
 use crate::db::{Db, DbError, Tx};
-use ingest::bus::memory::partition_for;
+use bus::partition_for;
 
 const TABLE: &str = "alert_lease";
 const ENGINES: &str = "alert_engine";

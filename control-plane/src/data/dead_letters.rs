@@ -27,11 +27,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
+use bus::{BusError, Consumer, Delivery};
 use codec::envelope::{decode_mo_queue_envelope, IdentType, MoQueueEnvelope};
 use codec::{
     decode_dead_letter, encode_bus_envelope, render_cbor, BusEnvelope, Ident, QueueName, Transport,
 };
-use ingest::bus::{BusError, Consumer, Delivery};
 use sea_query::{Alias, Expr, OnConflict, Query, SimpleExpr};
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};

@@ -22,7 +22,7 @@ use crate::catalogue::Catalogue;
 use crate::config::ControlPlaneConfig;
 use crate::db::Db;
 use crate::error::ApiError;
-use ingest::bus::{Bus, MemoryBus, MemoryBusConfig, Topics};
+use bus::{Bus, MemoryBus, MemoryBusConfig, Topics};
 use ingest::tsdb::embedded::Embedded;
 use ingest::tsdb::TimeSeries;
 

@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use ::rtc::{UnitCredentials, UnitDirectory};
 use async_trait::async_trait;
 use dashmap::DashMap;
-use gateway::{UnitCredentials, UnitDirectory};
 use sea_query::{Alias, Expr, Query};
 
 use crate::actions::{col, RowExt};
@@ -25,7 +25,7 @@ const MAX_ENTRIES: usize = 200_000;
 /// The unit directory the gateway asks on every handshake and HTTP request.
 ///
 /// - By IMEI: any product with a `device_key` (HTTP-only units are not RTC-enabled but
-///   authenticate with their key too, see `gateway::UnitDirectory`).
+///   authenticate with their key too, see `rtc::UnitDirectory`).
 /// - By network and address: products with `rtc_enabled_flag`, that
 ///   `rtc_network_name` and `ip_address`; an address shared by two products matches
 ///   neither (refused, logged).

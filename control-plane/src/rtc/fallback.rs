@@ -1,8 +1,8 @@
 //! [`FallbackSms`]: a WAKEUP SMS when a unit stays unreachable.
 
+use ::rtc::Fallback;
 use async_trait::async_trait;
 use codec::CorrelationId;
-use gateway::Fallback;
 use sea_query::{Alias, Expr, Query};
 
 use super::RTC_USER;

@@ -6,12 +6,12 @@
 //! `sync`, `status_update` and `rtc_online_status` need TECHNICAL (call-centre
 //! actions, like enable/disable). Another entity's unit is a 404.
 
+use ::rtc::StatusReason;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use gateway::StatusReason;
 use serde_json::json;
 
 use super::mt::{self, Sent};

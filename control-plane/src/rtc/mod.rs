@@ -3,12 +3,12 @@
 //! "RTC glue").
 //!
 //! # Into the database (units → control-plane)
-//! - [`UnitDirectoryDb`] (`gateway::UnitDirectory`): who may connect, from `product`,
+//! - [`UnitDirectoryDb`] (`rtc::UnitDirectory`): who may connect, from `product`,
 //!   with a short in-memory cache (every handshake asks).
-//! - [`PresenceDb`] (`gateway::PresenceSink`): `rtc_connection_history` rows and the
+//! - [`PresenceDb`] (`rtc::PresenceSink`): `rtc_connection_history` rows and the
 //!   product's `latest_rtc_connection_history_id`, written by a background writer so
 //!   the gateway never waits on the database.
-//! - [`FallbackSms`] (`gateway::Fallback`): a WAKEUP SMS (the `actions::sms` path) and an
+//! - [`FallbackSms`] (`rtc::Fallback`): a WAKEUP SMS (the `actions::sms` path) and an
 //!   `rtc_fallback_message_history` row when a unit stays unreachable.
 //! - [`ControlPlaneSink`] (`ingest::sink::MoSink`): status reports, cell reports,
 //!   balances, final balances, MT replies, command responses and the
@@ -16,7 +16,7 @@
 //!   MO topic and once on the MT-reply topic ([`reply_topics`], group [`REPLY_GROUP`]).
 //!
 //! # Out to the units (control-plane → units)
-//! - [`mt::send`]: an `rtc_message_history` row, then `gateway::MtClient::enqueue`.
+//! - [`mt::send`]: an `rtc_message_history` row, then `rtc::MtClient::enqueue`.
 //! - [`mt::push_pending`]: the unit's desired state and pending payment commands,
 //!   called after commit by the enable/disable/tamper and DCM handlers.
 //! - The endpoints `command_request`, `sync`, `status_update`, `rtc_online_status`,
@@ -35,9 +35,9 @@ mod presence;
 mod registry;
 mod sink;
 
+use bus::Topics;
 use chrono::NaiveDateTime;
 use codec::CorrelationId;
-use ingest::bus::Topics;
 use ingest::sink::SinkError;
 use sea_query::{Alias, Expr, OnConflict, Query};
 

@@ -8,6 +8,7 @@
 //! `failed`, written by [`super::ControlPlaneSink`]). A bus that refuses the command
 //! marks the row `failed` ("not queued: …") and the caller gets a 503.
 
+use ::rtc::MtClient;
 use base64::Engine as _;
 use chrono::NaiveDateTime;
 use codec::mt::{
@@ -15,7 +16,6 @@ use codec::mt::{
     PaymentCommands, StatusUpdate, SyncRequest,
 };
 use codec::{mt_to_vec, CorrelationId, MtMessage, Seq};
-use gateway::MtClient;
 use sea_query::{Alias, Expr, Query};
 use serde_json::{json, Map, Value as Json};
 
@@ -110,11 +110,11 @@ impl Sent {
 
 /// A fresh correlation id for an MT message.
 pub fn new_correlation_id() -> CorrelationId {
-    gateway::mt::new_correlation_id()
+    ::rtc::mt::new_correlation_id()
 }
 
 /// Sends `message` to unit `imei`: writes its `rtc_message_history` row (by `user`)
-/// and enqueues it with `gateway::MtClient` on `state.bus`.
+/// and enqueues it with `rtc::MtClient` on `state.bus`.
 ///
 /// - `tx: None`: the row is written and committed, then the command is enqueued; the
 ///   returned [`Sent`] is enqueued.

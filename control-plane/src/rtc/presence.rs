@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use ::rtc::{PresenceSink, StatusReason};
 use async_trait::async_trait;
 use chrono::NaiveDateTime;
 use codec::Transport;
-use gateway::{PresenceSink, StatusReason};
 use ingest::sink::SinkError;
 use tokio::sync::{mpsc, oneshot};
 

@@ -8,7 +8,7 @@ use sea_query::{Alias, Expr, OnConflict, Query};
 use crate::catalogue::{Column, ColumnType};
 use crate::http::AppState;
 
-/// `gateway::PresenceRegistry` over the `rtc_presence` table.
+/// `rtc::PresenceRegistry` over the `rtc_presence` table.
 ///
 /// Claims and releases are single statements; a failure is logged and the
 /// gateway carries on (the registry is a routing hint: a command for a unit
@@ -38,7 +38,7 @@ fn t() -> Alias {
 }
 
 #[async_trait]
-impl gateway::PresenceRegistry for DbPresenceRegistry {
+impl ::rtc::PresenceRegistry for DbPresenceRegistry {
     async fn claim(&self, imei: &str, node: &str) {
         let stmt = Query::insert()
             .into_table(t())

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use bus::Consumer;
 use bytes::Bytes;
 use codec::mo::ReplyResult;
 use codec::{decode_bus_envelope, decode_mt};
-use ingest::bus::Consumer;
 use tokio_util::sync::CancellationToken;
 
 use super::shard::expires_at;

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::memory::{MemoryBus, MemoryBusConfig};
+use bus::{Bus, Consumer, Delivery, Topics};
 use codec::{decode_bus_envelope, CorrelationId};
 use gateway::{
     Deps, Gateway, GatewayConfig, LocalAddrs, MemoryDirectory, MemoryPresence, MtClient,
     RecordingFallback, RecordingPresence, UnitCredentials,
 };
-use ingest::bus::memory::{MemoryBus, MemoryBusConfig};
-use ingest::bus::{Bus, Consumer, Delivery, Topics};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -93,23 +93,21 @@ pub struct Running {
 
 impl Running {
     pub fn quic_endpoint(&self) -> quinn::Endpoint {
-        gateway::sim::quic_endpoint(&self.cert, Duration::from_secs(5)).unwrap()
+        sim::quic_endpoint(&self.cert, Duration::from_secs(5)).unwrap()
     }
 
     /// Unit `n` connected over TCP and admitted (its key is `KEY`).
-    pub async fn tcp_unit(&self, n: u32) -> gateway::sim::UnitConn {
-        let mut unit = gateway::sim::UnitConn::tcp(self.addrs.tcp.unwrap())
-            .await
-            .unwrap();
+    pub async fn tcp_unit(&self, n: u32) -> sim::UnitConn {
+        let mut unit = sim::UnitConn::tcp(self.addrs.tcp.unwrap()).await.unwrap();
         unit.handshake(Some(&imei(n)), KEY).await.unwrap();
         unit
     }
 
     /// Unit `n` connected over QUIC (its own endpoint, which lives as long as the
     /// connection) and admitted.
-    pub async fn quic_unit(&self, n: u32) -> gateway::sim::UnitConn {
+    pub async fn quic_unit(&self, n: u32) -> sim::UnitConn {
         let ep = self.quic_endpoint();
-        let mut unit = gateway::sim::UnitConn::quic(&ep, self.addrs.quic.unwrap())
+        let mut unit = sim::UnitConn::quic(&ep, self.addrs.quic.unwrap())
             .await
             .unwrap();
         unit.handshake(Some(&imei(n)), KEY).await.unwrap();

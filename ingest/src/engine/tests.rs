@@ -6,10 +6,10 @@ use codec::mo::{Event, EventLog, StatusReport, TelemetryRecord, TelemetryValue};
 use codec::{mo_to_vec, Seq};
 
 use super::*;
-use crate::bus::{MemoryBus, MemoryBusConfig};
 use crate::sink::RecordingSink;
 use crate::tsdb::embedded::Embedded;
 use crate::tsdb::{Query, QueryResult};
+use bus::{MemoryBus, MemoryBusConfig};
 
 const IMEI: &str = "350000000000001";
 

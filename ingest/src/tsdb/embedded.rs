@@ -570,7 +570,7 @@ fn downsample<'c>(
 
 impl Inner {
     fn shard(&self, imei: &str) -> &RwLock<Shard> {
-        let p = crate::bus::memory::partition_for(imei.as_bytes(), self.shards.len() as u32);
+        let p = bus::partition_for(imei.as_bytes(), self.shards.len() as u32);
         &self.shards[p as usize]
     }
 

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::{Bus, BusError, Consumer, Delivery};
+use crate::{Bus, BusError, Consumer, Delivery};
 
 /// Settings of the in-process bus.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]

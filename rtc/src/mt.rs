@@ -17,11 +17,11 @@
 
 use std::sync::Arc;
 
+use bus::{Bus, BusError, Topics};
 use codec::mo::{MtReply, ReplyResult};
 use codec::{
     encode_bus_envelope, mt_to_vec, BusEnvelope, CorrelationId, MoMessage, MtMessage, Transport,
 };
-use ingest::bus::{Bus, BusError, Topics};
 
 /// Result code of a gateway-written reply: the command was not answered before its TTL.
 pub const RESULT_EXPIRED: u64 = 64;
@@ -77,7 +77,7 @@ impl MtClient {
 
 /// The bus envelope of an MT command. `transport` is not meaningful for MT (the gateway picks
 /// the unit's live connection); it is written as `tcp`.
-pub(crate) fn mt_envelope(
+pub fn mt_envelope(
     imei: &str,
     correlation_id: CorrelationId,
     created_at_ms: i64,
@@ -94,7 +94,7 @@ pub(crate) fn mt_envelope(
 }
 
 /// A gateway-written outcome for the MT-reply topic.
-pub(crate) fn outcome_envelope(
+pub fn outcome_envelope(
     imei: &str,
     correlation_id: CorrelationId,
     transport: Transport,

@@ -1,5 +1,10 @@
 //! The message bus between the gateway, ingest and the control-plane.
 //!
+//! Its own crate so that every service depends inward on it (and on nothing of the others):
+//! the gateway publishes MO and consumes MT, ingest consumes MO, the control-plane publishes MT.
+//! [`partition_for`] is the one partitioning hash the bus, the gateway's MT shards, the ingest
+//! shards and the alert engine's buckets agree on.
+//!
 //! One trait, two implementations: in-process (the embedded default, for
 //! `smartsolar serve`) and Kafka through rdkafka (for the scaled topology).
 //! The contract every implementation keeps:
@@ -18,8 +23,9 @@ use bytes::Bytes;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
+pub mod metrics;
 
-pub use memory::{MemoryBus, MemoryBusConfig};
+pub use memory::{partition_for, MemoryBus, MemoryBusConfig};
 
 /// The queue names of the original system (spec: RTC dead letters), configurable.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]

@@ -8,8 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ingest::bus::kafka::{KafkaBus, KafkaBusConfig};
-use ingest::bus::{Bus, Consumer, Delivery};
+use bus::kafka::{KafkaBus, KafkaBusConfig};
+use bus::{Bus, Consumer, Delivery};
 use tokio::time::timeout;
 
 fn brokers() -> String {
@@ -129,10 +129,10 @@ async fn uncommitted_messages_are_redelivered_committed_ones_are_not() {
 async fn the_ingest_engine_runs_over_kafka() {
     use std::sync::Arc;
 
+    use bus::Topics;
     use codec::envelope::{encode_bus_envelope, BusEnvelope, Transport};
     use codec::mo::{TelemetryBatch, TelemetryRecord, TelemetryValue};
     use codec::{mo_to_vec, CorrelationId, MoMessage, Number, Seq};
-    use ingest::bus::Topics;
     use ingest::engine::{run, EngineConfig};
     use ingest::sink::RecordingSink;
     use ingest::tsdb::embedded::Embedded;

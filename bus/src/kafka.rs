@@ -25,7 +25,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Bus, BusError, Consumer, Delivery};
+use crate::{Bus, BusError, Consumer, Delivery};
 
 /// Settings of the Kafka bus.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -249,5 +249,46 @@ impl Consumer for KafkaConsumer {
         metrics::counter!(crate::metrics::BUS_COMMITTED, "bus" => "kafka", "topic" => delivery.topic.clone(), "group" => self.group.clone())
             .increment(1);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client for a SASL_SSL cluster can be built: librdkafka was compiled with OpenSSL and
+    /// SCRAM. Without them librdkafka refuses these settings when the producer is created
+    /// ("Unsupported value ... OpenSSL not available at build time"), which is what happened
+    /// before the `ssl-vendored` feature. No broker is needed: the producer connects lazily.
+    #[test]
+    fn sasl_ssl_settings_are_accepted_by_the_built_librdkafka() {
+        for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            let mut config = KafkaBusConfig {
+                brokers: "127.0.0.1:9".into(),
+                ..KafkaBusConfig::default()
+            };
+            for (k, v) in [
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", mechanism),
+                ("sasl.username", "smartsolar"),
+                ("sasl.password", "secret"),
+                ("ssl.endpoint.identification.algorithm", "https"),
+            ] {
+                config.extra.insert(k.into(), v.into());
+            }
+            if let Err(e) = KafkaBus::new(config) {
+                panic!("SASL_SSL with {mechanism} refused: {e}");
+            }
+        }
+    }
+
+    /// The check above can fail: a setting librdkafka does not know is refused at creation.
+    #[test]
+    fn unknown_librdkafka_settings_are_refused_at_creation() {
+        let mut config = KafkaBusConfig::default();
+        config
+            .extra
+            .insert("security.protocol".into(), "NOT_A_PROTOCOL".into());
+        assert!(KafkaBus::new(config).is_err());
     }
 }

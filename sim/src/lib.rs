@@ -1,6 +1,9 @@
 //! A unit simulator: speaks QUIC, framed TCP and legacy HTTP like a real unit (hello/proof,
-//! status reports, telemetry, event logs, replies to MT commands). Used by the tests and the
-//! load test; it trusts the gateway's certificate explicitly (no CA needed).
+//! status reports, telemetry, event logs, replies to MT commands). Used by the tests, the load
+//! test and the demo fleet; it trusts the gateway's certificate explicitly (no CA needed).
+//!
+//! Its own crate, written from the protocol (`codec`) alone: it depends on nothing of the
+//! gateway, so the gateway's production build carries no QUIC client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,7 +74,7 @@ pub fn quic_endpoint(cert_der: &[u8], keep_alive: Duration) -> Result<quinn::End
         .map_err(|e| SimError::Quic(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![crate::ALPN.to_vec()];
+    tls.alpn_protocols = vec![codec::handshake::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| SimError::Quic(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
@@ -85,14 +88,23 @@ pub fn quic_endpoint(cert_der: &[u8], keep_alive: Duration) -> Result<quinn::End
         .send_window(64_000)
         .datagram_receive_buffer_size(None);
     client.transport_config(Arc::new(transport));
-    let socket =
-        crate::transport::quic::udp_socket(([127, 0, 0, 1], 0).into(), CLIENT_SOCKET_BUFFER)?;
+    let socket = client_socket(CLIENT_SOCKET_BUFFER)?;
     let runtime =
         quinn::default_runtime().ok_or_else(|| SimError::Quic("no async runtime".into()))?;
     let mut endpoint =
         quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
+}
+
+/// A loopback UDP socket on an ephemeral port with `buffer` bytes asked for each direction.
+fn client_socket(buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    // Best effort, as the kernel caps it: a smaller buffer only means more loss under load.
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    Ok(socket.into())
 }
 
 impl UnitConn {
@@ -281,7 +293,9 @@ impl UnitConn {
 
 /// Unix seconds now.
 pub fn now_s() -> u64 {
-    (crate::unix_ms() / 1000) as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A typical status report (~50 bytes).
