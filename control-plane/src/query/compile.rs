@@ -283,11 +283,10 @@ pub fn admit(table: &Table, viewer: &Viewer, name: &str) -> Result<(), QueryErro
         return Err(QueryError::TableForbidden {
             name: name.to_string(),
             table: table.name.clone(),
-            needed: table
-                .permission_for("GET")
-                .map_or("SYSTEM (no one reads it through the API)".into(), |p| {
-                    p.to_string()
-                }),
+            needed: table.permission_for("GET").map_or_else(
+                || "is not readable through the API".to_string(),
+                |p| format!("needs {p} permissions to read"),
+            ),
             have: viewer.permission.to_string(),
         });
     }

@@ -103,9 +103,7 @@ pub enum QueryError {
     #[error("order_by field '{0}' must also be a group_by field")]
     OrderNotGrouped(String),
     /// The query touches a table the user may not read (403).
-    #[error(
-        "'{name}' reads table '{table}', which needs {needed} permissions to read; you have {have}"
-    )]
+    #[error("'{name}' reads table '{table}', which {needed}; you have {have} permissions")]
     TableForbidden {
         name: String,
         table: String,
