@@ -36,6 +36,17 @@ pub enum SimError {
     /// QUIC connect failure.
     #[error("quic: {0}")]
     Quic(String),
+    /// TLS (over TCP) setup failure.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// The DER of the first certificate in a PEM file (the gateway's, to pin it).
+pub fn pem_certificate(path: &std::path::Path) -> Result<Vec<u8>, SimError> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::from_pem_file(path)
+        .map(|c| c.to_vec())
+        .map_err(|e| SimError::Tls(format!("{}: {e}", path.display())))
 }
 
 type Reader = FramedRead<Box<dyn AsyncRead + Send + Unpin>, FrameCodec>;
@@ -101,6 +112,31 @@ impl UnitConn {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (rd, wr) = stream.into_split();
+        Ok(Self::from_parts(Box::new(rd), Box::new(wr), None))
+    }
+
+    /// Opens a framed TCP connection inside TLS 1.3 that trusts exactly `cert_der` (the
+    /// gateway's pinned certificate), with the unit protocol's ALPN (no handshake yet).
+    pub async fn tcp_tls(addr: SocketAddr, cert_der: &[u8]) -> Result<Self, SimError> {
+        let tls_err = |e: &dyn std::fmt::Display| SimError::Tls(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(cert_der.to_vec()))
+            .map_err(|e| tls_err(&e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| tls_err(&e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![crate::ALPN.to_vec()];
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| tls_err(&e))?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, stream)
+            .await?;
+        let (rd, wr) = tokio::io::split(stream);
         Ok(Self::from_parts(Box::new(rd), Box::new(wr), None))
     }
 
