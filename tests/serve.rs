@@ -115,6 +115,14 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
         r.text().await.unwrap()
     );
 
+    // Without SMARTSOLAR_WEBHOOK_SECRET_KEY the server generated its webhook key, and the
+    // gateway its TLS key, into the data dir, readable by the owner only.
+    #[cfg(unix)]
+    for file in ["webhook-secret.key", "gateway-key.pem"] {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.path().join("data").join(file)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");
+    }
     // A unit connects over TCP, inside TLS by default, pinning the certificate the
     // gateway generated into the data dir; proves its key and sends telemetry.
     let addr: SocketAddr = format!("127.0.0.1:{tcp}").parse().unwrap();

@@ -15,9 +15,9 @@ use crate::{Error, GatewayConfig};
 pub const ALPN: &[u8] = b"smartsolar-rtc/1";
 
 /// The generated certificate's file in `tls_dir`.
-pub const CERT_FILE: &str = "gateway-cert.pem";
+pub(crate) const CERT_FILE: &str = "gateway-cert.pem";
 /// The generated key's file in `tls_dir` (mode 0600).
-pub const KEY_FILE: &str = "gateway-key.pem";
+pub(crate) const KEY_FILE: &str = "gateway-key.pem";
 
 /// A certificate chain and its key.
 #[derive(Debug)]
