@@ -118,7 +118,12 @@ pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
     }
 }
 
-async fn serve(config: Config, roles: Roles) -> Result<()> {
+async fn serve(mut config: Config, roles: Roles) -> Result<()> {
+    if config.control_plane.webhook_secret_key.is_none() {
+        // Subscriber keys are encrypted under it: generated once, kept in the data dir.
+        let key = control_plane::webhooks::secrets::load_or_create_key(&config.data_dir)?;
+        config.control_plane.webhook_secret_key = Some(key);
+    }
     // Without a listener nobody would drain the histograms: no recorder.
     let metrics = match config.metrics_addr {
         Some(_) => Some(crate::admin::install_recorder()?),

@@ -286,6 +286,11 @@ impl Config {
         if let Some(v) = var("SMARTSOLAR_GATEWAY_CAPTURE_PATH") {
             self.gateway.capture_path = Some(v.into());
         }
+        set(
+            &var,
+            "SMARTSOLAR_GATEWAY_TCP_TLS",
+            &mut self.gateway.tcp_tls,
+        )?;
         let gw = &mut self.gateway;
         for (name, slot) in [
             ("SMARTSOLAR_GATEWAY_QUIC_ADDR", &mut gw.quic_listen),

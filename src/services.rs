@@ -177,7 +177,12 @@ pub(crate) async fn run(
             registry: Arc::new(control_plane::rtc::DbPresenceRegistry::new(state.clone())),
             fallback: Arc::new(control_plane::rtc::FallbackSms::new(state.clone())),
         };
-        let gw = gateway::Gateway::bind(config.gateway.clone(), deps)
+        let mut gw_config = config.gateway.clone();
+        // The generated certificate lives in the data dir, so units can pin it across restarts.
+        gw_config
+            .tls_dir
+            .get_or_insert_with(|| config.data_dir.clone());
+        let gw = gateway::Gateway::bind(gw_config, deps)
             .await
             .context("starting the gateway")?;
         tracing::info!(addrs = ?gw.local_addrs(), node = %config.gateway.node_id, "gateway listening");

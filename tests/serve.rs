@@ -115,9 +115,22 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
         r.text().await.unwrap()
     );
 
-    // A unit connects over TCP, proves its key and sends telemetry.
+    // Without SMARTSOLAR_WEBHOOK_SECRET_KEY the server generated its webhook key, and the
+    // gateway its TLS key, into the data dir, readable by the owner only.
+    #[cfg(unix)]
+    for file in ["webhook-secret.key", "gateway-key.pem"] {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.path().join("data").join(file)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");
+    }
+    // A unit connects over TCP, inside TLS by default, pinning the certificate the
+    // gateway generated into the data dir; proves its key and sends telemetry.
     let addr: SocketAddr = format!("127.0.0.1:{tcp}").parse().unwrap();
-    let mut unit = sim::UnitConn::tcp(addr).await.unwrap();
+    let cert = sim::pem_certificate(&dir.path().join("data").join("gateway-cert.pem")).unwrap();
+    // Plain framed TCP is not spoken on the TLS listener.
+    let mut plain = sim::UnitConn::tcp(addr).await.unwrap();
+    assert!(plain.handshake(Some(imei), key).await.is_err());
+    let mut unit = sim::UnitConn::tcp_tls(addr, &cert).await.unwrap();
     unit.handshake(Some(imei), key).await.unwrap();
     let now = sim::now_s();
     unit.send_raw(&sim::telemetry(now, 1)).await.unwrap();
@@ -230,7 +243,11 @@ async fn a_gateway_process_serves_metrics_and_probes_on_its_admin_address() {
         "gateway",
         dir.path(),
         metrics,
-        &[("SMARTSOLAR_GATEWAY_TCP_ADDR", format!("127.0.0.1:{tcp}"))],
+        &[
+            ("SMARTSOLAR_GATEWAY_TCP_ADDR", format!("127.0.0.1:{tcp}")),
+            // Plain framed TCP, by explicit configuration.
+            ("SMARTSOLAR_GATEWAY_TCP_TLS", "false".into()),
+        ],
     );
     let client = reqwest::Client::new();
     let admin = format!("http://127.0.0.1:{metrics}");

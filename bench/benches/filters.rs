@@ -5,8 +5,8 @@
 
 use std::hint::black_box;
 
-use control_plane::catalogue::Catalogue;
-use control_plane::query::{self, Page, Visibility};
+use control_plane::catalogue::{Catalogue, Permission};
+use control_plane::query::{self, Page, Viewer, Visibility};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use sea_query::PostgresQueryBuilder;
@@ -15,7 +15,10 @@ use smartsolar_bench::PRODUCT_QUERY;
 fn filters(c: &mut Criterion) {
     let cat = Catalogue::builtin();
     let product = cat.table("product").expect("product table");
-    let visibility = Visibility::Entity(42);
+    let visibility = Viewer {
+        visibility: Visibility::Entity(42),
+        permission: Permission::Admin,
+    };
     let page = Some(Page {
         page: 2,
         per_page: 10,

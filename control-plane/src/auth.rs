@@ -7,8 +7,9 @@
 //! request, the sliding expiry is written back at most once a minute and
 //! verified tokens are cached in memory for a few seconds.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -17,7 +18,7 @@ use argon2::Argon2;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{Duration, NaiveDateTime};
-use dashmap::DashMap;
+use moka::sync::Cache;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sea_query::{Alias, Expr, Query};
@@ -55,6 +56,40 @@ impl Clock {
     pub fn advance(&self, secs: i64) {
         self.offset_secs.fetch_add(secs, Ordering::Relaxed);
     }
+}
+
+/// How many argon2 computations run at once: one per core. Each takes tens
+/// of milliseconds of CPU and about 19 MiB; more at once would only queue
+/// on the same cores and multiply the memory.
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+/// Runs an argon2 computation on the blocking pool, at most
+/// [`hashing_permits`] at a time, so logins never occupy the async runtime
+/// threads that also carry the API and the gateway.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let _permit = hashing_permits()
+        .acquire()
+        .await
+        .expect("the hashing semaphore is never closed");
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// [`hash_password`] off the async runtime (see [`off_runtime`]).
+pub async fn hash_password_blocking(password: String) -> Result<String, ApiError> {
+    off_runtime(move || hash_password(&password)).await
+}
+
+/// [`verify_password`] off the async runtime (see [`off_runtime`]).
+pub async fn verify_password_blocking(hash: String, password: String) -> bool {
+    off_runtime(move || verify_password(&hash, &password)).await
 }
 
 /// Hashes a password with argon2id and a random salt (PHC string format).
@@ -102,6 +137,14 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
+    /// What queries run on this user's behalf may read.
+    pub fn viewer(&self) -> crate::query::Viewer {
+        crate::query::Viewer {
+            visibility: self.visibility,
+            permission: self.permissions,
+        }
+    }
+
     /// 403 unless the user's level is at least `needed`.
     pub fn require(&self, needed: Permission) -> Result<(), ApiError> {
         if self.permissions >= needed {
@@ -122,53 +165,135 @@ struct CachedToken {
     checked_at: NaiveDateTime,
 }
 
-/// Verified tokens by digest, and failed logins by username.
-#[derive(Debug, Default)]
+/// Most verified tokens kept in memory; past it the least used are dropped
+/// (and looked up again on their next use).
+const MAX_CACHED_TOKENS: u64 = 100_000;
+
+/// Most failure counters kept; past it the least used are dropped, which
+/// only ever forgets failures (bounded memory under a spraying attack).
+const MAX_FAILURE_COUNTERS: u64 = 1_000_000;
+
+/// A client address may fail this many times `login_max_failures` within
+/// the window, over all usernames, before it is refused (password spraying).
+pub const ADDRESS_FAILURE_FACTOR: u32 = 4;
+
+/// Whose failed logins a counter counts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FailureKey {
+    /// One username from one client address: `login_max_failures` of these
+    /// lock that address out of that username only, so a stranger cannot
+    /// lock the user out from everywhere.
+    Pair(Option<IpAddr>, String),
+    /// One client address over every username.
+    Address(Option<IpAddr>),
+}
+
+/// Verified tokens by digest, and failed logins by client address and
+/// username. Both are bounded caches whose entries also expire (moka), so
+/// neither grows without limit.
 pub struct AuthCache {
-    tokens: DashMap<String, CachedToken>,
-    failures: DashMap<String, (u32, NaiveDateTime)>,
+    tokens: Cache<String, CachedToken>,
+    failures: Cache<FailureKey, (u32, NaiveDateTime)>,
+}
+
+impl std::fmt::Debug for AuthCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthCache")
+            .field("tokens", &self.tokens.entry_count())
+            .field("failures", &self.failures.entry_count())
+            .finish()
+    }
+}
+
+impl Default for AuthCache {
+    fn default() -> Self {
+        Self::new(900)
+    }
 }
 
 impl AuthCache {
-    /// Forgets every cached token of a user (after a password or permission change or deletion).
-    pub fn forget_user(&self, user_id: i64) {
-        self.tokens.retain(|_, t| t.user.user_id != user_id);
+    /// Caches whose failure counters expire `window_secs` after their first failure.
+    pub fn new(window_secs: i64) -> Self {
+        let window = std::time::Duration::from_secs(window_secs.max(1) as u64);
+        Self {
+            tokens: Cache::builder()
+                .max_capacity(MAX_CACHED_TOKENS)
+                .time_to_live(std::time::Duration::from_secs(CACHE_SECS as u64))
+                .build(),
+            failures: Cache::builder()
+                .max_capacity(MAX_FAILURE_COUNTERS)
+                .time_to_live(window)
+                .build(),
+        }
     }
 
-    /// `Err(429)` when `username` has failed too often within the window.
+    /// Forgets every cached token of a user (after a password or permission change or deletion).
+    pub fn forget_user(&self, user_id: i64) {
+        for (digest, cached) in self.tokens.iter() {
+            if cached.user.user_id == user_id {
+                self.tokens.invalidate(digest.as_ref());
+            }
+        }
+    }
+
+    fn count(&self, key: &FailureKey, now: NaiveDateTime, window_secs: i64) -> u32 {
+        match self.failures.get(key) {
+            Some((count, since)) if now - since < Duration::seconds(window_secs) => count,
+            _ => 0,
+        }
+    }
+
+    /// `Err(429)` when this address has failed too often for `username`,
+    /// or over all usernames, within the window.
     pub fn check_throttle(
         &self,
+        address: Option<IpAddr>,
         username: &str,
         now: NaiveDateTime,
         max: u32,
         window_secs: i64,
     ) -> Result<(), ApiError> {
-        if let Some(entry) = self.failures.get(username) {
-            let (count, since) = *entry;
-            if count >= max && now - since < Duration::seconds(window_secs) {
-                return Err(ApiError::TooManyRequests(format!(
-                    "Too many failed logins for '{username}'; try again later"
-                )));
-            }
+        let pair = FailureKey::Pair(address, username.to_string());
+        if self.count(&pair, now, window_secs) >= max {
+            return Err(ApiError::TooManyRequests(format!(
+                "Too many failed logins for '{username}' from your address; try again later"
+            )));
+        }
+        let addr = FailureKey::Address(address);
+        if self.count(&addr, now, window_secs) >= max.saturating_mul(ADDRESS_FAILURE_FACTOR) {
+            return Err(ApiError::TooManyRequests(
+                "Too many failed logins from your address; try again later".into(),
+            ));
         }
         Ok(())
     }
 
-    /// Records a failed login.
-    pub fn record_failure(&self, username: &str, now: NaiveDateTime, window_secs: i64) {
-        let mut entry = self
-            .failures
-            .entry(username.to_string())
-            .or_insert((0, now));
-        if now - entry.1 >= Duration::seconds(window_secs) {
-            *entry = (0, now);
+    /// Records a failed login of `username` from `address`.
+    pub fn record_failure(
+        &self,
+        address: Option<IpAddr>,
+        username: &str,
+        now: NaiveDateTime,
+        window_secs: i64,
+    ) {
+        for key in [
+            FailureKey::Pair(address, username.to_string()),
+            FailureKey::Address(address),
+        ] {
+            // get-then-insert may lose a concurrent increment; a counter that
+            // is one short under a race still throttles.
+            let (count, since) = match self.failures.get(&key) {
+                Some((c, since)) if now - since < Duration::seconds(window_secs) => (c, since),
+                _ => (0, now),
+            };
+            self.failures.insert(key, (count.saturating_add(1), since));
         }
-        entry.0 += 1;
     }
 
-    /// Clears failures after a successful login.
-    pub fn record_success(&self, username: &str) {
-        self.failures.remove(username);
+    /// Clears this address's failures for `username` after a successful login.
+    pub fn record_success(&self, address: Option<IpAddr>, username: &str) {
+        self.failures
+            .invalidate(&FailureKey::Pair(address, username.to_string()));
     }
 }
 
@@ -276,10 +401,10 @@ pub async fn issue_token(
         ])
         .to_owned();
     tx.execute(&stmt).await?;
-    // Expired tokens of this user are of no further use.
+    // Expired tokens are of no further use to anyone: every login purges
+    // them all (tokens live hours, so the table stays small).
     let purge = Query::delete()
         .from_table(Alias::new("api_token"))
-        .and_where(Expr::col(Alias::new("user_id")).eq(user_id))
         .and_where(Expr::col(Alias::new("expires_at")).lt(now))
         .to_owned();
     tx.execute(&purge).await?;
@@ -293,7 +418,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
     let digest = token_digest(token);
     if let Some(cached) = state.auth.tokens.get(&digest) {
         if cached.expires_at > now && now - cached.checked_at < Duration::seconds(CACHE_SECS) {
-            return Ok(cached.user.clone());
+            return Ok(cached.user);
         }
     }
     // One query on a cache miss: the token's expiry and its user's record.
@@ -326,7 +451,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
         .and_then(crate::values::parse_datetime)
         .ok_or_else(invalid)?;
     if expires_at <= now {
-        state.auth.tokens.remove(&digest);
+        state.auth.tokens.invalidate(&digest);
         return Err(ApiError::Unauthorized(
             "Your token has expired; log in again".into(),
         ));
@@ -418,14 +543,43 @@ mod tests {
     fn throttle_blocks_after_max_failures_within_window() {
         let cache = AuthCache::default();
         let now = crate::values::now();
+        let attacker = Some(IpAddr::from([192, 0, 2, 1]));
+        let owner = Some(IpAddr::from([198, 51, 100, 7]));
         for _ in 0..3 {
-            cache.record_failure("bob", now, 60);
+            cache.record_failure(attacker, "bob", now, 60);
         }
-        assert!(cache.check_throttle("bob", now, 3, 60).is_err());
+        assert!(cache.check_throttle(attacker, "bob", now, 3, 60).is_err());
+        // The stranger's failures do not lock bob out from his own address.
+        assert!(cache.check_throttle(owner, "bob", now, 3, 60).is_ok());
         assert!(cache
-            .check_throttle("bob", now + Duration::seconds(61), 3, 60)
+            .check_throttle(attacker, "bob", now + Duration::seconds(61), 3, 60)
             .is_ok());
-        cache.record_success("bob");
-        assert!(cache.check_throttle("bob", now, 3, 60).is_ok());
+        cache.record_success(attacker, "bob");
+        assert!(cache.check_throttle(attacker, "bob", now, 3, 60).is_ok());
+    }
+
+    #[test]
+    fn throttle_blocks_an_address_spraying_many_usernames() {
+        let cache = AuthCache::default();
+        let now = crate::values::now();
+        let sprayer = Some(IpAddr::from([192, 0, 2, 9]));
+        for i in 0..(3 * ADDRESS_FAILURE_FACTOR) {
+            let user = format!("user{i}");
+            assert!(cache.check_throttle(sprayer, &user, now, 3, 60).is_ok());
+            cache.record_failure(sprayer, &user, now, 60);
+        }
+        let err = cache
+            .check_throttle(sprayer, "fresh-name", now, 3, 60)
+            .unwrap_err();
+        assert!(err.to_string().contains("from your address"), "{err}");
+        assert!(cache
+            .check_throttle(
+                Some(IpAddr::from([192, 0, 2, 10])),
+                "fresh-name",
+                now,
+                3,
+                60
+            )
+            .is_ok());
     }
 }

@@ -14,6 +14,15 @@ use serde::Deserialize;
 /// The catalogue as shipped in the binary.
 const TABLES_JSON: &str = include_str!("../catalogue/tables.json");
 
+/// How each table's rows belong to an entity (see [`ScopeDecl`]), kept apart
+/// from `tables.json` so the declaration of every table reads as one list.
+const SCOPES_JSON: &str = include_str!("../catalogue/scopes.json");
+
+/// The lowest level that may read, filter or sort by a credential column
+/// (`product.device_key`): the level that provisions units, whose create
+/// actions return the key (spec: `/products/create_hub2`, FACTORY).
+pub const SECRET_READ_LEVEL: Permission = Permission::Factory;
+
 /// The system-maintained columns every record carries (spec: "Meta Data").
 pub const META_COLUMNS: [&str; 4] = ["created_at", "created_by", "modified_at", "modified_by"];
 
@@ -145,6 +154,19 @@ impl Column {
     pub fn is_write_only(&self) -> bool {
         self.name == "password" || self.name == "key"
     }
+
+    /// A credential that only [`SECRET_READ_LEVEL`] and above may read,
+    /// filter or sort by: `device_key` is a unit's HMAC identity on the
+    /// gateway and its HTTP Basic password, so whoever reads it can
+    /// impersonate the unit (forge balances, pull its MT commands).
+    pub fn is_secret(&self) -> bool {
+        self.name == "device_key"
+    }
+
+    /// Whether a user with `level` may read (and filter or sort by) this column.
+    pub fn readable_by(&self, level: Permission) -> bool {
+        !self.is_write_only() && (!self.is_secret() || level >= SECRET_READ_LEVEL)
+    }
 }
 
 /// Which permission each HTTP method needs; a missing method answers 405.
@@ -173,11 +195,36 @@ pub struct Relation {
     pub to_one: bool,
 }
 
-/// How a row of a table belongs to a product, for ENTITY-scoped users.
+/// How a table declares (in `catalogue/scopes.json`) that its rows belong
+/// to an entity. Every table must declare one; a table that does not is
+/// refused to ENTITY users (fail closed).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeDecl {
+    /// Reference data that belongs to no entity (types, networks): visible to all.
+    Global,
+    /// Only GLOBAL users may read it (users, dead letters whose unit may be unknown).
+    Admin,
+    /// The named column holds the product IMEI.
+    Product(String),
+    /// The named column holds the owning entity's id.
+    Entity(String),
+    /// The named foreign key points at a row of a scoped table.
+    Via(String),
+    /// Parts: through `part_product_linker` (unlinked stock stays visible).
+    PartLinker,
+}
+
+/// How a row of a table belongs to an entity, for ENTITY-scoped users,
+/// resolved from its [`ScopeDecl`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProductScope {
     /// Reference data that belongs to no product: visible to every user.
     Unscoped,
+    /// Refused to ENTITY users: declared admin only, or not declared at all.
+    Refused,
+    /// The row's own column holds the owning entity's id.
+    Entity(String),
     /// The row's own column holds the product IMEI (`product_imei`, or the
     /// product table's primary key).
     Column(String),
@@ -240,9 +287,17 @@ impl Table {
         self.relations.iter().find(|r| r.name == name)
     }
 
-    /// The columns returned to clients, in declaration order.
+    /// The columns any reader may see, in declaration order: no write-only
+    /// columns and no credentials ([`Column::is_secret`]). Internal reads
+    /// that end in a response use these, so a credential never leaks
+    /// through an action's answer.
     pub fn readable_columns(&self) -> impl Iterator<Item = &Column> {
-        self.columns.iter().filter(|c| !c.is_write_only())
+        self.readable_columns_for(Permission::Overview)
+    }
+
+    /// The columns a user with `level` may read, in declaration order.
+    pub fn readable_columns_for(&self, level: Permission) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(move |c| c.readable_by(level))
     }
 
     /// The permission a method needs, or `None` when the method is not allowed.
@@ -274,6 +329,9 @@ pub enum CatalogueError {
     /// A table has no, or more than one, primary key.
     #[error("table {0} must have exactly one primary key")]
     PrimaryKey(String),
+    /// A scope declaration does not fit its table.
+    #[error("scope of table {table}: {problem}")]
+    Scope { table: String, problem: String },
     /// A foreign key names a table that does not exist.
     #[error("column {table}.{column} references unknown table {target}")]
     UnknownTarget {
@@ -291,15 +349,36 @@ struct CatalogueFile {
     tables: Vec<Table>,
 }
 
+#[derive(Deserialize)]
+struct ScopesFile {
+    scopes: HashMap<String, ScopeDecl>,
+}
+
 impl Catalogue {
     /// The catalogue compiled into the binary.
     pub fn builtin() -> Self {
-        Self::from_json(TABLES_JSON).expect("the shipped catalogue is valid (tested)")
+        Self::from_json_with_scopes(TABLES_JSON, SCOPES_JSON)
+            .expect("the shipped catalogue is valid (tested)")
     }
 
-    /// Parses and validates a catalogue, resolving relations and scope.
+    /// The scope declarations shipped in the binary, by table name.
+    pub fn builtin_scope_declarations() -> HashMap<String, ScopeDecl> {
+        serde_json::from_str::<ScopesFile>(SCOPES_JSON)
+            .expect("the shipped scopes are valid (tested)")
+            .scopes
+    }
+
+    /// Parses and validates a catalogue without scope declarations: every
+    /// table is then refused to ENTITY users.
     pub fn from_json(json: &str) -> Result<Self, CatalogueError> {
+        Self::from_json_with_scopes(json, r#"{"scopes": {}}"#)
+    }
+
+    /// Parses and validates a catalogue and its scope declarations,
+    /// resolving relations and scope.
+    pub fn from_json_with_scopes(json: &str, scopes: &str) -> Result<Self, CatalogueError> {
         let file: CatalogueFile = serde_json::from_str(json)?;
+        let decls = serde_json::from_str::<ScopesFile>(scopes)?.scopes;
         let mut tables = file.tables;
         let mut by_name = HashMap::new();
         for (i, t) in tables.iter_mut().enumerate() {
@@ -335,10 +414,16 @@ impl Catalogue {
         for (t, rels) in tables.iter_mut().zip(relations) {
             t.relations = rels;
         }
+        if let Some(unknown) = decls.keys().find(|n| !by_name.contains_key(*n)) {
+            return Err(CatalogueError::Scope {
+                table: unknown.clone(),
+                problem: "declared, but there is no such table".into(),
+            });
+        }
         let scopes: Vec<ProductScope> = tables
             .iter()
-            .map(|t| resolve_scope(t, &tables, &by_name))
-            .collect();
+            .map(|t| resolve_scope(t, decls.get(&t.name), &decls))
+            .collect::<Result<_, _>>()?;
         for (t, scope) in tables.iter_mut().zip(scopes) {
             t.scope = scope;
         }
@@ -437,52 +522,52 @@ fn singular(name: &str) -> String {
     }
 }
 
-/// Decides how a table's rows belong to a product (see [`ProductScope`]).
+/// Resolves a table's [`ScopeDecl`] (see [`ProductScope`]); a table
+/// without one is [`ProductScope::Refused`].
 fn resolve_scope(
     table: &Table,
-    tables: &[Table],
-    by_name: &HashMap<String, usize>,
-) -> ProductScope {
-    if table.name == "product" {
-        return ProductScope::Column(table.primary_key().name.clone());
-    }
-    if let Some(c) = table
-        .columns
-        .iter()
-        .find(|c| c.foreign_key.as_deref() == Some("product"))
-    {
-        return ProductScope::Column(c.name.clone());
-    }
-    // One hop through a foreign key to a table that holds the IMEI itself.
-    // Columns that only point at a product-owned row as a pointer to "latest"
-    // data are skipped in favour of the owning row's own IMEI above.
-    for c in &table.columns {
-        let Some(target) = &c.foreign_key else {
-            continue;
-        };
-        if target == &table.name || c.name.starts_with("latest_") {
-            continue;
-        }
-        let t = &tables[by_name[target]];
-        if t.name != "product"
-            && t.columns
-                .iter()
-                .any(|tc| tc.foreign_key.as_deref() == Some("product"))
-        {
-            return ProductScope::Via {
-                column: c.name.clone(),
-                table: t.name.clone(),
-            };
-        }
-    }
-    if table.name == "part" {
-        return ProductScope::Linked {
+    decl: Option<&ScopeDecl>,
+    decls: &HashMap<String, ScopeDecl>,
+) -> Result<ProductScope, CatalogueError> {
+    let problem = |p: String| CatalogueError::Scope {
+        table: table.name.clone(),
+        problem: p,
+    };
+    let column = |c: &str| {
+        table
+            .column(c)
+            .map(|_| c.to_string())
+            .ok_or_else(|| problem(format!("no column {c}")))
+    };
+    Ok(match decl {
+        None | Some(ScopeDecl::Admin) => ProductScope::Refused,
+        Some(ScopeDecl::Global) => ProductScope::Unscoped,
+        Some(ScopeDecl::Product(c)) => ProductScope::Column(column(c)?),
+        Some(ScopeDecl::Entity(c)) => ProductScope::Entity(column(c)?),
+        Some(ScopeDecl::PartLinker) => ProductScope::Linked {
             table: "part_product_linker".into(),
             column: "part_id".into(),
             imei_column: "product_imei".into(),
-        };
-    }
-    ProductScope::Unscoped
+        },
+        Some(ScopeDecl::Via(c)) => {
+            let target = table
+                .column(c)
+                .and_then(|col| col.foreign_key.clone())
+                .ok_or_else(|| problem(format!("{c} is not a foreign key")))?;
+            // Through a global table would show every row: declare it global instead.
+            match decls.get(&target) {
+                None | Some(ScopeDecl::Global) | Some(ScopeDecl::Admin) => {
+                    return Err(problem(format!(
+                        "{c} points at {target}, which is not scoped by entity"
+                    )))
+                }
+                Some(_) => ProductScope::Via {
+                    column: c.clone(),
+                    table: target,
+                },
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -535,7 +620,14 @@ mod tests {
     #[test]
     fn scope_follows_product_references() {
         let cat = Catalogue::builtin();
-        assert_eq!(cat.table("entity").unwrap().scope, ProductScope::Unscoped);
+        assert_eq!(
+            cat.table("entity").unwrap().scope,
+            ProductScope::Entity("entity_id".into())
+        );
+        assert_eq!(
+            cat.table("product_type").unwrap().scope,
+            ProductScope::Unscoped
+        );
         assert_eq!(
             cat.table("alert").unwrap().scope,
             ProductScope::Column("product_imei".into())
@@ -548,6 +640,59 @@ mod tests {
             cat.table("part").unwrap().scope,
             ProductScope::Linked { .. }
         ));
+    }
+
+    #[test]
+    fn every_table_declares_its_scope() {
+        let decls = Catalogue::builtin_scope_declarations();
+        let cat = Catalogue::builtin();
+        for t in cat.tables() {
+            assert!(decls.contains_key(&t.name), "{} declares no scope", t.name);
+        }
+        assert_eq!(decls.len(), cat.tables().len());
+        assert_eq!(
+            cat.table("subscriber").unwrap().scope,
+            ProductScope::Entity("entity_id".into())
+        );
+        assert_eq!(cat.table("user").unwrap().scope, ProductScope::Refused);
+        assert!(matches!(
+            cat.table("part_parameter").unwrap().scope,
+            ProductScope::Via { ref table, .. } if table == "part"
+        ));
+        assert!(matches!(
+            cat.table("shop").unwrap().scope,
+            ProductScope::Via { ref table, .. } if table == "hub"
+        ));
+    }
+
+    #[test]
+    fn an_undeclared_table_is_refused_and_bad_declarations_fail() {
+        let cat = Catalogue::from_json(TABLES_JSON).unwrap();
+        assert!(cat
+            .tables()
+            .iter()
+            .all(|t| t.scope == ProductScope::Refused));
+        let bad = r#"{"scopes": {"shop": {"via": "shop_id"}}}"#;
+        assert!(Catalogue::from_json_with_scopes(TABLES_JSON, bad).is_err());
+        let global_via = r#"{"scopes": {"network": "global", "sim_provider_network_linker": {"via": "network_id"}}}"#;
+        let err = Catalogue::from_json_with_scopes(TABLES_JSON, global_via).unwrap_err();
+        assert!(err.to_string().contains("not scoped"), "{err}");
+        let unknown = r#"{"scopes": {"no_such_table": "global"}}"#;
+        assert!(Catalogue::from_json_with_scopes(TABLES_JSON, unknown).is_err());
+    }
+
+    #[test]
+    fn device_key_is_a_credential_readable_from_factory() {
+        let cat = Catalogue::builtin();
+        let product = cat.table("product").unwrap();
+        let key = product.column("device_key").unwrap();
+        assert!(key.is_secret());
+        assert!(!key.readable_by(Permission::Admin));
+        assert!(key.readable_by(Permission::Factory));
+        assert!(!product.readable_columns().any(|c| c.name == "device_key"));
+        assert!(product
+            .readable_columns_for(Permission::System)
+            .any(|c| c.name == "device_key"));
     }
 
     #[test]

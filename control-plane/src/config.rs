@@ -84,9 +84,10 @@ pub struct ControlPlaneConfig {
     /// Address ranges (CIDR) subscriber URLs may not point at, checked on
     /// subscribe and again on every connection
     /// (`SMARTSOLAR_WEBHOOK_DENY_CIDRS`, comma-separated). The default
-    /// denies private, link-local, shared and unspecified ranges; loopback
-    /// is allowed so local receivers and tests work (add `127.0.0.0/8,::1/128`
-    /// to deny it).
+    /// denies loopback, private, link-local, shared and unspecified ranges,
+    /// so an ENTITY ADMIN cannot make the server call its own local
+    /// services; a deployment (or a test) with a local receiver allows it by
+    /// setting the list without `127.0.0.0/8,::1/128`.
     pub webhook_deny_cidrs: Vec<String>,
     /// The operator console's map tiles: a URL template with `{z}`, `{x}`
     /// and `{y}` (and optionally `{s}`), e.g. a local tile server's
@@ -128,11 +129,23 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// The ranges of [`default_webhook_deny_cidrs`] that are this host itself.
+pub const LOOPBACK_CIDRS: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
+/// The default deny list without loopback: for a receiver on this host
+/// (tests, a local relay). Set explicitly; never the default.
+pub fn webhook_deny_cidrs_allowing_loopback() -> Vec<String> {
+    let mut cidrs = default_webhook_deny_cidrs();
+    cidrs.retain(|c| !LOOPBACK_CIDRS.contains(&c.as_str()));
+    cidrs
+}
+
 /// The default of `webhook_deny_cidrs`.
 pub fn default_webhook_deny_cidrs() -> Vec<String> {
     [
         "0.0.0.0/8",
         "10.0.0.0/8",
+        "127.0.0.0/8",
         "100.64.0.0/10",
         "169.254.0.0/16",
         "172.16.0.0/12",
@@ -142,6 +155,7 @@ pub fn default_webhook_deny_cidrs() -> Vec<String> {
         "224.0.0.0/4",
         "240.0.0.0/4",
         "::/128",
+        "::1/128",
         "fc00::/7",
         "fe80::/10",
         "ff00::/8",

@@ -52,6 +52,26 @@ pub fn count_events(event: &'static str, n: u64) {
     }
 }
 
+/// The most credit, in seconds, a unit can hold, and so the largest
+/// magnitude of one payment command and the largest balance or final
+/// balance a unit may report: `i32::MAX` (about 68 years). The RTC protocol
+/// carries credit as CBOR integers of seconds (`docs/rtc-protocol.md`,
+/// messages 3, 7 and 19) and states this bound, so a firmware can keep its
+/// balance in a signed 32-bit register. Checking it at the API keeps every
+/// ledger sum, and `at + balance` for the expected expiry, far inside `i64`
+/// and chrono's range; the ledger arithmetic is checked as well.
+pub const MAX_CREDIT_SECONDS: i64 = i32::MAX as i64;
+
+/// A credit value within [`MAX_CREDIT_SECONDS`] either way, or the error
+/// that names the bound.
+pub fn check_credit(what: &'static str, value: i64) -> Result<i64, DcmError> {
+    if value.checked_abs().is_some_and(|v| v <= MAX_CREDIT_SECONDS) {
+        Ok(value)
+    } else {
+        Err(DcmError::OutOfRange { what, value })
+    }
+}
+
 /// `status` of a command not yet confirmed by the unit.
 pub const STATUS_PENDING: &str = "pending";
 /// `status` of a command the unit has confirmed.
@@ -142,6 +162,13 @@ pub enum DcmError {
     /// 400 (gateway): a unit reported a negative balance.
     #[error("a balance can never be negative, got {0}")]
     NegativeBalance(i64),
+    /// 400 (field `value`, or `balance` from a unit): beyond what a unit can hold.
+    #[error("{what} must be between -{max} and {max} seconds (the most credit a unit can hold, MAX_CREDIT_SECONDS), got {value}", max = MAX_CREDIT_SECONDS)]
+    OutOfRange { what: &'static str, value: i64 },
+    /// 400: the cycle's sums would leave the range of the ledger (only
+    /// reachable with data written around the API's bounds).
+    #[error("the ledger of product {0} would overflow; force-reset the unit")]
+    LedgerOverflow(String),
     /// The database failed (or a constraint fired that is not one of the above).
     #[error(transparent)]
     Db(#[from] DbError),
@@ -154,9 +181,10 @@ impl From<DcmError> for ApiError {
                 Self::NotFound(err.to_string())
             }
             DcmError::DuplicateTransaction(_) => Self::field("transaction_id", err.to_string()),
-            DcmError::BadValue { .. } | DcmError::RemovesMoreThanAdded { .. } => {
-                Self::field("value", err.to_string())
-            }
+            DcmError::BadValue { .. }
+            | DcmError::RemovesMoreThanAdded { .. }
+            | DcmError::OutOfRange { .. } => Self::field("value", err.to_string()),
+            DcmError::LedgerOverflow(_) => Self::BadRequest(err.to_string()),
             DcmError::ForceResetCategory => Self::field("category", err.to_string()),
             DcmError::NegativeBalance(_) => Self::field("balance", err.to_string()),
             DcmError::NotDcmEnabled(_)
@@ -390,28 +418,31 @@ async fn fetch_commands(
         .collect())
 }
 
-fn summarise(commands: &[PaymentCommand]) -> Ledger {
+/// The cycle's sums, every step checked: `None` when one leaves `i64`.
+fn summarise(commands: &[PaymentCommand]) -> Option<Ledger> {
     let mut ledger = Ledger::default();
     for c in commands {
         match c.category {
-            Category::Payment => ledger.added += c.value,
-            Category::BadPayment => ledger.removed += -c.value,
+            Category::Payment => ledger.added = ledger.added.checked_add(c.value)?,
+            Category::BadPayment => {
+                ledger.removed = ledger.removed.checked_add(c.value.checked_neg()?)?
+            }
             Category::ZeroCommand if !c.is_acknowledged() => {
                 ledger.pending_zero_command = Some(c.payment_command_id);
             }
             Category::ZeroCommand | Category::ForceReset => {}
         }
         if matches!(c.category, Category::Payment | Category::BadPayment) && !c.is_acknowledged() {
-            ledger.outstanding += c.value;
+            ledger.outstanding = ledger.outstanding.checked_add(c.value)?;
         }
     }
-    ledger
+    Some(ledger)
 }
 
 /// The sums of a unit's current cycle, read inside `tx` (call after
 /// [`lock_product`] when the result decides a write).
-pub async fn ledger(tx: &mut Tx, imei: &str) -> Result<Ledger, DbError> {
-    Ok(summarise(&cycle(tx, imei).await?))
+pub async fn ledger(tx: &mut Tx, imei: &str) -> Result<Ledger, DcmError> {
+    summarise(&cycle(tx, imei).await?).ok_or_else(|| DcmError::LedgerOverflow(imei.into()))
 }
 
 async fn transaction_id_used(tx: &mut Tx, transaction_id: &str) -> Result<bool, DbError> {
@@ -425,6 +456,7 @@ async fn transaction_id_used(tx: &mut Tx, transaction_id: &str) -> Result<bool, 
 
 /// Checks the value's sign against the category (the spec's rules).
 pub fn check_value(command: &NewCommand) -> Result<(), DcmError> {
+    check_credit("a payment_command value", command.value)?;
     let (ok, rule) = match command.category {
         Category::Payment => (command.value > 0, "> 0"),
         Category::BadPayment => (command.value < 0, "< 0"),
@@ -522,8 +554,12 @@ pub async fn add_payment_command(
         });
     }
     if command.category == Category::BadPayment {
-        let requested = -command.value;
-        let available = ledger.added - ledger.removed;
+        // Bounded by check_credit, so the negation cannot overflow.
+        let requested = command.value.saturating_neg();
+        let available = ledger
+            .added
+            .checked_sub(ledger.removed)
+            .ok_or_else(|| DcmError::LedgerOverflow(imei.into()))?;
         if requested > available {
             return Err(DcmError::RemovesMoreThanAdded {
                 requested,
@@ -693,6 +729,7 @@ pub async fn acknowledge(
         if balance < 0 {
             return Err(DcmError::NegativeBalance(balance));
         }
+        check_credit("a reported balance", balance)?;
         store_balance(tx, imei, balance, at, actor, false).await?;
     }
     Ok(Acknowledged { command, newly })
@@ -815,6 +852,7 @@ pub async fn record_balance(
     if balance < 0 {
         return Err(DcmError::NegativeBalance(balance));
     }
+    check_credit("a reported balance", balance)?;
     lock_product(tx, cat, imei, &Visibility::Global).await?;
     Ok(store_balance(tx, imei, balance, at, actor, false).await?)
 }
@@ -885,6 +923,7 @@ pub async fn record_final_balance(
     if final_balance < 0 {
         return Err(DcmError::NegativeBalance(final_balance));
     }
+    check_credit("a final balance", final_balance)?;
     lock_product(tx, cat, imei, &Visibility::Global).await?;
     let zero = command_of(tx, imei, zero_command_id).await?;
     if zero.category != Category::ZeroCommand {
@@ -908,8 +947,8 @@ pub async fn record_final_balance(
             .iter()
             .filter(|c| c.payment_command_id < zero_command_id)
             .filter(|c| matches!(c.category, Category::Payment | Category::BadPayment))
-            .map(|c| c.value)
-            .sum()
+            .try_fold(0i64, |sum, c| sum.checked_add(c.value))
+            .ok_or_else(|| DcmError::LedgerOverflow(imei.into()))?
     };
     let status = if superseded {
         FINAL_BALANCE_SUPERSEDED
@@ -1003,4 +1042,68 @@ pub async fn balance_and_pending(
         .map(decode_command)
         .collect();
     Ok((balance, pending))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(category: Category, value: i64) -> PaymentCommand {
+        PaymentCommand {
+            payment_command_id: 1,
+            product_imei: "1".into(),
+            value,
+            category,
+            void: false,
+            status: None,
+            transaction_id: "t".into(),
+            created_at: None,
+            modified_at: None,
+        }
+    }
+
+    #[test]
+    fn credit_is_bounded_by_what_a_unit_holds() {
+        for bad in [
+            i64::MIN,
+            i64::MAX,
+            MAX_CREDIT_SECONDS + 1,
+            -MAX_CREDIT_SECONDS - 1,
+        ] {
+            let err = check_credit("value", bad).unwrap_err().to_string();
+            assert!(
+                err.contains("MAX_CREDIT_SECONDS") && err.contains("2147483647"),
+                "{err}"
+            );
+        }
+        assert!(check_credit("value", MAX_CREDIT_SECONDS).is_ok());
+        assert!(check_credit("value", -MAX_CREDIT_SECONDS).is_ok());
+        let extreme = NewCommand {
+            category: Category::BadPayment,
+            value: i64::MIN,
+            transaction_id: "t".into(),
+        };
+        assert!(matches!(
+            check_value(&extreme),
+            Err(DcmError::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn ledger_sums_are_checked_not_wrapped() {
+        let fine = [
+            command(Category::Payment, MAX_CREDIT_SECONDS),
+            command(Category::BadPayment, -5),
+        ];
+        let ledger = summarise(&fine).unwrap();
+        assert_eq!(ledger.added, MAX_CREDIT_SECONDS);
+        assert_eq!(ledger.removed, 5);
+        // Rows written around the API (or before the bound) cannot wrap the sums.
+        let huge = [
+            command(Category::Payment, i64::MAX),
+            command(Category::Payment, 1),
+        ];
+        assert!(summarise(&huge).is_none());
+        assert!(summarise(&[command(Category::BadPayment, i64::MIN)]).is_none());
+    }
 }

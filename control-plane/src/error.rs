@@ -101,7 +101,11 @@ impl From<ValueError> for ApiError {
 
 impl From<QueryError> for ApiError {
     fn from(err: QueryError) -> Self {
-        Self::BadRequest(err.to_string())
+        if err.is_forbidden() {
+            Self::Forbidden(err.to_string())
+        } else {
+            Self::BadRequest(err.to_string())
+        }
     }
 }
 

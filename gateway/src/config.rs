@@ -27,12 +27,19 @@ pub struct GatewayConfig {
     pub tcp_listen: Option<SocketAddr>,
     /// Legacy HTTP listen address (`/rm_data`, `/rc_data`); `None` disables it.
     pub http_listen: Option<SocketAddr>,
-    /// Certificate chain and key (PEM) for QUIC and TLS-over-TCP. Without them a self-signed
-    /// certificate for `localhost` is generated at start (development only).
+    /// Certificate chain and key (PEM) for QUIC and TLS-over-TCP. Without them the
+    /// certificate kept in `tls_dir` is used (generated there on first start).
     pub tls_cert_path: Option<PathBuf>,
     /// See `tls_cert_path`.
     pub tls_key_path: Option<PathBuf>,
-    /// Wrap the TCP listener in TLS.
+    /// Where the generated certificate is kept when no `tls_cert_path`/`tls_key_path` is
+    /// configured: `gateway-cert.pem` and `gateway-key.pem` (mode 0600), created on first start
+    /// and reused on every restart, so units can pin it. The binary sets it to its data
+    /// directory. Unset: a fresh self-signed certificate per start (tests only).
+    pub tls_dir: Option<PathBuf>,
+    /// Wrap the TCP listener in TLS (default). Plain TCP carries MT frames, payment commands
+    /// included, without integrity protection: switch it off only on a network you trust, or in
+    /// tests and the load test (`SMARTSOLAR_GATEWAY_TCP_TLS=false`).
     pub tcp_tls: bool,
     /// The private-APN network (`rtc_network_name`, e.g. `Aeris`) the QUIC and TCP listeners
     /// face: units are then looked up by source address first.
@@ -119,7 +126,8 @@ impl Default for GatewayConfig {
             http_listen: Some(([0, 0, 0, 0], 8089).into()),
             tls_cert_path: None,
             tls_key_path: None,
-            tcp_tls: false,
+            tls_dir: None,
+            tcp_tls: true,
             ip_network: None,
             max_frame: codec::frame::DEFAULT_MAX_FRAME,
             handshake_timeout_ms: 10_000,
@@ -148,6 +156,8 @@ impl GatewayConfig {
             quic_listen: any,
             tcp_listen: any,
             http_listen: any,
+            // Tests and the load test speak plain framed TCP, by this explicit choice.
+            tcp_tls: false,
             ..Self::default()
         }
     }

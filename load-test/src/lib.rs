@@ -9,7 +9,7 @@
 //! - `unit.rs`: what one simulated unit does (hello, periodic status/telemetry/event logs,
 //!   answering MT with DCM balances, reconnect storms) and the legacy HTTP units.
 //!
-//! The wire-level unit (handshake, framing, sending) is `gateway::sim`.
+//! The wire-level unit (handshake, framing, sending) is the `sim` crate.
 
 use std::net::SocketAddr;
 

@@ -39,6 +39,17 @@ pub enum SimError {
     /// QUIC connect failure.
     #[error("quic: {0}")]
     Quic(String),
+    /// TLS (over TCP) setup failure.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// The DER of the first certificate in a PEM file (the gateway's, to pin it).
+pub fn pem_certificate(path: &std::path::Path) -> Result<Vec<u8>, SimError> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::from_pem_file(path)
+        .map(|c| c.to_vec())
+        .map_err(|e| SimError::Tls(format!("{}: {e}", path.display())))
 }
 
 type Reader = FramedRead<Box<dyn AsyncRead + Send + Unpin>, FrameCodec>;
@@ -64,17 +75,7 @@ const CLIENT_SOCKET_BUFFER: usize = 212_992;
 /// A QUIC client endpoint that trusts exactly `cert_der` (the gateway's certificate), sends
 /// QUIC keep-alives every `keep_alive` (idle timeout four times that) and serves many connections from one UDP socket.
 pub fn quic_endpoint(cert_der: &[u8], keep_alive: Duration) -> Result<quinn::Endpoint, SimError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(cert_der.to_vec()))
-        .map_err(|e| SimError::Quic(e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| SimError::Quic(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![codec::handshake::ALPN.to_vec()];
+    let tls = pinned_tls(cert_der).map_err(SimError::Quic)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| SimError::Quic(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
@@ -97,6 +98,23 @@ pub fn quic_endpoint(cert_der: &[u8], keep_alive: Duration) -> Result<quinn::End
     Ok(endpoint)
 }
 
+/// A TLS 1.3 client configuration that trusts exactly `cert_der` (the gateway's pinned
+/// certificate) and offers the unit protocol's ALPN: the same for QUIC and TLS over TCP.
+fn pinned_tls(cert_der: &[u8]) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(cert_der.to_vec()))
+        .map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![codec::handshake::ALPN.to_vec()];
+    Ok(tls)
+}
+
 /// A loopback UDP socket on an ephemeral port with `buffer` bytes asked for each direction.
 fn client_socket(buffer: usize) -> std::io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
@@ -113,6 +131,21 @@ impl UnitConn {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (rd, wr) = stream.into_split();
+        Ok(Self::from_parts(Box::new(rd), Box::new(wr), None))
+    }
+
+    /// Opens a framed TCP connection inside TLS 1.3 that trusts exactly `cert_der` (the
+    /// gateway's pinned certificate), with the unit protocol's ALPN (no handshake yet).
+    pub async fn tcp_tls(addr: SocketAddr, cert_der: &[u8]) -> Result<Self, SimError> {
+        let tls = pinned_tls(cert_der).map_err(SimError::Tls)?;
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let name = rustls::pki_types::ServerName::try_from("localhost")
+            .map_err(|e| SimError::Tls(e.to_string()))?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, stream)
+            .await?;
+        let (rd, wr) = tokio::io::split(stream);
         Ok(Self::from_parts(Box::new(rd), Box::new(wr), None))
     }
 

@@ -22,8 +22,8 @@ use std::process::{Command, ExitCode};
 
 use codec::mo::TelemetryBatch;
 use codec::{decode_mo, encode_mo, frame, MoMessage, Seq};
-use control_plane::catalogue::Catalogue;
-use control_plane::query::{self, Page, Visibility};
+use control_plane::catalogue::{Catalogue, Permission};
+use control_plane::query::{self, Page, Viewer, Visibility};
 use ingest::tsdb::embedded::Embedded;
 use ingest::tsdb::{line, FieldValue, Point};
 use sea_query::PostgresQueryBuilder;
@@ -261,7 +261,10 @@ fn run_case(name: &str, n: u64) -> Result<(), String> {
         "query_parse_compile_render" => {
             let cat = Catalogue::builtin();
             let product = cat.table("product").ok_or("no product table")?;
-            let visibility = Visibility::Entity(42);
+            let visibility = Viewer {
+                visibility: Visibility::Entity(42),
+                permission: Permission::Admin,
+            };
             let page = Some(Page {
                 page: 2,
                 per_page: 10,

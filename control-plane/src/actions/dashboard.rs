@@ -346,14 +346,8 @@ async fn product_page(
     page: Page,
 ) -> Result<(Vec<Row>, i64), ApiError> {
     let product = super::table("product");
-    let compiled = query::compile(
-        &state.catalogue,
-        product,
-        spec,
-        &user.visibility,
-        Some(page),
-    )?;
-    let columns: Vec<&Column> = product.readable_columns().collect();
+    let compiled = query::compile(&state.catalogue, product, spec, &user.viewer(), Some(page))?;
+    let columns: Vec<&Column> = product.readable_columns_for(user.permissions).collect();
     let total = state.db.fetch_i64(&compiled.count).await?;
     let rows = state.db.fetch_all(&compiled.rows, &columns).await?;
     Ok((rows, total))
@@ -384,7 +378,7 @@ async fn dashboard2(
         &state.catalogue,
         super::table("product"),
         &QuerySpec::default(),
-        &user.visibility,
+        &user.viewer(),
         None,
     )?;
     let total = state.db.fetch_i64(&all.count).await?;

@@ -326,6 +326,16 @@ pub fn parse_read(imei: &str, params: &Map<String, Json>, now: i64) -> Result<Qu
     };
     let end = time_arg("end", now)?;
     let start = time_arg("start", now.saturating_sub(DEFAULT_RANGE_NS))?;
+    // Telemetry starts at the epoch; with both ends at or after it, no
+    // span or bucket count computed from them can overflow `i64`.
+    for (k, t) in [("start", start), ("end", end)] {
+        if t < 0 {
+            return Err(format!(
+                "{k} ({}) is before 1970-01-01T00:00:00Z, the earliest time the data API reads",
+                format_ns(t)
+            ));
+        }
+    }
     if end < start {
         return Err(format!(
             "end ({}) is before start ({})",

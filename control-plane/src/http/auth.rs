@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{parse_json, read_body, AppState};
-use crate::auth::{find_user, issue_token, new_token, verify_password, AuthUser};
+use crate::auth::{find_user, issue_token, new_token, verify_password_blocking, AuthUser};
 use crate::catalogue::Permission;
 use crate::error::ApiError;
 use crate::query::Visibility;
@@ -52,10 +52,17 @@ async fn credentials(req: Request, limit: usize) -> Result<Credentials, ApiError
 }
 
 async fn login(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    // The peer address as the server sees it (`http::serve` records it);
+    // behind a proxy every client shares the proxy's, see docs/security.md.
+    let address = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let creds = credentials(req, state.config.max_body_bytes).await?;
     let now = state.clock.now();
     let cfg = &state.config;
     state.auth.check_throttle(
+        address,
         &creds.username,
         now,
         cfg.login_max_failures,
@@ -68,16 +75,16 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response, 
         .as_ref()
         .map(|r| r.password_hash.clone())
         .unwrap_or_else(|| dummy_hash().to_string());
-    let ok = verify_password(&hash, &creds.password) && record.is_some();
+    let ok = verify_password_blocking(hash, creds.password.clone()).await && record.is_some();
     let Some(record) = record.filter(|_| ok) else {
         state
             .auth
-            .record_failure(&creds.username, now, cfg.login_window_secs);
+            .record_failure(address, &creds.username, now, cfg.login_window_secs);
         return Err(ApiError::Unauthorized(
             "Invalid username or password".into(),
         ));
     };
-    state.auth.record_success(&creds.username);
+    state.auth.record_success(address, &creds.username);
     let token = new_token();
     let expiry = issue_token(&state, record.user.user_id, &token).await?;
     let user = &record.user;
@@ -143,9 +150,10 @@ async fn validate_user_and_password(
             "'username' and 'password' parameters are required".into(),
         ));
     };
-    let valid = find_user(&state.db, &username)
-        .await?
-        .is_some_and(|r| verify_password(&r.password_hash, &password));
+    let valid = match find_user(&state.db, &username).await? {
+        Some(r) => verify_password_blocking(r.password_hash, password).await,
+        None => false,
+    };
     Ok(axum::Json(json!({
         "status": "success",
         "message": format!("Successfully checked the username {username} with it's password"),

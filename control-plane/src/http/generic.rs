@@ -13,7 +13,7 @@ use sea_query::{Alias, Expr, Query, SimpleExpr, Value};
 use serde_json::{Map, Value as Json};
 
 use super::{AppState, JsonBody};
-use crate::auth::{hash_password, AuthUser};
+use crate::auth::{hash_password_blocking, AuthUser};
 use crate::catalogue::{Catalogue, Column, ColumnType, Table};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
@@ -139,7 +139,7 @@ async fn list(
         &state.catalogue,
         table,
         &spec,
-        &user.visibility,
+        &user.viewer(),
         Some(Page { page, per_page }),
     )?;
     let decoded = output_columns(&compiled.columns, &compiled.column_types);
@@ -150,7 +150,7 @@ async fn list(
             &state.catalogue,
             table,
             &spec,
-            &user.visibility,
+            &user.viewer(),
             Some(Page {
                 page: 1,
                 per_page: 2,
@@ -201,10 +201,6 @@ fn output_columns(names: &[String], types: &[ColumnType]) -> Vec<Column> {
         .collect()
 }
 
-fn readable(table: &Table) -> Vec<&Column> {
-    table.readable_columns().collect()
-}
-
 /// Parses a URL id for the table's primary key; `None` when it cannot be one.
 fn id_value(table: &Table, id: &str) -> Option<Value> {
     let pk = table.primary_key();
@@ -231,10 +227,10 @@ async fn fetch_visible(
     id: &str,
 ) -> Result<Row, ApiError> {
     let value = id_value(table, id).ok_or_else(|| not_found(table, id))?;
-    let stmt = query::compile_get(&state.catalogue, table, value, &user.visibility);
+    let (stmt, columns) = query::compile_get_as(&state.catalogue, table, value, &user.viewer())?;
     state
         .db
-        .fetch_optional(&stmt, &readable(table))
+        .fetch_optional(&stmt, &columns)
         .await?
         .ok_or_else(|| not_found(table, id))
 }
@@ -247,8 +243,8 @@ async fn visible_in_tx(
     table: &Table,
     id: Value,
 ) -> Result<Option<Row>, ApiError> {
-    let stmt = query::compile_get(&state.catalogue, table, id, &user.visibility);
-    Ok(tx.fetch_optional(&stmt, &readable(table)).await?)
+    let (stmt, columns) = query::compile_get_as(&state.catalogue, table, id, &user.viewer())?;
+    Ok(tx.fetch_optional(&stmt, &columns).await?)
 }
 
 /// Validates a POST/PUT body against the table: unknown fields, wrong types,
@@ -315,7 +311,10 @@ fn validate_body(
 }
 
 /// Hashes the password of a `user` row before it is stored.
-fn prepare_secret_columns(table: &Table, values: &mut [(String, Value)]) -> Result<(), ApiError> {
+async fn prepare_secret_columns(
+    table: &Table,
+    values: &mut [(String, Value)],
+) -> Result<(), ApiError> {
     for (name, value) in values.iter_mut() {
         if table.column(name).is_some_and(Column::is_write_only) {
             let Value::String(Some(plain)) = value else {
@@ -327,7 +326,8 @@ fn prepare_secret_columns(table: &Table, values: &mut [(String, Value)]) -> Resu
                     "password must be at least 8 characters long",
                 ));
             }
-            *value = Value::String(Some(Box::new(hash_password(plain)?)));
+            let hashed = hash_password_blocking(plain.to_string()).await?;
+            *value = Value::String(Some(Box::new(hashed)));
         }
     }
     Ok(())
@@ -407,7 +407,7 @@ async fn create(
     body: Json,
 ) -> Result<Response, ApiError> {
     let mut values = validate_body(table, body, true)?;
-    prepare_secret_columns(table, &mut values)?;
+    prepare_secret_columns(table, &mut values).await?;
     let mut tx = state.db.begin().await?;
     check_foreign_keys(state, &mut tx, table, &values).await?;
     values.push(("created_at".into(), now().into()));
@@ -448,7 +448,7 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let key = id_value(table, id).ok_or_else(|| not_found(table, id))?;
     let mut values = validate_body(table, body, false)?;
-    prepare_secret_columns(table, &mut values)?;
+    prepare_secret_columns(table, &mut values).await?;
     let mut tx = state.db.begin().await?;
     if visible_in_tx(state, user, &mut tx, table, key.clone())
         .await?

@@ -27,9 +27,11 @@ use serde_json::Value as Json;
 
 use super::{
     Argument, Comparison, CompiledQuery, Direction, Filter, Op, Page, QueryError, QuerySpec,
-    Visibility,
+    Viewer, Visibility,
 };
-use crate::catalogue::{Catalogue, Column, ColumnType, ProductScope, Relation, Table};
+use crate::catalogue::{
+    Catalogue, Column, ColumnType, Permission, ProductScope, Relation, Table, SECRET_READ_LEVEL,
+};
 use crate::values;
 
 /// The escape character of every LIKE pattern. PostgreSQL defaults to `\`
@@ -53,14 +55,21 @@ const MAX_WINDOW: u64 = i64::MAX as u64;
 /// `count` counts what filters, scope, `group_by` and q's own
 /// `limit`/`offset` yield. `rows` additionally cuts `page` from that result
 /// (Flask-Restless applies q's limit/offset first, then paginates).
+///
+/// Every table the query touches (the main one, each relation hop of a
+/// filter, `has`/`any`, `order_by` and `group_by`) must be readable by the
+/// viewer's level and open to its scope, and no credential column may be
+/// named below [`SECRET_READ_LEVEL`]; otherwise a 403 error naming the table
+/// or column, never rows.
 pub fn compile<'c>(
     cat: &'c Catalogue,
     table: &'c Table,
     spec: &QuerySpec,
-    visibility: &Visibility,
+    viewer: &Viewer,
     page: Option<Page>,
 ) -> Result<CompiledQuery, QueryError> {
-    let mut b = Builder::new(cat, *visibility);
+    let mut b = Builder::new(cat, viewer.visibility, viewer.permission);
+    admit(table, viewer, &table.name)?;
     let main = At::main(table);
 
     let mut conditions = Vec::new();
@@ -93,7 +102,7 @@ pub fn compile<'c>(
 
     let mut rows = Query::select();
     let (columns, column_types) = if groups.is_empty() {
-        let readable: Vec<&Column> = table.readable_columns().collect();
+        let readable: Vec<&Column> = table.readable_columns_for(viewer.permission).collect();
         for c in &readable {
             rows.expr(main.col(&c.name));
         }
@@ -189,16 +198,44 @@ pub fn compile<'c>(
 /// The single-row GET: the readable columns of the row whose primary key is
 /// `id`, if `visibility` lets the user see it (no row otherwise, which the
 /// caller answers with 404, so the row's existence is not revealed either).
+///
+/// Selects [`Table::readable_columns`] (no credentials): for internal reads
+/// whose rows may end up in a response. A user's own GET goes through
+/// [`compile_get_as`].
 pub fn compile_get(
     cat: &Catalogue,
     table: &Table,
     id: Value,
     visibility: &Visibility,
 ) -> SelectStatement {
-    let mut b = Builder::new(cat, *visibility);
+    get_columns(cat, table, id, visibility, table.readable_columns())
+}
+
+/// The single-row GET of a user: refused ([`admit`]) when the user may not
+/// read the table, and with the columns the user's level may read.
+pub fn compile_get_as<'t>(
+    cat: &Catalogue,
+    table: &'t Table,
+    id: Value,
+    viewer: &Viewer,
+) -> Result<(SelectStatement, Vec<&'t Column>), QueryError> {
+    admit(table, viewer, &table.name)?;
+    let columns: Vec<&Column> = table.readable_columns_for(viewer.permission).collect();
+    let stmt = get_columns(cat, table, id, &viewer.visibility, columns.iter().copied());
+    Ok((stmt, columns))
+}
+
+fn get_columns<'t>(
+    cat: &Catalogue,
+    table: &'t Table,
+    id: Value,
+    visibility: &Visibility,
+    columns: impl Iterator<Item = &'t Column>,
+) -> SelectStatement {
+    let mut b = Builder::new(cat, *visibility, Permission::System);
     let main = At::main(table);
     let mut sel = Query::select();
-    for c in table.readable_columns() {
+    for c in columns {
         sel.expr(main.col(&c.name));
     }
     sel.from(Alias::new(&table.name)).and_where(bin(
@@ -230,7 +267,36 @@ pub fn scope_condition(
     table: &Table,
     visibility: &Visibility,
 ) -> Option<SimpleExpr> {
-    Builder::new(cat, *visibility).scope(&At::main(table))
+    Builder::new(cat, *visibility, Permission::System).scope(&At::main(table))
+}
+
+/// Whether `viewer` may read `table` at all: its level reaches the table's
+/// GET permission (a table without one is readable by nobody), and an
+/// ENTITY-scoped viewer is refused tables not open to entities
+/// ([`ProductScope::Refused`]). `name` is what the client wrote, for the
+/// message.
+pub fn admit(table: &Table, viewer: &Viewer, name: &str) -> Result<(), QueryError> {
+    let allowed = table
+        .permission_for("GET")
+        .is_some_and(|needed| viewer.permission >= needed);
+    if !allowed {
+        return Err(QueryError::TableForbidden {
+            name: name.to_string(),
+            table: table.name.clone(),
+            needed: table.permission_for("GET").map_or_else(
+                || "is not readable through the API".to_string(),
+                |p| format!("needs {p} permissions to read"),
+            ),
+            have: viewer.permission.to_string(),
+        });
+    }
+    if matches!(viewer.visibility, Visibility::Entity(_)) && table.scope == ProductScope::Refused {
+        return Err(QueryError::ScopeRefused {
+            name: name.to_string(),
+            table: table.name.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// A table as referenced in the statement: by its own name (the main table)
@@ -286,6 +352,8 @@ struct Selected {
 struct Builder<'c> {
     cat: &'c Catalogue,
     visibility: Visibility,
+    /// The viewer's level: every table and column a name reaches is checked against it.
+    permission: Permission,
     aliases: usize,
 }
 
@@ -313,11 +381,38 @@ fn never() -> SimpleExpr {
 }
 
 impl<'c> Builder<'c> {
-    fn new(cat: &'c Catalogue, visibility: Visibility) -> Self {
+    fn new(cat: &'c Catalogue, visibility: Visibility, permission: Permission) -> Self {
         Self {
             cat,
             visibility,
+            permission,
             aliases: 0,
+        }
+    }
+
+    fn viewer(&self) -> Viewer {
+        Viewer {
+            visibility: self.visibility,
+            permission: self.permission,
+        }
+    }
+
+    /// A column the viewer may name, or the reason it may not.
+    fn readable_column(
+        &self,
+        table: &'c Table,
+        column: &'c Column,
+        name: &str,
+    ) -> Result<&'c Column, QueryError> {
+        if column.readable_by(self.permission) {
+            Ok(column)
+        } else {
+            Err(QueryError::SecretColumn {
+                name: name.to_string(),
+                table: table.name.clone(),
+                column: column.name.clone(),
+                needed: SECRET_READ_LEVEL.to_string(),
+            })
         }
     }
 
@@ -348,6 +443,10 @@ impl<'c> Builder<'c> {
         };
         match &at.table.scope {
             ProductScope::Unscoped => None,
+            // Callers refuse these tables up front ([`admit`]); the SQL
+            // hides every row as well, in case one does not.
+            ProductScope::Refused => Some(never()),
+            ProductScope::Entity(c) => Some(bin(at.col(c), BinOper::Equal, entity.into())),
             ProductScope::Column(c) => {
                 Some(Expr::expr(at.col(c)).in_subquery(self.entity_imeis(entity)))
             }
@@ -421,12 +520,14 @@ impl<'c> Builder<'c> {
             // cannot be filtered or sorted on: that would let a client test
             // guesses against them.
             if let Some(c) = t.column(rest).filter(|c| !c.is_write_only()) {
-                return Ok(Target::Column(hops, c));
+                return Ok(Target::Column(hops, self.readable_column(t, c, name)?));
             }
             if let Some(r) = t.relation(rest) {
+                let next = self.target(t, r)?;
+                admit(next, &self.viewer(), name)?;
                 hops.push(Hop {
                     relation: r,
-                    table: self.target(t, r)?,
+                    table: next,
                 });
                 return Ok(Target::Relation(hops));
             }
@@ -443,6 +544,7 @@ impl<'c> Builder<'c> {
                     relation: head.to_string(),
                 })?;
             let next = self.target(t, r)?;
+            admit(next, &self.viewer(), name)?;
             hops.push(Hop {
                 relation: r,
                 table: next,
@@ -561,6 +663,7 @@ impl<'c> Builder<'c> {
                 table: at.table.name.clone(),
                 field: other.to_string(),
             })?;
+        let oc = self.readable_column(at.table, oc, other)?;
         if !comparable(column.ty, oc.ty) {
             return Err(QueryError::Incomparable {
                 name: c.name.clone(),

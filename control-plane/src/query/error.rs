@@ -5,8 +5,8 @@
 use crate::values::ValueError;
 
 /// A `q` parameter that cannot be parsed or compiled. Always a client error
-/// (400): the catalogue is validated at start, so nothing here is a server
-/// fault.
+/// (400, or 403 for [`QueryError::is_forbidden`]): the catalogue is
+/// validated at start, so nothing here is a server fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
     /// `q` is not JSON at all.
@@ -102,4 +102,34 @@ pub enum QueryError {
     /// With `group_by`, rows are groups, so they can only be ordered by grouped fields.
     #[error("order_by field '{0}' must also be a group_by field")]
     OrderNotGrouped(String),
+    /// The query touches a table the user may not read (403).
+    #[error("'{name}' reads table '{table}', which {needed}; you have {have} permissions")]
+    TableForbidden {
+        name: String,
+        table: String,
+        needed: String,
+        have: String,
+    },
+    /// The query touches a table that is not open to ENTITY-scoped users (403).
+    #[error("'{name}' reads table '{table}', which users limited to one entity may not read")]
+    ScopeRefused { name: String, table: String },
+    /// A credential column used in a filter, `order_by` or `group_by` by a
+    /// user below the level that may read it (403).
+    #[error("'{name}' is the credential {table}.{column}, which needs {needed} permissions to read, filter or sort by")]
+    SecretColumn {
+        name: String,
+        table: String,
+        column: String,
+        needed: String,
+    },
+}
+
+impl QueryError {
+    /// Whether this is a refusal (403) rather than a malformed query (400).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(
+            self,
+            Self::TableForbidden { .. } | Self::ScopeRefused { .. } | Self::SecretColumn { .. }
+        )
+    }
 }

@@ -53,13 +53,13 @@ mod parse;
 #[cfg(test)]
 mod sqlite_tests;
 
-pub use compile::{compile, compile_get, scope_condition};
+pub use compile::{admit, compile, compile_get, compile_get_as, scope_condition};
 pub use error::QueryError;
 pub use parse::{parse, Argument, Comparison, Direction, Filter, Op, OrderBy, QuerySpec};
 
 use sea_query::SelectStatement;
 
-use crate::catalogue::ColumnType;
+use crate::catalogue::{ColumnType, Permission};
 
 /// Which rows a user may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,24 @@ pub enum Visibility {
     /// Only products currently linked to this entity, and rows that belong
     /// to them (`user_product_visibility` ENTITY).
     Entity(i64),
+}
+
+/// Who is asking: which rows they may see and which tables and columns
+/// their permission level may read (every table a query touches is checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    pub visibility: Visibility,
+    pub permission: Permission,
+}
+
+impl Viewer {
+    /// The system itself (internal queries): everything.
+    pub fn system() -> Self {
+        Self {
+            visibility: Visibility::Global,
+            permission: Permission::System,
+        }
+    }
 }
 
 /// A page of the result: `page` counts from 1 (0 is read as 1);

@@ -12,7 +12,8 @@ use serde_json::{json, Value as Json};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
-use super::{compile, compile_get, parse, Page, Visibility};
+use super::{compile, compile_get, parse, Page, Viewer, Visibility};
+use crate::catalogue::Permission;
 use crate::catalogue::{Catalogue, ColumnType};
 use crate::values;
 
@@ -246,7 +247,18 @@ impl Fixture {
         page: Option<Page>,
     ) -> (Vec<String>, i64) {
         let spec = parse(&q.to_string()).unwrap();
-        let c = compile(&self.cat, self.cat.table(table).unwrap(), &spec, &vis, page).unwrap();
+        let viewer = Viewer {
+            visibility: vis,
+            permission: Permission::System,
+        };
+        let c = compile(
+            &self.cat,
+            self.cat.table(table).unwrap(),
+            &spec,
+            &viewer,
+            page,
+        )
+        .unwrap();
         let rows = self.fetch(&c.rows).await;
         let keys = rows
             .iter()

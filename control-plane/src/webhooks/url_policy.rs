@@ -162,10 +162,20 @@ mod tests {
     fn schemes_and_literal_addresses() {
         let p = policy();
         assert!(
-            p.check("http://127.0.0.1:9000/hook").is_ok(),
-            "loopback allowed by default"
+            matches!(
+                p.check("http://127.0.0.1:9000/hook"),
+                Err(UrlError::Denied { .. })
+            ),
+            "loopback denied by default"
         );
-        assert!(p.check("https://[::1]/hook").is_ok());
+        assert!(matches!(
+            p.check("https://[::1]/hook"),
+            Err(UrlError::Denied { .. })
+        ));
+        assert!(matches!(
+            p.check("http://[::ffff:127.0.0.1]/hook"),
+            Err(UrlError::Denied { .. })
+        ));
         assert!(p.check("https://example.com/x").is_ok());
         assert!(matches!(
             p.check("ftp://example.com/"),
@@ -194,15 +204,19 @@ mod tests {
     }
 
     #[test]
-    fn loopback_can_be_denied_and_bad_entries_are_errors() {
+    fn loopback_is_allowed_only_by_configuration_and_bad_entries_are_errors() {
         let config = ControlPlaneConfig {
-            webhook_deny_cidrs: vec!["127.0.0.0/8".into(), "::1".into()],
+            webhook_deny_cidrs: crate::config::webhook_deny_cidrs_allowing_loopback(),
             ..ControlPlaneConfig::default()
         };
         let p = UrlPolicy::from_config(&config).unwrap();
-        assert!(p.check("http://127.0.0.1/").is_err());
-        assert!(p.check("http://[::1]/").is_err());
-        assert!(p.check("http://10.0.0.1/").is_ok());
+        assert!(p.check("http://127.0.0.1/").is_ok());
+        assert!(p.check("http://[::1]/").is_ok());
+        assert!(
+            p.check("http://10.0.0.1/").is_err(),
+            "private ranges stay denied"
+        );
+        assert!(p.check("http://169.254.169.254/").is_err());
         let bad = ControlPlaneConfig {
             webhook_deny_cidrs: vec!["nonsense".into()],
             ..ControlPlaneConfig::default()
@@ -215,15 +229,17 @@ mod tests {
 
     #[tokio::test]
     async fn names_are_resolved_on_subscribe() {
-        let p = policy();
-        assert!(p.check_resolved("http://localhost:1/x").await.is_ok());
-        let deny_loopback = UrlPolicy::from_config(&ControlPlaneConfig {
-            webhook_deny_cidrs: vec!["127.0.0.0/8".into(), "::1".into()],
+        let allow_loopback = UrlPolicy::from_config(&ControlPlaneConfig {
+            webhook_deny_cidrs: crate::config::webhook_deny_cidrs_allowing_loopback(),
             ..ControlPlaneConfig::default()
         })
         .unwrap();
+        assert!(allow_loopback
+            .check_resolved("http://localhost:1/x")
+            .await
+            .is_ok());
         assert!(matches!(
-            deny_loopback.check_resolved("http://localhost:1/x").await,
+            policy().check_resolved("http://localhost:1/x").await,
             Err(UrlError::Denied { .. })
         ));
     }

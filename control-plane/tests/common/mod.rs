@@ -142,6 +142,9 @@ impl TestServer {
             .await
             .unwrap();
         let mut config = ControlPlaneConfig::default();
+        // The tests' webhook receivers listen on loopback, which the
+        // default deny list refuses: allowed here explicitly.
+        config.webhook_deny_cidrs = control_plane::config::webhook_deny_cidrs_allowing_loopback();
         tweak(&mut config);
         let state = wire(AppState::new(db, config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -23,7 +23,11 @@ fn try_compile(
     q: serde_json::Value,
     vis: Visibility,
 ) -> Result<CompiledQuery, QueryError> {
-    compile(cat(), table(t), &parse(&q.to_string())?, &vis, None)
+    let viewer = Viewer {
+        visibility: vis,
+        permission: Permission::System,
+    };
+    compile(cat(), table(t), &parse(&q.to_string())?, &viewer, None)
 }
 
 fn compiled(t: &str, q: serde_json::Value, vis: Visibility) -> CompiledQuery {
@@ -74,7 +78,12 @@ fn a_plain_filter_binds_its_value() {
         "{sql}"
     );
     assert_eq!(values.0, vec![string("013777894687")]);
-    assert_eq!(c.columns.len(), table("product").readable_columns().count());
+    assert_eq!(
+        c.columns.len(),
+        table("product")
+            .readable_columns_for(Permission::System)
+            .count()
+    );
     assert_eq!(c.columns[0], "product_imei");
     assert_eq!(
         pg(&c.count).0,
@@ -358,9 +367,9 @@ fn entity_scope_reaches_every_table_a_query_reads() {
         )),
         "{sql}"
     );
-    // The ordering join (hub is reference data: no scope, but the join is there).
+    // The ordering join, with the hub's own (entity column) scope in its ON clause.
     assert!(
-        sql.contains(r#"LEFT JOIN "hub" AS "q4" ON "q4"."hub_id" = "product"."hub_id""#),
+        sql.contains(r#"LEFT JOIN "hub" AS "q4" ON "q4"."hub_id" = "product"."hub_id" AND "q4"."entity_id" = $"#),
         "{sql}"
     );
     assert!(
@@ -373,7 +382,7 @@ fn entity_scope_reaches_every_table_a_query_reads() {
             .iter()
             .filter(|v| **v == Value::BigInt(Some(7)))
             .count(),
-        2,
+        3,
         "{values:?}"
     );
     assert!(pg(&c.count).0.contains(r#"IN (SELECT "q1"."product_imei""#));
@@ -407,8 +416,72 @@ fn entity_scope_reaches_every_table_a_query_reads() {
     assert!(!pg(&compiled("part", json!({}), Visibility::Global).rows)
         .0
         .contains("WHERE"));
-    assert!(scope_condition(cat(), table("entity"), &Visibility::Entity(7)).is_none());
+    assert!(scope_condition(cat(), table("product_type"), &Visibility::Entity(7)).is_none());
+    // An entity sees its own entity row only; a refused table, no row at all.
+    let (own, values) =
+        lite_expr(scope_condition(cat(), table("entity"), &Visibility::Entity(7)).unwrap());
+    assert_eq!(own, r#""entity"."entity_id" = ?"#);
+    assert_eq!(values.0, vec![Value::BigInt(Some(7))]);
+    let (refused, _) =
+        lite_expr(scope_condition(cat(), table("user"), &Visibility::Entity(7)).unwrap());
+    assert_eq!(refused, "1 = 0");
     assert!(scope_condition(cat(), table("product"), &Visibility::Global).is_none());
+}
+
+/// A condition as SQLite SQL, through a one-condition SELECT.
+fn lite_expr(e: SimpleExpr) -> (String, Values) {
+    let (sql, values) = lite(
+        &Query::select()
+            .expr(Expr::cust("1"))
+            .and_where(e)
+            .to_owned(),
+    );
+    (sql.split_once(" WHERE ").unwrap().1.to_string(), values)
+}
+
+#[test]
+fn a_viewer_needs_every_table_it_touches_and_no_secret_below_factory() {
+    let viewer = |p| Viewer {
+        visibility: Visibility::Global,
+        permission: p,
+    };
+    let run = |t: &str, q: serde_json::Value, p| {
+        compile(
+            cat(),
+            table(t),
+            &parse(&q.to_string()).unwrap(),
+            &viewer(p),
+            None,
+        )
+    };
+    for q in [
+        json!({"filters": [{"name": "user__username", "op": "like", "val": "a%"}]}),
+        json!({"filters": [{"name": "user", "op": "any", "val": {"name": "username", "op": "eq", "val": "x"}}]}),
+        json!({"group_by": [{"field": "user__username"}]}),
+    ] {
+        let err = run("entity", q.clone(), Permission::Admin).unwrap_err();
+        assert!(err.is_forbidden(), "{q}: {err}");
+        assert!(err.to_string().contains("'user'"), "{err}");
+        // SYSTEM may read `user` (the group_by is still a to-many path: a 400).
+        assert!(run("entity", q, Permission::System).map_or_else(|e| !e.is_forbidden(), |_| true));
+    }
+    let q = json!({"order_by": [{"field": "device_key"}]});
+    let err = run("product", q.clone(), Permission::Admin).unwrap_err();
+    assert!(matches!(err, QueryError::SecretColumn { .. }), "{err}");
+    assert!(run("product", q, Permission::Factory).is_ok());
+    // Below FACTORY the key is not even selected.
+    let c = run("product", json!({}), Permission::Overview).unwrap();
+    assert!(!c.columns.iter().any(|c| c == "device_key"));
+    // An ENTITY user is refused a table not open to entities, even through a relation.
+    let entity_viewer = Viewer {
+        visibility: Visibility::Entity(7),
+        permission: Permission::System,
+    };
+    let q =
+        parse(&json!({"filters": [{"name": "user__username", "op": "is_not_null"}]}).to_string())
+            .unwrap();
+    let err = compile(cat(), table("entity"), &q, &entity_viewer, None).unwrap_err();
+    assert!(matches!(err, QueryError::ScopeRefused { .. }), "{err}");
 }
 
 #[test]
@@ -468,7 +541,7 @@ fn windows_apply_q_first_then_the_page() {
             cat(),
             table("entity"),
             &spec,
-            &Visibility::Global,
+            &Viewer::system(),
             Some(Page { page, per_page }),
         )
         .unwrap();
@@ -506,7 +579,7 @@ fn windows_apply_q_first_then_the_page() {
         cat(),
         table("entity"),
         &parse(r#"{"offset": 5}"#).unwrap(),
-        &Visibility::Global,
+        &Viewer::system(),
         None,
     )
     .unwrap();
