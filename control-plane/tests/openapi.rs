@@ -157,23 +157,30 @@ async fn every_operation_is_described() {
     assert_eq!(variants.len(), 3);
 }
 
-/// Operations whose positive examples (valid per the document) must be
-/// accepted: their inputs are fully described and do not depend on other
-/// rows existing. Table POSTs are not listed: a valid document cannot say
-/// which foreign keys exist or which unique values are taken.
+/// Operations (by id) whose positive examples, valid per the document,
+/// must be accepted (2xx, or 404 for an id that names no row): their inputs
+/// are described in full and do not depend on which rows exist. Table
+/// POSTs and `q` filters are not listed: a document cannot say which
+/// foreign keys exist, which unique values are taken or which columns a
+/// filter may name.
 const POSITIVE_OPERATIONS: &[&str] = &[
-    "/v1/auth/validate_user",
-    "/v1/auth/validate_user_and_password",
-    "/v1/whoami",
-    "/v1/home",
-    "/v1/state_types",
-    "/v1/products/locations",
-    "/v1/current_enable_status",
+    "getAuthValidateUser",
+    "getAuthValidateUserAndPassword",
+    "getWhoami",
+    "getHome",
+    "getProductsLocations",
+    "getCurrentEnableStatus",
+    "getStateTypesStateTypeId",
+    "getProductsProductImeiBalanceAndPendingPayments",
+    "putProductsProductImeiEnable",
+    "postProductsProductImeiAddPaymentCommand",
 ];
 
 /// Schemathesis over the whole API as a SYSTEM/GLOBAL user.
 async fn schemathesis_finds_no_fault(backend: Backend) {
     let venv = venv();
+    let reports = report_dir(&format!("schemathesis-{backend:?}").to_lowercase());
+    let log = server_log();
     let server = TestServer::start(backend).await;
     // The fuzzer's own user, with an id it will not guess: as SYSTEM it may
     // delete or demote any user, and small ids are the ones it tries first.
@@ -188,8 +195,16 @@ async fn schemathesis_finds_no_fault(backend: Backend) {
     .await
     .unwrap();
     let token = server.login("fuzzer@example.com", "fuzzer-password").await;
-    let reports = report_dir(&format!("schemathesis-{backend:?}").to_lowercase());
-    let examples = std::env::var("SMARTSOLAR_FUZZ_EXAMPLES").unwrap_or_else(|_| "4".into());
+    // Bounded for a 2-core machine (about two minutes per backend): SQLite
+    // gets schemathesis' coverage phase too (boundary and type-violating
+    // values of every parameter and field, ~19,000 requests), PostgreSQL
+    // random examples only. SMARTSOLAR_FUZZ_EXAMPLES raises the count.
+    let (phases, default_examples) = match backend {
+        Backend::Sqlite => ("examples,coverage,fuzzing", "2"),
+        Backend::Postgres => ("examples,fuzzing", "6"),
+    };
+    let examples =
+        std::env::var("SMARTSOLAR_FUZZ_EXAMPLES").unwrap_or_else(|_| default_examples.into());
     let started = Instant::now();
     let (ok, out) = run(tokio::process::Command::new(venv.join("bin/schemathesis"))
         .current_dir(&reports)
@@ -199,8 +214,10 @@ async fn schemathesis_finds_no_fault(backend: Backend) {
         .args(["-H", &format!("Authorization: Token token={token}")])
         .args(["--checks", "not_a_server_error,negative_data_rejection"])
         .args(["--max-examples", &examples])
-        .args(["--workers", "2", "--seed", "22", "--no-shrink"])
-        .args(["--phases", "examples,coverage,fuzzing"])
+        // One worker: with two, Hypothesis 6.170 sometimes fails a case
+        // itself ("Inconsistent results", a race in its lambda cache).
+        .args(["--workers", "1", "--seed", "22", "--no-shrink"])
+        .args(["--phases", phases])
         .args(["--request-timeout", "20"])
         .args(["--suppress-health-check", "all"])
         .args(["--exclude-path", "/v1/auth/login"])
@@ -212,7 +229,13 @@ async fn schemathesis_finds_no_fault(backend: Backend) {
         started.elapsed().as_secs_f64()
     );
     std::fs::write(reports.join("schemathesis.txt"), &out).unwrap();
-    assert!(ok, "schemathesis found faults:\n{}", tail(&out, 20_000));
+    let errors = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        ok,
+        "schemathesis found faults:\n{}\nserver errors:\n{}",
+        tail(&out, 20_000),
+        tail(&errors, 5_000)
+    );
     let (ok, out) = run(tokio::process::Command::new(venv.join("bin/schemathesis"))
         .current_dir(&reports)
         .args(["run", &server.url("/v1/openapi.json")])
@@ -220,12 +243,12 @@ async fn schemathesis_finds_no_fault(backend: Backend) {
         .args(["-H", &format!("Authorization: Token token={token}")])
         .args(["--checks", "not_a_server_error,positive_data_acceptance"])
         .args(["--mode", "positive", "--max-examples", &examples])
-        .args(["--workers", "2", "--seed", "22", "--no-shrink"])
+        .args(["--workers", "1", "--seed", "22", "--no-shrink"])
         .args(["--suppress-health-check", "all"])
         .args(
             POSITIVE_OPERATIONS
                 .iter()
-                .flat_map(|p| ["--include-path", *p]),
+                .flat_map(|p| ["--include-operation-id", *p]),
         ))
     .await;
     assert!(
@@ -233,6 +256,23 @@ async fn schemathesis_finds_no_fault(backend: Backend) {
         "positive examples were refused:\n{}",
         tail(&out, 20_000)
     );
+}
+
+/// The servers' warnings and errors (why a 500 happened), for every test
+/// of this binary, in one file under the target folder.
+fn server_log() -> PathBuf {
+    static LOG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let path = report_dir("server-log").join("server.log");
+        let file = std::fs::File::create(&path).unwrap();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .with_max_level(tracing::Level::WARN)
+            .init();
+        path
+    })
+    .clone()
 }
 
 /// A folder under the target folder for what a test leaves to read.

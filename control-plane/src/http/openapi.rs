@@ -511,7 +511,12 @@ pub(crate) fn column_schema(c: &Column) -> Json {
         p["nullable"] = json!(true);
     }
     if let Some(o) = &c.options {
-        p["enum"] = json!(o);
+        // In OpenAPI 3.0 `nullable` does not extend an `enum`.
+        let mut values: Vec<Json> = o.iter().map(|v| json!(v)).collect();
+        if !c.not_null {
+            values.push(Json::Null);
+        }
+        p["enum"] = Json::Array(values);
     }
     if let Some(m) = c.max_len {
         p["maxLength"] = json!(m);
@@ -643,13 +648,13 @@ fn paging_params() -> Vec<Json> {
     vec![
         query_param(
             "page",
-            json!({"type": "integer", "minimum": 1}),
+            json!({"type": "integer", "minimum": 1, "maximum": u64::MAX}),
             false,
             "Page number, from 1",
         ),
         query_param(
             "results_per_page",
-            json!({"type": "integer", "minimum": 1}),
+            json!({"type": "integer", "minimum": 1, "maximum": u64::MAX}),
             false,
             "Rows per page (capped by the server's maximum)",
         ),
@@ -670,6 +675,8 @@ fn q_param() -> Json {
 struct Contract {
     query: Vec<Json>,
     body: Option<Json>,
+    /// Whether a request without a body is refused.
+    body_required: bool,
     status: &'static str,
     response: Option<Json>,
 }
@@ -679,12 +686,19 @@ impl Contract {
         Self {
             query: Vec::new(),
             body: None,
+            body_required: true,
             status,
             response,
         }
     }
     fn body(mut self, schema: Json) -> Self {
         self.body = Some(schema);
+        self
+    }
+    /// A body the handler reads when there is one (an empty body is `{}`).
+    fn optional_body(mut self, schema: Json) -> Self {
+        self.body = Some(schema);
+        self.body_required = false;
         self
     }
     fn query(mut self, params: Vec<Json>) -> Self {
@@ -868,8 +882,16 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             ok(json!({})).body(b)
         }
         ("post", "/sms/delivery_receipt") => ok(json!({})).body(object_schema(
-            &["message_reference", "status"],
-            json!({"message_reference": {"type": "string"}, "status": {"type": "string", "enum": ["delivered", "failed"]}}),
+            &["message_reference"],
+            json!({"message_reference": {"type": "string", "minLength": 1, "pattern": "\\S"},
+                   "status": {"type": "string", "enum": ["delivered", "failed", "undelivered"],
+                              "description": "Default delivered; any letter case"}}),
+        )),
+        ("put", "/products/{product_imei}/suggest_energy_limit") => ok(json!({})).body(object_schema(
+            &["energy_limit"],
+            json!({"energy_limit": {"description": "Wh; a number, or a number in a string",
+                "oneOf": [{"type": "number", "minimum": 0},
+                          {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}]}}),
         )),
         ("post", "/channels/{name}/subscribe") => Contract::new("201", Some(envelope(json!({})))).body(object_schema(
             &["url"],
@@ -887,10 +909,11 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             &["status"],
             json!({"status": {"type": "string", "enum": ["online", "offline"]}}),
         )),
-        ("put", "/repairs/{repair_id}/send_events") => ok(json!({})).body(object_schema(
-            &["event"],
-            json!({"event": {"type": "string"}}),
-        )),
+        ("put", "/repairs/{repair_id}/send_events") => {
+            let mut b = object_schema(&["event"], json!({"event": {"type": "string"}}));
+            b["additionalProperties"] = json!(false);
+            ok(json!({})).body(b)
+        }
         ("put", "/repairs/{repair_id}/send_inputs") => ok(json!({})).body(json!({
             "type": "object", "description": "Input name -> value, for the inputs of the current state"})),
         ("post", "/upload_tool_log") => Contract::new("201", Some(json!({}))).body(json!({
@@ -898,9 +921,15 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
         ("get", _) if path.starts_with("/console") => Contract::new("200", None),
         ("get", "/docs" | "/docs/{path}") => Contract::new("200", None),
         ("get", _) => ok(json!({})),
-        // Actions that take no body or optional fields only.
-        ("post", _) => Contract::new("200", Some(json!({}))).body(json!({"type": "object"})),
-        _ => ok(json!({})).body(json!({"type": "object"})),
+        (
+            "post",
+            "/rtc_import_mo_dead_letters"
+            | "/rtc_import_mt_reply_dead_letters"
+            | "/subscribers/{subscriber_id}/deliveries/{delivery_id}/resend",
+        ) => ok(json!({})),
+        // Actions whose fields are optional or not described field by field.
+        ("post", _) => Contract::new("200", Some(json!({}))).optional_body(json!({"type": "object"})),
+        _ => ok(json!({})).optional_body(json!({"type": "object"})),
     }
 }
 
@@ -967,8 +996,8 @@ fn operation(
         o["parameters"] = Json::Array(params);
     }
     if let Some(b) = contract.body {
-        o["requestBody"] =
-            json!({"required": true, "content": {"application/json": {"schema": b}}});
+        o["requestBody"] = json!({"required": contract.body_required,
+                                  "content": {"application/json": {"schema": b}}});
     }
     o
 }
