@@ -66,6 +66,22 @@ if [ ! -d "$e2e/node_modules/playwright-core" ] || [ "$e2e/package-lock.json" -n
   (cd "$e2e" && npm ci --no-audit --no-fund --silent)
 fi
 
+# --- Python tools for the OpenAPI tests -------------------------------------
+# control-plane/tests/openapi.rs runs openapi-spec-validator, schemathesis and
+# openapi-python-client from a virtualenv, every package pinned.
+reqs=control-plane/tests/openapi/requirements.txt
+export SMARTSOLAR_OPENAPI_VENV="${SMARTSOLAR_OPENAPI_VENV:-/var/tmp/smartsolar-openapi-venv}"
+if ! cmp -s "$reqs" "$SMARTSOLAR_OPENAPI_VENV/requirements.txt"; then
+  log "creating the OpenAPI test virtualenv in $SMARTSOLAR_OPENAPI_VENV"
+  if ! have python3 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    apt_install python3 python3-venv
+  fi
+  rm -rf "$SMARTSOLAR_OPENAPI_VENV"
+  python3 -m venv "$SMARTSOLAR_OPENAPI_VENV"
+  "$SMARTSOLAR_OPENAPI_VENV/bin/pip" install -q --disable-pip-version-check -r "$reqs"
+  cp "$reqs" "$SMARTSOLAR_OPENAPI_VENV/requirements.txt"
+fi
+
 # --- Tests ------------------------------------------------------------------
 log "cargo test"
 cargo test --workspace --all-targets "$@"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Copies the operator console's front-end libraries (pinned versions, from
-# the npm registry) into control-plane/console/vendor/, with their licences.
+# the npm registry) into control-plane/console/vendor/, and Swagger UI (the
+# API reference at /v1/docs) into control-plane/docs-ui/vendor/, with their
+# licences.
 # The files are committed; run this only to change a version, then review
 # the diff. `cargo build` embeds whatever is in that folder (see
 # control-plane/src/console.rs), so nothing here runs at build time.
@@ -9,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 UPLOT_VERSION=1.6.32
 LEAFLET_VERSION=1.9.4
+SWAGGER_UI_VERSION=5.35.0
 
 dest=control-plane/console/vendor
 work=$(mktemp -d)
@@ -35,3 +38,15 @@ leaflet $LEAFLET_VERSION (BSD-2-Clause) https://www.npmjs.com/package/leaflet
 VERSIONS
 echo "vendored into $dest:"
 find "$dest" -type f | sort
+
+docs=control-plane/docs-ui/vendor
+rm -rf "$docs"
+mkdir -p "$docs/swagger-ui"
+src=$(fetch swagger-ui-dist "$SWAGGER_UI_VERSION")
+cp "$src/swagger-ui-bundle.js" "$src/swagger-ui-bundle.js.LICENSE.txt" "$src/swagger-ui.css" \
+  "$src/LICENSE" "$src/NOTICE" "$docs/swagger-ui/"
+cat > "$docs/VERSIONS" <<VERSIONS
+swagger-ui-dist $SWAGGER_UI_VERSION (Apache-2.0) https://www.npmjs.com/package/swagger-ui-dist
+VERSIONS
+echo "vendored into $docs:"
+find "$docs" -type f | sort

@@ -41,16 +41,61 @@ pub struct Asset {
     pub bytes: &'static [u8],
 }
 
-/// Embeds files of `control-plane/console/` by their relative paths.
+/// Embeds files of a folder of `control-plane/` by their relative paths.
 macro_rules! assets {
-    ($($path:literal),* $(,)?) => {
-        &[$(Asset { path: $path, bytes: include_bytes!(concat!("../console/", $path)) }),*]
+    ($dir:literal: $($path:literal),* $(,)?) => {
+        &[$(Asset { path: $path, bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $dir, "/", $path)) }),*]
     };
+}
+pub(crate) use assets;
+
+/// A list of embedded files with their ETags (computed on first use).
+pub struct AssetSet {
+    /// What a file is called in a 404 ("console file").
+    what: &'static str,
+    assets: &'static [Asset],
+    etags: OnceLock<Vec<String>>,
+}
+
+impl AssetSet {
+    pub const fn new(what: &'static str, assets: &'static [Asset]) -> Self {
+        Self {
+            what,
+            assets,
+            etags: OnceLock::new(),
+        }
+    }
+
+    /// The embedded file at `path` and its quoted ETag.
+    pub fn find(&self, path: &str) -> Option<(&'static Asset, &str)> {
+        let etags = self.etags.get_or_init(|| {
+            self.assets
+                .iter()
+                .map(|a| format!("\"{}\"", &hex::encode(Sha256::digest(a.bytes))[..32]))
+                .collect()
+        });
+        let i = self.assets.iter().position(|a| a.path == path)?;
+        Some((&self.assets[i], etags[i].as_str()))
+    }
+
+    /// The file at `path` (with `csp` on an HTML page), or a plain 404.
+    pub fn respond(&self, headers: &HeaderMap, path: &str, csp: &HeaderValue) -> Response {
+        match self.find(path) {
+            Some((asset, etag)) => serve(headers, asset, etag, csp),
+            None => (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("No {} '{path}'", self.what),
+            )
+                .into_response(),
+        }
+    }
 }
 
 /// Every file the console serves. A unit test fails when a file in
 /// `control-plane/console/` (outside `e2e/`) is missing here.
 pub const ASSETS: &[Asset] = assets![
+    "console":
     "index.html",
     "app.js",
     "api.js",
@@ -88,12 +133,12 @@ pub fn router(config: &ControlPlaneConfig) -> Router<AppState> {
         let csp = csp.clone();
         move |headers: HeaderMap| {
             let csp = csp.clone();
-            async move { index(&headers, &csp) }
+            async move { CONSOLE.respond(&headers, "index.html", &csp) }
         }
     };
     let file = move |headers: HeaderMap, Path(path): Path<String>| {
         let csp = csp.clone();
-        async move { asset(&headers, &path, &csp) }
+        async move { CONSOLE.respond(&headers, &path, &csp) }
     };
     let config_json = move || {
         let body = settings.clone();
@@ -127,17 +172,11 @@ pub fn content_type(path: &str) -> &'static str {
     }
 }
 
-/// The embedded file at `path` and its quoted ETag.
+static CONSOLE: AssetSet = AssetSet::new("console file", ASSETS);
+
+#[cfg(test)]
 fn find(path: &str) -> Option<(&'static Asset, &'static str)> {
-    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
-    let etags = ETAGS.get_or_init(|| {
-        ASSETS
-            .iter()
-            .map(|a| format!("\"{}\"", &hex::encode(Sha256::digest(a.bytes))[..32]))
-            .collect()
-    });
-    let i = ASSETS.iter().position(|a| a.path == path)?;
-    Some((&ASSETS[i], etags[i].as_str()))
+    CONSOLE.find(path)
 }
 
 /// Whether an `If-None-Match` header names `etag` (or is `*`).
@@ -156,7 +195,7 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
 /// Styles allow inline attributes because uPlot and Leaflet position
 /// elements with them. A tile origin that cannot be part of the policy is
 /// left out with a warning, so the policy itself always stands.
-fn content_security_policy(tile_url: Option<&str>) -> HeaderValue {
+pub(crate) fn content_security_policy(tile_url: Option<&str>) -> HeaderValue {
     let policy = |tiles: &str| {
         format!(
             "default-src 'self'; img-src 'self' data: {tiles}; style-src 'self' 'unsafe-inline'; \
@@ -208,23 +247,6 @@ fn serve(headers: &HeaderMap, asset: &Asset, etag: &str, csp: &HeaderValue) -> R
         h.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
     }
     response
-}
-
-fn index(headers: &HeaderMap, csp: &HeaderValue) -> Response {
-    let (asset, etag) = find("index.html").expect("index.html is embedded");
-    serve(headers, asset, etag, csp)
-}
-
-fn asset(headers: &HeaderMap, path: &str, csp: &HeaderValue) -> Response {
-    match find(path) {
-        Some((asset, etag)) => serve(headers, asset, etag, csp),
-        None => (
-            StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("No console file '{path}'"),
-        )
-            .into_response(),
-    }
 }
 
 /// The browser's settings: map tiles, and the level each action route

@@ -44,6 +44,9 @@ pub enum DbError {
     /// A check constraint (an `options` list) rejected the write.
     #[error("{}", field_message("has a value outside its allowed options", .field))]
     Check { field: Option<String> },
+    /// PostgreSQL refused a text value (it cannot store the NUL character).
+    #[error("{}", field_message("contains a character that cannot be stored (NUL)", .field))]
+    Text { field: Option<String> },
     /// Anything else: connection loss, bad SQL. Logged, answered with 500.
     #[error("database error: {0}")]
     Other(#[from] sqlx::Error),
@@ -71,6 +74,7 @@ impl DbError {
                 | Self::ForeignKey { .. }
                 | Self::NotNull { .. }
                 | Self::Check { .. }
+                | Self::Text { .. }
         )
     }
 
@@ -95,6 +99,8 @@ impl DbError {
                 "23514" => Self::Check {
                     field: column.or_else(|| check_column(&message)),
                 },
+                // character_not_in_repertoire: a NUL in a bound string.
+                "22021" => Self::Text { field: column },
                 _ => Self::Other(err),
             };
         }

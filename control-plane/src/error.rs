@@ -84,7 +84,8 @@ impl From<DbError> for ApiError {
             DbError::Unique { field }
             | DbError::ForeignKey { field }
             | DbError::NotNull { field }
-            | DbError::Check { field } => Self::field(
+            | DbError::Check { field }
+            | DbError::Text { field } => Self::field(
                 field.clone().unwrap_or_else(|| "request".into()),
                 err.to_string(),
             ),

@@ -75,6 +75,10 @@ pub enum ValueError {
     /// `null` for a not-null column.
     #[error("field '{field}' may not be null")]
     Null { field: String },
+    /// A string with the NUL character, which PostgreSQL cannot store
+    /// (refused on SQLite too, so both backends accept the same values).
+    #[error("field '{field}' may not contain the NUL character (\\u0000)")]
+    Nul { field: String },
 }
 
 impl ValueError {
@@ -85,7 +89,8 @@ impl ValueError {
             | Self::BadTime { field, .. }
             | Self::NotAnOption { field, .. }
             | Self::TooLong { field, .. }
-            | Self::Null { field } => field,
+            | Self::Null { field }
+            | Self::Nul { field } => field,
         }
     }
 }
@@ -178,6 +183,9 @@ pub fn coerce(column: &Column, value: &Json) -> Result<Value, ValueError> {
                 return Err(wrong(column.ty.as_str()));
             };
             let text = text.clone();
+            if text.contains('\0') {
+                return Err(ValueError::Nul { field: field() });
+            }
             if let Some(max) = column.max_len {
                 let len = text.chars().count();
                 if len > max {
@@ -276,6 +284,12 @@ mod tests {
             coerce(&imei, &json!("1234567890123456")),
             Err(ValueError::TooLong { max: 15, .. })
         ));
+        assert_eq!(
+            coerce(&imei, &json!("12345\u{0}")).unwrap_err(),
+            ValueError::Nul {
+                field: "product_imei".into()
+            }
+        );
     }
 
     #[test]

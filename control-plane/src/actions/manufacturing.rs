@@ -483,6 +483,9 @@ pub enum ProductKind {
 }
 
 impl ProductKind {
+    /// The spellings [`Self::parse`] accepts (the OpenAPI document's enum).
+    pub const NAMES: [&'static str; 4] = ["home2", "home3", "hub2", "enterprise"];
+
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "home2" => Some(Self::Home2),

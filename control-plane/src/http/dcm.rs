@@ -21,7 +21,7 @@ use crate::query;
 use crate::values::format_datetime;
 
 /// Longest accepted `transaction_id` (it is a unique key; clients send UUIDs).
-const MAX_TRANSACTION_ID: usize = 255;
+pub(super) const MAX_TRANSACTION_ID: usize = 255;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -55,7 +55,7 @@ fn transaction_id(body: &Map<String, Json>) -> Result<String, ApiError> {
             "transaction_id",
             "field 'transaction_id' may not be empty",
         )),
-        Some(Json::String(s)) if s.len() > MAX_TRANSACTION_ID => Err(ApiError::field(
+        Some(Json::String(s)) if s.chars().count() > MAX_TRANSACTION_ID => Err(ApiError::field(
             "transaction_id",
             format!("field 'transaction_id' may be at most {MAX_TRANSACTION_ID} characters long"),
         )),

@@ -1,17 +1,62 @@
-//! `GET /v1/openapi.json`: an OpenAPI 3 document generated from the catalogue
-//! and the list of action routes (the original API had none).
+//! `GET /v1/openapi.json`: an OpenAPI 3.0 document generated from the
+//! catalogue and the list of action routes (the original API had none).
+//!
+//! Table operations take their schemas from the catalogue columns, with the
+//! constraints `values::coerce` and `generic::validate_body` enforce; action
+//! routes take theirs from [`action_contract`], next to the constants of the
+//! handlers they describe. `tests/openapi.rs` validates the document with a
+//! standard validator, fuzzes the server from it (schemathesis) and drives a
+//! client generated from it, so the document and the server cannot drift
+//! apart unnoticed.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Map, Value as Json};
 
 use super::AppState;
-use crate::catalogue::{Catalogue, ColumnType, Table};
+use crate::actions::manufacturing::ProductKind;
+use crate::catalogue::{Catalogue, Column, ColumnType, Table};
+use crate::console::{assets, Asset, AssetSet};
+use crate::dcm::Category;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(document))
+    let csp = crate::console::content_security_policy(None);
+    let page = {
+        let csp = csp.clone();
+        move |headers: HeaderMap| {
+            let csp = csp.clone();
+            async move { DOCS.respond(&headers, "index.html", &csp) }
+        }
+    };
+    let file = move |headers: HeaderMap, Path(path): Path<String>| {
+        let csp = csp.clone();
+        async move { DOCS.respond(&headers, &path, &csp) }
+    };
+    Router::new()
+        .route("/openapi.json", get(document))
+        .route("/docs", get(page))
+        .route("/docs/{*path}", get(file))
 }
+
+/// The browsable reference at `/v1/docs`: Swagger UI (vendored by
+/// `scripts/vendor-console.sh`, with its licence) started on this server's
+/// document by `init.js`; served like the console's files, under the same
+/// Content-Security-Policy.
+const DOCS_ASSETS: &[Asset] = assets![
+    "docs-ui":
+    "index.html",
+    "init.js",
+    "vendor/VERSIONS",
+    "vendor/swagger-ui/LICENSE",
+    "vendor/swagger-ui/NOTICE",
+    "vendor/swagger-ui/swagger-ui-bundle.js",
+    "vendor/swagger-ui/swagger-ui-bundle.js.LICENSE.txt",
+    "vendor/swagger-ui/swagger-ui.css",
+];
+
+static DOCS: AssetSet = AssetSet::new("reference file", DOCS_ASSETS);
 
 async fn document(State(state): State<AppState>) -> axum::Json<Json> {
     axum::Json(build(&state.catalogue))
@@ -44,6 +89,18 @@ pub(crate) const ACTION_ROUTES: &[(&str, &str, &str, &str)] = &[
         "none",
     ),
     ("/openapi.json", "get", "This document", "none"),
+    (
+        "/docs",
+        "get",
+        "This document as a browsable reference (Swagger UI)",
+        "none",
+    ),
+    (
+        "/docs/{path}",
+        "get",
+        "A file of the browsable reference (Swagger UI, embedded in the binary)",
+        "none",
+    ),
     (
         "/whoami",
         "get",
@@ -436,67 +493,511 @@ pub(crate) const ACTION_ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-fn schema_for(table: &Table, writable: bool) -> Json {
+/// The JSON schema of one catalogue column, with the constraints
+/// `values::coerce` enforces on it (type, format, options, length) and
+/// `nullable` from the catalogue's `not_null`.
+pub(crate) fn column_schema(c: &Column) -> Json {
+    let mut p = match c.ty {
+        ColumnType::Int => json!({"type": "integer", "format": "int64"}),
+        ColumnType::Float => json!({"type": "number", "format": "double"}),
+        ColumnType::Boolean => json!({"type": "boolean"}),
+        ColumnType::Datetime => json!({"type": "string", "format": "date-time",
+            "example": "2016-07-01T12:34:45.123456"}),
+        ColumnType::Date => json!({"type": "string", "format": "date"}),
+        ColumnType::Array => json!({"type": "array", "items": {}}),
+        ColumnType::String | ColumnType::Text => json!({"type": "string"}),
+    };
+    if !c.not_null {
+        p["nullable"] = json!(true);
+    }
+    if let Some(o) = &c.options {
+        // In OpenAPI 3.0 `nullable` does not extend an `enum`.
+        let mut values: Vec<Json> = o.iter().map(|v| json!(v)).collect();
+        if !c.not_null {
+            values.push(Json::Null);
+        }
+        p["enum"] = Json::Array(values);
+    }
+    if let Some(m) = c.max_len {
+        p["maxLength"] = json!(m);
+    }
+    if !c.description.is_empty() {
+        p["description"] = json!(c.description);
+    }
+    p
+}
+
+/// What a schema is for: a row as returned, a POST body, a PUT body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Read,
+    Create,
+    Update,
+}
+
+/// The schema of a table's rows (`Read`) or of a write body. Write bodies
+/// follow `generic::validate_body`: unknown fields are refused, columns the
+/// server sets (meta data, integer ids; the key on PUT) are ignored
+/// whatever they hold, and on POST the not-null columns without a default
+/// are required.
+fn table_schema(table: &Table, shape: Shape) -> Json {
     let mut props = Map::new();
     for c in &table.columns {
-        if c.is_write_only() && !writable {
+        let ignored =
+            shape != Shape::Read && (c.is_system() || (shape == Shape::Update && c.primary_key));
+        if shape == Shape::Read && c.is_write_only() {
             continue;
         }
-        if writable && c.is_system() {
-            continue;
-        }
-        let (ty, format) = match c.ty {
-            ColumnType::Int => ("integer", None),
-            ColumnType::Float => ("number", None),
-            ColumnType::Boolean => ("boolean", None),
-            ColumnType::Datetime => ("string", Some("date-time")),
-            ColumnType::Date => ("string", Some("date")),
-            ColumnType::Array => ("array", None),
-            ColumnType::String | ColumnType::Text => ("string", None),
+        let schema = if ignored {
+            json!({"description": "Set by the server; ignored when sent"})
+        } else {
+            let mut s = column_schema(c);
+            if c.is_write_only() {
+                s["writeOnly"] = json!(true);
+            }
+            if c.name == "password" {
+                // generic::prepare_secret_columns
+                s["minLength"] = json!(8);
+            }
+            s
         };
-        let mut p = json!({"type": ty, "nullable": !c.not_null});
-        if let Some(f) = format {
-            p["format"] = json!(f);
-        }
-        if let Some(o) = &c.options {
-            p["enum"] = json!(o);
-        }
-        if let Some(m) = c.max_len {
-            p["maxLength"] = json!(m);
-        }
-        if !c.description.is_empty() {
-            p["description"] = json!(c.description);
-        }
-        props.insert(c.name.clone(), p);
+        props.insert(c.name.clone(), schema);
+    }
+    // Client generators name their models after the title.
+    let title = match shape {
+        Shape::Read => table.title.clone(),
+        Shape::Create => format!("{} create", table.title),
+        Shape::Update => format!("{} update", table.title),
+    };
+    let mut s = json!({"type": "object", "title": title, "properties": props});
+    if shape != Shape::Read {
+        s["additionalProperties"] = json!(false);
+    }
+    if !table.description.is_empty() {
+        s["description"] = json!(table.description);
     }
     let required: Vec<&str> = table
         .columns
         .iter()
-        .filter(|c| writable && c.not_null && c.default.is_none() && !c.is_system())
+        .filter(|c| match shape {
+            Shape::Read => !c.is_write_only(),
+            Shape::Create => c.not_null && c.default.is_none() && !c.is_system(),
+            Shape::Update => false,
+        })
         .map(|c| c.name.as_str())
         .collect();
-    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
+    // OpenAPI 3.0 forbids an empty `required`.
+    if !required.is_empty() {
+        s["required"] = json!(required);
+    }
+    s
 }
 
-fn op(
+fn schema_ref(name: &str) -> Json {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// `{"status": "success", "message", "data": <data>}` (`http::success`).
+fn envelope(data: Json) -> Json {
+    json!({"type": "object", "required": ["status", "message", "data"], "properties": {
+        "status": {"type": "string", "enum": ["success"]},
+        "message": {},
+        "data": data,
+    }})
+}
+
+/// The schema of a path parameter, by its name: the type the handler
+/// parses it as and the catalogue column it names.
+fn path_param_schema(cat: &Catalogue, name: &str) -> Json {
+    match name {
+        "product_imei" => {
+            let imei = cat
+                .table("product")
+                .and_then(|t| t.column("product_imei"))
+                .map(column_schema)
+                .unwrap_or_else(|| json!({"type": "string"}));
+            json!({"type": "string", "maxLength": imei["maxLength"], "minLength": 1})
+        }
+        "product_kind" => json!({"type": "string", "enum": ProductKind::NAMES}),
+        "name" => json!({"type": "string", "minLength": 1}),
+        "path" => json!({"type": "string", "minLength": 1}),
+        // repair_id, alert_id, subscriber_id, delivery_id, rtc_dead_letter_id
+        _ => json!({"type": "integer", "format": "int64"}),
+    }
+}
+
+fn path_params(cat: &Catalogue, path: &str) -> Vec<Json> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            json!({"name": name, "in": "path", "required": true,
+                   "schema": path_param_schema(cat, name)})
+        })
+        .collect()
+}
+
+fn query_param(name: &str, schema: Json, required: bool, description: &str) -> Json {
+    let mut p = json!({"name": name, "in": "query", "required": required, "schema": schema});
+    if !description.is_empty() {
+        p["description"] = json!(description);
+    }
+    p
+}
+
+fn paging_params() -> Vec<Json> {
+    vec![
+        query_param(
+            "page",
+            json!({"type": "integer", "minimum": 1, "maximum": u64::MAX}),
+            false,
+            "Page number, from 1",
+        ),
+        query_param(
+            "results_per_page",
+            json!({"type": "integer", "minimum": 1, "maximum": u64::MAX}),
+            false,
+            "Rows per page (capped by the server's maximum)",
+        ),
+    ]
+}
+
+fn q_param() -> Json {
+    query_param(
+        "q",
+        json!({"type": "string"}),
+        false,
+        "JSON query: filters ([{name, op, val}]), limit, offset, order_by, group_by, single; \
+         e.g. {\"filters\":[{\"name\":\"name\",\"op\":\"like\",\"val\":\"%enable%\"}]}",
+    )
+}
+
+/// The documented inputs and output of one operation.
+struct Contract {
+    query: Vec<Json>,
+    body: Option<Json>,
+    /// Whether a request without a body is refused.
+    body_required: bool,
+    status: &'static str,
+    response: Option<Json>,
+}
+
+impl Contract {
+    fn new(status: &'static str, response: Option<Json>) -> Self {
+        Self {
+            query: Vec::new(),
+            body: None,
+            body_required: true,
+            status,
+            response,
+        }
+    }
+    fn body(mut self, schema: Json) -> Self {
+        self.body = Some(schema);
+        self
+    }
+    /// A body the handler reads when there is one (an empty body is `{}`).
+    fn optional_body(mut self, schema: Json) -> Self {
+        self.body = Some(schema);
+        self.body_required = false;
+        self
+    }
+    fn query(mut self, params: Vec<Json>) -> Self {
+        self.query = params;
+        self
+    }
+}
+
+fn object_schema(required: &[&str], properties: Json) -> Json {
+    let mut s = json!({"type": "object", "properties": properties});
+    if !required.is_empty() {
+        s["required"] = json!(required);
+    }
+    s
+}
+
+/// The request and response of an action route. Constraints here are the
+/// ones its handler enforces (`actions::*`, `http::dcm`, ...); the
+/// schemathesis run in `tests/openapi.rs` sends data valid and invalid by
+/// this document and fails when the server disagrees with it.
+fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
+    let col = |table: &str, column: &str| {
+        cat.table(table)
+            .and_then(|t| t.column(column))
+            .map(column_schema)
+            .unwrap_or_else(|| json!({}))
+    };
+    let ok = |data: Json| Contract::new("200", Some(envelope(data)));
+    let flag = |name: &str| object_schema(&[name], json!({name: {"type": "boolean"}}));
+    let entity_ref = json!({"type": "integer", "format": "int64"});
+    let transaction_id = json!({"type": "string", "minLength": 1, "pattern": "\\S",
+        "maxLength": super::dcm::MAX_TRANSACTION_ID,
+        "description": "Unique per command; a repeated id is refused"});
+    match (method, path) {
+        ("post", "/auth/login") => {
+            let creds = object_schema(
+                &["username", "password"],
+                json!({"username": {"type": "string"}, "password": {"type": "string", "format": "password"}}),
+            );
+            Contract::new(
+                "200",
+                Some(object_schema(
+                    &["status", "message"],
+                    json!({"status": {"type": "string", "enum": ["success"]},
+                       "message": object_schema(&["login_successful"], json!({"login_successful": object_schema(
+                           &["username", "API_token", "token_expiry", "permissions"],
+                           json!({"username": {"type": "string"}, "entity_id": {"type": "integer", "nullable": true},
+                                  "display_name": {"type": "string", "nullable": true}, "name": {"type": "string"},
+                                  "user_product_visibility": {"type": "string", "enum": ["GLOBAL", "ENTITY"]},
+                                  "hub_id": {"type": "integer", "nullable": true}, "shop_id": {"type": "integer", "nullable": true},
+                                  "API_token": {"type": "string", "description": "Send as `Authorization: Token token=<API_token>`"},
+                                  "token_expiry": {"type": "string"},
+                                  "permissions": {"type": "string", "enum": PERMISSIONS}}))}))}),
+                )),
+            )
+            // The form body (`requests.post(url, data=...)` in the spec) is
+            // accepted too, and named in the summary only: openapi-python-client
+            // 0.29 generates code that does not import for an operation with
+            // two body types.
+            .body(creds)
+        }
+        ("get", "/auth/validate_user") => ok(json!({"type": "string", "enum": ["True", "False"]}))
+            .query(vec![query_param("username", json!({"type": "string"}), true, "")]),
+        ("get", "/auth/validate_user_and_password") => {
+            ok(json!({"type": "string", "enum": ["True", "False"]})).query(vec![
+                query_param("username", json!({"type": "string"}), true, ""),
+                query_param("password", json!({"type": "string"}), true, ""),
+            ])
+        }
+        ("get", "/whoami") => ok(object_schema(
+            &["user_id", "username", "permissions", "user_product_visibility"],
+            json!({"user_id": {"type": "integer"}, "username": {"type": "string"},
+                   "permissions": {"type": "string", "enum": PERMISSIONS},
+                   "user_product_visibility": {"type": "string", "enum": ["GLOBAL", "ENTITY"]},
+                   "entity_id": {"type": "integer", "nullable": true}}),
+        )),
+        ("get", "/home" | "/health" | "/ready") => Contract::new("200", None),
+        ("get", "/openapi.json") => Contract::new("200", Some(json!({"type": "object"}))),
+        (
+            "put",
+            "/products/{product_imei}/enable"
+            | "/products/{product_imei}/disable"
+            | "/products/{product_imei}/enable_tamper_switch"
+            | "/products/{product_imei}/disable_tamper_switch",
+        ) => ok(json!({"nullable": true, "description": "null; the message names the new status"})),
+        ("put", "/products/{product_imei}/assign_entity" | "/products/{product_imei}/remove_entity") => {
+            ok(json!({})).body(object_schema(&["entity_id"], json!({"entity_id": entity_ref})))
+        }
+        ("put", "/products/{product_imei}/change_entity") => ok(json!({})).body(object_schema(
+            &["old_entity_id", "new_entity_id"],
+            json!({"old_entity_id": entity_ref, "new_entity_id": entity_ref}),
+        )),
+        ("put", "/products/{product_imei}/change_state") => ok(json!({})).body(object_schema(
+            &["new_state"],
+            json!({"new_state": {"type": "integer", "minimum": 1, "maximum": 9,
+                                 "description": "state_type_id; the transition table decides which are allowed"}}),
+        )),
+        ("put", "/products/{product_imei}/set_dcm_enabled_flag") => ok(json!({})).body(flag("enabled")),
+        ("put", "/products/{product_imei}/set_is_payg") => ok(json!({})).body(flag("is_payg")),
+        ("put", "/products/{product_imei}/update_software") => ok(json!({})).body(object_schema(
+            &["software"],
+            json!({"software": {"description": "software_version_type_id or software name",
+                                "oneOf": [{"type": "integer"}, {"type": "string"}]}}),
+        )),
+        ("get", "/products/{product_imei}/available_networks") => ok(json!({})).query(vec![query_param(
+            "mcc",
+            json!({"type": "integer", "minimum": 0, "maximum": 999}),
+            true,
+            "Mobile country code",
+        )]),
+        ("get", "/products/{product_imei}/connectivity_reliability_rate") => ok(json!({})).query(vec![
+            query_param("start", json!({"type": "string", "format": "date-time"}), false, ""),
+            query_param("end", json!({"type": "string", "format": "date-time"}), false, ""),
+        ]),
+        ("get", "/products/{product_imei}/parameters/history") => ok(json!({})).query(vec![query_param(
+            "date",
+            json!({"type": "string", "format": "date-time"}),
+            false,
+            "The active parameter set at this time instead of the full history",
+        )]),
+        ("get", "/products/locations" | "/current_enable_status") => ok(json!({})).query(paging_params()),
+        ("get", "/dashboard2") => {
+            let mut q = paging_params();
+            q.insert(0, q_param());
+            ok(json!({})).query(q)
+        }
+        ("post", "/products/{product_imei}/add_payment_command") => {
+            // dcm::check_value: the value's sign follows the category.
+            let rules = [
+                (Category::Payment, json!({"minimum": 1})),
+                (Category::BadPayment, json!({"maximum": -1})),
+                (Category::ZeroCommand, json!({"enum": [0]})),
+            ];
+            let variants: Vec<Json> = rules
+                .into_iter()
+                .map(|(category, bound)| {
+                    let mut value = json!({"type": "integer", "format": "int64", "description": "Seconds of credit"});
+                    value.as_object_mut().expect("object").extend(bound.as_object().expect("object").clone());
+                    json!({"type": "object", "required": ["value", "category", "transaction_id"], "properties": {
+                        "value": value,
+                        "category": {"type": "string", "enum": [category.as_str()]},
+                        "transaction_id": transaction_id.clone(),
+                    }})
+                })
+                .collect();
+            Contract::new("201", Some(envelope(json!({})))).body(json!({"oneOf": variants}))
+        }
+        ("post", "/products/{product_imei}/force_reset") => Contract::new("201", Some(envelope(json!({}))))
+            .body(object_schema(
+                &["transaction_id"],
+                json!({"transaction_id": transaction_id}),
+            )),
+        ("get", "/products/{product_imei}/data") => ok(json!({
+            "type": "object", "required": ["measurement", "tags"],
+            "properties": {"measurement": {"type": "string"}, "tags": {"type": "object", "additionalProperties": {"type": "string"}}},
+            "additionalProperties": {"type": "array", "description": "One field: [value, time] pairs, oldest first",
+                                     "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {}}}}))
+        .query(vec![
+            query_param("start", json!({"type": "string"}), false, "RFC 3339 time or nanoseconds since the epoch (default: a day before end)"),
+            query_param("end", json!({"type": "string"}), false, "RFC 3339 time or nanoseconds since the epoch (default: now)"),
+            query_param("fields", json!({"type": "string"}), false, "`*`, comma-separated names or a JSON list"),
+            query_param("measurement", json!({"type": "string"}), false, "Default: telemetry"),
+            query_param("limit", json!({"type": "integer", "minimum": 0}), false, "0: no limit"),
+            query_param("where", json!({"type": "string"}), false, "Filter on fields, e.g. `battery_voltage > 12`"),
+            query_param("tags", json!({"type": "string"}), false, "JSON object of tag values"),
+            query_param("ds_interval", json!({"type": "string"}), false, "Downsampling interval, e.g. 1h"),
+            query_param("ds_function", json!({"type": "string"}), false, "mean, min, max, sum, count, first, last"),
+        ]),
+        ("post", "/products/{product_imei}/data") => ok(json!({})).body(object_schema(
+            &["fields"],
+            json!({"measurement": {"type": "string"}, "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                   "fields": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {}}}}}),
+        )),
+        ("put", "/alerts/{alert_id}/dismiss") => {
+            let mut b = object_schema(
+                &[],
+                json!({"dismissal_reason": col("alert", "dismissal_reason"), "extra_info": col("alert", "extra_info"),
+                       "repair_id": {"type": "integer", "format": "int64", "nullable": true}}),
+            );
+            b["additionalProperties"] = json!(false);
+            ok(json!({})).body(b)
+        }
+        ("post", "/sms/delivery_receipt") => ok(json!({})).body(object_schema(
+            &["message_reference"],
+            json!({"message_reference": {"type": "string", "minLength": 1, "pattern": "\\S"},
+                   "status": {"type": "string", "enum": ["delivered", "failed", "undelivered"],
+                              "description": "Default delivered; any letter case"}}),
+        )),
+        ("put", "/products/{product_imei}/suggest_energy_limit") => ok(json!({})).body(object_schema(
+            &["energy_limit"],
+            json!({"energy_limit": {"description": "Wh; a number, or a number in a string",
+                "oneOf": [{"type": "number", "minimum": 0},
+                          {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}]}}),
+        )),
+        ("post", "/channels/{name}/subscribe") => Contract::new("201", Some(envelope(json!({})))).body(object_schema(
+            &["url"],
+            json!({"url": {"type": "string", "format": "uri"}}),
+        )),
+        ("post", "/channels/{name}/unsubscribe") => ok(json!({})).body(object_schema(
+            &["url"],
+            json!({"url": {"type": "string", "format": "uri"}}),
+        )),
+        ("post", "/products/{product_imei}/command_request") => ok(json!({})).body(object_schema(
+            &["command"],
+            json!({"command": {"type": "string", "minLength": 1}}),
+        )),
+        ("post", "/products/{product_imei}/rtc_online_status") => ok(json!({})).body(object_schema(
+            &["status"],
+            json!({"status": {"type": "string", "enum": ["online", "offline"]}}),
+        )),
+        ("put", "/repairs/{repair_id}/send_events") => {
+            let mut b = object_schema(&["event"], json!({"event": {"type": "string"}}));
+            b["additionalProperties"] = json!(false);
+            ok(json!({})).body(b)
+        }
+        ("put", "/repairs/{repair_id}/send_inputs") => ok(json!({})).body(json!({
+            "type": "object", "description": "Input name -> value, for the inputs of the current state"})),
+        ("post", "/upload_tool_log") => Contract::new("201", Some(json!({}))).body(json!({
+            "type": "object", "description": "{toolname, time, ...fields}: one log entry of a manufacturing or repair tool"})),
+        ("get", _) if path.starts_with("/console") => Contract::new("200", None),
+        ("get", "/docs" | "/docs/{path}") => Contract::new("200", None),
+        ("get", _) => ok(json!({})),
+        (
+            "post",
+            "/rtc_import_mo_dead_letters"
+            | "/rtc_import_mt_reply_dead_letters"
+            | "/subscribers/{subscriber_id}/deliveries/{delivery_id}/resend",
+        ) => ok(json!({})),
+        // Actions whose fields are optional or not described field by field.
+        ("post", _) => Contract::new("200", Some(json!({}))).optional_body(json!({"type": "object"})),
+        _ => ok(json!({})).optional_body(json!({"type": "object"})),
+    }
+}
+
+const PERMISSIONS: [&str; 5] = ["OVERVIEW", "TECHNICAL", "ADMIN", "FACTORY", "SYSTEM"];
+
+/// `listStateTypes`-style ids from the method and path.
+fn operation_id(verb: &str, path: &str) -> String {
+    let mut out = verb.to_string();
+    if path.ends_with('/') {
+        out.push_str("Index");
+    }
+    for part in path
+        .split(['/', '_', '{', '}', '.'])
+        .filter(|p| !p.is_empty())
+    {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            out.push(first.to_ascii_uppercase());
+            out.extend(chars);
+        }
+    }
+    out
+}
+
+/// One operation object.
+fn operation(
+    id: String,
+    tag: &str,
     summary: String,
     permission: &str,
-    status: &str,
-    body: Option<Json>,
-    response: Option<Json>,
+    params: Vec<Json>,
+    contract: Contract,
 ) -> Json {
+    let status = contract.status;
+    let mut responses = json!({
+        status: {"description": "Success"},
+        "400": {"$ref": "#/components/responses/Error"},
+        "404": {"$ref": "#/components/responses/Error"},
+        "413": {"$ref": "#/components/responses/Error"},
+    });
+    if let Some(schema) = contract.response {
+        responses[contract.status]["content"] = json!({"application/json": {"schema": schema}});
+    }
     let mut o = json!({
+        "operationId": id,
+        "tags": [tag],
         "summary": summary,
         "description": format!("Permission: {permission}"),
-        "responses": {status: {"description": "success"}, "400": {"$ref": "#/components/responses/Error"},
-                      "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"}},
+        "x-permission": permission,
+        "responses": responses,
     });
-    if let Some(b) = body {
-        o["requestBody"] =
-            json!({"required": true, "content": {"application/json": {"schema": b}}});
+    if permission == "none" {
+        o["security"] = json!([]);
+    } else {
+        o["responses"]["401"] = json!({"$ref": "#/components/responses/Error"});
+        o["responses"]["403"] = json!({"$ref": "#/components/responses/Error"});
     }
-    if let Some(r) = response {
-        o["responses"][status]["content"] = json!({"application/json": {"schema": r}});
+    if id == "postAuthLogin" {
+        o["responses"]["401"] = json!({"$ref": "#/components/responses/Error"});
+        o["responses"]["429"] = json!({"$ref": "#/components/responses/Error"});
+    }
+    let params: Vec<Json> = params.into_iter().chain(contract.query).collect();
+    if !params.is_empty() {
+        o["parameters"] = Json::Array(params);
+    }
+    if let Some(b) = contract.body {
+        o["requestBody"] = json!({"required": contract.body_required,
+                                  "content": {"application/json": {"schema": b}}});
     }
     o
 }
@@ -505,88 +1006,118 @@ fn op(
 pub(crate) fn build(cat: &Catalogue) -> Json {
     let mut paths = Map::new();
     let mut schemas = Map::new();
+    schemas.insert(
+        "Error".into(),
+        json!({"type": "object", "title": "Error", "required": ["status", "message"], "properties": {
+            "status": {"type": "string", "enum": ["error", "validation-error"]},
+            "message": {"type": "string"},
+            "data": {"nullable": true},
+            "validation_errors": {"type": "object", "nullable": true, "additionalProperties": {"type": "string"}}}}),
+    );
     for t in cat.tables() {
-        schemas.insert(t.name.clone(), schema_for(t, false));
-        schemas.insert(format!("{}_write", t.name), schema_for(t, true));
-        let obj = json!({"$ref": format!("#/components/schemas/{}", t.name)});
-        let write = json!({"$ref": format!("#/components/schemas/{}_write", t.name)});
-        let list = json!({"type": "object", "properties": {"num_results": {"type": "integer"}, "page": {"type": "integer"},
-                          "total_pages": {"type": "integer"}, "objects": {"type": "array", "items": obj}}});
+        schemas.insert(t.name.clone(), table_schema(t, Shape::Read));
+        schemas.insert(format!("{}_create", t.name), table_schema(t, Shape::Create));
+        schemas.insert(format!("{}_update", t.name), table_schema(t, Shape::Update));
+        let obj = schema_ref(&t.name);
+        let list = object_schema(
+            &["num_results", "page", "total_pages", "objects"],
+            json!({"num_results": {"type": "integer"}, "page": {"type": "integer"},
+                   "total_pages": {"type": "integer"}, "objects": {"type": "array", "items": obj}}),
+        );
         let id = t
             .id_param
             .clone()
             .unwrap_or_else(|| t.primary_key().name.clone());
-        for path in &t.paths {
-            let mut coll = Map::new();
-            if let Some(p) = t.methods.get {
-                let mut o = op(
-                    format!("List {} (q, page, results_per_page)", t.name),
-                    p.as_str(),
-                    "200",
-                    None,
-                    Some(list.clone()),
-                );
-                o["parameters"] = json!([
-                    {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "JSON query: filters, limit, offset, order_by, group_by, single"},
-                    {"name": "page", "in": "query", "schema": {"type": "integer"}},
-                    {"name": "results_per_page", "in": "query", "schema": {"type": "integer"}}]);
-                coll.insert("get".into(), o);
+        let pk = t.primary_key();
+        let id_schema = match pk.ty {
+            ColumnType::Int => json!({"type": "integer", "format": "int64"}),
+            _ => {
+                let mut s = json!({"type": "string", "minLength": 1});
+                if let Some(m) = pk.max_len {
+                    s["maxLength"] = json!(m);
+                }
+                s
             }
-            if let Some(p) = t.methods.post {
+        };
+        let id_param = json!({"name": id, "in": "path", "required": true, "schema": id_schema});
+        for path in &t.paths {
+            let item_path = format!("{path}/{{{id}}}");
+            let tag = &t.name;
+            let mut coll = Map::new();
+            let mut item = Map::new();
+            if let Some(p) = t.methods.get {
+                let mut q = vec![q_param()];
+                q.extend(paging_params());
+                let c = Contract::new("200", Some(list.clone())).query(q);
                 coll.insert(
-                    "post".into(),
-                    op(
-                        format!("Create a {}", t.name),
+                    "get".into(),
+                    operation(
+                        operation_id("list", path),
+                        tag,
+                        format!("List {} (q, page, results_per_page)", t.name),
                         p.as_str(),
-                        "201",
-                        Some(write.clone()),
-                        Some(obj.clone()),
+                        vec![],
+                        c,
+                    ),
+                );
+                let c = Contract::new("200", Some(obj.clone()));
+                item.insert(
+                    "get".into(),
+                    operation(
+                        operation_id("get", &item_path),
+                        tag,
+                        format!("Get one {}", t.name),
+                        p.as_str(),
+                        vec![id_param.clone()],
+                        c,
                     ),
                 );
             }
-            let mut item = Map::new();
-            if let Some(p) = t.methods.get {
-                item.insert(
-                    "get".into(),
-                    op(
-                        format!("Get one {}", t.name),
+            if let Some(p) = t.methods.post {
+                let c = Contract::new("201", Some(obj.clone()))
+                    .body(schema_ref(&format!("{}_create", t.name)));
+                coll.insert(
+                    "post".into(),
+                    operation(
+                        operation_id("create", path),
+                        tag,
+                        format!("Create a {}", t.name),
                         p.as_str(),
-                        "200",
-                        None,
-                        Some(obj.clone()),
+                        vec![],
+                        c,
                     ),
                 );
             }
             if let Some(p) = t.methods.put {
+                let c = Contract::new("200", Some(obj.clone()))
+                    .body(schema_ref(&format!("{}_update", t.name)));
                 item.insert(
                     "put".into(),
-                    op(
+                    operation(
+                        operation_id("update", &item_path),
+                        tag,
                         format!("Change a {}", t.name),
                         p.as_str(),
-                        "200",
-                        Some(write.clone()),
-                        Some(obj.clone()),
+                        vec![id_param.clone()],
+                        c,
                     ),
                 );
             }
             if let Some(p) = t.methods.delete {
                 item.insert(
                     "delete".into(),
-                    op(
+                    operation(
+                        operation_id("delete", &item_path),
+                        tag,
                         format!("Delete a {}", t.name),
                         p.as_str(),
-                        "204",
-                        None,
-                        None,
+                        vec![id_param.clone()],
+                        Contract::new("204", None),
                     ),
                 );
             }
-            item.insert(
-                "parameters".into(),
-                json!([{"name": id, "in": "path", "required": true, "schema": {"type": "string"}}]),
-            );
             paths.insert(format!("/v1{path}"), Json::Object(coll));
-            paths.insert(format!("/v1{path}/{{{id}}}"), Json::Object(item));
+            paths.insert(format!("/v1{item_path}"), Json::Object(item));
         }
     }
     for (path, method, summary, permission) in ACTION_ROUTES {
@@ -596,18 +1127,37 @@ pub(crate) fn build(cat: &Catalogue) -> Json {
         } else {
             format!("/v1{path}")
         };
+        let tag = path
+            .split('/')
+            .find(|s| !s.is_empty())
+            .unwrap_or("api")
+            .trim_end_matches(".json");
+        let o = operation(
+            operation_id(method, path),
+            tag,
+            (*summary).to_string(),
+            permission,
+            path_params(cat, path),
+            action_contract(cat, method, path),
+        );
         let entry = paths.entry(full).or_insert_with(|| json!({}));
-        entry[*method] = op((*summary).to_string(), permission, "200", None, None);
+        entry[*method] = o;
     }
     json!({
         "openapi": "3.0.3",
         "info": {"title": "SMARTSolar API", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Authenticate with `Authorization: Token token=<API_token>` from /v1/auth/login."},
+                 "description": "The relational API of SMARTSolar. Log in with `POST /v1/auth/login`, then send \
+                                 `Authorization: Token token=<API_token>` with every call. Each operation's description \
+                                 names the permission level it needs (`x-permission`)."},
+        "servers": [{"url": "/"}],
+        "security": [{"ApiToken": []}],
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "responses": {"Error": {"description": "error envelope", "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"status": {"type": "string"}, "message": {}, "data": {}, "validation_errors": {}}}}}}},
+            "securitySchemes": {"ApiToken": {"type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "`Token token=<API_token>`, the token from /v1/auth/login"}},
+            "responses": {"Error": {"description": "The error envelope; validation errors name each field",
+                "content": {"application/json": {"schema": schema_ref("Error")}}}},
         },
     })
 }
