@@ -904,10 +904,12 @@ fn flusher(store: Weak<Inner>, kick: Receiver<()>) {
         }
         if last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
             last_retention = Some(Instant::now());
-            if let Err(e) =
-                inner.apply_retention(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX))
-            {
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+            if let Err(e) = inner.apply_retention(now) {
                 tracing::error!(error = %e, "time-series retention failed; will retry");
+            }
+            if let Err(e) = inner.close_days(now) {
+                tracing::error!(error = %e, "time-series compaction of closed days failed; will retry");
             }
         }
     }
@@ -1455,43 +1457,97 @@ impl Inner {
         Ok(())
     }
 
-    /// Merges the blocks of one measurement and day into one once there are
-    /// `compact_at` of them.
+    /// Size-tiered compaction of one measurement and day: while `compact_at`
+    /// blocks adjacent in `seq` order are at the same size level (level *n*:
+    /// up to 4 MiB × `compact_at`^*n*), merges them into one. Each value is
+    /// rewritten about once per level, not once per flush.
     fn compact(&self, disk: &Disk, measurement: &str, day: i64) -> Result<(), TsdbError> {
-        let olds: Vec<BlockMeta> = self
-            .current()
-            .blocks
-            .iter()
-            .filter(|b| b.measurement == measurement && b.day == day)
-            .cloned()
-            .collect();
-        if olds.len() < disk.compact_at {
-            return Ok(());
+        loop {
+            let day_blocks: Vec<BlockMeta> = self
+                .current()
+                .blocks
+                .iter()
+                .filter(|b| b.measurement == measurement && b.day == day)
+                .cloned()
+                .collect();
+            let level = |b: &BlockMeta| {
+                let size = std::fs::metadata(&b.path).map_or(0, |m| m.len());
+                let (mut l, mut cap) = (0u32, 4u64 << 20);
+                while size > cap {
+                    l += 1;
+                    cap = cap.saturating_mul(disk.compact_at as u64);
+                }
+                l
+            };
+            let levels: Vec<u32> = day_blocks.iter().map(level).collect();
+            let mut run = None;
+            let mut start = 0;
+            for i in 1..=levels.len() {
+                if i == levels.len() || levels[i] != levels[start] {
+                    if i - start >= disk.compact_at {
+                        run = Some(start..i);
+                        break;
+                    }
+                    start = i;
+                }
+            }
+            let Some(run) = run else {
+                return Ok(());
+            };
+            self.merge_blocks(&day_blocks[run])?;
         }
+    }
+
+    /// Merges the blocks of every day that ended over an hour before `now_ns`
+    /// and still has several, into one: a closed day is then one block with
+    /// exact rollups.
+    fn close_days(&self, now_ns: i64) -> Result<(), TsdbError> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let _one = disk.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut days: BTreeMap<(String, i64), Vec<BlockMeta>> = BTreeMap::new();
+        for b in self.current().blocks.iter() {
+            days.entry((b.measurement.clone(), b.day))
+                .or_default()
+                .push(b.clone());
+        }
+        for ((_, day), blocks) in days {
+            if blocks.len() > 1 && (day + 1).saturating_mul(DAY_NS) + ROLLUP_NS <= now_ns {
+                self.merge_blocks(&blocks)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges blocks of one measurement and day, adjacent in `seq` order,
+    /// into one that takes the last one's `seq` (and path: it replaces that
+    /// file by rename), so its values keep their precedence over blocks
+    /// outside the run. A crash before the others are deleted leaves them
+    /// beside the merged block, which holds the same values and wins.
+    fn merge_blocks(&self, run: &[BlockMeta]) -> Result<(), TsdbError> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let last = run.last().expect("a run is not empty");
         let started = Instant::now();
         let mut merge = Merge {
-            cursors: olds
+            cursors: run
                 .iter()
                 .map(|b| Ok((b.seq, block::Cursor::open(&b.path)?)))
                 .collect::<Result<_, TsdbError>>()?,
             error: None,
         };
-        let meta = BlockMeta::new(
-            &disk.blocks_dir,
-            measurement,
-            day,
-            disk.next_seq.fetch_add(1, Ordering::Relaxed),
-        );
+        let meta = BlockMeta::new(&disk.blocks_dir, &last.measurement, last.day, last.seq);
         let rows = block::write(&meta, &mut merge)?;
         if let Some(e) = merge.error {
-            let _ = std::fs::remove_file(&meta.path);
             return Err(e);
         }
-        self.replace_blocks(&olds, Some(meta))?;
+        self.replace_blocks(&run[..run.len() - 1], None)?;
         tracing::info!(
-            measurement,
-            day,
-            merged = olds.len(),
+            measurement = %last.measurement,
+            day = last.day,
+            merged = run.len(),
             rows,
             ms = started.elapsed().as_millis() as u64,
             "time-series blocks compacted"
@@ -1520,7 +1576,9 @@ impl Inner {
                 _ => {}
             }
             if let Some(dir) = b.path.parent() {
-                // The day's directory goes with its last block.
+                // The day's directory goes with its last block (fails, as
+                // it should, while other blocks are left).
+                let _ = std::fs::remove_dir(dir.join("1h"));
                 let _ = std::fs::remove_dir(dir);
             }
         }

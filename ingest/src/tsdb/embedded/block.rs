@@ -3,6 +3,8 @@
 //! days since the epoch, `seq` a store-wide counter: a higher `seq` was
 //! written later and wins when two blocks hold the same value).
 //!
+//! Each block has its hourly rollups in `<day>/1h/<seq>.parquet`.
+//!
 //! A block is a long table sorted by `(imei, tags, field, time)`:
 //!
 //! ```text
@@ -157,9 +159,12 @@ pub(super) struct BlockMeta {
 }
 
 impl BlockMeta {
-    /// The block's hourly rollups, beside it.
+    /// The block's hourly rollups: `1h/<seq>.parquet` in the block's
+    /// directory (so `blocks/*/*/*.parquet` globs raw values only).
     pub(super) fn rollup_path(&self) -> PathBuf {
-        self.path.with_extension("1h.parquet")
+        let dir = self.path.parent().expect("a block path has a parent");
+        dir.join("1h")
+            .join(self.path.file_name().expect("a block has a name"))
     }
 
     pub(super) fn new(root: &Path, measurement: &str, day: i64, seq: u64) -> Self {
@@ -210,10 +215,16 @@ pub(super) fn list(root: &Path) -> Result<Vec<BlockMeta>, TsdbError> {
                 let name = name.to_string_lossy();
                 if name.ends_with(".tmp") {
                     std::fs::remove_file(f.path())?;
-                } else if let Some(seq) = name.strip_suffix(".1h.parquet") {
-                    // A crash between a block's rollups and the block itself.
-                    if !d.path().join(format!("{seq}.parquet")).exists() {
-                        std::fs::remove_file(f.path())?;
+                } else if name == "1h" {
+                    for r in std::fs::read_dir(f.path())? {
+                        let r = r?;
+                        // A crash between a block's rollups and the block
+                        // itself, or while writing them.
+                        if r.file_name().to_string_lossy().ends_with(".tmp")
+                            || !d.path().join(r.file_name()).exists()
+                        {
+                            std::fs::remove_file(r.path())?;
+                        }
                     }
                 } else if let Some(seq) = name
                     .strip_suffix(".parquet")
@@ -266,7 +277,8 @@ pub(super) fn write(
     rows: impl IntoIterator<Item = Row>,
 ) -> Result<u64, TsdbError> {
     let dir = meta.path.parent().expect("a block path has a parent");
-    std::fs::create_dir_all(dir)?;
+    let rollup_dir = dir.join("1h");
+    std::fs::create_dir_all(&rollup_dir)?;
     let tmp = meta.path.with_extension("parquet.tmp");
     let rollup_tmp = meta.rollup_path().with_extension("parquet.tmp");
     let mut w = writer(&tmp, SCHEMA, meta)?;
@@ -317,6 +329,7 @@ pub(super) fn write(
         drop(file);
         std::fs::rename(tmp, path)?;
     }
+    super::sync_dir(&rollup_dir)?;
     super::sync_dir(dir)?;
     Ok(n)
 }

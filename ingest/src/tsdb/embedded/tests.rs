@@ -730,3 +730,49 @@ fn rollups_are_not_used_for_several_series() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_closed_day_is_merged_into_one_block_with_exact_rollups() {
+    let dir = temp_dir(line!());
+    let db = Embedded::open(on_disk(&dir)).unwrap();
+    let reference = Embedded::in_memory();
+    let v = |t: i64, x: i64| pt(t, &[("v", FieldValue::Int(x))]);
+    let batches = [
+        vec![v(H, 1), v(2 * H, 2), v(25 * H, 7)],
+        vec![v(2 * H, 20), v(3 * H, 3)], // rewrites 2 h
+    ];
+    for b in &batches {
+        db.write_sync(b).unwrap();
+        reference.write_sync(b).unwrap();
+        db.flush().unwrap();
+    }
+    assert_eq!(db.block_count(), 3, "day 0 twice, day 1 once");
+    // Day 0 ended less than an hour ago: left alone.
+    db.inner.close_days(24 * H + H / 2).unwrap();
+    assert_eq!(db.block_count(), 3);
+    db.inner.close_days(25 * H).unwrap();
+    assert_eq!(db.block_count(), 2);
+    let mut q = Query::new("telemetry", IMEI, 0, 48 * H - 1);
+    q.downsample = Some(Downsample {
+        interval_ns: 24 * H,
+        function: Aggregate::Sum,
+    });
+    let expect = reference.query_sync(&q).unwrap();
+    assert_eq!(
+        expect.series("v").unwrap()[0].0,
+        Some(&FieldValue::Int(1 + 20 + 3))
+    );
+    assert_eq!(db.query_sync(&q).unwrap(), expect);
+    // Day 0's sum now comes from its rollups alone.
+    let day0 = db
+        .inner
+        .current()
+        .blocks
+        .iter()
+        .find(|b| b.day == 0)
+        .unwrap()
+        .clone();
+    std::fs::remove_file(&day0.path).unwrap();
+    assert_eq!(db.query_sync(&q).unwrap(), expect);
+    let _ = std::fs::remove_dir_all(&dir);
+}

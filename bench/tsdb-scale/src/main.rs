@@ -3,7 +3,7 @@
 //! latencies and open time, each beside a baseline measured in the same run.
 //!
 //! ```text
-//! cargo run --release -p smartsolar-bench --bin tsdb-scale -- \
+//! cargo run --release -p smartsolar-tsdb-scale -- \
 //!     [--units 1000] [--days 30] [--step-secs 60] [--writers 4] [--dir /var/tmp/tsdb-scale]
 //! ```
 //!
@@ -87,7 +87,7 @@ struct Unit {
 impl Unit {
     fn new(i: usize) -> Self {
         Self {
-            imei: smartsolar_bench::imei(i),
+            imei: imei(i),
             rng: 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1),
             voltage: 1_280,
             current: 120,
@@ -133,6 +133,11 @@ impl Unit {
             time_ns: t,
         }
     }
+}
+
+/// The IMEI of simulated unit `i` (15 digits).
+fn imei(i: usize) -> String {
+    format!("35{i:013}")
 }
 
 fn rss_mib() -> f64 {
@@ -254,7 +259,7 @@ fn main() {
     );
 
     // Reads of one unit.
-    let unit = smartsolar_bench::imei(a.units / 2);
+    let unit = imei(a.units / 2);
     let end = T0 + a.days * DAY - 1;
     let read = |days: i64, every: i64, f: Aggregate| {
         let mut q = Query::new("telemetry", &unit, end - days * DAY + 1, end);
