@@ -26,7 +26,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ingest::tsdb::embedded::{Embedded, EmbeddedConfig};
@@ -239,8 +238,10 @@ fn main() {
     let written = AtomicU64::new(0);
     let took = drive(&a, |batch| {
         db.write_sync(batch).unwrap();
-        let n = written.fetch_add((batch.len() * FIELDS) as u64, Ordering::Relaxed);
-        if n % 10_000_000 < (batch.len() * FIELDS) as u64 {
+        let add = (batch.len() * FIELDS) as u64;
+        let n = written.fetch_add(add, Ordering::Relaxed);
+        // RSS sampled once per million values.
+        if n / 1_000_000 != (n + add) / 1_000_000 {
             peak.fetch_max(rss_mib() as u64, Ordering::Relaxed);
         }
     });
@@ -261,7 +262,7 @@ fn main() {
     // Reads of one unit.
     let unit = imei(a.units / 2);
     let end = T0 + a.days * DAY - 1;
-    let read = |days: i64, every: i64, f: Aggregate| {
+    let read = |db: &Embedded, days: i64, every: i64, f: Aggregate| {
         let mut q = Query::new("telemetry", &unit, end - days * DAY + 1, end);
         q.fields = Fields::List(vec!["voltage".into()]);
         q.downsample = Some(Downsample {
@@ -290,7 +291,7 @@ fn main() {
         ("7 days, 1 h mean", 7.min(a.days), 3_600 * S),
         ("whole range, 1 d mean", a.days, DAY),
     ] {
-        let (t, rows) = read(days, every, Aggregate::Mean);
+        let (t, rows) = read(&db, days, every, Aggregate::Mean);
         println!(
             "read      {label}: {:.2} ms ({rows} rows); baseline sum of {} f64: {:.3} ms",
             t.as_secs_f64() * 1e3,
@@ -315,7 +316,7 @@ fn main() {
         db.block_count(),
         rss_mib()
     );
-    let (t, rows) = read(7.min(a.days), 3_600 * S, Aggregate::Mean);
+    let (t, rows) = read(&db, 7.min(a.days), 3_600 * S, Aggregate::Mean);
     println!(
         "read      7 days, 1 h mean, all in blocks: {:.2} ms ({rows} rows)",
         t.as_secs_f64() * 1e3

@@ -42,6 +42,10 @@ use super::super::{FieldValue, TsdbError};
 /// beyond its own rows, large enough for good compression.
 pub(super) const ROW_GROUP: usize = 65_536;
 
+/// Rows per row group of rollups: smaller, since a long downsampled read
+/// decodes one rollup row group per day (the unit's hours of that day).
+const ROLLUP_GROUP: usize = 8_192;
+
 const SCHEMA: &str = "
 message smartsolar_block {
   REQUIRED BYTE_ARRAY imei (STRING);
@@ -296,7 +300,7 @@ pub(super) fn write(
         match rollups.last_mut() {
             Some(last) if last.holds(&r) => last.add(x, integer),
             _ => {
-                if rollups.len() >= ROW_GROUP {
+                if rollups.len() >= ROLLUP_GROUP {
                     // Keep the open bucket for the next group.
                     let open = rollups.pop().expect("not empty");
                     write_rollup_group(&mut rw, &rollups)?;
