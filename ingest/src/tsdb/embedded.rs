@@ -69,8 +69,8 @@ pub struct EmbeddedConfig {
     /// Lock shards (by IMEI).
     pub shards: usize,
     /// Values the head holds before it is written out as blocks (with a
-    /// data dir); bounds memory: at most about twice this many values are in
-    /// memory.
+    /// data dir); bounds memory (at most about twice this many values are in
+    /// memory) and what opening after a crash replays.
     pub head_values: usize,
     /// Blocks of one measurement and day that trigger merging them into one.
     pub compact_at: usize,
@@ -85,7 +85,7 @@ impl Default for EmbeddedConfig {
             data_dir: None,
             fsync: true,
             shards: 64,
-            head_values: 4_000_000,
+            head_values: 2_000_000,
             compact_at: 8,
             retention_days: BTreeMap::new(),
         }
@@ -500,7 +500,7 @@ impl Embedded {
                 .unwrap_or_default();
             return Ok(answer(q, &series));
         }
-        if let Some(rows) = self.from_rollups(q, &view, &blocks)? {
+        if let Some(rows) = self.answer_from_rollups(q, &view, &blocks)? {
             return Ok(rows);
         }
         let merged = gather(q, &view, &blocks)?;
@@ -514,7 +514,7 @@ impl Embedded {
     /// days that lie wholly in the range, have a single block and no values
     /// of the unit in the heads. The other days are read raw. `None`: not
     /// answerable this way.
-    fn from_rollups(
+    fn answer_from_rollups(
         &self,
         q: &Query,
         view: &View,
@@ -1301,6 +1301,9 @@ fn tags_json(tags: &BTreeMap<String, String>) -> String {
     serde_json::to_string(tags).expect("a string map serialises")
 }
 
+/// A [`Row::key`] that outlives the row.
+type OwnedKey = (String, String, String, i64);
+
 /// Merges blocks (each sorted by [`Row::key`]) into one sorted stream; on
 /// equal keys the block with the higher `seq` wins. Holds one row group per
 /// block. The first read error ends the stream and is kept in `error`.
@@ -1317,7 +1320,8 @@ impl Iterator for Merge {
         if self.error.is_some() {
             return None;
         }
-        let mut best: Option<(usize, (String, String, String, i64), u64)> = None;
+        // (cursor, its key, its seq)
+        let mut best: Option<(usize, OwnedKey, u64)> = None;
         for (i, (seq, c)) in self.cursors.iter_mut().enumerate() {
             match c.peek() {
                 Err(e) => {
