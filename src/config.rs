@@ -115,6 +115,10 @@ pub(crate) struct TsdbSettings {
     pub(crate) influx: ingest::tsdb::influx::InfluxConfig,
     /// `[tsdb.questdb]`; `SMARTSOLAR_QUESTDB_URL`.
     pub(crate) questdb: ingest::tsdb::questdb::QuestDbConfig,
+    /// `[tsdb.embedded]`: head size, compaction, retention per measurement
+    /// (its `data_dir` is always `data_dir/tsdb`);
+    /// `SMARTSOLAR_TSDB_HEAD_VALUES`.
+    pub(crate) embedded: ingest::tsdb::embedded::EmbeddedConfig,
 }
 
 impl Config {
@@ -278,6 +282,11 @@ impl Config {
         set(&var, "SMARTSOLAR_INFLUX_URL", &mut self.tsdb.influx.url)?;
         set(&var, "SMARTSOLAR_INFLUX_DB", &mut self.tsdb.influx.database)?;
         set(&var, "SMARTSOLAR_QUESTDB_URL", &mut self.tsdb.questdb.url)?;
+        set(
+            &var,
+            "SMARTSOLAR_TSDB_HEAD_VALUES",
+            &mut self.tsdb.embedded.head_values,
+        )?;
         set(
             &var,
             "SMARTSOLAR_GATEWAY_NODE_ID",

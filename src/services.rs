@@ -77,7 +77,7 @@ pub(crate) async fn build_timeseries(config: &Config) -> Result<Arc<dyn TimeSeri
             let dir = config.data_dir.join("tsdb");
             let store = Embedded::open(EmbeddedConfig {
                 data_dir: Some(dir.clone()),
-                ..EmbeddedConfig::default()
+                ..config.tsdb.embedded.clone()
             })
             .with_context(|| {
                 format!(

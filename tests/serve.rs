@@ -346,3 +346,195 @@ async fn ready_names_a_store_that_hangs_within_its_time_limit() {
         asked.elapsed()
     );
 }
+
+/// Reads every value of field `v` the data API has for `imei`.
+async fn stored_values(client: &reqwest::Client, base: &str, auth: &str, imei: &str) -> Vec<i64> {
+    let body: Json = client
+        .get(format!(
+            "{base}/v1/products/{imei}/data?fields=v&start=2020-01-01T00:00:00Z&end=2030-01-01T00:00:00Z&limit=0"
+        ))
+        .header("Authorization", auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["data"]["v"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no v in {body}"))
+        .iter()
+        .map(|row| row[0].as_i64().unwrap())
+        .collect()
+}
+
+/// kill -9 in the middle of acknowledged writes, three times over, with a
+/// head so small that blocks are written and compacted all along: every
+/// write `POST /v1/products/<imei>/data` acknowledged is there after each
+/// restart, and the restart replays only the head's log (a few thousand
+/// values), not the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_embedded_store_keeps_every_acknowledged_write_through_kill_9() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let imei = "010101234560007";
+    let client = reqwest::Client::new();
+    let acked: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let next = Arc::new(AtomicI64::new(0));
+    for round in 0..3u64 {
+        let http = free_port();
+        let base = format!("http://127.0.0.1:{http}");
+        let started = Instant::now();
+        let mut server = start_role("serve", dir.path(), free_port(), &serve_env(http, "3000"));
+        wait_ready(&client, &base).await;
+        let ready_after = started.elapsed();
+        let auth = admin_auth(&client, &base).await;
+        if round == 0 {
+            let r = client
+                .post(format!("{base}/v1/products/create_hub2"))
+                .header("Authorization", &auth)
+                .json(&json!({"imsi": "213514135171354", "imei": imei,
+                    "device_key": "4ab1ab3ab1ab7ab9ab1ab4ab", "product": {"assembler": "A"}}))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+        // Everything acknowledged before the last kill is there.
+        let before = acked.lock().unwrap().clone();
+        let stored: std::collections::HashSet<i64> = stored_values(&client, &base, &auth, imei)
+            .await
+            .into_iter()
+            .collect();
+        let lost: Vec<&i64> = before.iter().filter(|v| !stored.contains(v)).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} of {} acknowledged values lost, e.g. {:?}",
+            lost.len(),
+            before.len(),
+            &lost[..lost.len().min(5)]
+        );
+        let wal_bytes: u64 = std::fs::read_dir(dir.path().join("data/tsdb/wal"))
+            .map(|d| d.flatten().map(|e| e.metadata().unwrap().len()).sum())
+            .unwrap_or(0);
+        eprintln!(
+            "round {round}: ready after {ready_after:?}, {} values acknowledged so far, all there; log {wal_bytes} bytes",
+            before.len()
+        );
+        // Four writers, 100 values a request, one minute apart (so they
+        // spread over many days and blocks), until the kill.
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let (client, base, auth) = (client.clone(), base.clone(), auth.clone());
+                let (acked, next) = (Arc::clone(&acked), Arc::clone(&next));
+                tokio::spawn(async move {
+                    loop {
+                        let first = next.fetch_add(100, Ordering::Relaxed);
+                        let pairs: Vec<Json> = (first..first + 100)
+                            .map(|id| json!([1_600_000_000_000i64 + id * 60_000, id]))
+                            .collect();
+                        let r = client
+                            .post(format!("{base}/v1/products/{imei}/data"))
+                            .header("Authorization", &auth)
+                            .json(&json!({"fields": {"v": pairs}}))
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status().is_success() => {
+                                acked.lock().unwrap().extend(first..first + 100)
+                            }
+                            Ok(r) => panic!("write refused: {}", r.text().await.unwrap()),
+                            Err(_) => return, // the server is gone
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1500 + 700 * round)).await;
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        for w in writers {
+            w.await.unwrap();
+        }
+    }
+    assert!(
+        acked.lock().unwrap().len() > 3_000,
+        "too few writes to cross the head size"
+    );
+    let blocks = walk_count(&dir.path().join("data/tsdb/blocks"), ".parquet");
+    assert!(blocks > 0, "the head was written out as blocks");
+    // The last round's kill is checked by one more start.
+    let http = free_port();
+    let base = format!("http://127.0.0.1:{http}");
+    let _server = start_role(
+        "serve",
+        dir.path(),
+        free_port(),
+        &serve_env(http, "4000000"),
+    );
+    wait_ready(&client, &base).await;
+    let auth = admin_auth(&client, &base).await;
+    let stored: std::collections::HashSet<i64> = stored_values(&client, &base, &auth, imei)
+        .await
+        .into_iter()
+        .collect();
+    let acked = acked.lock().unwrap().clone();
+    let lost = acked.iter().filter(|v| !stored.contains(v)).count();
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged values lost",
+        acked.len()
+    );
+}
+
+/// Files under `dir` (recursively) whose name ends with `suffix`.
+fn walk_count(dir: &std::path::Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk_count(&e.path(), suffix)
+                    } else {
+                        usize::from(e.file_name().to_string_lossy().ends_with(suffix))
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// `serve` on `http` with the gateway's TCP transport off, an admin, and a
+/// time-series head of `head_values`.
+fn serve_env(http: u16, head_values: &str) -> [(&'static str, String); 5] {
+    [
+        ("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{http}")),
+        ("SMARTSOLAR_GATEWAY_TCP_ADDR", "off".into()),
+        ("SMARTSOLAR_ADMIN_USER", "admin@example.com".into()),
+        ("SMARTSOLAR_ADMIN_PASSWORD", "admin-password".into()),
+        ("SMARTSOLAR_TSDB_HEAD_VALUES", head_values.into()),
+    ]
+}
+
+/// Logs in as the admin; the `Authorization` header value.
+async fn admin_auth(client: &reqwest::Client, base: &str) -> String {
+    let login: Json = client
+        .post(format!("{base}/v1/auth/login"))
+        .form(&[
+            ("username", "admin@example.com"),
+            ("password", "admin-password"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["message"]["login_successful"]["API_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("login failed: {login}"));
+    format!("Token token={token}")
+}

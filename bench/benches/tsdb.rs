@@ -2,8 +2,9 @@
 //! the same run so results read as ratios:
 //!
 //! - **ingest**: field values per second written to the embedded store (in
-//!   memory, and with its append-only log without fsync), against encoding
-//!   the same points as InfluxDB line protocol (the least any backend does).
+//!   memory, with its log without fsync, and as shipped with fsync on),
+//!   against encoding the same points as InfluxDB line protocol (the least
+//!   any backend does).
 //!   Target: ≥ 1,000,000 field values/s for the embedded store.
 //! - **query**: 10,000 units loaded; one unit holds 7 days at 1-minute
 //!   resolution (10,080 rows × 8 fields); a 7-day query downsampled to 1 h
@@ -107,9 +108,29 @@ fn ingest(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    g.finish();
     drop(logged);
     let _ = std::fs::remove_dir_all(&dir);
+    // As `serve` ships it: fsync on (one flush per batch here, one writer).
+    let shipped_dir = dir.with_extension("shipped");
+    let _ = std::fs::remove_dir_all(&shipped_dir);
+    let shipped = Embedded::open(EmbeddedConfig {
+        data_dir: Some(shipped_dir.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    g.bench_function("embedded_shipped_fsync", |bench| {
+        bench.iter_batched(
+            || {
+                round += 1;
+                batch(round)
+            },
+            |p| shipped.write_sync(&p).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+    drop(shipped);
+    let _ = std::fs::remove_dir_all(&shipped_dir);
 }
 
 fn query(c: &mut Criterion) {

@@ -1,18 +1,33 @@
 //! The embedded time-series store: the default for `smartsolar serve`.
 //!
-//! **In memory**, columnar per unit and field: `imei → measurement → series
-//! (tag set) → field → column`, each column a pair of time-sorted vectors
-//! (`Vec<i64>` times, typed `Vec<f64|i64|String|bool>` values). A unit's
-//! query is a binary search for the time range and a scan of contiguous
-//! memory, which is what the product data API does (one unit, one range).
-//! The map is split into shards by IMEI, each behind its own `RwLock`, so
-//! ingest shards and API readers rarely meet.
+//! **Head and blocks.** Recent values live in the *head*: in memory,
+//! columnar per unit and field (`imei → measurement → series (tag set) →
+//! field → column`, each column a pair of time-sorted vectors), split into
+//! shards by IMEI, each behind its own `RwLock`. Every write batch is first
+//! appended to the head's write-ahead log ([`wal`]) and made durable with
+//! group commit (concurrent writers share one `fsync`) before `write`
+//! returns. Once the head holds `head_values` values it is *frozen* (still
+//! readable), a new head and log segment take the writes, and the frozen
+//! head is written out as immutable, zstd-compressed Parquet *blocks*
+//! ([`block`]), one per measurement and UTC day; then its log segment is
+//! deleted. Memory is therefore bounded by two heads, whatever the history.
 //!
-//! **On disk**, an append-only log under the data dir (`tsdb.log`): every
-//! write batch is one record `[len u32][crc32 u32][payload]`, appended (and
-//! `fsync`ed when `fsync` is on) *before* it is applied in memory and before
-//! `write` returns. Opening replays the log; a torn record at the end (a
-//! crash mid-append) is cut off, a damaged record elsewhere fails the open.
+//! **Reads** merge the blocks that overlap the query (only the row groups
+//! whose statistics may hold the unit are decoded), the frozen head and the
+//! head, later writes winning on the same (series, field, time).
+//!
+//! **Compaction and retention.** When a measurement's day has
+//! `compact_at` blocks they are merged (a streaming k-way merge, one row
+//! group per block in memory) into one. Days older than a measurement's
+//! retention (`retention_days`; absent means forever) are deleted whole.
+//!
+//! **Opening** lists the block files (reading none) and replays only the
+//! log segments of heads not yet in blocks, so it does not grow with
+//! history. A crash while a block is written leaves a `*.tmp` file
+//! (deleted on open) and the log segment (replayed); a crash after the block
+//! is renamed into place but before the segment is deleted replays values
+//! that are also in a block, which reads resolve as rewrites of the same
+//! values.
 //!
 //! Writing the same (series, field, time) again overwrites, so replays and
 //! redeliveries are idempotent. An integer written to a float column is
@@ -21,11 +36,11 @@
 //! the batch is kept) and reported as [`TsdbError::InvalidPoint`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -37,16 +52,31 @@ use super::{
     check_point, Aggregate, FieldValue, Fields, Point, Query, QueryResult, TimeSeries, TsdbError,
 };
 
+mod block;
+mod wal;
+
+use block::{BlockMeta, Rollup, Row, DAY_NS, ROLLUP_NS};
+
 /// Settings of the embedded store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddedConfig {
-    /// Directory of `tsdb.log`; `None` keeps everything in memory only.
+    /// Directory of the log and blocks; `None` keeps everything in memory only.
     pub data_dir: Option<PathBuf>,
-    /// `fsync` the log after each write batch (survives power loss, costs a disk flush per batch).
+    /// `fsync` the log before a write is acknowledged (survives power loss;
+    /// concurrent writers share one flush).
     pub fsync: bool,
     /// Lock shards (by IMEI).
     pub shards: usize,
+    /// Values the head holds before it is written out as blocks (with a
+    /// data dir); bounds memory (at most about twice this many values are in
+    /// memory) and what opening after a crash replays.
+    pub head_values: usize,
+    /// Blocks of one measurement and day that trigger merging them into one.
+    pub compact_at: usize,
+    /// Days of data kept per measurement; a measurement not listed is kept
+    /// forever.
+    pub retention_days: BTreeMap<String, u32>,
 }
 
 impl Default for EmbeddedConfig {
@@ -55,6 +85,9 @@ impl Default for EmbeddedConfig {
             data_dir: None,
             fsync: true,
             shards: 64,
+            head_values: 2_000_000,
+            compact_at: 8,
+            retention_days: BTreeMap::new(),
         }
     }
 }
@@ -66,10 +99,42 @@ pub struct Embedded {
 }
 
 struct Inner {
-    shards: Vec<RwLock<Shard>>,
-    // A std mutex: held only for a buffered write (+ fsync), never across an await.
-    log: Option<Mutex<Log>>,
+    /// What readers see; writers hold it shared while they log and apply a
+    /// batch, so freezing the head (exclusive) never splits a batch between
+    /// a log segment and the other head.
+    view: RwLock<View>,
+    disk: Option<Disk>,
     fsync: bool,
+    shards: usize,
+    head_values: usize,
+}
+
+#[derive(Clone)]
+struct View {
+    head: Arc<Head>,
+    /// The previous head while it is written out as blocks.
+    frozen: Option<Arc<Head>>,
+    /// Every block, by `seq`.
+    blocks: Arc<Vec<BlockMeta>>,
+}
+
+struct Disk {
+    blocks_dir: PathBuf,
+    wal: wal::Wal,
+    next_seq: AtomicU64,
+    /// One flush or compaction at a time; holds the id of the log segment
+    /// the head started in: the segments before it belong to the frozen head.
+    flushing: Mutex<u64>,
+    /// Wakes the background flusher.
+    kick: SyncSender<()>,
+    compact_at: usize,
+    retention_days: BTreeMap<String, u32>,
+}
+
+/// In-memory values: the head (and the frozen head).
+struct Head {
+    shards: Vec<RwLock<Shard>>,
+    values: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -83,6 +148,7 @@ struct Unit {
     measurements: Vec<(String, Vec<Series>)>,
 }
 
+#[derive(Default)]
 struct Series {
     tags: BTreeMap<String, String>,
     columns: HashMap<String, Column>,
@@ -148,6 +214,16 @@ impl Column {
             FieldValue::Int(_) => Self::Int(Col::default()),
             FieldValue::Str(_) => Self::Str(Col::default()),
             FieldValue::Bool(_) => Self::Bool(Col::default()),
+        }
+    }
+
+    /// An empty column of the same type.
+    fn empty_like(&self) -> Self {
+        match self {
+            Self::Float(_) => Self::Float(Col::default()),
+            Self::Int(_) => Self::Int(Col::default()),
+            Self::Str(_) => Self::Str(Col::default()),
+            Self::Bool(_) => Self::Bool(Col::default()),
         }
     }
 
@@ -269,27 +345,68 @@ fn numeric(v: &[f64], f: Aggregate, wrap: fn(f64) -> FieldValue) -> Option<Field
 }
 
 impl Embedded {
-    /// Opens the store, replaying `data_dir/tsdb.log` if there is one.
+    /// Opens the store: lists the blocks under `data_dir/blocks` and replays
+    /// the head's log (`data_dir/wal`; an old single `data_dir/tsdb.log` is
+    /// taken over as the first segment).
     pub fn open(config: EmbeddedConfig) -> Result<Self, TsdbError> {
-        let shards = (0..config.shards.max(1))
-            .map(|_| RwLock::default())
-            .collect();
+        let shards = config.shards.max(1);
+        let head = Arc::new(Head::new(shards));
         let mut inner = Inner {
-            shards,
-            log: None,
+            view: RwLock::new(View {
+                head: Arc::clone(&head),
+                frozen: None,
+                blocks: Arc::new(Vec::new()),
+            }),
+            disk: None,
             fsync: config.fsync,
+            shards,
+            head_values: config.head_values.max(1),
         };
+        let mut kicked = None;
         if let Some(dir) = &config.data_dir {
             std::fs::create_dir_all(dir)?;
-            let log = Log::open(&dir.join("tsdb.log"), |points| {
+            let wal_dir = dir.join("wal");
+            std::fs::create_dir_all(&wal_dir)?;
+            let legacy = dir.join("tsdb.log");
+            if legacy.exists() && wal::segment_ids(&wal_dir)?.is_empty() {
+                std::fs::rename(&legacy, wal_dir.join(format!("{:020}.log", 0)))?;
+                sync_dir(&wal_dir)?;
+                sync_dir(dir)?;
+            }
+            let blocks_dir = dir.join("blocks");
+            let blocks = block::list(&blocks_dir)?;
+            let next_seq = blocks.last().map_or(1, |b| b.seq + 1);
+            let wal = wal::Wal::open(&wal_dir, |points| {
                 // Conflicts were reported when first written; replay skips them the same way.
-                let _ = inner.apply(points);
+                let _ = head.apply(points);
             })?;
-            inner.log = Some(Mutex::new(log));
+            let (kick, rx) = sync_channel(1);
+            inner
+                .view
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .blocks = Arc::new(blocks);
+            inner.disk = Some(Disk {
+                blocks_dir,
+                wal,
+                next_seq: AtomicU64::new(next_seq),
+                flushing: Mutex::new(0),
+                kick,
+                compact_at: config.compact_at.max(2),
+                retention_days: config.retention_days.clone(),
+            });
+            kicked = Some(rx);
         }
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        if let Some(rx) = kicked {
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("tsdb-flush".into())
+                .spawn(move || flusher(weak, rx))?;
+            // A replayed head may already be due.
+            inner.kick_if_full();
+        }
+        Ok(Self { inner })
     }
 
     /// A memory-only store (tests, benches).
@@ -303,13 +420,32 @@ impl Embedded {
             check_point(p)?;
         }
         let started = Instant::now();
-        if let Some(log) = &self.inner.log {
-            let mut buf = Vec::with_capacity(points.len() * 64);
-            encode_batch(&mut buf, points);
-            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-            log.append(&buf, self.inner.fsync)?;
-        }
-        let r = self.inner.apply(points);
+        let inner = &self.inner;
+        let r = match &inner.disk {
+            Some(disk) => {
+                let mut buf = Vec::with_capacity(points.len() * 64);
+                wal::encode_batch(&mut buf, points);
+                let (seq, r, pressure) = {
+                    let view = inner.view.read().unwrap_or_else(|e| e.into_inner());
+                    let seq = disk.wal.append(&buf)?;
+                    let r = view.head.apply(points);
+                    (seq, r, view.head.len())
+                };
+                if inner.fsync {
+                    disk.wal.sync(seq)?;
+                }
+                if pressure >= inner.head_values {
+                    let _ = disk.kick.try_send(());
+                }
+                if pressure >= 2 * inner.head_values {
+                    // The flusher is behind: write the head out here rather
+                    // than let memory grow.
+                    inner.flush(false)?;
+                }
+                r
+            }
+            None => self.inner.current().head.apply(points),
+        };
         let values: usize = points.iter().map(|p| p.fields.len()).sum();
         metrics::counter!(crate::metrics::TSDB_POINTS_WRITTEN, "backend" => "embedded")
             .increment(points.len() as u64);
@@ -324,82 +460,480 @@ impl Embedded {
     pub fn query_sync(&self, q: &Query) -> Result<QueryResult, TsdbError> {
         q.validate()?;
         let started = Instant::now();
-        let shard = self
-            .inner
-            .shard(&q.imei)
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        let series: Vec<&Series> = shard
-            .units
-            .get(&q.imei)
-            .and_then(|u| u.measurements.iter().find(|(m, _)| *m == q.measurement))
-            .map(|(_, s)| {
-                s.iter()
-                    .filter(|s| q.tags.iter().all(|(k, v)| s.tags.get(k) == Some(v)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let fields: Vec<String> = match &q.fields {
-            Fields::List(l) => l.clone(),
-            Fields::All => series
-                .iter()
-                .flat_map(|s| s.columns.keys().cloned())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
-        };
-        let (times, columns) = match (&q.filter, series.as_slice()) {
-            // The common case, straight from the stored columns.
-            (None, [one]) => match q.downsample {
-                Some(d) => downsample(q, d, &fields, |f| one.columns.get(f)),
-                None => raw(q, &fields, &series),
-            },
-            _ => {
-                let (times, cols) = raw(q, &fields, &series);
-                match q.downsample {
-                    None => (times, cols),
-                    Some(d) => {
-                        // Re-assemble the filtered rows as columns, then bucket them.
-                        let limit_free = Query {
-                            limit: None,
-                            ..q.clone()
-                        };
-                        let (times, cols) = raw(&limit_free, &fields, &series);
-                        let built: HashMap<&str, Column> = fields
-                            .iter()
-                            .zip(cols.iter())
-                            .filter_map(|(f, (_, vals))| {
-                                column_from(&times, vals).map(|c| (f.as_str(), c))
-                            })
-                            .collect();
-                        downsample(q, d, &fields, |f| built.get(f))
-                    }
+        // A compaction may delete a block between the snapshot and the read:
+        // take a new snapshot then (the merged block replaces it).
+        let mut attempt = 0;
+        let (times, columns) = loop {
+            match self.try_query(q) {
+                Err(TsdbError::Io(e))
+                    if e.kind() == std::io::ErrorKind::NotFound && attempt < 3 =>
+                {
+                    attempt += 1;
                 }
+                r => break r?,
             }
         };
-        drop(shard);
         metrics::histogram!(crate::metrics::TSDB_QUERY_DURATION, "backend" => "embedded")
             .record(started.elapsed().as_secs_f64());
         Ok(result_for(q, times, columns))
     }
 
-    /// Number of stored values (all units, fields and times).
-    pub fn value_count(&self) -> usize {
-        self.inner
-            .shards
+    fn try_query(&self, q: &Query) -> Result<Rows, TsdbError> {
+        let view = self.inner.current();
+        let blocks: Vec<&BlockMeta> = view
+            .blocks
             .iter()
-            .map(|s| {
-                let s = s.read().unwrap_or_else(|e| e.into_inner());
-                s.units
-                    .values()
-                    .flat_map(|u| u.measurements.iter())
-                    .flat_map(|(_, ss)| ss.iter())
-                    .flat_map(|s| s.columns.values())
-                    .map(|c| c.times().len())
-                    .sum::<usize>()
-            })
-            .sum()
+            .filter(|b| b.measurement == q.measurement && b.overlaps(q.start_ns, q.end_ns))
+            .collect();
+        if blocks.is_empty() && view.frozen.is_none() {
+            // Everything is in the head: answer from its columns in place.
+            let shard = view
+                .head
+                .shard(&q.imei)
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let series: Vec<&Series> = shard
+                .units
+                .get(&q.imei)
+                .and_then(|u| u.series(&q.measurement))
+                .map(|s| s.iter().collect())
+                .unwrap_or_default();
+            return Ok(answer(q, &series));
+        }
+        if let Some(rows) = self.answer_from_rollups(q, &view, &blocks)? {
+            return Ok(rows);
+        }
+        let merged = gather(q, &view, &blocks)?;
+        let series: Vec<&Series> = merged.iter().collect();
+        Ok(answer(q, &series))
     }
+
+    /// Answers a downsampled query from the blocks' hourly rollups where it
+    /// can: for functions that combine (mean, count, sum, min, max,
+    /// spread), intervals of whole hours, no `where`, one series, on the
+    /// days that lie wholly in the range, have a single block and no values
+    /// of the unit in the heads. The other days are read raw. `None`: not
+    /// answerable this way.
+    fn answer_from_rollups(
+        &self,
+        q: &Query,
+        view: &View,
+        blocks: &[&BlockMeta],
+    ) -> Result<Option<Rows>, TsdbError> {
+        use Aggregate::{Count, Max, Mean, Min, Spread, Sum};
+        let Some(d) = q.downsample else {
+            return Ok(None);
+        };
+        if q.filter.is_some()
+            || d.interval_ns % ROLLUP_NS != 0
+            || !matches!(d.function, Mean | Count | Sum | Min | Max | Spread)
+        {
+            return Ok(None);
+        }
+        let mut per_day: BTreeMap<i64, usize> = BTreeMap::new();
+        for b in blocks {
+            *per_day.entry(b.day).or_default() += 1;
+        }
+        let head_days = view.head_days(q);
+        let rolled: BTreeSet<i64> = per_day
+            .into_iter()
+            .filter(|(day, n)| {
+                *n == 1
+                    && day * DAY_NS >= q.start_ns
+                    && (day + 1) * DAY_NS - 1 <= q.end_ns
+                    && !head_days.contains(day)
+            })
+            .map(|(day, _)| day)
+            .collect();
+        if rolled.is_empty() {
+            return Ok(None);
+        }
+        let raw_blocks: Vec<&BlockMeta> = blocks
+            .iter()
+            .copied()
+            .filter(|b| !rolled.contains(&b.day))
+            .collect();
+        let mut rollups: Vec<Rollup> = Vec::new();
+        for b in blocks.iter().filter(|b| rolled.contains(&b.day)) {
+            let r = block::Reader::open(&b.rollup_path())?;
+            for g in 0..r.row_groups() {
+                if r.may_hold(g, &q.imei) {
+                    r.read_rollups(g, &q.imei, q.start_ns, q.end_ns, |x| rollups.push(x))?;
+                }
+            }
+        }
+        let raw = gather(q, view, &raw_blocks)?;
+        // One series only: several would need their rows merged by time.
+        let wanted =
+            |tags: &BTreeMap<String, String>| q.tags.iter().all(|(k, v)| tags.get(k) == Some(v));
+        let mut series: BTreeSet<BTreeMap<String, String>> = raw
+            .iter()
+            .filter(|s| wanted(&s.tags))
+            .map(|s| s.tags.clone())
+            .collect();
+        let mut parsed: HashMap<&str, Option<BTreeMap<String, String>>> = HashMap::new();
+        for r in &rollups {
+            let tags = parsed
+                .entry(r.tags.as_str())
+                .or_insert_with(|| serde_json::from_str(&r.tags).ok());
+            match tags {
+                Some(t) if wanted(t) => {
+                    series.insert(t.clone());
+                }
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+        if series.len() > 1 {
+            return Ok(None);
+        }
+        let fields: Vec<String> = match &q.fields {
+            Fields::List(l) => l.clone(),
+            Fields::All => raw
+                .iter()
+                .filter(|s| wanted(&s.tags))
+                .flat_map(|s| s.columns.keys().cloned())
+                .chain(
+                    rollups
+                        .iter()
+                        .filter(|r| parsed[r.tags.as_str()].as_ref().is_some_and(&wanted))
+                        .map(|r| r.field.clone()),
+                )
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        };
+        let w = d.interval_ns;
+        let first = q.start_ns.div_euclid(w) * w;
+        let last = q.end_ns.div_euclid(w) * w;
+        let mut n = ((last - first) / w + 1) as usize;
+        if let Some(l) = q.limit {
+            n = n.min(l);
+        }
+        let mut any = false;
+        let mut cols = Vec::with_capacity(fields.len());
+        for f in &fields {
+            let mut buckets = vec![Partial::default(); n];
+            let mut put = |t: i64, count, sum, min, max, integer| {
+                let b = ((t.div_euclid(w) * w - first) / w) as usize;
+                if t >= q.start_ns && t <= q.end_ns && b < n {
+                    buckets[b].add(count, sum, min, max, integer);
+                    any = true;
+                }
+            };
+            for s in raw.iter().filter(|s| wanted(&s.tags)) {
+                let Some(c) = s.columns.get(f) else { continue };
+                for k in range_of(c, q) {
+                    let (x, integer) = match c.value(k) {
+                        FieldValue::Float(x) => (x, false),
+                        FieldValue::Int(x) => (x as f64, true),
+                        _ => (f64::NAN, false),
+                    };
+                    put(c.times()[k], 1, x, x, x, integer);
+                }
+            }
+            for r in rollups.iter().filter(|r| r.field == *f) {
+                if parsed[r.tags.as_str()].as_ref().is_some_and(&wanted) {
+                    put(r.time, r.count, r.sum, r.min, r.max, r.integer);
+                }
+            }
+            cols.push((
+                f.clone(),
+                buckets.iter().map(|b| b.value(d.function)).collect(),
+            ));
+        }
+        if !any {
+            return Ok(Some((
+                Vec::new(),
+                fields.iter().map(|f| (f.clone(), Vec::new())).collect(),
+            )));
+        }
+        let times = (0..n).map(|b| first + b as i64 * w).collect();
+        Ok(Some((times, cols)))
+    }
+
+    /// Writes the head out as blocks now, whatever its size (tests,
+    /// benches, shutdown); a memory-only store does nothing.
+    pub fn flush(&self) -> Result<(), TsdbError> {
+        self.inner.flush(true)
+    }
+
+    /// Number of stored values (all units, fields and times): the heads'
+    /// plus the blocks' rows (read from their footers).
+    pub fn value_count(&self) -> usize {
+        let view = self.inner.current();
+        let mut n = view.head.count() + view.frozen.as_ref().map_or(0, |h| h.count());
+        for b in view.blocks.iter() {
+            if let Ok(r) = block::Reader::open(&b.path) {
+                n += r.rows();
+            }
+        }
+        n
+    }
+
+    /// Bytes on disk (blocks and log), for benches and metrics.
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner
+            .disk
+            .as_ref()
+            .map_or(0, |d| dir_bytes(&d.blocks_dir) + d.wal.disk_bytes())
+    }
+
+    /// Number of block files.
+    pub fn block_count(&self) -> usize {
+        self.inner.current().blocks.len()
+    }
+}
+
+/// One unit's series in `q`'s range, merged from `blocks` (in `seq` order),
+/// the frozen head and the head: later writes win.
+fn gather(q: &Query, view: &View, blocks: &[&BlockMeta]) -> Result<Vec<Series>, TsdbError> {
+    let mut merged: Vec<Series> = Vec::new();
+    let mut by_tags: HashMap<String, usize> = HashMap::new();
+    for b in blocks {
+        let reader = block::Reader::open(&b.path)?;
+        let imei = q.imei.as_bytes();
+        for g in 0..reader.row_groups() {
+            if !reader.may_hold(g, &q.imei) {
+                continue;
+            }
+            let mut bad = None;
+            reader.read_group(
+                g,
+                |m, t| m == imei && t >= q.start_ns && t <= q.end_ns,
+                |row| {
+                    let i = match by_tags.get(&row.tags) {
+                        Some(i) => *i,
+                        None => {
+                            let tags = serde_json::from_str(&row.tags).unwrap_or_else(|e| {
+                                bad = Some(e.to_string());
+                                BTreeMap::new()
+                            });
+                            merged.push(Series {
+                                tags,
+                                columns: HashMap::new(),
+                            });
+                            by_tags.insert(row.tags.clone(), merged.len() - 1);
+                            merged.len() - 1
+                        }
+                    };
+                    let cols = &mut merged[i].columns;
+                    let col = cols
+                        .entry(row.field)
+                        .or_insert_with(|| Column::new_for(&row.value));
+                    // A type conflict between blocks keeps the earlier value.
+                    let _ = col.insert(row.time, &row.value);
+                },
+            )?;
+            if let Some(e) = bad {
+                return Err(TsdbError::Io(std::io::Error::other(format!(
+                    "{}: bad tags: {e}",
+                    b.path.display()
+                ))));
+            }
+        }
+    }
+    for head in view.frozen.iter().chain([&view.head]) {
+        let shard = head
+            .shard(&q.imei)
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(series) = shard
+            .units
+            .get(&q.imei)
+            .and_then(|u| u.series(&q.measurement))
+        else {
+            continue;
+        };
+        for s in series {
+            let i = match merged.iter().position(|m| m.tags == s.tags) {
+                Some(i) => i,
+                None => {
+                    merged.push(Series {
+                        tags: s.tags.clone(),
+                        columns: HashMap::new(),
+                    });
+                    merged.len() - 1
+                }
+            };
+            for (name, c) in &s.columns {
+                let r = range_of(c, q);
+                let col = merged[i]
+                    .columns
+                    .entry(name.clone())
+                    .or_insert_with(|| c.empty_like());
+                for k in r {
+                    let _ = col.insert(c.times()[k], &c.value(k));
+                }
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// Per-bucket partial aggregate (count, sum, min, max), from rollups and
+/// raw values alike.
+#[derive(Clone, Copy)]
+struct Partial {
+    count: i64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    integer: bool,
+}
+
+impl Default for Partial {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            integer: true,
+        }
+    }
+}
+
+impl Partial {
+    fn add(&mut self, count: i64, sum: f64, min: f64, max: f64, integer: bool) {
+        self.count += count;
+        self.sum += sum;
+        // NaN (strings, booleans) sticks: only `count` applies then.
+        self.min = if min.is_nan() || self.min.is_nan() {
+            f64::NAN
+        } else {
+            self.min.min(min)
+        };
+        self.max = if max.is_nan() || self.max.is_nan() {
+            f64::NAN
+        } else {
+            self.max.max(max)
+        };
+        self.integer &= integer;
+    }
+
+    fn value(&self, f: Aggregate) -> Option<FieldValue> {
+        if self.count == 0 {
+            return (f == Aggregate::Count).then_some(FieldValue::Int(0));
+        }
+        if f == Aggregate::Count {
+            return Some(FieldValue::Int(self.count));
+        }
+        if self.sum.is_nan() || self.min.is_nan() {
+            return None;
+        }
+        let typed = |x: f64| {
+            if self.integer {
+                FieldValue::Int(x as i64)
+            } else {
+                FieldValue::Float(x)
+            }
+        };
+        Some(match f {
+            Aggregate::Mean => FieldValue::Float(self.sum / self.count as f64),
+            Aggregate::Sum => typed(self.sum),
+            Aggregate::Min => typed(self.min),
+            Aggregate::Max => typed(self.max),
+            Aggregate::Spread => typed(self.max - self.min),
+            _ => unreachable!("not answered from rollups"),
+        })
+    }
+}
+
+/// Answers `q` from the matching series.
+fn answer(q: &Query, series: &[&Series]) -> Rows {
+    let series: Vec<&Series> = series
+        .iter()
+        .copied()
+        .filter(|s| q.tags.iter().all(|(k, v)| s.tags.get(k) == Some(v)))
+        .collect();
+    let fields: Vec<String> = match &q.fields {
+        Fields::List(l) => l.clone(),
+        Fields::All => series
+            .iter()
+            .flat_map(|s| s.columns.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    };
+    match (&q.filter, series.as_slice()) {
+        // The common case, straight from the stored columns.
+        (None, [one]) => match q.downsample {
+            Some(d) => downsample(q, d, &fields, |f| one.columns.get(f)),
+            None => raw(q, &fields, &series),
+        },
+        _ => {
+            let (times, cols) = raw(q, &fields, &series);
+            match q.downsample {
+                None => (times, cols),
+                Some(d) => {
+                    // Re-assemble the filtered rows as columns, then bucket them.
+                    let limit_free = Query {
+                        limit: None,
+                        ..q.clone()
+                    };
+                    let (times, cols) = raw(&limit_free, &fields, &series);
+                    let built: HashMap<&str, Column> = fields
+                        .iter()
+                        .zip(cols.iter())
+                        .filter_map(|(f, (_, vals))| {
+                            column_from(&times, vals).map(|c| (f.as_str(), c))
+                        })
+                        .collect();
+                    downsample(q, d, &fields, |f| built.get(f))
+                }
+            }
+        }
+    }
+}
+
+/// The background flusher: writes the head out when a writer says it is
+/// full, and applies retention now and then. Ends with the store.
+fn flusher(store: Weak<Inner>, kick: Receiver<()>) {
+    let mut last_retention: Option<Instant> = None;
+    loop {
+        let woken = kick.recv_timeout(Duration::from_secs(60));
+        if woken == Err(RecvTimeoutError::Disconnected) {
+            return;
+        }
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        if let Err(e) = inner.flush(false) {
+            tracing::error!(error = %e, "writing the time-series head out as blocks failed; will retry");
+        }
+        if last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last_retention = Some(Instant::now());
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+            if let Err(e) = inner.apply_retention(now) {
+                tracing::error!(error = %e, "time-series retention failed; will retry");
+            }
+            if let Err(e) = inner.close_days(now) {
+                tracing::error!(error = %e, "time-series compaction of closed days failed; will retry");
+            }
+        }
+    }
+}
+
+/// `fsync`s a directory so a rename or new file in it survives a crash.
+fn sync_dir(dir: &Path) -> Result<(), TsdbError> {
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Total size of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 type Slice<'a> = Option<(&'a Column, std::ops::Range<usize>)>;
@@ -568,14 +1102,83 @@ fn downsample<'c>(
     (times, cols)
 }
 
-impl Inner {
+impl View {
+    /// The days in which the heads hold values of `q`'s unit and measurement.
+    fn head_days(&self, q: &Query) -> BTreeSet<i64> {
+        let mut days = BTreeSet::new();
+        for head in self.frozen.iter().chain([&self.head]) {
+            let shard = head
+                .shard(&q.imei)
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let Some(series) = shard
+                .units
+                .get(&q.imei)
+                .and_then(|u| u.series(&q.measurement))
+            else {
+                continue;
+            };
+            for c in series.iter().flat_map(|s| s.columns.values()) {
+                let t = c.times();
+                let mut i = t.partition_point(|&x| x < q.start_ns);
+                while i < t.len() && t[i] <= q.end_ns {
+                    let day = t[i].div_euclid(DAY_NS);
+                    days.insert(day);
+                    i += t[i..].partition_point(|&x| x < (day + 1) * DAY_NS);
+                }
+            }
+        }
+        days
+    }
+}
+
+impl Unit {
+    fn series(&self, measurement: &str) -> Option<&Vec<Series>> {
+        self.measurements
+            .iter()
+            .find(|(m, _)| m == measurement)
+            .map(|(_, s)| s)
+    }
+}
+
+impl Head {
+    fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards).map(|_| RwLock::default()).collect(),
+            values: AtomicUsize::new(0),
+        }
+    }
+
     fn shard(&self, imei: &str) -> &RwLock<Shard> {
         let p = bus::partition_for(imei.as_bytes(), self.shards.len() as u32);
         &self.shards[p as usize]
     }
 
+    /// Values written (rewrites included): what the flush threshold counts.
+    fn len(&self) -> usize {
+        self.values.load(Ordering::Relaxed)
+    }
+
+    /// Values held (rewrites not counted twice).
+    fn count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.read().unwrap_or_else(|e| e.into_inner());
+                s.units
+                    .values()
+                    .flat_map(|u| u.measurements.iter())
+                    .flat_map(|(_, ss)| ss.iter())
+                    .flat_map(|s| s.columns.values())
+                    .map(|c| c.times().len())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     fn apply(&self, points: &[Point]) -> Result<(), TsdbError> {
         let mut conflicts = Vec::new();
+        let mut n = 0;
         for p in points {
             let mut shard = self
                 .shard(&p.imei)
@@ -615,11 +1218,13 @@ impl Inner {
                         .entry(name.clone())
                         .or_insert_with(|| Column::new_for(v)),
                 };
-                if let Err(e) = col.insert(p.time_ns, v) {
-                    conflicts.push(format!("{}/{name}: {e}", p.imei));
+                match col.insert(p.time_ns, v) {
+                    Ok(()) => n += 1,
+                    Err(e) => conflicts.push(format!("{}/{name}: {e}", p.imei)),
                 }
             }
         }
+        self.values.fetch_add(n, Ordering::Relaxed);
         if conflicts.is_empty() {
             Ok(())
         } else {
@@ -629,6 +1234,389 @@ impl Inner {
             )))
         }
     }
+
+    /// The (measurement, day) partitions the head holds values in.
+    fn partitions(shards: &[std::sync::RwLockReadGuard<'_, Shard>]) -> BTreeSet<(String, i64)> {
+        let mut out = BTreeSet::new();
+        for s in shards {
+            for u in s.units.values() {
+                for (m, series) in &u.measurements {
+                    for c in series.iter().flat_map(|s| s.columns.values()) {
+                        let t = c.times();
+                        let mut i = 0;
+                        while i < t.len() {
+                            let day = t[i].div_euclid(DAY_NS);
+                            out.insert((m.clone(), day));
+                            // Jump to the first time of the next day.
+                            let next = (day + 1).saturating_mul(DAY_NS);
+                            i += t[i..].partition_point(|&x| x < next);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The rows of one measurement and day of a frozen head, in block order
+/// (imei, tags, field, time), produced lazily so writing a block holds one
+/// row group, not the head, twice.
+fn head_rows<'a>(
+    units: &'a [(&'a str, &'a Unit)],
+    measurement: &'a str,
+    day: i64,
+) -> impl Iterator<Item = Row> + 'a {
+    let (from, to) = (day * DAY_NS, day * DAY_NS + DAY_NS - 1);
+    units.iter().flat_map(move |(imei, u)| {
+        let mut series: Vec<(String, &Series)> = u
+            .series(measurement)
+            .into_iter()
+            .flatten()
+            .map(|s| (tags_json(&s.tags), s))
+            .collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        series.into_iter().flat_map(move |(tags, s)| {
+            let mut cols: Vec<(&String, &Column)> = s.columns.iter().collect();
+            cols.sort_by(|a, b| a.0.cmp(b.0));
+            let tags = tags.clone();
+            cols.into_iter().flat_map(move |(field, c)| {
+                let t = c.times();
+                let a = t.partition_point(|&x| x < from);
+                let b = t.partition_point(|&x| x <= to);
+                let tags = tags.clone();
+                (a..b).map(move |k| Row {
+                    imei: (*imei).to_owned(),
+                    tags: tags.clone(),
+                    field: field.clone(),
+                    time: t[k],
+                    value: c.value(k),
+                })
+            })
+        })
+    })
+}
+
+fn tags_json(tags: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(tags).expect("a string map serialises")
+}
+
+/// A [`Row::key`] that outlives the row.
+type OwnedKey = (String, String, String, i64);
+
+/// Merges blocks (each sorted by [`Row::key`]) into one sorted stream; on
+/// equal keys the block with the higher `seq` wins. Holds one row group per
+/// block. The first read error ends the stream and is kept in `error`.
+struct Merge {
+    /// `(seq, cursor)`.
+    cursors: Vec<(u64, block::Cursor)>,
+    error: Option<TsdbError>,
+}
+
+impl Iterator for Merge {
+    type Item = Row;
+
+    fn next(&mut self) -> Option<Row> {
+        if self.error.is_some() {
+            return None;
+        }
+        // (cursor, its key, its seq)
+        let mut best: Option<(usize, OwnedKey, u64)> = None;
+        for (i, (seq, c)) in self.cursors.iter_mut().enumerate() {
+            match c.peek() {
+                Err(e) => {
+                    self.error = Some(e);
+                    return None;
+                }
+                Ok(None) => {}
+                Ok(Some(r)) => {
+                    let (a, b, c, t) = r.key();
+                    let better = match &best {
+                        None => true,
+                        Some((_, k, s)) => {
+                            let o = (a, b, c, t).cmp(&(&k.0, &k.1, &k.2, k.3));
+                            o.is_lt() || (o.is_eq() && *seq > *s)
+                        }
+                    };
+                    if better {
+                        best = Some((i, (a.to_owned(), b.to_owned(), c.to_owned(), t), *seq));
+                    }
+                }
+            }
+        }
+        let (win, key, _) = best?;
+        let row = self.cursors[win].1.pop();
+        // Drop the same key from the other blocks (older values).
+        for (i, (_, c)) in self.cursors.iter_mut().enumerate() {
+            if i == win {
+                continue;
+            }
+            loop {
+                match c.peek() {
+                    Ok(Some(r)) if r.key() == (&*key.0, &*key.1, &*key.2, key.3) => {
+                        c.pop();
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        self.error = Some(e);
+                        return None;
+                    }
+                }
+            }
+        }
+        row
+    }
+}
+
+impl Inner {
+    fn current(&self) -> View {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn kick_if_full(&self) {
+        if let Some(d) = &self.disk {
+            if self.current().head.len() >= self.head_values {
+                let _ = d.kick.try_send(());
+            }
+        }
+    }
+
+    /// Writes the frozen head (left by a failed flush) and then, if it is
+    /// full or `force`, the head out as blocks; then compacts the days it
+    /// wrote to.
+    fn flush(&self, force: bool) -> Result<(), TsdbError> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let mut head_segment = disk.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        if self.current().frozen.is_some() {
+            self.write_frozen(disk, *head_segment)?;
+        }
+        {
+            let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+            let len = view.head.len();
+            if len == 0 || (!force && len < self.head_values) {
+                return Ok(());
+            }
+            // Under the exclusive view no writer is between its log append
+            // and its apply: the new segment and the new head start together.
+            *head_segment = disk.wal.rotate()?;
+            let head = std::mem::replace(&mut view.head, Arc::new(Head::new(self.shards)));
+            view.frozen = Some(head);
+        }
+        self.write_frozen(disk, *head_segment)
+    }
+
+    /// Writes the frozen head as blocks, publishes them, drops the frozen
+    /// head and the log segments before `head_segment` (the head's first).
+    fn write_frozen(&self, disk: &Disk, head_segment: u64) -> Result<(), TsdbError> {
+        let Some(frozen) = self.current().frozen else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let guards: Vec<_> = frozen
+            .shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let mut units: Vec<(&str, &Unit)> = guards
+            .iter()
+            .flat_map(|g| g.units.iter().map(|(k, u)| (k.as_str(), u)))
+            .collect();
+        units.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut written = Vec::new();
+        let mut rows = 0;
+        for (m, day) in Head::partitions(&guards) {
+            let meta = BlockMeta::new(
+                &disk.blocks_dir,
+                &m,
+                day,
+                disk.next_seq.fetch_add(1, Ordering::Relaxed),
+            );
+            rows += block::write(&meta, head_rows(&units, &m, day))?;
+            written.push(meta);
+        }
+        drop(guards);
+        {
+            let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+            let mut blocks = (*view.blocks).clone();
+            blocks.extend(written.iter().cloned());
+            view.blocks = Arc::new(blocks);
+            view.frozen = None;
+        }
+        disk.wal.remove_before(head_segment)?;
+        tracing::info!(
+            rows,
+            blocks = written.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "time-series head written as blocks"
+        );
+        let days: BTreeSet<(String, i64)> = written
+            .into_iter()
+            .map(|b| (b.measurement, b.day))
+            .collect();
+        for (m, day) in days {
+            self.compact(disk, &m, day)?;
+        }
+        Ok(())
+    }
+
+    /// Size-tiered compaction of one measurement and day: while `compact_at`
+    /// blocks adjacent in `seq` order are at the same size level (level *n*:
+    /// up to 4 MiB × `compact_at`^*n*), merges them into one. Each value is
+    /// rewritten about once per level, not once per flush.
+    fn compact(&self, disk: &Disk, measurement: &str, day: i64) -> Result<(), TsdbError> {
+        loop {
+            let day_blocks: Vec<BlockMeta> = self
+                .current()
+                .blocks
+                .iter()
+                .filter(|b| b.measurement == measurement && b.day == day)
+                .cloned()
+                .collect();
+            let level = |b: &BlockMeta| {
+                let size = std::fs::metadata(&b.path).map_or(0, |m| m.len());
+                let (mut l, mut cap) = (0u32, 4u64 << 20);
+                while size > cap {
+                    l += 1;
+                    cap = cap.saturating_mul(disk.compact_at as u64);
+                }
+                l
+            };
+            let levels: Vec<u32> = day_blocks.iter().map(level).collect();
+            let mut run = None;
+            let mut start = 0;
+            for i in 1..=levels.len() {
+                if i == levels.len() || levels[i] != levels[start] {
+                    if i - start >= disk.compact_at {
+                        run = Some(start..i);
+                        break;
+                    }
+                    start = i;
+                }
+            }
+            let Some(run) = run else {
+                return Ok(());
+            };
+            self.merge_blocks(&day_blocks[run])?;
+        }
+    }
+
+    /// Merges the blocks of every day that ended over an hour before `now_ns`
+    /// and still has several, into one: a closed day is then one block with
+    /// exact rollups.
+    fn close_days(&self, now_ns: i64) -> Result<(), TsdbError> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let _one = disk.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut days: BTreeMap<(String, i64), Vec<BlockMeta>> = BTreeMap::new();
+        for b in self.current().blocks.iter() {
+            days.entry((b.measurement.clone(), b.day))
+                .or_default()
+                .push(b.clone());
+        }
+        for ((_, day), blocks) in days {
+            if blocks.len() > 1 && (day + 1).saturating_mul(DAY_NS) + ROLLUP_NS <= now_ns {
+                self.merge_blocks(&blocks)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges blocks of one measurement and day, adjacent in `seq` order,
+    /// into one that takes the last one's `seq` (and path: it replaces that
+    /// file by rename), so its values keep their precedence over blocks
+    /// outside the run. A crash before the others are deleted leaves them
+    /// beside the merged block, which holds the same values and wins.
+    fn merge_blocks(&self, run: &[BlockMeta]) -> Result<(), TsdbError> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let last = run.last().expect("a run is not empty");
+        let started = Instant::now();
+        let mut merge = Merge {
+            cursors: run
+                .iter()
+                .map(|b| Ok((b.seq, block::Cursor::open(&b.path)?)))
+                .collect::<Result<_, TsdbError>>()?,
+            error: None,
+        };
+        let meta = BlockMeta::new(&disk.blocks_dir, &last.measurement, last.day, last.seq);
+        let rows = block::write(&meta, &mut merge)?;
+        if let Some(e) = merge.error {
+            return Err(e);
+        }
+        self.replace_blocks(&run[..run.len() - 1], None)?;
+        tracing::info!(
+            measurement = %last.measurement,
+            day = last.day,
+            merged = run.len(),
+            rows,
+            ms = started.elapsed().as_millis() as u64,
+            "time-series blocks compacted"
+        );
+        Ok(())
+    }
+
+    /// Publishes `new` in place of `olds`, then deletes the old files.
+    fn replace_blocks(&self, olds: &[BlockMeta], new: Option<BlockMeta>) -> Result<(), TsdbError> {
+        {
+            let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+            let mut blocks: Vec<BlockMeta> = view
+                .blocks
+                .iter()
+                .filter(|b| !olds.contains(b))
+                .cloned()
+                .collect();
+            blocks.extend(new);
+            blocks.sort_by_key(|b| b.seq);
+            view.blocks = Arc::new(blocks);
+        }
+        for b in olds {
+            std::fs::remove_file(&b.path)?;
+            match std::fs::remove_file(b.rollup_path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+            if let Some(dir) = b.path.parent() {
+                // The day's directory goes with its last block (fails, as
+                // it should, while other blocks are left).
+                let _ = std::fs::remove_dir(dir.join("1h"));
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the days that are past their measurement's retention at `now_ns`.
+    fn apply_retention(&self, now_ns: i64) -> Result<(), TsdbError> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let _one = disk.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        let expired: Vec<BlockMeta> = self
+            .current()
+            .blocks
+            .iter()
+            .filter(|b| {
+                disk.retention_days.get(&b.measurement).is_some_and(|days| {
+                    let keep_from = now_ns.saturating_sub(i64::from(*days).saturating_mul(DAY_NS));
+                    // The whole day is older than the retention.
+                    (b.day + 1).saturating_mul(DAY_NS) <= keep_from
+                })
+            })
+            .cloned()
+            .collect();
+        if !expired.is_empty() {
+            tracing::info!(
+                blocks = expired.len(),
+                "time-series retention: deleting expired days"
+            );
+            self.replace_blocks(&expired, None)?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -636,7 +1624,7 @@ impl TimeSeries for Embedded {
     async fn write(&self, points: &[Point]) -> Result<(), TsdbError> {
         // The log append (and fsync) is blocking I/O: keep it off the async
         // workers when there is a disk behind it.
-        if self.inner.log.is_some() {
+        if self.inner.disk.is_some() {
             let me = self.clone();
             let points = points.to_vec();
             tokio::task::spawn_blocking(move || me.write_sync(&points))
@@ -650,206 +1638,6 @@ impl TimeSeries for Embedded {
     async fn query(&self, query: &Query) -> Result<QueryResult, TsdbError> {
         self.query_sync(query)
     }
-}
-
-// ---------------------------------------------------------------------------
-// The log.
-
-const MAGIC: &[u8; 8] = b"SSTSDB01";
-
-struct Log {
-    file: BufWriter<File>,
-}
-
-impl Log {
-    /// Opens (creating) the log and replays every whole record into `apply`.
-    fn open(path: &Path, mut apply: impl FnMut(&[Point])) -> Result<Self, TsdbError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
-        let len = file.metadata()?.len();
-        if len == 0 {
-            file.write_all(MAGIC)?;
-            file.sync_all()?;
-        } else {
-            file.seek(SeekFrom::Start(0))?;
-            let mut r = BufReader::with_capacity(1 << 20, &file);
-            let mut magic = [0u8; 8];
-            r.read_exact(&mut magic)?;
-            if &magic != MAGIC {
-                return Err(TsdbError::Io(std::io::Error::other(format!(
-                    "{} is not a smartsolar tsdb log",
-                    path.display()
-                ))));
-            }
-            let mut good = MAGIC.len() as u64;
-            let mut head = [0u8; 8];
-            let mut payload = Vec::new();
-            loop {
-                if read_full(&mut r, &mut head)? < head.len() {
-                    break;
-                }
-                let n = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-                let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-                payload.resize(n, 0);
-                if read_full(&mut r, &mut payload)? < n {
-                    break;
-                }
-                let ok = crc32fast::hash(&payload) == crc;
-                let points = if ok { decode_batch(&payload) } else { None };
-                let Some(points) = points else {
-                    if good + 8 + n as u64 == len {
-                        break; // torn last record
-                    }
-                    return Err(TsdbError::Io(std::io::Error::other(format!(
-                        "{}: damaged record at byte {good}",
-                        path.display()
-                    ))));
-                };
-                apply(&points);
-                good += 8 + n as u64;
-            }
-            drop(r);
-            if good < len {
-                tracing::warn!(path = %path.display(), kept = good, len, "cutting a torn record off the tsdb log");
-                file.set_len(good)?;
-            }
-        }
-        Ok(Self {
-            file: BufWriter::with_capacity(1 << 20, file),
-        })
-    }
-
-    fn append(&mut self, payload: &[u8], fsync: bool) -> Result<(), TsdbError> {
-        let len = u32::try_from(payload.len())
-            .map_err(|_| TsdbError::InvalidPoint("write batch over 4 GiB".into()))?;
-        self.file.write_all(&len.to_le_bytes())?;
-        self.file
-            .write_all(&crc32fast::hash(payload).to_le_bytes())?;
-        self.file.write_all(payload)?;
-        self.file.flush()?;
-        if fsync {
-            self.file.get_ref().sync_data()?;
-        }
-        Ok(())
-    }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn encode_batch(out: &mut Vec<u8>, points: &[Point]) {
-    out.extend_from_slice(&(points.len() as u32).to_le_bytes());
-    for p in points {
-        put_str(out, &p.measurement);
-        put_str(out, &p.imei);
-        out.extend_from_slice(&(p.tags.len() as u32).to_le_bytes());
-        for (k, v) in &p.tags {
-            put_str(out, k);
-            put_str(out, v);
-        }
-        out.extend_from_slice(&p.time_ns.to_le_bytes());
-        out.extend_from_slice(&(p.fields.len() as u32).to_le_bytes());
-        for (k, v) in &p.fields {
-            put_str(out, k);
-            match v {
-                FieldValue::Float(f) => {
-                    out.push(0);
-                    out.extend_from_slice(&f.to_le_bytes());
-                }
-                FieldValue::Int(i) => {
-                    out.push(1);
-                    out.extend_from_slice(&i.to_le_bytes());
-                }
-                FieldValue::Str(s) => {
-                    out.push(2);
-                    put_str(out, s);
-                }
-                FieldValue::Bool(b) => {
-                    out.push(3);
-                    out.push(u8::from(*b));
-                }
-            }
-        }
-    }
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.b.len() < n {
-            return None;
-        }
-        let (a, rest) = self.b.split_at(n);
-        self.b = rest;
-        Some(a)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn str(&mut self) -> Option<String> {
-        let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-}
-
-fn decode_batch(b: &[u8]) -> Option<Vec<Point>> {
-    let mut r = Reader { b };
-    let n = r.u32()? as usize;
-    let mut points = Vec::with_capacity(n.min(1 << 16));
-    for _ in 0..n {
-        let measurement = r.str()?;
-        let imei = r.str()?;
-        let nt = r.u32()?;
-        let mut tags = BTreeMap::new();
-        for _ in 0..nt {
-            let k = r.str()?;
-            tags.insert(k, r.str()?);
-        }
-        let time_ns = r.u64()? as i64;
-        let nf = r.u32()? as usize;
-        let mut fields = Vec::with_capacity(nf.min(1024));
-        for _ in 0..nf {
-            let k = r.str()?;
-            let v = match r.take(1)?[0] {
-                0 => FieldValue::Float(f64::from_bits(r.u64()?)),
-                1 => FieldValue::Int(r.u64()? as i64),
-                2 => FieldValue::Str(r.str()?),
-                3 => FieldValue::Bool(r.take(1)?[0] != 0),
-                _ => return None,
-            };
-            fields.push((k, v));
-        }
-        points.push(Point {
-            measurement,
-            imei,
-            tags,
-            fields,
-            time_ns,
-        });
-    }
-    r.b.is_empty().then_some(points)
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 use super::*;
 use crate::tsdb::{parse_where, Downsample};
+use std::fs::OpenOptions;
+use std::io::Write;
 
 const H: i64 = 3_600_000_000_000;
 const IMEI: &str = "000000000000000";
@@ -254,15 +256,36 @@ fn types_reconcile_or_conflict() {
     );
 }
 
-#[test]
-fn the_log_survives_a_restart_and_a_torn_tail() {
-    let dir = std::env::temp_dir().join(format!("tsdb-test-{}-{}", std::process::id(), line!()));
+fn temp_dir(line: u32) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tsdb-test-{}-{line}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let config = EmbeddedConfig {
-        data_dir: Some(dir.clone()),
+    dir
+}
+
+fn on_disk(dir: &Path) -> EmbeddedConfig {
+    EmbeddedConfig {
+        data_dir: Some(dir.to_owned()),
         fsync: false,
         shards: 4,
-    };
+        ..EmbeddedConfig::default()
+    }
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    let wal = dir.join("wal");
+    let id = wal::segment_ids(&wal).unwrap().into_iter().max().unwrap();
+    wal.join(format!("{id:020}.log"))
+}
+
+fn everything(db: &Embedded) -> QueryResult {
+    db.query_sync(&Query::new("telemetry", IMEI, -1000 * H, 1000 * H))
+        .unwrap()
+}
+
+#[test]
+fn the_log_survives_a_restart_and_a_torn_tail() {
+    let dir = temp_dir(line!());
+    let config = on_disk(&dir);
     {
         let db = Embedded::open(config.clone()).unwrap();
         db.write_sync(&spec_data()).unwrap();
@@ -283,7 +306,7 @@ fn the_log_survives_a_restart_and_a_torn_tail() {
     };
     assert_eq!(before.times.len(), 14);
     // A crash in the middle of an append leaves half a record.
-    let path = dir.join("tsdb.log");
+    let path = last_segment(&dir);
     let len = std::fs::metadata(&path).unwrap().len();
     {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -315,6 +338,236 @@ fn the_log_survives_a_restart_and_a_torn_tail() {
 }
 
 #[test]
+fn a_damaged_record_before_the_end_fails_the_open() {
+    let dir = temp_dir(line!());
+    let config = on_disk(&dir);
+    {
+        let db = Embedded::open(config.clone()).unwrap();
+        db.write_sync(&spec_data()).unwrap();
+        db.write_sync(&spec_data()).unwrap();
+    }
+    let path = last_segment(&dir);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 0xff; // inside the first record's payload
+    std::fs::write(&path, bytes).unwrap();
+    let err = Embedded::open(config)
+        .err()
+        .expect("a damaged log must not open");
+    assert!(err.to_string().contains("damaged record"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn flushed_blocks_answer_like_the_head_and_the_log_is_emptied() {
+    let dir = temp_dir(line!());
+    let config = on_disk(&dir);
+    let db = Embedded::open(config.clone()).unwrap();
+    let mut data = spec_data();
+    // Two series of the same unit, and a value of every type.
+    let mut tagged = pt(
+        7 * H,
+        &[
+            ("s", FieldValue::Str("x".into())),
+            ("b", FieldValue::Bool(false)),
+            ("i", FieldValue::Int(-3)),
+        ],
+    );
+    tagged.tags.insert("port".into(), "2".into());
+    data.push(tagged);
+    // Another unit, and a day before the epoch.
+    let mut other = pt(-30 * H, &[("current", FieldValue::Float(9.0))]);
+    other.imei = "other".into();
+    data.push(other);
+    db.write_sync(&data).unwrap();
+    let mut tag_q = Query::new("telemetry", IMEI, 0, 100 * H);
+    tag_q.tags.insert("port".into(), "2".into());
+    let mut ds_q = Query::new("telemetry", IMEI, 0, 100 * H);
+    ds_q.downsample = Some(Downsample {
+        interval_ns: 24 * H,
+        function: Aggregate::Mean,
+    });
+    let queries = [
+        Query::new("telemetry", IMEI, 0, 100 * H),
+        tag_q,
+        ds_q,
+        Query::new("telemetry", "other", -100 * H, 0),
+    ];
+    let before: Vec<QueryResult> = queries.iter().map(|q| db.query_sync(q).unwrap()).collect();
+    assert_eq!(before[1].times, vec![7 * H]);
+    assert_eq!(before[3].times, vec![-30 * H]);
+
+    db.flush().unwrap();
+    // 52 h of data: three days of telemetry for the unit, one day for the other unit.
+    assert_eq!(db.block_count(), 4);
+    assert_eq!(db.inner.current().head.count(), 0);
+    assert!(
+        std::fs::metadata(last_segment(&dir)).unwrap().len() <= 8,
+        "the log holds nothing once the head is in blocks"
+    );
+    let after: Vec<QueryResult> = queries.iter().map(|q| db.query_sync(q).unwrap()).collect();
+    assert_eq!(after, before);
+    assert_eq!(db.value_count(), 13 * 2 + 7 + 3 + 1);
+    drop(db);
+    // Reopened: nothing to replay, the same answers from blocks alone.
+    let db = Embedded::open(config).unwrap();
+    assert_eq!(db.inner.current().head.count(), 0);
+    let reopened: Vec<QueryResult> = queries.iter().map(|q| db.query_sync(q).unwrap()).collect();
+    assert_eq!(reopened, before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn later_writes_win_across_head_and_blocks_and_compaction() {
+    let dir = temp_dir(line!());
+    let config = EmbeddedConfig {
+        compact_at: 3,
+        ..on_disk(&dir)
+    };
+    let db = Embedded::open(config.clone()).unwrap();
+    let v = |t: i64, x: f64| pt(t, &[("v", FieldValue::Float(x))]);
+    db.write_sync(&[v(H, 1.0), v(2 * H, 1.0)]).unwrap();
+    db.flush().unwrap();
+    db.write_sync(&[v(2 * H, 2.0), v(3 * H, 2.0)]).unwrap();
+    db.flush().unwrap();
+    assert_eq!(db.block_count(), 2);
+    // Late and rewritten values in the head.
+    db.write_sync(&[v(3 * H, 3.0), v(0, 3.0)]).unwrap();
+    let expect = vec![Some(3.0), Some(1.0), Some(2.0), Some(3.0)];
+    assert_eq!(floats(&everything(&db), "v"), expect);
+    // The third block of the day merges all three, later values winning.
+    db.flush().unwrap();
+    assert_eq!(db.block_count(), 1);
+    assert_eq!(db.value_count(), 4);
+    assert_eq!(floats(&everything(&db), "v"), expect);
+    drop(db);
+    let db = Embedded::open(config).unwrap();
+    assert_eq!(floats(&everything(&db), "v"), expect);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_full_head_is_written_out_by_itself_and_memory_stays_bounded() {
+    let dir = temp_dir(line!());
+    let config = EmbeddedConfig {
+        head_values: 1_000,
+        compact_at: 1_000,
+        ..on_disk(&dir)
+    };
+    let db = Embedded::open(config).unwrap();
+    let mut most = 0;
+    for round in 0..40 {
+        let batch: Vec<Point> = (0..50)
+            .map(|i| {
+                pt(
+                    (round * 50 + i) * 60_000_000_000,
+                    &[("v", FieldValue::Int(round * 50 + i))],
+                )
+            })
+            .collect();
+        db.write_sync(&batch).unwrap();
+        let view = db.inner.current();
+        most = most.max(view.head.count() + view.frozen.map_or(0, |f| f.count()));
+    }
+    // Let the background flusher finish.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db.inner.current().head.len() >= 1_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(db.block_count() >= 1, "the flusher wrote blocks");
+    assert!(most <= 3 * 1_000, "head + frozen held {most} values");
+    let r = everything(&db);
+    assert_eq!(r.times.len(), 2_000);
+    assert_eq!(
+        r.series("v").unwrap().last().unwrap().0,
+        Some(&FieldValue::Int(1_999))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn retention_deletes_whole_days_of_its_measurement_only() {
+    let dir = temp_dir(line!());
+    let config = EmbeddedConfig {
+        retention_days: [("telemetry".to_owned(), 2)].into(),
+        ..on_disk(&dir)
+    };
+    let db = Embedded::open(config).unwrap();
+    let day = 24 * H;
+    let mut analysis = pt(0, &[("v", FieldValue::Int(1))]);
+    analysis.measurement = "analysis".into();
+    db.write_sync(&[
+        pt(0, &[("v", FieldValue::Int(1))]),
+        pt(5 * day, &[("v", FieldValue::Int(2))]),
+        pt(9 * day + H, &[("v", FieldValue::Int(3))]),
+        analysis,
+    ])
+    .unwrap();
+    db.flush().unwrap();
+    assert_eq!(db.block_count(), 4);
+    // At day 10: days 0 to 7 are older than 2 days.
+    db.inner.apply_retention(10 * day).unwrap();
+    assert_eq!(db.block_count(), 2);
+    let r = everything(&db);
+    assert_eq!(r.times, vec![9 * day + H]);
+    let a = db.query_sync(&Query::new("analysis", IMEI, 0, H)).unwrap();
+    assert_eq!(
+        a.times,
+        vec![0],
+        "no retention set for analysis: kept forever"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_old_single_log_is_taken_over() {
+    let dir = temp_dir(line!());
+    std::fs::create_dir_all(&dir).unwrap();
+    // The old format: one `tsdb.log`, the same records.
+    let mut payload = Vec::new();
+    wal::encode_batch(&mut payload, &spec_data());
+    let mut log = b"SSTSDB01".to_vec();
+    log.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    log.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    log.extend_from_slice(&payload);
+    std::fs::write(dir.join("tsdb.log"), log).unwrap();
+    let db = Embedded::open(on_disk(&dir)).unwrap();
+    assert_eq!(everything(&db).times.len(), 13);
+    assert!(!dir.join("tsdb.log").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn blocks_are_plain_parquet_with_named_columns() {
+    let dir = temp_dir(line!());
+    let db = Embedded::open(on_disk(&dir)).unwrap();
+    db.write_sync(&spec_data()).unwrap();
+    db.flush().unwrap();
+    let b = db.inner.current().blocks[0].clone();
+    let file = std::fs::File::open(&b.path).unwrap();
+    let r = parquet::file::serialized_reader::SerializedFileReader::new(file).unwrap();
+    use parquet::file::reader::FileReader;
+    let schema = r.metadata().file_metadata().schema_descr();
+    let names: Vec<&str> = schema.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "imei",
+            "tags",
+            "field",
+            "time",
+            "value_float",
+            "value_int",
+            "value_str",
+            "value_bool"
+        ]
+    );
+    assert!(b
+        .path
+        .starts_with(dir.join("blocks").join(hex::encode("telemetry"))));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn refuses_bad_points_and_queries() {
     let db = Embedded::in_memory();
     assert!(db.write_sync(&[pt(1, &[])]).is_err());
@@ -330,4 +583,196 @@ fn refuses_bad_points_and_queries() {
         function: Aggregate::Mean,
     });
     assert!(db.query_sync(&q).is_err(), "too many buckets");
+}
+
+/// Three days and a bit of one unit every 10 minutes: a float, an integer,
+/// a string; two values of the second day rewritten after the flush (so
+/// that day is read raw), one point of another series.
+fn rollup_data() -> (Vec<Point>, Vec<Point>) {
+    let step = 600_000_000_000;
+    let mut first = Vec::new();
+    for i in 0..(3 * 24 * 6 + 20) {
+        let t = i * step;
+        first.push(pt(
+            t,
+            &[
+                ("f", FieldValue::Float(((i * 37) % 101) as f64 / 7.0)),
+                ("i", FieldValue::Int((i * 13) % 17 - 8)),
+                ("s", FieldValue::Str(format!("s{i}"))),
+            ],
+        ));
+    }
+    let later = vec![
+        pt(24 * H + step, &[("f", FieldValue::Float(1000.0))]),
+        pt(30 * H, &[("i", FieldValue::Int(-1000))]),
+    ];
+    (first, later)
+}
+
+#[test]
+fn rollups_answer_downsampled_queries_like_the_raw_values() {
+    let dir = temp_dir(line!());
+    let db = Embedded::open(on_disk(&dir)).unwrap();
+    let reference = Embedded::in_memory();
+    let (first, later) = rollup_data();
+    for store in [&db, &reference] {
+        store.write_sync(&first).unwrap();
+    }
+    db.flush().unwrap();
+    for store in [&db, &reference] {
+        store.write_sync(&later).unwrap();
+    }
+    let close = |a: &QueryResult, b: &QueryResult, what: &str| {
+        assert_eq!(a.times, b.times, "{what}");
+        assert_eq!(a.columns.len(), b.columns.len(), "{what}");
+        for ((fa, va), (fb, vb)) in a.columns.iter().zip(&b.columns) {
+            assert_eq!(fa, fb, "{what}");
+            for (x, y) in va.iter().zip(vb) {
+                match (x, y) {
+                    (Some(FieldValue::Float(x)), Some(FieldValue::Float(y))) => {
+                        assert!((x - y).abs() < 1e-9, "{what} {fa}: {x} vs {y}")
+                    }
+                    _ => assert_eq!(x, y, "{what} {fa}"),
+                }
+            }
+        }
+    };
+    for f in [
+        Aggregate::Mean,
+        Aggregate::Count,
+        Aggregate::Sum,
+        Aggregate::Min,
+        Aggregate::Max,
+        Aggregate::Spread,
+        Aggregate::Median,
+    ] {
+        for (start, end, every) in [
+            (0, 4 * 24 * H, H),
+            (0, 4 * 24 * H, 24 * H),
+            (-5 * H, 100 * H, 3 * H),
+            (H / 2, 3 * 24 * H - 1, 6 * H),
+        ] {
+            let mut q = Query::new("telemetry", IMEI, start, end);
+            q.downsample = Some(Downsample {
+                interval_ns: every,
+                function: f,
+            });
+            let what = format!("{f:?} {start}..{end} every {every}");
+            close(
+                &db.query_sync(&q).unwrap(),
+                &reference.query_sync(&q).unwrap(),
+                &what,
+            );
+            q.fields = Fields::List(vec!["i".into(), "nothing".into()]);
+            q.limit = Some(30);
+            close(
+                &db.query_sync(&q).unwrap(),
+                &reference.query_sync(&q).unwrap(),
+                &what,
+            );
+        }
+    }
+    // Proof that whole days come from the rollups: without day 0's raw
+    // block, a downsampled read still answers; a raw read cannot.
+    let day0 = db
+        .inner
+        .current()
+        .blocks
+        .iter()
+        .find(|b| b.day == 0)
+        .unwrap()
+        .clone();
+    std::fs::remove_file(&day0.path).unwrap();
+    let mut q = Query::new("telemetry", IMEI, 0, 4 * 24 * H);
+    q.downsample = Some(Downsample {
+        interval_ns: 24 * H,
+        function: Aggregate::Max,
+    });
+    close(
+        &db.query_sync(&q).unwrap(),
+        &reference.query_sync(&q).unwrap(),
+        "max from rollups",
+    );
+    assert!(db
+        .query_sync(&Query::new("telemetry", IMEI, 0, 4 * 24 * H))
+        .is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn rollups_are_not_used_for_several_series() {
+    let dir = temp_dir(line!());
+    let db = Embedded::open(on_disk(&dir)).unwrap();
+    let reference = Embedded::in_memory();
+    let mut a = pt(H, &[("v", FieldValue::Int(1))]);
+    a.tags.insert("port".into(), "1".into());
+    let mut b = pt(2 * H, &[("v", FieldValue::Int(5))]);
+    b.tags.insert("port".into(), "2".into());
+    for store in [&db, &reference] {
+        store.write_sync(&[a.clone(), b.clone()]).unwrap();
+    }
+    db.flush().unwrap();
+    for f in [Aggregate::Sum, Aggregate::Count, Aggregate::Mean] {
+        let mut q = Query::new("telemetry", IMEI, 0, 24 * H - 1);
+        q.downsample = Some(Downsample {
+            interval_ns: 24 * H,
+            function: f,
+        });
+        assert_eq!(
+            db.query_sync(&q).unwrap(),
+            reference.query_sync(&q).unwrap()
+        );
+        q.tags.insert("port".into(), "2".into());
+        assert_eq!(
+            db.query_sync(&q).unwrap(),
+            reference.query_sync(&q).unwrap()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_closed_day_is_merged_into_one_block_with_exact_rollups() {
+    let dir = temp_dir(line!());
+    let db = Embedded::open(on_disk(&dir)).unwrap();
+    let reference = Embedded::in_memory();
+    let v = |t: i64, x: i64| pt(t, &[("v", FieldValue::Int(x))]);
+    let batches = [
+        vec![v(H, 1), v(2 * H, 2), v(25 * H, 7)],
+        vec![v(2 * H, 20), v(3 * H, 3)], // rewrites 2 h
+    ];
+    for b in &batches {
+        db.write_sync(b).unwrap();
+        reference.write_sync(b).unwrap();
+        db.flush().unwrap();
+    }
+    assert_eq!(db.block_count(), 3, "day 0 twice, day 1 once");
+    // Day 0 ended less than an hour ago: left alone.
+    db.inner.close_days(24 * H + H / 2).unwrap();
+    assert_eq!(db.block_count(), 3);
+    db.inner.close_days(25 * H).unwrap();
+    assert_eq!(db.block_count(), 2);
+    let mut q = Query::new("telemetry", IMEI, 0, 48 * H - 1);
+    q.downsample = Some(Downsample {
+        interval_ns: 24 * H,
+        function: Aggregate::Sum,
+    });
+    let expect = reference.query_sync(&q).unwrap();
+    assert_eq!(
+        expect.series("v").unwrap()[0].0,
+        Some(&FieldValue::Int(1 + 20 + 3))
+    );
+    assert_eq!(db.query_sync(&q).unwrap(), expect);
+    // Day 0's sum now comes from its rollups alone.
+    let day0 = db
+        .inner
+        .current()
+        .blocks
+        .iter()
+        .find(|b| b.day == 0)
+        .unwrap()
+        .clone();
+    std::fs::remove_file(&day0.path).unwrap();
+    assert_eq!(db.query_sync(&q).unwrap(), expect);
+    let _ = std::fs::remove_dir_all(&dir);
 }
