@@ -1166,6 +1166,28 @@ pub(crate) fn build(cat: &Catalogue) -> Json {
 mod tests {
     use super::*;
 
+    /// Every file under `control-plane/docs-ui/` is embedded, so a file
+    /// added by `scripts/vendor-console.sh` cannot be left out.
+    #[test]
+    fn every_reference_file_is_embedded() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs-ui");
+        let mut stack = vec![root.clone()];
+        let mut seen = 0;
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let rel = path.strip_prefix(&root).unwrap().to_string_lossy();
+                assert!(DOCS.find(&rel).is_some(), "{rel} is not in DOCS_ASSETS");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, DOCS_ASSETS.len());
+    }
+
     /// Every path a router in this crate registers (found in the source)
     /// appears in the document, so new endpoints cannot be forgotten.
     #[test]
