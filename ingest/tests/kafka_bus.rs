@@ -1,9 +1,8 @@
-//! The Kafka bus against a real Kafka-protocol broker.
+//! The Kafka bus against a real Kafka-protocol broker, on its own and under the ingest engine.
 //!
 //! The broker is `SMARTSOLAR_TEST_KAFKA_BROKERS` (default `127.0.0.1:9092`),
 //! started by `scripts/services.sh` (tansu). These tests FAIL when no broker
 //! answers: a missing service must not pass as green.
-#![cfg(feature = "kafka")]
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
