@@ -472,7 +472,13 @@ fn schema_for(table: &Table, writable: bool) -> Json {
     let required: Vec<&str> = table
         .columns
         .iter()
-        .filter(|c| writable && c.not_null && c.default.is_none() && !c.is_system())
+        .filter(|c| {
+            writable
+                && c.not_null
+                && c.default.is_none()
+                && !c.is_system()
+                && !super::natural_keys::assigned(table, c)
+        })
         .map(|c| c.name.as_str())
         .collect();
     json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
