@@ -220,6 +220,15 @@ impl Config {
         if let Some(v) = var("SMARTSOLAR_SMS_HTTP_TOKEN") {
             cp.sms_http_token = Some(v);
         }
+        if let Some(v) = var("SMARTSOLAR_CELL_LOCATOR_CSV") {
+            cp.cell_locator_csv = Some(v).filter(|v| !v.trim().is_empty());
+        }
+        if let Some(v) = var("SMARTSOLAR_CELL_LOCATOR_URL") {
+            cp.cell_locator_url = Some(v).filter(|v| !v.trim().is_empty());
+        }
+        if let Some(v) = var("SMARTSOLAR_CELL_LOCATOR_TOKEN") {
+            cp.cell_locator_token = Some(v);
+        }
         set(
             &var,
             "SMARTSOLAR_WEBHOOK_TIMEOUT_MS",

@@ -132,7 +132,10 @@ pub(crate) async fn run(
         // Two engines over one sink: unit messages on the MO topic, and the
         // replies, command outputs and final balances the gateway puts on the
         // MT-reply topic (payment acknowledgements arrive there).
-        let sink = Arc::new(control_plane::rtc::ControlPlaneSink::new(state.clone()));
+        let locator = control_plane::rtc::locator_from_config(&config.control_plane)?;
+        let sink = Arc::new(
+            control_plane::rtc::ControlPlaneSink::new(state.clone()).with_locator(locator),
+        );
         let reply_engine = ingest::engine::EngineConfig {
             group: control_plane::rtc::REPLY_GROUP.to_string(),
             ..config.ingest.clone()

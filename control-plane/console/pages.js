@@ -185,13 +185,14 @@ export async function unit(main, imei) {
   const u = summary.data[0];
   if (!u) throw new Error(`No unit ${imei} among the units you can see`);
   const byImei = {filters: [eq('product_imei', imei)]};
-  const [product, stateTypes, alertTypes, states, enables, connections, parts, money] = await Promise.all([
+  const [product, stateTypes, alertTypes, states, enables, connections, sms, parts, money] = await Promise.all([
     api('GET', path),
     listAll('/state_types'),
     listAll('/alert_types'),
     listAll('/states', {...byImei, order_by: [{field: 'state_id', direction: 'desc'}]}, {max: 50}),
     listAll('/enable_history', {...byImei, order_by: [{field: 'enable_history_id', direction: 'desc'}]}, {max: 50}),
     listAll('/connections', {...byImei, order_by: [{field: 'date', direction: 'desc'}]}, {max: 50}),
+    listAll('/sms_histories', {...byImei, order_by: [{field: 'sms_history_id', direction: 'desc'}]}, {max: 50}),
     api('GET', `${path}/parts`).catch((e) => ({error: e.message})),
     api('GET', `${path}/balance_and_pending_payments`).catch((e) => ({error: e.message})),
   ]);
@@ -276,6 +277,9 @@ export async function unit(main, imei) {
     ['States', table(states, [['created_at', 'When'], [(s) => stateName(s.prev_state_type), 'From'], [(s) => stateName(s.current_state_type), 'To'], ['created_by', 'By']], {testid: 'history-states'})],
     ['Enable', table(enables, [['date', 'When'], ['prev_enable_state', 'From'], ['current_enable_state', 'To'], ['user', 'By']], {testid: 'history-enable'})],
     ['Connections', table(connections, [['date', 'When'], ['latitude', 'Latitude'], ['longitude', 'Longitude'], ['error_radius', 'Radius'], ['mcc', 'MCC'], ['mnc', 'MNC']], {testid: 'history-connections'})],
+    // An SMS without a status is in flight; NotSent and Failed say why.
+    ['SMS', table(sms, [['sent_time', 'When'], ['message', 'Message'], ['trigger', 'Trigger'],
+      [(m) => m.status ?? 'Sent, awaiting receipt', 'Status'], ['status_info', 'Why']], {empty: 'No SMS.', testid: 'history-sms'})],
   ];
   // /parts answers {part_id: part row with its part_type and part_product_linker}.
   const partRows = Object.values(parts.data || {});

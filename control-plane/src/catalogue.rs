@@ -119,6 +119,11 @@ pub struct Column {
     pub default: Option<String>,
     /// The allowed values (`options: [...]` in the spec).
     pub options: Option<Vec<String>>,
+    /// The later migration that adds this column (`"0012_issue19"`): the
+    /// generated first migration leaves it out, so databases that applied it
+    /// keep their checksum; a schema test checks the named migration adds it.
+    #[serde(default)]
+    pub added_by: Option<String>,
     #[serde(default)]
     pub description: String,
 }
@@ -137,13 +142,15 @@ impl Column {
             foreign_key: None,
             default: None,
             options: None,
+            added_by: None,
             description: String::new(),
         }
     }
 
     /// Set by the system: the meta data columns, and `<table>_id` integer
     /// primary keys. (Natural keys such as `network.mccmnc` or
-    /// `channel.name` are supplied by the client.)
+    /// `channel.name` may be supplied by the client; when left out, the
+    /// generic POST assigns them: `http::natural_keys`.)
     pub fn is_system(&self) -> bool {
         META_COLUMNS.contains(&self.name.as_str())
             || (self.primary_key && self.ty == ColumnType::Int && self.name.ends_with("_id"))

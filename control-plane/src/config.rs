@@ -43,13 +43,24 @@ pub struct ControlPlaneConfig {
     /// Seconds a WAKEUP SMS may stay undelivered before it is `Expired`
     /// (`SMARTSOLAR_WAKEUP_SMS_TIMEOUT_SECS`, spec: 3600).
     pub wakeup_sms_timeout_secs: i64,
-    /// Where SMS are sent: unset logs them only (the default, for
-    /// development and tests); an `http(s)://` URL posts each SMS there as
-    /// JSON (`SMARTSOLAR_SMS_HTTP_URL`). See `actions::sms`.
+    /// Where SMS are sent: an `http(s)://` URL posts each SMS there as JSON
+    /// (`SMARTSOLAR_SMS_HTTP_URL`). Unset: no SMS goes out, and each is
+    /// recorded `NotSent` with the reason. See `actions::sms`.
     pub sms_http_url: Option<String>,
     /// Sent as `Authorization: Bearer <token>` to the SMS HTTP provider
     /// (`SMARTSOLAR_SMS_HTTP_TOKEN`).
     pub sms_http_token: Option<String>,
+    /// A CSV of cells and their positions (`SMARTSOLAR_CELL_LOCATOR_CSV`):
+    /// OpenCellID's export columns (`mcc,net,area,cell,lon,lat,range`, or
+    /// `mnc,lac,cid`), read at start. Locates units whose cell reports carry
+    /// no coordinates. See `rtc::locator`.
+    pub cell_locator_csv: Option<String>,
+    /// An OpenCellID-compatible cell lookup (`SMARTSOLAR_CELL_LOCATOR_URL`,
+    /// e.g. `https://opencellid.org/cell/get`), asked for cells the CSV does
+    /// not have, with `key=` [`Self::cell_locator_token`].
+    pub cell_locator_url: Option<String>,
+    /// The API key of the cell lookup (`SMARTSOLAR_CELL_LOCATOR_TOKEN`).
+    pub cell_locator_token: Option<String>,
     /// The first part of every new product serial number, before
     /// `-<number>-<check>` (`SMARTSOLAR_SERIAL_PREFIX`).
     pub serial_prefix: String,
@@ -200,6 +211,9 @@ impl Default for ControlPlaneConfig {
             wakeup_sms_timeout_secs: 3600,
             sms_http_url: None,
             sms_http_token: None,
+            cell_locator_csv: None,
+            cell_locator_url: None,
+            cell_locator_token: None,
             serial_prefix: "HB000501".into(),
             locations_per_page: 1000,
             bulk_max_results_per_page: 100_000,

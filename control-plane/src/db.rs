@@ -277,6 +277,27 @@ impl Db {
         }
     }
 
+    /// Starts a read-only transaction, for handlers that only read but want one
+    /// consistent snapshot across several statements. On SQLite it runs on a
+    /// reader connection (opened read-only), so it never queues behind the single
+    /// writer; on PostgreSQL it is a `READ ONLY` transaction, so a write slipped
+    /// into a read path fails there too instead of passing unnoticed.
+    pub async fn begin_read(&self) -> Result<Tx, DbError> {
+        timed("begin_read", async {
+            Ok(match &self.inner {
+                Inner::Sqlite { read, .. } => Tx::Sqlite(read.begin().await?),
+                Inner::Postgres(pool) => {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SET TRANSACTION READ ONLY")
+                        .execute(&mut *tx)
+                        .await?;
+                    Tx::Postgres(tx)
+                }
+            })
+        })
+        .await
+    }
+
     /// Starts a write transaction (on SQLite: on the single writer connection).
     pub async fn begin(&self) -> Result<Tx, DbError> {
         // On SQLite this includes the wait for the single writer: the

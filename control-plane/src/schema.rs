@@ -122,6 +122,7 @@ pub fn create_catalogue(cat: &Catalogue, backend: Backend) -> String {
         let cols: Vec<String> = table
             .columns
             .iter()
+            .filter(|c| c.added_by.is_none())
             .map(|c| format!("    {}", column_ddl(table, c, backend)))
             .collect();
         let _ = writeln!(
@@ -199,6 +200,42 @@ mod tests {
                 backend.as_str()
             );
         }
+    }
+
+    /// A column added after the first migration is added, on both backends, by
+    /// the migration the catalogue names (and only plain columns are added so).
+    #[test]
+    fn later_columns_are_added_by_their_migration() {
+        let cat = Catalogue::builtin();
+        let mut seen = 0;
+        for table in cat.tables() {
+            for column in table.columns.iter().filter(|c| c.added_by.is_some()) {
+                seen += 1;
+                assert!(
+                    !column.primary_key && column.foreign_key.is_none() && !column.not_null,
+                    "{}.{}: a later column must be a plain nullable one",
+                    table.name,
+                    column.name
+                );
+                for backend in [Backend::Sqlite, Backend::Postgres] {
+                    let path = format!(
+                        "{}/migrations/{}/{}.sql",
+                        env!("CARGO_MANIFEST_DIR"),
+                        backend.as_str(),
+                        column.added_by.as_deref().unwrap_or_default()
+                    );
+                    let sql =
+                        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                    let wanted = format!(
+                        "ALTER TABLE {} ADD COLUMN {}",
+                        quote(&table.name),
+                        column_ddl(table, column, backend)
+                    );
+                    assert!(sql.contains(&wanted), "{path} lacks `{wanted}`");
+                }
+            }
+        }
+        assert!(seen > 0, "sms_history.status_info is a later column");
     }
 
     #[test]

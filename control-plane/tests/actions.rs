@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use common::{Backend, TestServer};
 use control_plane::actions::{sms, unit};
@@ -554,7 +554,12 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
     assert_eq!(sms_rows.len(), 1);
     assert_eq!(sms_rows[0]["trigger"], "wakeup");
     assert_eq!(sms_rows[0]["enable_history_id"], last["enable_history_id"]);
-    assert!(sms_rows[0]["status"].is_null());
+    // No SMS provider is configured here: recorded as not sent, with why.
+    assert_eq!(sms_rows[0]["status"], "NotSent");
+    assert!(sms_rows[0]["status_info"]
+        .as_str()
+        .unwrap()
+        .contains("no SMS provider"));
     assert!(sms_rows[0]["message_reference"].is_string());
     // Idempotent: no new row.
     let (s, _) = put(&server, &format!("/v1/products/{imei}/enable"), None).await;
@@ -966,7 +971,8 @@ async fn software_update_lock_and_expiry(backend: Backend) {
 // ---------------------------------------------------------------------- SMS
 
 async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let provider = common::sms_provider().await;
+    let server = TestServer::start_with(backend, |c| c.sms_http_url = Some(provider.url)).await;
     let imei = hub2(&server).await;
     let (s, b) = server
         .call(
@@ -1090,37 +1096,11 @@ async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
 }
 
 async fn http_sms_provider_posts_and_failures_are_recorded(backend: Backend) {
-    use axum::routing::post;
-    let received: Arc<Mutex<Vec<Json>>> = Arc::default();
-    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let app = {
-        let received = received.clone();
-        let fail = fail.clone();
-        axum::Router::new().route(
-            "/sms",
-            post(move |axum::Json(body): axum::Json<Json>| {
-                let received = received.clone();
-                let fail = fail.clone();
-                async move {
-                    received.lock().unwrap().push(body);
-                    if fail.load(Ordering::Relaxed) {
-                        (
-                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            axum::Json(json!({})),
-                        )
-                    } else {
-                        (
-                            axum::http::StatusCode::OK,
-                            axum::Json(json!({"message_reference": "prov-123"})),
-                        )
-                    }
-                }
-            }),
-        )
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sms", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let common::SmsProvider {
+        url,
+        received,
+        fail,
+    } = common::sms_provider().await;
     let server = TestServer::start_with(backend, |c| {
         c.sms_http_url = Some(url);
         c.sms_http_token = Some("secret".into());

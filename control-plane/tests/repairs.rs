@@ -19,6 +19,7 @@ both_backends!(
     french_labels,
     permissions_and_entity_scope,
     get_repair_needs_in_repair_system_and_a_workflow,
+    every_product_type_the_system_creates_can_be_repaired,
 );
 
 /// A request with an optional `Accept-Language`.
@@ -1252,22 +1253,30 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
     let (s, _) = server.get("/v1/products/000000000000000/get_repair").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
-    // A product type without a workflow.
+    // A product type without a workflow of its own: the generic one.
     let imei = unit(&server, Some(8)).await;
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/v1/product_types",
+            Some(json!({"name": "Solar Water Pump"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
     let (s, b) = server
         .call(
             Method::PUT,
             &format!("/v1/products/{imei}"),
-            Some(json!({"product_type_id": 7})),
+            Some(json!({"product_type_id": b["product_type_id"]})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (s, b) = server.get(&format!("/v1/products/{imei}/get_repair")).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
-    assert_eq!(
-        b["message"],
-        "No repair workflow is available for product type 7"
-    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, r) = server
+        .get(&format!("/v1/repairs/{}", b["data"]["repair_id"]))
+        .await;
+    assert_eq!(r["workflow_name"], "generic");
 
     // Selector rules: a USER rule without a workflow forbids; one naming an
     // unknown workflow is reported; an ENTITY rule (by GEIC) picks the workflow.
@@ -1343,4 +1352,283 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
     assert_eq!(s, StatusCode::OK, "{b}");
     let id = b["data"]["repair_id"].as_i64().unwrap();
     assert_eq!(state_of(&server, id).await, "ss_state_check");
+}
+
+// ------------------------------------------- a workflow for every product type
+
+/// One step of a walk through a workflow.
+enum Step {
+    Inputs(Json),
+    Event(&'static str),
+}
+
+/// How a product of one kind is made, and the walk that repairs it: the
+/// state after each step, the French name of the first state after the
+/// check, and where the walk ends.
+struct Walk {
+    /// `create_product/<kind>`, or `create_hub2`; `None`: a product type no
+    /// creation endpoint makes (seeded), served by the generic workflow.
+    create: Option<&'static str>,
+    product_type_id: i64,
+    workflow: &'static str,
+    steps: Vec<(Step, &'static str)>,
+    french: (&'static str, &'static str),
+}
+
+fn walks() -> Vec<Walk> {
+    use Step::{Event, Inputs};
+    let check = || (Inputs(json!({"reported_fault": "no_power"})), "");
+    let finish = || {
+        [
+            (Inputs(json!({"refurb_date": "2026-12-06"})), "final_check"),
+            (Event("unit.pass"), "returned_to_service"),
+        ]
+    };
+    let battery = |voltage: f64, capacity: i64| {
+        vec![
+            (
+                Inputs(
+                    json!({"serial": "HB000501-1234-5", "voltage": voltage, "pcb_result": "pass"}),
+                ),
+                "battery_test",
+            ),
+            (Inputs(json!({"measured_capacity_mah": capacity})), "charge"),
+            (Inputs(json!({"state_of_charge": 80})), "charge"),
+            (Event("battery.charged"), "clean"),
+            (Event("cleaned"), "final_check"),
+        ]
+    };
+    let with = |first: (Step, &'static str),
+                first_state: &'static str,
+                middle: Vec<(Step, &'static str)>| {
+        let mut steps = vec![(first.0, first_state)];
+        steps.extend(middle);
+        steps.extend(finish());
+        steps
+    };
+    let hub = || {
+        with(
+            check(),
+            "connectivity_test",
+            vec![
+                (
+                    Inputs(
+                        json!({"serial": "HB000501-1234-5", "signal_dbm": -80, "modem_result": "pass"}),
+                    ),
+                    "clean",
+                ),
+                (Event("cleaned"), "final_check"),
+            ],
+        )
+    };
+    let mut enterprise = battery(24.0, 90_000);
+    enterprise[0].0 = Inputs(
+        json!({"serial": "HB000501-1234-5", "voltage": 24.0, "pcb_result": "pass", "inverter_output_volts": 230.0}),
+    );
+    vec![
+        Walk {
+            create: Some("/v1/products/create_product/home2"),
+            product_type_id: 6,
+            workflow: "bboxx_home_2",
+            steps: with(
+                check(),
+                "usb_diag_test",
+                vec![
+                    (
+                        Inputs(serde_json::from_str(USB_PASS).unwrap()),
+                        "explain_skip_btb",
+                    ),
+                    (Event("continue"), "charge_2"),
+                    (Inputs(json!({"state_of_charge": 80})), "charge_2"),
+                    (Event("battery.charged"), "clean"),
+                    (Event("cleaned"), "visual_inspection"),
+                    (
+                        Inputs(
+                            json!({"usb_ports_working": 4, "fuse_rating": 5.0, "casing_condition": "ok"}),
+                        ),
+                        "final_check",
+                    ),
+                ],
+            ),
+            french: ("usb_diag_test", "Test de diagnostic USB"),
+        },
+        Walk {
+            create: Some("/v1/products/create_product/home3"),
+            product_type_id: 10,
+            workflow: "bboxx_home_3",
+            steps: with(check(), "diag_test", battery(12.6, 17_000)),
+            french: ("diag_test", "Test de diagnostic"),
+        },
+        Walk {
+            create: Some("/v1/products/create_product/enterprise"),
+            product_type_id: 4,
+            workflow: "bboxx_enterprise",
+            steps: with(check(), "diag_test", enterprise),
+            french: ("diag_test", "Test de diagnostic"),
+        },
+        Walk {
+            create: Some("/v1/products/create_hub2"),
+            product_type_id: 7,
+            workflow: "bboxx_hub_2",
+            steps: hub(),
+            french: ("connectivity_test", "Test de connectivité"),
+        },
+        Walk {
+            create: Some("/v1/products/create_product/hub2"),
+            product_type_id: 7,
+            workflow: "bboxx_hub_2",
+            steps: hub(),
+            french: ("connectivity_test", "Test de connectivité"),
+        },
+        Walk {
+            create: None,
+            product_type_id: 0,
+            workflow: "generic",
+            steps: with(
+                check(),
+                "diagnosis",
+                vec![
+                    (
+                        Inputs(json!({"serial": "X-1", "diagnosis": "repairable"})),
+                        "repair",
+                    ),
+                    (Inputs(json!({"work_done": "replaced the fuse"})), "repair"),
+                    (Event("repaired"), "final_check"),
+                ],
+            ),
+            french: ("diagnosis", "Diagnostic"),
+        },
+    ]
+}
+
+/// A product made the way the system makes it; returns its IMEI.
+async fn made(server: &TestServer, create: Option<&str>) -> (String, i64) {
+    let n = NEXT_UNIT.fetch_add(1, Ordering::Relaxed);
+    let imei = format!("8649{:03}{n:08}", std::process::id() % 1000);
+    let pcb = json!({"imei": imei, "imsi": format!("2{}", &imei[1..]),
+                     "device_key": format!("dk{imei}"), "manufacturer": "A Factory"});
+    match create {
+        Some(path) if path.ends_with("create_hub2") => {
+            let (s, b) = server.call(Method::POST, path, Some(pcb)).await;
+            assert_eq!(s, StatusCode::OK, "{path}: {b}");
+        }
+        Some(path) => {
+            let (s, b) = server
+                .call(Method::POST, "/v1/parts/create_tiger_pcb", Some(pcb))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            let mut body = json!({"pcb_imei": imei});
+            if !path.ends_with("hub2") {
+                body["battery"] =
+                    json!({"part_type_id": 43, "serial_number": format!("BAT{imei}")});
+            }
+            let (s, b) = server.call(Method::POST, path, Some(body)).await;
+            assert_eq!(s, StatusCode::OK, "{path}: {b}");
+        }
+        None => {
+            // A product type added as data, with no workflow of its own.
+            let (s, b) = server
+                .call(
+                    Method::POST,
+                    "/v1/product_types",
+                    Some(json!({"name": format!("Solar Fridge {n}")})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+            let product_type = b["product_type_id"].as_i64().unwrap();
+            server
+                .seed(
+                    "product",
+                    json!({"product_imei": imei, "product_type_id": product_type}),
+                )
+                .await;
+        }
+    }
+    let (_, p) = server.get(&format!("/v1/products/{imei}")).await;
+    (imei, p["product_type_id"].as_i64().unwrap())
+}
+
+/// Each product type the system creates has its own workflow and any other
+/// type the generic one, each walked to the end through get_repair,
+/// current_state (in English and French), send_inputs, send_events, history
+/// and undo. (Before issue 19 only BBOXX Home 2 had a workflow: a Hub 2 in
+/// repair got 400 "No repair workflow is available for product type 7".)
+async fn every_product_type_the_system_creates_can_be_repaired(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    for walk in walks() {
+        let w = walk.workflow;
+        let (imei, product_type) = made(&server, walk.create).await;
+        if walk.create.is_some() {
+            assert_eq!(product_type, walk.product_type_id, "{w}");
+        }
+        set_state(&server, &imei, 8).await;
+        let (s, b) = server.get(&format!("/v1/products/{imei}/get_repair")).await;
+        assert_eq!(s, StatusCode::OK, "{w}: {b}");
+        assert_eq!(b["message"], "Repair created", "{w}");
+        assert_eq!(
+            b["data"]["config"].is_object(),
+            walk.create.is_some(),
+            "{w}: config {b}"
+        );
+        let id = b["data"]["repair_id"].as_i64().unwrap();
+        let (_, r) = server.get(&format!("/v1/repairs/{id}")).await;
+        assert_eq!(r["workflow_name"], w);
+        assert_eq!(state_of(&server, id).await, "ss_state_check", "{w}");
+
+        let mut visited = vec!["ss_state_check".to_string()];
+        for (n, (step, after)) in walk.steps.iter().enumerate() {
+            match step {
+                Step::Inputs(body) => ok_inputs(&server, id, body.clone()).await,
+                Step::Event(e) => ok_event(&server, id, e).await,
+            }
+            let now = state_of(&server, id).await;
+            if !after.is_empty() {
+                assert_eq!(now, *after, "{w}: step {n}");
+            }
+            if visited.last() != Some(&now) {
+                visited.push(now.clone());
+            }
+            if now == walk.french.0 {
+                // French texts, then undo this transition and redo it.
+                let (_, fr) = call(
+                    &server,
+                    &server.token,
+                    Method::GET,
+                    &format!("/v1/repairs/{id}/current_state"),
+                    None,
+                    Some("fr-FR"),
+                )
+                .await;
+                assert_eq!(fr["data"]["name"], walk.french.1, "{w}: {fr}");
+                let (s, b) = server
+                    .call(Method::PUT, &format!("/v1/repairs/{id}/undo"), None)
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{w}: {b}");
+                assert_eq!(b["data"]["ident"], "ss_state_check", "{w}");
+                let (_, h) = server.get(&format!("/v1/repairs/{id}/history")).await;
+                assert_eq!(h["data"].as_array().unwrap().len(), 1, "{w}: {h}");
+                let Step::Inputs(body) = step else {
+                    panic!("{w}: the French state follows inputs")
+                };
+                ok_inputs(&server, id, body.clone()).await;
+                assert_eq!(state_of(&server, id).await, walk.french.0, "{w}");
+            }
+        }
+        let (s, h) = server.get(&format!("/v1/repairs/{id}/history")).await;
+        assert_eq!(s, StatusCode::OK, "{w}: {h}");
+        let idents: Vec<String> = h["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["ident"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(idents, visited, "{w}");
+        let (_, r) = server.get(&format!("/v1/repairs/{id}")).await;
+        assert_eq!(r["outcome"], "ACTIVATED", "{w}: {r}");
+        let (_, product) = server.get(&format!("/v1/products/{imei}")).await;
+        let (_, state) = server
+            .get(&format!("/v1/states/{}", product["latest_state_id"]))
+            .await;
+        assert_eq!(state["current_state_type"], json!(5), "{w}");
+    }
 }

@@ -162,6 +162,14 @@ async function admin() {
   assert.match(await page.textContent('[data-testid=pending]'), /Enable \(requested, waiting for the unit to confirm\)/);
   assert.match(await page.textContent('[data-testid=toast]'), /enable/i);
 
+  log('a wakeup SMS with no SMS provider configured is shown as not sent, with why');
+  assert.match(await page.textContent('[data-testid=history-sms]'), /No SMS/);
+  await page.click('button[data-action=send_wakeup]');
+  await confirm(page);
+  await page.waitForSelector('table[data-testid=history-sms]');
+  assert.match(await page.textContent('[data-testid=toast].error'), /Send wakeup SMS failed: .*not sent/);
+  assert.match(await page.textContent('[data-testid=history-sms]'), /WAKEUP.*NotSent.*no SMS provider is configured/);
+
   log('telemetry charts over the last 24 hours');
   await page.selectOption('[data-testid=range]', '24');
   await page.waitForSelector('[data-testid=charts][data-range="24"] [data-testid=chart-voltage][data-rendered]');

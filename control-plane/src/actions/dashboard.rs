@@ -386,7 +386,8 @@ async fn dashboard2(
         .iter()
         .filter_map(|p| p.text("product_imei").map(str::to_string))
         .collect();
-    let mut tx = state.db.begin().await?;
+    // Read-only: on SQLite a reader connection, never the writer's queue.
+    let mut tx = state.db.begin_read().await?;
     let type_names = names(&mut tx, "product_type", "product_type_id").await?;
     let state_names = names(&mut tx, "state_type", "state_type_id").await?;
     let entities = entities(&mut tx, &imeis).await?;
@@ -510,7 +511,8 @@ async fn current_enable_status(
         .iter()
         .filter_map(|p| p.text("product_imei").map(str::to_string))
         .collect();
-    let mut tx = state.db.begin().await?;
+    // Read-only: on SQLite a reader connection, never the writer's queue.
+    let mut tx = state.db.begin_read().await?;
     let type_names = names(&mut tx, "product_type", "product_type_id").await?;
     let mut stmt = select_all("enable_history");
     stmt.and_where(

@@ -52,9 +52,10 @@ fn in_list(name: (&str, &str), values: impl IntoIterator<Item = i64>) -> SimpleE
     Expr::col((Alias::new(name.0), Alias::new(name.1))).is_in(values)
 }
 
-/// Reads in one transaction, so the parts of an answer agree.
+/// Reads in one read-only transaction, so the parts of an answer agree; on
+/// SQLite on a reader connection, so fleet reads never queue behind writes.
 async fn read_tx(state: &AppState) -> Result<Tx, ApiError> {
-    Ok(state.db.begin().await?)
+    Ok(state.db.begin_read().await?)
 }
 
 // ------------------------------------------------------------------ parts

@@ -10,6 +10,8 @@
 //!    may answer with its own reference, which replaces ours; a provider
 //!    failure sets `status` to `Failed` (not retried: a WAKEUP only speeds
 //!    up a change the unit picks up on its next scheduled connection anyway).
+//!    With no provider configured the SMS is not sent: `status` `NotSent`.
+//!    Either way `status_info` says why.
 //! 3. The provider's delivery receipt (`POST /v1/sms/delivery_receipt`)
 //!    sets `status` to `Delivered`; `modified_at` is the delivery time.
 //! 4. [`expire_undelivered`] (called by the scheduler) sets `status` to
@@ -50,6 +52,8 @@ pub const WAKEUP_TRIGGER: &str = "wakeup";
 pub const DELIVERED: &str = "Delivered";
 pub const EXPIRED: &str = "Expired";
 pub const FAILED: &str = "Failed";
+/// Never handed to a provider, because none is configured.
+pub const NOT_SENT: &str = "NotSent";
 
 /// The user recorded on rows the system changes by itself.
 const SYSTEM_USER: &str = "smartsolar";
@@ -79,6 +83,9 @@ pub enum SmsError {
     /// The provider answered 2xx with a body we could not read.
     #[error("SMS provider answered with an unreadable body: {0}")]
     BadResponse(String),
+    /// There is no provider to send with.
+    #[error("no SMS provider is configured (SMARTSOLAR_SMS_HTTP_URL), so the SMS was not sent")]
+    NotConfigured,
 }
 
 /// A boxed future, so providers can sit behind `dyn`.
@@ -91,23 +98,15 @@ pub trait SmsProvider: Send + Sync + 'static {
     fn send<'a>(&'a self, sms: &'a Sms) -> SendFuture<'a>;
 }
 
-/// The default provider: logs every SMS and sends nothing. For development
-/// and tests, and for deployments whose units are RTC-only.
+/// The provider when none is configured (deployments whose units are
+/// RTC-only, development): it sends nothing and says so, so the SMS is
+/// recorded `NotSent` rather than reported as sent.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct LoggingProvider;
+pub struct NoProvider;
 
-impl SmsProvider for LoggingProvider {
-    fn send<'a>(&'a self, sms: &'a Sms) -> SendFuture<'a> {
-        Box::pin(async move {
-            tracing::info!(
-                imei = %sms.product_imei,
-                imsi = ?sms.imsi,
-                reference = %sms.reference,
-                message = %sms.message,
-                "SMS (logging provider, not sent)"
-            );
-            Ok(None)
-        })
+impl SmsProvider for NoProvider {
+    fn send<'a>(&'a self, _sms: &'a Sms) -> SendFuture<'a> {
+        Box::pin(async { Err(SmsError::NotConfigured) })
     }
 }
 
@@ -178,7 +177,7 @@ pub fn provider_from_config(config: &ControlPlaneConfig) -> Arc<dyn SmsProvider>
             url.clone(),
             config.sms_http_token.clone(),
         )),
-        None => Arc::new(LoggingProvider),
+        None => Arc::new(NoProvider),
     }
 }
 
@@ -223,7 +222,7 @@ pub async fn record_wakeup(
 }
 
 async fn sms_row(state: &AppState, id: i64) -> Result<Row, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.db.begin_read().await?;
     let mut stmt = select_all("sms_history");
     stmt.and_where(eq("sms_history_id", id));
     let row = super::row(&mut tx, "sms_history", &stmt)
@@ -233,13 +232,24 @@ async fn sms_row(state: &AppState, id: i64) -> Result<Row, ApiError> {
     Ok(row)
 }
 
+/// What became of an SMS handed to the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// The provider took it (delivery is confirmed later by a receipt).
+    Sent,
+    /// No provider is configured: recorded `NotSent`.
+    NotSent,
+    /// The provider refused it or could not be reached: recorded `Failed`.
+    Failed,
+}
+
 /// Hands a recorded SMS to the provider (after its transaction committed)
-/// and records the outcome. Returns the row afterwards and whether the
-/// provider took it.
-pub async fn deliver(state: &AppState, sms_id: i64) -> Result<(Row, bool), ApiError> {
+/// and records the outcome (`status`, and `status_info` saying why when it
+/// did not go out). Returns the row afterwards and the outcome.
+pub async fn deliver(state: &AppState, sms_id: i64) -> Result<(Row, Handover), ApiError> {
     let row = sms_row(state, sms_id).await?;
     let imei = row.text("product_imei").unwrap_or_default().to_string();
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.db.begin_read().await?;
     let product = super::visible_product(&mut tx, &crate::query::Visibility::Global, &imei).await?;
     tx.commit().await?;
     let sms = Sms {
@@ -254,12 +264,25 @@ pub async fn deliver(state: &AppState, sms_id: i64) -> Result<(Row, bool), ApiEr
     };
     let result = state.sms.send(&sms).await;
     let now = state.clock.now();
-    let values = match &result {
-        Ok(Some(reference)) => vec![("message_reference", reference.as_str().into())],
-        Ok(None) => Vec::new(),
+    let (values, handover) = match &result {
+        Ok(Some(reference)) => (
+            vec![("message_reference", reference.as_str().into())],
+            Handover::Sent,
+        ),
+        Ok(None) => (Vec::new(), Handover::Sent),
         Err(e) => {
             tracing::warn!(sms_id, imei = %sms.product_imei, error = %e, "SMS not sent");
-            vec![("status", FAILED.into())]
+            let (status, handover) = match e {
+                SmsError::NotConfigured => (NOT_SENT, Handover::NotSent),
+                _ => (FAILED, Handover::Failed),
+            };
+            (
+                vec![
+                    ("status", status.into()),
+                    ("status_info", e.to_string().into()),
+                ],
+                handover,
+            )
         }
     };
     if !values.is_empty() {
@@ -275,13 +298,41 @@ pub async fn deliver(state: &AppState, sms_id: i64) -> Result<(Row, bool), ApiEr
         .await?;
         tx.commit().await?;
     }
-    Ok((sms_row(state, sms_id).await?, result.is_ok()))
+    Ok((sms_row(state, sms_id).await?, handover))
+}
+
+/// The answer to a request whose point was one SMS (`send_wakeup`,
+/// `force_connection` of a unit without RTC): `ok` when the provider took it,
+/// else 503 (no provider: nothing was sent) or 502 (the provider failed), each
+/// with the `sms_history` row, whose `status_info` says why.
+pub(crate) fn handover_response(handover: Handover, row: Row, ok: Response) -> Response {
+    let (status, message) = match handover {
+        Handover::Sent => return ok,
+        Handover::NotSent => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No SMS provider is configured: the sms was recorded as not sent; see sms_history",
+        ),
+        Handover::Failed => (
+            StatusCode::BAD_GATEWAY,
+            "The SMS provider did not accept the sms; see sms_history",
+        ),
+    };
+    (
+        status,
+        axum::Json(json!({
+            "status": "error",
+            "message": message,
+            "data": row,
+            "validation_errors": null,
+        })),
+    )
+        .into_response()
 }
 
 /// `POST /v1/products/<imei>/send_wakeup` (ADMIN): records and sends a
 /// WAKEUP SMS whatever the unit's software, and answers with its
 /// `sms_history` row. A provider failure answers 502 with the row (status
-/// `Failed`).
+/// `Failed`), no provider 503 (status `NotSent`).
 pub(super) async fn send_wakeup(
     State(state): State<AppState>,
     user: AuthUser,
@@ -294,25 +345,13 @@ pub(super) async fn send_wakeup(
     let row = record_wakeup(&mut tx, &imei, None, &user.username, now, &state.config).await?;
     tx.commit().await?;
     let id = row.int("sms_history_id").unwrap_or_default();
-    let (row, sent) = deliver(&state, id).await?;
-    if sent {
-        Ok(success(
-            StatusCode::OK,
-            "sms successfully sent",
-            Json::Object(row),
-        ))
-    } else {
-        Ok((
-            StatusCode::BAD_GATEWAY,
-            axum::Json(json!({
-                "status": "error",
-                "message": "The SMS provider did not accept the sms; see sms_history",
-                "data": row,
-                "validation_errors": null,
-            })),
-        )
-            .into_response())
-    }
+    let (row, handover) = deliver(&state, id).await?;
+    let ok = success(
+        StatusCode::OK,
+        "sms successfully sent",
+        Json::Object(row.clone()),
+    );
+    Ok(handover_response(handover, row, ok))
 }
 
 /// `POST /v1/sms/delivery_receipt` (SYSTEM; the SMS provider's callback):

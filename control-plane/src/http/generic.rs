@@ -294,6 +294,7 @@ fn validate_body(
             let missing = column.not_null
                 && column.default.is_none()
                 && !column.is_system()
+                && !super::natural_keys::assigned(table, column)
                 && !fields.contains_key(&column.name);
             if missing {
                 errors.insert(
@@ -410,6 +411,7 @@ async fn create(
     prepare_secret_columns(table, &mut values).await?;
     let mut tx = state.db.begin().await?;
     check_foreign_keys(state, &mut tx, table, &values).await?;
+    super::natural_keys::assign(&mut tx, table, &mut values).await?;
     values.push(("created_at".into(), now().into()));
     values.push(("created_by".into(), user.username.clone().into()));
     let pk = table.primary_key();

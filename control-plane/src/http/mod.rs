@@ -3,6 +3,7 @@
 mod auth;
 mod dcm;
 mod generic;
+mod natural_keys;
 mod openapi;
 mod webhooks;
 

@@ -581,7 +581,12 @@ fn table_schema(table: &Table, shape: Shape) -> Json {
         .iter()
         .filter(|c| match shape {
             Shape::Read => !c.is_write_only(),
-            Shape::Create => c.not_null && c.default.is_none() && !c.is_system(),
+            Shape::Create => {
+                c.not_null
+                    && c.default.is_none()
+                    && !c.is_system()
+                    && !super::natural_keys::assigned(table, c)
+            }
             Shape::Update => false,
         })
         .map(|c| c.name.as_str())

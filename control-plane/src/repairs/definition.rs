@@ -15,6 +15,7 @@
 //! ```toml
 //! name = "bboxx_home_2"              # repair.workflow_name
 //! initial_state = "ss_state_check"
+//! fallback = false                   # true: serves product types without a default (one workflow)
 //!
 //! [[product_type]]                   # product types this workflow serves
 //! product_type_id = 6
@@ -61,11 +62,28 @@ use serde_json::{Map, Number, Value as Json};
 /// the default (spec: "Internationalization").
 pub const LANGUAGES: [&str; 2] = ["en", "fr"];
 
-/// The workflow files compiled into the binary: (file name, contents).
-const BUILTIN: &[(&str, &str)] = &[(
-    "bboxx_home_2.toml",
-    include_str!("../../workflows/bboxx_home_2.toml"),
-)];
+/// The workflow files compiled into the binary: (file name, contents). Every
+/// product type the system creates (`create_product/<kind>`, `create_hub2`)
+/// has its own; `generic.toml` serves any other.
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "bboxx_home_2.toml",
+        include_str!("../../workflows/bboxx_home_2.toml"),
+    ),
+    (
+        "bboxx_home_3.toml",
+        include_str!("../../workflows/bboxx_home_3.toml"),
+    ),
+    (
+        "bboxx_hub_2.toml",
+        include_str!("../../workflows/bboxx_hub_2.toml"),
+    ),
+    (
+        "bboxx_enterprise.toml",
+        include_str!("../../workflows/bboxx_enterprise.toml"),
+    ),
+    ("generic.toml", include_str!("../../workflows/generic.toml")),
+];
 
 /// A language the API answers in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -135,6 +153,8 @@ impl Text {
 pub struct Workflows {
     by_name: BTreeMap<String, Workflow>,
     defaults: BTreeMap<i64, String>,
+    /// The workflow for product types without a default of their own.
+    fallback: Option<String>,
 }
 
 impl Workflows {
@@ -143,10 +163,12 @@ impl Workflows {
         self.by_name.get(name)
     }
 
-    /// The workflow used for `product_type_id` when no selector rule matches.
+    /// The workflow used for `product_type_id` when no selector rule matches:
+    /// its own default, else the fallback workflow.
     pub fn default_for(&self, product_type_id: i64) -> Option<&Workflow> {
         self.defaults
             .get(&product_type_id)
+            .or(self.fallback.as_ref())
             .and_then(|n| self.by_name.get(n))
     }
 
@@ -164,6 +186,9 @@ pub struct Workflow {
     pub name: String,
     /// Where a new repair starts.
     pub initial_state: String,
+    /// Serves every product type that has no default workflow of its own.
+    #[serde(default)]
+    pub fallback: bool,
     /// Product types this workflow serves.
     #[serde(default, rename = "product_type")]
     pub product_types: Vec<ProductTypeBinding>,
@@ -539,6 +564,9 @@ pub enum WorkflowError {
         first: String,
         second: String,
     },
+    /// Two workflows declare themselves the fallback.
+    #[error("two workflows are the fallback for product types without their own: '{first}' and '{second}'")]
+    TwoFallbacks { first: String, second: String },
 }
 
 /// Loads and validates the workflows compiled into the binary.
@@ -550,6 +578,7 @@ pub fn load_builtin() -> Result<Workflows, WorkflowError> {
 pub fn load(files: &[(&str, &str)]) -> Result<Workflows, WorkflowError> {
     let mut by_name = BTreeMap::new();
     let mut defaults: BTreeMap<i64, String> = BTreeMap::new();
+    let mut fallback: Option<String> = None;
     for (file, text) in files {
         let wf: Workflow = toml::from_str(text).map_err(|e| WorkflowError::Parse {
             file: (*file).to_string(),
@@ -565,12 +594,24 @@ pub fn load(files: &[(&str, &str)]) -> Result<Workflows, WorkflowError> {
                 });
             }
         }
+        if wf.fallback {
+            if let Some(first) = fallback.replace(wf.name.clone()) {
+                return Err(WorkflowError::TwoFallbacks {
+                    first,
+                    second: wf.name.clone(),
+                });
+            }
+        }
         if by_name.contains_key(&wf.name) {
             return Err(WorkflowError::DuplicateWorkflow { workflow: wf.name });
         }
         by_name.insert(wf.name.clone(), wf);
     }
-    Ok(Workflows { by_name, defaults })
+    Ok(Workflows {
+        by_name,
+        defaults,
+        fallback,
+    })
 }
 
 /// Checks one workflow; the first mistake found is returned.

@@ -9,7 +9,7 @@
 use ::rtc::StatusReason;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use serde_json::json;
@@ -35,7 +35,7 @@ pub(crate) fn router() -> Router<AppState> {
 
 /// The visible product's `rtc_enabled_flag` (404 when not visible).
 async fn visible_rtc_flag(state: &AppState, user: &AuthUser, imei: &str) -> Result<bool, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.db.begin_read().await?;
     let product = crate::actions::visible_product(&mut tx, &user.visibility, imei).await?;
     tx.commit().await?;
     Ok(product.flag("rtc_enabled_flag"))
@@ -195,23 +195,11 @@ async fn force_connection(
     .await?;
     tx.commit().await?;
     let id = row.int("sms_history_id").unwrap_or_default();
-    let (row, sent) = crate::actions::sms::deliver(&state, id).await?;
-    if sent {
-        Ok(success(
-            StatusCode::OK,
-            "Force connection request sent",
-            json!({"sms_history_id": id}),
-        ))
-    } else {
-        Ok((
-            StatusCode::BAD_GATEWAY,
-            axum::Json(json!({
-                "status": "error",
-                "message": "The SMS provider did not accept the WAKEUP sms; see sms_history",
-                "data": row,
-                "validation_errors": null,
-            })),
-        )
-            .into_response())
-    }
+    let (row, handover) = crate::actions::sms::deliver(&state, id).await?;
+    let ok = success(
+        StatusCode::OK,
+        "Force connection request sent",
+        json!({"sms_history_id": id}),
+    );
+    Ok(crate::actions::sms::handover_response(handover, row, ok))
 }

@@ -30,6 +30,7 @@
 mod directory;
 mod fallback;
 mod http;
+mod locator;
 pub mod mt;
 mod presence;
 mod registry;
@@ -47,6 +48,7 @@ use crate::error::ApiError;
 
 pub use directory::UnitDirectoryDb;
 pub use fallback::{FallbackSms, SMS_WINDOW_SECS};
+pub use locator::{locator_from_config, CsvCellLocator, HttpCellLocator, LocatorError};
 pub use presence::{
     record_connection_status, PresenceDb, METRIC_DROPPED, METRIC_QUEUE_FULL, METRIC_WRITTEN,
 };

@@ -162,7 +162,7 @@ pub(crate) fn unit_report(r: &StatusReport<'_>) -> UnitReport {
     }
 }
 
-fn valid_position(lat: f64, lon: f64) -> bool {
+pub(super) fn valid_position(lat: f64, lon: f64) -> bool {
     lat.is_finite() && lon.is_finite() && lat.abs() <= 90.0 && lon.abs() <= 180.0
 }
 

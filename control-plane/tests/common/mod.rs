@@ -423,3 +423,51 @@ pub fn metric(series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// A loopback SMS provider speaking the HTTP provider's protocol (a real
+/// HTTP server; no SMS network can run here): it records every SMS posted to
+/// it and answers 200 with its own `message_reference` (`prov-123` for the
+/// first SMS, then `prov-124`, ...), or 500 while `fail` is set.
+pub struct SmsProvider {
+    pub url: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Json>>>,
+    pub fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+pub async fn sms_provider() -> SmsProvider {
+    let received: std::sync::Arc<std::sync::Mutex<Vec<Json>>> = Default::default();
+    let fail: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
+    let (r, f) = (received.clone(), fail.clone());
+    let app = axum::Router::new().route(
+        "/sms",
+        axum::routing::post(move |axum::Json(body): axum::Json<Json>| {
+            let (received, fail) = (r.clone(), f.clone());
+            async move {
+                let n = {
+                    let mut received = received.lock().unwrap();
+                    received.push(body);
+                    received.len()
+                };
+                if fail.load(Ordering::Relaxed) {
+                    (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::Json(json!({})),
+                    )
+                } else {
+                    (
+                        axum::http::StatusCode::OK,
+                        axum::Json(json!({"message_reference": format!("prov-{}", 122 + n)})),
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sms", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    SmsProvider {
+        url,
+        received,
+        fail,
+    }
+}

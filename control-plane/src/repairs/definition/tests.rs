@@ -68,6 +68,40 @@ fn the_builtin_workflows_load() {
     load(&[("mini.toml", GOOD)]).unwrap();
 }
 
+/// Every product type the system creates has its own default workflow, and
+/// any other type gets the fallback.
+#[test]
+fn every_product_type_has_a_workflow() {
+    use crate::actions::manufacturing::ProductKind;
+    let wfs = load_builtin().unwrap();
+    for (kind, name) in [
+        ("home2", "bboxx_home_2"),
+        ("home3", "bboxx_home_3"),
+        ("hub2", "bboxx_hub_2"),
+        ("enterprise", "bboxx_enterprise"),
+    ] {
+        let id = ProductKind::parse(kind).unwrap().product_type_id();
+        let wf = wfs.default_for(id).unwrap_or_else(|| panic!("{kind}"));
+        assert_eq!(wf.name, name, "{kind}");
+        assert!(wf.config_for(id).is_some(), "{kind} has a config block");
+    }
+    assert_eq!(wfs.default_for(9999).unwrap().name, "generic");
+    // Only one workflow may be the fallback.
+    let fallback = GOOD.replacen("initial_state", "fallback = true\ninitial_state", 1);
+    let other = fallback
+        .replacen("name = \"mini\"", "name = \"other\"", 1)
+        .replacen("default = true", "default = false", 1);
+    assert_eq!(
+        load(&[("a.toml", &fallback), ("b.toml", &other)])
+            .unwrap_err()
+            .to_string(),
+        "two workflows are the fallback for product types without their own: 'mini' and 'other'"
+    );
+    let wfs = load(&[("a.toml", &fallback)]).unwrap();
+    assert_eq!(wfs.default_for(42).unwrap().name, "mini");
+    assert!(load(&[("a.toml", GOOD)]).unwrap().default_for(42).is_none());
+}
+
 #[test]
 fn unknown_state_is_rejected() {
     assert_eq!(
