@@ -13,14 +13,9 @@ secs=${1:-10}
 conns=${2:-32}
 bin=${CARGO_TARGET_DIR:-target}/release/smartsolar
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-if ! command -v wrk >/dev/null; then
-  # A fresh machine: Debian's wrk, as scripts/services.sh installs its services.
-  echo "== perf-api: installing wrk (apt-get)" >&2
-  # shellcheck source=scripts/services.sh
-  . scripts/services.sh # defines svc_as_root, runs nothing
-  svc_as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive svc_as_root apt-get install -y -qq wrk >/dev/null \
-    || { echo "cannot install wrk (apt-get install wrk)" >&2; exit 1; }
-fi
+# shellcheck source=scripts/perf-lib.sh
+. scripts/perf-lib.sh
+perf_ensure_wrk
 units=10000
 port=18080
 work=$(mktemp -d)

@@ -163,8 +163,11 @@ async fn list(
             _ => Err(ApiError::BadRequest("Multiple results found".into())),
         };
     }
-    let total = state.db.fetch_i64(&compiled.count).await?;
-    let rows = state.db.fetch_all(&compiled.rows, &columns).await?;
+    let skipped = (page - 1).saturating_mul(per_page);
+    let (rows, total) = state
+        .db
+        .fetch_page(&compiled.rows, &columns, &compiled.count, skipped, per_page)
+        .await?;
     let total_pages = if total == 0 {
         0
     } else {

@@ -146,9 +146,15 @@ pub fn compile<'c>(
     // Tie-breakers make pages stable: without them the database may return
     // equal rows in any order, and a row could show on two pages.
     if groups.is_empty() {
-        let pk = &table.primary_key().name;
-        if !ordered_names.contains(pk) {
-            rows.order_by_expr(main.col(pk), Order::Asc);
+        // Not needed after a unique, not-null column of the table: the order is already
+        // total, and an index on that column can then serve the whole ORDER BY.
+        let total = ordered_names.iter().any(|name| {
+            table
+                .column(name)
+                .is_some_and(|c| c.primary_key || (c.unique && c.not_null))
+        });
+        if !total {
+            rows.order_by_expr(main.col(&table.primary_key().name), Order::Asc);
         }
     } else {
         for g in groups.iter().filter(|g| !ordered_names.contains(&g.name)) {
