@@ -386,7 +386,7 @@ impl Db {
     pub async fn begin_read(&self) -> Result<Tx, DbError> {
         timed("begin_read", async {
             Ok(match &self.inner {
-                Inner::Sqlite { read, .. } => Tx::Sqlite(read.begin().await?),
+                Inner::Sqlite { read, .. } => Tx::SqliteRead(read.begin().await?),
                 Inner::Postgres(pool) => {
                     let mut tx = pool.begin().await?;
                     sqlx::query("SET TRANSACTION READ ONLY")
@@ -413,9 +413,12 @@ impl Db {
     }
 }
 
-/// A write transaction. Dropped without [`Tx::commit`], it rolls back.
+/// A transaction. Dropped without [`Tx::commit`], it rolls back.
 pub enum Tx {
+    /// A write transaction: a savepoint in the single writer's group commit.
     Sqlite(SqliteTx),
+    /// A read-only transaction on a reader connection ([`Db::begin_read`]).
+    SqliteRead(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
@@ -423,6 +426,7 @@ impl Tx {
     fn conn(&mut self) -> Conn<'_> {
         match self {
             Self::Sqlite(tx) => Conn::Sqlite(tx.conn()),
+            Self::SqliteRead(tx) => Conn::Sqlite(&mut *tx),
             Self::Postgres(tx) => Conn::Postgres(&mut *tx),
         }
     }
@@ -430,7 +434,7 @@ impl Tx {
     /// Which SQL dialect this transaction speaks.
     pub fn backend(&self) -> Backend {
         match self {
-            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Sqlite(_) | Self::SqliteRead(_) => Backend::Sqlite,
             Self::Postgres(_) => Backend::Postgres,
         }
     }
@@ -474,6 +478,7 @@ impl Tx {
         timed("commit", async {
             match self {
                 Self::Sqlite(tx) => tx.commit().await?,
+                Self::SqliteRead(tx) => tx.commit().await?,
                 Self::Postgres(tx) => tx.commit().await?,
             }
             Ok(())

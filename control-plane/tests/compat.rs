@@ -179,6 +179,28 @@ async fn the_bootstrap_administrator_belongs_to_an_entity(backend: Backend) {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["num_results"], 1, "{b}");
     assert_eq!(b["objects"][0]["entity_id"], entity);
+
+    // A user created through the API without an entity belongs to the operator's, and no
+    // PUT can take a user out of every entity.
+    let (s, b) = post(
+        &server,
+        "/v1/users",
+        json!({"username": "agent@example.com", "password": "call-centre-1",
+               "permissions": "OVERVIEW", "user_product_visibility": "GLOBAL"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["entity_id"], entity, "{b}");
+    let id = b["user_id"].as_i64().unwrap();
+    let (s, b) = server
+        .call(
+            Method::PUT,
+            &format!("/v1/users/{id}"),
+            Some(json!({"entity_id": null})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b.to_string().contains("entity_id"), "{b}");
 }
 
 async fn sms_rows(server: &TestServer, imei: &str) -> Vec<Json> {

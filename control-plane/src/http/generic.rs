@@ -453,6 +453,7 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let key = id_value(table, id).ok_or_else(|| not_found(table, id))?;
     let mut values = validate_body(table, body, false)?;
+    super::natural_keys::check_update(table, &values)?;
     prepare_secret_columns(table, &mut values).await?;
     let mut tx = state.db.begin().await?;
     if visible_in_tx(state, user, &mut tx, table, key.clone())

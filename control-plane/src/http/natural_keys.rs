@@ -19,6 +19,22 @@ use crate::catalogue::{Column, ColumnType, Table};
 use crate::db::Tx;
 use crate::error::ApiError;
 
+/// The column that ties a user to its entity.
+const USER_ENTITY: &str = "entity_id";
+
+/// A PUT may move a user to another entity but not out of every entity.
+pub(super) fn check_update(table: &Table, values: &[(String, Value)]) -> Result<(), ApiError> {
+    let cleared = values.iter().any(|(name, value)| {
+        name == USER_ENTITY && matches!(value, Value::BigInt(None) | Value::Int(None))
+    });
+    if table.name == "user" && cleared {
+        return Err(ApiError::BadRequest(
+            "field 'entity_id' may not be null: every user belongs to an entity".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Digits of a generated channel name (the spec's example is 15 zeros).
 const CHANNEL_NAME_DIGITS: usize = 15;
 
@@ -28,12 +44,18 @@ pub(super) fn assigned(table: &Table, column: &Column) -> bool {
     column.primary_key && matches!(table.name.as_str(), "network" | "channel")
 }
 
-/// Adds the natural key to `values` when the body left it out.
+/// Adds the natural key to `values` when the body left it out, and the operator's entity to
+/// a user created without one: every user belongs to an entity (the spec's `user.entity_id`
+/// is not-null), as the bootstrap administrator does (`startup::operator_entity_id`).
 pub(super) async fn assign(
     tx: &mut Tx,
     table: &Table,
     values: &mut Vec<(String, Value)>,
 ) -> Result<(), ApiError> {
+    if table.name == "user" && !values.iter().any(|(name, _)| name == USER_ENTITY) {
+        let entity = crate::startup::operator_entity_id(tx).await?;
+        values.push((USER_ENTITY.into(), Value::BigInt(Some(entity))));
+    }
     let pk = table.primary_key();
     if !assigned(table, pk) || values.iter().any(|(name, _)| *name == pk.name) {
         return Ok(());
