@@ -54,15 +54,20 @@ end
 """,
     # Unique names across threads, rounds and servers: the tag is set per run.
     "post": """
-local counter, id = 0, 0
+local counter, id, headers = 0, 0, {}
 local tag = os.getenv("PERF_TAG") or "x"
 local threads = {}
 setup = function(thread) thread:set("id", #threads); table.insert(threads, thread) end
-init = function() id = wrk.thread:get("id") end
+init = function()
+  id = wrk.thread:get("id")
+  -- Headers given to wrk.format replace the -H ones (the token): copy them.
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  headers["Content-Type"] = "application/json"
+end
 request = function()
   counter = counter + 1
   local body = string.format('{"name":"perf-%s-%d-%d","bboxx_company_flag":false}', tag, id, counter)
-  return wrk.format("POST", "/v1/entities", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/v1/entities", headers, body)
 end
 """,
 }
@@ -138,12 +143,15 @@ def wrk(port, kind, conns, secs, token, work, tag):
     p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M)[1])
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    if bad or errors:
+    if errors:
+        # An overloaded server drops or times out connections; reported, not fatal.
+        log(f"port {port} ({kind}, {conns} conns): {errors[0]}")
+    if bad:
         raise SystemExit(f"wrk on port {port} ({kind}): {bad and bad[0]} {errors and errors[0]}\n{out}")
     return rps, p99
 
 
-def start_servers(backend, url, args, work):
+def start_servers(backend, url, args, work, procs):
     env = {**os.environ, "SMARTSOLAR_DATABASE_URL": url, "RUST_LOG": "warn"}
     subprocess.run([args.bin, "migrate"], env=env, check=True, capture_output=True)
     seed(backend, url, work)
@@ -161,13 +169,14 @@ def start_servers(backend, url, args, work):
         env={**os.environ, "BASELINE_DATABASE_URL": base_url,
              "BASELINE_TOKEN_CACHE": os.environ.get("BASELINE_TOKEN_CACHE", "5")},
     )
+    procs += [ours, base]
     wait_http(f"http://127.0.0.1:{OURS_PORT}/v1/home")
     wait_http(f"http://127.0.0.1:{BASE_PORT}/v1/products/x")
     login = urllib.parse.urlencode({"username": ADMIN, "password": PASSWORD}).encode()
     with urllib.request.urlopen(f"http://127.0.0.1:{OURS_PORT}/v1/auth/login", login) as r:
         token = json.load(r)["message"]["login_successful"]["API_token"]
     check_same_answers(token)
-    return [ours, base], token
+    return token
 
 
 def check_same_answers(token):
@@ -244,8 +253,9 @@ def main():
                 subprocess.run(["psql", admin, "-qc", "DROP DATABASE IF EXISTS smartsolar_compare",
                                 "-qc", "CREATE DATABASE smartsolar_compare"], check=True)
                 url = admin.rsplit("/", 1)[0] + "/smartsolar_compare"
-            procs, token = start_servers(backend, url, args, work)
+            procs = []
             try:
+                token = start_servers(backend, url, args, work, procs)
                 for rnd in range(args.rounds):
                     for label, conns, kind in OPERATIONS:
                         r = results.setdefault((backend, label, conns),

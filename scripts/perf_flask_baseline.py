@@ -39,16 +39,25 @@ CACHE_SECS = float(os.environ.get("BASELINE_TOKEN_CACHE", "0"))
 _tokens = {}  # sha256 hex -> (checked_at, user_id)
 
 
-def reflected(table_name):
+def reflected(table_name, *overrides):
     """A model over an existing table, columns only: no relationships, so the
     JSON carries the same fields as ours."""
     with app.app_context():
-        table = db.Table(table_name, db.metadata, autoload=True, autoload_with=db.engine)
+        table = db.Table(
+            table_name,
+            db.metadata,
+            *overrides,
+            autoload=True,
+            autoload_with=db.engine,
+            # Already there when a reflected foreign key pulled it in.
+            extend_existing=True,
+        )
     return type(table_name.title(), (db.Model,), {"__table__": table})
 
 
 Product = reflected("product")
-Entity = reflected("entity")
+# SQLAlchemy 1.3 does not reflect PostgreSQL identity columns as generated: say so.
+Entity = reflected("entity", db.Column("entity_id", db.BigInteger, primary_key=True, autoincrement=True))
 
 
 def authenticate(**_kw):
