@@ -251,7 +251,8 @@ async fn over_the_hard_cap_the_oldest_go_and_publish_never_blocks() {
     assert_eq!(num(&got[0]), 2_000 - kept);
     // The topic without an override kept everything.
     assert_eq!(b.backlog("mo"), 2_000);
-    drop(b);
+    // The directory is free once the bus and its consumers are gone.
+    drop((b, reader));
     // Retention state is on disk: a reopen finds the same bounded log.
     let b = DiskBus::open(dir.path(), cfg).unwrap();
     assert_eq!(b.backlog("dead"), kept);
@@ -313,6 +314,19 @@ async fn another_partition_count_is_refused_with_a_reason() {
 }
 
 #[tokio::test]
+async fn a_second_opener_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = DiskBus::open(dir.path(), config(1)).unwrap();
+    match DiskBus::open(dir.path(), config(1)) {
+        Err(BusError::Config(m)) => assert!(m.contains("another process"), "{m}"),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("two openers would append to the same files"),
+    }
+    drop(b);
+    DiskBus::open(dir.path(), config(1)).expect("free again once the first is dropped");
+}
+
+#[tokio::test]
 async fn odd_topic_and_group_names_stay_inside_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let inner = dir.path().join("bus");
@@ -324,6 +338,7 @@ async fn odd_topic_and_group_names_stay_inside_the_directory() {
         c.commit(&d[0]).await.unwrap();
     }
     let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+    // (The bus directory itself holds LOCK and the escaped topic directory.)
     assert_eq!(names.len(), 1, "nothing written beside the bus directory");
     let b = DiskBus::open(&inner, config(1)).unwrap();
     let mut c = b.subscribe(&["../escape"], "../../g").await.unwrap();
