@@ -33,12 +33,13 @@
 //!   `smartsolar_bus_dropped_total` and logged, so a topic nobody reads (the
 //!   dead letters) stays bounded and `publish` never blocks on it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -404,7 +405,6 @@ fn offset_slot(offset: u64) -> [u8; SLOT] {
 struct State {
     topics: HashMap<String, Topic>,
     next_member: u64,
-    closed: bool,
 }
 
 struct Core {
@@ -416,8 +416,12 @@ struct Core {
     _lock: File,
     /// Woken when records become visible, a rebalance happens or the bus closes.
     data: Notify,
+    /// Set by [`DiskBus::close`] or a write failure that could not be cut back.
+    closed: AtomicBool,
+    /// Topics already open, so `publish` finds them without the state lock.
+    open_topics: RwLock<HashSet<String>>,
     /// Batches written and synced (each answers every publish in it).
-    batches: std::sync::atomic::AtomicU64,
+    batches: AtomicU64,
 }
 
 impl Core {
@@ -431,6 +435,10 @@ impl Core {
         if !st.topics.contains_key(topic) {
             let t = self.open_topic(topic)?;
             st.topics.insert(topic.to_owned(), t);
+            self.open_topics
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(topic.to_owned());
         }
         Ok(st.topics.get_mut(topic).expect("inserted above"))
     }
@@ -575,7 +583,9 @@ impl DiskBus {
             state: Mutex::new(State::default()),
             _lock: lock,
             data: Notify::new(),
-            batches: std::sync::atomic::AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            open_topics: RwLock::new(HashSet::new()),
         });
         {
             let mut st = core.lock();
@@ -615,13 +625,13 @@ impl DiskBus {
     /// Closes the bus: later `publish`/`recv` calls fail with [`BusError::Closed`].
     /// Publishes already handed to the writer are still written and answered.
     pub fn close(&self) {
-        self.core.lock().closed = true;
+        self.core.closed.store(true, Ordering::Release);
         self.core.data.notify_waiters();
     }
 
     /// Batches written and synced so far: fewer than publishes when group commit shares syncs.
     pub fn batches(&self) -> u64 {
-        self.core.batches.load(std::sync::atomic::Ordering::Relaxed)
+        self.core.batches.load(Ordering::Relaxed)
     }
 
     /// Messages retained on `topic` (all partitions).
@@ -649,11 +659,17 @@ impl Bus for DiskBus {
                 key.len() + payload.len()
             )));
         }
-        {
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(BusError::Closed);
+        }
+        let known = self
+            .core
+            .open_topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(topic);
+        if !known {
             let mut st = self.core.lock();
-            if st.closed {
-                return Err(BusError::Closed);
-            }
             self.core.ensure_topic(&mut st, topic)?;
         }
         let (done, answer) = oneshot::channel();
@@ -689,10 +705,10 @@ impl Bus for DiskBus {
         let mut names: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
         names.sort();
         names.dedup();
-        let mut st = core.lock();
-        if st.closed {
+        if core.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed);
         }
+        let mut st = core.lock();
         let member = st.next_member;
         st.next_member += 1;
         let n = core.config.partitions as usize;
@@ -776,9 +792,7 @@ impl Writer {
                 }
             }
             let result = self.write_batch(&batch);
-            self.core
-                .batches
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.core.batches.fetch_add(1, Ordering::Relaxed);
             for r in batch.drain(..) {
                 let _ = r.done.send(result.clone().map_err(BusError::Broker));
             }
@@ -882,7 +896,7 @@ impl Writer {
                 if let Some(a) = self.files.get_mut(key) {
                     if let Err(te) = a.file.set_len(*before) {
                         tracing::error!(path = %a.path.display(), error = %te, "cutting a failed bus append failed; the bus directory needs a restart to recover");
-                        self.core.lock().closed = true;
+                        self.core.closed.store(true, Ordering::Release);
                     }
                     a.bytes = *before;
                 }
@@ -1001,11 +1015,10 @@ impl Consumer for DiskConsumer {
             tokio::pin!(data);
             data.as_mut().enable();
             let found = {
-                let mut st = core.lock();
-                if st.closed {
+                if core.closed.load(Ordering::Acquire) {
                     return Err(BusError::Closed);
                 }
-                self.next_location(&mut st)
+                self.next_location(&mut core.lock())
             };
             if let Some((ti, p, offset, found)) = found {
                 let (key, payload) = match found {
@@ -1045,10 +1058,10 @@ impl Consumer for DiskConsumer {
 
     async fn commit(&mut self, delivery: &Delivery) -> Result<(), BusError> {
         let core = &self.core;
-        let mut st = core.lock();
-        if st.closed {
+        if core.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed);
         }
+        let mut st = core.lock();
         let p = delivery.partition as usize;
         let t = st
             .topics

@@ -429,3 +429,22 @@ fn every_acknowledged_publish_survives_kill_9() {
         assert!(seen.len() >= acked.len());
     });
 }
+
+#[tokio::test]
+async fn close_fails_waiting_consumers_and_later_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = DiskBus::open(dir.path(), config(1)).unwrap();
+    let mut c = b.subscribe(&["mo"], "g").await.unwrap();
+    let waiting = tokio::spawn(async move { c.recv().await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.close();
+    let r = timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(r, Err(BusError::Closed)));
+    assert!(matches!(
+        b.publish("mo", b"k", b"v").await,
+        Err(BusError::Closed)
+    ));
+}
