@@ -434,6 +434,8 @@ impl Core {
     fn ensure_topic<'a>(&self, st: &'a mut State, topic: &str) -> Result<&'a mut Topic, BusError> {
         if !st.topics.contains_key(topic) {
             let t = self.open_topic(topic)?;
+            metrics::gauge!(crate::metrics::BUS_BACKLOG, "bus" => "disk", "topic" => topic.to_owned())
+                .set(t.backlog() as f64);
             st.topics.insert(topic.to_owned(), t);
             self.open_topics
                 .write()
@@ -598,10 +600,6 @@ impl DiskBus {
                     core.ensure_topic(&mut st, &topic)?;
                 }
             }
-            for (name, t) in &st.topics {
-                metrics::gauge!(crate::metrics::BUS_BACKLOG, "bus" => "disk", "topic" => name.clone())
-                    .set(t.backlog() as f64);
-            }
         }
         let (tx, rx) = mpsc::channel(core.config.max_batch * 2);
         let writer = Writer {
@@ -627,6 +625,16 @@ impl DiskBus {
     pub fn close(&self) {
         self.core.closed.store(true, Ordering::Release);
         self.core.data.notify_waiters();
+    }
+
+    /// Creates (or recovers) `topics` now rather than at their first use, so their
+    /// directories and backlog gauges exist from the start.
+    pub fn ensure_topics(&self, topics: &[&str]) -> Result<(), BusError> {
+        let mut st = self.core.lock();
+        for topic in topics {
+            self.core.ensure_topic(&mut st, topic)?;
+        }
+        Ok(())
     }
 
     /// Batches written and synced so far: fewer than publishes when group commit shares syncs.
