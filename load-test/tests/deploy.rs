@@ -48,7 +48,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// Metric names in the code: string literals `"smartsolar_…"` under the services' `src/`.
 fn emitted() -> BTreeSet<String> {
     let mut files = Vec::new();
-    for c in ["gateway", "ingest", "control-plane"] {
+    for c in ["bus", "gateway", "ingest", "control-plane"] {
         rust_files(&root().join(c).join("src"), &mut files);
     }
     let mut out = BTreeSet::new();
