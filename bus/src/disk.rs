@@ -40,7 +40,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -63,6 +63,11 @@ pub struct DiskBusConfig {
     pub max_partition_bytes: u64,
     /// Per-topic overrides of `max_partition_bytes` (e.g. smaller for dead letters).
     pub topic_max_partition_bytes: BTreeMap<String, u64>,
+    /// Age cap: a closed segment whose newest record is older than this is dropped even if a
+    /// group has not committed it (counted, logged). Unset: no age cap.
+    pub max_age_secs: Option<u64>,
+    /// Per-topic overrides of `max_age_secs`.
+    pub topic_max_age_secs: BTreeMap<String, u64>,
     /// Most publishes written and synced together.
     pub max_batch: usize,
     /// `fdatasync` before acknowledging. Only benchmarks turn it off.
@@ -76,6 +81,8 @@ impl Default for DiskBusConfig {
             segment_bytes: 64 << 20,
             max_partition_bytes: 1 << 30,
             topic_max_partition_bytes: BTreeMap::new(),
+            max_age_secs: None,
+            topic_max_age_secs: BTreeMap::new(),
             max_batch: 16_384,
             fsync: true,
         }
@@ -88,6 +95,14 @@ impl DiskBusConfig {
             .get(topic)
             .copied()
             .unwrap_or(self.max_partition_bytes)
+    }
+
+    fn max_age(&self, topic: &str) -> Option<Duration> {
+        self.topic_max_age_secs
+            .get(topic)
+            .copied()
+            .or(self.max_age_secs)
+            .map(Duration::from_secs)
     }
 }
 
@@ -172,6 +187,8 @@ struct Segment {
     pos: Vec<u32>,
     /// Bytes of the visible records.
     bytes: u64,
+    /// When its newest record was written (the age cap's clock).
+    written: SystemTime,
 }
 
 impl Segment {
@@ -250,6 +267,7 @@ struct Topic {
     groups: HashMap<String, DiskGroup>,
     groups_dir: PathBuf,
     cap: u64,
+    max_age: Option<Duration>,
 }
 
 impl Topic {
@@ -265,7 +283,10 @@ impl Topic {
             let front = &part.segments[0];
             let committed = min.is_some_and(|m| m >= front.end());
             let over = bytes > self.cap;
-            if !committed && !over {
+            let expired = self
+                .max_age
+                .is_some_and(|age| front.written.elapsed().unwrap_or_default() > age);
+            if !committed && !over && !expired {
                 break;
             }
             if !committed {
@@ -277,7 +298,8 @@ impl Topic {
                     segment = %front.path.display(),
                     messages = unread,
                     cap_bytes = self.cap,
-                    "bus partition over its hard cap: oldest segment dropped before every group committed it"
+                    max_age_secs = self.max_age.map(|a| a.as_secs()),
+                    "bus partition over its hard cap (bytes or age): oldest segment dropped before every group committed it"
                 );
             }
             bytes -= front.bytes;
@@ -351,12 +373,17 @@ fn open_partition(dir: PathBuf) -> Result<Partition, BusError> {
                 .map_err(|e| io("truncating", &path, e))?;
             file.sync_all().map_err(|e| io("syncing", &path, e))?;
         }
+        let written = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
         segments.push_back(Segment {
             base,
             path,
             file: Arc::new(file),
             pos,
             bytes: valid,
+            written,
         });
     }
     sync_dir(&dir)?;
@@ -502,6 +529,7 @@ impl Core {
             groups,
             groups_dir,
             cap: self.config.cap(topic),
+            max_age: self.config.max_age(topic),
         })
     }
 }
@@ -840,6 +868,7 @@ impl Writer {
                     file: Arc::new(file),
                     pos: Vec::new(),
                     bytes: 0,
+                    written: SystemTime::now(),
                 });
                 (base, path, 0)
             } else {
@@ -929,6 +958,7 @@ impl Writer {
             if let Some(seg) = part.segments.back_mut().filter(|s| s.base == active.base) {
                 seg.pos.extend(a.pos.iter().map(|x| start + x));
                 seg.bytes = active.bytes;
+                seg.written = SystemTime::now();
                 // The tail stays the records just below `end`, contiguous.
                 part.tail.extend(a.records);
                 let excess = part.tail.len().saturating_sub(TAIL_CACHE);

@@ -258,6 +258,38 @@ async fn over_the_hard_cap_the_oldest_go_and_publish_never_blocks() {
     assert_eq!(b.backlog("dead"), kept);
 }
 
+#[tokio::test]
+async fn segments_older_than_the_age_cap_go_even_uncommitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DiskBusConfig {
+        partitions: 1,
+        segment_bytes: 300,
+        topic_max_age_secs: BTreeMap::from([("dead".to_owned(), 1)]),
+        ..DiskBusConfig::default()
+    };
+    let b = DiskBus::open(dir.path(), cfg).unwrap();
+    let mut reader = b.subscribe(&["dead", "mo"], "import").await.unwrap();
+    for i in 0..50u64 {
+        b.publish("dead", b"unit", &i.to_le_bytes()).await.unwrap();
+        b.publish("mo", b"unit", &i.to_le_bytes()).await.unwrap();
+    }
+    assert_eq!(b.backlog("dead"), 50, "young segments stay");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    b.publish("dead", b"unit", &50u64.to_le_bytes())
+        .await
+        .unwrap();
+    b.publish("mo", b"unit", &50u64.to_le_bytes())
+        .await
+        .unwrap();
+    let kept = b.backlog("dead");
+    assert!(kept < 20, "old closed segments dropped: {kept} kept");
+    assert_eq!(b.backlog("mo"), 51, "no age cap on mo");
+    let got = drain(&mut reader, Duration::from_millis(200)).await;
+    let dead: Vec<u64> = got.iter().filter(|d| d.topic == "dead").map(num).collect();
+    assert_eq!(dead.len() as u64, kept);
+    assert_eq!(dead.last(), Some(&50));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_share_syncs_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
