@@ -480,3 +480,64 @@ async fn close_fails_waiting_consumers_and_later_publishes() {
         Err(BusError::Closed)
     ));
 }
+
+/// A full disk, for real: a 256 KiB tmpfs mounted for the test (needs root, as the test
+/// script and CI run; elsewhere the test says so and checks nothing).
+#[tokio::test]
+async fn a_full_disk_fails_publish_with_a_reason_and_keeps_every_acknowledged_message() {
+    if !Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path().to_owned());
+    let payload = vec![7u8; 1_000];
+    let mut acked = 0u64;
+    let error = {
+        let b = DiskBus::open(dir.path(), config(1)).unwrap();
+        // The group's offset file exists before the disk fills (creating one needs space too).
+        drop(b.subscribe(&["mo"], "g").await.unwrap());
+        let mut error = None;
+        for i in 0..1_000u64 {
+            let mut msg = i.to_le_bytes().to_vec();
+            msg.extend_from_slice(&payload);
+            match b.publish("mo", b"unit", &msg).await {
+                Ok(()) => acked += 1,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        error.expect("a 256 KiB disk fills before 1 MB is written")
+    };
+    assert!(
+        error.to_string().contains("No space left"),
+        "the error names the cause: {error}"
+    );
+    assert!(acked > 100, "{acked}");
+    // The failed batch was cut back at once (not left for recovery): 12 header + 4 key + 1,008.
+    let seg = segments(dir.path(), "mo", 0).pop().unwrap();
+    assert_eq!(fs::metadata(&seg).unwrap().len(), acked * 1_024);
+    // Reopened on the full disk: exactly the acknowledged messages, in order, nothing torn.
+    let b = DiskBus::open(dir.path(), config(1)).unwrap();
+    let mut c = b.subscribe(&["mo"], "g").await.unwrap();
+    let got = drained_nums(&mut c).await;
+    assert_eq!(got, (0..acked).collect::<Vec<_>>());
+}
