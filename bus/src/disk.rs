@@ -11,11 +11,12 @@
 //!   everything after it). Offsets are implicit: the segment's base offset
 //!   plus the record's index.
 //! - **Group commit**: publishes go to one writer thread, which appends every
-//!   request waiting at that moment (up to `max_batch`), then `fdatasync`s
-//!   each file it touched (in parallel: one journal commit covers them) and
-//!   only then resolves the publishes and makes the records visible to
-//!   consumers. So an `Ok` from `publish` means "on disk", and a consumer
-//!   never sees a record that a crash could still take back.
+//!   request waiting at that moment (up to `max_batch`) and hands the batch to
+//!   a syncer thread; the syncer `fdatasync`s each file the batch touched (in
+//!   parallel: one journal commit covers them) and only then resolves the
+//!   publishes and makes the records visible to consumers, while the writer
+//!   already appends the next batch. So an `Ok` from `publish` means "on
+//!   disk", and a consumer never sees a record that a crash could take back.
 //! - **Recovery**: on open every segment is scanned; the first record that is
 //!   incomplete or fails its CRC (a torn tail after `kill -9` or power loss)
 //!   and everything after it in that segment is cut off, so it is never
@@ -790,7 +791,9 @@ impl Bus for DiskBus {
     }
 }
 
-/// The writer thread: appends batches, syncs them, then answers.
+/// The writer thread: collects and appends batches and hands each to the
+/// syncer thread, which syncs it, makes it visible and answers. The two
+/// overlap: batch n+1 is collected and written while batch n syncs.
 struct Writer {
     core: Arc<Core>,
     rx: mpsc::Receiver<Request>,
@@ -800,11 +803,16 @@ struct Writer {
 
 struct Active {
     base: u64,
-    file: File,
+    /// Append handle, shared with the syncer to `fdatasync` it.
+    file: Arc<File>,
     path: PathBuf,
+    /// Bytes written (synced or not).
     bytes: u64,
     /// Offset of the next record.
     next: u64,
+    /// A read handle of a segment the consumers' state does not list yet: the syncer
+    /// adds it with the segment's first synced batch.
+    unannounced: Option<Arc<File>>,
 }
 
 /// One partition's share of a batch.
@@ -815,8 +823,49 @@ struct Append {
     records: Vec<(Bytes, Bytes)>,
 }
 
+/// A partition's share of a written batch, for the syncer.
+struct PartWrite {
+    topic: String,
+    partition: u32,
+    /// The segment written to, and where in it the share starts.
+    base: u64,
+    path: PathBuf,
+    start: u64,
+    file: Arc<File>,
+    new_segment: Option<Arc<File>>,
+    append: Append,
+}
+
+/// A batch written and waiting for its sync.
+struct Written {
+    requests: Vec<Request>,
+    parts: Vec<PartWrite>,
+}
+
+fn answer(core: &Core, requests: Vec<Request>, result: &Result<(), String>) {
+    core.batches.fetch_add(1, Ordering::Relaxed);
+    for r in requests {
+        let _ = r.done.send(result.clone().map_err(BusError::Broker));
+    }
+}
+
 impl Writer {
     fn run(mut self) {
+        // Rendezvous: a written batch waits until the syncer takes it, so at most one batch
+        // syncs while the next is collected and written.
+        let (to_syncer, from_writer) = std::sync::mpsc::sync_channel::<Written>(0);
+        let core = Arc::clone(&self.core);
+        let syncer = std::thread::Builder::new()
+            .name("bus-syncer".into())
+            .spawn(move || sync_loop(&core, &from_writer));
+        let syncer = match syncer {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "starting the bus syncer failed");
+                self.core.closed.store(true, Ordering::Release);
+                return;
+            }
+        };
         let max = self.core.config.max_batch;
         let mut batch = Vec::with_capacity(max);
         while let Some(first) = self.rx.blocking_recv() {
@@ -827,72 +876,88 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let result = self.write_batch(&batch);
-            self.core.batches.fetch_add(1, Ordering::Relaxed);
-            for r in batch.drain(..) {
-                let _ = r.done.send(result.clone().map_err(BusError::Broker));
-            }
-            if result.is_ok() {
-                self.core.data.notify_waiters();
+            let requests = std::mem::take(&mut batch);
+            match self.write_batch(&requests) {
+                Ok(parts) => {
+                    if let Err(back) = to_syncer.send(Written { requests, parts }) {
+                        answer(
+                            &self.core,
+                            back.0.requests,
+                            &Err("bus syncer stopped".into()),
+                        );
+                    }
+                }
+                Err(e) => answer(&self.core, requests, &Err(e)),
             }
         }
+        drop(to_syncer);
+        let _ = syncer.join();
     }
 
     /// The append handle of a partition's active segment, rolling to a new
     /// segment first if it is full (so one batch touches one file per partition).
     fn active(&mut self, topic: &str, p: u32) -> Result<&mut Active, String> {
         let key = (topic.to_owned(), p);
-        let full = self
-            .files
-            .get(&key)
-            .is_some_and(|a| a.bytes >= self.core.config.segment_bytes);
-        if full || !self.files.contains_key(&key) {
-            let mut st = self.core.lock();
-            let t = st.topics.get_mut(topic).ok_or("topic not open")?;
-            let part = &mut t.partitions[p as usize];
-            let last = part.segments.back().ok_or("partition without segment")?;
-            let (base, path, bytes) = if full {
-                let base = last.end();
-                let path = part.dir.join(format!("{base:020}.log"));
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .map_err(|e| format!("creating {}: {e}", path.display()))?;
-                sync_dir(&part.dir).map_err(|e| e.to_string())?;
-                part.segments.push_back(Segment {
-                    base,
-                    path: path.clone(),
-                    file: Arc::new(file),
-                    pos: Vec::new(),
-                    bytes: 0,
-                    written: SystemTime::now(),
-                });
-                (base, path, 0)
-            } else {
-                (last.base, last.path.clone(), last.bytes)
+        let roll = match self.files.get(&key) {
+            Some(a) if a.bytes >= self.core.config.segment_bytes => Some(a.next),
+            Some(_) => return Ok(self.files.get_mut(&key).expect("present")),
+            None => None,
+        };
+        let active = if let Some(base) = roll {
+            let dir = {
+                let st = self.core.lock();
+                let t = st.topics.get(topic).ok_or("topic not open")?;
+                t.partitions[p as usize].dir.clone()
             };
+            let path = dir.join(format!("{base:020}.log"));
+            let read = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| format!("creating {}: {e}", path.display()))?;
+            sync_dir(&dir).map_err(|e| e.to_string())?;
             let file = OpenOptions::new()
                 .append(true)
                 .open(&path)
                 .map_err(|e| format!("opening {}: {e}", path.display()))?;
-            self.files.insert(
-                key.clone(),
-                Active {
-                    base,
-                    file,
-                    path,
-                    bytes,
-                    next: base + part.segments.back().map_or(0, |s| s.pos.len() as u64),
-                },
-            );
-        }
+            Active {
+                base,
+                file: Arc::new(file),
+                path,
+                bytes: 0,
+                next: base,
+                unannounced: Some(Arc::new(read)),
+            }
+        } else {
+            // First use since the bus opened: nothing is pending, the state's last segment is current.
+            let st = self.core.lock();
+            let t = st.topics.get(topic).ok_or("topic not open")?;
+            let last = t.partitions[p as usize]
+                .segments
+                .back()
+                .ok_or("partition without segment")?;
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&last.path)
+                .map_err(|e| format!("opening {}: {e}", last.path.display()))?;
+            Active {
+                base: last.base,
+                file: Arc::new(file),
+                path: last.path.clone(),
+                bytes: last.bytes,
+                next: last.end(),
+                unannounced: None,
+            }
+        };
+        self.files.insert(key.clone(), active);
         Ok(self.files.get_mut(&key).expect("inserted above"))
     }
 
-    fn write_batch(&mut self, batch: &[Request]) -> Result<(), String> {
+    /// Appends every partition's share of `batch` (not synced yet). On failure nothing of
+    /// it stays: each file is cut back to its length before the batch.
+    fn write_batch(&mut self, batch: &[Request]) -> Result<Vec<PartWrite>, String> {
         let mut appends: BTreeMap<(&str, u32), Append> = BTreeMap::new();
         for r in batch {
             let a = appends
@@ -906,105 +971,150 @@ impl Writer {
             a.records.push((r.key.clone(), r.payload.clone()));
             encode(&r.key, &r.payload, &mut a.data);
         }
-        // Write every partition's share, then sync all touched files at once.
-        let mut touched = Vec::with_capacity(appends.len());
+        let mut parts = Vec::with_capacity(appends.len());
         let mut failure = None;
-        for ((topic, p), a) in &appends {
-            let active = match self.active(topic, *p) {
+        for ((topic, p), append) in appends {
+            let active = match self.active(topic, p) {
                 Ok(active) => active,
                 Err(e) => {
                     failure = Some(e);
                     break;
                 }
             };
-            touched.push((((*topic).to_owned(), *p), active.bytes));
-            if let Err(e) = active.file.write_all(&a.data) {
+            // Recorded before writing, so a failed write is cut back too.
+            parts.push(PartWrite {
+                topic: topic.to_owned(),
+                partition: p,
+                base: active.base,
+                path: active.path.clone(),
+                start: active.bytes,
+                file: Arc::clone(&active.file),
+                new_segment: None,
+                append,
+            });
+            let part = parts.last().expect("pushed above");
+            if let Err(e) = (&*active.file).write_all(&part.append.data) {
                 failure = Some(format!("appending to {}: {e}", active.path.display()));
                 break;
             }
         }
-        if failure.is_none() && self.core.config.fsync {
-            failure = self.sync(&touched);
-        }
         if let Some(e) = failure {
             // Nothing of this batch is acknowledged: cut what was written so a
             // retry does not duplicate it, and so the file stays a clean log.
-            for (key, before) in &touched {
-                if let Some(a) = self.files.get_mut(key) {
-                    if let Err(te) = a.file.set_len(*before) {
-                        tracing::error!(path = %a.path.display(), error = %te, "cutting a failed bus append failed; the bus directory needs a restart to recover");
-                        self.core.closed.store(true, Ordering::Release);
-                    }
-                    a.bytes = *before;
+            for part in &parts {
+                if let Err(te) = part.file.set_len(part.start) {
+                    tracing::error!(path = %part.path.display(), error = %te, "cutting a failed bus append failed; the bus directory needs a restart to recover");
+                    self.core.closed.store(true, Ordering::Release);
                 }
             }
             tracing::warn!(error = %e, messages = batch.len(), "bus batch not written");
             return Err(e);
         }
-        // Durable: make the records visible and account for them.
-        let mut st = self.core.lock();
-        for ((topic, p), a) in appends {
-            let Some(active) = self.files.get_mut(&(topic.to_owned(), p)) else {
-                continue;
-            };
-            let start = active.bytes as u32;
-            let n = a.pos.len() as u64;
-            active.bytes += a.data.len() as u64;
-            active.next += n;
-            let Some(t) = st.topics.get_mut(topic) else {
-                continue;
-            };
-            let part = &mut t.partitions[p as usize];
-            if let Some(seg) = part.segments.back_mut().filter(|s| s.base == active.base) {
-                seg.pos.extend(a.pos.iter().map(|x| start + x));
-                seg.bytes = active.bytes;
-                seg.written = SystemTime::now();
-                // The tail stays the records just below `end`, contiguous.
-                part.tail.extend(a.records);
-                let excess = part.tail.len().saturating_sub(TAIL_CACHE);
-                part.tail.drain(..excess);
-            }
-            let dropped = t.trim(topic, p as usize);
-            metrics::counter!(crate::metrics::BUS_PUBLISHED, "bus" => "disk", "topic" => topic.to_owned())
-                .increment(n);
-            if dropped > 0 {
-                metrics::counter!(crate::metrics::BUS_DROPPED, "bus" => "disk", "topic" => topic.to_owned())
-                    .increment(dropped);
-            }
-            metrics::gauge!(crate::metrics::BUS_BACKLOG, "bus" => "disk", "topic" => topic.to_owned())
-                .set(t.backlog() as f64);
+        for part in &mut parts {
+            let active = self
+                .files
+                .get_mut(&(part.topic.clone(), part.partition))
+                .expect("written above");
+            active.bytes += part.append.data.len() as u64;
+            active.next += part.append.pos.len() as u64;
+            part.new_segment = active.unannounced.take();
         }
-        Ok(())
+        Ok(parts)
     }
+}
 
-    /// `fdatasync` of every touched file, in parallel: the filesystem folds
-    /// concurrent syncs into one journal commit, so a batch over many
-    /// partitions costs about one sync.
-    fn sync(&self, touched: &[((String, u32), u64)]) -> Option<String> {
-        let files: Vec<&Active> = touched
-            .iter()
-            .filter_map(|(k, _)| self.files.get(k))
-            .collect();
-        let one = |a: &Active| {
-            a.file
-                .sync_data()
-                .err()
-                .map(|e| format!("syncing {}: {e}", a.path.display()))
+/// The syncer thread: syncs each written batch, makes it visible, answers it. After a
+/// failed sync the data's fate on disk is unknown, so it and every later batch are
+/// answered with the error and the bus closes (a restart recovers from the files).
+fn sync_loop(core: &Core, batches: &std::sync::mpsc::Receiver<Written>) {
+    let mut failed: Option<String> = None;
+    while let Ok(w) = batches.recv() {
+        let result = match &failed {
+            Some(e) => Err(e.clone()),
+            None if core.config.fsync => sync(&w.parts),
+            None => Ok(()),
         };
-        if files.len() == 1 {
-            return one(files[0]);
+        match &result {
+            Ok(()) => publish_visible(core, w.parts),
+            Err(e) if failed.is_none() => {
+                tracing::error!(error = %e, "syncing the bus failed; closing it (restart to recover)");
+                core.closed.store(true, Ordering::Release);
+                failed = Some(e.clone());
+            }
+            Err(_) => {}
         }
-        std::thread::scope(|s| {
-            let handles: Vec<_> = files.iter().map(|a| s.spawn(|| one(a))).collect();
-            handles
-                .into_iter()
-                .filter_map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Some("sync thread panicked".into()))
-                })
-                .next()
-        })
+        answer(core, w.requests, &result);
+        if result.is_ok() {
+            core.data.notify_waiters();
+        }
     }
+}
+
+/// Synced: makes the records visible to consumers and accounts for them.
+fn publish_visible(core: &Core, parts: Vec<PartWrite>) {
+    let mut st = core.lock();
+    for w in parts {
+        let Some(t) = st.topics.get_mut(&w.topic) else {
+            continue;
+        };
+        let part = &mut t.partitions[w.partition as usize];
+        if let Some(read) = w.new_segment {
+            part.segments.push_back(Segment {
+                base: w.base,
+                path: w.path,
+                file: read,
+                pos: Vec::new(),
+                bytes: 0,
+                written: SystemTime::now(),
+            });
+        }
+        let n = w.append.pos.len() as u64;
+        // Batches reach here in write order, so the share extends the last segment.
+        if let Some(seg) = part.segments.back_mut().filter(|s| s.base == w.base) {
+            let start = w.start as u32;
+            seg.pos.extend(w.append.pos.iter().map(|x| start + x));
+            seg.bytes = w.start + w.append.data.len() as u64;
+            seg.written = SystemTime::now();
+            // The tail stays the records just below `end`, contiguous.
+            part.tail.extend(w.append.records);
+            let excess = part.tail.len().saturating_sub(TAIL_CACHE);
+            part.tail.drain(..excess);
+        }
+        let dropped = t.trim(&w.topic, w.partition as usize);
+        metrics::counter!(crate::metrics::BUS_PUBLISHED, "bus" => "disk", "topic" => w.topic.clone())
+            .increment(n);
+        if dropped > 0 {
+            metrics::counter!(crate::metrics::BUS_DROPPED, "bus" => "disk", "topic" => w.topic.clone())
+                .increment(dropped);
+        }
+        metrics::gauge!(crate::metrics::BUS_BACKLOG, "bus" => "disk", "topic" => w.topic)
+            .set(t.backlog() as f64);
+    }
+}
+
+/// `fdatasync` of every touched file, in parallel: the filesystem folds
+/// concurrent syncs into one journal commit, so a batch over many
+/// partitions costs about one sync.
+fn sync(parts: &[PartWrite]) -> Result<(), String> {
+    let one = |w: &PartWrite| {
+        w.file
+            .sync_data()
+            .map_err(|e| format!("syncing {}: {e}", w.path.display()))
+    };
+    if let [only] = parts {
+        return one(only);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts.iter().map(|w| s.spawn(move || one(w))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("sync thread panicked".into()))
+            })
+            .collect::<Result<Vec<()>, String>>()
+            .map(|_| ())
+    })
 }
 
 /// A member of a consumer group on the disk bus. Dropping it leaves the

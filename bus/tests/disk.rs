@@ -292,8 +292,23 @@ async fn segments_older_than_the_age_cap_go_even_uncommitted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_share_syncs_and_lose_nothing() {
+    concurrent_publishers(config(8)).await;
+}
+
+/// The same while segments roll every few records: the writer rolls a partition while the
+/// batch before is still syncing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_across_segment_rolls() {
+    concurrent_publishers(DiskBusConfig {
+        segment_bytes: 2_000,
+        ..config(8)
+    })
+    .await;
+}
+
+async fn concurrent_publishers(cfg: DiskBusConfig) {
     let dir = tempfile::tempdir().unwrap();
-    let b = DiskBus::open(dir.path(), config(8)).unwrap();
+    let b = DiskBus::open(dir.path(), cfg.clone()).unwrap();
     let mut c = b.subscribe(&["mo"], "g").await.unwrap();
     let (tasks, each) = (64u64, 100u64);
     let mut joins = Vec::new();
@@ -329,6 +344,16 @@ async fn concurrent_publishers_share_syncs_and_lose_nothing() {
         total
     );
     assert!(drain(&mut c, Duration::from_millis(100)).await.is_empty());
+    // And from the files alone, after a reopen (the file read path, not the tail cache).
+    drop((b, c));
+    let b = DiskBus::open(dir.path(), cfg).unwrap();
+    let mut c = b.subscribe(&["mo"], "fresh").await.unwrap();
+    let again = drain(&mut c, Duration::from_millis(300)).await;
+    assert_eq!(again.len() as u64, total);
+    assert_eq!(
+        again.iter().map(num).collect::<HashSet<_>>().len() as u64,
+        total
+    );
 }
 
 #[tokio::test]
