@@ -676,6 +676,21 @@ impl DiskBus {
         self.core.lock().topics.get(topic).map_or(0, Topic::backlog)
     }
 
+    /// Messages on `topic` that `group` has not committed (all partitions); `None` if the
+    /// group never joined the topic.
+    pub fn lag(&self, topic: &str, group: &str) -> Option<u64> {
+        let st = self.core.lock();
+        let t = st.topics.get(topic)?;
+        let g = t.groups.get(group)?;
+        Some(
+            t.partitions
+                .iter()
+                .zip(&g.group.committed)
+                .map(|(p, c)| p.end().saturating_sub(*c))
+                .sum(),
+        )
+    }
+
     /// Bytes retained on `topic` (all partitions).
     pub fn retained_bytes(&self, topic: &str) -> u64 {
         self.core

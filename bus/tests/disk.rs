@@ -107,6 +107,8 @@ async fn committed_offsets_survive_a_restart_and_uncommitted_come_again() {
     }
     let b = DiskBus::open(dir.path(), config(1)).unwrap();
     let mut c = b.subscribe(&["mo"], "g").await.unwrap();
+    assert_eq!(b.lag("mo", "g"), Some(6), "committed 4 of 10");
+    assert_eq!(b.lag("mo", "nobody"), None);
     let again: Vec<u64> = recv_n(&mut c, 6).await.iter().map(num).collect();
     assert_eq!(again, vec![4, 5, 6, 7, 8, 9]);
     assert!(drain(&mut c, Duration::from_millis(100)).await.is_empty());
