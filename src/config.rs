@@ -52,8 +52,11 @@ impl Default for Config {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum BusKind {
-    /// In-process: only for `serve`, where every service shares one process.
+    /// The durable embedded bus under `data_dir/bus`: only for `serve`, where
+    /// every service shares one process; survives restarts and `kill -9`.
     #[default]
+    Disk,
+    /// In-process, in memory: only for `serve`; lost on exit (tests, benchmarks).
     Memory,
     /// Kafka (or any Kafka-protocol broker) through rdkafka.
     Kafka,
@@ -63,9 +66,10 @@ impl std::str::FromStr for BusKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "disk" => Ok(Self::Disk),
             "memory" => Ok(Self::Memory),
             "kafka" => Ok(Self::Kafka),
-            _ => Err("expected memory or kafka".into()),
+            _ => Err("expected disk, memory or kafka".into()),
         }
     }
 }
@@ -76,6 +80,8 @@ impl std::str::FromStr for BusKind {
 pub(crate) struct BusSettings {
     /// `SMARTSOLAR_BUS`.
     pub(crate) kind: BusKind,
+    /// `[bus.disk]`: partitions, segment size, retention caps of the disk bus.
+    pub(crate) disk: bus::DiskBusConfig,
     /// `[bus.kafka]`; `SMARTSOLAR_KAFKA_BROKERS`.
     pub(crate) kafka: bus::kafka::KafkaBusConfig,
 }
@@ -353,6 +359,31 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.control_plane.http_addr.to_string(), "127.0.0.1:8080");
         assert!(c.control_plane.database_url.starts_with("sqlite://data/"));
+    }
+
+    #[test]
+    fn the_durable_disk_bus_is_the_default_and_the_others_stay_selectable() {
+        assert_eq!(Config::default().bus.kind, BusKind::Disk);
+        let mut c: Config = toml::from_str(
+            "[bus]\nkind = \"memory\"\n[bus.disk]\npartitions = 4\ntopic_max_partition_bytes = { \"RTC-MO.Dead-Letter\" = 1000 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.bus.kind, BusKind::Memory);
+        assert_eq!(c.bus.disk.partitions, 4);
+        assert_eq!(
+            c.bus.disk.topic_max_partition_bytes["RTC-MO.Dead-Letter"],
+            1000
+        );
+        c.apply_env(|k| (k == "SMARTSOLAR_BUS").then(|| "kafka".into()))
+            .unwrap();
+        assert_eq!(c.bus.kind, BusKind::Kafka);
+        let err = c
+            .apply_env(|k| (k == "SMARTSOLAR_BUS").then(|| "disc".into()))
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("expected disk, memory or kafka"),
+            "{err:#}"
+        );
     }
 
     #[test]

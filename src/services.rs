@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bus::kafka::KafkaBus;
-use bus::{Bus, MemoryBus, MemoryBusConfig};
+use bus::{Bus, DiskBus, MemoryBus, MemoryBusConfig};
 use control_plane::http::AppState;
 use ingest::tsdb::embedded::{Embedded, EmbeddedConfig};
 use ingest::tsdb::influx::Influx;
@@ -47,11 +47,43 @@ impl Roles {
     };
 }
 
-/// The bus the configuration names. The in-process bus only connects the
-/// services of one process, so it is only useful for `serve`.
+/// Default hard cap of one dead-letter partition on the disk bus (16 partitions:
+/// 256 MiB a topic). Nothing in `serve` consumes dead letters but the import
+/// endpoint, so without a cap they would grow forever; over it the oldest go
+/// (counted in `smartsolar_bus_dropped_total`).
+const DEAD_LETTER_PARTITION_BYTES: u64 = 16 << 20;
+
+/// The bus the configuration names. The disk and in-process buses only
+/// connect the services of one process, so they are only useful for `serve`.
 pub(crate) async fn build_bus(config: &Config) -> Result<Arc<dyn Bus>> {
     let topics = &config.gateway.topics;
     Ok(match config.bus.kind {
+        BusKind::Disk => {
+            let mut disk = config.bus.disk.clone();
+            for dead in [&topics.mo_dead_letter, &topics.mt_reply_dead_letter] {
+                disk.topic_max_partition_bytes
+                    .entry(dead.clone())
+                    .or_insert(DEAD_LETTER_PARTITION_BYTES);
+            }
+            let dir = config.data_dir.join("bus");
+            let names = [
+                topics.mo.clone(),
+                topics.mt.clone(),
+                topics.mt_reply.clone(),
+                topics.mo_dead_letter.clone(),
+                topics.mt_reply_dead_letter.clone(),
+            ];
+            // Opening recovers every topic (reads its segments): off the async threads.
+            let bus = tokio::task::spawn_blocking(move || {
+                let bus = DiskBus::open(dir, disk)?;
+                bus.ensure_topics(&names.each_ref().map(String::as_str))?;
+                Ok::<_, bus::BusError>(bus)
+            })
+            .await
+            .context("opening the disk bus")?
+            .context("opening the disk bus")?;
+            Arc::new(bus)
+        }
         BusKind::Memory => Arc::new(MemoryBus::new(MemoryBusConfig::default())),
         BusKind::Kafka => {
             let bus = KafkaBus::new(config.bus.kafka.clone()).context("connecting to Kafka")?;

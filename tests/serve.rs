@@ -1,5 +1,5 @@
 //! The `smartsolar serve` binary end to end: one process on embedded
-//! defaults (SQLite, embedded time-series store, in-process bus), driven
+//! defaults (SQLite, embedded time-series store, the disk bus), driven
 //! through real HTTP and a real TCP unit connection, then stopped with
 //! SIGTERM.
 
@@ -537,4 +537,93 @@ async fn admin_auth(client: &reqwest::Client, base: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("login failed: {login}"));
     format!("Token token={token}")
+}
+
+/// `serve` keeps its bus on disk under the data directory by default: a second process on the
+/// same data directory is refused with a reason (two writers would corrupt the log), and after
+/// a `kill -9` the same directory opens again (the lock dies with the process, recovery runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_keeps_its_bus_on_disk_and_refuses_a_second_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let start = |metrics: u16| {
+        start_role(
+            "serve",
+            dir.path(),
+            metrics,
+            &[
+                ("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{}", free_port())),
+                (
+                    "SMARTSOLAR_GATEWAY_TCP_ADDR",
+                    format!("127.0.0.1:{}", free_port()),
+                ),
+            ],
+        )
+    };
+    let metrics = free_port();
+    let mut first = start(metrics);
+    let admin = format!("http://127.0.0.1:{metrics}");
+    assert_eq!(
+        get_when_up(&client, &format!("{admin}/ready")).await,
+        (200, "ready".to_string())
+    );
+    let bus = dir.path().join("data").join("bus");
+    assert!(bus.join("LOCK").exists(), "the disk bus is the default");
+    assert!(
+        bus.join("RTC-MO").join("0").is_dir(),
+        "topics are on disk: {:?}",
+        std::fs::read_dir(&bus).map(|d| d.count())
+    );
+
+    let second = Command::new(env!("CARGO_BIN_EXE_smartsolar"))
+        .arg("serve")
+        .env(
+            "SMARTSOLAR_DATABASE_URL",
+            format!("sqlite://{}/db.sqlite", dir.path().display()),
+        )
+        .env("SMARTSOLAR_DATA_DIR", dir.path().join("data"))
+        .env("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "SMARTSOLAR_GATEWAY_TCP_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("SMARTSOLAR_GATEWAY_QUIC_ADDR", "off")
+        .env("SMARTSOLAR_GATEWAY_HTTP_ADDR", "off")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || second.wait_with_output()),
+    )
+    .await
+    .expect("the second serve exits")
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("open in another process"),
+        "the refusal names its reason: {stderr}"
+    );
+
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    let metrics = free_port();
+    let _again = start(metrics);
+    let admin = format!("http://127.0.0.1:{metrics}");
+    assert_eq!(
+        get_when_up(&client, &format!("{admin}/ready")).await,
+        (200, "ready".to_string())
+    );
+    let (_, body) = get_when_up(&client, &format!("{admin}/metrics")).await;
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("smartsolar_bus_backlog_messages{")
+                && l.contains("bus=\"disk\"")
+                && l.contains("topic=\"RTC-MO.Dead-Letter\"")),
+        "the dead-letter backlog is exported:\n{body}"
+    );
 }

@@ -20,11 +20,13 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod disk;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
 pub mod metrics;
 
+pub use disk::{DiskBus, DiskBusConfig};
 pub use memory::{partition_for, MemoryBus, MemoryBusConfig};
 
 /// The queue names of the original system (spec: RTC dead letters), configurable.

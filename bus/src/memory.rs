@@ -91,32 +91,55 @@ impl Partition {
     }
 }
 
-struct Group {
+/// A consumer group's membership and offsets on one topic; shared with the disk bus.
+pub(crate) struct Group {
     /// Next offset to deliver after a restart, per partition.
-    committed: Vec<u64>,
+    pub(crate) committed: Vec<u64>,
     /// Live members, in join order.
-    members: Vec<u64>,
+    pub(crate) members: Vec<u64>,
     /// Owner of each partition (`None` while the group has no member).
-    owner: Vec<Option<u64>>,
+    pub(crate) owner: Vec<Option<u64>>,
     /// The owner's fetch position per partition.
-    position: Vec<u64>,
+    pub(crate) position: Vec<u64>,
 }
 
 impl Group {
     fn new(partitions: &[Partition]) -> Self {
         // A new group starts at the oldest retained message ("earliest").
-        let start: Vec<u64> = partitions.iter().map(|p| p.base).collect();
+        Self::starting_at(partitions.iter().map(|p| p.base).collect())
+    }
+
+    /// A group whose committed offsets are `start`, without members yet.
+    pub(crate) fn starting_at(start: Vec<u64>) -> Self {
         Self {
             committed: start.clone(),
             members: Vec::new(),
-            owner: vec![None; partitions.len()],
+            owner: vec![None; start.len()],
             position: start,
         }
     }
 
     /// Shares the partitions round-robin among the members; a partition that
     /// changes owner restarts from the committed offset.
-    fn rebalance(&mut self) {
+    /// Moves partition `p`'s committed offset to `next` if that is forward
+    /// (a late commit from a former owner is harmless: it processed those
+    /// messages). Returns whether it moved.
+    pub(crate) fn advance(&mut self, p: usize, next: u64) -> bool {
+        if next <= self.committed[p] {
+            return false;
+        }
+        self.committed[p] = next;
+        self.position[p] = self.position[p].max(next);
+        true
+    }
+
+    /// Removes a member that left and shares its partitions out again.
+    pub(crate) fn leave(&mut self, member: u64) {
+        self.members.retain(|m| *m != member);
+        self.rebalance();
+    }
+
+    pub(crate) fn rebalance(&mut self) {
         for p in 0..self.owner.len() {
             let new = if self.members.is_empty() {
                 None
@@ -389,15 +412,7 @@ impl Consumer for MemoryConsumer {
         if p >= g.committed.len() {
             return Err(BusError::Config(format!("no partition {p}")));
         }
-        // Commits only move forward; a late commit from a former owner of
-        // the partition is harmless (it processed those messages).
-        let next = delivery.offset + 1;
-        if next > g.committed[p] {
-            g.committed[p] = next;
-            if g.position[p] < next {
-                g.position[p] = next;
-            }
-        }
+        g.advance(p, delivery.offset + 1);
         let trimmed = t.trim(p);
         drop(st);
         metrics::counter!(crate::metrics::BUS_COMMITTED, "bus" => "memory", "topic" => delivery.topic.clone(), "group" => self.group.clone())
@@ -418,8 +433,7 @@ impl Drop for MemoryConsumer {
                 .get_mut(name)
                 .and_then(|t| t.groups.get_mut(&self.group))
             {
-                g.members.retain(|m| *m != self.member);
-                g.rebalance();
+                g.leave(self.member);
             }
         }
         drop(st);

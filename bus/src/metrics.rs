@@ -3,7 +3,7 @@
 //! Scheme: `smartsolar_<component>_<name>_<unit>[_total]`; label values come from closed sets
 //! (bus kind) or the configuration (topic names, consumer groups), never from unit data.
 
-// --- bus (component `bus`; label `bus`: memory | kafka) ------------------------------------
+// --- bus (component `bus`; label `bus`: memory | disk | kafka) ------------------------------------
 
 /// Counter: messages published, labels `bus`, `topic`.
 pub const BUS_PUBLISHED: &str = "smartsolar_bus_published_total";
@@ -17,3 +17,9 @@ pub const BUS_PUBLISH_DURATION: &str = "smartsolar_bus_publish_duration_seconds"
 pub const BUS_DELIVERED: &str = "smartsolar_bus_delivered_total";
 /// Counter: commits (one per committed offset), labels `bus`, `topic`, `group`.
 pub const BUS_COMMITTED: &str = "smartsolar_bus_committed_total";
+/// Gauge: messages retained on a topic (disk bus: published and not yet trimmed; for a topic
+/// no service consumes, such as the dead letters, its backlog), labels `bus`, `topic`.
+pub const BUS_BACKLOG: &str = "smartsolar_bus_backlog_messages";
+/// Counter: messages dropped before every group committed them because the partition went
+/// over its hard cap (disk bus retention), labels `bus`, `topic`.
+pub const BUS_DROPPED: &str = "smartsolar_bus_dropped_total";
