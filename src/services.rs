@@ -2,6 +2,7 @@
 //! starts the services on them. `serve` starts them all in one process over
 //! one bus; the other subcommands start one each, for the scaled topology.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -177,7 +178,7 @@ pub(crate) async fn run(
             registry: Arc::new(control_plane::rtc::DbPresenceRegistry::new(state.clone())),
             fallback: Arc::new(control_plane::rtc::FallbackSms::new(state.clone())),
         };
-        let gw = gateway::Gateway::bind(config.gateway.clone(), deps)
+        let gw = gateway::Gateway::bind(with_dev_certificate(&config)?, deps)
             .await
             .context("starting the gateway")?;
         tracing::info!(addrs = ?gw.local_addrs(), node = %config.gateway.node_id, "gateway listening");
@@ -225,6 +226,46 @@ pub(crate) async fn run(
 
 /// A few random bits, so two processes with the same node id and pid (in
 /// containers) still hold leases under different names.
+/// The development certificate and key under the data directory (`smartsolar demo` reads
+/// the certificate to trust the gateway over QUIC).
+pub(crate) fn dev_certificate_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = data_dir.join("tls");
+    (dir.join("gateway-cert.pem"), dir.join("gateway-key.pem"))
+}
+
+/// The gateway's configuration; without a configured certificate, a self-signed one for
+/// `localhost` is generated once and kept under the data directory, so it survives restarts
+/// and local clients (the demo fleet) can trust it. Development only, as before.
+fn with_dev_certificate(config: &Config) -> Result<gateway::GatewayConfig> {
+    let mut gw = config.gateway.clone();
+    if gw.tls_cert_path.is_some() || gw.tls_key_path.is_some() {
+        return Ok(gw);
+    }
+    let (cert, key) = dev_certificate_paths(&config.data_dir);
+    if !(cert.exists() && key.exists()) {
+        let dir = config.data_dir.join("tls");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .context("generating the development certificate")?;
+        let mut file = std::fs::OpenOptions::new();
+        file.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        std::io::Write::write_all(
+            &mut file
+                .open(&key)
+                .with_context(|| format!("writing {}", key.display()))?,
+            ck.signing_key.serialize_pem().as_bytes(),
+        )?;
+        std::fs::write(&cert, ck.cert.pem())
+            .with_context(|| format!("writing {}", cert.display()))?;
+    }
+    tracing::warn!(cert = %cert.display(), "no TLS certificate configured: using the self-signed development certificate under the data directory (development only)");
+    gw.tls_cert_path = Some(cert);
+    gw.tls_key_path = Some(key);
+    Ok(gw)
+}
+
 fn rand_suffix() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
