@@ -101,7 +101,7 @@ impl Client {
         let q = json!({ "filters": filters }).to_string();
         let url = reqwest::Url::parse_with_params(
             &format!("{}/v1{path}", self.base),
-            [("q", q.as_str()), ("results_per_page", "1000")],
+            [("q", q.as_str()), ("results_per_page", "100")],
         )
         .unwrap();
         let body: Json = self

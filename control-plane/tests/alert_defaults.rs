@@ -19,7 +19,7 @@ both_backends!(
 );
 
 async fn alert_types(server: &TestServer) -> Vec<Json> {
-    let (status, body) = server.list("/alert_types", json!({})).await;
+    let (status, body) = server.list("/v1/alert_types", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["objects"].as_array().unwrap().clone()
 }
@@ -27,7 +27,7 @@ async fn alert_types(server: &TestServer) -> Vec<Json> {
 async fn links(server: &TestServer, table: &str, id: i64) -> Vec<i64> {
     let (status, body) = server
         .list(
-            &format!("/{table}"),
+            &format!("/v1/{table}"),
             json!({"filters": [{"name": "alert_type_id", "op": "eq", "val": id}]}),
         )
         .await;
@@ -112,7 +112,7 @@ async fn seeding_again_changes_nothing_an_operator_did(backend: Backend) {
     let (status, body) = server
         .call(
             Method::PUT,
-            &format!("/alert_types/{tamper}"),
+            &format!("/v1/alert_types/{tamper}"),
             Some(json!({"severity": "low", "active": false})),
         )
         .await;
@@ -153,7 +153,7 @@ async fn a_label_an_operator_already_uses_is_left_alone(backend: Backend) {
     let (status, body) = server
         .call(
             Method::POST,
-            "/alert_types",
+            "/v1/alert_types",
             Some(json!({
                 "name": "my tamper check", "version": 3, "status": "manual",
                 "analysis_frequency": "1970-01-01T02:00:00.000000", "active": true,

@@ -129,6 +129,10 @@ pub const fn enabled_at_start(index: usize) -> bool {
     index % 10 != 9
 }
 
+/// `state_type_id`s (the reference data): a new unit is STORED; the demo ships and activates it.
+const SHIPPED: i64 = 3;
+const ACTIVATED: i64 = 5;
+
 /// Requests in flight while provisioning.
 const PROVISIONING_CONCURRENCY: usize = 8;
 
@@ -230,7 +234,7 @@ impl Api {
         Ok(true)
     }
 
-    /// Takes a new unit out of the factory into the field (STORED, SHIPPED, ACTIVATED),
+    /// Takes a new unit out of the warehouse into the field (SHIPPED, then ACTIVATED),
     /// turns on credit management, arms its tamper switch and enables it unless `enable` is
     /// false (units left for the operator to enable in the quick tour).
     async fn activate(&self, imei: &str, enable: bool) -> Result<(), DemoError> {
@@ -240,7 +244,7 @@ impl Api {
             Some(json!({ "enabled": true })),
         )
         .await?;
-        for state in [2, 3, 5] {
+        for state in [SHIPPED, ACTIVATED] {
             self.call(
                 reqwest::Method::PUT,
                 &format!("/products/{imei}/change_state"),
