@@ -105,7 +105,7 @@ async fn session(
                 }
                 reports += 1;
                 // A status report every sixth telemetry report (a minute by default).
-                if reports % 6 == 0 {
+                if reports.is_multiple_of(6) {
                     conn.send_raw(&status_report(model)).await?;
                 }
                 if model.drops_off() {
