@@ -39,6 +39,35 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Run a demo fleet against a running `serve` (same configuration): provision units
+    /// through the API and run them as simulated units over QUIC and TCP until Ctrl-C.
+    Demo {
+        /// Units in the fleet.
+        #[arg(long, default_value_t = 200)]
+        units: usize,
+        /// The API's base URL (default: the configured HTTP address).
+        #[arg(long)]
+        api: Option<String>,
+        /// A user who may create products (default: SMARTSOLAR_ADMIN_USER).
+        #[arg(long)]
+        user: Option<String>,
+        /// Its password (default: SMARTSOLAR_ADMIN_PASSWORD).
+        #[arg(long, env = "SMARTSOLAR_DEMO_PASSWORD")]
+        password: Option<String>,
+        /// Seconds between two telemetry reports of a unit.
+        #[arg(long, default_value_t = 10)]
+        report_secs: u64,
+        /// Simulated time per real time (144: a day every ten minutes).
+        #[arg(long, default_value_t = 144.0)]
+        time_scale: f64,
+        /// The first unit's number (IMEIs 3599000 followed by eight digits).
+        #[arg(long, default_value_t = 0)]
+        first_unit: u64,
+        /// The gateway's certificate (PEM) for QUIC units (default: the configured one, or
+        /// the development certificate under the data directory).
+        #[arg(long)]
+        quic_cert: Option<PathBuf>,
+    },
     /// Print the DDL generated from the table catalogue.
     Schema {
         #[arg(long, value_parser = ["sqlite", "postgres"])]
@@ -100,6 +129,48 @@ pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
             );
             Ok(())
         }
+        Command::Demo {
+            units,
+            api,
+            user,
+            password,
+            report_secs,
+            time_scale,
+            first_unit,
+            quic_cert,
+        } => {
+            let cp = &config.control_plane;
+            let (Some(username), Some(password)) = (
+                user.or_else(|| cp.admin_user.clone()),
+                password.or_else(|| cp.admin_password.clone()),
+            ) else {
+                bail!("give --user and --password, or set SMARTSOLAR_ADMIN_USER and SMARTSOLAR_ADMIN_PASSWORD as for serve")
+            };
+            let gw = &config.gateway;
+            let demo = demo::DemoConfig {
+                api: api.unwrap_or_else(|| format!("http://{}", loopback(cp.http_addr))),
+                username,
+                password,
+                units,
+                tcp: gw.tcp_listen.map(loopback),
+                tcp_tls: gw.tcp_tls,
+                quic: gw.quic_listen.map(loopback),
+                quic_cert: quic_cert
+                    .or_else(|| gw.tls_cert_path.clone())
+                    .or_else(|| Some(gateway::generated_certificate_path(&config.data_dir))),
+                report_every: std::time::Duration::from_secs(report_secs),
+                time_scale,
+                first_unit,
+            };
+            let stop = CancellationToken::new();
+            let trigger = stop.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                trigger.cancel();
+            });
+            demo::run(demo, stop).await?;
+            Ok(())
+        }
         Command::Schema { backend } => {
             let backend = if backend == "postgres" {
                 Backend::Postgres
@@ -156,6 +227,15 @@ pub(crate) async fn ensure_admin(db: &control_plane::db::Db, config: &Config) ->
             bail!("set both SMARTSOLAR_ADMIN_USER and SMARTSOLAR_ADMIN_PASSWORD, or neither")
         }
         (None, None) => Ok(()),
+    }
+}
+
+/// Where to reach a listener on this machine: a wildcard listen address becomes loopback.
+fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
     }
 }
 

@@ -1,4 +1,5 @@
-//! Start-up steps: open and migrate the database, ensure the admin user.
+//! Start-up steps: open and migrate the database, seed the default alert types, ensure the
+//! admin user.
 
 use sea_query::{Alias, Expr, OnConflict, Query};
 
@@ -45,13 +46,19 @@ pub async fn operator_entity_id(tx: &mut Tx) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the operator entity is missing")))
 }
 
-/// Opens the configured database and applies pending migrations (schema
-/// and reference data).
+/// Opens the configured database, applies pending migrations (schema
+/// and reference data) and seeds the default alert types.
 pub async fn open_database(config: &ControlPlaneConfig) -> anyhow::Result<Db> {
     // The repair workflows are data; refuse to start on a broken definition.
     crate::repairs::load_builtin()?;
     let db = Db::connect(&config.database_url, config.db_max_connections).await?;
     db.migrate().await?;
+    let seeded = crate::alerts::defaults::ensure_defaults(&db)
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding the default alert types: {e}"))?;
+    if !seeded.is_empty() {
+        tracing::info!(?seeded, "default alert types created");
+    }
     Ok(db)
 }
 

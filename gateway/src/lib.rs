@@ -100,6 +100,12 @@ pub async fn run(
     Ok(())
 }
 
+/// Where the gateway keeps the certificate it generates when none is configured and its
+/// `tls_dir` is `dir` (`serve` uses the data directory): units, and the demo fleet, pin it.
+pub fn generated_certificate_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join(tls::CERT_FILE)
+}
+
 /// The MT shard (of `shards`) that owns unit `imei`: FNV-1a of the IMEI, the same function the
 /// bus partitions by ([`bus::partition_for`]), so it is stable across processes and cheap; IMEIs
 /// are already well spread.

@@ -7,6 +7,7 @@
 //! - [`lease`]: IMEI hash buckets leased in the database, so several
 //!   engines (one per ingest process) share the units and never analyse
 //!   the same unit at once.
+//! - [`defaults`]: the default alert types (one per rule) seeded at start.
 //! - [`engine`]: one pass with its I/O, and [`run`], the loop ingest
 //!   processes and `serve` start.
 //!
@@ -19,6 +20,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+pub mod defaults;
 pub mod engine;
 pub mod lease;
 pub mod rules;
