@@ -2,7 +2,6 @@
 //! starts the services on them. `serve` starts them all in one process over
 //! one bus; the other subcommands start one each, for the scaled topology.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
