@@ -185,7 +185,7 @@ export async function unit(main, imei) {
   const u = summary.data[0];
   if (!u) throw new Error(`No unit ${imei} among the units you can see`);
   const byImei = {filters: [eq('product_imei', imei)]};
-  const [product, stateTypes, alertTypes, states, enables, connections, sms, parts, money] = await Promise.all([
+  const [product, stateTypes, alertTypes, states, enables, connections, sms, parts, money, mts] = await Promise.all([
     api('GET', path),
     listAll('/state_types'),
     listAll('/alert_types'),
@@ -195,6 +195,7 @@ export async function unit(main, imei) {
     listAll('/sms_histories', {...byImei, order_by: [{field: 'sms_history_id', direction: 'desc'}]}, {max: 50}),
     api('GET', `${path}/parts`).catch((e) => ({error: e.message})),
     api('GET', `${path}/balance_and_pending_payments`).catch((e) => ({error: e.message})),
+    listAll('/rtc_message_history', {...byImei, order_by: [{field: 'rtc_message_history_id', direction: 'desc'}]}, {max: 50}),
   ]);
   const stateName = (id) => stateTypes.find((s) => s.state_type_id === id)?.name ?? show(id);
   const reload = () => unit(main, imei);
@@ -281,6 +282,12 @@ export async function unit(main, imei) {
     ['SMS', table(sms, [['sent_time', 'When'], ['message', 'Message'], ['trigger', 'Trigger'],
       [(m) => m.status ?? 'Sent, awaiting receipt', 'Status'], ['status_info', 'Why']], {empty: 'No SMS.', testid: 'history-sms'})],
   ];
+  // Every MT sent to the unit: delivered or failed once the unit (or the gateway's
+  // expiry) answered, else still waiting for the unit.
+  const mtType = (m) => { try { return JSON.parse(m.message_json).type; } catch { return null; } };
+  const mtHistory = table(mts, [['message_sent_time', 'Sent'], [(m) => show(mtType(m)), 'Type'],
+    [(m) => m.delivery_status ?? 'pending', 'Delivery'], ['delivery_status_time', 'Since'], ['delivery_status_info', 'Details']],
+  {empty: 'No messages sent to this unit.', testid: 'mt-history'});
   // /parts answers {part_id: part row with its part_type and part_product_linker}.
   const partRows = Object.values(parts.data || {});
   const partColumns = [['part_id', 'Part'], [(p) => show(p.part_type?.name), 'Type'], ['serial_number', 'Serial'],
@@ -301,6 +308,7 @@ export async function unit(main, imei) {
           ['start_time', 'Since'], ['extra_info', 'Details']], {empty: 'No open alerts.', testid: 'unit-alerts'}))),
     h('section', {}, h('h3', {}, 'Telemetry ', rangeSelect), telemetry),
     h('section', {}, h('h3', {}, 'History'), h('div', {class: 'three'}, history.map(([t, el]) => h('div', {}, h('h4', {}, t), el)))),
+    h('section', {}, h('h3', {}, 'Messages to the unit'), mtHistory),
     h('div', {class: 'two'},
       h('section', {}, h('h3', {}, 'Parts'), parts.error ? h('p', {class: 'error'}, parts.error) : table(partRows, partColumns, {empty: 'No parts linked.', testid: 'parts-table'})),
       h('section', {}, h('h3', {}, 'Notes'), table(u.notes || [], [['created_at', 'When'], ['created_by', 'By'], ['note_text', 'Note']], {empty: 'No notes.', testid: 'notes-table'}))));

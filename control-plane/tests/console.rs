@@ -318,6 +318,23 @@ async fn seed_fleet(server: &TestServer) {
                    "repair_id": null, "extra_info": "battery voltage low"}),
         )
         .await;
+    // Two MT the unit was sent: one it confirmed, one the gateway gave up on.
+    for (kind, minutes, status, info) in [
+        ("payment_commands", 50, "delivered", "ok"),
+        ("status_update", 20, "failed", "gateway: expired"),
+    ] {
+        let sent = now - Duration::minutes(minutes);
+        server
+            .seed(
+                "rtc_message_history",
+                json!({"product_imei": UNIT, "message_reference": format!("{minutes:032x}"),
+                       "message_json": json!({"type": kind}).to_string(),
+                       "message_sent_time": stamp(sent), "delivery_status": status,
+                       "delivery_status_time": stamp(sent + Duration::seconds(3)),
+                       "delivery_status_info": info}),
+            )
+            .await;
+    }
     server
         .seed(
             "rtc_dead_letter",

@@ -30,6 +30,8 @@ both_backends!(
     unknown_units_are_refused_and_offline_units_get_a_wakeup,
     rtc_endpoints,
     a_reported_energy_limit_confirms_the_pending_parameter,
+    an_unmatched_reply_stalls_no_other_unit,
+    mt_history_is_listed_with_its_delivery_state,
 );
 
 /// A unit's device key (24 characters, unique like the column).
@@ -829,4 +831,255 @@ async fn a_reported_energy_limit_confirms_the_pending_parameter(backend: Backend
         })
         .await;
     assert_eq!(rows[0]["value"], json!("42.5"));
+}
+
+/// Issue 16, item 4: a reply whose MT is unknown is dead-lettered at once on
+/// `RTC-MT.Reply.Dead-Letter` (queue `RTC-MT.Reply`), and the payment replies of
+/// eight other units, sent right behind it, are applied promptly. (It used to be
+/// retried for 30 s in its engine shard, holding the units of that shard.)
+async fn an_unmatched_reply_stalls_no_other_unit(backend: Backend) {
+    let rig = Rig::start(backend, |_| {}).await;
+    let bad = "013777946874200";
+    let good: Vec<String> = (1..=8).map(|i| format!("0137779468742{i:02}")).collect();
+    // Make sure the attack is real: some good unit shares the bad unit's engine shard.
+    let shards = EngineConfig::default().shards as u32;
+    assert!(
+        good.iter().any(|i| bus::partition_for(i.as_bytes(), shards)
+            == bus::partition_for(bad.as_bytes(), shards)),
+        "no good unit shares the unknown reply's shard"
+    );
+    let mut reply_dead = rig
+        .bus
+        .subscribe(&["RTC-MT.Reply.Dead-Letter"], "test")
+        .await
+        .unwrap();
+    rig.product(bad, true).await;
+    let mut bad_unit = rig.unit(bad).await;
+    let mut units = Vec::new();
+    for imei in &good {
+        rig.product(imei, true).await;
+        units.push(rig.unit(imei).await);
+    }
+    // A payment command for each good unit; each receives it and holds its reply.
+    let mut payments = Vec::new();
+    for (imei, unit) in good.iter().zip(units.iter_mut()) {
+        let (s, b) = rig
+            .server
+            .call(
+                Method::POST,
+                &format!("/v1/products/{imei}/add_payment_command"),
+                Some(json!({"value": 3_600, "category": "payment",
+                            "transaction_id": format!("tx-{imei}")})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        loop {
+            match decode_mt(&next_mt(unit).await).unwrap() {
+                MtMessage::PaymentCommands(p) => {
+                    payments.push(p.correlation_id);
+                    break;
+                }
+                other => reply(unit, other.correlation_id(), None).await,
+            }
+        }
+    }
+    // The unknown reply first, and a moment for the engine to take it up.
+    let unknown = CorrelationId([0x5a; 16]);
+    reply(&mut bad_unit, unknown, None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = tokio::time::Instant::now();
+    for (unit, id) in units.iter_mut().zip(&payments) {
+        reply(unit, *id, Some(3_600)).await;
+    }
+    for imei in &good {
+        rig.wait_rows("acknowledged", "payment_command", imei, |r| {
+            r.len() == 1 && r[0]["status"] == "acknowledged"
+        })
+        .await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "8 payment acknowledgements took {took:?} behind an unknown reply"
+    );
+
+    // The unknown reply: a dead letter of the reply queue, naming the correlation id,
+    // and a failed MO history row.
+    let d = tokio::time::timeout(WAIT, reply_dead.recv())
+        .await
+        .expect("a dead letter in time")
+        .unwrap();
+    let letter: Json = serde_json::from_slice(&d.payload).unwrap();
+    assert_eq!(letter["queue_name"], "RTC-MT.Reply", "{letter}");
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&unknown.to_string()) && reason.contains(bad),
+        "{letter}"
+    );
+    reply_dead.commit(&d).await.unwrap();
+    rig.wait_rows("failed reply row", "rtc_mo_message_history", bad, |r| {
+        r.iter().any(|h| h["processing_status"] == "failed")
+    })
+    .await;
+    bad_unit.close().await.unwrap();
+    for u in units {
+        u.close().await.unwrap();
+    }
+    rig.stop().await;
+}
+
+/// Issue 16, item 6: `GET /v1/rtc_message_history` lists every MT of a unit with
+/// its delivery state (NULL while the unit has not answered), scoped like products:
+/// an ENTITY user sees the MT of its own units and none of another entity's.
+async fn mt_history_is_listed_with_its_delivery_state(backend: Backend) {
+    let rig = Rig::start(backend, |_| {}).await;
+    let imei = "013777946874300";
+    let stranger = "013777946874301";
+    rig.product(imei, true).await;
+    rig.product(stranger, true).await;
+    let mine = rig
+        .server
+        .seed("entity", json!({"name": "Own Solar"}))
+        .await
+        .as_i64()
+        .unwrap();
+    let theirs = rig
+        .server
+        .seed("entity", json!({"name": "Their Solar"}))
+        .await
+        .as_i64()
+        .unwrap();
+    common::link(&rig.server, imei, mine).await;
+    common::link(&rig.server, stranger, theirs).await;
+    let mut unit = rig.unit(imei).await;
+
+    // A payment the unit confirms, then an enable it never answers.
+    let (s, b) = rig
+        .server
+        .call(
+            Method::POST,
+            &format!("/v1/products/{imei}/add_payment_command"),
+            Some(json!({"value": 60, "category": "payment", "transaction_id": "tx-history"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let payment = loop {
+        match decode_mt(&next_mt(&mut unit).await).unwrap() {
+            MtMessage::PaymentCommands(p) => {
+                reply(&mut unit, p.correlation_id, Some(60)).await;
+                break p.correlation_id.to_string();
+            }
+            other => reply(&mut unit, other.correlation_id(), None).await,
+        }
+    };
+    rig.wait_rows("delivered", "rtc_message_history", imei, |r| {
+        r.iter().any(|m| {
+            m["message_reference"] == payment.as_str() && m["delivery_status"] == "delivered"
+        })
+    })
+    .await;
+    let (s, b) = rig
+        .server
+        .call(Method::PUT, &format!("/v1/products/{imei}/enable"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let frame = next_mt(&mut unit).await;
+    let MtMessage::StatusUpdate(enable) = decode_mt(&frame).unwrap() else {
+        panic!("expected the enable status update");
+    };
+    let enable = enable.correlation_id.to_string();
+    // An MT for the other entity's unit (offline: it stays undelivered).
+    let (s, b) = rig
+        .server
+        .call(
+            Method::PUT,
+            &format!("/v1/products/{stranger}/enable"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // Through the API, newest first, as the console asks.
+    let q = json!({"filters": [{"name": "product_imei", "op": "eq", "val": imei}],
+                   "order_by": [{"field": "rtc_message_history_id", "direction": "desc"}]});
+    let (s, body) = rig
+        .server
+        .list_as(&rig.server.token, "/v1/rtc_message_history", q.clone())
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let rows = body["objects"].as_array().unwrap();
+    let state = |reference: &str| {
+        rows.iter()
+            .find(|r| r["message_reference"] == reference)
+            .unwrap_or_else(|| panic!("MT {reference} not listed: {body}"))["delivery_status"]
+            .clone()
+    };
+    assert_eq!(state(&payment), "delivered");
+    assert_eq!(state(&enable), Json::Null, "the unit has not answered");
+    assert_eq!(
+        rows[0]["message_reference"],
+        enable.as_str(),
+        "newest first"
+    );
+    assert!(rows[0]["message_json"]
+        .as_str()
+        .is_some_and(|j| j.contains("status_update")));
+    // One row by id.
+    let id = rows[0]["rtc_message_history_id"].as_i64().unwrap();
+    let (s, one) = rig
+        .server
+        .get(&format!("/v1/rtc_message_history/{id}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{one}");
+    assert_eq!(one["message_reference"], enable.as_str());
+    // Read-only: the unit's answers write delivery states, not API callers.
+    let (s, b) = rig
+        .server
+        .call(
+            Method::PUT,
+            &format!("/v1/rtc_message_history/{id}"),
+            Some(json!({"delivery_status": "delivered"})),
+        )
+        .await;
+    assert!(s.is_client_error(), "{s} {b}");
+
+    // Scoped like products.
+    let token = rig
+        .server
+        .user("own@example.com", "OVERVIEW", "ENTITY", Some(mine))
+        .await;
+    let all = json!({"order_by": [{"field": "rtc_message_history_id", "direction": "asc"}]});
+    let (s, body) = rig
+        .server
+        .list_as(&token, "/v1/rtc_message_history", all)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let imeis: std::collections::BTreeSet<_> = body["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["product_imei"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(imeis, [imei.to_owned()].into(), "{body}");
+    let q = json!({"filters": [{"name": "product_imei", "op": "eq", "val": stranger}]});
+    let (s, body) = rig
+        .server
+        .list_as(&rig.server.token, "/v1/rtc_message_history", q)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let theirs_id = body["objects"][0]["rtc_message_history_id"]
+        .as_i64()
+        .expect("the stranger's MT");
+    let (s, body) = rig
+        .server
+        .call_as(
+            &token,
+            Method::GET,
+            &format!("/v1/rtc_message_history/{theirs_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    unit.close().await.unwrap();
+    rig.stop().await;
 }

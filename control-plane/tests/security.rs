@@ -385,7 +385,7 @@ async fn every_table_a_query_touches_is_checked(backend: Backend) {
         // A table no one reads through the API (no GET documented).
         (
             "/v1/products",
-            json!({"filters": [{"name": "rtc_message_history__message_bin", "op": "is_not_null"}]}),
+            json!({"filters": [{"name": "rtc_fallback_message_history__message_sent_time", "op": "is_not_null"}]}),
         ),
     ];
     for (path, q) in probes {
@@ -393,7 +393,7 @@ async fn every_table_a_query_touches_is_checked(backend: Backend) {
         assert_eq!(s, StatusCode::FORBIDDEN, "{path} {q}: {body}");
         let message = body["message"].as_str().unwrap();
         assert!(
-            message.contains("'user'") || message.contains("'rtc_message_history'"),
+            message.contains("'user'") || message.contains("'rtc_fallback_message_history'"),
             "names the table: {message}"
         );
     }

@@ -97,6 +97,8 @@ struct Ctx {
     config: EngineConfig,
     /// Becomes true when the drain deadline passes: stop retrying.
     give_up: watch::Receiver<bool>,
+    /// The `queue_name` of this engine's dead letters: where a replay puts them back.
+    queue: QueueName,
 }
 
 /// A processed message, reported back to the consumer task for commit.
@@ -110,7 +112,9 @@ struct Done {
 ///
 /// Subscribes to `topics.mo` in group `config.group`; telemetry goes to
 /// `tsdb`, other MO types to `sink`, undecodable or rejected messages to
-/// `topics.mo_dead_letter` as the codec's JSON [`DeadLetter`].
+/// `topics.mo_dead_letter` as the codec's JSON [`DeadLetter`]. An engine whose
+/// `topics.mo` is `topics.mt_reply` (the reply engine) writes its dead letters with
+/// `queue_name` `RTC-MT.Reply`, so a replay puts them back on the reply topic.
 pub async fn run(
     bus: Arc<dyn Bus>,
     topics: Topics,
@@ -122,6 +126,11 @@ pub async fn run(
     let shards = config.shards.max(1);
     let mut consumer = bus.subscribe(&[&topics.mo], &config.group).await?;
     let (give_up_tx, give_up) = watch::channel(false);
+    let queue = if topics.mo == topics.mt_reply {
+        QueueName::MtReply
+    } else {
+        QueueName::Mo
+    };
     let ctx = Arc::new(Ctx {
         bus,
         topics,
@@ -129,6 +138,7 @@ pub async fn run(
         sink,
         config: config.clone(),
         give_up,
+        queue,
     });
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut senders = Vec::with_capacity(shards);
@@ -624,7 +634,7 @@ async fn publish_dead_letter(ctx: &Ctx, key: &[u8], dl: &DeadLetter<'_>) -> bool
             .await
         {
             Ok(()) => {
-                metrics::counter!(m::INGEST_DEAD_LETTERS, "queue" => QueueName::Mo.as_str())
+                metrics::counter!(m::INGEST_DEAD_LETTERS, "queue" => ctx.queue.as_str())
                     .increment(1);
                 return true;
             }
@@ -642,7 +652,7 @@ async fn publish_dead_letter(ctx: &Ctx, key: &[u8], dl: &DeadLetter<'_>) -> bool
 
 async fn dead_letter(ctx: &Ctx, env: &BusEnvelope<'_>, reason: &str) -> bool {
     tracing::warn!(imei = env.imei, correlation_id = %env.correlation_id, reason, "MO dead-lettered");
-    let dl = DeadLetter::from_bus(QueueName::Mo, env, reason);
+    let dl = DeadLetter::from_bus(ctx.queue, env, reason);
     publish_dead_letter(ctx, env.imei.as_bytes(), &dl).await
 }
 
@@ -664,7 +674,7 @@ async fn dead_letter_raw(ctx: &Ctx, d: &Delivery, reason: &str) -> bool {
         ident_type: IdentType::Imei,
     };
     let dl = DeadLetter {
-        queue_name: QueueName::Mo,
+        queue_name: ctx.queue,
         reason: reason.to_owned().into(),
         payload: encode_mo_queue_envelope(&env).into(),
     };

@@ -153,6 +153,8 @@ async function admin() {
   assert.match(await page.textContent('[data-testid=notes-table]'), /Customer asked for a call back/);
   assert.match(await page.textContent('[data-testid=unit-alerts]'), /battery voltage low/);
   assert.match(await page.textContent('[data-testid=history-connections]'), /-1\.2921/);
+  const mts = await page.textContent('[data-testid=mt-history]');
+  assert.match(mts, /status_update.*failed.*gateway: expired.*payment_commands.*delivered/s, 'MT history, newest first');
 
   log('enable it and see the pending state');
   await page.click('button[data-action=enable]');

@@ -831,10 +831,12 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             ok(json!({})).query(q)
         }
         ("post", "/products/{product_imei}/add_payment_command") => {
-            // dcm::check_value: the value's sign follows the category.
+            // dcm::check_value: the value's sign follows the category, and its size is bounded
+            // by what a unit can hold (dcm::MAX_CREDIT_SECONDS).
+            let max = crate::dcm::MAX_CREDIT_SECONDS;
             let rules = [
-                (Category::Payment, json!({"minimum": 1})),
-                (Category::BadPayment, json!({"maximum": -1})),
+                (Category::Payment, json!({"minimum": 1, "maximum": max})),
+                (Category::BadPayment, json!({"minimum": -max, "maximum": -1})),
                 (Category::ZeroCommand, json!({"enum": [0]})),
             ];
             let variants: Vec<Json> = rules

@@ -68,8 +68,7 @@ pub const REPLY_GROUP: &str = "ingest-mt-reply";
 /// The topics for the ingest engine that applies MT replies, command responses and
 /// final balances: it reads `RTC-MT.Reply` (as its "MO" topic) and dead-letters to
 /// `RTC-MT.Reply.Dead-Letter`. The engine writes the dead letter's `queue_name` as
-/// `RTC-MO`, so a replay re-publishes to the MO topic, whose engine applies replies
-/// the same way.
+/// `RTC-MT.Reply`, so a replay re-publishes to the reply topic.
 pub fn reply_topics(topics: &Topics) -> Topics {
     Topics {
         mo: topics.mt_reply.clone(),

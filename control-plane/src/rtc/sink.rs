@@ -22,9 +22,6 @@ use crate::db::Tx;
 use crate::dcm::{self, Category};
 use crate::http::AppState;
 
-/// A reply whose MT row is not found yet is retried (not dead-lettered) while it is
-/// younger than this: covers an MT row committed a moment after its enqueue.
-const REPLY_GRACE_MS: i64 = 30_000;
 /// Longest command output kept in `delivery_status_info`.
 const MAX_OUTPUT: usize = 4000;
 /// Rows per `rtc_mo_message_history` insert statement (9 values each; SQLite binds
@@ -293,18 +290,15 @@ async fn mt_row(tx: &mut Tx, imei: &str, id: CorrelationId) -> Result<Option<MtR
     }))
 }
 
+/// A reply or command response whose MT is not in `rtc_message_history`: permanent at
+/// once. `mt::send` commits the row before it enqueues the MT, so the row cannot be
+/// "not there yet"; retrying would only hold every other unit of the engine shard
+/// behind this one (issue 16). The dead letter can be replayed.
 fn unmatched(ctx: &MoContext<'_>, id: CorrelationId) -> SinkError {
-    let age = gateway_now_ms() - ctx.received_at_ms;
-    let what = format!("no MT with correlation id {id} for unit {}", ctx.imei);
-    if age < REPLY_GRACE_MS {
-        SinkError::Transient(format!("{what} (yet)"))
-    } else {
-        SinkError::Permanent(what)
-    }
-}
-
-fn gateway_now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    SinkError::Permanent(format!(
+        "no MT with correlation id {id} for unit {}",
+        ctx.imei
+    ))
 }
 
 /// A payment command of this unit by its transaction id: `(id, category)`.
