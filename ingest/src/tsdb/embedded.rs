@@ -461,14 +461,20 @@ impl Embedded {
         q.validate()?;
         let started = Instant::now();
         // A compaction may delete a block between the snapshot and the read:
-        // take a new snapshot then (the merged block replaces it).
+        // take a new snapshot then (the merged block replaces it). Right after a
+        // restart the replayed log is flushed and compacted in many small steps,
+        // so a read over many blocks can lose that race several times in a row
+        // (seen as a 500 in the kill -9 test under load): keep trying, with a
+        // short pause, for up to about a second.
+        const ATTEMPTS: u32 = 50;
         let mut attempt = 0;
         let (times, columns) = loop {
             match self.try_query(q) {
                 Err(TsdbError::Io(e))
-                    if e.kind() == std::io::ErrorKind::NotFound && attempt < 3 =>
+                    if e.kind() == std::io::ErrorKind::NotFound && attempt < ATTEMPTS =>
                 {
                     attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 r => break r?,
             }
