@@ -83,23 +83,7 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
     assert_eq!(settings["tile_url"], "http://tiles.test/{z}/{x}/{y}.png");
 
     // The API: log in and create a unit as the factory would.
-    let login: Json = client
-        .post(format!("{base}/v1/auth/login"))
-        .form(&[
-            ("username", "admin@example.com"),
-            ("password", "admin-password"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["message"]["login_successful"]["API_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let auth = format!("Token token={token}");
+    let auth = admin_auth(&client, &base).await;
     let imei = "010101234560005";
     let key = "4ab1ab3ab1ab7ab9ab1ab4ab";
     let r = client
