@@ -197,7 +197,8 @@ fn start_role(role: &str, dir: &std::path::Path, metrics: u16, env: &[(&str, Str
         .env("SMARTSOLAR_GATEWAY_QUIC_ADDR", "off")
         .env("SMARTSOLAR_GATEWAY_HTTP_ADDR", "off")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
+        // Where tracing writes: a failing test then shows the server's warnings and errors.
+        .stdout(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
