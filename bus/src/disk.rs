@@ -585,6 +585,27 @@ impl Drop for WriterHandle {
     }
 }
 
+/// How long `open` waits for the directory lock before refusing. The lock is an `flock`,
+/// which belongs to the open file, and `fork` copies open files: a child this process
+/// spawns holds the lock from its `fork` until its `exec` closes the (close-on-exec) copy.
+/// A reopen in that window (a restart inside one process, a test) would be refused
+/// although nobody else uses the bus, so `open` retries for a short while; a real second
+/// process holds the lock for as long as it runs and is still refused.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes the exclusive lock on `file`, retrying every 10 ms for up to `wait`.
+fn acquire_lock(file: &File, wait: Duration) -> Result<(), std::fs::TryLockError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl DiskBus {
     /// Opens the bus in `dir` (created if missing), recovering every topic
     /// found there, and starts its writer thread.
@@ -601,7 +622,7 @@ impl DiskBus {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| io("opening", &lock_path, e))?;
-        lock.try_lock().map_err(|e| {
+        acquire_lock(&lock, LOCK_WAIT).map_err(|e| {
             BusError::Config(format!(
                 "the disk bus in {} is open in another process ({e}); only one process can use it \
                  (the services of `smartsolar serve` share it; separate processes use Kafka)",
