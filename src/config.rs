@@ -315,6 +315,11 @@ impl Config {
             "SMARTSOLAR_GATEWAY_TCP_TLS",
             &mut self.gateway.tcp_tls,
         )?;
+        if var("SMARTSOLAR_GATEWAY_HTTP_TLS").is_some() {
+            let mut on = false;
+            set(&var, "SMARTSOLAR_GATEWAY_HTTP_TLS", &mut on)?;
+            self.gateway.http_tls = Some(on);
+        }
         let gw = &mut self.gateway;
         for (name, slot) in [
             ("SMARTSOLAR_GATEWAY_QUIC_ADDR", &mut gw.quic_listen),

@@ -27,6 +27,11 @@ pub struct GatewayConfig {
     pub tcp_listen: Option<SocketAddr>,
     /// Legacy HTTP listen address (`/rm_data`, `/rc_data`); `None` disables it.
     pub http_listen: Option<SocketAddr>,
+    /// Serve legacy HTTP over TLS (HTTPS, as protocol §6 says). Unset (the default): HTTPS
+    /// exactly when a certificate is configured (`tls_cert_path`), since units verify a name
+    /// and a chain there; plain HTTP otherwise, which is what HTTP-only units in the field
+    /// speak today. `true` with no certificate configured uses the generated one in `tls_dir`.
+    pub http_tls: Option<bool>,
     /// Certificate chain and key (PEM) for QUIC and TLS-over-TCP. Without them the
     /// certificate kept in `tls_dir` is used (generated there on first start).
     pub tls_cert_path: Option<PathBuf>,
@@ -124,6 +129,7 @@ impl Default for GatewayConfig {
             quic_socket_buffer: 8 << 20,
             tcp_listen: Some(([0, 0, 0, 0], 4434).into()),
             http_listen: Some(([0, 0, 0, 0], 8089).into()),
+            http_tls: None,
             tls_cert_path: None,
             tls_key_path: None,
             tls_dir: None,
@@ -185,6 +191,11 @@ impl GatewayConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the legacy HTTP listener speaks TLS (see `http_tls`).
+    pub fn http_uses_tls(&self) -> bool {
+        self.http_tls.unwrap_or(self.tls_cert_path.is_some())
     }
 
     pub(crate) const fn handshake_timeout(&self) -> Duration {

@@ -96,6 +96,14 @@ impl Identity {
         Ok(Self { chain, key })
     }
 
+    /// For the legacy HTTPS listener: TLS 1.3 or 1.2 (HTTP-only firmware is old), ALPN
+    /// `http/1.1` (offered or not: a client without ALPN is served too).
+    pub(crate) fn rustls_https(&self) -> Result<rustls::ServerConfig, Error> {
+        let mut cfg = self.rustls_server(false)?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(cfg)
+    }
+
     pub(crate) fn rustls_server(&self, tls13_only: bool) -> Result<rustls::ServerConfig, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
@@ -152,5 +160,30 @@ mod tests {
             !GatewayConfig::loopback("t").tcp_tls,
             "plain only when chosen"
         );
+    }
+
+    #[test]
+    fn legacy_http_is_https_exactly_when_a_certificate_is_configured_unless_chosen() {
+        let plain = GatewayConfig::default();
+        assert!(
+            !plain.http_uses_tls(),
+            "HTTP-only units in the field speak plain HTTP"
+        );
+        let with_cert = GatewayConfig {
+            tls_cert_path: Some("cert.pem".into()),
+            tls_key_path: Some("key.pem".into()),
+            ..GatewayConfig::default()
+        };
+        assert!(with_cert.http_uses_tls());
+        assert!(!GatewayConfig {
+            http_tls: Some(false),
+            ..with_cert
+        }
+        .http_uses_tls());
+        assert!(GatewayConfig {
+            http_tls: Some(true),
+            ..plain
+        }
+        .http_uses_tls());
     }
 }

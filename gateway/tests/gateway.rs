@@ -513,6 +513,101 @@ async fn graceful_shutdown_closes_sessions_and_hands_parked_commands_to_the_next
     b.shutdown().await;
 }
 
+/// A `POST /rm_data` body of unit `n` with one voltage sample.
+fn one_voltage_upload(n: u32) -> String {
+    format!(
+        r#"{{"imei": "{}", "fields": {{"voltage": [[1472805042, 12.9]]}}}}"#,
+        imei(n)
+    )
+}
+
+/// Protocol §6: with `http_tls` on, legacy HTTP is HTTPS with the gateway's certificate;
+/// a unit that pins another certificate, or speaks plain HTTP to it, gets nothing stored.
+#[tokio::test]
+async fn legacy_http_is_https_when_tls_is_on() {
+    let world = World::new();
+    let mut c = config("a");
+    c.http_tls = Some(true);
+    let gw = world.start(c).await;
+    let http = gw.addrs.http.unwrap();
+    let mut mo = world.subscribe(&topics().mo).await;
+    let auth = basic_auth(&imei(15), KEY);
+    let body = one_voltage_upload(15);
+
+    let (status, _) = sim::https_request(
+        http,
+        &gw.cert,
+        "POST",
+        "/rm_data",
+        Some(&auth),
+        Some(body.as_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let env_bytes = next(&mut mo).await.payload;
+    let env = codec::decode_bus_envelope(&env_bytes).unwrap();
+    assert_eq!(
+        (env.imei, env.transport),
+        (imei(15).as_str(), Transport::Http)
+    );
+
+    // Plain HTTP to the HTTPS port: no HTTP answer at all.
+    let plain =
+        sim::http_request(http, "POST", "/rm_data", Some(&auth), Some(body.as_bytes())).await;
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    // A unit pinning another certificate refuses the server.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let pinned_other = sim::https_request(
+        http,
+        other.cert.der(),
+        "POST",
+        "/rm_data",
+        Some(&auth),
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert!(pinned_other.is_err(), "{pinned_other:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), mo.recv())
+            .await
+            .is_err(),
+        "nothing but the HTTPS upload reached the bus"
+    );
+    gw.shutdown().await;
+}
+
+/// An HTTP unit deletes its data only after a 2xx: when the bus cannot take the message
+/// the answer is 503 with `Retry-After`, never 200.
+#[tokio::test]
+async fn legacy_http_gets_503_with_retry_after_when_the_bus_refuses() {
+    let world = World::new();
+    let gw = world.start(config("a")).await;
+    let http = gw.addrs.http.unwrap();
+    world.bus.close();
+    let body = one_voltage_upload(16);
+    let raw = format!(
+        "POST /rm_data HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\nAuthorization: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        basic_auth(&imei(16), KEY),
+        body.len()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 5\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("not stored"), "{answer}");
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn legacy_http_units_upload_and_poll_settings() {
     let world = World::new();

@@ -75,7 +75,7 @@ const CLIENT_SOCKET_BUFFER: usize = 212_992;
 /// A QUIC client endpoint that trusts exactly `cert_der` (the gateway's certificate), sends
 /// QUIC keep-alives every `keep_alive` (idle timeout four times that) and serves many connections from one UDP socket.
 pub fn quic_endpoint(cert_der: &[u8], keep_alive: Duration) -> Result<quinn::Endpoint, SimError> {
-    let tls = pinned_tls(cert_der).map_err(SimError::Quic)?;
+    let tls = pinned_tls(cert_der, codec::handshake::ALPN).map_err(SimError::Quic)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| SimError::Quic(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
@@ -99,8 +99,8 @@ pub fn quic_endpoint(cert_der: &[u8], keep_alive: Duration) -> Result<quinn::End
 }
 
 /// A TLS 1.3 client configuration that trusts exactly `cert_der` (the gateway's pinned
-/// certificate) and offers the unit protocol's ALPN: the same for QUIC and TLS over TCP.
-fn pinned_tls(cert_der: &[u8]) -> Result<rustls::ClientConfig, String> {
+/// certificate) and offers `alpn` (the unit protocol's for QUIC and TLS over TCP).
+fn pinned_tls(cert_der: &[u8], alpn: &[u8]) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(cert_der.to_vec()))
@@ -111,8 +111,24 @@ fn pinned_tls(cert_der: &[u8]) -> Result<rustls::ClientConfig, String> {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![codec::handshake::ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     Ok(tls)
+}
+
+/// TCP to `addr`, then TLS trusting exactly `cert_der` with server name `localhost`.
+async fn tls_connect(
+    addr: SocketAddr,
+    cert_der: &[u8],
+    alpn: &[u8],
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SimError> {
+    let tls = pinned_tls(cert_der, alpn).map_err(SimError::Tls)?;
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")
+        .map_err(|e| SimError::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, stream)
+        .await?)
 }
 
 /// A loopback UDP socket on an ephemeral port with `buffer` bytes asked for each direction.
@@ -137,14 +153,7 @@ impl UnitConn {
     /// Opens a framed TCP connection inside TLS 1.3 that trusts exactly `cert_der` (the
     /// gateway's pinned certificate), with the unit protocol's ALPN (no handshake yet).
     pub async fn tcp_tls(addr: SocketAddr, cert_der: &[u8]) -> Result<Self, SimError> {
-        let tls = pinned_tls(cert_der).map_err(SimError::Tls)?;
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let name = rustls::pki_types::ServerName::try_from("localhost")
-            .map_err(|e| SimError::Tls(e.to_string()))?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(name, stream)
-            .await?;
+        let stream = tls_connect(addr, cert_der, codec::handshake::ALPN).await?;
         let (rd, wr) = tokio::io::split(stream);
         Ok(Self::from_parts(Box::new(rd), Box::new(wr), None))
     }
@@ -395,7 +404,31 @@ pub async fn http_request(
     authorization: Option<&str>,
     body: Option<&[u8]>,
 ) -> Result<(u16, Bytes), SimError> {
-    let mut stream = TcpStream::connect(addr).await?;
+    let stream = TcpStream::connect(addr).await?;
+    http_exchange(stream, method, path, authorization, body).await
+}
+
+/// [`http_request`] over TLS that trusts exactly `cert_der` (the gateway's certificate, as
+/// a unit pins it), server name `localhost`, ALPN `http/1.1`.
+pub async fn https_request(
+    addr: SocketAddr,
+    cert_der: &[u8],
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&[u8]>,
+) -> Result<(u16, Bytes), SimError> {
+    let stream = tls_connect(addr, cert_der, b"http/1.1").await?;
+    http_exchange(stream, method, path, authorization, body).await
+}
+
+async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&[u8]>,
+) -> Result<(u16, Bytes), SimError> {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n");
     if let Some(a) = authorization {
         req.push_str(&format!("Authorization: {a}\r\n"));

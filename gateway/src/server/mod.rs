@@ -121,12 +121,15 @@ pub struct LocalAddrs {
     pub http: Option<SocketAddr>,
 }
 
+/// A bound TCP listener and, when it speaks TLS, its acceptor.
+type TcpWithTls = (tokio::net::TcpListener, Option<tokio_rustls::TlsAcceptor>);
+
 /// A bound, not yet running gateway.
 pub struct Gateway {
     ctx: Arc<Ctx>,
     quic: Option<transport::quic::Driver>,
-    tcp: Option<(tokio::net::TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
-    http: Option<tokio::net::TcpListener>,
+    tcp: Option<TcpWithTls>,
+    http: Option<TcpWithTls>,
     shard_rx: Vec<mpsc::Receiver<ShardMsg>>,
     presence_rx: mpsc::Receiver<PresenceMsg>,
     consumers: Vec<Box<dyn Consumer>>,
@@ -163,7 +166,17 @@ impl Gateway {
             None => None,
         };
         let http = match config.http_listen {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                let tls = if config.http_uses_tls() {
+                    Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                        identity.rustls_https()?,
+                    )))
+                } else {
+                    None
+                };
+                Some((listener, tls))
+            }
             None => None,
         };
 
@@ -230,7 +243,7 @@ impl Gateway {
         LocalAddrs {
             quic: self.quic.as_ref().and_then(|d| d.local_addr().ok()),
             tcp: self.tcp.as_ref().and_then(|(l, _)| l.local_addr().ok()),
-            http: self.http.as_ref().and_then(|l| l.local_addr().ok()),
+            http: self.http.as_ref().and_then(|(l, _)| l.local_addr().ok()),
         }
     }
 
@@ -275,8 +288,8 @@ impl Gateway {
         if let Some((listener, tls)) = tcp {
             background.spawn(transport::tcp::accept(Arc::clone(&ctx), listener, tls));
         }
-        if let Some(listener) = http {
-            background.spawn(transport::http::serve(Arc::clone(&ctx), listener));
+        if let Some((listener, tls)) = http {
+            background.spawn(transport::http::serve(Arc::clone(&ctx), listener, tls));
         }
         background.close();
         tracing::info!(node = %ctx.config.node_id, "gateway running");

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -29,8 +30,10 @@ use codec::{
     Seq, Transport,
 };
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
 use crate::metrics as m;
 use crate::mt::outcome_envelope;
@@ -39,14 +42,78 @@ use crate::server::{Ctx, ShardMsg};
 /// Four hours of telemetry fits comfortably.
 const BODY_LIMIT: usize = 1024 * 1024;
 
-pub(crate) async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
+pub(crate) async fn serve(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     let stop = ctx.stop_accept.clone();
-    let app = router(ctx);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
+    let result = match tls {
+        None => {
+            let app = router(ctx);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+        Some(acceptor) => {
+            let tls_listener = TlsListener::start(&ctx, listener, acceptor);
+            let app = router(ctx);
+            axum::serve(tls_listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    };
+    if let Err(e) = result {
         tracing::error!(error = %e, "HTTP listener failed");
+    }
+}
+
+/// HTTPS for axum: a task accepts TCP connections and runs each TLS handshake in its own
+/// task (bounded by the handshake timeout), so one slow or silent client never holds up
+/// the others; finished handshakes queue up for axum's `accept`.
+struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    fn start(ctx: &Arc<Ctx>, listener: TcpListener, acceptor: TlsAcceptor) -> Self {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, ready) = mpsc::channel(64);
+        let stop = ctx.stop_accept.clone();
+        let timeout = ctx.config.handshake_timeout();
+        tokio::spawn(async move {
+            while let Some((stream, peer)) = super::accept_until(&listener, &stop, "https").await {
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        _ => {
+                            metrics::counter!(m::HANDSHAKE_FAILURES, "transport" => "http", "reason" => "tls")
+                                .increment(1);
+                        }
+                    }
+                });
+            }
+        });
+        Self { ready, local }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept task ended (shutdown): wait for axum's graceful shutdown to stop us.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
     }
 }
 
@@ -121,7 +188,17 @@ async fn publish_mo(ctx: &Ctx, imei: &str, message: &[u8]) -> Result<(), Respons
         .bus
         .publish(&ctx.config.topics.mo, imei.as_bytes(), &env)
         .await
-        .map_err(|_| status(StatusCode::SERVICE_UNAVAILABLE, "try again later"))
+        .map_err(|e| {
+            // Not stored: the unit keeps the data and tries again (it deletes only after a 2xx).
+            tracing::warn!(error = %e, imei, "bus refused an HTTP unit's message");
+            let mut r = status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not stored: the message bus cannot accept it now; send it again later",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            r
+        })
 }
 
 async fn rm_data(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {

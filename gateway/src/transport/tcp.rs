@@ -1,7 +1,6 @@
 //! Framed TCP, optionally inside TLS.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use codec::Transport;
 use tokio::io::AsyncWriteExt;
@@ -12,19 +11,7 @@ use crate::server::session::{self, busy_frame};
 use crate::server::Ctx;
 
 pub(crate) async fn accept(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<TlsAcceptor>) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = ctx.stop_accept.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors or similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = super::accept_until(&listener, &ctx.stop_accept, "tcp").await {
         let Some(guard) = ctx.admit_connection(Transport::Tcp) else {
             let _ = stream.try_write(&busy_frame());
             continue;
