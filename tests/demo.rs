@@ -4,21 +4,14 @@
 //! telemetry is readable through the data API, that the default alert types raise an alert,
 //! and that a payment sent through the API is acknowledged by a demo unit.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{eventually, free_port, wait_ready, Client};
 
-/// A child process killed when the test ends, however it ends.
 struct Process(Child);
 
 impl Drop for Process {
@@ -75,68 +68,6 @@ fn command(sub: &str, dir: &std::path::Path, ports: (u16, u16, u16)) -> Command 
     cmd
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    auth: String,
-}
-
-impl Client {
-    async fn get(&self, path: &str) -> Json {
-        let r = self
-            .http
-            .get(format!("{}/v1{path}", self.base))
-            .header("Authorization", &self.auth)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let body = r.text().await.unwrap();
-        assert!(status.is_success(), "GET {path}: {status} {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    /// Rows of a table filtered by `filters` (the `q` language).
-    async fn rows(&self, path: &str, filters: Json) -> Vec<Json> {
-        let q = json!({ "filters": filters }).to_string();
-        let url = reqwest::Url::parse_with_params(
-            &format!("{}/v1{path}", self.base),
-            [("q", q.as_str()), ("results_per_page", "100")],
-        )
-        .unwrap();
-        let body: Json = self
-            .http
-            .get(url)
-            .header("Authorization", &self.auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["objects"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{path}: {body}"))
-            .clone()
-    }
-}
-
-/// Polls `check` until it gives `Some`, or fails naming `what` with the last state.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 const UNITS: usize = 6;
 
 fn imei(n: u64) -> String {
@@ -150,36 +81,8 @@ async fn the_demo_fleet_connects_reports_raises_alerts_and_acknowledges_payments
     let server = Process(command("serve", dir.path(), ports).spawn().unwrap());
     let base = format!("http://127.0.0.1:{}", ports.0);
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/ready")).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "serve did not become ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let login: Json = http
-        .post(format!("{base}/v1/auth/login"))
-        .form(&[
-            ("username", "admin@example.com"),
-            ("password", "admin-password"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["message"]["login_successful"]["API_token"]
-        .as_str()
-        .unwrap();
-    let api = Client {
-        http: http.clone(),
-        base: base.clone(),
-        auth: format!("Token token={token}"),
-    };
+    wait_ready(&http, &base).await;
+    let api = Client::login(&http, &base, "admin@example.com", "admin-password").await;
     // References from here on: the polling closures below copy them into their futures.
     let api = &api;
 
@@ -351,18 +254,13 @@ async fn the_demo_fleet_connects_reports_raises_alerts_and_acknowledges_payments
         }
     })
     .await;
-    let r = http
-        .post(format!("{base}/v1/products/{broke}/add_payment_command"))
-        .header("Authorization", &api.auth)
-        .json(&json!({"value": 86_400, "category": "payment", "transaction_id": "demo-test-payment-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.status().is_success(),
-        "payment: {}",
-        r.text().await.unwrap()
-    );
+    let (status, body) = api
+        .post(
+            &format!("/products/{broke}/add_payment_command"),
+            &json!({"value": 86_400, "category": "payment", "transaction_id": "demo-test-payment-1"}),
+        )
+        .await;
+    assert!((200..300).contains(&status), "payment: {status} {body}");
     eventually(
         "payment acknowledged",
         Duration::from_secs(30),

@@ -1,0 +1,300 @@
+//! The scaled topology as separate processes (`scripts/cluster.sh`): the control-plane on
+//! PostgreSQL, two gateways, two ingest workers, Kafka (tansu) and InfluxDB. Units on both
+//! gateways, over TLS-wrapped TCP and QUIC, send numbered telemetry; every value arrives
+//! exactly once through the data API (InfluxDB, written by either ingest worker). A payment
+//! command made through the API reaches a unit on each gateway through Kafka, and the unit's
+//! acknowledgement comes back to the ledger. Then a gateway is killed with `kill -9` and its
+//! units reconnect to the other one and go on.
+//!
+//! Needs what the README's test command starts: PostgreSQL on 127.0.0.1:5432, and
+//! `scripts/services.sh` (which the cluster script runs itself) for tansu and InfluxDB.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use codec::mo::ReplyResult;
+use codec::{decode_mt, MtMessage};
+use serde_json::json;
+
+mod common;
+use common::{eventually, Client};
+
+/// A running cluster; `down --purge` when dropped (also when the test fails).
+struct Cluster {
+    dir: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
+    addresses: Vec<(String, String)>,
+}
+
+impl Cluster {
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cluster.sh {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn up() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // Ports below the kernel's ephemeral range, so nothing else binds them meanwhile.
+        let base = 20_000 + (std::process::id() % 90) * 100;
+        let env = vec![
+            (
+                "SMARTSOLAR_BIN",
+                env!("CARGO_BIN_EXE_smartsolar").to_owned(),
+            ),
+            ("SMARTSOLAR_CLUSTER_DIR", dir.path().display().to_string()),
+            ("SMARTSOLAR_CLUSTER_PORT_BASE", base.to_string()),
+            (
+                "SMARTSOLAR_CLUSTER_DB",
+                format!("smartsolar_cluster_{}", std::process::id()),
+            ),
+            ("RUST_LOG", "warn".to_owned()),
+        ];
+        let mut cluster = Self {
+            dir,
+            env,
+            addresses: Vec::new(),
+        };
+        let out = cluster.script(&["up"]);
+        cluster.addresses = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        cluster
+    }
+
+    fn address(&self, name: &str) -> String {
+        self.addresses
+            .iter()
+            .find(|(k, _)| k == name)
+            .unwrap_or_else(|| panic!("cluster.sh up printed no {name}: {:?}", self.addresses))
+            .1
+            .clone()
+    }
+
+    fn socket(&self, name: &str) -> SocketAddr {
+        self.address(name).parse().unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+            .args(["down", "--purge"])
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output();
+        if std::thread::panicking() {
+            // Leave the processes' logs in the test output.
+            for role in ["cp", "gw1", "gw2", "ingest1", "ingest2"] {
+                let log = self.dir.path().join(format!("{role}.log"));
+                if let Ok(text) = std::fs::read_to_string(&log) {
+                    eprintln!("--- {role}.log (last lines)");
+                    for line in text.lines().rev().take(15).collect::<Vec<_>>().iter().rev() {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
+        drop(out);
+    }
+}
+
+const PER_UNIT: u64 = 40;
+
+fn imei(n: u64) -> String {
+    format!("0101012345{n:05}")
+}
+
+fn key(n: u64) -> String {
+    format!("clusterkey{n:014}")
+}
+
+/// A unit of the test: connected, identified, sending.
+async fn connect(cluster: &Cluster, n: u64, quic: bool, gateway: u8) -> sim::UnitConn {
+    let cert = sim::pem_certificate(&PathBuf::from(cluster.address("CLUSTER_CERT"))).unwrap();
+    let mut unit = if quic {
+        let ep = sim::quic_endpoint(&cert, Duration::from_secs(5)).unwrap();
+        sim::UnitConn::quic(&ep, cluster.socket(&format!("CLUSTER_GW{gateway}_QUIC")))
+            .await
+            .unwrap()
+    } else {
+        sim::UnitConn::tcp_tls(cluster.socket(&format!("CLUSTER_GW{gateway}_TCP")), &cert)
+            .await
+            .unwrap()
+    };
+    unit.handshake(Some(&imei(n)), &key(n)).await.unwrap();
+    unit
+}
+
+/// Every `pulse_count` the data API has for unit `n`, sorted.
+async fn stored(api: &Client, n: u64) -> Vec<i64> {
+    let body = api
+        .get(&format!(
+            "/products/{}/data?fields=pulse_count&start=2020-01-01T00:00:00Z&end=2030-01-01T00:00:00Z&limit=0",
+            imei(n)
+        ))
+        .await;
+    let mut v: Vec<i64> = body["data"]["pulse_count"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| r[0].as_i64()).collect())
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+/// Sends a payment for unit `n` through the API, answers the MT it gets, and waits for the
+/// ledger to show the command acknowledged.
+async fn pay_and_acknowledge(api: &Client, unit: &mut sim::UnitConn, n: u64, tx: &str) {
+    let (status, body) = api
+        .post(
+            &format!("/products/{}/add_payment_command", imei(n)),
+            &json!({"value": 86_400, "category": "payment", "transaction_id": tx}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    loop {
+        let mt = tokio::time::timeout(Duration::from_secs(30), unit.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no MT for unit {n} within 30 s"))
+            .unwrap()
+            .expect("the gateway closed the unit's connection");
+        let is_payment = matches!(decode_mt(&mt), Ok(MtMessage::PaymentCommands(p))
+            if p.commands.iter().any(|c| c.transaction_id == tx));
+        unit.answer(&mt, ReplyResult::Ok).await.unwrap();
+        if is_payment {
+            break;
+        }
+    }
+    eventually(
+        "payment acknowledged",
+        Duration::from_secs(30),
+        || async move {
+            let rows = api
+                .rows(
+                    "/payment_commands",
+                    json!([{"name": "transaction_id", "op": "eq", "val": tx}]),
+                )
+                .await;
+            match rows.first() {
+                Some(r) if r["status"] == "acknowledged" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scaled_topology_stores_every_message_and_routes_payments_across_gateways() {
+    let cluster = Cluster::up();
+    let http = reqwest::Client::new();
+    let api = Client::login(
+        &http,
+        &cluster.address("CLUSTER_API"),
+        "admin@example.com",
+        "admin-password",
+    )
+    .await;
+    let api = &api;
+
+    // Six units as the factory makes them, with credit management on.
+    let units: Vec<u64> = (1..=6).collect();
+    for &n in &units {
+        let (status, body) = api
+            .post(
+                "/products/create_hub2",
+                &json!({"imei": imei(n), "imsi": format!("6390200{n:08}"), "device_key": key(n),
+                        "product": {"assembler": "cluster-test", "rtc_enabled_flag": true}}),
+            )
+            .await;
+        assert!((200..300).contains(&status), "create_hub2: {status} {body}");
+        let (status, body) = api
+            .send(
+                reqwest::Method::PUT,
+                &format!("/products/{}/set_dcm_enabled_flag", imei(n)),
+                &json!({"enabled": true}),
+            )
+            .await;
+        assert!((200..300).contains(&status), "dcm: {status} {body}");
+    }
+
+    // Units 1-3 on gateway 1 over TCP (TLS), 4-6 on gateway 2 over QUIC.
+    let mut conns = Vec::new();
+    for &n in &units {
+        let on_gw1 = n <= 3;
+        conns.push(connect(&cluster, n, !on_gw1, if on_gw1 { 1 } else { 2 }).await);
+    }
+    let t0 = sim::now_s() - 10 * PER_UNIT;
+    for (unit, &n) in conns.iter_mut().zip(&units) {
+        for i in 0..PER_UNIT {
+            unit.send_raw(&sim::telemetry(t0 + i * 10 + n, i))
+                .await
+                .unwrap();
+        }
+    }
+    let expected: Vec<i64> = (0..PER_UNIT as i64).collect();
+    for &n in &units {
+        let got = eventually(
+            &format!("unit {n}'s telemetry stored"),
+            Duration::from_secs(60),
+            || async move {
+                let got = stored(api, n).await;
+                if got.len() >= PER_UNIT as usize {
+                    Ok(got)
+                } else {
+                    Err(format!("{} of {PER_UNIT}: {got:?}", got.len()))
+                }
+            },
+        )
+        .await;
+        assert_eq!(got, expected, "unit {n}: each value exactly once");
+    }
+
+    // Payments through the API reach a unit on each gateway (MT routed over Kafka to the
+    // gateway holding the unit) and their acknowledgements reach the ledger.
+    pay_and_acknowledge(api, &mut conns[0], 1, "cluster-tx-1").await;
+    pay_and_acknowledge(api, &mut conns[3], 4, "cluster-tx-4").await;
+
+    // kill -9 gateway 1: its units find gateway 2 and go on; a payment still reaches them.
+    cluster.script(&["kill", "gw1"]);
+    drop(conns.drain(..3).collect::<Vec<_>>());
+    let mut moved = connect(&cluster, 1, false, 2).await;
+    let t1 = t0 + 10 * PER_UNIT;
+    for i in PER_UNIT..PER_UNIT + 5 {
+        moved
+            .send_raw(&sim::telemetry(t1 + i * 10, i))
+            .await
+            .unwrap();
+    }
+    eventually(
+        "unit 1's telemetry after the move",
+        Duration::from_secs(60),
+        || async move {
+            let got = stored(api, 1).await;
+            if got == (0..PER_UNIT as i64 + 5).collect::<Vec<_>>() {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
+    pay_and_acknowledge(api, &mut moved, 1, "cluster-tx-1b").await;
+
+    // The gateway comes back and serves units again.
+    cluster.script(&["start", "gw1"]);
+    let mut back = connect(&cluster, 2, false, 1).await;
+    pay_and_acknowledge(api, &mut back, 2, "cluster-tx-2").await;
+}

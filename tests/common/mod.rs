@@ -1,0 +1,151 @@
+//! Helpers the binary's end-to-end tests share.
+
+#![allow(dead_code)] // Each test file uses a part.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as Json};
+
+/// A port nobody listens on right now.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (up to 60 s) until `{base}/ready` answers 200.
+pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/ready")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{base} did not become ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A logged-in API user.
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    /// The `Authorization` header value.
+    pub(crate) auth: String,
+}
+
+impl Client {
+    /// Logs in as `username` at `base` (`http://host:port`).
+    pub(crate) async fn login(
+        http: &reqwest::Client,
+        base: &str,
+        username: &str,
+        password: &str,
+    ) -> Self {
+        let login: Json = http
+            .post(format!("{base}/v1/auth/login"))
+            .form(&[("username", username), ("password", password)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["message"]["login_successful"]["API_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login failed: {login}"));
+        Self {
+            http: http.clone(),
+            base: base.to_owned(),
+            auth: format!("Token token={token}"),
+        }
+    }
+
+    /// `GET /v1{path}`, which must succeed.
+    pub(crate) async fn get(&self, path: &str) -> Json {
+        let r = self
+            .http
+            .get(format!("{}/v1{path}", self.base))
+            .header("Authorization", &self.auth)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(status.is_success(), "GET {path}: {status} {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// `method /v1{path}` with a JSON body; the status and the body.
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Json,
+    ) -> (u16, Json) {
+        let r = self
+            .http
+            .request(method, format!("{}/v1{path}", self.base))
+            .header("Authorization", &self.auth)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Json::String(text)),
+        )
+    }
+
+    /// `POST /v1{path}` with a JSON body; the status and the body.
+    pub(crate) async fn post(&self, path: &str, body: &Json) -> (u16, Json) {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    /// Rows of a table filtered by `filters` (the `q` language).
+    pub(crate) async fn rows(&self, path: &str, filters: Json) -> Vec<Json> {
+        let q = json!({ "filters": filters }).to_string();
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/v1{path}", self.base),
+            [("q", q.as_str()), ("results_per_page", "100")],
+        )
+        .unwrap();
+        let body: Json = self
+            .http
+            .get(url)
+            .header("Authorization", &self.auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["objects"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: {body}"))
+            .clone()
+    }
+}
+
+/// Polls `check` every 500 ms until it gives `Ok`, or fails naming `what` with the last
+/// state it saw (the `Err`).
+pub(crate) async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
