@@ -72,6 +72,7 @@ pub(crate) async fn build_bus(config: &Config) -> Result<Arc<dyn Bus>> {
                 topics.mt_reply.clone(),
                 topics.mo_dead_letter.clone(),
                 topics.mt_reply_dead_letter.clone(),
+                topics.gateway_control.clone(),
             ];
             // Opening recovers every topic (reads its segments): off the async threads.
             let bus = tokio::task::spawn_blocking(move || {
@@ -93,6 +94,7 @@ pub(crate) async fn build_bus(config: &Config) -> Result<Arc<dyn Bus>> {
                 &topics.mt_reply,
                 &topics.mo_dead_letter,
                 &topics.mt_reply_dead_letter,
+                &topics.gateway_control,
             ];
             bus.ensure_topics(&names.map(String::as_str))
                 .await

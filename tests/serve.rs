@@ -159,6 +159,30 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Rotating the key through the API closes the live session (the control message on the
+    // disk bus) and the old key is refused at once.
+    let new_key = "9zz9zz9zz9zz9zz9zz9zz9zz";
+    let r = client
+        .put(format!("{base}/v1/products/{imei}"))
+        .header("Authorization", &auth)
+        .json(&json!({ "device_key": new_key }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "rotate: {}",
+        r.text().await.unwrap()
+    );
+    // (What the unit reads before the close is checked in control-plane/tests/key_rotation.rs.)
+    assert!(
+        unit.closed_within(Duration::from_secs(2)).await,
+        "the session is closed after the rotation"
+    );
+    let mut old = sim::UnitConn::tcp_tls(addr, &cert).await.unwrap();
+    assert!(old.handshake(Some(imei), key).await.is_err(), "old key");
+    let mut unit = sim::UnitConn::tcp_tls(addr, &cert).await.unwrap();
+    unit.handshake(Some(imei), new_key).await.unwrap();
     unit.abort();
 
     // SIGTERM: every service drains and the process exits cleanly.

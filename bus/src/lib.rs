@@ -43,6 +43,9 @@ pub struct Topics {
     pub mo_dead_letter: String,
     /// MT replies that could not be processed (`RTC-MT.Reply.Dead-Letter`).
     pub mt_reply_dead_letter: String,
+    /// Instructions to every gateway (`RTC-Gateway.Control`): a unit's credentials changed,
+    /// so forget them and close its session. Each gateway reads all of it (its own group).
+    pub gateway_control: String,
 }
 
 impl Default for Topics {
@@ -53,6 +56,7 @@ impl Default for Topics {
             mt_reply: "RTC-MT.Reply".into(),
             mo_dead_letter: "RTC-MO.Dead-Letter".into(),
             mt_reply_dead_letter: "RTC-MT.Reply.Dead-Letter".into(),
+            gateway_control: "RTC-Gateway.Control".into(),
         }
     }
 }

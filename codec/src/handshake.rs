@@ -108,7 +108,9 @@ pub struct Welcome {
     pub server_time: u64,
 }
 
-/// The unit is not admitted; the server closes the connection after sending this.
+/// The unit is not admitted (or, with [`RefuseReason::CredentialsChanged`], no longer admitted:
+/// sent after the welcome, in place of an MT message); the server closes the connection after
+/// sending this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused<'a> {
     /// Key 0.
@@ -130,6 +132,9 @@ pub enum RefuseReason {
     RateLimited,
     /// 4: the gateway is shedding load.
     ServerBusy,
+    /// 5: the unit's credentials (`device_key`) changed while its session was open; the
+    /// session is closed and the unit must handshake again with its new key.
+    CredentialsChanged,
 }
 
 impl RefuseReason {
@@ -141,6 +146,7 @@ impl RefuseReason {
             Self::UnsupportedVersion => "unsupported_version",
             Self::RateLimited => "rate_limited",
             Self::ServerBusy => "server_busy",
+            Self::CredentialsChanged => "credentials_changed",
         }
     }
 
@@ -151,6 +157,7 @@ impl RefuseReason {
             Self::UnsupportedVersion => 2,
             Self::RateLimited => 3,
             Self::ServerBusy => 4,
+            Self::CredentialsChanged => 5,
         }
     }
 
@@ -160,6 +167,7 @@ impl RefuseReason {
             2 => Self::UnsupportedVersion,
             3 => Self::RateLimited,
             4 => Self::ServerBusy,
+            5 => Self::CredentialsChanged,
             _ => Self::UnknownUnit,
         }
     }

@@ -128,20 +128,7 @@ impl Rig {
 
     /// A product the unit simulator can be: RTC and DCM enabled, disabled.
     async fn product(&self, imei: &str, rtc: bool) {
-        self.server
-            .seed(
-                "product",
-                json!({"product_imei": imei, "device_key": key(imei),
-                    "rtc_enabled_flag": rtc, "dcm_enabled_flag": true,
-                    "current_enable_flag": false, "desired_enable_flag": false,
-                    "current_tamper_flag": false, "desired_tamper_flag": false,
-                    "ip_address": null, "rtc_network_name": null,
-                    "latest_connection_id": null, "latest_connection_location_id": null,
-                    "latest_rtc_connection_history_id": null,
-                    "latest_rtc_mo_status_report_time": null,
-                    "latest_rtc_mt_status_update_time": null}),
-            )
-            .await;
+        self.server.seed_unit(imei, &key(imei), rtc, true).await;
     }
 
     async fn unit(&self, imei: &str) -> UnitConn {

@@ -39,6 +39,12 @@ pub const QUEUE_PUSHED: &str = "smartsolar_gateway_queue_pushed_total";
 pub const QUEUE_POPPED: &str = "smartsolar_gateway_queue_popped_total";
 /// Counter: sessions ended, label `reason`.
 pub const DISCONNECTS: &str = "smartsolar_gateway_disconnects_total";
+/// Counter: live sessions closed because the unit's credentials changed (its `device_key` was
+/// rotated or cleared, or the unit deleted), on a control message from the control-plane.
+pub const SESSIONS_REVOKED: &str = "smartsolar_gateway_sessions_revoked_total";
+/// Counter: control messages read (`RTC-Gateway.Control`), label `kind`
+/// (`credentials_changed`, `invalid`).
+pub const CONTROL_MESSAGES: &str = "smartsolar_gateway_control_messages_total";
 /// Counter: MO messages delayed by the per-connection rate limit.
 pub const RATE_LIMITED: &str = "smartsolar_gateway_rate_limited_messages_total";
 /// Gauge: connections the QUIC endpoint holds, handshaking and draining ones included.

@@ -960,3 +960,68 @@ async fn garbage_datagrams_at_the_quic_port_are_dropped_and_units_go_on() {
     late.close().await.unwrap();
     gw.shutdown().await;
 }
+
+/// A credential change on the control topic reaches every gateway (each reads the topic in a
+/// group of its own): each closes its unit's session if the directory no longer holds the key
+/// the unit proved, telling the unit why, and leaves sessions whose key is unchanged alone.
+#[tokio::test]
+async fn a_credential_change_closes_the_session_on_whichever_gateway_holds_it() {
+    let world = World::new();
+    let (a, b) = (
+        world.start(config("a")).await,
+        world.start(config("b")).await,
+    );
+    let mut on_a = a.tcp_unit(20).await;
+    let mut on_b = b.quic_unit(21).await;
+    let mut unchanged = b.tcp_unit(22).await;
+    let control = |n: u32| {
+        let bus = world.bus.clone();
+        async move {
+            rtc::GatewayControl::CredentialsChanged { imei: imei(n) }
+                .publish(&bus, &topics())
+                .await
+                .unwrap();
+        }
+    };
+    // The key did not change (a duplicate or replayed message): nothing closes.
+    control(22).await;
+    assert!(!unchanged.closed_within(Duration::from_millis(300)).await);
+
+    for n in [20, 21] {
+        world
+            .directory
+            .insert(UnitCredentials::new(imei(n), "zyxwvutsrqponmlkjihgfedc"));
+        control(n).await;
+    }
+    for (unit, name) in [(&mut on_a, "a"), (&mut on_b, "b")] {
+        let frame = tokio::time::timeout(Duration::from_secs(2), unit.recv())
+            .await
+            .unwrap_or_else(|_| panic!("session on {name} stayed open"))
+            .unwrap()
+            .unwrap();
+        let codec::handshake::HandshakeMessage::Refused(r) =
+            codec::handshake::decode_handshake(&frame).unwrap()
+        else {
+            panic!("expected refused on {name}")
+        };
+        assert_eq!(r.reason, RefuseReason::CredentialsChanged);
+        assert!(unit.closed_within(Duration::from_secs(2)).await, "{name}");
+    }
+    assert!(!unchanged.closed_within(Duration::from_millis(200)).await);
+    // The old key is refused now, the new one admitted.
+    let mut again = UnitConn::tcp(a.addrs.tcp.unwrap()).await.unwrap();
+    let err = again.handshake(Some(&imei(20)), KEY).await.unwrap_err();
+    assert!(matches!(
+        err,
+        sim::SimError::Refused(RefuseReason::BadProof)
+    ));
+    let mut again = UnitConn::tcp(a.addrs.tcp.unwrap()).await.unwrap();
+    again
+        .handshake(Some(&imei(20)), "zyxwvutsrqponmlkjihgfedc")
+        .await
+        .unwrap();
+    again.close().await.unwrap();
+    unchanged.close().await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -63,6 +63,10 @@ pub trait UnitDirectory: Send + Sync + 'static {
     /// The unit whose SIM is on private network `network` (`rtc_network_name`) with address
     /// `ip` (`ip_address`).
     async fn lookup_ip(&self, network: &str, ip: IpAddr) -> Option<UnitCredentials>;
+
+    /// Drops whatever is cached about unit `imei` (its credentials changed): the next lookup
+    /// asks the source again. A directory without a cache has nothing to do.
+    fn forget(&self, _imei: &str) {}
 }
 
 /// An in-memory directory.

@@ -12,12 +12,16 @@
 //! - [`fallback`]: [`Fallback`], called when a unit stays unreachable (WAKEUP SMS).
 //! - [`mt`]: [`MtClient`], the MT enqueue API, and the envelopes of MT commands and of the
 //!   gateway's MT outcome records.
+//! - [`control`]: [`GatewayControl`], instructions every gateway reads (a unit's credentials
+//!   changed: forget them, close its session).
 
+pub mod control;
 pub mod directory;
 pub mod fallback;
 pub mod mt;
 pub mod presence;
 
+pub use control::GatewayControl;
 pub use directory::{MemoryDirectory, UnitCredentials, UnitDirectory};
 pub use fallback::{Fallback, NoFallback, RecordingFallback};
 pub use mt::MtClient;

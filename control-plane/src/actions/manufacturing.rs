@@ -936,6 +936,7 @@ async fn create_product(
     )
     .await?;
     tx.commit().await?;
+    new_unit_connects(&state, &created).await;
     let serial = created
         .product
         .text("serial_number")
@@ -977,6 +978,7 @@ async fn pcb_and_product(
     let created =
         create_product_from_pcb(&mut tx, kind, &product_req, &prefix, &user.username, now).await?;
     tx.commit().await?;
+    new_unit_connects(&state, &created).await;
     let serial = created
         .product
         .text("serial_number")
@@ -987,6 +989,14 @@ async fn pcb_and_product(
         kind.message(&serial, &pcb_req.imei),
         product_data(&created),
     ))
+}
+
+/// RTC: a directory that cached "no such unit" for the new IMEI (a unit that tried before
+/// it was built) forgets it, so the unit connects at once.
+async fn new_unit_connects(state: &AppState, created: &CreatedProduct) {
+    if let Some(imei) = created.product.text("product_imei") {
+        crate::rtc::credentials_changed(state, imei).await;
+    }
 }
 
 async fn create_hub2(

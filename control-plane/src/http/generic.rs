@@ -463,6 +463,10 @@ async fn update(
         return Err(not_found(table, id));
     }
     check_foreign_keys(state, &mut tx, table, &values).await?;
+    let identity_changed = table.name == "product"
+        && values
+            .iter()
+            .any(|(n, _)| crate::rtc::IDENTITY_COLUMNS.contains(&n.as_str()));
     values.push(("modified_at".into(), now().into()));
     values.push(("modified_by".into(), user.username.clone().into()));
     let stmt = Query::update()
@@ -490,6 +494,10 @@ async fn update(
         if let Some(uid) = row.get("user_id").and_then(Json::as_i64) {
             state.auth.forget_user(uid);
         }
+    }
+    if identity_changed {
+        // RTC: the old key stops working and the unit's session closes.
+        crate::rtc::credentials_changed(state, id).await;
     }
     Ok(axum::Json(row).into_response())
 }
@@ -537,6 +545,10 @@ async fn delete(
         if let Value::BigInt(Some(uid)) = key {
             state.auth.forget_user(uid);
         }
+    }
+    if table.name == "product" {
+        // RTC: a deleted unit's key stops working and its session closes.
+        crate::rtc::credentials_changed(state, id).await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

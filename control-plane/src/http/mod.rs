@@ -48,6 +48,9 @@ pub struct Inner {
     pub topics: Topics,
     /// The dead-letter consumers, kept between import calls.
     pub dead_letters: crate::data::dead_letters::Importers,
+    /// The unit directory's cache (`rtc::UnitDirectoryDb`), shared with the API's writes so
+    /// a changed key is forgotten at once (`rtc::credentials_changed`).
+    pub directory_cache: crate::rtc::DirectoryCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -88,6 +91,7 @@ impl AppState {
             bus: Arc::new(MemoryBus::new(MemoryBusConfig::default())),
             topics: Topics::default(),
             dead_letters: Default::default(),
+            directory_cache: Default::default(),
         }))
     }
 

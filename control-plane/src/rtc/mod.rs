@@ -4,7 +4,8 @@
 //!
 //! # Into the database (units → control-plane)
 //! - [`UnitDirectoryDb`] (`rtc::UnitDirectory`): who may connect, from `product`,
-//!   with a short in-memory cache (every handshake asks).
+//!   with a short in-memory cache (every handshake asks); [`credentials_changed`], called
+//!   after every write that changes a unit's key, drops it and tells the gateways.
 //! - [`PresenceDb`] (`rtc::PresenceSink`): `rtc_connection_history` rows and the
 //!   product's `latest_rtc_connection_history_id`, written by a background writer so
 //!   the gateway never waits on the database.
@@ -46,7 +47,10 @@ use crate::db::{DbError, Tx};
 use crate::dcm::DcmError;
 use crate::error::ApiError;
 
-pub use directory::UnitDirectoryDb;
+pub use directory::{
+    credentials_changed, DirectoryCache, UnitDirectoryDb, IDENTITY_COLUMNS,
+    METRIC_CREDENTIAL_NOTICES,
+};
 pub use fallback::{FallbackSms, SMS_WINDOW_SECS};
 pub use locator::{locator_from_config, CsvCellLocator, HttpCellLocator, LocatorError};
 pub use presence::{

@@ -267,6 +267,24 @@ impl TestServer {
         let mut n = COUNTER.fetch_add(1, Ordering::Relaxed) as i64 + 1000;
         Box::pin(seed_row(&self.state, table, overrides, &mut n)).await
     }
+
+    /// A product a simulated unit can be (`device_key`, RTC and DCM flags as given), disabled,
+    /// with no RTC or connection history yet.
+    pub async fn seed_unit(&self, imei: &str, device_key: &str, rtc: bool, dcm: bool) {
+        self.seed(
+            "product",
+            json!({"product_imei": imei, "device_key": device_key,
+                "rtc_enabled_flag": rtc, "dcm_enabled_flag": dcm,
+                "current_enable_flag": false, "desired_enable_flag": false,
+                "current_tamper_flag": false, "desired_tamper_flag": false,
+                "ip_address": null, "rtc_network_name": null,
+                "latest_connection_id": null, "latest_connection_location_id": null,
+                "latest_rtc_connection_history_id": null,
+                "latest_rtc_mo_status_report_time": null,
+                "latest_rtc_mt_status_update_time": null}),
+        )
+        .await;
+    }
 }
 
 pub fn urlencode(s: &str) -> String {

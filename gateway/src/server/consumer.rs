@@ -1,6 +1,7 @@
 //! The MT consumers: the shared MT topic (group `rtc-gateway`: each command reaches one
 //! gateway) and this node's own topic (commands forwarded by other gateways). Both hand every
-//! command to the unit's shard, which delivers, parks or forwards it.
+//! command to the unit's shard, which delivers, parks or forwards it. The control consumer
+//! (`control.rs`) runs on the same loop.
 
 use std::sync::Arc;
 
@@ -16,7 +17,21 @@ use crate::metrics as m;
 use crate::mt::outcome_envelope;
 use crate::proto::mt::MtCommand;
 
-pub(crate) async fn run(ctx: Arc<Ctx>, mut consumer: Box<dyn Consumer>, stop: CancellationToken) {
+/// What a consumer reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Feed {
+    /// MT commands.
+    Mt,
+    /// Control messages (`control::handle`).
+    Control,
+}
+
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    mut consumer: Box<dyn Consumer>,
+    stop: CancellationToken,
+    feed: Feed,
+) {
     loop {
         let delivery = tokio::select! {
             () = stop.cancelled() => return,
@@ -25,15 +40,18 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut consumer: Box<dyn Consumer>, stop: Ca
         let delivery = match delivery {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "MT consumer stopped");
+                tracing::warn!(error = %e, ?feed, "consumer stopped");
                 return;
             }
         };
-        handle(&ctx, &delivery.payload).await;
-        // Committed once the shard has the command: from here on the gateway owns it (and
-        // hands it back to the bus at shutdown).
+        match feed {
+            Feed::Mt => handle(&ctx, &delivery.payload).await,
+            Feed::Control => super::control::handle(&ctx, &delivery.payload).await,
+        }
+        // MT: committed once the shard has the command: from here on the gateway owns it (and
+        // hands it back to the bus at shutdown). Control: once acted on.
         if let Err(e) = consumer.commit(&delivery).await {
-            tracing::warn!(error = %e, "MT commit failed");
+            tracing::warn!(error = %e, ?feed, "commit failed");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The running gateway: shared context, start-up (`bind`) and the shutdown sequence (`run`).
 
 mod consumer;
+mod control;
 mod outbox;
 pub(crate) mod session;
 pub(crate) mod shard;
@@ -40,6 +41,11 @@ pub(crate) struct Ctx {
     shards: Vec<mpsc::Sender<ShardMsg>>,
     presence_tx: mpsc::Sender<PresenceMsg>,
     next_session_id: AtomicU64,
+    /// Counts the credential changes this node has acted on (control messages). A handshake
+    /// reads it before its directory lookup and again once its session is registered: if it
+    /// moved, the key the handshake checked may be the old one, so the session is checked
+    /// again (`control::recheck`).
+    pub(crate) credential_changes: AtomicU64,
     connections: AtomicUsize,
     /// Cancelled at shutdown: every session finishes its current message and closes.
     pub(crate) sessions_closing: CancellationToken,
@@ -133,6 +139,7 @@ pub struct Gateway {
     shard_rx: Vec<mpsc::Receiver<ShardMsg>>,
     presence_rx: mpsc::Receiver<PresenceMsg>,
     consumers: Vec<Box<dyn Consumer>>,
+    control: Box<dyn Consumer>,
     certificate: Vec<u8>,
 }
 
@@ -196,6 +203,14 @@ impl Gateway {
             .bus
             .subscribe(&[&node_topic], &format!("{MT_GROUP}.{}", config.node_id))
             .await?;
+        // Every gateway reads every control message: a group of its own.
+        let control = deps
+            .bus
+            .subscribe(
+                &[&config.topics.gateway_control],
+                &rtc::control::group(&config.node_id),
+            )
+            .await?;
 
         let capture = match &config.capture_path {
             Some(path) => {
@@ -212,6 +227,7 @@ impl Gateway {
             shards: shard_tx,
             presence_tx,
             next_session_id: AtomicU64::new(1),
+            credential_changes: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             sessions_closing: CancellationToken::new(),
             stop_accept: CancellationToken::new(),
@@ -234,6 +250,7 @@ impl Gateway {
             shard_rx,
             presence_rx,
             consumers: vec![shared, own],
+            control,
             certificate,
         })
     }
@@ -267,6 +284,7 @@ impl Gateway {
             shard_rx,
             presence_rx,
             consumers,
+            control,
             ..
         } = self;
         let background = TaskTracker::new();
@@ -278,8 +296,17 @@ impl Gateway {
         let presence_task = tokio::spawn(presence_worker(Arc::clone(&ctx), presence_rx));
 
         let stop_consumers = CancellationToken::new();
-        for c in consumers {
-            background.spawn(consumer::run(Arc::clone(&ctx), c, stop_consumers.clone()));
+        let feeds = consumers
+            .into_iter()
+            .map(|c| (c, consumer::Feed::Mt))
+            .chain([(control, consumer::Feed::Control)]);
+        for (c, feed) in feeds {
+            background.spawn(consumer::run(
+                Arc::clone(&ctx),
+                c,
+                stop_consumers.clone(),
+                feed,
+            ));
         }
         // The QUIC driver serves its connections until the very end, not only while
         // accepting: sessions still drain through it after `stop_accept`.

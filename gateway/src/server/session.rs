@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::outbox::Outbox;
 use super::{ConnGuard, Ctx, PresenceMsg, ShardMsg};
+use crate::directory::UnitCredentials;
 use crate::metrics as m;
 use crate::presence::StatusReason;
 use crate::proto::handshake::{Admitted, Handshake, Lookup, Outcome};
@@ -36,6 +37,8 @@ use crate::proto::rate::TokenBucket;
 pub(crate) const CLOSE_SHUTDOWN: u8 = 0;
 pub(crate) const CLOSE_REPLACED: u8 = 1;
 pub(crate) const CLOSE_SLOW: u8 = 2;
+/// The unit's credentials changed (`control::recheck`).
+pub(crate) const CLOSE_CREDENTIALS: u8 = 3;
 
 /// How the rest of the gateway reaches a live session.
 #[derive(Clone, Debug)]
@@ -46,6 +49,9 @@ pub(crate) struct SessionHandle {
     pub(crate) close: CancellationToken,
     pub(crate) close_reason: Arc<AtomicU8>,
     pub(crate) transport: Transport,
+    /// What the unit was admitted with, to tell whether a credential change concerns this
+    /// session (its `Debug` leaves the key out).
+    pub(crate) credentials: Arc<UnitCredentials>,
 }
 
 impl SessionHandle {
@@ -76,6 +82,8 @@ where
     let mut frames =
         FramedRead::with_capacity(rd, FrameCodec::new(ctx.config.max_frame), READ_BUFFER);
     let started = Instant::now();
+    // Before the directory lookup: see `Ctx::credential_changes`.
+    let changes_before = ctx.credential_changes.load(Ordering::SeqCst);
     let admitted = match handshake(&ctx, &mut frames, &mut wr, peer, transport).await {
         Some(a) => a,
         None => return wr,
@@ -85,6 +93,8 @@ where
         .record(started.elapsed().as_secs_f64());
     let mut session = Session {
         imei: Arc::from(admitted.unit.imei.as_str()),
+        credentials: Arc::new(admitted.unit),
+        changes_before,
         ident: admitted.ident,
         transport,
         offline: None,
@@ -161,16 +171,19 @@ where
     }
 }
 
-/// Tells a unit the gateway is full, without waiting on it.
-pub(crate) fn busy_frame() -> Vec<u8> {
+/// A `refused` handshake message.
+fn refused(reason: RefuseReason, info: Option<&str>) -> Vec<u8> {
     let mut payload = Vec::new();
     codec::encode_handshake(
-        &HandshakeMessage::Refused(Refused {
-            reason: RefuseReason::ServerBusy,
-            info: None,
-        }),
+        &HandshakeMessage::Refused(Refused { reason, info }),
         &mut payload,
     );
+    payload
+}
+
+/// Tells a unit the gateway is full, without waiting on it.
+pub(crate) fn busy_frame() -> Vec<u8> {
+    let payload = refused(RefuseReason::ServerBusy, None);
     let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
     frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     frame.extend_from_slice(&payload);
@@ -179,6 +192,9 @@ pub(crate) fn busy_frame() -> Vec<u8> {
 
 struct Session {
     imei: Arc<str>,
+    credentials: Arc<UnitCredentials>,
+    /// `Ctx::credential_changes` before the handshake's directory lookup.
+    changes_before: u64,
     ident: Option<String>,
     transport: Transport,
     /// What the unit's offline notice said, for the disconnect record.
@@ -196,6 +212,7 @@ enum End {
     Replaced,
     Slow,
     BusClosed,
+    CredentialsChanged,
 }
 
 impl End {
@@ -209,6 +226,7 @@ impl End {
             Self::Replaced => "replaced",
             Self::Slow => "slow_unit",
             Self::BusClosed => "bus_closed",
+            Self::CredentialsChanged => "credentials_changed",
         }
     }
 }
@@ -230,9 +248,15 @@ impl Session {
             close: ctx.sessions_closing.child_token(),
             close_reason: Arc::new(AtomicU8::new(CLOSE_SHUTDOWN)),
             transport: self.transport,
+            credentials: Arc::clone(&self.credentials),
         };
         if let Some(old) = ctx.sessions.insert(Arc::clone(&self.imei), handle.clone()) {
             old.close(CLOSE_REPLACED);
+        }
+        if ctx.credential_changes.load(Ordering::SeqCst) != self.changes_before {
+            // A credential change was acted on during this handshake, perhaps before this
+            // session was in the map: check the key this unit proved is still the one.
+            super::control::recheck(ctx, &self.imei).await;
         }
         ctx.deps
             .registry
@@ -270,6 +294,7 @@ impl Session {
                     break match handle.close_reason.load(Ordering::Relaxed) {
                         CLOSE_REPLACED => End::Replaced,
                         CLOSE_SLOW => End::Slow,
+                        CLOSE_CREDENTIALS => End::CredentialsChanged,
                         _ => End::Shutdown,
                     };
                 }
@@ -306,8 +331,18 @@ impl Session {
         };
 
         // Drain: MT frames already queued for this unit still go out (bounded by the queue
-        // size and the write timeout); nothing more is queued.
+        // size and the write timeout); nothing more is queued. Not after a credential change:
+        // whoever holds this connection proved a key that is no longer the unit's, so it gets
+        // no more commands, only the reason it is closed (protocol §3).
         outbox.close();
+        if end == End::CredentialsChanged {
+            metrics::counter!(m::SESSIONS_REVOKED).increment(1);
+            let bye = refused(
+                RefuseReason::CredentialsChanged,
+                Some("device key changed; handshake again"),
+            );
+            let _ = write_frame(wr, &bye, write_timeout).await;
+        }
         if matches!(end, End::Shutdown | End::ClosedByUnit | End::Inactivity) {
             while let Some(out) = outbox.try_pop() {
                 m::popped("session_out");
