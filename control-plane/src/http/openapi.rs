@@ -752,6 +752,9 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
     let transaction_id = json!({"type": "string", "minLength": 1, "pattern": "\\S",
         "maxLength": super::dcm::MAX_TRANSACTION_ID,
         "description": "Unique per command; a repeated id is refused"});
+    // actions::entity::entities_body
+    let entities = json!({"type": "object", "description": "The unit's IMEI -> the names of its entities now",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}}});
     match (method, path) {
         ("post", "/auth/login") => {
             let creds = object_schema(
@@ -805,20 +808,20 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             | "/products/{product_imei}/disable_tamper_switch",
         ) => ok(json!({"nullable": true, "description": "null; the message names the new status"})),
         ("put", "/products/{product_imei}/assign_entity" | "/products/{product_imei}/remove_entity") => {
-            ok(json!({})).body(object_schema(&["entity_id"], json!({"entity_id": entity_ref})))
+            ok(entities.clone()).body(object_schema(&["entity_id"], json!({"entity_id": entity_ref})))
         }
-        ("put", "/products/{product_imei}/change_entity") => ok(json!({})).body(object_schema(
+        ("put", "/products/{product_imei}/change_entity") => ok(entities).body(object_schema(
             &["old_entity_id", "new_entity_id"],
             json!({"old_entity_id": entity_ref, "new_entity_id": entity_ref}),
         )),
-        ("put", "/products/{product_imei}/change_state") => ok(json!({})).body(object_schema(
+        ("put", "/products/{product_imei}/change_state") => ok(null_data("null")).body(object_schema(
             &["new_state"],
             json!({"new_state": {"type": "integer", "minimum": 1, "maximum": 9,
                                  "description": "state_type_id; the transition table decides which are allowed"}}),
         )),
-        ("put", "/products/{product_imei}/set_dcm_enabled_flag") => ok(json!({})).body(flag("enabled")),
-        ("put", "/products/{product_imei}/set_is_payg") => ok(json!({})).body(flag("is_payg")),
-        ("put", "/products/{product_imei}/update_software") => ok(json!({})).body(object_schema(
+        ("put", "/products/{product_imei}/set_dcm_enabled_flag") => ok(null_data("null")).body(flag("enabled")),
+        ("put", "/products/{product_imei}/set_is_payg") => ok(null_data("null")).body(flag("is_payg")),
+        ("put", "/products/{product_imei}/update_software") => ok(null_data("null")).body(object_schema(
             &["software"],
             json!({"software": {"description": "software_version_type_id or software name",
                                 "oneOf": [{"type": "integer"}, {"type": "string"}]}}),
@@ -829,7 +832,12 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             true,
             "Mobile country code",
         )]),
-        ("get", "/products/{product_imei}/connectivity_reliability_rate") => ok(json!({})).query(vec![
+        ("get", "/products/{product_imei}/connectivity_reliability_rate") => ok(object_schema(
+            &["connectivity_reliability_rate"],
+            json!({"connectivity_reliability_rate": {"type": "number", "minimum": 0,
+                "description": "Connections made / connections expected (one per 4 hours)"}}),
+        ))
+        .query(vec![
             query_param("start", json!({"type": "string", "format": "date-time"}), false, ""),
             query_param("end", json!({"type": "string", "format": "date-time"}), false, ""),
         ]),
@@ -839,11 +847,29 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             false,
             "The active parameter set at this time instead of the full history",
         )]),
-        ("get", "/products/locations" | "/current_enable_status") => ok(json!({})).query(paging_params()),
+        // fleet::locations and dashboard::dashboard2 answer without the envelope.
+        ("get", "/products/locations") => Contract::new("200", Some(object_schema(
+            &["data"],
+            json!({"data": {"type": "array", "items": object_schema(
+                &["product_imei"],
+                json!({"product_imei": {"type": "string"}, "latitude": {"type": "string", "nullable": true},
+                       "longitude": {"type": "string", "nullable": true},
+                       "error_radius": {"type": "integer", "nullable": true}}),
+            )}}),
+        )))
+        .query(paging_params()),
+        ("get", "/current_enable_status") => ok(json!({})).query(paging_params()),
         ("get", "/dashboard2") => {
             let mut q = paging_params();
             q.insert(0, q_param());
-            ok(json!({})).query(q)
+            Contract::new("200", Some(object_schema(
+                &["data", "num_results", "num_results_filtered"],
+                json!({"data": {"type": "array", "items": {"type": "object",
+                           "description": "A unit with its state, enable status, software, entities and open alerts"}},
+                       "num_results": {"type": "integer", "description": "Units visible to the caller"},
+                       "num_results_filtered": {"type": "integer", "description": "Units q selects"}}),
+            )))
+            .query(q)
         }
         ("post", "/products/{product_imei}/add_payment_command") => {
             // dcm::check_value: the value's sign follows the category, and its size is bounded
@@ -906,9 +932,9 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
                        "repair_id": {"type": "integer", "format": "int64", "nullable": true}}),
             );
             b["additionalProperties"] = json!(false);
-            ok(json!({})).body(b)
+            ok(null_data("null")).body(b)
         }
-        ("post", "/sms/delivery_receipt") => ok(json!({})).body(object_schema(
+        ("post", "/sms/delivery_receipt") => ok(schema_ref("sms_history")).body(object_schema(
             &["message_reference"],
             json!({"message_reference": {"type": "string", "minLength": 1, "pattern": "\\S"},
                    "status": {"type": "string", "enum": ["delivered", "failed", "undelivered"],
@@ -920,26 +946,35 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
                 "oneOf": [{"type": "number", "minimum": 0},
                           {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}]}}),
         )),
-        ("post", "/channels/{name}/subscribe") => Contract::new("201", Some(envelope(json!({})))).body(object_schema(
+        ("post", "/channels/{name}/subscribe") => Contract::new("201", Some(envelope(object_schema(
+            &["url", "channel_name", "key"],
+            json!({"url": {"type": "string"}, "channel_name": {"type": "string"},
+                   "key": {"type": "string", "description": "The signing key; shown this once"}}),
+        ))))
+        .body(object_schema(
             &["url"],
             json!({"url": {"type": "string", "format": "uri"}}),
         )),
-        ("post", "/channels/{name}/unsubscribe") => ok(json!({})).body(object_schema(
+        ("post", "/channels/{name}/unsubscribe") => ok(null_data("null")).body(object_schema(
             &["url"],
             json!({"url": {"type": "string", "format": "uri"}}),
         )),
-        ("post", "/products/{product_imei}/command_request") => ok(json!({})).body(object_schema(
+        ("post", "/products/{product_imei}/command_request") => ok(schema_ref("mt_sent")).body(object_schema(
             &["command"],
             json!({"command": {"type": "string", "minLength": 1}}),
         )),
-        ("post", "/products/{product_imei}/rtc_online_status") => ok(json!({})).body(object_schema(
+        ("post", "/products/{product_imei}/rtc_online_status") => ok(object_schema(
+            &["rtc_connection_history_id"],
+            json!({"rtc_connection_history_id": {"type": "integer", "format": "int64"}}),
+        ))
+        .body(object_schema(
             &["status"],
             json!({"status": {"type": "string", "enum": ["online", "offline"]}}),
         )),
         ("put", "/repairs/{repair_id}/send_events") => {
             let mut b = object_schema(&["event"], json!({"event": {"type": "string"}}));
             b["additionalProperties"] = json!(false);
-            ok(json!({})).body(b)
+            ok(json!({"type": "object", "maxProperties": 0, "description": "Always {}"})).body(b)
         }
         ("put", "/repairs/{repair_id}/send_inputs") => {
             // repairs::http::inputs_body: an object, or a list of objects merged.
@@ -999,13 +1034,61 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             .error("503", "Not an RTC unit, and no SMS provider is configured"),
         ("get", _) if path.starts_with("/console") => Contract::new("200", None),
         ("get", "/docs" | "/docs/{path}") => Contract::new("200", None),
+        // webhooks::subscriptions::list_deliveries: a list body, not the envelope.
+        ("get", "/subscribers/{subscriber_id}/deliveries") => {
+            let delivery = json!({"type": "object", "required": ["webhook_delivery_id", "status", "attempt_log"],
+                "properties": {"webhook_delivery_id": {"type": "integer"}, "status": {"type": "string"},
+                               "channel": {"type": "string"}, "attempts": {"type": "integer"},
+                               "attempt_log": {"type": "array", "items": {"type": "object"}}}});
+            Contract::new("200", Some(object_schema(
+                &["num_results", "page", "total_pages", "objects"],
+                json!({"num_results": {"type": "integer"}, "page": {"type": "integer"},
+                       "total_pages": {"type": "integer"}, "objects": {"type": "array", "items": delivery}}),
+            )))
+            .query(paging_params())
+        }
+        ("get", "/products/{product_imei}/get_repair") => ok(object_schema(
+            &["repair_id"],
+            json!({"repair_id": {"type": "integer", "format": "int64"},
+                   "config": {"type": "object", "description": "The workflow's settings for this unit"}}),
+        )),
+        ("get", "/repairs/{repair_id}/current_state") => ok(object_schema(
+            &["ident", "name", "description", "inputs", "events"],
+            json!({"ident": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+                   "inputs": {"type": "array", "items": {"type": "object", "required": ["ident", "data_type", "label"],
+                       "properties": {"ident": {"type": "string"}, "label": {"type": "string"},
+                                      "data_type": {"type": "string", "enum": ["int", "float", "string", "text", "datetime", "selection"]}}}},
+                   "events": {"type": "array", "items": object_schema(&["ident", "label"],
+                       json!({"ident": {"type": "string"}, "label": {"type": "string"}}))}}),
+        )),
+        ("get", "/repairs/{repair_id}/history") => ok(json!({"type": "array", "items": object_schema(
+            &["ident", "name"],
+            json!({"ident": {"type": "string"}, "name": {"type": "string"}}),
+        )})),
+        ("get", "/repairs/list_current_states") => ok(json!({"type": "array", "items": object_schema(
+            &["repair_id", "product_imei", "repair_state_id", "repair_state_name"],
+            json!({"repair_id": {"type": "integer"}, "product_imei": {"type": "string"},
+                   "created_by": {"type": "string", "nullable": true},
+                   "repair_state_id": {"type": "string"}, "repair_state_name": {"type": "string"}}),
+        )}))
+        // repairs::http::list_current_states refuses any other parameter.
+        .query(vec![
+            query_param("entity_id", json!({"type": "integer", "format": "int64"}), false, "Only units of this entity"),
+            query_param("username", json!({"type": "string"}), false, "Only repairs this user created"),
+            query_param("repair_state", json!({"type": "string"}), false, "Only repairs in this workflow state"),
+        ]),
         ("get", _) => ok(json!({})),
-        (
-            "post",
-            "/rtc_import_mo_dead_letters"
-            | "/rtc_import_mt_reply_dead_letters"
-            | "/subscribers/{subscriber_id}/deliveries/{delivery_id}/resend",
-        ) => ok(json!({})),
+        ("post", "/rtc_import_mo_dead_letters" | "/rtc_import_mt_reply_dead_letters") => ok(object_schema(
+            &["imported", "reopened", "already_imported", "rtc_dead_letter_ids", "more_waiting"],
+            json!({"imported": {"type": "integer"}, "reopened": {"type": "integer"},
+                   "already_imported": {"type": "integer"},
+                   "rtc_dead_letter_ids": {"type": "array", "items": {"type": "integer"}},
+                   "more_waiting": {"type": "boolean", "description": "More letters than one call takes are waiting"}}),
+        )),
+        ("post", "/subscribers/{subscriber_id}/deliveries/{delivery_id}/resend") => ok(json!({
+            "type": "object", "required": ["webhook_delivery_id", "subscriber_id", "status"],
+            "properties": {"webhook_delivery_id": {"type": "integer"}, "subscriber_id": {"type": "integer"},
+                           "status": {"type": "string"}}})),
         (
             "put",
             "/rtc_dead_letters/{rtc_dead_letter_id}/replay" | "/rtc_dead_letters/{rtc_dead_letter_id}/discard",
