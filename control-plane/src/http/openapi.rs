@@ -1822,7 +1822,7 @@ mod tests {
             .as_object()
             .unwrap()
             .keys()
-            .map(|p| normalise(p))
+            .map(|p| normalise(p.as_str()))
             .collect();
         let mut missing = Vec::new();
         for (path, text) in source_files() {
