@@ -51,11 +51,14 @@ pub const KOALA_PCB_PART_TYPE: i64 = 122;
 pub const JACKAL_PCB_PART_TYPE: i64 = 158;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/parts/create_tiger_pcb", post(create_tiger_pcb))
-        .route("/parts/create_hyena_pcb", post(create_hyena_pcb))
-        .route("/parts/create_koala_pcb", post(create_koala_pcb))
-        .route("/parts/create_jackal_pcb", post(create_jackal_pcb))
+    let pcb_routes = PCB_ROUTES.iter().fold(Router::new(), |router, &route| {
+        let handler =
+            move |State(state): State<AppState>, user: AuthUser, JsonBody(body): JsonBody| {
+                pcb_endpoint(state, user, body, route)
+            };
+        router.route(route.path, post(handler))
+    });
+    pcb_routes
         .route("/products/create_product/{id}", post(create_product))
         .route("/products/create_hub2", post(create_hub2))
         .route("/products/create_enterprise", post(create_enterprise))
@@ -117,57 +120,117 @@ pub async fn next_serial(
 
 // ------------------------------------------------------------ requests
 
-fn text_rule(
-    body: &Map<String, Json>,
-    name: &str,
-    required: bool,
-    max: usize,
-    digits_only: bool,
-    errors: &mut Map<String, Json>,
-) -> Option<String> {
-    let value = match body.get(name) {
-        None | Some(Json::Null) => None,
-        Some(Json::String(s)) => Some(s.trim().to_string()),
-        Some(_) => {
-            errors.insert(
-                name.into(),
-                json!(format!("field '{name}' must be a string")),
-            );
-            return None;
+/// One text field of a manufacturing request: [`TextRule::read`] enforces it
+/// and [`TextRule::schema`] states it in the OpenAPI document, so the two
+/// come from one declaration. The value is trimmed before it is checked.
+#[derive(Debug, Clone, Copy)]
+pub struct TextRule {
+    pub name: &'static str,
+    pub required: bool,
+    /// Fewest and most characters.
+    pub min: usize,
+    pub max: usize,
+    /// Digits only; otherwise ASCII letters, digits and `-`.
+    pub digits_only: bool,
+}
+
+impl TextRule {
+    const fn new(name: &'static str, required: bool, max: usize, digits_only: bool) -> Self {
+        Self {
+            name,
+            required,
+            min: 1,
+            max,
+            digits_only,
         }
-    };
-    match value {
-        None if required => {
-            errors.insert(name.into(), json!(format!("field '{name}' is required")));
-            None
+    }
+
+    fn read(&self, body: &Map<String, Json>, errors: &mut Map<String, Json>) -> Option<String> {
+        let name = self.name;
+        let value = match body.get(name) {
+            None | Some(Json::Null) => None,
+            Some(Json::String(s)) => Some(s.trim().to_string()),
+            Some(_) => {
+                errors.insert(
+                    name.into(),
+                    json!(format!("field '{name}' must be a string")),
+                );
+                return None;
+            }
+        };
+        let len = value.as_deref().map(|v| v.chars().count());
+        match value {
+            None if self.required => {
+                errors.insert(name.into(), json!(format!("field '{name}' is required")));
+                None
+            }
+            None => None,
+            Some(_) if len.is_some_and(|n| n < self.min || n > self.max) => {
+                let message = if self.min == self.max {
+                    format!("field '{name}' must be {} characters long", self.max)
+                } else {
+                    format!(
+                        "field '{name}' must be {} to {} characters long",
+                        self.min, self.max
+                    )
+                };
+                errors.insert(name.into(), json!(message));
+                None
+            }
+            Some(v) if self.digits_only && !v.chars().all(|c| c.is_ascii_digit()) => {
+                errors.insert(
+                    name.into(),
+                    json!(format!("field '{name}' must contain digits only")),
+                );
+                None
+            }
+            Some(v)
+                if !self.digits_only
+                    && !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+            {
+                errors.insert(
+                    name.into(),
+                    json!(format!(
+                        "field '{name}' may contain letters, digits and '-' only"
+                    )),
+                );
+                None
+            }
+            Some(v) => Some(v),
         }
-        None => None,
-        Some(v) if v.is_empty() || v.chars().count() > max => {
-            errors.insert(
-                name.into(),
-                json!(format!("field '{name}' must be 1 to {max} characters long")),
-            );
-            None
-        }
-        Some(v) if digits_only && !v.chars().all(|c| c.is_ascii_digit()) => {
-            errors.insert(
-                name.into(),
-                json!(format!("field '{name}' must contain digits only")),
-            );
-            None
-        }
-        Some(v) if !digits_only && !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
-            errors.insert(
-                name.into(),
-                json!(format!(
-                    "field '{name}' may contain letters, digits and '-' only"
-                )),
-            );
-            None
-        }
-        Some(v) => Some(v),
+    }
+
+    /// The field's JSON schema (the document states the untrimmed form).
+    pub fn schema(&self) -> Json {
+        let class = if self.digits_only {
+            "0-9"
+        } else {
+            "A-Za-z0-9-"
+        };
+        json!({"type": "string", "minLength": self.min, "maxLength": self.max,
+               "pattern": format!("^[{class}]{{{},{}}}$", self.min, self.max)})
     }
 }
+
+/// The text fields of a PCB request (`create_*_pcb`, `create_hub2`,
+/// `create_enterprise`).
+pub const PCB_TEXT_FIELDS: [TextRule; 5] = [
+    // An IMEI is exactly 15 digits.
+    TextRule {
+        min: 15,
+        ..TextRule::new("imei", true, 15, true)
+    },
+    TextRule::new("imsi", true, 15, true),
+    TextRule::new("device_key", true, 24, false),
+    TextRule::new("iccid", false, 22, false),
+    TextRule::new("erp_code_override", false, 64, false),
+];
+
+/// `pcb_imei` of `create_product/<kind>`: the serial of an existing PCB.
+pub const PCB_IMEI: TextRule = TextRule::new("pcb_imei", true, 15, true);
+
+/// The longest battery serial number a product request takes.
+pub const MAX_BATTERY_SERIAL: usize = 255;
 
 /// A validated PCB request (the body of `create_*_pcb`).
 #[derive(Debug, Clone)]
@@ -186,14 +249,8 @@ impl PcbRequest {
     /// Validates a body; every problem is reported at once.
     pub fn parse(body: &Map<String, Json>, default_pcb_type: i64) -> Result<Self, ApiError> {
         let mut errors = Map::new();
-        let imei = text_rule(body, "imei", true, 15, true, &mut errors);
-        if imei.as_ref().is_some_and(|i| i.len() != 15) {
-            errors.insert("imei".into(), json!("field 'imei' must be 15 digits"));
-        }
-        let imsi = text_rule(body, "imsi", true, 15, true, &mut errors);
-        let device_key = text_rule(body, "device_key", true, 24, false, &mut errors);
-        let iccid = text_rule(body, "iccid", false, 22, false, &mut errors);
-        let erp_code_override = text_rule(body, "erp_code_override", false, 64, false, &mut errors);
+        let [imei, imsi, device_key, iccid, erp_code_override] =
+            PCB_TEXT_FIELDS.map(|rule| rule.read(body, &mut errors));
         let manufacturer = match super::str_field(body, "manufacturer") {
             Ok(m) => m,
             Err(_) => {
@@ -378,16 +435,53 @@ fn pcb_data(parts: &PcbParts) -> Json {
     json!({"pcb": part_body(&parts.pcb), "sim": sim})
 }
 
+/// One `create_*_pcb` route: the router and the OpenAPI document both read
+/// this table, so the status each answers with is stated once.
+#[derive(Debug, Clone, Copy)]
+pub struct PcbRoute {
+    pub path: &'static str,
+    /// The PCB's part type unless the body names one.
+    pub part_type: i64,
+    pub status: StatusCode,
+    message: &'static str,
+}
+
+pub const PCB_ROUTES: [PcbRoute; 4] = [
+    PcbRoute {
+        path: "/parts/create_tiger_pcb",
+        part_type: TIGER_PCB_PART_TYPE,
+        status: StatusCode::OK,
+        message: "new pcb part and sim successfully created",
+    },
+    PcbRoute {
+        path: "/parts/create_hyena_pcb",
+        part_type: HYENA_PCB_PART_TYPE,
+        status: StatusCode::OK,
+        message: "new pcb part and sim successfully created",
+    },
+    // The spec documents 201 for this one endpoint.
+    PcbRoute {
+        path: "/parts/create_koala_pcb",
+        part_type: KOALA_PCB_PART_TYPE,
+        status: StatusCode::CREATED,
+        message: "new koala pcb successfully created.",
+    },
+    PcbRoute {
+        path: "/parts/create_jackal_pcb",
+        part_type: JACKAL_PCB_PART_TYPE,
+        status: StatusCode::OK,
+        message: "new jackal pcb successfully created.",
+    },
+];
+
 async fn pcb_endpoint(
     state: AppState,
     user: AuthUser,
     body: Json,
-    default_type: i64,
-    status: StatusCode,
-    message: &str,
+    route: PcbRoute,
 ) -> Result<Response, ApiError> {
     user.require(Permission::Factory)?;
-    let req = PcbRequest::parse(&object(body)?, default_type)?;
+    let req = PcbRequest::parse(&object(body)?, route.part_type)?;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let parts = create_pcb(
@@ -399,76 +493,7 @@ async fn pcb_endpoint(
     )
     .await?;
     tx.commit().await?;
-    Ok(success(status, message, pcb_data(&parts)))
-}
-
-async fn create_tiger_pcb(
-    State(state): State<AppState>,
-    user: AuthUser,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    let message = "new pcb part and sim successfully created";
-    pcb_endpoint(
-        state,
-        user,
-        body,
-        TIGER_PCB_PART_TYPE,
-        StatusCode::OK,
-        message,
-    )
-    .await
-}
-
-async fn create_hyena_pcb(
-    State(state): State<AppState>,
-    user: AuthUser,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    let message = "new pcb part and sim successfully created";
-    pcb_endpoint(
-        state,
-        user,
-        body,
-        HYENA_PCB_PART_TYPE,
-        StatusCode::OK,
-        message,
-    )
-    .await
-}
-
-async fn create_koala_pcb(
-    State(state): State<AppState>,
-    user: AuthUser,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    // The spec documents 201 for this one endpoint.
-    let message = "new koala pcb successfully created.";
-    pcb_endpoint(
-        state,
-        user,
-        body,
-        KOALA_PCB_PART_TYPE,
-        StatusCode::CREATED,
-        message,
-    )
-    .await
-}
-
-async fn create_jackal_pcb(
-    State(state): State<AppState>,
-    user: AuthUser,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    let message = "new jackal pcb successfully created.";
-    pcb_endpoint(
-        state,
-        user,
-        body,
-        JACKAL_PCB_PART_TYPE,
-        StatusCode::OK,
-        message,
-    )
-    .await
+    Ok(success(route.status, route.message, pcb_data(&parts)))
 }
 
 // ------------------------------------------------------------ products
@@ -506,7 +531,8 @@ impl ProductKind {
         }
     }
 
-    fn needs_battery(self) -> bool {
+    /// Whether the request must name a battery (the document's `required`).
+    pub fn needs_battery(self) -> bool {
         !matches!(self, Self::Hub2)
     }
 
@@ -521,7 +547,7 @@ impl ProductKind {
 }
 
 /// Product columns a factory may set through the `product` object.
-const PRODUCT_FIELDS: [&str; 10] = [
+pub const PRODUCT_FIELDS: [&str; 10] = [
     "assembler",
     "hub_id",
     "shop_id",
@@ -556,7 +582,7 @@ impl ProductRequest {
         let mut errors = Map::new();
         let pcb_imei = match imei {
             Some(i) => Some(i.to_string()),
-            None => text_rule(body, "pcb_imei", true, 15, true, &mut errors),
+            None => PCB_IMEI.read(body, &mut errors),
         };
         let battery = match body.get("battery") {
             None | Some(Json::Null) => {
@@ -571,7 +597,7 @@ impl ProductRequest {
                     .get("serial_number")
                     .and_then(Json::as_str)
                     .map(str::trim)
-                    .filter(|s| !s.is_empty() && s.len() <= 255);
+                    .filter(|s| !s.is_empty() && s.chars().count() <= MAX_BATTERY_SERIAL);
                 match (part_type, serial) {
                     (Some(t), Some(s)) => Some((t, s.to_string())),
                     _ => {

@@ -17,19 +17,31 @@ use serde_json::Value as Json;
 
 const NS_PER_MS: i64 = 1_000_000;
 
+/// The largest magnitude of epoch milliseconds [`parse_json`] takes (the
+/// nanoseconds must fit an `i64`); the OpenAPI document states it.
+pub const MAX_ABS_MS: i64 = 9_200_000_000_000;
+
+/// The years a date-time may have (1678 to 2261: the nanoseconds must fit
+/// an `i64`), as a pattern for the OpenAPI document, whose `date-time`
+/// format has no bounds.
+pub const YEARS_PATTERN: &str =
+    "^(167[89]|16[89][0-9]|1[7-9][0-9]{2}|2[01][0-9]{2}|22[0-5][0-9]|226[01])-";
+
 /// A timestamp from a JSON value (number: epoch milliseconds; string: any
 /// accepted form), in nanoseconds. The error says what was wrong.
 pub fn parse_json(value: &Json) -> Result<i64, String> {
     match value {
         Json::Number(n) => {
             if let Some(ms) = n.as_i64() {
-                ms.checked_mul(NS_PER_MS)
-                    .ok_or_else(|| format!("timestamp {ms} ms is out of range"))
+                if ms.unsigned_abs() > MAX_ABS_MS.unsigned_abs() {
+                    return Err(format!("timestamp {ms} ms is out of range"));
+                }
+                Ok(ms * NS_PER_MS)
             } else {
                 let ms = n.as_f64().unwrap_or(f64::NAN);
                 let ns = (ms * NS_PER_MS as f64).round();
                 // `as` saturates; the bounds check keeps saturated values out.
-                if ns.is_finite() && ns.abs() < 9.2e18 {
+                if ns.is_finite() && ns.abs() <= (MAX_ABS_MS * NS_PER_MS) as f64 {
                     Ok(ns as i64)
                 } else {
                     Err(format!("timestamp {n} ms is out of range"))
@@ -220,6 +232,42 @@ mod tests {
     use serde_json::json;
 
     const SEP_1_2016: i64 = 1_472_688_000_000 * NS_PER_MS;
+
+    /// The bounds the OpenAPI document states are the ones enforced: epoch
+    /// milliseconds up to [`MAX_ABS_MS`] either way, whether integer or not
+    /// (the fuzzer found 9200000000001 accepted), and date-times in the
+    /// years [`YEARS_PATTERN`] admits.
+    #[test]
+    fn the_documented_bounds_are_the_enforced_ones() {
+        for ms in [MAX_ABS_MS, -MAX_ABS_MS] {
+            assert!(parse_json(&json!(ms)).is_ok(), "{ms}");
+            assert!(parse_json(&json!(ms as f64)).is_ok(), "{ms}");
+        }
+        for ms in [MAX_ABS_MS + 1, -MAX_ABS_MS - 1] {
+            assert!(parse_json(&json!(ms)).is_err(), "{ms}");
+        }
+        assert!(parse_json(&json!(MAX_ABS_MS as f64 + 1.0)).is_err());
+        let years = regex::Regex::new(YEARS_PATTERN).unwrap();
+        for (year, admitted) in [
+            (1677, false),
+            (1678, true),
+            (2000, true),
+            (2261, true),
+            (2262, false),
+        ] {
+            // The first and last instants of the year, at the offsets that
+            // move them furthest out.
+            for text in [
+                format!("{year:04}-01-01T00:00:00+14:00"),
+                format!("{year:04}-12-31T23:59:59-14:00"),
+            ] {
+                assert_eq!(years.is_match(&text), admitted, "{text}");
+                if admitted {
+                    assert!(parse_str(&text).is_ok(), "{text}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_form_of_the_spec() {

@@ -205,6 +205,13 @@ pub fn parse(body: &Json) -> Result<Point, ApiError> {
                 }
                 continue;
             }
+            ("product_imei", other) => {
+                err(
+                    name,
+                    format!("'product_imei' must be a string of digits, got {other}"),
+                );
+                continue;
+            }
             (_, Json::String(s)) if s.contains(['\n', '\r']) => {
                 err(name, format!("'{name}' cannot contain line breaks"));
                 continue;
@@ -250,6 +257,18 @@ mod tests {
             "software_version": "0.3.0",
             "user": "mfg.sunworth@bboxx.co.uk",
         })
+    }
+
+    /// A number is not an IMEI (it was stored as a field of the logs that
+    /// name no unit); the document says a string of digits.
+    #[test]
+    fn a_numeric_product_imei_is_refused() {
+        let mut body = spec_example();
+        body["product_imei"] = json!(866557056339858_u64);
+        let Err(ApiError::Validation(errors)) = parse(&body) else {
+            panic!("accepted");
+        };
+        assert!(errors.contains_key("product_imei"), "{errors:?}");
     }
 
     #[test]

@@ -16,10 +16,16 @@ use axum::Router;
 use serde_json::{json, Map, Value as Json};
 
 use super::AppState;
-use crate::actions::manufacturing::ProductKind;
+use crate::actions::manufacturing::{
+    ProductKind, HYENA_PCB_PART_TYPE, MAX_BATTERY_SERIAL, PCB_IMEI, PCB_ROUTES, PCB_TEXT_FIELDS,
+    PRODUCT_FIELDS, SIM_PART_TYPE,
+};
 use crate::catalogue::{Catalogue, Column, ColumnType, Table};
 use crate::console::{assets, Asset, AssetSet};
+use crate::data::time::{MAX_ABS_MS, YEARS_PATTERN};
+use crate::data::tool_log::PERMITTED;
 use crate::dcm::Category;
+use axum::http::StatusCode;
 
 pub(super) fn router() -> Router<AppState> {
     let csp = crate::console::content_security_policy(None);
@@ -684,6 +690,8 @@ struct Contract {
     body_required: bool,
     status: &'static str,
     response: Option<Json>,
+    /// Error statuses beyond the ones every operation has, with why.
+    errors: Vec<(&'static str, &'static str)>,
 }
 
 impl Contract {
@@ -694,7 +702,14 @@ impl Contract {
             body_required: true,
             status,
             response,
+            errors: Vec::new(),
         }
+    }
+    /// A further error status the handler answers with, in the error
+    /// envelope.
+    fn error(mut self, status: &'static str, why: &'static str) -> Self {
+        self.errors.push((status, why));
+        self
     }
     fn body(mut self, schema: Json) -> Self {
         self.body = Some(schema);
@@ -737,6 +752,9 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
     let transaction_id = json!({"type": "string", "minLength": 1, "pattern": "\\S",
         "maxLength": super::dcm::MAX_TRANSACTION_ID,
         "description": "Unique per command; a repeated id is refused"});
+    // actions::entity::entities_body
+    let entities = json!({"type": "object", "description": "The unit's IMEI -> the names of its entities now",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}}});
     match (method, path) {
         ("post", "/auth/login") => {
             let creds = object_schema(
@@ -790,20 +808,20 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             | "/products/{product_imei}/disable_tamper_switch",
         ) => ok(json!({"nullable": true, "description": "null; the message names the new status"})),
         ("put", "/products/{product_imei}/assign_entity" | "/products/{product_imei}/remove_entity") => {
-            ok(json!({})).body(object_schema(&["entity_id"], json!({"entity_id": entity_ref})))
+            ok(entities.clone()).body(object_schema(&["entity_id"], json!({"entity_id": entity_ref})))
         }
-        ("put", "/products/{product_imei}/change_entity") => ok(json!({})).body(object_schema(
+        ("put", "/products/{product_imei}/change_entity") => ok(entities).body(object_schema(
             &["old_entity_id", "new_entity_id"],
             json!({"old_entity_id": entity_ref, "new_entity_id": entity_ref}),
         )),
-        ("put", "/products/{product_imei}/change_state") => ok(json!({})).body(object_schema(
+        ("put", "/products/{product_imei}/change_state") => ok(null_data("null")).body(object_schema(
             &["new_state"],
             json!({"new_state": {"type": "integer", "minimum": 1, "maximum": 9,
                                  "description": "state_type_id; the transition table decides which are allowed"}}),
         )),
-        ("put", "/products/{product_imei}/set_dcm_enabled_flag") => ok(json!({})).body(flag("enabled")),
-        ("put", "/products/{product_imei}/set_is_payg") => ok(json!({})).body(flag("is_payg")),
-        ("put", "/products/{product_imei}/update_software") => ok(json!({})).body(object_schema(
+        ("put", "/products/{product_imei}/set_dcm_enabled_flag") => ok(null_data("null")).body(flag("enabled")),
+        ("put", "/products/{product_imei}/set_is_payg") => ok(null_data("null")).body(flag("is_payg")),
+        ("put", "/products/{product_imei}/update_software") => ok(null_data("null")).body(object_schema(
             &["software"],
             json!({"software": {"description": "software_version_type_id or software name",
                                 "oneOf": [{"type": "integer"}, {"type": "string"}]}}),
@@ -814,7 +832,12 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             true,
             "Mobile country code",
         )]),
-        ("get", "/products/{product_imei}/connectivity_reliability_rate") => ok(json!({})).query(vec![
+        ("get", "/products/{product_imei}/connectivity_reliability_rate") => ok(object_schema(
+            &["connectivity_reliability_rate"],
+            json!({"connectivity_reliability_rate": {"type": "number", "minimum": 0,
+                "description": "Connections made / connections expected (one per 4 hours)"}}),
+        ))
+        .query(vec![
             query_param("start", json!({"type": "string", "format": "date-time"}), false, ""),
             query_param("end", json!({"type": "string", "format": "date-time"}), false, ""),
         ]),
@@ -824,11 +847,29 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             false,
             "The active parameter set at this time instead of the full history",
         )]),
-        ("get", "/products/locations" | "/current_enable_status") => ok(json!({})).query(paging_params()),
+        // fleet::locations and dashboard::dashboard2 answer without the envelope.
+        ("get", "/products/locations") => Contract::new("200", Some(object_schema(
+            &["data"],
+            json!({"data": {"type": "array", "items": object_schema(
+                &["product_imei"],
+                json!({"product_imei": {"type": "string"}, "latitude": {"type": "string", "nullable": true},
+                       "longitude": {"type": "string", "nullable": true},
+                       "error_radius": {"type": "integer", "nullable": true}}),
+            )}}),
+        )))
+        .query(paging_params()),
+        ("get", "/current_enable_status") => ok(json!({})).query(paging_params()),
         ("get", "/dashboard2") => {
             let mut q = paging_params();
             q.insert(0, q_param());
-            ok(json!({})).query(q)
+            Contract::new("200", Some(object_schema(
+                &["data", "num_results", "num_results_filtered"],
+                json!({"data": {"type": "array", "items": {"type": "object",
+                           "description": "A unit with its state, enable status, software, entities and open alerts"}},
+                       "num_results": {"type": "integer", "description": "Units visible to the caller"},
+                       "num_results_filtered": {"type": "integer", "description": "Units q selects"}}),
+            )))
+            .query(q)
         }
         ("post", "/products/{product_imei}/add_payment_command") => {
             // dcm::check_value: the value's sign follows the category, and its size is bounded
@@ -874,11 +915,16 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             query_param("ds_interval", json!({"type": "string"}), false, "Downsampling interval, e.g. 1h"),
             query_param("ds_function", json!({"type": "string"}), false, "mean, min, max, sum, count, first, last"),
         ]),
-        ("post", "/products/{product_imei}/data") => ok(json!({})).body(object_schema(
-            &["fields"],
-            json!({"measurement": {"type": "string"}, "tags": {"type": "object", "additionalProperties": {"type": "string"}},
-                   "fields": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {}}}}}),
-        )),
+        ("post", "/products/{product_imei}/data") => {
+            // product_data::parse_write refuses any other key.
+            let mut body = object_schema(
+                &["fields"],
+                json!({"measurement": {"type": "string"}, "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "fields": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {}}}}}),
+            );
+            body["additionalProperties"] = json!(false);
+            ok(null_data("null; the message counts the points written")).body(body)
+        }
         ("put", "/alerts/{alert_id}/dismiss") => {
             let mut b = object_schema(
                 &[],
@@ -886,9 +932,9 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
                        "repair_id": {"type": "integer", "format": "int64", "nullable": true}}),
             );
             b["additionalProperties"] = json!(false);
-            ok(json!({})).body(b)
+            ok(null_data("null")).body(b)
         }
-        ("post", "/sms/delivery_receipt") => ok(json!({})).body(object_schema(
+        ("post", "/sms/delivery_receipt") => ok(schema_ref("sms_history")).body(object_schema(
             &["message_reference"],
             json!({"message_reference": {"type": "string", "minLength": 1, "pattern": "\\S"},
                    "status": {"type": "string", "enum": ["delivered", "failed", "undelivered"],
@@ -900,44 +946,401 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
                 "oneOf": [{"type": "number", "minimum": 0},
                           {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}]}}),
         )),
-        ("post", "/channels/{name}/subscribe") => Contract::new("201", Some(envelope(json!({})))).body(object_schema(
+        ("post", "/channels/{name}/subscribe") => Contract::new("201", Some(envelope(object_schema(
+            &["url", "channel_name", "key"],
+            json!({"url": {"type": "string"}, "channel_name": {"type": "string"},
+                   "key": {"type": "string", "description": "The signing key; shown this once"}}),
+        ))))
+        .body(object_schema(
             &["url"],
             json!({"url": {"type": "string", "format": "uri"}}),
         )),
-        ("post", "/channels/{name}/unsubscribe") => ok(json!({})).body(object_schema(
+        ("post", "/channels/{name}/unsubscribe") => ok(null_data("null")).body(object_schema(
             &["url"],
             json!({"url": {"type": "string", "format": "uri"}}),
         )),
-        ("post", "/products/{product_imei}/command_request") => ok(json!({})).body(object_schema(
+        ("post", "/products/{product_imei}/command_request") => ok(schema_ref("mt_sent")).body(object_schema(
             &["command"],
             json!({"command": {"type": "string", "minLength": 1}}),
         )),
-        ("post", "/products/{product_imei}/rtc_online_status") => ok(json!({})).body(object_schema(
+        ("post", "/products/{product_imei}/rtc_online_status") => ok(object_schema(
+            &["rtc_connection_history_id"],
+            json!({"rtc_connection_history_id": {"type": "integer", "format": "int64"}}),
+        ))
+        .body(object_schema(
             &["status"],
             json!({"status": {"type": "string", "enum": ["online", "offline"]}}),
         )),
         ("put", "/repairs/{repair_id}/send_events") => {
             let mut b = object_schema(&["event"], json!({"event": {"type": "string"}}));
             b["additionalProperties"] = json!(false);
-            ok(json!({})).body(b)
+            ok(json!({"type": "object", "maxProperties": 0, "description": "Always {}"})).body(b)
         }
-        ("put", "/repairs/{repair_id}/send_inputs") => ok(json!({})).body(json!({
-            "type": "object", "description": "Input name -> value, for the inputs of the current state"})),
-        ("post", "/upload_tool_log") => Contract::new("201", Some(json!({}))).body(json!({
-            "type": "object", "description": "{toolname, time, ...fields}: one log entry of a manufacturing or repair tool"})),
+        ("put", "/repairs/{repair_id}/send_inputs") => {
+            // repairs::http::inputs_body: an object, or a list of objects merged.
+            let inputs = json!({"type": "object", "description":
+                "Input ident -> value, for the inputs of the repair's current state (GET current_state): \
+                 a number (int, float), a string (string, text, datetime, selection) or a list (multi selection)",
+                "additionalProperties": {"oneOf": [{"type": "number"}, {"type": "string"},
+                    {"type": "array", "items": {"oneOf": [{"type": "number"}, {"type": "string"}]}}]}});
+            ok(json!({"type": "object", "maxProperties": 0, "description": "Always {}"}))
+                .body(json!({"oneOf": [inputs.clone(), {"type": "array", "items": inputs}]}))
+        }
+        ("post", "/upload_tool_log") => Contract::new("201", Some(envelope(null_data("null"))))
+            .body(tool_log_schema()),
+        ("post", p) if p.starts_with("/parts/create_") => {
+            let route = PCB_ROUTES.iter().find(|r| r.path == p);
+            let status = match route.map(|r| r.status) {
+                Some(StatusCode::CREATED) => "201",
+                _ => "200",
+            };
+            let part_type = route.map_or(0, |r| r.part_type);
+            Contract::new(status, Some(envelope(pcb_data_schema()))).body(pcb_request_schema(cat, part_type))
+        }
+        ("post", "/products/create_product/{product_kind}") => {
+            // The kind is a path parameter, so the body cannot depend on it: the
+            // battery is documented as optional and required by every kind but hub2.
+            ok(product_data_schema()).body(product_request_schema(cat, None))
+        }
+        ("post", "/products/create_hub2") => ok(product_data_schema())
+            .body(pcb_and_product_schema(cat, ProductKind::Hub2)),
+        ("post", "/products/create_enterprise") => ok(product_data_schema())
+            .body(pcb_and_product_schema(cat, ProductKind::Enterprise)),
+        ("post", "/products/{product_imei}/send_wakeup") => ok(schema_ref("sms_history"))
+            .error("502", "The SMS provider did not take the SMS (status Failed); `data` is the sms_history row")
+            .error("503", "No SMS provider is configured (status NotSent); `data` is the sms_history row"),
+        ("put", "/products/{product_imei}/lock_software") => ok(object_schema(
+            &["software_lock_id", "software_lock_name"],
+            json!({"software_lock_id": {"type": "integer", "format": "int64", "nullable": true},
+                   "software_lock_name": {"type": "string", "nullable": true}}),
+        ))
+        .optional_body(object_schema(
+            &[],
+            json!({"software": {"nullable": true, "oneOf": [{"type": "integer", "format": "int64"}, {"type": "string"}],
+                "description": "software_version_type_id or software name to lock to; null, blank or absent removes the lock"}}),
+        )),
+        ("put", "/products/{product_imei}/expire_software_updates") => {
+            ok(null_data("null; the message says how many updates expired"))
+        }
+        ("post", "/products/{product_imei}/sync" | "/products/{product_imei}/status_update") => {
+            ok(schema_ref("mt_sent"))
+        }
+        ("post", "/products/{product_imei}/force_connection") => ok(json!({"oneOf": [
+                schema_ref("mt_sent"),
+                object_schema(&["sms_history_id"], json!({"sms_history_id": {"type": "integer", "format": "int64",
+                    "description": "A unit without RTC is sent a WAKEUP SMS"}})),
+            ]}))
+            .error("502", "Not an RTC unit, and the SMS provider did not take the WAKEUP SMS")
+            .error("503", "Not an RTC unit, and no SMS provider is configured"),
         ("get", _) if path.starts_with("/console") => Contract::new("200", None),
         ("get", "/docs" | "/docs/{path}") => Contract::new("200", None),
+        // webhooks::subscriptions::list_deliveries: a list body, not the envelope.
+        ("get", "/subscribers/{subscriber_id}/deliveries") => {
+            let delivery = json!({"type": "object", "required": ["webhook_delivery_id", "status", "attempt_log"],
+                "properties": {"webhook_delivery_id": {"type": "integer"}, "status": {"type": "string"},
+                               "channel": {"type": "string"}, "attempts": {"type": "integer"},
+                               "attempt_log": {"type": "array", "items": {"type": "object"}}}});
+            Contract::new("200", Some(object_schema(
+                &["num_results", "page", "total_pages", "objects"],
+                json!({"num_results": {"type": "integer"}, "page": {"type": "integer"},
+                       "total_pages": {"type": "integer"}, "objects": {"type": "array", "items": delivery}}),
+            )))
+            .query(paging_params())
+        }
+        ("get", "/products/{product_imei}/get_repair") => ok(object_schema(
+            &["repair_id"],
+            json!({"repair_id": {"type": "integer", "format": "int64"},
+                   "config": {"type": "object", "description": "The workflow's settings for this unit"}}),
+        )),
+        ("get", "/repairs/{repair_id}/current_state") => ok(object_schema(
+            &["ident", "name", "description", "inputs", "events"],
+            json!({"ident": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+                   "inputs": {"type": "array", "items": {"type": "object", "required": ["ident", "data_type", "label"],
+                       "properties": {"ident": {"type": "string"}, "label": {"type": "string"},
+                                      "data_type": {"type": "string", "enum": ["int", "float", "string", "text", "datetime", "selection"]}}}},
+                   "events": {"type": "array", "items": object_schema(&["ident", "label"],
+                       json!({"ident": {"type": "string"}, "label": {"type": "string"}}))}}),
+        )),
+        ("get", "/repairs/{repair_id}/history") => ok(json!({"type": "array", "items": object_schema(
+            &["ident", "name"],
+            json!({"ident": {"type": "string"}, "name": {"type": "string"}}),
+        )})),
+        ("get", "/repairs/list_current_states") => ok(json!({"type": "array", "items": object_schema(
+            &["repair_id", "product_imei", "repair_state_id", "repair_state_name"],
+            json!({"repair_id": {"type": "integer"}, "product_imei": {"type": "string"},
+                   "created_by": {"type": "string", "nullable": true},
+                   "repair_state_id": {"type": "string"}, "repair_state_name": {"type": "string"}}),
+        )}))
+        // repairs::http::list_current_states refuses any other parameter.
+        .query(vec![
+            query_param("entity_id", json!({"type": "integer", "format": "int64"}), false, "Only units of this entity"),
+            query_param("username", json!({"type": "string"}), false, "Only repairs this user created"),
+            query_param("repair_state", json!({"type": "string"}), false, "Only repairs in this workflow state"),
+        ]),
         ("get", _) => ok(json!({})),
+        ("post", "/rtc_import_mo_dead_letters" | "/rtc_import_mt_reply_dead_letters") => ok(object_schema(
+            &["imported", "reopened", "already_imported", "rtc_dead_letter_ids", "more_waiting"],
+            json!({"imported": {"type": "integer"}, "reopened": {"type": "integer"},
+                   "already_imported": {"type": "integer"},
+                   "rtc_dead_letter_ids": {"type": "array", "items": {"type": "integer"}},
+                   "more_waiting": {"type": "boolean", "description": "More letters than one call takes are waiting"}}),
+        )),
+        ("post", "/subscribers/{subscriber_id}/deliveries/{delivery_id}/resend") => ok(json!({
+            "type": "object", "required": ["webhook_delivery_id", "subscriber_id", "status"],
+            "properties": {"webhook_delivery_id": {"type": "integer"}, "subscriber_id": {"type": "integer"},
+                           "status": {"type": "string"}}})),
         (
-            "post",
-            "/rtc_import_mo_dead_letters"
-            | "/rtc_import_mt_reply_dead_letters"
-            | "/subscribers/{subscriber_id}/deliveries/{delivery_id}/resend",
-        ) => ok(json!({})),
-        // Actions whose fields are optional or not described field by field.
-        ("post", _) => Contract::new("200", Some(json!({}))).optional_body(json!({"type": "object"})),
-        _ => ok(json!({})).optional_body(json!({"type": "object"})),
+            "put",
+            "/rtc_dead_letters/{rtc_dead_letter_id}/replay" | "/rtc_dead_letters/{rtc_dead_letter_id}/discard",
+        ) => ok(null_data("null; the message says what was done")),
+        ("put", "/repairs/{repair_id}/undo") => ok(object_schema(
+            &["ident", "name"],
+            json!({"ident": {"type": "string"}, "name": {"type": "string", "description": "In the Accept-Language"}}),
+        )),
+        // No contract: `tests::every_operation_is_typed` names the operation.
+        _ => Contract::new("200", None),
     }
+}
+
+/// `data` that is always null (the message says what happened).
+fn null_data(description: &str) -> Json {
+    json!({"nullable": true, "description": description})
+}
+
+/// An integer field read by `actions::int_field` (a JSON integer; the
+/// server also takes a string of digits).
+fn int_schema(description: &str) -> Json {
+    json!({"type": "integer", "format": "int64", "description": description})
+}
+
+/// The body of `create_*_pcb`: `manufacturing::PcbRequest::parse`, from its
+/// text rules.
+fn pcb_request_schema(cat: &Catalogue, default_part_type: i64) -> Json {
+    let mut props = Map::new();
+    for rule in &PCB_TEXT_FIELDS {
+        props.insert(rule.name.into(), rule.schema());
+    }
+    let manufacturer = cat
+        .table("part")
+        .and_then(|t| t.column("manufacturer"))
+        .map(column_schema)
+        .unwrap_or_else(|| json!({"type": "string"}));
+    props.insert("manufacturer".into(), manufacturer);
+    let pcb_type = if default_part_type == 0 {
+        "part_type_id of the PCB (an existing part type)".to_string()
+    } else {
+        format!("part_type_id of the PCB (an existing part type); default {default_part_type}")
+    };
+    props.insert("pcb_part_type_id".into(), int_schema(&pcb_type));
+    props.insert(
+        "sim_part_type_id".into(),
+        int_schema(&format!(
+            "part_type_id of the SIM (an existing part type); default {SIM_PART_TYPE}"
+        )),
+    );
+    let required: Vec<&str> = PCB_TEXT_FIELDS
+        .iter()
+        .filter(|r| r.required)
+        .map(|r| r.name)
+        .collect();
+    let mut s = object_schema(&required, Json::Object(props));
+    s["description"] = json!(
+        "The PCB part's serial is the IMEI, the SIM part's the ICCID (else the IMSI); \
+         none of them may exist yet"
+    );
+    s
+}
+
+/// The fields of `manufacturing::ProductRequest::parse`; `kind` decides
+/// whether the battery is required (None: the kind is not known from the
+/// body).
+fn product_request_fields(
+    cat: &Catalogue,
+    kind: Option<ProductKind>,
+) -> (Map<String, Json>, Vec<&'static str>) {
+    let mut props = Map::new();
+    let mut required = Vec::new();
+    let battery_required = kind.is_some_and(ProductKind::needs_battery);
+    let mut battery = object_schema(
+        &["part_type_id", "serial_number"],
+        json!({"part_type_id": int_schema("An existing part type"),
+               "serial_number": {"type": "string", "minLength": 1, "maxLength": MAX_BATTERY_SERIAL,
+                                 "pattern": "\\S", "description": "A serial no part has yet"}}),
+    );
+    battery["description"] = json!(if kind.is_some() {
+        "The battery part to create and link".to_string()
+    } else {
+        let needing: Vec<&str> = ProductKind::NAMES
+            .into_iter()
+            .filter(|n| ProductKind::parse(n).is_some_and(ProductKind::needs_battery))
+            .collect();
+        format!(
+            "The battery part to create and link; required for {}",
+            needing.join(", ")
+        )
+    });
+    if !battery_required {
+        battery["nullable"] = json!(true);
+    } else {
+        required.push("battery");
+    }
+    props.insert("battery".into(), battery);
+    props.insert(
+        "solar_panel_wattage".into(),
+        json!({"nullable": true, "description": "Watts, above 0; a number or a number in a string",
+               "oneOf": [{"type": "number", "minimum": 0, "exclusiveMinimum": true},
+                         {"type": "string", "pattern": "^(0*[1-9][0-9]*(\\.[0-9]+)?|0*\\.0*[1-9][0-9]*)$"}]}),
+    );
+    let mut product = Map::new();
+    if let Some(t) = cat.table("product") {
+        for name in PRODUCT_FIELDS {
+            if let Some(c) = t.column(name) {
+                product.insert(name.into(), column_schema(c));
+            }
+        }
+    }
+    props.insert(
+        "product".into(),
+        json!({"type": "object", "nullable": true, "additionalProperties": false, "properties": product,
+               "description": "Product columns to set (hub_id and shop_id must exist)"}),
+    );
+    (props, required)
+}
+
+/// The body of `create_product/<kind>`.
+fn product_request_schema(cat: &Catalogue, kind: Option<ProductKind>) -> Json {
+    let (mut props, mut required) = product_request_fields(cat, kind);
+    props.insert(
+        PCB_IMEI.name.into(),
+        with_description(
+            PCB_IMEI.schema(),
+            "The IMEI of a PCB made by create_*_pcb and not in a product yet",
+        ),
+    );
+    required.insert(0, PCB_IMEI.name);
+    object_schema(&required, Json::Object(props))
+}
+
+/// The body of `create_hub2` / `create_enterprise`: a PCB request and a
+/// product request in one object.
+fn pcb_and_product_schema(cat: &Catalogue, kind: ProductKind) -> Json {
+    let mut s = pcb_request_schema(cat, HYENA_PCB_PART_TYPE);
+    let (props, required) = product_request_fields(cat, Some(kind));
+    if let Some(p) = s["properties"].as_object_mut() {
+        p.extend(props);
+    }
+    if let Some(r) = s["required"].as_array_mut() {
+        r.extend(required.into_iter().map(Json::from));
+    }
+    s
+}
+
+fn with_description(mut schema: Json, description: &str) -> Json {
+    schema["description"] = json!(description);
+    schema
+}
+
+/// `data` of the PCB routes: the PCB and SIM parts as `part_body` renders them.
+fn pcb_data_schema() -> Json {
+    object_schema(
+        &["pcb", "sim"],
+        json!({"pcb": schema_ref("created_part"), "sim": schema_ref("created_sim_part")}),
+    )
+}
+
+/// `data` of the product routes (`manufacturing::product_data`).
+fn product_data_schema() -> Json {
+    object_schema(
+        &["product", "pcb"],
+        json!({"product": schema_ref("created_product"), "pcb": schema_ref("created_part"),
+               "sim": schema_ref("created_sim_part"), "battery": schema_ref("created_part")}),
+    )
+}
+
+/// A table's row schema with some properties replaced or added, under its
+/// own title.
+fn row_with(cat: &Catalogue, table: &str, title: &str, extra: Json) -> Json {
+    let mut s = cat
+        .table(table)
+        .map(|t| table_schema(t, Shape::Read))
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    s["title"] = json!(title);
+    if let (Some(props), Json::Object(extra)) = (s["properties"].as_object_mut(), extra) {
+        props.extend(extra);
+    }
+    s
+}
+
+/// Shapes the action routes share, added to `components/schemas`.
+fn action_schemas(cat: &Catalogue) -> Vec<(&'static str, Json)> {
+    let part_extra = json!({
+        "properties": {"type": "object", "nullable": true,
+                       "description": "The part's properties (a PCB's imei, imsi, iccid, device_key, serial_number)"},
+        "serial": {"type": "string", "nullable": true, "description": "serial_number again, as the spec's examples show it"},
+    });
+    let mut sim_extra = part_extra.clone();
+    sim_extra["imsi"] = json!({"type": "string", "nullable": true});
+    vec![
+        (
+            "created_part",
+            row_with(cat, "part", "Created part", part_extra),
+        ),
+        (
+            "created_sim_part",
+            row_with(cat, "part", "Created SIM part", sim_extra),
+        ),
+        (
+            "created_product",
+            row_with(
+                cat,
+                "product",
+                "Created product",
+                json!({"imei": {"type": "string", "description": "product_imei again"}}),
+            ),
+        ),
+        ("mt_sent", {
+            let mut s = object_schema(
+                &["rtc_message_history_id", "message_reference"],
+                json!({"rtc_message_history_id": {"type": "integer", "format": "int64",
+                               "description": "The rtc_message_history row that follows the delivery"},
+                           "message_reference": {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                               "description": "The MT's correlation id"}}),
+            );
+            s["title"] = json!("MT sent");
+            s
+        }),
+    ]
+}
+
+/// The body of `/upload_tool_log`: one variant per tool (`tool_log::PERMITTED`),
+/// each with the fields that tool may send.
+fn tool_log_schema() -> Json {
+    let variants: Vec<Json> = PERMITTED
+        .iter()
+        .map(|(tool, fields)| {
+            let mut props = Map::new();
+            for f in *fields {
+                let schema = match *f {
+                    "passed" => json!({"type": "boolean", "nullable": true}),
+                    "count" => json!({"type": "integer", "format": "int64", "nullable": true,
+                                      "minimum": i64::MIN, "maximum": i64::MAX}),
+                    "product_imei" => json!({"type": "string", "pattern": "^[0-9]{0,16}$", "nullable": true,
+                                             "description": "The unit's IMEI; empty or absent: a board not yet in a unit"}),
+                    "time" => continue,
+                    _ => json!({"nullable": true, "oneOf": [{"type": "string", "pattern": "^[^\\r\\n]*$"}, {"type": "number"}]}),
+                };
+                props.insert((*f).into(), schema);
+            }
+            props.insert("toolname".into(), json!({"type": "string", "enum": [tool]}));
+            props.insert("time".into(), json!({"description": "RFC 3339 time (years 1678 to 2261) or milliseconds since the epoch",
+                "oneOf": [{"type": "string", "format": "date-time", "pattern": YEARS_PATTERN},
+                          {"type": "number", "minimum": -MAX_ABS_MS, "maximum": MAX_ABS_MS}]}));
+            props.insert("message".into(), json!({"type": "string", "pattern": "^[^\\r\\n]*$"}));
+            json!({"type": "object", "title": format!("{tool} log"), "required": ["time", "message", "toolname"],
+                   "additionalProperties": false, "properties": props})
+        })
+        .collect();
+    json!({"oneOf": variants, "description": "One log entry of a manufacturing or repair tool"})
 }
 
 const PERMISSIONS: [&str; 5] = ["OVERVIEW", "TECHNICAL", "ADMIN", "FACTORY", "SYSTEM"];
@@ -980,6 +1383,10 @@ fn operation(
     if let Some(schema) = contract.response {
         responses[contract.status]["content"] = json!({"application/json": {"schema": schema}});
     }
+    for (code, why) in contract.errors {
+        responses[code] = json!({"description": why,
+            "content": {"application/json": {"schema": schema_ref("Error")}}});
+    }
     let mut o = json!({
         "operationId": id,
         "tags": [tag],
@@ -1021,6 +1428,9 @@ pub(crate) fn build(cat: &Catalogue) -> Json {
             "data": {"nullable": true},
             "validation_errors": {"type": "object", "nullable": true, "additionalProperties": {"type": "string"}}}}),
     );
+    for (name, schema) in action_schemas(cat) {
+        schemas.insert(name.into(), schema);
+    }
     for t in cat.tables() {
         schemas.insert(t.name.clone(), table_schema(t, Shape::Read));
         schemas.insert(format!("{}_create", t.name), table_schema(t, Shape::Create));
@@ -1195,60 +1605,230 @@ mod tests {
         assert_eq!(seen, DOCS_ASSETS.len());
     }
 
-    /// Every path a router in this crate registers (found in the source)
-    /// appears in the document, so new endpoints cannot be forgotten.
-    #[test]
-    fn every_route_in_the_source_is_documented() {
-        let doc = build(&Catalogue::builtin());
-        let normalise = |p: &str| {
-            let mut out = String::new();
-            let mut depth = 0;
-            for c in p.chars() {
-                match c {
-                    '{' => {
-                        depth += 1;
-                        if depth == 1 {
-                            out.push_str("{}");
-                        }
-                    }
-                    '}' => depth -= 1,
-                    _ if depth == 0 => out.push(c),
-                    _ => {}
-                }
-            }
-            out
+    /// Whether a schema says what its value is: a type, a reference, a
+    /// choice, an enum, or null (`nullable` with nothing else to be).
+    fn is_typed(schema: &Json) -> bool {
+        ["type", "$ref", "oneOf", "anyOf", "allOf", "enum"]
+            .iter()
+            .any(|k| schema.get(k).is_some())
+            || (schema["nullable"] == json!(true) && schema["description"].is_string())
+    }
+
+    /// A request body schema that names its fields (or its variants), not
+    /// just "some object".
+    fn describes_fields(schema: &Json) -> bool {
+        let named = |key: &str| {
+            schema
+                .get(key)
+                .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()) || v.is_array())
         };
-        let documented: Vec<String> = doc["paths"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(|p| normalise(p.strip_prefix("/v1").unwrap_or(p)))
-            .collect();
+        schema.get("$ref").is_some()
+            || named("oneOf")
+            || named("properties")
+            || schema["additionalProperties"].is_object()
+    }
+
+    /// The crate's source files but this one (whose text names routes in
+    /// its tests), with their text.
+    fn source_files() -> Vec<(std::path::PathBuf, String)> {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut missing = Vec::new();
+        let mut files = Vec::new();
         let mut stack = vec![src];
         while let Some(dir) = stack.pop() {
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let path = entry.unwrap().path();
                 if path.is_dir() {
                     stack.push(path);
-                    continue;
+                } else if !path.ends_with("http/openapi.rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    files.push((path, text));
                 }
-                if path.ends_with("http/openapi.rs") {
-                    continue; // this test's own text
-                }
-                let text = std::fs::read_to_string(&path).unwrap();
-                let mut rest = text.as_str();
-                while let Some(at) = rest.find(".route(") {
-                    rest = &rest[at + 7..];
-                    let trimmed = rest.trim_start();
-                    let Some(literal) = trimmed.strip_prefix('"') else {
-                        continue;
-                    };
-                    let route = &literal[..literal.find('"').unwrap()];
-                    if !documented.contains(&normalise(route)) {
-                        missing.push(format!("{route} ({})", path.display()));
+            }
+        }
+        files
+    }
+
+    /// A path without `/v1` and with every parameter written `{}`, so the
+    /// router's names (`{id}`, `{*path}`) match the document's.
+    fn normalise(path: &str) -> String {
+        let path = path.strip_prefix("/v1").unwrap_or(path);
+        let mut out = String::new();
+        let mut depth = 0;
+        for c in path.chars() {
+            match c {
+                '{' => {
+                    depth += 1;
+                    if depth == 1 {
+                        out.push_str("{}");
                     }
+                }
+                '}' => depth -= 1,
+                _ if depth == 0 => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The `.route("…", …)` calls with a literal path in `text`: the path
+    /// and the call's text up to its closing parenthesis.
+    fn routes_in(text: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find(".route(") {
+            rest = &rest[at + 7..];
+            let Some(literal) = rest.trim_start().strip_prefix('"') else {
+                continue;
+            };
+            let route = literal[..literal.find('"').unwrap()].to_string();
+            let mut depth = 1;
+            let call: String = rest
+                .chars()
+                .take_while(|c| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth > 0
+                })
+                .collect();
+            out.push((route, call));
+        }
+        out
+    }
+
+    /// The (method, route) pairs whose handler reads a body (`JsonBody`,
+    /// `GetArgs`): `post(name)` in a route call, then `fn name` in the
+    /// router's own file first (a service function elsewhere may share its
+    /// name), then anywhere.
+    fn handlers_reading_a_body() -> Vec<(String, String)> {
+        let files = source_files();
+        let body_of = |name: &str, home: &str| -> Option<String> {
+            let needle = format!("fn {name}(");
+            std::iter::once(home)
+                .chain(files.iter().map(|(_, t)| t.as_str()))
+                .find_map(|text| {
+                    let at = text.find(&needle)?;
+                    let end = text[at..].find("\n}\n").map_or(text.len(), |e| at + e);
+                    Some(text[at..end].to_string())
+                })
+        };
+        let mut out = Vec::new();
+        for (_, text) in &files {
+            for (route, call) in routes_in(text) {
+                for method in ["post", "put", "delete", "patch"] {
+                    let needle = format!("{method}(");
+                    let mut rest = call.as_str();
+                    while let Some(m) = rest.find(&needle) {
+                        let before = rest[..m].chars().last();
+                        rest = &rest[m + needle.len()..];
+                        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                            continue;
+                        }
+                        let name: String = rest
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                            .collect();
+                        let name = name.rsplit("::").next().unwrap_or_default();
+                        if body_of(name, text)
+                            .is_some_and(|f| f.contains("JsonBody") || f.contains("GetArgs"))
+                        {
+                            out.push((method.to_string(), route.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every operation states its success answer with a schema (or is one
+    /// of the few that answer with a page, a file or nothing), every body
+    /// it takes names its fields, and every handler that reads a body has
+    /// one documented.
+    #[test]
+    fn every_operation_is_typed() {
+        let doc = build(&Catalogue::builtin());
+        // HTML, files, plain text, and 204 No Content.
+        let not_json = |path: &str, method: &str| {
+            path.starts_with("/console")
+                || path.starts_with("/v1/docs")
+                || matches!(path, "/v1/home" | "/health" | "/ready")
+                || method == "delete"
+        };
+        let mut faults = Vec::new();
+        let mut with_body = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let what = format!("{method} {path}");
+                let success: Vec<&Json> = op["responses"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(code, _)| code.starts_with('2'))
+                    .map(|(_, r)| r)
+                    .collect();
+                if success.is_empty() {
+                    faults.push(format!("{what}: no success response"));
+                }
+                if !not_json(path, method) {
+                    for r in &success {
+                        let schema = &r["content"]["application/json"]["schema"];
+                        if !is_typed(schema) {
+                            faults.push(format!("{what}: success response without a schema"));
+                        }
+                    }
+                }
+                for (code, r) in op["responses"].as_object().unwrap() {
+                    if !code.starts_with('2') && r.get("$ref").is_none() {
+                        let schema = &r["content"]["application/json"]["schema"];
+                        if !is_typed(schema) {
+                            faults.push(format!("{what}: {code} without a schema"));
+                        }
+                    }
+                }
+                if let Some(body) = op.get("requestBody") {
+                    let schema = &body["content"]["application/json"]["schema"];
+                    if !describes_fields(schema) {
+                        faults.push(format!("{what}: a body schema that names no field"));
+                    }
+                    with_body.push((method.clone(), path.clone()));
+                }
+            }
+        }
+        let documented: Vec<(String, String)> = with_body
+            .iter()
+            .map(|(m, p)| (m.clone(), normalise(p)))
+            .collect();
+        let reading = handlers_reading_a_body();
+        assert!(reading.len() > 20, "the source scan found only {reading:?}");
+        for (method, route) in reading {
+            if !documented.contains(&(method.clone(), normalise(&route))) {
+                faults.push(format!(
+                    "{method} {route}: the handler reads a body the document does not describe"
+                ));
+            }
+        }
+        assert!(faults.is_empty(), "{}", faults.join("\n"));
+    }
+
+    /// Every path a router in this crate registers (found in the source)
+    /// appears in the document, so new endpoints cannot be forgotten.
+    #[test]
+    fn every_route_in_the_source_is_documented() {
+        let doc = build(&Catalogue::builtin());
+        let documented: Vec<String> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|p| normalise(p.as_str()))
+            .collect();
+        let mut missing = Vec::new();
+        for (path, text) in source_files() {
+            for (route, _) in routes_in(&text) {
+                if !documented.contains(&normalise(&route)) {
+                    missing.push(format!("{route} ({})", path.display()));
                 }
             }
         }

@@ -292,7 +292,9 @@ pub async fn list_deliveries(
         .and_where(Expr::col((d.clone(), a("subscriber_id"))).eq(subscriber_id))
         .order_by((d.clone(), a("webhook_delivery_id")), Order::Desc)
         .limit(per_page)
-        .offset((page - 1) * per_page);
+        // Any page number a client sends: past the end is an empty page,
+        // never an overflow (the positive fuzz run sent page 2^61).
+        .offset((page - 1).saturating_mul(per_page).min(i64::MAX as u64));
     let mut columns: Vec<Column> = DELIVERY_COLUMNS.iter().map(|(n, t)| col(n, *t)).collect();
     columns.push(col("channel", ColumnType::String));
     let refs: Vec<&Column> = columns.iter().collect();
