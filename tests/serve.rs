@@ -638,25 +638,31 @@ struct Node {
 
 impl Node {
     async fn start(client: &reqwest::Client, dir: &std::path::Path) -> Self {
+        Self::start_with(client, dir, &[]).await
+    }
+
+    /// [`Node::start`] with more environment.
+    async fn start_with(
+        client: &reqwest::Client,
+        dir: &std::path::Path,
+        extra: &[(&'static str, String)],
+    ) -> Self {
         let (http, metrics) = (free_port(), free_port());
         let (tcp, quic, legacy) = (free_port(), free_port(), free_port());
-        let server = start_role(
-            "serve",
-            dir,
-            metrics,
-            &[
-                ("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{http}")),
-                ("SMARTSOLAR_GATEWAY_TCP_ADDR", format!("127.0.0.1:{tcp}")),
-                ("SMARTSOLAR_GATEWAY_TCP_TLS", "false".into()),
-                ("SMARTSOLAR_GATEWAY_QUIC_ADDR", format!("127.0.0.1:{quic}")),
-                (
-                    "SMARTSOLAR_GATEWAY_HTTP_ADDR",
-                    format!("127.0.0.1:{legacy}"),
-                ),
-                ("SMARTSOLAR_ADMIN_USER", "admin@example.com".into()),
-                ("SMARTSOLAR_ADMIN_PASSWORD", "admin-password".into()),
-            ],
-        );
+        let mut env = vec![
+            ("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{http}")),
+            ("SMARTSOLAR_GATEWAY_TCP_ADDR", format!("127.0.0.1:{tcp}")),
+            ("SMARTSOLAR_GATEWAY_TCP_TLS", "false".into()),
+            ("SMARTSOLAR_GATEWAY_QUIC_ADDR", format!("127.0.0.1:{quic}")),
+            (
+                "SMARTSOLAR_GATEWAY_HTTP_ADDR",
+                format!("127.0.0.1:{legacy}"),
+            ),
+            ("SMARTSOLAR_ADMIN_USER", "admin@example.com".into()),
+            ("SMARTSOLAR_ADMIN_PASSWORD", "admin-password".into()),
+        ];
+        env.extend_from_slice(extra);
+        let server = start_role("serve", dir, metrics, &env);
         let base = format!("http://127.0.0.1:{http}");
         wait_ready(client, &base).await;
         let addr = |port: u16| format!("127.0.0.1:{port}").parse().unwrap();
@@ -897,12 +903,12 @@ async fn tcp_unit(node: &Node, imei: &str) -> sim::UnitConn {
 /// Item 3a/3b: a payment command accepted (201) for an offline unit, then the server stops
 /// (`kill -9` or SIGTERM) after its gateway took the command off the bus; restarted on the same
 /// data directory, the unit connects and gets the payment within seconds, acknowledges it, and
-/// it is acknowledged in the API and not sent again on the next connect.
-async fn a_payment_for_an_offline_unit_survives(graceful: bool) {
+/// it is acknowledged in the API and not sent again on the next connect. `env`: the bus.
+async fn a_payment_for_an_offline_unit_survives(graceful: bool, env: &[(&'static str, String)]) {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
     let imei = "010101234560011";
-    let node = Node::start(&client, dir.path()).await;
+    let node = Node::start_with(&client, dir.path(), env).await;
     let auth = admin_auth(&client, &node.base).await;
     node.provision(&client, &auth, imei, 11).await;
     node.add_payment(&client, &auth, imei, "pay-offline-1")
@@ -914,7 +920,7 @@ async fn a_payment_for_an_offline_unit_survives(graceful: bool) {
         node.kill();
     }
 
-    let node = Node::start(&client, dir.path()).await;
+    let node = Node::start_with(&client, dir.path(), env).await;
     let auth = admin_auth(&client, &node.base).await;
     let mut unit = tcp_unit(&node, imei).await;
     let mut ledger = UnitLedger::default();
@@ -931,12 +937,21 @@ async fn a_payment_for_an_offline_unit_survives(graceful: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_for_an_offline_unit_survives_kill_9() {
-    a_payment_for_an_offline_unit_survives(false).await;
+    a_payment_for_an_offline_unit_survives(false, &[]).await;
 }
 
+/// On the disk bus (the default) the gateway's hand-back at shutdown is durable too, so this
+/// one held before the record existed; it must keep holding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_for_an_offline_unit_survives_a_graceful_restart() {
-    a_payment_for_an_offline_unit_survives(true).await;
+    a_payment_for_an_offline_unit_survives(true, &[]).await;
+}
+
+/// The record alone keeps the command: on the in-process bus, whose content (the hand-back
+/// included) a restart throws away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_for_an_offline_unit_survives_a_graceful_restart_on_the_memory_bus() {
+    a_payment_for_an_offline_unit_survives(true, &[("SMARTSOLAR_BUS", "memory".into())]).await;
 }
 
 /// Item 3c: a desired-state change made while the units are offline (enable) reaches them

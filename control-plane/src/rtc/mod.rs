@@ -17,9 +17,10 @@
 //!
 //! # Out to the units (control-plane → units)
 //! - [`mt::send`]: an `rtc_message_history` row, then `rtc::MtClient::enqueue`.
-//! - [`mt::push_pending`]: the unit's desired state and pending payment commands,
-//!   called after commit by the enable/disable/tamper and DCM handlers; they become the
-//!   unit's record of pending commands ([`pending`]).
+//! - [`mt::record_pending_in`] / [`mt::enqueue_after_commit`]: the unit's desired state
+//!   and pending payment commands, recorded in the transaction of the enable/disable/tamper
+//!   and DCM handlers and queued after commit; they become the unit's record of pending
+//!   commands ([`pending`]).
 //! - [`PendingMtDb`] (`rtc::PendingMt`): the record of the MT commands each unit must
 //!   still get (`rtc_mt_pending`), read by the gateway when a unit connects or polls, so
 //!   the gateways' queues are only a cache of it.

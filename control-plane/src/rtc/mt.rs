@@ -1,5 +1,6 @@
-//! MT from the control-plane: [`send`] (record, then enqueue for the gateways) and
-//! [`push_pending`] (the unit's desired state and pending payment commands, which also become
+//! MT from the control-plane: [`send`] (record, then enqueue for the gateways) and the push
+//! of what a unit must get ([`record_pending_in`] in the transaction of the change, then
+//! [`enqueue_after_commit`]: its desired state and pending payment commands, which also become
 //! its record of pending commands, `super::pending`).
 //!
 //! Every MT gets an `rtc_message_history` row **committed before** it is enqueued, so
@@ -414,22 +415,6 @@ pub(crate) async fn rtc_flags(tx: &mut Tx, imei: &str) -> Result<(bool, bool), A
     Ok((row.flag("rtc_enabled_flag"), row.flag("dcm_enabled_flag")))
 }
 
-/// Brings an RTC unit up to date now: records its pending commands ([`record_pending`]) and
-/// enqueues them in order after the commit. Returns the messages sent; 0 (and nothing
-/// written) for a unit whose `rtc_enabled_flag` is false.
-///
-/// Called after commit by the handlers that change what a unit should do (enable,
-/// disable, tamper switch); `add_payment_command` and `force_reset` record in their own
-/// transaction ([`record_pending_in`]). Commands already sent go again: the unit applies a
-/// transaction id once, and a command the gateway gave up on gets another chance.
-pub async fn push_pending(state: &AppState, imei: &str) -> Result<usize, ApiError> {
-    let mut sent = record_pending(state, imei).await?;
-    for s in &mut sent {
-        s.enqueue(state).await?;
-    }
-    Ok(sent.len())
-}
-
 /// Records what an RTC unit must get now, in one committed transaction, without enqueuing
 /// it: a status update with its desired state and, for DCM units, every pending payment
 /// command (`dcm::pending_commands`, oldest first, in messages of at most
@@ -492,14 +477,6 @@ pub async fn enqueue_after_commit(state: &AppState, imei: &str, mut sent: Vec<Se
             tracing::error!(imei, error = %e, "RTC: recorded changes not queued for the unit");
             return;
         }
-    }
-}
-
-/// [`push_pending`] for the handlers: after their commit, never failing the request
-/// (the change stands; the failure is logged and the MT row, if any, says `failed`).
-pub async fn push_pending_after_commit(state: &AppState, imei: &str) {
-    if let Err(e) = push_pending(state, imei).await {
-        tracing::error!(imei, error = %e, "RTC: pending changes not pushed to the unit");
     }
 }
 

@@ -1,8 +1,9 @@
 //! [`PendingMtDb`] (`rtc::PendingMt`): the record of what a unit must still get, in
 //! `rtc_mt_pending`, which the gateway reads when a unit connects or polls.
 //!
-//! The record is the MT commands of the unit's latest [`super::mt::push_pending`] (its desired
-//! state as a status update, and its pending payment commands) that the unit has not answered:
+//! The record is the MT commands of the unit's latest push ([`super::mt::record_pending_in`]:
+//! its desired state as a status update, and its pending payment commands) that the unit has
+//! not answered:
 //! - written in the transaction that records those MT commands, replacing the unit's previous
 //!   record (the new push carries the whole desired state and every pending payment command);
 //! - a row leaves when the unit answers its MT itself ([`settle`]; any result but `busy`), or,
@@ -85,7 +86,7 @@ impl PendingMt for PendingMtDb {
 /// all acknowledged or void by now. If a pending payment command is carried by none of them
 /// (recorded before this table existed, refused by the unit, or sent while the unit was not
 /// RTC enabled), a fresh push is recorded ([`mt::record_pending`]) and returned instead.
-/// Nothing for an unknown unit or one whose `rtc_enabled_flag` is false (as `push_pending`).
+/// Nothing for an unknown unit or one whose `rtc_enabled_flag` is false (as the push).
 pub async fn pending_for(
     state: &AppState,
     imei: &str,
