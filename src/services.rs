@@ -213,6 +213,9 @@ pub(crate) async fn run(
             // In the database, so gateways in other processes see it too.
             registry: Arc::new(control_plane::rtc::DbPresenceRegistry::new(state.clone())),
             fallback: Arc::new(control_plane::rtc::FallbackSms::new(state.clone())),
+            // The database is the record of what each unit must still get: read when a unit
+            // connects or polls, so no restart of any process loses a command.
+            pending: Arc::new(control_plane::rtc::PendingMtDb::new(state.clone())),
         };
         let mut gw_config = config.gateway.clone();
         // The generated certificate lives in the data dir, so units can pin it across restarts.

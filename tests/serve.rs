@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use serde_json::{json, Value as Json};
 
 fn free_port() -> u16 {
@@ -19,6 +20,30 @@ fn free_port() -> u16 {
 
 struct Server {
     child: Child,
+}
+
+impl Server {
+    /// SIGTERM, then waits (up to 45 s) for a clean exit.
+    async fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(45);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(status.success(), "serve exited with {status}");
+    }
 }
 
 impl Drop for Server {
@@ -186,24 +211,7 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
     unit.abort();
 
     // SIGTERM: every service drains and the process exits cleanly.
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not stop after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(status.success(), "serve exited with {status}");
+    server.stop().await;
 }
 
 /// Starts `smartsolar <role>` on a fresh SQLite database with its admin
@@ -635,4 +643,447 @@ async fn serve_keeps_its_bus_on_disk_and_refuses_a_second_process() {
                 && l.contains("topic=\"RTC-MO.Dead-Letter\"")),
         "the dead-letter backlog is exported:\n{body}"
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue 16: the database is the record of what a unit must get. A command accepted by the API
+// reaches the unit after any restart of the server, and a payment reaches its ledger once.
+
+/// One `serve` process of the redelivery tests: SQLite and the disk bus in `dir`, every unit
+/// transport on a fresh port (plain framed TCP, QUIC, legacy HTTP).
+struct Node {
+    server: Server,
+    base: String,
+    admin: String,
+    tcp: SocketAddr,
+    quic: SocketAddr,
+    legacy: SocketAddr,
+}
+
+impl Node {
+    async fn start(client: &reqwest::Client, dir: &std::path::Path) -> Self {
+        Self::start_with(client, dir, &[]).await
+    }
+
+    /// [`Node::start`] with more environment.
+    async fn start_with(
+        client: &reqwest::Client,
+        dir: &std::path::Path,
+        extra: &[(&'static str, String)],
+    ) -> Self {
+        let (http, metrics) = (free_port(), free_port());
+        let (tcp, quic, legacy) = (free_port(), free_port(), free_port());
+        let mut env = vec![
+            ("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{http}")),
+            ("SMARTSOLAR_GATEWAY_TCP_ADDR", format!("127.0.0.1:{tcp}")),
+            ("SMARTSOLAR_GATEWAY_TCP_TLS", "false".into()),
+            ("SMARTSOLAR_GATEWAY_QUIC_ADDR", format!("127.0.0.1:{quic}")),
+            (
+                "SMARTSOLAR_GATEWAY_HTTP_ADDR",
+                format!("127.0.0.1:{legacy}"),
+            ),
+            ("SMARTSOLAR_ADMIN_USER", "admin@example.com".into()),
+            ("SMARTSOLAR_ADMIN_PASSWORD", "admin-password".into()),
+        ];
+        env.extend_from_slice(extra);
+        let server = start_role("serve", dir, metrics, &env);
+        let base = format!("http://127.0.0.1:{http}");
+        wait_ready(client, &base).await;
+        let addr = |port: u16| format!("127.0.0.1:{port}").parse().unwrap();
+        Self {
+            server,
+            base,
+            admin: format!("http://127.0.0.1:{metrics}"),
+            tcp: addr(tcp),
+            quic: addr(quic),
+            legacy: addr(legacy),
+        }
+    }
+
+    /// `kill -9`.
+    fn kill(mut self) {
+        self.server.child.kill().unwrap();
+        self.server.child.wait().unwrap();
+    }
+
+    /// SIGTERM, and a clean exit.
+    async fn stop(mut self) {
+        self.server.stop().await;
+    }
+
+    /// The value of the first sample of `metric` whose line contains `label` (0 if none).
+    async fn metric(&self, client: &reqwest::Client, metric: &str, label: &str) -> f64 {
+        let (_, body) = get_when_up(client, &format!("{}/metrics", self.admin)).await;
+        body.lines()
+            .filter(|l| l.starts_with(metric) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .next()
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until the gateway has taken `n` MT commands of type `ty` from the bus (so it
+    /// committed them there, and only its memory and the database still have them).
+    async fn wait_mt_taken(&self, client: &reqwest::Client, ty: &str, n: f64) {
+        let label = format!("type=\"{ty}\"");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self
+            .metric(client, "smartsolar_gateway_mt_messages_total", &label)
+            .await
+            < n
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never took the {ty} MT"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The consumer commits right after handing the command to its shard.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    async fn call(
+        &self,
+        client: &reqwest::Client,
+        auth: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Json>,
+    ) -> (u16, Json) {
+        let mut req = client
+            .request(method, format!("{}/v1{path}", self.base))
+            .header("Authorization", auth);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Json::Null))
+    }
+
+    /// A unit as the factory makes it, RTC and credit managed.
+    async fn provision(&self, client: &reqwest::Client, auth: &str, imei: &str, n: u32) {
+        let (s, b) = self
+            .call(
+                client,
+                auth,
+                reqwest::Method::POST,
+                "/products/create_hub2",
+                Some(json!({"imsi": format!("2135141351{n:05}"), "imei": imei,
+                    "device_key": unit_key(imei),
+                    "product": {"assembler": "A", "rtc_enabled_flag": true}})),
+            )
+            .await;
+        assert!((200..300).contains(&s), "create_hub2: {b}");
+        let (s, b) = self
+            .call(
+                client,
+                auth,
+                reqwest::Method::PUT,
+                &format!("/products/{imei}/set_dcm_enabled_flag"),
+                Some(json!({"enabled": true})),
+            )
+            .await;
+        assert_eq!(s, 200, "set_dcm_enabled_flag: {b}");
+    }
+
+    async fn add_payment(&self, client: &reqwest::Client, auth: &str, imei: &str, tx: &str) {
+        let (s, b) = self
+            .call(
+                client,
+                auth,
+                reqwest::Method::POST,
+                &format!("/products/{imei}/add_payment_command"),
+                Some(json!({"category": "payment", "value": PAYMENT, "transaction_id": tx})),
+            )
+            .await;
+        assert_eq!(s, 201, "add_payment_command: {b}");
+    }
+
+    /// `balance_and_pending_payments`: (balance, number of pending commands).
+    async fn credit(&self, client: &reqwest::Client, auth: &str, imei: &str) -> (Json, usize) {
+        let (s, b) = self
+            .call(
+                client,
+                auth,
+                reqwest::Method::GET,
+                &format!("/products/{imei}/balance_and_pending_payments"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let pending = b["data"]["pending_payment_commands"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no pending_payment_commands in {b}"))
+            .len();
+        (b["data"]["balance"].clone(), pending)
+    }
+
+    /// Waits until the unit's payment commands are all acknowledged and its balance is
+    /// `balance`.
+    async fn wait_acknowledged(&self, client: &reqwest::Client, auth: &str, imei: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let credit = self.credit(client, auth, imei).await;
+            if credit == (json!(PAYMENT), 0) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payment not acknowledged: {credit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Seconds of credit each test payment carries.
+const PAYMENT: i64 = 86_400;
+
+fn unit_key(imei: &str) -> String {
+    format!("{imei}abcdefghi")
+}
+
+/// A unit's credit as its firmware keeps it (protocol §4.4): each payment command is applied
+/// once, recognised by its transaction id, whichever MT carries it and however often.
+#[derive(Default)]
+struct UnitLedger {
+    balance: i64,
+    applied: std::collections::HashSet<String>,
+}
+
+impl UnitLedger {
+    fn apply(&mut self, p: &codec::mt::PaymentCommands<'_>) {
+        for c in p.commands.iter() {
+            if self.applied.insert(c.transaction_id.to_owned()) {
+                self.balance = match c.category {
+                    codec::mt::PaymentCategory::ZeroCommand => 0,
+                    _ => self.balance + c.value,
+                };
+            }
+        }
+    }
+}
+
+/// The next MT the unit receives within `limit`.
+async fn next_mt(unit: &mut sim::UnitConn, limit: Duration) -> Option<Vec<u8>> {
+    match tokio::time::timeout(limit, unit.recv()).await {
+        Ok(Ok(Some(frame))) => Some(frame.to_vec()),
+        _ => None,
+    }
+}
+
+/// Answers an MT as the unit: `Ok`, with the unit's balance when given.
+async fn reply_ok(unit: &mut sim::UnitConn, id: codec::CorrelationId, balance: Option<i64>) {
+    unit.send_mo(&codec::MoMessage::Reply(codec::mo::MtReply {
+        correlation_id: id,
+        result: codec::mo::ReplyResult::Ok,
+        info: None,
+        balance,
+        expected_expiry: None,
+    }))
+    .await
+    .unwrap();
+}
+
+/// Receives MT messages for up to `limit`, answering status updates `Ok`, until a
+/// payment-commands MT arrives: applies it to `ledger` as the unit does and returns its
+/// correlation id and its bytes (not answered yet).
+async fn next_payment(
+    unit: &mut sim::UnitConn,
+    ledger: &mut UnitLedger,
+    limit: Duration,
+) -> Option<(codec::CorrelationId, Vec<u8>)> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = next_mt(unit, left).await?;
+        match codec::decode_mt(&frame).unwrap() {
+            codec::MtMessage::PaymentCommands(p) => {
+                ledger.apply(&p);
+                return Some((p.correlation_id, frame));
+            }
+            other => reply_ok(unit, other.correlation_id(), None).await,
+        }
+    }
+}
+
+/// A unit that connects now is sent nothing within 3 s.
+async fn nothing_more_for(node: &Node, imei: &str) {
+    let mut unit = tcp_unit(node, imei).await;
+    if let Some(frame) = next_mt(&mut unit, Duration::from_secs(3)).await {
+        panic!(
+            "sent again after its acknowledgement: {:?}",
+            codec::render_cbor(&frame)
+        );
+    }
+}
+
+async fn tcp_unit(node: &Node, imei: &str) -> sim::UnitConn {
+    let mut unit = sim::UnitConn::tcp(node.tcp).await.unwrap();
+    unit.handshake(Some(imei), &unit_key(imei)).await.unwrap();
+    unit
+}
+
+/// Item 3a/3b: a payment command accepted (201) for an offline unit, then the server stops
+/// (`kill -9` or SIGTERM) after its gateway took the command off the bus; restarted on the same
+/// data directory, the unit connects and gets the payment within seconds, acknowledges it, and
+/// it is acknowledged in the API and not sent again on the next connect. `env`: the bus.
+async fn a_payment_for_an_offline_unit_survives(graceful: bool, env: &[(&'static str, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let imei = "010101234560011";
+    let node = Node::start_with(&client, dir.path(), env).await;
+    let auth = admin_auth(&client, &node.base).await;
+    node.provision(&client, &auth, imei, 11).await;
+    node.add_payment(&client, &auth, imei, "pay-offline-1")
+        .await;
+    node.wait_mt_taken(&client, "payment_commands", 1.0).await;
+    if graceful {
+        node.stop().await;
+    } else {
+        node.kill();
+    }
+
+    let node = Node::start_with(&client, dir.path(), env).await;
+    let auth = admin_auth(&client, &node.base).await;
+    let mut unit = tcp_unit(&node, imei).await;
+    let mut ledger = UnitLedger::default();
+    let (id, _) = next_payment(&mut unit, &mut ledger, Duration::from_secs(5))
+        .await
+        .expect("the payment reaches the unit after the restart");
+    assert_eq!(ledger.balance, PAYMENT);
+    reply_ok(&mut unit, id, Some(ledger.balance)).await;
+    node.wait_acknowledged(&client, &auth, imei).await;
+    unit.close().await.unwrap();
+    // Acknowledged: the next connect brings nothing.
+    nothing_more_for(&node, imei).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_for_an_offline_unit_survives_kill_9() {
+    a_payment_for_an_offline_unit_survives(false, &[]).await;
+}
+
+/// On the disk bus (the default) the gateway's hand-back at shutdown is durable too, so this
+/// one held before the record existed; it must keep holding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_for_an_offline_unit_survives_a_graceful_restart() {
+    a_payment_for_an_offline_unit_survives(true, &[]).await;
+}
+
+/// The record alone keeps the command: on the in-process bus, whose content (the hand-back
+/// included) a restart throws away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_for_an_offline_unit_survives_a_graceful_restart_on_the_memory_bus() {
+    a_payment_for_an_offline_unit_survives(true, &[("SMARTSOLAR_BUS", "memory".into())]).await;
+}
+
+/// Item 3c: a desired-state change made while the units are offline (enable) reaches them
+/// when they next connect after a `kill -9`: a QUIC unit on connecting, and a legacy HTTP unit
+/// on its first poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desired_state_change_reaches_units_that_connect_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let (quic_imei, http_imei) = ("010101234560012", "010101234560013");
+    let node = Node::start(&client, dir.path()).await;
+    let auth = admin_auth(&client, &node.base).await;
+    for (n, imei) in [(12, quic_imei), (13, http_imei)] {
+        node.provision(&client, &auth, imei, n).await;
+        let (s, b) = node
+            .call(
+                &client,
+                &auth,
+                reqwest::Method::PUT,
+                &format!("/products/{imei}/enable"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "enable: {b}");
+    }
+    node.wait_mt_taken(&client, "status_update", 2.0).await;
+    node.kill();
+
+    let node = Node::start(&client, dir.path()).await;
+    // QUIC, pinning the certificate the gateway keeps in the data directory.
+    let cert = sim::pem_certificate(&dir.path().join("data").join("gateway-cert.pem")).unwrap();
+    let endpoint = sim::quic_endpoint(&cert, Duration::from_secs(5)).unwrap();
+    let mut unit = sim::UnitConn::quic(&endpoint, node.quic).await.unwrap();
+    unit.handshake(Some(quic_imei), &unit_key(quic_imei))
+        .await
+        .unwrap();
+    let frame = next_mt(&mut unit, Duration::from_secs(5))
+        .await
+        .expect("the status update reaches the QUIC unit after the crash");
+    match codec::decode_mt(&frame).unwrap() {
+        codec::MtMessage::StatusUpdate(u) => assert_eq!(u.enabled, Some(true)),
+        other => panic!("expected a status update, got {other:?}"),
+    }
+
+    // The HTTP unit's first poll after the restart carries the change.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{http_imei}:{}", unit_key(http_imei)))
+    );
+    let (status, body) = sim::http_request(node.legacy, "GET", "/rc_data", Some(&basic), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let settings: Json = serde_json::from_slice(&body).unwrap();
+    assert_eq!(settings["enabled"], json!(true), "{settings}");
+}
+
+/// Item 3d: a payment delivered twice reaches the ledger once. The unit receives it and drops
+/// the connection before acknowledging; the server is killed and restarted; on reconnecting the
+/// unit gets the same MT again (same correlation id and transaction id), recognises the
+/// transaction id and does not apply it again, and acknowledges it, twice over. The server
+/// acknowledges the command once and records the unit's balance; the next connect brings
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_delivered_twice_reaches_the_ledger_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let imei = "010101234560014";
+    let node = Node::start(&client, dir.path()).await;
+    let auth = admin_auth(&client, &node.base).await;
+    node.provision(&client, &auth, imei, 14).await;
+    let mut unit = tcp_unit(&node, imei).await;
+    node.add_payment(&client, &auth, imei, "pay-twice-1").await;
+    let mut ledger = UnitLedger::default();
+    let (first_id, first) = next_payment(&mut unit, &mut ledger, Duration::from_secs(10))
+        .await
+        .expect("the payment reaches the connected unit");
+    unit.abort(); // gone before acknowledging
+    node.kill();
+
+    let node = Node::start(&client, dir.path()).await;
+    let auth = admin_auth(&client, &node.base).await;
+    let mut unit = tcp_unit(&node, imei).await;
+    let (again_id, again) = next_payment(&mut unit, &mut ledger, Duration::from_secs(5))
+        .await
+        .expect("the unacknowledged payment is sent again after the crash");
+    assert_eq!(
+        again_id,
+        first_id,
+        "a resend keeps the MT's correlation id: first {:?}, again {:?}",
+        codec::render_cbor(&first),
+        codec::render_cbor(&again)
+    );
+    assert_eq!(again, first, "a resend is the same bytes");
+    assert_eq!(ledger.balance, PAYMENT, "the unit applied it once");
+    // The unit acknowledges, and (its first reply unconfirmed) acknowledges again.
+    reply_ok(&mut unit, again_id, Some(ledger.balance)).await;
+    reply_ok(&mut unit, again_id, Some(ledger.balance)).await;
+    node.wait_acknowledged(&client, &auth, imei).await;
+    let acknowledged = node
+        .metric(
+            &client,
+            "smartsolar_dcm_payment_command_events_total",
+            "event=\"acknowledged\"",
+        )
+        .await;
+    assert_eq!(acknowledged, 1.0, "acknowledged once in the ledger");
+    unit.close().await.unwrap();
+    nothing_more_for(&node, imei).await;
 }

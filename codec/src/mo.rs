@@ -259,7 +259,8 @@ pub struct MtReply<'a> {
 pub enum ReplyResult {
     /// 0: applied.
     Ok,
-    /// 1: refused by the unit (e.g. duplicate transaction id).
+    /// 1: refused by the unit (e.g. a setting it cannot take). Not for a payment command it
+    /// already applied: that MT is answered `Ok` (protocol §4.4), or its ack would never arrive.
     Rejected,
     /// 2: the unit does not support this message.
     Unsupported,

@@ -581,3 +581,24 @@ fn legacy_bodies() {
     assert!(legacy::parse_basic_auth("Bearer x").is_err());
     assert!(legacy::parse_basic_auth("Basic !!!").is_err());
 }
+
+/// The bytes `docs/rtc-protocol.md` §4.4 shows for a payment-commands MT: a resend is these
+/// bytes again, and the unit recognises the command by its transaction id (`"pay-1"`).
+#[test]
+fn a_payment_commands_mt_is_the_documented_bytes() {
+    let cmds = [PaymentCommand {
+        category: PaymentCategory::Payment,
+        value: 86_400,
+        transaction_id: "pay-1",
+    }];
+    let id: [u8; 16] = core::array::from_fn(|i| (i as u8) * 0x11);
+    let bytes = mt_to_vec(&MtMessage::PaymentCommands(PaymentCommands {
+        correlation_id: CorrelationId(id),
+        commands: Seq::new(&cmds),
+    }));
+    let mut expected = vec![0x82, 0x13, 0xa2, 0x00, 0x50];
+    expected.extend_from_slice(&id);
+    expected.extend_from_slice(&[0x01, 0x81, 0x83, 0x00, 0x1a, 0x00, 0x01, 0x51, 0x80, 0x65]);
+    expected.extend_from_slice(b"pay-1");
+    assert_eq!(bytes, expected);
+}

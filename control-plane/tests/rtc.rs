@@ -14,7 +14,9 @@ use codec::mo::{Cell, CellReport, FinalBalance, MtReply, ReplyResult, StatusRepo
 use codec::{decode_mt, CorrelationId, MoMessage, MtMessage, Seq};
 use common::{Backend, TestServer};
 use control_plane::catalogue::Column;
-use control_plane::rtc::{self, ControlPlaneSink, FallbackSms, PresenceDb, UnitDirectoryDb};
+use control_plane::rtc::{
+    self, ControlPlaneSink, FallbackSms, PendingMtDb, PresenceDb, UnitDirectoryDb,
+};
 use gateway::{Deps, Gateway, GatewayConfig, MemoryPresence};
 use ingest::engine::EngineConfig;
 use ingest::tsdb::embedded::Embedded;
@@ -32,6 +34,7 @@ both_backends!(
     a_reported_energy_limit_confirms_the_pending_parameter,
     an_unmatched_reply_stalls_no_other_unit,
     mt_history_is_listed_with_its_delivery_state,
+    the_record_of_pending_commands_reaches_units_that_connect_or_poll,
 );
 
 /// A unit's device key (24 characters, unique like the column).
@@ -44,6 +47,8 @@ struct Rig {
     server: TestServer,
     bus: MemoryBus,
     tcp: std::net::SocketAddr,
+    /// Legacy HTTP, when the test's tweak turned it on.
+    http: Option<std::net::SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -68,6 +73,7 @@ impl Rig {
             presence: Arc::new(PresenceDb::new(state.clone())),
             registry: Arc::new(MemoryPresence::new()),
             fallback: Arc::new(FallbackSms::new(state.clone())),
+            pending: Arc::new(PendingMtDb::new(state.clone())),
         };
         let mut config = GatewayConfig::loopback("gw-test");
         config.quic_listen = None;
@@ -78,6 +84,7 @@ impl Rig {
         tweak(&mut config);
         let gw = Gateway::bind(config, deps).await.unwrap();
         let tcp = gw.local_addrs().tcp.unwrap();
+        let http = gw.local_addrs().http;
         let (stop, stopped) = watch::channel(false);
         let until = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -114,6 +121,7 @@ impl Rig {
             server,
             bus,
             tcp,
+            http,
             stop,
             tasks,
         }
@@ -1068,5 +1076,95 @@ async fn mt_history_is_listed_with_its_delivery_state(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
     unit.close().await.unwrap();
+    rig.stop().await;
+}
+
+/// The database's record of what a unit must still get (issue 16), on both backends: a
+/// payment command the record has no MT for is recorded afresh when the unit connects; the
+/// record is read again unchanged (same correlation ids, no new rows) until the unit answers;
+/// then it is empty. A legacy HTTP unit's poll carries what was recorded but never put on the
+/// bus (as after a crash that lost the gateway's queue).
+async fn the_record_of_pending_commands_reaches_units_that_connect_or_poll(backend: Backend) {
+    use base64::Engine as _;
+    use gateway::PendingMt;
+    let rig = Rig::start(backend, |c| {
+        c.http_listen = Some(([127, 0, 0, 1], 0).into())
+    })
+    .await;
+    let state = rig.server.state.clone();
+    let record = PendingMtDb::new(state.clone());
+    let (tcp_imei, http_imei) = ("013777946874201", "013777946874202");
+    rig.product(tcp_imei, true).await;
+    rig.product(http_imei, true).await;
+    // A pending payment with no MT (as the ledger holds it after an upgrade).
+    rig.server
+        .seed(
+            "payment_command",
+            json!({"product_imei": tcp_imei, "value": 3600, "category": "payment",
+                "void": false, "status": "pending", "transaction_id": "rec-1"}),
+        )
+        .await;
+    let first = record.pending(tcp_imei).await;
+    let types: Vec<&str> = first
+        .iter()
+        .map(|c| decode_mt(&c.message).unwrap().message_type().as_str())
+        .collect();
+    assert_eq!(
+        types,
+        ["status_update", "payment_commands"],
+        "in push order"
+    );
+    assert_eq!(
+        record.pending(tcp_imei).await,
+        first,
+        "read again, the same commands"
+    );
+    assert_eq!(rig.rows("rtc_message_history", tcp_imei).await.len(), 2);
+
+    let mut unit = rig.unit(tcp_imei).await;
+    for expected in &first {
+        let frame = next_mt(&mut unit).await;
+        assert_eq!(frame, expected.message, "the recorded bytes, in order");
+        let balance =
+            matches!(decode_mt(&frame).unwrap(), MtMessage::PaymentCommands(_)).then_some(3600);
+        reply(&mut unit, expected.correlation_id, balance).await;
+    }
+    rig.wait_rows("acknowledged", "payment_command", tcp_imei, |r| {
+        r.iter().all(|c| c["status"] == "acknowledged")
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !record.pending(tcp_imei).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "record not settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Recorded, never enqueued: the HTTP unit's poll still gets it.
+    let sent = rtc::mt::record_pending(&state, http_imei).await.unwrap();
+    assert_eq!(
+        sent.len(),
+        1,
+        "a status update (no payments pending): {sent:?}"
+    );
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{http_imei}:{}", key(http_imei)))
+    );
+    let http = rig.http.unwrap();
+    let (s, body) = sim::http_request(http, "GET", "/rc_data", Some(&auth), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let settings: Json = serde_json::from_slice(&body).unwrap();
+    assert_eq!(settings["enabled"], json!(false), "{settings}");
+    // Handed over HTTP (the gateway's outcome): the status update leaves the record.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !record.pending(http_imei).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status update not settled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     rig.stop().await;
 }

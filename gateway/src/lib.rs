@@ -7,9 +7,9 @@
 //! - [`capture`]: capture mode (what units send, to a file, for `load-test replay`).
 //! - [`proto`]: per-unit protocol state without I/O (handshake, MT queue with retries, rate
 //!   limit), tested with a fake clock.
-//! - [`directory`], [`presence`], [`fallback`], [`mt`]: the contracts with the rest of the
-//!   platform (who may connect, online records and routing, WAKEUP fallback, the MT client and
-//!   envelopes), defined in the `rtc` crate and re-exported here.
+//! - [`directory`], [`presence`], [`fallback`], [`mt`], [`pending`]: the contracts with the rest
+//!   of the platform (who may connect, online records and routing, WAKEUP fallback, the MT client
+//!   and envelopes, the record of pending MT commands), defined in the `rtc` crate and re-exported here.
 //! - `server`: the running gateway: listeners, the session driver (one task per connection),
 //!   MT shards, the MT consumers, graceful shutdown.
 //! - `transport`: QUIC, framed TCP (optionally TLS) and legacy HTTP front ends.
@@ -36,7 +36,7 @@ mod transport;
 
 // The contracts with the rest of the platform live in the `rtc` crate; re-exported so the
 // gateway's own modules and its users name them in one place.
-pub use rtc::{directory, fallback, mt, presence};
+pub use rtc::{directory, fallback, mt, pending, presence};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,6 +48,7 @@ pub use config::GatewayConfig;
 pub use directory::{MemoryDirectory, UnitCredentials, UnitDirectory};
 pub use fallback::{Fallback, NoFallback, RecordingFallback};
 pub use mt::MtClient;
+pub use pending::{MemoryPendingMt, NoPendingMt, PendingCommand, PendingMt};
 pub use presence::{
     MemoryPresence, NoPresenceSink, PresenceRegistry, PresenceSink, RecordingPresence, StatusReason,
 };
@@ -68,6 +69,8 @@ pub struct Deps {
     pub registry: Arc<dyn PresenceRegistry>,
     /// Unreachable units.
     pub fallback: Arc<dyn Fallback>,
+    /// The record of what each unit must still get, read when a unit connects or polls.
+    pub pending: Arc<dyn PendingMt>,
 }
 
 /// Gateway failures (start-up only: once running, per-connection errors close that

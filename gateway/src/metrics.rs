@@ -22,7 +22,7 @@ pub const MO_BYTES: &str = "smartsolar_gateway_mo_bytes_total";
 /// `invalid`).
 pub const MT_MESSAGES: &str = "smartsolar_gateway_mt_messages_total";
 /// Counter: what happened to MT commands, label `event` (sent, settled, expired, unreachable,
-/// forwarded, refused, invalid, handed_back, http).
+/// forwarded, refused, invalid, handed_back, http, from_record).
 pub const MT_EVENTS: &str = "smartsolar_gateway_mt_events_total";
 /// Counter: frames written to the capture file (capture mode), label `transport`.
 pub const CAPTURED: &str = "smartsolar_gateway_captured_frames_total";

@@ -31,7 +31,7 @@ use codec::{decode_bus_envelope, CorrelationId, MtMessage, Seq};
 use gateway::mt::new_correlation_id;
 use gateway::{
     Deps, Gateway, GatewayConfig, MemoryDirectory, MemoryPresence, MtClient, NoFallback,
-    NoPresenceSink, PresenceRegistry, UnitCredentials,
+    NoPendingMt, NoPresenceSink, PresenceRegistry, UnitCredentials,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use load_test::{
@@ -216,6 +216,7 @@ async fn serve(units: u32, http: bool, capture: Option<PathBuf>) -> anyhow::Resu
         presence: Arc::new(NoPresenceSink),
         registry: Arc::new(registry.clone()),
         fallback: Arc::new(NoFallback),
+        pending: Arc::new(NoPendingMt),
     };
     let mut config = GatewayConfig::loopback("load");
     if !http {

@@ -10,6 +10,8 @@
 //! - [`presence`]: [`PresenceSink`] (online/offline records) and [`PresenceRegistry`] (which
 //!   gateway holds which unit, for MT routing).
 //! - [`fallback`]: [`Fallback`], called when a unit stays unreachable (WAKEUP SMS).
+//! - [`pending`]: [`PendingMt`], the record of the MT commands a unit must still get (the
+//!   gateway's queues are a cache of it).
 //! - [`mt`]: [`MtClient`], the MT enqueue API, and the envelopes of MT commands and of the
 //!   gateway's MT outcome records.
 //! - [`control`]: [`GatewayControl`], instructions every gateway reads (a unit's credentials
@@ -19,12 +21,14 @@ pub mod control;
 pub mod directory;
 pub mod fallback;
 pub mod mt;
+pub mod pending;
 pub mod presence;
 
 pub use control::GatewayControl;
 pub use directory::{MemoryDirectory, UnitCredentials, UnitDirectory};
 pub use fallback::{Fallback, NoFallback, RecordingFallback};
 pub use mt::MtClient;
+pub use pending::{MemoryPendingMt, NoPendingMt, PendingCommand, PendingMt};
 pub use presence::{
     MemoryPresence, NoPresenceSink, PresenceRegistry, PresenceSink, RecordingPresence, StatusReason,
 };

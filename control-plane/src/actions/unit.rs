@@ -259,6 +259,9 @@ async fn switch(
         &state.config,
     )
     .await?;
+    // RTC: recorded with the change (the unit gets it on its next connect, whatever
+    // restarts), queued for it after commit.
+    let sent = crate::rtc::mt::record_pending_in(&state, &mut tx, &imei).await?;
     tx.commit().await?;
     if let Some(sms_id) = outcome.wakeup_sms_id {
         // The change is committed; a failed SMS is recorded on its row and
@@ -268,10 +271,7 @@ async fn switch(
             tracing::error!(sms_id, imei = %imei, error = %e, "WAKEUP SMS not handed over");
         }
     }
-    // RTC: deliver the change to the unit now (after commit; a failure is logged).
-    if product.flag("rtc_enabled_flag") {
-        crate::rtc::mt::push_pending_after_commit(&state, &imei).await;
-    }
+    crate::rtc::mt::enqueue_after_commit(&state, &imei, sent).await;
     let message = if desired {
         "Product enabled"
     } else {
@@ -307,11 +307,10 @@ async fn tamper(
     let mut tx = state.db.begin().await?;
     let product = super::lock_product(&mut tx, &user.visibility, &imei).await?;
     set_tamper(&mut tx, &product, desired, &user.username, now).await?;
+    // RTC: recorded with the change, queued for the unit after commit.
+    let sent = crate::rtc::mt::record_pending_in(&state, &mut tx, &imei).await?;
     tx.commit().await?;
-    // RTC: deliver the change to the unit now (after commit; a failure is logged).
-    if product.flag("rtc_enabled_flag") {
-        crate::rtc::mt::push_pending_after_commit(&state, &imei).await;
-    }
+    crate::rtc::mt::enqueue_after_commit(&state, &imei, sent).await;
     let word = if desired { "enabled" } else { "disabled" };
     Ok(success(
         StatusCode::OK,

@@ -152,11 +152,12 @@ async fn add_payment_command(
     )
     .await
     .inspect_err(|_| count_command(command.category.as_str(), "rejected"))?;
+    // RTC: recorded with the command (the unit gets it on its next connect, whatever
+    // restarts), queued for it now, after commit.
+    let sent = crate::rtc::mt::record_pending_in(&state, &mut tx, &imei).await?;
     tx.commit().await?;
     count_command(stored.category.as_str(), "accepted");
-    // RTC: deliver the new command to the unit now (after commit; a failure is
-    // logged, the command stays pending and goes with the next push).
-    crate::rtc::mt::push_pending_after_commit(&state, &imei).await;
+    crate::rtc::mt::enqueue_after_commit(&state, &imei, sent).await;
     tracing::info!(
         product_imei = %imei,
         payment_command_id = stored.payment_command_id,
@@ -193,11 +194,12 @@ async fn force_reset(
     )
     .await
     .inspect_err(|_| count_command("force-reset", "rejected"))?;
+    // RTC: recorded with the reset, queued for the unit after commit.
+    let sent = crate::rtc::mt::record_pending_in(&state, &mut tx, &imei).await?;
     tx.commit().await?;
     count_command("force-reset", "accepted");
     dcm::count_events("voided", reset.voided);
-    // RTC: tell the unit now (after commit; a failure is logged).
-    crate::rtc::mt::push_pending_after_commit(&state, &imei).await;
+    crate::rtc::mt::enqueue_after_commit(&state, &imei, sent).await;
     tracing::info!(
         product_imei = %imei,
         outstanding_payments = reset.outstanding_payments,

@@ -18,8 +18,13 @@
 //!
 //! # Out to the units (control-plane → units)
 //! - [`mt::send`]: an `rtc_message_history` row, then `rtc::MtClient::enqueue`.
-//! - [`mt::push_pending`]: the unit's desired state and pending payment commands,
-//!   called after commit by the enable/disable/tamper and DCM handlers.
+//! - [`mt::record_pending_in`] / [`mt::enqueue_after_commit`]: the unit's desired state
+//!   and pending payment commands, recorded in the transaction of the enable/disable/tamper
+//!   and DCM handlers and queued after commit; they become the unit's record of pending
+//!   commands ([`pending`]).
+//! - [`PendingMtDb`] (`rtc::PendingMt`): the record of the MT commands each unit must
+//!   still get (`rtc_mt_pending`), read by the gateway when a unit connects or polls, so
+//!   the gateways' queues are only a cache of it.
 //! - The endpoints `command_request`, `sync`, `status_update`, `rtc_online_status`,
 //!   `force_connection` (`http.rs`).
 //!
@@ -33,6 +38,7 @@ mod fallback;
 mod http;
 mod locator;
 pub mod mt;
+pub mod pending;
 mod presence;
 mod registry;
 mod sink;
@@ -53,6 +59,7 @@ pub use directory::{
 };
 pub use fallback::{FallbackSms, SMS_WINDOW_SECS};
 pub use locator::{locator_from_config, CsvCellLocator, HttpCellLocator, LocatorError};
+pub use pending::PendingMtDb;
 pub use presence::{
     record_connection_status, PresenceDb, METRIC_DROPPED, METRIC_QUEUE_FULL, METRIC_WRITTEN,
 };

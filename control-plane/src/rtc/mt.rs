@@ -1,5 +1,7 @@
-//! MT from the control-plane: [`send`] (record, then enqueue for the gateways) and
-//! [`push_pending`] (the unit's desired state and pending payment commands).
+//! MT from the control-plane: [`send`] (record, then enqueue for the gateways) and the push
+//! of what a unit must get ([`record_pending_in`] in the transaction of the change, then
+//! [`enqueue_after_commit`]: its desired state and pending payment commands, which also become
+//! its record of pending commands, `super::pending`).
 //!
 //! Every MT gets an `rtc_message_history` row **committed before** it is enqueued, so
 //! the unit's reply always finds it: `message_reference` = the correlation id (32 hex),
@@ -56,6 +58,15 @@ impl Sent {
     /// Whether the gateways have it.
     pub fn is_enqueued(&self) -> bool {
         self.enqueued
+    }
+
+    /// The recorded command as the gateway takes it from the record of pending commands
+    /// (instead of from the bus).
+    pub fn into_pending(self) -> ::rtc::PendingCommand {
+        ::rtc::PendingCommand {
+            correlation_id: self.correlation_id,
+            message: self.cbor,
+        }
     }
 
     /// Hands the command to the gateways (after the transaction that recorded it
@@ -404,26 +415,35 @@ pub(crate) async fn rtc_flags(tx: &mut Tx, imei: &str) -> Result<(bool, bool), A
     Ok((row.flag("rtc_enabled_flag"), row.flag("dcm_enabled_flag")))
 }
 
-/// Brings an RTC unit up to date now: a status update with its desired state and, for
-/// DCM units, every pending payment command (`dcm::pending_commands`, oldest first, in
-/// messages of at most [`PAYMENT_COMMANDS_PER_MESSAGE`]). Recorded in one transaction,
-/// enqueued in order after it commits. Returns the messages sent; 0 (and nothing
-/// written) for a unit whose `rtc_enabled_flag` is false.
-///
-/// Called after commit by the handlers that change what a unit should do (enable,
-/// disable, tamper switch, `add_payment_command`, `force_reset`). Commands already
-/// sent go again: the unit drops transaction ids it has applied, and a command the
-/// gateway gave up on gets another chance.
-pub async fn push_pending(state: &AppState, imei: &str) -> Result<usize, ApiError> {
+/// Records what an RTC unit must get now, in one committed transaction, without enqueuing
+/// it: a status update with its desired state and, for DCM units, every pending payment
+/// command (`dcm::pending_commands`, oldest first, in messages of at most
+/// [`PAYMENT_COMMANDS_PER_MESSAGE`]). They become the unit's record of pending commands
+/// (`rtc_mt_pending`, replacing the previous one; see [`super::pending`]), which gateways
+/// read when the unit connects. Nothing for a unit whose `rtc_enabled_flag` is false.
+pub async fn record_pending(state: &AppState, imei: &str) -> Result<Vec<Sent>, ApiError> {
     let mut tx = state.db.begin().await?;
-    let (rtc, dcm_unit) = rtc_flags(&mut tx, imei).await?;
+    let sent = record_pending_in(state, &mut tx, imei).await?;
+    tx.commit().await?;
+    Ok(sent)
+}
+
+/// [`record_pending`] in the caller's transaction, for a change that must never be committed
+/// without the MT that carries it to the unit (a payment command, a force-reset): enqueue the
+/// result with [`enqueue_after_commit`] once `tx` committed.
+pub async fn record_pending_in(
+    state: &AppState,
+    tx: &mut Tx,
+    imei: &str,
+) -> Result<Vec<Sent>, ApiError> {
+    let (rtc, dcm_unit) = rtc_flags(tx, imei).await?;
     if !rtc {
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let desired = DesiredState::load(&mut tx, imei).await?;
-    let mut sent = vec![desired.send(state, Some(&mut tx), imei, RTC_USER).await?];
+    let desired = DesiredState::load(tx, imei).await?;
+    let mut sent = vec![desired.send(state, Some(&mut *tx), imei, RTC_USER).await?];
     if dcm_unit {
-        let pending = dcm::pending_commands(&mut tx, imei).await?;
+        let pending = dcm::pending_commands(tx, imei).await?;
         for chunk in pending.chunks(PAYMENT_COMMANDS_PER_MESSAGE) {
             let commands: Vec<MtPaymentCommand<'_>> = chunk
                 .iter()
@@ -441,21 +461,22 @@ pub async fn push_pending(state: &AppState, imei: &str) -> Result<usize, ApiErro
                 correlation_id: new_correlation_id(),
                 commands: Seq::new(&commands),
             });
-            sent.push(send(state, Some(&mut tx), imei, &msg, RTC_USER).await?);
+            sent.push(send(state, Some(&mut *tx), imei, &msg, RTC_USER).await?);
         }
     }
-    tx.commit().await?;
-    for s in &mut sent {
-        s.enqueue(state).await?;
-    }
-    Ok(sent.len())
+    super::pending::replace(tx, imei, &sent).await?;
+    Ok(sent)
 }
 
-/// [`push_pending`] for the handlers: after their commit, never failing the request
-/// (the change stands; the failure is logged and the MT row, if any, says `failed`).
-pub async fn push_pending_after_commit(state: &AppState, imei: &str) {
-    if let Err(e) = push_pending(state, imei).await {
-        tracing::error!(imei, error = %e, "RTC: pending changes not pushed to the unit");
+/// Enqueues MT commands recorded in a transaction that has committed ([`record_pending_in`]),
+/// in order, never failing the request: the change stands, and the unit gets the commands
+/// from the record when it next connects (a failure is logged, its MT row says `failed`).
+pub async fn enqueue_after_commit(state: &AppState, imei: &str, mut sent: Vec<Sent>) {
+    for s in &mut sent {
+        if let Err(e) = s.enqueue(state).await {
+            tracing::error!(imei, error = %e, "RTC: recorded changes not queued for the unit");
+            return;
+        }
     }
 }
 

@@ -625,14 +625,28 @@ impl MoSink for ControlPlaneSink {
             .await
             .map_err(api_sink_error)?;
         }
+        // Off the record of what the unit must still get: the unit answered (a busy unit
+        // gets it again), or a status update was handed to a legacy HTTP unit, which cannot
+        // answer. Payment commands handed over HTTP stay until a unit confirms them.
+        let decoded = row
+            .message
+            .as_deref()
+            .and_then(|m| codec::decode_mt(m).ok());
+        let answered = if gateway_written(reply) {
+            reply.result == ReplyResult::Ok
+                && !matches!(decoded, Some(MtMessage::PaymentCommands(_)))
+        } else {
+            reply.result != ReplyResult::Busy
+        };
+        if answered {
+            super::pending::settle(&mut tx, row.id)
+                .await
+                .map_err(db_sink_error)?;
+        }
         // The unit confirmed a payment-commands MT: its commands are acknowledged.
         let mut acknowledged = 0;
         if reply.result == ReplyResult::Ok && !gateway_written(reply) {
-            if let Some(MtMessage::PaymentCommands(p)) = row
-                .message
-                .as_deref()
-                .and_then(|m| codec::decode_mt(m).ok())
-            {
+            if let Some(MtMessage::PaymentCommands(p)) = &decoded {
                 for c in p.commands.iter() {
                     match command_by_transaction(&mut tx, ctx.imei, c.transaction_id).await? {
                         Some((id, _)) => {

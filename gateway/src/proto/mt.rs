@@ -11,6 +11,10 @@
 //! without a reply the unit is reported [`MtEvent::Unreachable`] once (the driver calls the
 //! fallback: a WAKEUP SMS), and the command then waits, untried, until it expires
 //! ([`MtEvent::Expired`]) or the unit connects, which always triggers an immediate send.
+//!
+//! The queue is a cache of the database's record of what the unit must still get: when a unit
+//! connects the record's commands are merged in ([`UnitMt::merge_pending`]), in the record's
+//! order, without duplicating what is already held (by correlation id).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -97,6 +101,10 @@ pub enum MtEvent {
     },
 }
 
+/// Correlation ids the unit answered lately, remembered so that a copy arriving a moment later
+/// (from the record, read before the answer was applied) is not sent again.
+const SETTLED_REMEMBERED: usize = 8;
+
 /// Why [`UnitMt::enqueue`] refused a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnqueueError {
@@ -122,6 +130,8 @@ pub struct UnitMt {
     connected: bool,
     transmits: VecDeque<(CorrelationId, Bytes)>,
     events: VecDeque<MtEvent>,
+    /// The last [`SETTLED_REMEMBERED`] commands the unit answered (allocated on the first).
+    settled: VecDeque<CorrelationId>,
 }
 
 impl UnitMt {
@@ -134,19 +144,23 @@ impl UnitMt {
             connected: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            settled: VecDeque::new(),
         }
     }
 
-    /// Adds a command at the back. A correlation id already held is ignored (the bus delivers
-    /// at least once).
-    pub fn enqueue(&mut self, command: MtCommand, now: Instant) -> Result<(), EnqueueError> {
-        let id = command.correlation_id;
-        if self
-            .head
+    /// Whether `id` is the head or queued, or was answered lately.
+    fn holds(&self, id: CorrelationId) -> bool {
+        self.head
             .as_ref()
             .is_some_and(|h| h.command.correlation_id == id)
             || self.queue.iter().any(|c| c.correlation_id == id)
-        {
+            || self.settled.contains(&id)
+    }
+
+    /// Adds a command at the back. A correlation id already held, or answered lately, is
+    /// ignored (the bus delivers at least once).
+    pub fn enqueue(&mut self, command: MtCommand, now: Instant) -> Result<(), EnqueueError> {
+        if self.holds(command.correlation_id) {
             return Ok(());
         }
         if self.len() >= self.policy.queue_capacity {
@@ -155,6 +169,49 @@ impl UnitMt {
         self.queue.push_back(command);
         self.advance(now);
         Ok(())
+    }
+
+    /// Merges the record's list of what the unit must still get (oldest first) into the queue:
+    /// the queue becomes the record's commands in the record's order, then the commands held
+    /// here that the record does not list (newer ones, or types the record does not keep), in
+    /// their order. A command held already keeps its place in that order and the later of the
+    /// two expiries; the head in flight stays in flight; a command answered lately is not
+    /// queued again. Returns the commands that did not fit (`queue_capacity`), for a
+    /// queue-full outcome.
+    pub fn merge_pending(&mut self, pending: Vec<MtCommand>, now: Instant) -> Vec<MtCommand> {
+        let mut held: Vec<Option<MtCommand>> = self.queue.drain(..).map(Some).collect();
+        let head_id = self.head.as_ref().map(|h| h.command.correlation_id);
+        let mut merged: Vec<MtCommand> = Vec::with_capacity(pending.len() + held.len());
+        for c in pending {
+            let id = c.correlation_id;
+            if Some(id) == head_id
+                || self.settled.contains(&id)
+                || merged.iter().any(|m| m.correlation_id == id)
+            {
+                continue;
+            }
+            let old = held
+                .iter_mut()
+                .find(|h| h.as_ref().is_some_and(|h| h.correlation_id == id))
+                .and_then(Option::take);
+            merged.push(match old {
+                Some(old) if old.expires_at > c.expires_at => old,
+                _ => c,
+            });
+        }
+        merged.extend(held.into_iter().flatten());
+        let room = self
+            .policy
+            .queue_capacity
+            .saturating_sub(usize::from(self.head.is_some()));
+        let refused = if merged.len() > room {
+            merged.split_off(room)
+        } else {
+            Vec::new()
+        };
+        self.queue = merged.into();
+        self.advance(now);
+        refused
     }
 
     /// The unit has a live session now: the head goes out at once.
@@ -187,6 +244,10 @@ impl UnitMt {
             .is_some_and(|h| h.command.correlation_id == id)
         {
             self.head = None;
+            if self.settled.len() >= SETTLED_REMEMBERED {
+                self.settled.pop_front();
+            }
+            self.settled.push_back(id);
             self.events
                 .push_back(MtEvent::Settled { correlation_id: id });
             self.advance(now);
@@ -451,6 +512,54 @@ mod tests {
         let rest: Vec<u8> = u.drain().iter().map(|c| c.message[0]).collect();
         assert_eq!(rest, [2, 3]);
         assert!(u.is_empty());
+    }
+
+    #[test]
+    fn the_record_merges_in_its_order_without_duplicates() {
+        let t0 = Instant::now();
+        let far = t0 + 3600 * S;
+        let mut u = UnitMt::new(MtPolicy {
+            queue_capacity: 5,
+            ..policy()
+        });
+        u.handle_connected(t0);
+        // The bus delivered 1 (in flight), then 9 (not in the record) and 3.
+        for n in [1, 9, 3] {
+            u.enqueue(cmd(n, far), t0).unwrap();
+        }
+        assert_eq!(sent(&mut u), [1]);
+        // The record says 1, 2, 3, 4: 1 stays in flight, 2 goes before 3, 9 after the record.
+        let refused = u.merge_pending((1..=4).map(|n| cmd(n, far)).collect(), t0);
+        assert!(refused.is_empty());
+        assert_eq!(u.len(), 5);
+        assert!(sent(&mut u).is_empty(), "the head is still in flight");
+        let mut order = Vec::new();
+        for n in [1, 2, 3, 4, 9] {
+            assert!(u.handle_reply(CorrelationId([n; 16]), t0), "{n} in order");
+            order.extend(sent(&mut u));
+        }
+        assert_eq!(order, [2, 3, 4, 9]);
+        // An answered command read from the record a moment later is not sent again, and
+        // neither is a bus copy of it.
+        assert!(u.merge_pending(vec![cmd(4, far)], t0).is_empty());
+        u.enqueue(cmd(4, far), t0).unwrap();
+        assert_eq!(u.len(), 0);
+        assert!(sent(&mut u).is_empty());
+    }
+
+    #[test]
+    fn merging_beyond_the_capacity_refuses_the_tail() {
+        let t0 = Instant::now();
+        let far = t0 + 3600 * S;
+        let mut u = UnitMt::new(policy()); // capacity 3
+        u.enqueue(cmd(7, far), t0).unwrap(); // the head
+        let refused = u.merge_pending((1..=3).map(|n| cmd(n, far)).collect(), t0);
+        assert_eq!(
+            refused.iter().map(|c| c.message[0]).collect::<Vec<_>>(),
+            [3]
+        );
+        let all: Vec<u8> = u.drain().iter().map(|c| c.message[0]).collect();
+        assert_eq!(all, [7, 1, 2]);
         assert_eq!(u.poll_timeout(), None);
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::Consumer;
+use bytes::Bytes;
 use codec::Transport;
 use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -21,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics as m;
 use crate::presence::StatusReason;
-use crate::proto::mt::MtPolicy;
+use crate::proto::mt::{MtCommand, MtPolicy};
 use crate::tls::Identity;
 use crate::{transport, Deps, Error, GatewayConfig};
 
@@ -30,6 +31,10 @@ pub(crate) use shard::ShardMsg;
 
 /// Consumer group of the shared MT topic (one per deployment: each command reaches one node).
 pub(crate) const MT_GROUP: &str = "rtc-gateway";
+
+/// Longest wait for the record of a unit's pending MT commands; a record not read in time is
+/// read again when the unit next connects or polls.
+const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// State shared by every task of one gateway.
 pub(crate) struct Ctx {
@@ -88,6 +93,40 @@ impl Ctx {
             ctx: Arc::clone(self),
             transport,
         })
+    }
+
+    /// Reads the record of what `imei` must still get and hands it to the unit's shard, which
+    /// merges it into the unit's queue (in the record's order, without duplicates). Called
+    /// after a session's `Attach` and before an HTTP poll takes the queue, so neither a
+    /// restarted gateway nor a lost bus message keeps a command from the unit.
+    pub(crate) async fn load_pending(&self, imei: &Arc<str>) {
+        let commands = match tokio::time::timeout(PENDING_TIMEOUT, self.deps.pending.pending(imei))
+            .await
+        {
+            Ok(c) => c,
+            Err(_) => {
+                tracing::warn!(imei = %imei, "pending MT commands not read in time; read on the next connect");
+                return;
+            }
+        };
+        if commands.is_empty() {
+            return;
+        }
+        // A fresh time to live: the record, not the first send, says the unit must get it.
+        let now = crate::unix_ms();
+        let expires_at = shard::expires_at(now, self.config.mt.ttl_ms).into_std();
+        let commands = commands
+            .into_iter()
+            .map(|c| MtCommand {
+                correlation_id: c.correlation_id,
+                message: Bytes::from(c.message),
+                created_at_ms: now,
+                expires_at,
+            })
+            .collect();
+        let imei = Arc::clone(imei);
+        self.to_shard(&imei.clone(), ShardMsg::Pending { imei, commands })
+            .await;
     }
 
     pub(crate) async fn presence(&self, msg: PresenceMsg) {

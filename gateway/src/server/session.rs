@@ -276,6 +276,10 @@ impl Session {
             },
         )
         .await;
+        // What the database says the unit must still get; off the session's path, so a slow
+        // database delays no MO.
+        let (pending_ctx, pending_imei) = (Arc::clone(ctx), Arc::clone(&self.imei));
+        tokio::spawn(async move { pending_ctx.load_pending(&pending_imei).await });
 
         let idle = ctx.config.idle_timeout();
         let write_timeout = ctx.config.write_timeout();

@@ -25,6 +25,12 @@ use crate::proto::mt::{EnqueueError, MtCommand, MtEvent, UnitMt};
 pub(crate) enum ShardMsg {
     /// An MT command from the bus for a unit of this shard.
     Route { imei: Arc<str>, command: MtCommand },
+    /// The record's list of what the unit must still get (read when it connected or polled),
+    /// oldest first: merged into its queue in that order (see `UnitMt::merge_pending`).
+    Pending {
+        imei: Arc<str>,
+        commands: Vec<MtCommand>,
+    },
     /// A session was admitted.
     Attach {
         imei: Arc<str>,
@@ -83,6 +89,7 @@ impl Shard {
             m::popped("shard");
             match msg {
                 ShardMsg::Route { imei, command } => self.route(imei, command).await,
+                ShardMsg::Pending { imei, commands } => self.merge_pending(imei, commands).await,
                 ShardMsg::Attach { imei, session } => {
                     let transport = session.transport;
                     let e = self.entry(&imei);
@@ -150,24 +157,52 @@ impl Shard {
             }
         }
         let now = Instant::now().into_std();
-        let e = self.entry(&imei);
-        if let Err(EnqueueError::Full(c)) = e.mt.enqueue(command, now) {
-            metrics::counter!(m::MT_EVENTS, "event" => "refused").increment(1);
-            let transport = e.transport;
-            let env = outcome_envelope(
-                &imei,
-                c.correlation_id,
-                transport,
-                ReplyResult::Other(RESULT_QUEUE_FULL),
-                "the unit's MT queue is full",
-            );
-            self.publish_reply(&imei, &env).await;
+        if let Err(EnqueueError::Full(c)) = self.entry(&imei).mt.enqueue(command, now) {
+            self.refuse_full(&imei, &c).await;
         }
         // A parked unit may have connected to another node meanwhile.
         if self.units.get(&imei).is_some_and(|e| e.session.is_none()) {
             self.forward_if_elsewhere(&imei).await;
         }
         self.flush(&imei).await;
+    }
+
+    /// The record's commands for a unit: merged into its queue here (in the record's order,
+    /// without duplicates), or all forwarded to the node that holds the unit now.
+    async fn merge_pending(&mut self, imei: Arc<str>, commands: Vec<MtCommand>) {
+        if commands.is_empty() {
+            return;
+        }
+        metrics::counter!(m::MT_EVENTS, "event" => "from_record").increment(commands.len() as u64);
+        if !self.units.contains_key(&imei) {
+            if let Some(node) = self.remote_holder(&imei).await {
+                self.forward(&imei, &node, commands).await;
+                return;
+            }
+        }
+        let now = Instant::now().into_std();
+        let refused = self.entry(&imei).mt.merge_pending(commands, now);
+        for c in refused {
+            self.refuse_full(&imei, &c).await;
+        }
+        if self.units.get(&imei).is_some_and(|e| e.session.is_none()) {
+            self.forward_if_elsewhere(&imei).await;
+        }
+        self.flush(&imei).await;
+    }
+
+    /// The unit's queue is full: the command is refused with a gateway-written outcome.
+    async fn refuse_full(&self, imei: &str, command: &MtCommand) {
+        metrics::counter!(m::MT_EVENTS, "event" => "refused").increment(1);
+        let transport = self.units.get(imei).map_or(Transport::Tcp, |e| e.transport);
+        let env = outcome_envelope(
+            imei,
+            command.correlation_id,
+            transport,
+            ReplyResult::Other(RESULT_QUEUE_FULL),
+            "the unit's MT queue is full",
+        );
+        self.publish_reply(imei, &env).await;
     }
 
     /// If the registry says another node holds `imei`, hands that node every command queued

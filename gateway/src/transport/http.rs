@@ -5,7 +5,8 @@
 //! Uploads become the same CBOR MO messages a QUIC/TCP unit would send (telemetry batch,
 //! status report, cell report) with transport `http`, so ingest has one path. `GET /rc_data`
 //! answers with the MT commands this gateway holds for the unit, merged into the legacy
-//! settings body; each is then settled with a gateway-written reply.
+//! settings body (with what the database's record says the unit must still get, read first);
+//! each is then settled with a gateway-written reply.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -284,6 +285,9 @@ async fn rc_data_get(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Respons
         Ok(i) => i,
         Err(r) => return r,
     };
+    // The record of what the unit must still get goes into its queue first, so this poll
+    // takes it even if this gateway restarted since the command was sent.
+    ctx.load_pending(&imei).await;
     let (tx, rx) = oneshot::channel();
     ctx.to_shard(
         &imei,

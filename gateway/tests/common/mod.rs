@@ -1,5 +1,5 @@
 //! Test harness: a gateway on 127.0.0.1:0 wired to an in-process bus and in-memory
-//! directory, presence and fallback.
+//! directory, presence, fallback and record of pending MT commands.
 #![allow(dead_code, unreachable_pub, clippy::new_without_default)]
 
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use bus::memory::{MemoryBus, MemoryBusConfig};
 use bus::{Bus, Consumer, Delivery, Topics};
 use codec::{decode_bus_envelope, CorrelationId};
 use gateway::{
-    Deps, Gateway, GatewayConfig, LocalAddrs, MemoryDirectory, MemoryPresence, MtClient,
-    RecordingFallback, RecordingPresence, UnitCredentials,
+    Deps, Gateway, GatewayConfig, LocalAddrs, MemoryDirectory, MemoryPendingMt, MemoryPresence,
+    MtClient, RecordingFallback, RecordingPresence, UnitCredentials,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -29,6 +29,7 @@ pub struct World {
     pub registry: MemoryPresence,
     pub presence: RecordingPresence,
     pub fallback: RecordingFallback,
+    pub pending: MemoryPendingMt,
 }
 
 impl World {
@@ -46,6 +47,7 @@ impl World {
             registry: MemoryPresence::new(),
             presence: RecordingPresence::default(),
             fallback: RecordingFallback::default(),
+            pending: MemoryPendingMt::default(),
         }
     }
 
@@ -56,6 +58,7 @@ impl World {
             presence: Arc::new(self.presence.clone()),
             registry: Arc::new(self.registry.clone()),
             fallback: Arc::new(self.fallback.clone()),
+            pending: Arc::new(self.pending.clone()),
         }
     }
 
