@@ -19,7 +19,7 @@ use codec::handshake::{decode_handshake, HandshakeMessage, RefuseReason};
 use codec::legacy::basic_auth;
 use common::{metric, Backend, TestServer};
 use control_plane::http::AppState;
-use control_plane::rtc::{PresenceDb, UnitDirectoryDb};
+use control_plane::rtc::{PendingMtDb, PresenceDb, UnitDirectoryDb};
 use gateway::{Deps, Gateway, GatewayConfig, LocalAddrs, MemoryPresence, NoFallback};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -72,6 +72,7 @@ impl Rig {
             presence: Arc::new(PresenceDb::new(state.clone())),
             registry: Arc::new(MemoryPresence::new()),
             fallback: Arc::new(NoFallback),
+            pending: Arc::new(PendingMtDb::new(state.clone())),
         };
         // The test binary's recorder, before the gateway counts anything.
         common::metrics();
