@@ -121,21 +121,30 @@ fn key(n: u64) -> String {
     format!("clusterkey{n:014}")
 }
 
-/// A unit of the test: connected, identified, sending.
-async fn connect(cluster: &Cluster, n: u64, quic: bool, gateway: u8) -> sim::UnitConn {
-    let cert = sim::pem_certificate(&PathBuf::from(cluster.address("CLUSTER_CERT"))).unwrap();
+/// Unit `n` connected to gateway 1 or 2 over QUIC or TLS-TCP, after the handshake with `key`.
+async fn try_connect(
+    cluster: &Cluster,
+    n: u64,
+    key: &str,
+    quic: bool,
+    gateway: u8,
+) -> Result<sim::UnitConn, sim::SimError> {
+    let cert = sim::pem_certificate(&PathBuf::from(cluster.address("CLUSTER_CERT")))?;
     let mut unit = if quic {
-        let ep = sim::quic_endpoint(&cert, Duration::from_secs(5)).unwrap();
-        sim::UnitConn::quic(&ep, cluster.socket(&format!("CLUSTER_GW{gateway}_QUIC")))
-            .await
-            .unwrap()
+        let ep = sim::quic_endpoint(&cert, Duration::from_secs(5))?;
+        sim::UnitConn::quic(&ep, cluster.socket(&format!("CLUSTER_GW{gateway}_QUIC"))).await?
     } else {
-        sim::UnitConn::tcp_tls(cluster.socket(&format!("CLUSTER_GW{gateway}_TCP")), &cert)
-            .await
-            .unwrap()
+        sim::UnitConn::tcp_tls(cluster.socket(&format!("CLUSTER_GW{gateway}_TCP")), &cert).await?
     };
-    unit.handshake(Some(&imei(n)), &key(n)).await.unwrap();
-    unit
+    unit.handshake(Some(&imei(n)), key).await?;
+    Ok(unit)
+}
+
+/// Unit `n` with its own key, which must be admitted.
+async fn connect(cluster: &Cluster, n: u64, quic: bool, gateway: u8) -> sim::UnitConn {
+    try_connect(cluster, n, &key(n), quic, gateway)
+        .await
+        .unwrap_or_else(|e| panic!("unit {n} on gateway {gateway}: {e}"))
 }
 
 /// Every `pulse_count` the data API has for unit `n`, sorted.
@@ -288,6 +297,27 @@ async fn the_scaled_topology_stores_every_message_and_routes_payments_across_gat
         Duration::from_secs(30),
     )
     .await;
+
+    // A key rotated through the API closes the unit's session on the gateway holding it (a
+    // separate process, told over Kafka); the old key is refused from then on, the new one
+    // admitted.
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/products/{}", imei(5)),
+            &json!({"device_key": key(105)}),
+        )
+        .await;
+    assert!((200..300).contains(&status), "rotate: {status} {body}");
+    assert!(
+        conns[4].closed_within(Duration::from_secs(10)).await,
+        "the session with the old key stayed open"
+    );
+    assert!(try_connect(&cluster, 5, &key(5), true, 2).await.is_err());
+    assert!(try_connect(&cluster, 5, &key(5), false, 1).await.is_err());
+    try_connect(&cluster, 5, &key(105), true, 2)
+        .await
+        .expect("the new key is admitted");
 
     // kill -9 gateway 1: its units find gateway 2 and go on; a payment still reaches them.
     cluster.script(&["kill", "gw1"]);

@@ -3,20 +3,15 @@
 //! through real HTTP and a real TCP unit connection, then stopped with
 //! SIGTERM.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value as Json};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{free_port, wait_ready, Client};
 
 struct Server {
     child: Child,
@@ -49,14 +44,6 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
-    }
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while get_when_up(client, &format!("{base}/ready")).await.0 != 200 {
-        assert!(Instant::now() < deadline, "server did not become ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -538,22 +525,9 @@ fn serve_env(http: u16, head_values: &str) -> [(&'static str, String); 5] {
 
 /// Logs in as the admin; the `Authorization` header value.
 async fn admin_auth(client: &reqwest::Client, base: &str) -> String {
-    let login: Json = client
-        .post(format!("{base}/v1/auth/login"))
-        .form(&[
-            ("username", "admin@example.com"),
-            ("password", "admin-password"),
-        ])
-        .send()
+    Client::login(client, base, "admin@example.com", "admin-password")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["message"]["login_successful"]["API_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("login failed: {login}"));
-    format!("Token token={token}")
+        .auth
 }
 
 /// `serve` keeps its bus on disk under the data directory by default: a second process on the
