@@ -20,7 +20,7 @@ use codec::{decode_mt, MtMessage};
 use serde_json::json;
 
 mod common;
-use common::{eventually, Client};
+use common::{eventually, payment_acknowledged, Client};
 
 /// A running cluster; `down --purge` when dropped (also when the test fails).
 struct Cluster {
@@ -194,23 +194,7 @@ async fn pay_and_acknowledge(
             break;
         }
     }
-    eventually(
-        "payment acknowledged",
-        Duration::from_secs(30),
-        || async move {
-            let rows = api
-                .rows(
-                    "/payment_commands",
-                    json!([{"name": "transaction_id", "op": "eq", "val": tx}]),
-                )
-                .await;
-            match rows.first() {
-                Some(r) if r["status"] == "acknowledged" => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    payment_acknowledged(api, tx).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

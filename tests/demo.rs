@@ -4,46 +4,13 @@
 //! telemetry is readable through the data API, that the default alert types raise an alert,
 //! and that a payment sent through the API is acknowledged by a demo unit.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::json;
 
 mod common;
-use common::{eventually, free_port, wait_ready, Client};
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Process {
-    /// SIGTERM, then waits for a clean exit.
-    async fn stop(mut self, what: &str) {
-        let pid = self.0.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + Duration::from_secs(45);
-        let status = loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what} did not stop after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        assert!(status.success(), "{what} exited with {status}");
-    }
-}
+use common::{eventually, free_port, payment_acknowledged, wait_ready, Client, Process};
 
 /// The environment `serve` and `demo` share, as a user would export it once.
 fn command(sub: &str, dir: &std::path::Path, ports: (u16, u16, u16)) -> Command {
@@ -78,7 +45,7 @@ fn imei(n: u64) -> String {
 async fn the_demo_fleet_connects_reports_raises_alerts_and_acknowledges_payments() {
     let dir = tempfile::tempdir().unwrap();
     let ports = (free_port(), free_port(), free_port());
-    let server = Process(command("serve", dir.path(), ports).spawn().unwrap());
+    let mut server = Process(command("serve", dir.path(), ports).spawn().unwrap());
     let base = format!("http://127.0.0.1:{}", ports.0);
     let http = reqwest::Client::new();
     wait_ready(&http, &base).await;
@@ -134,7 +101,7 @@ async fn the_demo_fleet_connects_reports_raises_alerts_and_acknowledges_payments
     assert!(dir.path().join("data/gateway-cert.pem").exists());
 
     // The demo, started as the README says: same environment, one command.
-    let demo = Process(
+    let mut demo = Process(
         command("demo", dir.path(), ports)
             .args(["--units", &UNITS.to_string(), "--report-secs", "1"])
             .spawn()
@@ -261,23 +228,7 @@ async fn the_demo_fleet_connects_reports_raises_alerts_and_acknowledges_payments
         )
         .await;
     assert!((200..300).contains(&status), "payment: {status} {body}");
-    eventually(
-        "payment acknowledged",
-        Duration::from_secs(30),
-        || async move {
-            let rows = api
-                .rows(
-                    "/payment_commands",
-                    json!([{"name": "transaction_id", "op": "eq", "val": "demo-test-payment-1"}]),
-                )
-                .await;
-            match rows.first() {
-                Some(r) if r["status"] == "acknowledged" => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    payment_acknowledged(api, "demo-test-payment-1").await;
     // The unit reported the credit it now has.
     eventually("balance reported", Duration::from_secs(30), || async move {
         let body = api

@@ -4,48 +4,14 @@
 //! SIGTERM.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value as Json};
 
 mod common;
-use common::{free_port, wait_ready, Client};
-
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    /// SIGTERM, then waits (up to 45 s) for a clean exit.
-    async fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + Duration::from_secs(45);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not stop after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        assert!(status.success(), "serve exited with {status}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
+use common::{free_port, wait_ready, Client, Process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_api_gateway_and_ingest_in_one_process() {
@@ -75,7 +41,7 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut server = Server { child };
+    let mut server = Process(child);
     let base = format!("http://127.0.0.1:{http}");
     let client = reqwest::Client::new();
     wait_ready(&client, &base).await;
@@ -198,13 +164,13 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
     unit.abort();
 
     // SIGTERM: every service drains and the process exits cleanly.
-    server.stop().await;
+    server.stop("serve").await;
 }
 
 /// Starts `smartsolar <role>` on a fresh SQLite database with its admin
 /// listener on `metrics`, the given extra environment, and every gateway
 /// transport on a free port (or off).
-fn start_role(role: &str, dir: &std::path::Path, metrics: u16, env: &[(&str, String)]) -> Server {
+fn start_role(role: &str, dir: &std::path::Path, metrics: u16, env: &[(&str, String)]) -> Process {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_smartsolar"));
     cmd.arg(role)
         .env(
@@ -221,9 +187,7 @@ fn start_role(role: &str, dir: &std::path::Path, metrics: u16, env: &[(&str, Str
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Server {
-        child: cmd.spawn().unwrap(),
-    }
+    Process(cmd.spawn().unwrap())
 }
 
 /// Waits until `url` answers at all, and returns its status and body.
@@ -457,8 +421,7 @@ async fn the_embedded_store_keeps_every_acknowledged_write_through_kill_9() {
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(1500 + 700 * round)).await;
-        server.child.kill().unwrap(); // SIGKILL
-        server.child.wait().unwrap();
+        server.kill9();
         for w in writers {
             w.await.unwrap();
         }
@@ -600,8 +563,7 @@ async fn serve_keeps_its_bus_on_disk_and_refuses_a_second_process() {
         "the refusal names its reason: {stderr}"
     );
 
-    first.child.kill().unwrap(); // SIGKILL
-    first.child.wait().unwrap();
+    first.kill9();
     let metrics = free_port();
     let _again = start(metrics);
     let admin = format!("http://127.0.0.1:{metrics}");
@@ -626,7 +588,7 @@ async fn serve_keeps_its_bus_on_disk_and_refuses_a_second_process() {
 /// One `serve` process of the redelivery tests: SQLite and the disk bus in `dir`, every unit
 /// transport on a fresh port (plain framed TCP, QUIC, legacy HTTP).
 struct Node {
-    server: Server,
+    server: Process,
     base: String,
     admin: String,
     tcp: SocketAddr,
@@ -676,13 +638,12 @@ impl Node {
 
     /// `kill -9`.
     fn kill(mut self) {
-        self.server.child.kill().unwrap();
-        self.server.child.wait().unwrap();
+        self.server.kill9();
     }
 
     /// SIGTERM, and a clean exit.
     async fn stop(mut self) {
-        self.server.stop().await;
+        self.server.stop("serve").await;
     }
 
     /// The value of the first sample of `metric` whose line contains `label` (0 if none).

@@ -385,6 +385,27 @@ async fn a_second_opener_of_the_same_directory_is_refused() {
     DiskBus::open(dir.path(), config(1)).expect("free again once the first is dropped");
 }
 
+/// `open` waits a little for the directory lock: a child this process forks holds a copy of
+/// the lock until its `exec`, and CI once refused a reopen in that window.
+#[tokio::test]
+async fn open_waits_briefly_for_a_lock_that_is_being_released() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(DiskBus::open(dir.path(), config(1)).unwrap());
+    // Another open file on LOCK, as a forked child's copy would be.
+    let holder = OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("LOCK"))
+        .unwrap();
+    holder.lock().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(holder);
+    });
+    DiskBus::open(dir.path(), config(1)).expect("opens once the copy is released");
+    release.join().unwrap();
+    // A holder that keeps it is still refused: a_second_opener_of_the_same_directory_is_refused.
+}
+
 #[tokio::test]
 async fn odd_topic_and_group_names_stay_inside_the_directory() {
     let dir = tempfile::tempdir().unwrap();

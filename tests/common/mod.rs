@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test file uses a part.
 
 use std::net::TcpListener;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
@@ -148,4 +149,66 @@ where
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// A child process of a test (the `smartsolar` binary): killed when dropped, so a failing
+/// test leaves nothing running.
+pub(crate) struct Process(pub(crate) Child);
+
+impl Process {
+    /// SIGTERM, then waits (up to 45 s) for a clean exit.
+    pub(crate) async fn stop(&mut self, what: &str) {
+        let pid = self.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(45);
+        let status = loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not stop after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(status.success(), "{what} exited with {status}");
+    }
+
+    /// `kill -9`, and waits until the process is gone.
+    pub(crate) fn kill9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (up to 30 s) until the payment command `transaction_id` is `acknowledged`.
+pub(crate) async fn payment_acknowledged(api: &Client, transaction_id: &str) {
+    eventually(
+        "payment acknowledged",
+        Duration::from_secs(30),
+        || async move {
+            let rows = api
+                .rows(
+                    "/payment_commands",
+                    json!([{"name": "transaction_id", "op": "eq", "val": transaction_id}]),
+                )
+                .await;
+            match rows.first() {
+                Some(r) if r["status"] == "acknowledged" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 }
