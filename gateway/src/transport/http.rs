@@ -40,6 +40,9 @@ use crate::metrics as m;
 use crate::mt::outcome_envelope;
 use crate::server::{Ctx, ShardMsg};
 
+/// TLS handshakes the HTTPS listener runs at once.
+const MAX_TLS_HANDSHAKES: usize = 1024;
+
 /// Four hours of telemetry fits comfortably.
 const BODY_LIMIT: usize = 1024 * 1024;
 
@@ -81,10 +84,20 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(64);
         let stop = ctx.stop_accept.clone();
         let timeout = ctx.config.handshake_timeout();
+        // Handshakes in progress are bounded: a flood of silent connections costs at most
+        // this many tasks, each for at most the handshake timeout; beyond it a connection
+        // is closed at once.
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_HANDSHAKES));
         tokio::spawn(async move {
             while let Some((stream, peer)) = super::accept_until(&listener, &stop, "https").await {
+                let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                    metrics::counter!(m::HANDSHAKE_FAILURES, "transport" => "http", "reason" => "busy")
+                        .increment(1);
+                    continue;
+                };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
