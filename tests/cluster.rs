@@ -163,6 +163,29 @@ async fn stored(api: &Client, n: u64) -> Vec<i64> {
     v
 }
 
+/// Waits (up to 60 s) until unit `n`'s first `count` telemetry values are stored, and checks
+/// that each is there exactly once.
+async fn stored_exactly_once(api: &Client, n: u64, count: u64) {
+    let got = eventually(
+        &format!("unit {n}'s telemetry stored"),
+        Duration::from_secs(60),
+        || async move {
+            let got = stored(api, n).await;
+            if got.len() >= count as usize {
+                Ok(got)
+            } else {
+                Err(format!("{} of {count}: {got:?}", got.len()))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        got,
+        (0..count as i64).collect::<Vec<_>>(),
+        "unit {n}: each value exactly once"
+    );
+}
+
 /// Sends a payment for unit `n` through the API, answers the MT it gets, and waits for the
 /// ledger to show the command acknowledged.
 async fn pay_and_acknowledge(
@@ -245,22 +268,8 @@ async fn the_scaled_topology_stores_every_message_and_routes_payments_across_gat
                 .unwrap();
         }
     }
-    let expected: Vec<i64> = (0..PER_UNIT as i64).collect();
     for &n in &units {
-        let got = eventually(
-            &format!("unit {n}'s telemetry stored"),
-            Duration::from_secs(60),
-            || async move {
-                let got = stored(api, n).await;
-                if got.len() >= PER_UNIT as usize {
-                    Ok(got)
-                } else {
-                    Err(format!("{} of {PER_UNIT}: {got:?}", got.len()))
-                }
-            },
-        )
-        .await;
-        assert_eq!(got, expected, "unit {n}: each value exactly once");
+        stored_exactly_once(api, n, PER_UNIT).await;
     }
 
     // Payments through the API reach a unit on each gateway (MT routed over Kafka to the
@@ -314,23 +323,10 @@ async fn the_scaled_topology_stores_every_message_and_routes_payments_across_gat
             .await
             .unwrap();
     }
-    eventually(
-        "unit 1's telemetry after the move",
-        Duration::from_secs(60),
-        || async move {
-            let got = stored(api, 1).await;
-            if got == (0..PER_UNIT as i64 + 5).collect::<Vec<_>>() {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        },
-    )
-    .await;
+    stored_exactly_once(api, 1, PER_UNIT + 5).await;
     // Not asserted, because it fails today (docs/decisions.md, "The scaled topology without
     // Docker"): a payment for a unit that moved after `kill -9` of its gateway did not reach
-    // it within 120 s on tansu, and its replies to the MT pushed on reconnect were
-    // dead-lettered as unknown correlation ids.
+    // it within 120 s on tansu in most runs; the diagnosis so far is written there.
 
     // The gateway comes back and takes units again; their telemetry is stored.
     cluster.script(&["start", "gw1"]);
@@ -340,17 +336,5 @@ async fn the_scaled_topology_stores_every_message_and_routes_payments_across_gat
             .await
             .unwrap();
     }
-    eventually(
-        "unit 2's telemetry through the restarted gateway",
-        Duration::from_secs(60),
-        || async move {
-            let got = stored(api, 2).await;
-            if got == (0..PER_UNIT as i64 + 5).collect::<Vec<_>>() {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        },
-    )
-    .await;
+    stored_exactly_once(api, 2, PER_UNIT + 5).await;
 }
