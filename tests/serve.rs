@@ -528,6 +528,12 @@ async fn serve_keeps_its_bus_on_disk_and_refuses_a_second_process() {
         std::fs::read_dir(&bus).map(|d| d.count())
     );
 
+    // A free port can be taken by another test between `free_port` and the bind: if the
+    // first server lost its metrics port, `/ready` above came from someone else's server.
+    assert!(
+        first.0.try_wait().unwrap().is_none(),
+        "the first serve is still running"
+    );
     let second = Command::new(env!("CARGO_BIN_EXE_smartsolar"))
         .arg("serve")
         .env(
@@ -556,7 +562,11 @@ async fn serve_keeps_its_bus_on_disk_and_refuses_a_second_process() {
     .unwrap()
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert!(
+        !out.status.success(),
+        "the second serve must be refused, but it ended with {}: {stderr}",
+        out.status
+    );
     assert!(
         stderr.contains("open in another process"),
         "the refusal names its reason: {stderr}"
