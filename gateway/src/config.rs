@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 use crate::proto::mt::MtPolicy;
 
+pub use rtc::mt::node_topic;
+
 /// Everything the gateway needs to know; every field has a default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -209,9 +211,4 @@ impl GatewayConfig {
     pub(crate) const fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
     }
-}
-
-/// The MT topic of gateway node `node_id`.
-pub fn node_topic(topics: &Topics, node_id: &str) -> String {
-    format!("{}.node.{node_id}", topics.mt)
 }

@@ -2,8 +2,10 @@
 //!
 //! **Sending a command** (control-plane: `command_request`, `sync`, `status_update`,
 //! `force_connection`, payment commands): [`MtClient::enqueue`] publishes the CBOR MT message in
-//! a bus envelope on the shared MT topic (`RTC-MT`), keyed by IMEI. Whichever gateway consumes
-//! it routes it to the gateway holding the unit (see `docs/architecture.md`, "Gateway").
+//! a bus envelope, keyed by IMEI: on the node topic of the gateway holding the unit when the
+//! client has a presence registry and the registry knows the holder
+//! ([`MtClient::with_registry`]), otherwise on the shared MT topic (`RTC-MT`), whose consumer
+//! routes it to the holder (see `docs/architecture.md`, "Gateway").
 //!
 //! **Outcomes** arrive on the MT-reply topic (`RTC-MT.Reply`) as bus envelopes holding an MO
 //! message, keyed by IMEI:
@@ -23,6 +25,8 @@ use codec::{
     encode_bus_envelope, mt_to_vec, BusEnvelope, CorrelationId, MoMessage, MtMessage, Transport,
 };
 
+use crate::PresenceRegistry;
+
 /// Result code of a gateway-written reply: the command was not answered before its TTL.
 pub const RESULT_EXPIRED: u64 = 64;
 /// Result code of a gateway-written reply: the unit's MT queue was full.
@@ -33,17 +37,43 @@ pub fn new_correlation_id() -> CorrelationId {
     CorrelationId(rand::random())
 }
 
+/// The topic carrying MT commands to gateway node `node_id`: `<mt>.node.<node_id>`, read by
+/// that node alone (a consumer group of its own).
+pub fn node_topic(topics: &Topics, node_id: &str) -> String {
+    format!("{}.node.{node_id}", topics.mt)
+}
+
 /// Publishes MT commands for the gateways. Cheap to clone.
 #[derive(Clone)]
 pub struct MtClient {
     bus: Arc<dyn Bus>,
     topics: Topics,
+    registry: Option<Arc<dyn PresenceRegistry>>,
 }
 
 impl MtClient {
     /// A client publishing on `topics.mt`.
     pub fn new(bus: Arc<dyn Bus>, topics: Topics) -> Self {
-        Self { bus, topics }
+        Self {
+            bus,
+            topics,
+            registry: None,
+        }
+    }
+
+    /// Publishes a command for a unit that `registry` says a gateway holds straight on that
+    /// gateway's node topic, and only the others on the shared topic.
+    ///
+    /// Why: the shared topic is read by one consumer group of every gateway, and a gateway
+    /// killed with `kill -9` stays a member of it until the broker expires it. Meanwhile the
+    /// partitions it held are read by nobody, so a command for a unit that had already moved
+    /// to a live gateway waited there (seen on tansu for minutes; issue 16). A node topic is
+    /// read by its own gateway alone, which is alive when it holds the unit. The gateway that
+    /// takes a command from either topic still checks the registry and forwards it if the
+    /// unit has moved meanwhile, so a stale answer here costs a hop, not the command.
+    pub fn with_registry(mut self, registry: Arc<dyn PresenceRegistry>) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Enqueues `message` for unit `imei`; returns its correlation id (the unit's reply and
@@ -69,9 +99,15 @@ impl MtClient {
         created_at_ms: i64,
     ) -> Result<(), BusError> {
         let env = mt_envelope(imei, correlation_id, created_at_ms, cbor);
-        self.bus
-            .publish(&self.topics.mt, imei.as_bytes(), &env)
-            .await
+        let holder = match &self.registry {
+            Some(registry) => registry.lookup(imei).await,
+            None => None,
+        };
+        let topic = match holder {
+            Some(node) => node_topic(&self.topics, &node),
+            None => self.topics.mt.clone(),
+        };
+        self.bus.publish(&topic, imei.as_bytes(), &env).await
     }
 }
 
@@ -117,4 +153,38 @@ pub fn outcome_envelope(
         ident: None,
         message: &reply,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use bus::{MemoryBus, MemoryBusConfig};
+    use codec::mt::StatusUpdate;
+
+    use super::*;
+    use crate::MemoryPresence;
+
+    /// A command for a unit a gateway holds goes to that gateway's node topic; one for a unit
+    /// nobody holds goes to the shared topic, where any gateway routes it on connect.
+    #[tokio::test]
+    async fn a_command_goes_straight_to_the_gateway_holding_the_unit() {
+        let bus = MemoryBus::new(MemoryBusConfig::default());
+        let topics = Topics::default();
+        let registry = MemoryPresence::new();
+        registry.claim("356000000000001", "gw2").await;
+        let client =
+            MtClient::new(Arc::new(bus.clone()), topics.clone()).with_registry(Arc::new(registry));
+        let held = node_topic(&topics, "gw2");
+
+        let message = MtMessage::StatusUpdate(StatusUpdate::default());
+        client.enqueue("356000000000001", &message).await.unwrap();
+        assert_eq!((bus.backlog(&held), bus.backlog(&topics.mt)), (1, 0));
+
+        client.enqueue("356000000000002", &message).await.unwrap();
+        assert_eq!((bus.backlog(&held), bus.backlog(&topics.mt)), (1, 1));
+
+        // Without a registry every command takes the shared topic, as before.
+        let plain = MtClient::new(Arc::new(bus.clone()), topics.clone());
+        plain.enqueue("356000000000001", &message).await.unwrap();
+        assert_eq!((bus.backlog(&held), bus.backlog(&topics.mt)), (1, 2));
+    }
 }

@@ -10,6 +10,8 @@
 //! `failed`, written by [`super::ControlPlaneSink`]). A bus that refuses the command
 //! marks the row `failed` ("not queued: …") and the caller gets a 503.
 
+use std::sync::Arc;
+
 use ::rtc::MtClient;
 use base64::Engine as _;
 use chrono::NaiveDateTime;
@@ -76,7 +78,9 @@ impl Sent {
         if self.enqueued {
             return Ok(());
         }
-        let client = MtClient::new(state.bus.clone(), state.topics.clone());
+        // Straight to the holder's gateway when the registry knows it (see `with_registry`).
+        let client = MtClient::new(state.bus.clone(), state.topics.clone())
+            .with_registry(Arc::new(super::DbPresenceRegistry::new(state.clone())));
         let created_ms = chrono::Utc::now().timestamp_millis();
         let enqueue = client.enqueue_raw(&self.imei, self.correlation_id, &self.cbor, created_ms);
         // A bus that cannot take the command within the limit (no gateway consuming,
