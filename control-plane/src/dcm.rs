@@ -97,6 +97,14 @@ pub enum Category {
 }
 
 impl Category {
+    /// Every category (the OpenAPI document lists them).
+    pub const ALL: [Self; 4] = [
+        Self::Payment,
+        Self::BadPayment,
+        Self::ZeroCommand,
+        Self::ForceReset,
+    ];
+
     /// The spelling in the API and the database.
     pub fn as_str(self) -> &'static str {
         match self {

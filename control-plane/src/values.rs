@@ -14,6 +14,12 @@ use crate::catalogue::{Column, ColumnType};
 /// (`2016-10-21T11:38:16.884380`), as in the spec's examples.
 pub const DATETIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
 
+/// What [`format_datetime`] writes, as a pattern for the OpenAPI document's
+/// responses: RFC 3339 (`format: date-time`) requires a zone, which the
+/// spec's form has not. chrono signs a year outside 0000 to 9999.
+pub const DATETIME_PATTERN: &str =
+    r"^([0-9]{4}|[+-][0-9]{4,6})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}$";
+
 /// Dates as the spec writes them (`YYYY-MM-DD`).
 pub const DATE_FORMAT: &str = "%Y-%m-%d";
 
@@ -258,6 +264,27 @@ mod tests {
             .column(name)
             .unwrap()
             .clone()
+    }
+
+    /// The pattern the OpenAPI document gives response timestamps matches
+    /// what the server writes, years beyond four digits included, and not
+    /// the zoned forms it only reads.
+    #[test]
+    fn the_documented_pattern_is_what_the_server_writes() {
+        let pattern = regex::Regex::new(DATETIME_PATTERN).unwrap();
+        for text in [
+            "2016-07-01T12:34:45.123456",
+            "0000-01-01T00:00:00Z",
+            "0000-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59.999999-01:00",
+            "2016-07-01",
+        ] {
+            let written = format_datetime(&parse_datetime(text).unwrap());
+            assert!(pattern.is_match(&written), "{text} -> {written}");
+        }
+        for zoned in ["2016-07-01T12:34:45.123456Z", "2016-07-01T12:34:45+00:00"] {
+            assert!(!pattern.is_match(zoned), "{zoned}");
+        }
     }
 
     #[test]

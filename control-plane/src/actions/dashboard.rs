@@ -567,25 +567,122 @@ async fn current_enable_status(
             .and_then(|id| state_rows.get(&id))
             .map(|(t, _)| *t)
             .unwrap_or(super::state::NON_EXISTANT);
-        data.push(json!({
-            "current_enable_state": current,
-            "current_state_type": state_type,
-            "date": hget("date"),
-            "dcm_enabled_flag": p.get("dcm_enabled_flag").cloned().unwrap_or(Json::Null),
-            "entity": entity.and_then(|e| e.get("name").cloned()),
-            "entity_id": entity.and_then(|e| e.get("entity_id").cloned()),
-            "hardware_type": p.int("product_type_id").and_then(|t| type_names.get(&t)),
-            "prev_enable_state": hget("prev_enable_state"),
-            "product_imei": imei,
-            "product_type_id": p.get("product_type_id").cloned().unwrap_or(Json::Null),
-            "serial_number": p.get("serial_number").cloned().unwrap_or(Json::Null),
-            "total_accessory_energy": accessory.get(imei),
-            "user": hget("user"),
-        }));
+        let pget = |k: &str| p.get(k).cloned().unwrap_or(Json::Null);
+        data.push(EnableStatus {
+            current_enable_state: current,
+            current_state_type: state_type,
+            date: hget("date"),
+            dcm_enabled_flag: pget("dcm_enabled_flag"),
+            entity: entity
+                .and_then(|e| e.get("name").cloned())
+                .unwrap_or(Json::Null),
+            entity_id: entity
+                .and_then(|e| e.get("entity_id").cloned())
+                .unwrap_or(Json::Null),
+            hardware_type: p
+                .int("product_type_id")
+                .and_then(|t| type_names.get(&t))
+                .cloned(),
+            prev_enable_state: hget("prev_enable_state"),
+            product_imei: imei.to_string(),
+            product_type_id: pget("product_type_id"),
+            serial_number: pget("serial_number"),
+            total_accessory_energy: accessory.get(imei).cloned(),
+            user: hget("user"),
+        });
     }
     Ok(success(
         StatusCode::OK,
         "enable_histories retrieved",
-        Json::Array(data),
+        serde_json::to_value(data).expect("plain fields serialise"),
     ))
+}
+
+/// One unit of `/current_enable_status`. A struct, so the handler and its
+/// schema in the OpenAPI document ([`Self::schema`]) name the same fields:
+/// `http::openapi`'s tests hold the one to the other. The `Json` fields are
+/// catalogue columns as read, and documented with those columns' schemas.
+#[derive(serde::Serialize)]
+pub(crate) struct EnableStatus {
+    /// `enable_history.current_enable_state`, or the status the flags give.
+    current_enable_state: Json,
+    current_state_type: i64,
+    /// `enable_history.date`
+    date: Json,
+    /// `product.dcm_enabled_flag`
+    dcm_enabled_flag: Json,
+    /// The name of the entity the unit is sold through (`entity.name`).
+    entity: Json,
+    entity_id: Json,
+    /// The name of its product type.
+    hardware_type: Option<String>,
+    /// `enable_history.prev_enable_state`
+    prev_enable_state: Json,
+    product_imei: String,
+    /// `product.product_type_id`
+    product_type_id: Json,
+    /// `product.serial_number`
+    serial_number: Json,
+    /// The active `total_accessory_energy` parameter.
+    total_accessory_energy: Option<String>,
+    /// `enable_history.user`
+    user: Json,
+}
+
+impl EnableStatus {
+    /// `column` reads the catalogue's read schema of a column.
+    pub(crate) fn schema(column: impl Fn(&str, &str) -> Json) -> Json {
+        // Null when the unit has no enable_history row, or no entity.
+        let nullable = |mut s: Json| {
+            s["nullable"] = json!(true);
+            // (`s["enum"]` would add a null `enum` to every other schema.)
+            if let Some(values) = s.get_mut("enum").and_then(Json::as_array_mut) {
+                if !values.contains(&Json::Null) {
+                    values.push(Json::Null);
+                }
+            }
+            s
+        };
+        let text = |description: &str| json!({"type": "string", "nullable": true, "description": description});
+        json!({"type": "object", "title": "Enable status",
+        "required": ["current_enable_state", "current_state_type", "date", "dcm_enabled_flag",
+                     "entity", "entity_id", "hardware_type", "prev_enable_state", "product_imei",
+                     "product_type_id", "serial_number", "total_accessory_energy", "user"],
+        "properties": {
+            "current_enable_state": column("enable_history", "current_enable_state"),
+            "current_state_type": {"type": "integer", "format": "int64",
+                                   "description": "state_type_id of the unit's lifecycle state"},
+            "date": nullable(column("enable_history", "date")),
+            "dcm_enabled_flag": column("product", "dcm_enabled_flag"),
+            "entity": text("The entity the unit is sold through: its first one other than UNKNOWN"),
+            "entity_id": nullable(column("entity", "entity_id")),
+            "hardware_type": text("The name of the unit's product type"),
+            "prev_enable_state": nullable(column("enable_history", "prev_enable_state")),
+            "product_imei": column("product", "product_imei"),
+            "product_type_id": column("product", "product_type_id"),
+            "serial_number": column("product", "serial_number"),
+            "total_accessory_energy": text("The active total_accessory_energy parameter"),
+            "user": nullable(column("enable_history", "user")),
+        }})
+    }
+
+    /// A value with every field set, for the tests that compare the two.
+    #[cfg(test)]
+    pub(crate) fn example() -> Self {
+        Self {
+            current_enable_state: json!("enabled"),
+            current_state_type: 3,
+            date: json!("2016-07-01T12:34:45.123456"),
+            dcm_enabled_flag: json!(false),
+            entity: json!("BBOXX"),
+            entity_id: json!(1),
+            hardware_type: Some("BB17SMART".into()),
+            prev_enable_state: json!("pending_enabled"),
+            product_imei: "866557056339858".into(),
+            product_type_id: json!(4),
+            serial_number: json!("BB-1"),
+            total_accessory_energy: Some("12.5".into()),
+            user: json!("admin"),
+        }
+    }
 }

@@ -243,24 +243,87 @@ async fn balance_and_pending_payments(
         return Err(dcm::DcmError::UnknownProduct(imei).into());
     }
     let (balance, pending) = dcm::balance_and_pending(&state.db, &imei).await?;
-    let commands: Vec<Json> = pending
-        .iter()
-        .map(|c| {
-            json!({
-                "category": c.category.as_str(),
-                "created_at": c.created_at.as_ref().map(format_datetime),
-                "modified_at": c.modified_at.as_ref().map(format_datetime),
-                "value": c.value,
+    let data = BalanceAndPending {
+        balance: balance.as_ref().map(|b| b.balance),
+        expected_expiry: balance
+            .as_ref()
+            .map(|b| format_datetime(&b.expected_expiry)),
+        pending_payment_commands: pending
+            .iter()
+            .map(|c| PendingCommand {
+                category: c.category.as_str(),
+                created_at: c.created_at.as_ref().map(format_datetime),
+                modified_at: c.modified_at.as_ref().map(format_datetime),
+                value: c.value,
             })
-        })
-        .collect();
+            .collect(),
+    };
     Ok(success(
         StatusCode::OK,
         "Balance and pending credits.",
-        json!({
-            "balance": balance.as_ref().map(|b| b.balance),
-            "expected_expiry": balance.as_ref().map(|b| format_datetime(&b.expected_expiry)),
-            "pending_payment_commands": commands,
-        }),
+        serde_json::to_value(data).expect("plain fields serialise"),
     ))
+}
+
+/// `data` of `balance_and_pending_payments`. A struct, so the handler and
+/// its schema in the OpenAPI document ([`Self::schema`]) name the same
+/// fields: `http::openapi`'s tests hold the one to the other.
+#[derive(serde::Serialize)]
+pub(crate) struct BalanceAndPending {
+    balance: Option<i64>,
+    expected_expiry: Option<String>,
+    pending_payment_commands: Vec<PendingCommand>,
+}
+
+/// A command the unit has not acknowledged yet, newest first.
+#[derive(serde::Serialize)]
+pub(crate) struct PendingCommand {
+    category: &'static str,
+    created_at: Option<String>,
+    modified_at: Option<String>,
+    value: i64,
+}
+
+impl BalanceAndPending {
+    pub(crate) fn schema() -> Json {
+        let time = |description: &str| {
+            let mut t = super::openapi::datetime_read_schema();
+            t["nullable"] = json!(true);
+            t["description"] = json!(description);
+            t
+        };
+        let categories: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
+        let command = json!({"type": "object",
+        "required": ["category", "created_at", "modified_at", "value"],
+        "properties": {
+            "category": {"type": "string", "enum": categories},
+            "created_at": time("When the command was added"),
+            "modified_at": time("When the command last changed"),
+            "value": {"type": "integer", "format": "int64", "description": "Seconds of credit"},
+        }});
+        json!({"type": "object",
+        "required": ["balance", "expected_expiry", "pending_payment_commands"],
+        "properties": {
+            "balance": {"type": "integer", "format": "int64", "nullable": true,
+                        "description": "Seconds of credit the unit last reported; null if it never did"},
+            "expected_expiry": time("When that credit runs out"),
+            "pending_payment_commands": {"type": "array", "items": command,
+                "description": "Commands the unit has not acknowledged, newest first"},
+        }})
+    }
+
+    /// A value with every field set, for the tests that compare the two.
+    #[cfg(test)]
+    pub(crate) fn example() -> Self {
+        Self {
+            balance: Some(3600),
+            expected_expiry: Some("2016-07-01T12:34:45.123456".into()),
+            pending_payment_commands: vec![PendingCommand {
+                category: "payment",
+                created_at: Some("2016-07-01T12:34:45.123456".into()),
+                modified_at: Some("2016-07-01T12:34:45.123456".into()),
+                value: 60,
+            }],
+        }
+    }
 }

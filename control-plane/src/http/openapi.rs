@@ -25,6 +25,7 @@ use crate::console::{assets, Asset, AssetSet};
 use crate::data::time::{MAX_ABS_MS, YEARS_PATTERN};
 use crate::data::tool_log::PERMITTED;
 use crate::dcm::Category;
+use crate::values::DATETIME_PATTERN;
 use axum::http::StatusCode;
 
 pub(super) fn router() -> Router<AppState> {
@@ -533,6 +534,33 @@ pub(crate) fn column_schema(c: &Column) -> Json {
     p
 }
 
+/// A timestamp as the server writes it (`values::format_datetime`): the
+/// spec's zone-less UTC form, which RFC 3339's `date-time` does not admit,
+/// so it is stated by a pattern (docs/decisions.md, issue 22).
+pub(crate) fn datetime_read_schema() -> Json {
+    json!({"type": "string", "pattern": DATETIME_PATTERN, "example": "2016-07-01T12:34:45.123456",
+           "description": "UTC, without a zone, with microseconds: YYYY-MM-DDTHH:MM:SS.ffffff"})
+}
+
+/// The schema of a column in a row the server returns: as [`column_schema`]
+/// (which requests use: the server reads RFC 3339 and more), but a
+/// timestamp in the form the server writes.
+pub(crate) fn read_column_schema(c: &Column) -> Json {
+    let mut s = column_schema(c);
+    if c.ty == ColumnType::Datetime {
+        let column = s["description"].as_str().map(str::to_owned);
+        s = datetime_read_schema();
+        if !c.not_null {
+            s["nullable"] = json!(true);
+        }
+        if let Some(column) = column {
+            let form = s["description"].as_str().unwrap_or_default().to_owned();
+            s["description"] = json!(format!("{column} ({form})"));
+        }
+    }
+    s
+}
+
 /// What a schema is for: a row as returned, a POST body, a PUT body.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -557,7 +585,11 @@ fn table_schema(table: &Table, shape: Shape) -> Json {
         let schema = if ignored {
             json!({"description": "Set by the server; ignored when sent"})
         } else {
-            let mut s = column_schema(c);
+            let mut s = if shape == Shape::Read {
+                read_column_schema(c)
+            } else {
+                column_schema(c)
+            };
             if c.is_write_only() {
                 s["writeOnly"] = json!(true);
             }
@@ -826,7 +858,13 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             json!({"software": {"description": "software_version_type_id or software name",
                                 "oneOf": [{"type": "integer"}, {"type": "string"}]}}),
         )),
-        ("get", "/products/{product_imei}/available_networks") => ok(json!({})).query(vec![query_param(
+        // fleet::available_networks
+        ("get", "/products/{product_imei}/available_networks") => ok(object_schema(
+            &["networks"],
+            json!({"networks": {"type": "array", "items": schema_ref("network"),
+                "description": "Networks in the country that a SIM provider of the unit's current parts uses"}}),
+        ))
+        .query(vec![query_param(
             "mcc",
             json!({"type": "integer", "minimum": 0, "maximum": 999}),
             true,
@@ -841,7 +879,15 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             query_param("start", json!({"type": "string", "format": "date-time"}), false, ""),
             query_param("end", json!({"type": "string", "format": "date-time"}), false, ""),
         ]),
-        ("get", "/products/{product_imei}/parameters/history") => ok(json!({})).query(vec![query_param(
+        // fleet::parameter_history; with `date`, only what was active then (shown as active).
+        ("get", "/products/{product_imei}/parameters/history") => ok(object_schema(
+            &["part_parameters", "product_parameters"],
+            json!({"part_parameters": {"type": "object",
+                       "description": "part_id -> that part's parameters, for the unit's parts (with `date`: those on it then)",
+                       "additionalProperties": {"type": "array", "items": schema_ref("part_parameter")}},
+                   "product_parameters": {"type": "array", "items": schema_ref("product_parameter")}}),
+        ))
+        .query(vec![query_param(
             "date",
             json!({"type": "string", "format": "date-time"}),
             false,
@@ -858,7 +904,11 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             )}}),
         )))
         .query(paging_params()),
-        ("get", "/current_enable_status") => ok(json!({})).query(paging_params()),
+        ("get", "/current_enable_status") => ok(json!({"type": "array",
+            "items": crate::actions::dashboard::EnableStatus::schema(|t, c| {
+                cat.table(t).and_then(|t| t.column(c)).map(read_column_schema).unwrap_or_else(|| json!({}))
+            })}))
+        .query(paging_params()),
         ("get", "/dashboard2") => {
             let mut q = paging_params();
             q.insert(0, q_param());
@@ -892,9 +942,15 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
                     }})
                 })
                 .collect();
-            Contract::new("201", Some(envelope(json!({})))).body(json!({"oneOf": variants}))
+            Contract::new("201", Some(envelope(null_data("null")))).body(json!({"oneOf": variants}))
         }
-        ("post", "/products/{product_imei}/force_reset") => Contract::new("201", Some(envelope(json!({}))))
+        ("post", "/products/{product_imei}/force_reset") => Contract::new("201", Some(envelope(object_schema(
+            &["outstanding_payments", "last_known_balance"],
+            json!({"outstanding_payments": {"type": "integer", "format": "int64",
+                       "description": "Net seconds of the payments and bad-payments the unit had not acknowledged (now void)"},
+                   "last_known_balance": {"type": "integer", "format": "int64", "nullable": true,
+                       "description": "The balance the unit last reported; null if it never did"}}),
+        ))))
             .body(object_schema(
                 &["transaction_id"],
                 json!({"transaction_id": transaction_id}),
@@ -940,7 +996,18 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
                    "status": {"type": "string", "enum": ["delivered", "failed", "undelivered"],
                               "description": "Default delivered; any letter case"}}),
         )),
-        ("put", "/products/{product_imei}/suggest_energy_limit") => ok(json!({})).body(object_schema(
+        // fleet::suggest_energy_limit: the limits are Wh, null when not set for the unit.
+        ("put", "/products/{product_imei}/suggest_energy_limit") => ok(object_schema(
+            &["requested", "applied", "max_energy_limit", "min_energy_limit", "energy_limit_cap", "bounded"],
+            json!({"requested": {"type": "number"},
+                   "applied": {"type": "number", "description": "requested, within the bounds below"},
+                   "max_energy_limit": {"type": "number", "nullable": true,
+                       "description": "The lower of the default maximum and the cap"},
+                   "min_energy_limit": {"type": "number", "nullable": true},
+                   "energy_limit_cap": {"type": "number", "nullable": true},
+                   "bounded": {"type": "boolean", "description": "applied differs from requested"}}),
+        ))
+        .body(object_schema(
             &["energy_limit"],
             json!({"energy_limit": {"description": "Wh; a number, or a number in a string",
                 "oneOf": [{"type": "number", "minimum": 0},
@@ -1077,7 +1144,22 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             query_param("username", json!({"type": "string"}), false, "Only repairs this user created"),
             query_param("repair_state", json!({"type": "string"}), false, "Only repairs in this workflow state"),
         ]),
-        ("get", _) => ok(json!({})),
+        // fleet::parts: part_id -> the part with its link, type and replacements.
+        ("get", "/products/{product_imei}/parts") => ok(json!({"type": "object",
+            "description": "part_id -> a part the unit has or had", "additionalProperties": schema_ref("product_part")})),
+        ("get", "/products/{product_imei}/balance_and_pending_payments") => {
+            ok(super::dcm::BalanceAndPending::schema())
+        }
+        // dead_letters::decode adds `reason` to the envelope.
+        ("get", "/rtc_dead_letters/{rtc_dead_letter_id}/decode") => {
+            let mut s = envelope(json!({"type": "string",
+                "description": "`Decoded message: ` and the CBOR message in diagnostic notation, \
+                                or `Undecodable message: ` and why"}));
+            s["properties"]["reason"] = json!({"type": "string", "nullable": true,
+                "description": "Why the message was dead-lettered"});
+            s["required"] = json!(["status", "message", "data", "reason"]);
+            Contract::new("200", Some(s))
+        }
         ("post", "/rtc_import_mo_dead_letters" | "/rtc_import_mt_reply_dead_letters") => ok(object_schema(
             &["imported", "reopened", "already_imported", "rtc_dead_letter_ids", "more_waiting"],
             json!({"imported": {"type": "integer"}, "reopened": {"type": "integer"},
@@ -1298,6 +1380,25 @@ fn action_schemas(cat: &Catalogue) -> Vec<(&'static str, Json)> {
                 json!({"imei": {"type": "string", "description": "product_imei again"}}),
             ),
         ),
+        ("product_part", {
+            let mut s = row_with(
+                cat,
+                "part",
+                "Product part",
+                json!({
+                    "part_product_linker": schema_ref("part_product_linker"),
+                    "part_type": {"nullable": true, "allOf": [schema_ref("part_type")]},
+                    "replacement_part_types": {"type": "array", "items": schema_ref("part_type"),
+                        "description": "Part types that may replace this one in the unit's product type"},
+                }),
+            );
+            if let Some(r) = s["required"].as_array_mut() {
+                r.extend(
+                    ["part_product_linker", "part_type", "replacement_part_types"].map(Json::from),
+                );
+            }
+            s
+        }),
         ("mt_sent", {
             let mut s = object_schema(
                 &["rtc_message_history_id", "message_reference"],
@@ -1743,10 +1844,10 @@ mod tests {
         out
     }
 
-    /// Every operation states its success answer with a schema (or is one
-    /// of the few that answer with a page, a file or nothing), every body
-    /// it takes names its fields, and every handler that reads a body has
-    /// one documented.
+    /// Every operation states its success answer with a schema, the
+    /// envelope's `data` included (or is one of the few that answer with a
+    /// page, a file or nothing), every body it takes names its fields, and
+    /// every handler that reads a body has one documented.
     #[test]
     fn every_operation_is_typed() {
         let doc = build(&Catalogue::builtin());
@@ -1777,6 +1878,12 @@ mod tests {
                         let schema = &r["content"]["application/json"]["schema"];
                         if !is_typed(schema) {
                             faults.push(format!("{what}: success response without a schema"));
+                        }
+                        // The envelope's `data` says what it holds, too.
+                        if let Some(data) = schema["properties"].get("data") {
+                            if !is_typed(data) {
+                                faults.push(format!("{what}: `data` without a schema"));
+                            }
                         }
                     }
                 }
@@ -1811,6 +1918,112 @@ mod tests {
             }
         }
         assert!(faults.is_empty(), "{}", faults.join("\n"));
+    }
+
+    /// `value`'s object keys, at every depth, are the properties `schema`
+    /// states (references resolved in `doc`), and the required ones are
+    /// there.
+    fn same_fields(doc: &Json, schema: &Json, value: &Json, at: &str) -> Vec<String> {
+        let schema = match schema["$ref"].as_str() {
+            Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+            None => match schema["allOf"].get(0) {
+                Some(inner) => return same_fields(doc, inner, value, at),
+                None => schema,
+            },
+        };
+        let mut faults = Vec::new();
+        match value {
+            Json::Object(o) => {
+                if let Some(props) = schema["properties"].as_object() {
+                    for k in o.keys() {
+                        match props.get(k) {
+                            Some(p) => {
+                                faults.extend(same_fields(doc, p, &o[k], &format!("{at}.{k}")))
+                            }
+                            None => faults.push(format!("{at}.{k}: sent, not documented")),
+                        }
+                    }
+                    for k in props.keys().filter(|k| !o.contains_key(*k)) {
+                        faults.push(format!("{at}.{k}: documented, not sent"));
+                    }
+                } else if schema["additionalProperties"].is_object() {
+                    for (k, v) in o {
+                        faults.extend(same_fields(
+                            doc,
+                            &schema["additionalProperties"],
+                            v,
+                            &format!("{at}.{k}"),
+                        ));
+                    }
+                }
+                for r in schema["required"].as_array().into_iter().flatten() {
+                    if !o.contains_key(r.as_str().unwrap()) {
+                        faults.push(format!("{at}.{r}: required, not sent"));
+                    }
+                }
+            }
+            Json::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    faults.extend(same_fields(doc, &schema["items"], v, &format!("{at}[{i}]")));
+                }
+            }
+            _ => {}
+        }
+        faults
+    }
+
+    /// The handlers that build their `data` from a struct answer with the
+    /// fields the document states for them, no more and no fewer.
+    #[test]
+    fn typed_data_has_the_documented_fields() {
+        let doc = build(&Catalogue::builtin());
+        let data = |path: &str| {
+            doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+                ["properties"]["data"]
+                .clone()
+        };
+        let examples = [
+            (
+                "/v1/products/{product_imei}/balance_and_pending_payments",
+                serde_json::to_value(super::super::dcm::BalanceAndPending::example()).unwrap(),
+            ),
+            (
+                "/v1/current_enable_status",
+                json!([crate::actions::dashboard::EnableStatus::example()]),
+            ),
+        ];
+        for (path, value) in examples {
+            let faults = same_fields(&doc, &data(path), &value, path);
+            assert!(faults.is_empty(), "{}", faults.join("\n"));
+        }
+        // Not blind: a field the document lacks is found.
+        let mut extra =
+            serde_json::to_value(super::super::dcm::BalanceAndPending::example()).unwrap();
+        extra["pending_payment_commands"][0]["transaction_id"] = json!("t");
+        let path = "/v1/products/{product_imei}/balance_and_pending_payments";
+        assert_eq!(
+            same_fields(&doc, &data(path), &extra, "b"),
+            ["b.pending_payment_commands[0].transaction_id: sent, not documented"]
+        );
+    }
+
+    /// Rows document their timestamps as the server writes them, and
+    /// request bodies as it reads them (RFC 3339 among other forms).
+    #[test]
+    fn timestamps_are_documented_as_written_and_as_read() {
+        let doc = build(&Catalogue::builtin());
+        let schemas = &doc["components"]["schemas"];
+        let row = &schemas["enable_history"]["properties"]["date"];
+        assert_eq!(row["pattern"], json!(DATETIME_PATTERN), "{row}");
+        assert!(row.get("format").is_none(), "{row}");
+        let written = regex::Regex::new(DATETIME_PATTERN).unwrap();
+        assert!(written.is_match(row["example"].as_str().unwrap()));
+        let nullable = &schemas["product"]["properties"]["disable_date"];
+        assert_eq!(nullable["nullable"], json!(true), "{nullable}");
+        assert_eq!(nullable["pattern"], json!(DATETIME_PATTERN), "{nullable}");
+        let body = &schemas["product_update"]["properties"]["disable_date"];
+        assert_eq!(body["format"], json!("date-time"), "{body}");
+        assert!(body.get("pattern").is_none(), "{body}");
     }
 
     /// Every path a router in this crate registers (found in the source)

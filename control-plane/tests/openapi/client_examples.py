@@ -10,6 +10,7 @@ surprise raises. Called by control-plane/tests/openapi.rs.
 import json
 import sys
 import uuid
+from datetime import datetime
 
 from client import AuthenticatedClient, Client
 from client.api.auth import post_auth_login
@@ -64,6 +65,13 @@ listed = expect(
 names = [row.name for row in listed.objects]
 assert names and all(n.endswith("ED") for n in names), names
 assert listed.num_results == len(names), listed
+# Row timestamps are documented as the server writes them, the spec's
+# zone-less UTC form (a pattern, not RFC 3339's `date-time`), so the
+# generated model holds the text; Python's own parser reads it.
+stamps = [row.modified_at or row.created_at for row in listed.objects]
+assert any(stamps) and all(s is None or isinstance(s, str) for s in stamps), stamps
+parsed = [datetime.fromisoformat(s) for s in stamps if s]
+assert all(t.tzinfo is None for t in parsed), parsed
 
 # 3. Enable a unit (spec: "Product Actions").
 enabled = put_products_product_imei_enable.sync_detailed(imei, client=api)
