@@ -15,7 +15,8 @@
 # Settings (environment):
 #   SMARTSOLAR_BIN                the binary (default: build it with cargo, debug profile)
 #   SMARTSOLAR_CLUSTER_DIR        logs, pid files, data dirs (default /tmp/smartsolar-cluster)
-#   SMARTSOLAR_CLUSTER_PORT_BASE  ports (default 18000): API base+80, gw1 QUIC/TCP/HTTP
+#   SMARTSOLAR_CLUSTER_PORT_BASE  ports (default 18000): API base+80, the cluster's Kafka broker
+#                                 base+92, gw1 QUIC/TCP/HTTP
 #                                 base+433/+434/+89, gw2 base+533/+534/+189, metrics
 #                                 (/metrics, /ready) cp base+100, gw1 +101, gw2 +102,
 #                                 ingest1 +103, ingest2 +104
@@ -35,6 +36,10 @@ DB="${SMARTSOLAR_CLUSTER_DB:-smartsolar_cluster}"
 PG_ADMIN="${SMARTSOLAR_CLUSTER_PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}"
 PG_URL="${PG_ADMIN%/*}/$DB"
 ROLES="cp gw1 gw2 ingest1 ingest2"
+# The cluster's own Kafka-protocol broker (tansu, in memory), as compose runs its own Kafka: a
+# cluster never shares topics or consumer groups with another cluster or an earlier run, whose
+# group members (a gateway killed with kill -9, say) the broker would still remember.
+BROKER="127.0.0.1:$((BASE + 92))"
 
 log() { printf '== cluster: %s\n' "$*" >&2; }
 
@@ -58,7 +63,7 @@ common_env() {
   export RUST_LOG="${RUST_LOG:-info}"
   export SMARTSOLAR_DATABASE_URL="$PG_URL"
   export SMARTSOLAR_BUS=kafka
-  export SMARTSOLAR_KAFKA_BROKERS="$SMARTSOLAR_TEST_KAFKA_BROKERS"
+  export SMARTSOLAR_KAFKA_BROKERS="$BROKER"
   export SMARTSOLAR_TSDB=influx
   export SMARTSOLAR_INFLUX_URL="$SMARTSOLAR_TEST_INFLUX_URL"
   export SMARTSOLAR_INFLUX_DB="$DB"
@@ -121,13 +126,26 @@ CLUSTER_GW2_TCP=127.0.0.1:$((BASE + 534))
 CLUSTER_GW2_HTTP=127.0.0.1:$((BASE + 189))
 CLUSTER_CERT=$DIR/data/gateway-cert.pem
 CLUSTER_DB=$PG_URL
+CLUSTER_KAFKA=$BROKER
 EOF
 }
 
 services() {
   # shellcheck source=services.sh
   source scripts/services.sh
-  services_start
+  influx_start
+  # services.sh reads its settings when sourced: a subshell for the cluster's broker.
+  ( export SMARTSOLAR_SERVICES_DIR="$DIR/broker" SMARTSOLAR_KAFKA_PORT=$((BASE + 92))
+    # shellcheck source=services.sh
+    source scripts/services.sh
+    kafka_start )
+}
+
+broker_stop() {
+  local pid_file="$DIR/broker/tansu.pid"
+  [ -f "$pid_file" ] || return 0
+  kill "$(cat "$pid_file")" 2>/dev/null || true
+  rm -f "$pid_file"
 }
 
 up() {
@@ -166,6 +184,7 @@ stop_role() { # stop_role ROLE SIGNAL
 
 down() {
   for role in ingest1 ingest2 gw1 gw2 cp; do stop_role "$role" TERM; done
+  broker_stop
   if [ "${1:-}" = --purge ]; then
     psql "$PG_ADMIN" -qtAc "drop database if exists \"$DB\" with (force)" >/dev/null || true
     curl -sf -o /dev/null -XPOST "$SMARTSOLAR_TEST_INFLUX_URL/query" \

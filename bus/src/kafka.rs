@@ -168,24 +168,45 @@ impl Bus for KafkaBus {
     }
 
     async fn subscribe(&self, topics: &[&str], group: &str) -> Result<Box<dyn Consumer>, BusError> {
-        if topics.is_empty() {
-            return Err(BusError::Config(
-                "subscribe needs at least one topic".into(),
-            ));
-        }
-        self.ensure_topics(topics).await?;
-        let mut cc = base_config(&self.config);
-        cc.set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("enable.partition.eof", "false");
-        apply_extra(&mut cc, &self.config);
-        let consumer: StreamConsumer = cc.create().map_err(|e| BusError::Config(e.to_string()))?;
+        let consumer = self.consumer(topics, group).await?;
         consumer.subscribe(topics).map_err(broker)?;
         Ok(Box::new(KafkaConsumer {
             inner: Arc::new(consumer),
+            group: group.to_owned(),
+        }))
+    }
+
+    async fn subscribe_sole(
+        &self,
+        topics: &[&str],
+        group: &str,
+    ) -> Result<Box<dyn Consumer>, BusError> {
+        let consumer = Arc::new(self.consumer(topics, group).await?);
+        let names: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        let reader = Arc::clone(&consumer);
+        // Metadata and the committed positions are blocking broker round trips.
+        tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for topic in &names {
+                let meta = reader
+                    .fetch_metadata(Some(topic), Duration::from_secs(10))
+                    .map_err(broker)?;
+                let partitions = meta.topics().first().map_or(0, |t| t.partitions().len());
+                if partitions == 0 {
+                    return Err(BusError::Config(format!("topic {topic} has no partitions")));
+                }
+                for p in 0..partitions {
+                    // The group's committed position; `auto.offset.reset` where there is none.
+                    tpl.add_partition_offset(topic, p as i32, Offset::Stored)
+                        .map_err(broker)?;
+                }
+            }
+            reader.assign(&tpl).map_err(broker)
+        })
+        .await
+        .map_err(|e| BusError::Broker(format!("assign task: {e}")))??;
+        Ok(Box::new(KafkaConsumer {
+            inner: consumer,
             group: group.to_owned(),
         }))
     }
@@ -203,6 +224,27 @@ impl Bus for KafkaBus {
         })
         .await
         .map_err(|e| BusError::Broker(format!("metadata probe: {e}")))?
+    }
+}
+
+impl KafkaBus {
+    /// A consumer for `group` on `topics` (created first if so configured), not yet reading.
+    async fn consumer(&self, topics: &[&str], group: &str) -> Result<StreamConsumer, BusError> {
+        if topics.is_empty() {
+            return Err(BusError::Config(
+                "subscribe needs at least one topic".into(),
+            ));
+        }
+        self.ensure_topics(topics).await?;
+        let mut cc = base_config(&self.config);
+        cc.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("enable.partition.eof", "false");
+        apply_extra(&mut cc, &self.config);
+        cc.create().map_err(|e| BusError::Config(e.to_string()))
     }
 }
 

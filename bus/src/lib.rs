@@ -97,6 +97,20 @@ pub trait Bus: Send + Sync + 'static {
     /// Joins consumer group `group` on `topics`.
     async fn subscribe(&self, topics: &[&str], group: &str) -> Result<Box<dyn Consumer>, BusError>;
 
+    /// Reads every partition of `topics` as the only reader of `group`: for topics that one
+    /// process at a time reads (a gateway's own node and control topics). Commits and the
+    /// position after a restart are kept under `group` as with [`Bus::subscribe`], but
+    /// nothing depends on group membership, so a process restarted after `kill -9` reads
+    /// at once instead of waiting until the broker expires its dead predecessor's member
+    /// (which tansu did not do within 200 s). Kafka: partitions assigned by the client.
+    async fn subscribe_sole(
+        &self,
+        topics: &[&str],
+        group: &str,
+    ) -> Result<Box<dyn Consumer>, BusError> {
+        self.subscribe(topics, group).await
+    }
+
     /// Whether the bus answers, for readiness probes. The in-process bus
     /// always does.
     async fn ping(&self) -> Result<(), BusError> {

@@ -124,6 +124,54 @@ async fn uncommitted_messages_are_redelivered_committed_ones_are_not() {
     );
 }
 
+/// A gateway's own topics (`subscribe_sole`): a process restarted after `kill -9` reads every
+/// partition at once from where its predecessor committed, although the predecessor never
+/// left. Here the predecessor is still connected (forgotten, not dropped), the harder case:
+/// as a group member it would keep half the partitions, and the broker never expires a
+/// member that still heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sole_reader_takes_over_from_one_that_never_left() {
+    let bus = bus(4);
+    let topic = unique("it-sole");
+    let group = unique("g");
+    bus.ensure_topics(&[&topic]).await.unwrap();
+    let publish = |range: std::ops::Range<u32>| {
+        let (bus, topic) = (&bus, &topic);
+        async move {
+            for i in range {
+                let key = format!("35000000000000{i}");
+                bus.publish(topic, key.as_bytes(), &i.to_be_bytes())
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    publish(0..8).await;
+    let mut first = bus.subscribe_sole(&[&topic], &group).await.unwrap();
+    let mut got: Vec<u32> = Vec::new();
+    for d in recv_n(&mut first, 8).await {
+        first.commit(&d).await.unwrap();
+        got.push(value(&d));
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..8).collect::<Vec<_>>(),
+        "one reader gets every partition"
+    );
+    std::mem::forget(first);
+
+    publish(8..16).await;
+    let mut second = bus.subscribe_sole(&[&topic], &group).await.unwrap();
+    let mut again: Vec<u32> = recv_n(&mut second, 8).await.iter().map(value).collect();
+    again.sort_unstable();
+    assert_eq!(
+        again,
+        (8..16).collect::<Vec<_>>(),
+        "the successor resumes after the committed messages, on every partition"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ingest_engine_runs_over_kafka() {
     use std::sync::Arc;

@@ -240,12 +240,12 @@ impl Gateway {
         let shared = deps.bus.subscribe(&[&config.topics.mt], MT_GROUP).await?;
         let own = deps
             .bus
-            .subscribe(&[&node_topic], &format!("{MT_GROUP}.{}", config.node_id))
+            .subscribe_sole(&[&node_topic], &format!("{MT_GROUP}.{}", config.node_id))
             .await?;
         // Every gateway reads every control message: a group of its own.
         let control = deps
             .bus
-            .subscribe(
+            .subscribe_sole(
                 &[&config.topics.gateway_control],
                 &rtc::control::group(&config.node_id),
             )
