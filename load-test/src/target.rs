@@ -191,13 +191,14 @@ fn write_units(path: &Path, ids: &[Identity]) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("{}", path.display()))
 }
 
-/// Creates `n` units as the factory does (`create_hub2`, RTC on; DCM on when `dcm`), at most
+/// Creates `n` units as the factory does (`create_hub2`, RTC on; DCM on for the first
+/// `dcm_units`, which get payment commands), at most
 /// `concurrency` requests in flight. IMEIs share a 7-digit prefix random per run.
 async fn provision(
     api: &Api,
     n: u32,
     concurrency: usize,
-    dcm: bool,
+    dcm_units: u32,
     quiet: bool,
 ) -> anyhow::Result<Vec<Identity>> {
     let prefix = 3_500_000 + rand::random::<u32>() % 100_000;
@@ -211,7 +212,8 @@ async fn provision(
     pb.set_prefix("provision");
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = Vec::with_capacity(n as usize);
-    for id in &ids {
+    for (i, id) in ids.iter().enumerate() {
+        let dcm = (i as u32) < dcm_units;
         let permit = Arc::clone(&gate).acquire_owned().await?;
         let (api, id, pb) = (api.clone(), id.clone(), pb.clone());
         tasks.push(tokio::spawn(async move {
@@ -522,7 +524,8 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
             (ids, 0)
         }
         _ => {
-            let ids = provision(&api, units, a.provision_concurrency, mt_planned, a.quiet).await?;
+            let dcm_units = if mt_planned { framed } else { 0 };
+            let ids = provision(&api, units, a.provision_concurrency, dcm_units, a.quiet).await?;
             if let Some(p) = &a.units_csv {
                 write_units(p, &ids)?;
             }
@@ -622,7 +625,6 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     pb.set_prefix("stopping");
     tokio::time::sleep(Duration::from_secs(1)).await;
     fleet.stop(tasks).await;
-    prober.abort();
 
     // Verification.
     let t_verify = Instant::now();
@@ -631,40 +633,10 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     let track = &shared.track;
     let vpb = spinner(a.quiet, u64::from(units));
     vpb.set_prefix("verify");
-    // The database first, in one query for all framed units: their common IMEI prefix.
-    let prefix: String = {
-        let first = &ids[0].imei;
-        let n = ids[..framed.max(1) as usize]
-            .iter()
-            .map(|id| {
-                first
-                    .chars()
-                    .zip(id.imei.chars())
-                    .take_while(|(x, y)| x == y)
-                    .count()
-            })
-            .min()
-            .unwrap_or(0);
-        first[..n].to_owned()
-    };
     let acked_framed: u64 = (0..framed).map(|i| track.sent(i).0).sum();
-    if framed > 0 {
-        let filters = json!([
-            {"name": "product_imei", "op": "like", "val": format!("{prefix}%")},
-            {"name": "message_received_time", "op": "ge", "val": since},
-        ]);
-        settle(limit, || {
-            let (api, filters, vpb) = (&api, filters.clone(), vpb.clone());
-            async move {
-                let n = api.count("rtc_mo_message_history", filters).await?;
-                vpb.set_message(format!("database: {n} of {acked_framed} MO"));
-                Ok((n >= acked_framed, n))
-            }
-        })
-        .await?;
-    }
-    // Then each unit exactly: its database rows, its telemetry in the store.
-    let gate = Arc::new(Semaphore::new(16));
+    // Each unit exactly: its database rows, its telemetry in the store; each waited for
+    // until complete or the deadline.
+    let gate = Arc::new(Semaphore::new(32));
     let deadline = Instant::now() + limit;
     let mut checks = Vec::with_capacity(units as usize);
     let shared2 = Arc::clone(&shared);
@@ -685,13 +657,15 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
             // (db found, db lost, db excess, telemetry found, telemetry lost, store dups)
             let mut r = [0u64; 6];
             if i < framed {
-                let rows = api
-                    .count(
-                        "rtc_mo_message_history",
-                        json!([{"name": "product_imei", "op": "eq", "val": imei},
-                               {"name": "message_received_time", "op": "ge", "val": since}]),
-                    )
-                    .await?;
+                let filters = json!([{"name": "product_imei", "op": "eq", "val": imei},
+                                     {"name": "message_received_time", "op": "ge", "val": since}]);
+                let rows = loop {
+                    let rows = api.count("rtc_mo_message_history", filters.clone()).await?;
+                    if rows >= acked || Instant::now() > deadline {
+                        break rows;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                };
                 r[0] = rows.min(acked);
                 r[1] = acked.saturating_sub(rows);
                 r[2] = rows.saturating_sub(acked + failed);
@@ -780,6 +754,8 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     vpb.finish_and_clear();
     summary.verify_secs = t_verify.elapsed().as_secs_f64();
+    // The lag probe in flight when the units stopped has had the verification's time.
+    prober.abort();
     sampler_task.abort();
 
     summary.mt_latency =
