@@ -6,12 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value as Json;
 
 mod common;
-use common::{free_port, wait_ready, Process};
+use common::{free_port, serve_command, wait_ready, Process};
 
 /// The `load-test` binary, built next to `smartsolar` (the README's test command builds every
 /// target first); built here when missing or older than its sources (`--test load_smoke`).
@@ -50,22 +50,7 @@ async fn a_thousand_units_against_serve_lose_and_duplicate_nothing() {
     let load_test = load_test_binary();
     let dir = tempfile::tempdir().unwrap();
     let (http, tcp, quic, legacy) = (free_port(), free_port(), free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_smartsolar"))
-        .arg("serve")
-        .env("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{http}"))
-        .env(
-            "SMARTSOLAR_DATABASE_URL",
-            format!("sqlite://{}/db.sqlite", dir.path().display()),
-        )
-        .env("SMARTSOLAR_DATA_DIR", dir.path().join("data"))
-        .env("SMARTSOLAR_GATEWAY_TCP_ADDR", format!("127.0.0.1:{tcp}"))
-        .env("SMARTSOLAR_GATEWAY_QUIC_ADDR", format!("127.0.0.1:{quic}"))
-        .env(
-            "SMARTSOLAR_GATEWAY_HTTP_ADDR",
-            format!("127.0.0.1:{legacy}"),
-        )
-        .env("SMARTSOLAR_ADMIN_USER", "admin@example.com")
-        .env("SMARTSOLAR_ADMIN_PASSWORD", "admin-password")
+    let child = serve_command(dir.path(), http, tcp, quic, legacy)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .spawn()

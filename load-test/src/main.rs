@@ -761,6 +761,21 @@ impl Fleet {
         (storm_units, back, secs)
     }
 
+    /// Handshake and HTTP latency percentiles, and the units' errors.
+    pub(crate) fn results(&self) -> (Percentiles, Percentiles, Errors) {
+        let (sh, c) = (&self.shared, &self.shared.counters);
+        let of = |h: &Mutex<hdrhistogram::Histogram<u64>>| {
+            Percentiles::of(&h.lock().unwrap_or_else(|e| e.into_inner()))
+        };
+        let errors = Errors {
+            connect: c.connect_failures.load(Ordering::Relaxed),
+            send: c.send_errors.load(Ordering::Relaxed),
+            closed_by_gateway: c.closed_by_gateway.load(Ordering::Relaxed),
+            http: c.http_errors.load(Ordering::Relaxed),
+        };
+        (of(&sh.handshake_us), of(&sh.http_us), errors)
+    }
+
     /// Tells every unit to stop and waits (5 s each at most) for their tasks.
     pub(crate) async fn stop(&self, tasks: Vec<tokio::task::JoinHandle<()>>) {
         self.phase_tx.send_replace(Phase::Stop);
@@ -883,20 +898,8 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     fleet.stop(tasks).await;
     child.stop().await;
 
-    summary.handshake = Percentiles::of(
-        &shared
-            .handshake_us
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
-    summary.http = Percentiles::of(&shared.http_us.lock().unwrap_or_else(|e| e.into_inner()));
+    (summary.handshake, summary.http, summary.errors) = fleet.results();
     summary.rss_peak_kib = peak.load(Ordering::Relaxed);
-    summary.errors = Errors {
-        connect: c.connect_failures.load(Ordering::Relaxed),
-        send: c.send_errors.load(Ordering::Relaxed),
-        closed_by_gateway: c.closed_by_gateway.load(Ordering::Relaxed),
-        http: c.http_errors.load(Ordering::Relaxed),
-    };
     summary.total_secs = t_run.elapsed().as_secs_f64();
     let json = serde_json::to_string_pretty(&summary)?;
     std::fs::write(&a.out, &json)?;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use load_test::{latency_histogram, rss_kib, Errors, Percentiles, SecondSample, TargetSummary};
+use load_test::{latency_histogram, rss_kib, Percentiles, SecondSample, TargetSummary};
 use serde_json::{json, Value as Json};
 use tokio::sync::Semaphore;
 
@@ -761,22 +761,11 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     summary.mt_latency =
         Percentiles::of(&track.mt_latency.lock().unwrap_or_else(|e| e.into_inner()));
     summary.ingest_lag = Percentiles::of(&lag.lock().unwrap_or_else(|e| e.into_inner()));
-    summary.handshake = Percentiles::of(
-        &shared
-            .handshake_us
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
-    summary.http = Percentiles::of(&shared.http_us.lock().unwrap_or_else(|e| e.into_inner()));
+    (summary.handshake, summary.http, summary.errors) = fleet.results();
+    // Payment commands the API refused count with the HTTP errors.
+    summary.errors.http += mt_errors.load(Ordering::Relaxed);
     summary.rss_peak_kib = peak.load(Ordering::Relaxed);
     summary.series = series.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let c = &shared.counters;
-    summary.errors = Errors {
-        connect: c.connect_failures.load(Ordering::Relaxed),
-        send: c.send_errors.load(Ordering::Relaxed),
-        closed_by_gateway: c.closed_by_gateway.load(Ordering::Relaxed),
-        http: c.http_errors.load(Ordering::Relaxed) + mt_errors.load(Ordering::Relaxed),
-    };
     summary.total_secs = t_run.elapsed().as_secs_f64();
     let json = serde_json::to_string_pretty(&summary)?;
     std::fs::write(&a.out, &json)?;

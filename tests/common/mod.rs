@@ -8,6 +8,36 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
 
+/// `smartsolar serve` on embedded defaults (SQLite, the embedded time-series store, the disk
+/// bus) in `dir`, API on `http`, the gateway's TLS-TCP, QUIC and legacy HTTP listeners on
+/// `tcp`, `quic`, `legacy` (all 127.0.0.1), with the admin user `admin@example.com` /
+/// `admin-password`. The caller adds what its test needs and spawns it.
+pub(crate) fn serve_command(
+    dir: &std::path::Path,
+    http: u16,
+    tcp: u16,
+    quic: u16,
+    legacy: u16,
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smartsolar"));
+    cmd.arg("serve")
+        .env("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env(
+            "SMARTSOLAR_DATABASE_URL",
+            format!("sqlite://{}/db.sqlite", dir.display()),
+        )
+        .env("SMARTSOLAR_DATA_DIR", dir.join("data"))
+        .env("SMARTSOLAR_GATEWAY_TCP_ADDR", format!("127.0.0.1:{tcp}"))
+        .env("SMARTSOLAR_GATEWAY_QUIC_ADDR", format!("127.0.0.1:{quic}"))
+        .env(
+            "SMARTSOLAR_GATEWAY_HTTP_ADDR",
+            format!("127.0.0.1:{legacy}"),
+        )
+        .env("SMARTSOLAR_ADMIN_USER", "admin@example.com")
+        .env("SMARTSOLAR_ADMIN_PASSWORD", "admin-password");
+    cmd
+}
+
 /// A port nobody listens on right now.
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
