@@ -274,11 +274,12 @@ pub struct TargetSummary {
     pub mo_sent: u64,
     /// Of those, acknowledged (see the type's doc).
     pub mo_acknowledged: u64,
-    /// Acknowledged MO found: framed units' rows in `rtc_mo_message_history` (received since
-    /// the run started, at most what the unit wrote) plus HTTP units' telemetry in the store.
+    /// Acknowledged MO found (`mo_acknowledged − mo_lost`): a framed unit's MO are counted
+    /// against its rows in `rtc_mo_message_history` received since the run started, and its
+    /// telemetry must be in the time-series store too; HTTP units' telemetry in the store.
     pub mo_stored: u64,
-    /// Acknowledged MO missing from the database, plus acknowledged telemetry missing from
-    /// the time-series store.
+    /// Acknowledged MO missing: per framed unit the larger of its database shortfall and its
+    /// telemetry missing from the store; per HTTP unit its telemetry missing from the store.
     pub mo_lost: u64,
     /// Database rows beyond what a unit wrote (failed writes included), plus telemetry points
     /// stored more than once.

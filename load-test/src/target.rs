@@ -710,14 +710,20 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut http_acked = 0u64;
     for (i, c) in checks.into_iter().enumerate() {
         let (r, n_tel) = c.await??;
-        summary.mo_stored += r[0];
-        summary.mo_lost += r[1] + r[4];
+        // A framed unit's MO is stored when its database row is there and, for telemetry,
+        // its point too: the unit's shortfall is the larger of the two. HTTP units: the store.
+        let (acked, lost) = if (i as u32) < framed {
+            (r[0] + r[1], r[1].max(r[4]))
+        } else {
+            (n_tel, r[4])
+        };
+        summary.mo_stored += acked - lost.min(acked);
+        summary.mo_lost += lost;
         summary.mo_duplicated += r[2] + r[5];
         summary.telemetry_stored += r[3];
         summary.telemetry_lost += r[4];
         tel_acked += n_tel;
         if i as u32 >= framed {
-            summary.mo_stored += r[3];
             http_acked += n_tel;
         }
     }
