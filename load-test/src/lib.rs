@@ -333,46 +333,72 @@ pub struct TargetSummary {
 /// latency and ingest lag per second.
 pub fn chart_html(s: &TargetSummary) -> String {
     type Pick = fn(&SecondSample) -> Option<f64>;
-    let charts: [(&str, &str, Pick); 4] = [
-        ("MO acknowledged per second", "#1f77b4", |p| {
-            Some(p.mo_per_sec as f64)
-        }),
-        ("MT delivered per second", "#2ca02c", |p| {
-            Some(p.mt_delivered_per_sec as f64)
-        }),
-        ("MT latency, max in the second (ms)", "#d62728", |p| {
-            p.mt_latency_max_ms
-        }),
-        ("Ingest lag, sampled (ms)", "#9467bd", |p| p.ingest_lag_ms),
+    // (title, colour, the value, dots: seconds without a value are gaps, so each value is
+    // also drawn as a dot)
+    let charts: [(&str, &str, Pick, bool); 4] = [
+        (
+            "MO acknowledged per second",
+            "#1f77b4",
+            |p| Some(p.mo_per_sec as f64),
+            false,
+        ),
+        (
+            "MT delivered per second",
+            "#2ca02c",
+            |p| Some(p.mt_delivered_per_sec as f64),
+            false,
+        ),
+        (
+            "MT latency, max in the second (ms)",
+            "#d62728",
+            |p| p.mt_latency_max_ms,
+            true,
+        ),
+        (
+            "Ingest lag, sampled (ms)",
+            "#9467bd",
+            |p| p.ingest_lag_ms,
+            true,
+        ),
     ];
     let (w, h, pad) = (720.0, 180.0, 40.0);
     let t_max = s.series.last().map_or(1, |p| p.t.max(1)) as f64;
     let mut body = String::new();
-    for (title, colour, pick) in charts {
+    for (title, colour, pick, dots) in charts {
         let pts: Vec<(f64, f64)> = s
             .series
             .iter()
             .filter_map(|p| pick(p).map(|v| (p.t as f64, v)))
             .collect();
         let y_max = pts.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-9);
-        let line: Vec<String> = pts
+        // Plot area: x from `pad` to `w - pad`, y from 20 (the maximum) down to `h - pad + 10`.
+        let xy: Vec<(f64, f64)> = pts
             .iter()
             .map(|(t, v)| {
-                format!(
-                    "{:.1},{:.1}",
+                (
                     pad + t / t_max * (w - 2.0 * pad),
-                    h - pad + 10.0 - v / y_max * (h - pad - 10.0)
+                    h - pad + 10.0 - v / y_max * (h - pad - 10.0),
                 )
             })
             .collect();
+        let line: Vec<String> = xy.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let marks: String = if dots {
+            xy.iter()
+                .map(|(x, y)| {
+                    format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2\" fill=\"{colour}\"/>")
+                })
+                .collect()
+        } else {
+            String::new()
+        };
         body.push_str(&format!(
             "<h2>{title}</h2>\n<svg width=\"{w}\" height=\"{h}\" xmlns=\"http://www.w3.org/2000/svg\">\
              <line x1=\"{pad}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#888\"/>\
-             <line x1=\"{pad}\" y1=\"10\" x2=\"{pad}\" y2=\"{y0}\" stroke=\"#888\"/>\
+             <line x1=\"{pad}\" y1=\"20\" x2=\"{pad}\" y2=\"{y0}\" stroke=\"#888\"/>\
              <text x=\"2\" y=\"20\" font-size=\"11\">{y_max:.0}</text>\
              <text x=\"2\" y=\"{y0}\" font-size=\"11\">0</text>\
              <text x=\"{x1}\" y=\"{yt}\" font-size=\"11\" text-anchor=\"end\">{t_max:.0} s</text>\
-             <polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/></svg>\n",
+             <polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>{marks}</svg>\n",
             line.join(" "),
             y0 = h - pad + 10.0,
             x1 = w - pad,
@@ -397,4 +423,40 @@ pub fn chart_html(s: &TargetSummary) -> String {
         s.ingest_lag.p99_ms,
         tag = s.run_tag,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_is_one_page_of_inline_svg_without_scripts() {
+        let s = TargetSummary {
+            mo_sent: 7,
+            series: (0..3)
+                .map(|t| SecondSample {
+                    t,
+                    mo_per_sec: t * 10,
+                    ingest_lag_ms: (t == 1).then_some(250.0),
+                    ..SecondSample::default()
+                })
+                .collect(),
+            ..TargetSummary::default()
+        };
+        let page = chart_html(&s);
+        assert_eq!(
+            page.matches("<svg").count(),
+            4,
+            "MO/s, MT/s, MT latency, lag"
+        );
+        assert!(!page.contains("<script") && !page.contains("src="));
+        // MO/s: three points, the last (20/s) at the top of the plot.
+        assert!(
+            page.contains("points=\"40.0,150.0 360.0,85.0 680.0,20.0\""),
+            "{page}"
+        );
+        // The one lag sample is a dot at the top, in the middle.
+        assert!(page.contains("<circle cx=\"360.0\" cy=\"20.0\""), "{page}");
+        assert!(page.contains("MO sent 7"));
+    }
 }
