@@ -7,13 +7,13 @@
 use std::process::Stdio;
 
 mod common;
-use common::{free_port, run_load_test, serve_command, wait_ready, Process};
+use common::{free_port, run_load_test, smartsolar_command, wait_ready, Process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_units_against_serve_lose_and_duplicate_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (http, tcp, quic, legacy) = (free_port(), free_port(), free_port(), free_port());
-    let child = serve_command(dir.path(), http, tcp, quic, legacy)
+    let child = smartsolar_command("serve", dir.path(), (http, tcp, quic), Some(legacy))
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .spawn()

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value as Json};
 
 mod common;
-use common::{free_port, serve_command, wait_ready, Client, Process};
+use common::{free_port, smartsolar_command, wait_ready, Client, Process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_api_gateway_and_ingest_in_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let (http, tcp, quic, legacy) = (free_port(), free_port(), free_port(), free_port());
-    let child = serve_command(dir.path(), http, tcp, quic, legacy)
+    let child = smartsolar_command("serve", dir.path(), (http, tcp, quic), Some(legacy))
         .env(
             "SMARTSOLAR_CONSOLE_TILE_URL",
             "http://tiles.test/{z}/{x}/{y}.png",

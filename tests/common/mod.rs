@@ -9,19 +9,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
 
-/// `smartsolar serve` on embedded defaults (SQLite, the embedded time-series store, the disk
-/// bus) in `dir`, API on `http`, the gateway's TLS-TCP, QUIC and legacy HTTP listeners on
-/// `tcp`, `quic`, `legacy` (all 127.0.0.1), with the admin user `admin@example.com` /
-/// `admin-password`. The caller adds what its test needs and spawns it.
-pub(crate) fn serve_command(
+/// `smartsolar <role>` (`serve`, `demo`) on embedded defaults (SQLite, the embedded
+/// time-series store, the disk bus) in `dir`, API on `http`, the gateway's TLS-TCP and QUIC
+/// listeners on `tcp` and `quic` and the legacy HTTP one on `legacy` or off (all 127.0.0.1),
+/// with the admin user `admin@example.com` / `admin-password`. The caller adds what its test
+/// needs and spawns it.
+pub(crate) fn smartsolar_command(
+    role: &str,
     dir: &std::path::Path,
-    http: u16,
-    tcp: u16,
-    quic: u16,
-    legacy: u16,
+    (http, tcp, quic): (u16, u16, u16),
+    legacy: Option<u16>,
 ) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_smartsolar"));
-    cmd.arg("serve")
+    cmd.arg(role)
         .env("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{http}"))
         .env(
             "SMARTSOLAR_DATABASE_URL",
@@ -32,7 +32,7 @@ pub(crate) fn serve_command(
         .env("SMARTSOLAR_GATEWAY_QUIC_ADDR", format!("127.0.0.1:{quic}"))
         .env(
             "SMARTSOLAR_GATEWAY_HTTP_ADDR",
-            format!("127.0.0.1:{legacy}"),
+            legacy.map_or("off".to_owned(), |p| format!("127.0.0.1:{p}")),
         )
         .env("SMARTSOLAR_ADMIN_USER", "admin@example.com")
         .env("SMARTSOLAR_ADMIN_PASSWORD", "admin-password");
