@@ -234,9 +234,9 @@ pub struct SecondSample {
     pub phase: String,
     /// MO acknowledged in this second.
     pub mo_per_sec: u64,
-    /// Payment commands the API accepted in this second.
+    /// Commands the API accepted in this second.
     pub mt_accepted_per_sec: u64,
-    /// Payment commands their unit received in this second.
+    /// Commands their unit received in this second.
     pub mt_delivered_per_sec: u64,
     /// Highest MT latency (API request → unit received it) in this second, ms.
     pub mt_latency_max_ms: Option<f64>,
@@ -290,16 +290,20 @@ pub struct TargetSummary {
     pub telemetry_stored: u64,
     /// Acknowledged telemetry not in the store.
     pub telemetry_lost: u64,
-    /// Payment commands sent through the API (`add_payment_command`).
+    /// Commands sent through the API: payment commands (`add_payment_command`) and, every
+    /// tenth, an enable or disable (`PUT /v1/products/<imei>/enable|disable`).
     pub mt_sent: u64,
-    /// Of those, accepted (201).
+    /// Of those, accepted (201 for a payment, 200 for enable/disable).
     pub mt_accepted: u64,
+    /// Of the accepted, enable/disable commands (delivered = the unit received a status update
+    /// with that `enabled`).
+    pub mt_switches: u64,
     /// Accepted commands their unit received.
     pub mt_delivered: u64,
     /// Accepted commands no unit received.
     pub mt_lost: u64,
-    /// Accepted commands whose `payment_commands` row is `acknowledged` (the unit's reply
-    /// recorded).
+    /// Accepted payment commands whose `payment_commands` row is `acknowledged` (the unit's
+    /// reply recorded); `mt_accepted − mt_switches` when all are.
     pub mt_acknowledged: u64,
     /// MT latency: API request → the unit received the command.
     pub mt_latency: Percentiles,

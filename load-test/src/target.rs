@@ -261,6 +261,8 @@ async fn provision(
 #[derive(Default)]
 struct Totals {
     mt_accepted: AtomicU64,
+    /// Of those, enable/disable commands.
+    mt_switches: AtomicU64,
     /// Last ingest lag sample (µs + 1; 0 = none since the sampler took it).
     lag_us: AtomicU64,
 }
@@ -357,8 +359,9 @@ fn lag_prober(
     (hist, task)
 }
 
-/// MT phase: `rate` payment commands per second for `secs` seconds through the API, to
-/// online framed units in turn; at most 64 requests in flight. (sent, accepted).
+/// MT phase: `rate` commands per second for `secs` seconds through the API, to online framed
+/// units in turn, at most 64 requests in flight: payment commands, and every tenth an enable
+/// or disable. Commands sent.
 async fn mt_phase(
     api: &Api,
     shared: &Arc<crate::unit::Shared>,
@@ -373,6 +376,8 @@ async fn mt_phase(
     let gate = Arc::new(Semaphore::new(64));
     let start = Instant::now();
     let (mut sent, mut next, mut misses) = (0u64, 0u32, 0u32);
+    // Units this run disabled (and has not enabled again).
+    let mut disabled = std::collections::HashSet::new();
     let mut tasks = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     while sent < total {
@@ -388,7 +393,20 @@ async fn mt_phase(
                 }
                 continue;
             }
-            let tx = format!("lt-{}-{sent}", shared.track.run_tag);
+            // Every tenth command an enable or disable (toggling the unit's state, so each one
+            // changes something and reaches the unit as a status update); the rest payments.
+            let switch = (sent % 10 == 9).then(|| {
+                let enabled = !disabled.remove(&i);
+                if !enabled {
+                    disabled.insert(i);
+                }
+                // `enabled` is what the unit had: the command asks for the opposite.
+                !enabled
+            });
+            let tx = match switch {
+                Some(enable) => crate::track::switch_key(i, enable),
+                None => format!("lt-{}-{sent}", shared.track.run_tag),
+            };
             let permit = Arc::clone(&gate).acquire_owned().await?;
             let (api, shared, totals, errors) = (
                 api.clone(),
@@ -400,18 +418,28 @@ async fn mt_phase(
             tasks.push(tokio::spawn(async move {
                 let _permit = permit;
                 shared.track.mt_sent(&tx);
-                let r = api
-                    .send(
-                        reqwest::Method::POST,
-                        &format!("/products/{imei}/add_payment_command"),
-                        &json!({"value": 3600, "category": "payment", "transaction_id": tx}),
-                    )
-                    .await;
-                match r {
-                    Ok((201, _)) => {
+                let r = match switch {
+                    Some(enable) => {
+                        let what = if enable { "enable" } else { "disable" };
+                        let path = format!("/products/{imei}/{what}");
+                        api.send(reqwest::Method::PUT, &path, &json!({})).await
+                    }
+                    None => {
+                        let body =
+                            json!({"value": 3600, "category": "payment", "transaction_id": tx});
+                        let path = format!("/products/{imei}/add_payment_command");
+                        api.send(reqwest::Method::POST, &path, &body).await
+                    }
+                };
+                match (r, switch) {
+                    (Ok((201, _)), None) => {
                         totals.mt_accepted.fetch_add(1, Ordering::Relaxed);
                     }
-                    other => {
+                    (Ok((200, _)), Some(_)) => {
+                        totals.mt_accepted.fetch_add(1, Ordering::Relaxed);
+                        totals.mt_switches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (other, _) => {
                         shared.track.mt_rejected(&tx);
                         if errors.fetch_add(1, Ordering::Relaxed) < 5 {
                             eprintln!("add_payment_command {imei}: {other:?}");
@@ -431,6 +459,25 @@ async fn mt_phase(
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Leave the units as found (a later run reusing them toggles from "enabled"): enable
+    // again, uncounted, what this run disabled.
+    let mut restore = Vec::with_capacity(disabled.len());
+    for i in disabled {
+        let permit = Arc::clone(&gate).acquire_owned().await?;
+        let (api, imei) = (api.clone(), ids[i as usize].imei.clone());
+        restore.push(tokio::spawn(async move {
+            let _permit = permit;
+            let path = format!("/products/{imei}/enable");
+            if let Ok((status, body)) = api.send(reqwest::Method::PUT, &path, &json!({})).await {
+                if status != 200 {
+                    eprintln!("re-enabling {imei}: {status} {body}");
+                }
+            }
+        }));
+    }
+    for t in restore {
+        let _ = t.await;
     }
     Ok(sent)
 }
@@ -738,14 +785,15 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
             .sum::<u64>();
     // Commands: received by their unit (counted as they arrived), acknowledged in the ledger.
     summary.mt_accepted = totals.mt_accepted.load(Ordering::Relaxed);
+    summary.mt_switches = totals.mt_switches.load(Ordering::Relaxed);
     summary.mt_delivered = track.mt_delivered.load(Ordering::Relaxed);
     summary.mt_lost = summary.mt_accepted.saturating_sub(summary.mt_delivered);
-    if summary.mt_accepted > 0 {
+    if summary.mt_accepted > summary.mt_switches {
         let filters = json!([
             {"name": "transaction_id", "op": "like", "val": format!("lt-{run_tag}-%")},
             {"name": "status", "op": "eq", "val": "acknowledged"},
         ]);
-        let accepted = summary.mt_accepted;
+        let accepted = summary.mt_accepted - summary.mt_switches;
         let acked = Arc::new(AtomicU64::new(0));
         settle(limit, || {
             let (api, filters, acked) = (&api, filters.clone(), Arc::clone(&acked));

@@ -15,6 +15,12 @@ use std::time::Instant;
 /// Telemetry sequence numbers per run tag (`pulse_count = run_tag * SEQ_SPAN + seq`).
 pub(crate) const SEQ_SPAN: u64 = 10_000_000;
 
+/// The key under which an enable (`true`) or disable of unit `i` through the API waits for
+/// the unit to receive the status update carrying it.
+pub(crate) fn switch_key(i: u32, enabled: bool) -> String {
+    format!("switch-{i}-{enabled}")
+}
+
 /// A unit's identity, as provisioned.
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
@@ -44,8 +50,8 @@ pub(crate) struct Tracking {
     pub(crate) t_base: u64,
     started: Instant,
     units: Vec<UnitTrack>,
-    /// Payment commands sent through the API and not yet seen by their unit:
-    /// transaction id → when the API request was made.
+    /// Commands sent through the API and not yet seen by their unit: payment commands by
+    /// transaction id, enable/disable by [`switch_key`] → when the API request was made.
     pending: Mutex<HashMap<String, Instant>>,
     pub(crate) mt_delivered: AtomicU64,
     /// MT latency: API request → the unit received the command (µs).
@@ -158,7 +164,7 @@ impl Tracking {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// A payment command `tx` is about to be sent through the API.
+    /// A command (transaction id or [`switch_key`]) is about to be sent through the API.
     pub(crate) fn mt_sent(&self, tx: &str) {
         self.pending
             .lock()
@@ -174,7 +180,8 @@ impl Tracking {
             .remove(tx);
     }
 
-    /// A unit received payment command `tx` (a repeat delivery is not counted again).
+    /// A unit received command `tx` (transaction id or [`switch_key`]); a repeat delivery,
+    /// or a status update nobody asked for, is not counted.
     pub(crate) fn mt_received(&self, tx: &str) {
         let sent = self
             .pending

@@ -279,6 +279,11 @@ async fn answer(
         track.mo_written(i, None);
         return Ok(());
     }
+    if let Ok(MtMessage::StatusUpdate(st)) = decode_mt(frame) {
+        if let Some(enabled) = st.enabled {
+            track.mt_received(&crate::track::switch_key(i, enabled));
+        }
+    }
     let kind = u.answer(frame, ReplyResult::Ok).await?;
     // The reply, plus a command response or a status report (`sim::UnitConn::answer`).
     track.mo_written(i, None);
