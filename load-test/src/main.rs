@@ -74,7 +74,7 @@ enum Cmd {
         capture: Option<PathBuf>,
     },
     /// Spawn `serve`, connect simulated units, run the phases, write a JSON summary.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Spawn `serve` and play a capture file back with many units cloned from it.
     Replay(ReplayArgs),
 }
@@ -232,7 +232,7 @@ fn main() -> anyhow::Result<()> {
             http,
             capture,
         } => rt.block_on(serve(units, http, capture)),
-        Cmd::Run(a) => rt.block_on(run(a)),
+        Cmd::Run(a) => rt.block_on(run(*a)),
         Cmd::Replay(a) => rt.block_on(replay(a)),
     }
 }

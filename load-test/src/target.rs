@@ -366,13 +366,12 @@ async fn mt_phase(
     api: &Api,
     shared: &Arc<crate::unit::Shared>,
     ids: &Arc<[Identity]>,
-    framed: u32,
-    rate: u32,
-    secs: u64,
+    a: &RunArgs,
     totals: &Arc<Totals>,
     errors: &Arc<AtomicU64>,
 ) -> anyhow::Result<u64> {
-    let total = u64::from(rate) * secs;
+    let (framed, rate) = (a.tcp + a.quic, a.mt_rate);
+    let total = u64::from(rate) * a.mt_secs;
     let gate = Arc::new(Semaphore::new(64));
     let start = Instant::now();
     let (mut sent, mut next, mut misses) = (0u64, 0u32, 0u32);
@@ -656,10 +655,7 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     let mt_errors = Arc::new(AtomicU64::new(0));
     if mt_planned && framed > 0 {
         pb.set_prefix("MT");
-        summary.mt_sent = mt_phase(
-            &api, &shared, &ids, framed, a.mt_rate, a.mt_secs, &totals, &mt_errors,
-        )
-        .await?;
+        summary.mt_sent = mt_phase(&api, &shared, &ids, &a, &totals, &mt_errors).await?;
     }
     if a.storm_percent > 0 {
         (
