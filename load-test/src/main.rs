@@ -139,8 +139,9 @@ struct RunArgs {
     /// Target mode: the API user (needs product create and payment rights).
     #[arg(long, requires = "api")]
     api_user: Option<String>,
-    /// Target mode: the API user's password.
-    #[arg(long, requires = "api")]
+    /// Target mode: the API user's password (or `LOAD_TEST_API_PASSWORD`, which keeps it out
+    /// of the process list).
+    #[arg(long, env = "LOAD_TEST_API_PASSWORD", hide_env_values = true)]
     api_password: Option<String>,
     /// Target mode: the gateway's framed TCP listener (TLS when `--ca-cert` is given).
     #[arg(long, requires = "api")]
