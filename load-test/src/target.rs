@@ -192,7 +192,7 @@ fn write_units(path: &Path, ids: &[Identity]) -> anyhow::Result<()> {
 }
 
 /// Creates `n` units as the factory does (`create_hub2`, RTC on; DCM on for the first
-/// `dcm_units`, which get payment commands), at most
+/// `dcm_units`, for payment commands), at most
 /// `concurrency` requests in flight. IMEIs share a 7-digit prefix random per run.
 async fn provision(
     api: &Api,
@@ -570,7 +570,9 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
             (ids, 0)
         }
         _ => {
-            let dcm_units = if mt_planned { framed } else { 0 };
+            // All of them, so a later run reusing the file with another TCP/QUIC/HTTP split
+            // can send payments to any.
+            let dcm_units = if mt_planned { units } else { 0 };
             let ids = provision(&api, units, a.provision_concurrency, dcm_units, a.quiet).await?;
             if let Some(p) = &a.units_csv {
                 write_units(p, &ids)?;
