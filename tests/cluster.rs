@@ -20,7 +20,7 @@ use codec::{decode_mt, MtMessage};
 use serde_json::json;
 
 mod common;
-use common::{eventually, payment_acknowledged, Client};
+use common::{eventually, payment_acknowledged, run_load_test, Client};
 
 /// A running cluster; `down --purge` when dropped (also when the test fails).
 struct Cluster {
@@ -354,4 +354,29 @@ async fn the_scaled_topology_stores_every_message_and_routes_payments_across_gat
         Duration::from_secs(30),
     )
     .await;
+}
+
+/// The load test's smoke (`tests/load_smoke.rs`) against the scaled topology: 1,000 units
+/// provisioned through the control-plane (PostgreSQL), TLS-TCP units on gateway 1, QUIC units
+/// on gateway 2, HTTP units on gateway 1; every MO stored exactly once through Kafka and the
+/// two ingest workers (database and InfluxDB), every payment command delivered and
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_units_against_the_cluster_lose_and_duplicate_nothing() {
+    let cluster = Cluster::up();
+    let s = run_load_test(
+        cluster.dir.path(),
+        &[
+            ("--api", cluster.address("CLUSTER_API")),
+            ("--gateway-tcp", cluster.address("CLUSTER_GW1_TCP")),
+            ("--gateway-quic", cluster.address("CLUSTER_GW2_QUIC")),
+            (
+                "--gateway-http",
+                format!("http://{}", cluster.address("CLUSTER_GW1_HTTP")),
+            ),
+            ("--ca-cert", cluster.address("CLUSTER_CERT")),
+        ],
+    )
+    .await;
+    assert!(s["mo_stored"].as_u64().unwrap() > 3_000);
 }

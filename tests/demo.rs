@@ -10,26 +10,15 @@ use std::time::Duration;
 use serde_json::json;
 
 mod common;
-use common::{eventually, free_port, payment_acknowledged, wait_ready, Client, Process};
+use common::{
+    eventually, free_port, payment_acknowledged, smartsolar_command, wait_ready, Client, Process,
+};
 
 /// The environment `serve` and `demo` share, as a user would export it once.
 fn command(sub: &str, dir: &std::path::Path, ports: (u16, u16, u16)) -> Command {
-    let (http, tcp, quic) = ports;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smartsolar"));
-    cmd.arg(sub)
-        .env("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{http}"))
-        .env(
-            "SMARTSOLAR_DATABASE_URL",
-            format!("sqlite://{}/db.sqlite", dir.display()),
-        )
-        .env("SMARTSOLAR_DATA_DIR", dir.join("data"))
-        .env("SMARTSOLAR_GATEWAY_TCP_ADDR", format!("127.0.0.1:{tcp}"))
-        .env("SMARTSOLAR_GATEWAY_QUIC_ADDR", format!("127.0.0.1:{quic}"))
-        .env("SMARTSOLAR_GATEWAY_HTTP_ADDR", "off")
-        .env("SMARTSOLAR_ADMIN_USER", "admin@example.com")
-        .env("SMARTSOLAR_ADMIN_PASSWORD", "admin-password")
-        // A pass a second, so the test need not wait a minute for the first one.
-        .env("SMARTSOLAR_ALERTS_PASS_INTERVAL_SECS", "1")
+    let mut cmd = smartsolar_command(sub, dir, ports, None);
+    // A pass a second, so the test need not wait a minute for the first one.
+    cmd.env("SMARTSOLAR_ALERTS_PASS_INTERVAL_SECS", "1")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
     cmd

@@ -10,28 +10,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value as Json};
 
 mod common;
-use common::{free_port, wait_ready, Client, Process};
+use common::{free_port, smartsolar_command, wait_ready, Client, Process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_api_gateway_and_ingest_in_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let (http, tcp, quic, legacy) = (free_port(), free_port(), free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_smartsolar"))
-        .arg("serve")
-        .env("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{http}"))
-        .env(
-            "SMARTSOLAR_DATABASE_URL",
-            format!("sqlite://{}/db.sqlite", dir.path().display()),
-        )
-        .env("SMARTSOLAR_DATA_DIR", dir.path().join("data"))
-        .env("SMARTSOLAR_GATEWAY_TCP_ADDR", format!("127.0.0.1:{tcp}"))
-        .env("SMARTSOLAR_GATEWAY_QUIC_ADDR", format!("127.0.0.1:{quic}"))
-        .env(
-            "SMARTSOLAR_GATEWAY_HTTP_ADDR",
-            format!("127.0.0.1:{legacy}"),
-        )
-        .env("SMARTSOLAR_ADMIN_USER", "admin@example.com")
-        .env("SMARTSOLAR_ADMIN_PASSWORD", "admin-password")
+    let child = smartsolar_command("serve", dir.path(), (http, tcp, quic), Some(legacy))
         .env(
             "SMARTSOLAR_CONSOLE_TILE_URL",
             "http://tiles.test/{z}/{x}/{y}.png",

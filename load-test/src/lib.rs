@@ -224,3 +224,243 @@ pub struct ReplaySummary {
     /// Errors.
     pub errors: Errors,
 }
+
+/// One second of a target-mode run (the chart's data).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SecondSample {
+    /// Seconds since the units started connecting.
+    pub t: u64,
+    /// The run's phase then.
+    pub phase: String,
+    /// MO acknowledged in this second.
+    pub mo_per_sec: u64,
+    /// Commands the API accepted in this second.
+    pub mt_accepted_per_sec: u64,
+    /// Commands their unit received in this second.
+    pub mt_delivered_per_sec: u64,
+    /// Highest MT latency (API request → unit received it) in this second, ms.
+    pub mt_latency_max_ms: Option<f64>,
+    /// Ingest lag of the last sample finished in this second, ms.
+    pub ingest_lag_ms: Option<f64>,
+    /// Server RSS (KiB), when `--server-pid` was given.
+    pub rss_kib: Option<u64>,
+}
+
+/// The JSON summary of `run` in target mode (against a running deployment).
+///
+/// "Acknowledged" is provisional until the unit protocol acknowledges MO: an MO counts as
+/// acknowledged when the unit wrote it over TCP/QUIC without error, or when its HTTP upload
+/// was answered 200.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TargetSummary {
+    /// The run's tag: `pulse_count` of its telemetry is `tag * 10^7 + sequence number`.
+    pub run_tag: u64,
+    /// Units used (framed TCP, QUIC, legacy HTTP).
+    pub tcp_units: u32,
+    /// QUIC units.
+    pub quic_units: u32,
+    /// Legacy HTTP units.
+    pub http_units: u32,
+    /// Units provisioned through the API in this run (0 when read from `--units-csv`).
+    pub provisioned: u64,
+    /// Seconds provisioning took.
+    pub provision_secs: f64,
+    /// Framed units connected in the connect phase.
+    pub connected: u64,
+    /// Seconds the connect phase took.
+    pub connect_secs: f64,
+    /// MO written by the units: framed units' telemetry, status reports, event logs and MT
+    /// replies; HTTP units' telemetry uploads (their status uploads and polls are not counted).
+    pub mo_sent: u64,
+    /// Of those, acknowledged (see the type's doc).
+    pub mo_acknowledged: u64,
+    /// Acknowledged MO found (`mo_acknowledged − mo_lost`): a framed unit's MO are counted
+    /// against its rows in `rtc_mo_message_history` received since the run started, and its
+    /// telemetry must be in the time-series store too; HTTP units' telemetry in the store.
+    pub mo_stored: u64,
+    /// Acknowledged MO missing: per framed unit the larger of its database shortfall and its
+    /// telemetry missing from the store; per HTTP unit its telemetry missing from the store.
+    pub mo_lost: u64,
+    /// Database rows beyond what a unit wrote (failed writes included), plus telemetry points
+    /// stored more than once.
+    pub mo_duplicated: u64,
+    /// Acknowledged telemetry batches (each identifiable).
+    pub telemetry_acknowledged: u64,
+    /// Of those, found in the time-series store through the data API.
+    pub telemetry_stored: u64,
+    /// Acknowledged telemetry not in the store.
+    pub telemetry_lost: u64,
+    /// Commands sent through the API: payment commands (`add_payment_command`) and, every
+    /// tenth, an enable or disable (`PUT /v1/products/<imei>/enable|disable`).
+    pub mt_sent: u64,
+    /// Of those, accepted (201 for a payment, 200 for enable/disable).
+    pub mt_accepted: u64,
+    /// Of the accepted, enable/disable commands (delivered = the unit received a status update
+    /// with that `enabled`).
+    pub mt_switches: u64,
+    /// Accepted commands their unit received.
+    pub mt_delivered: u64,
+    /// Accepted commands no unit received.
+    pub mt_lost: u64,
+    /// Accepted payment commands whose `payment_commands` row is `acknowledged` (the unit's
+    /// reply recorded); `mt_accepted − mt_switches` when all are.
+    pub mt_acknowledged: u64,
+    /// MT latency: API request → the unit received the command.
+    pub mt_latency: Percentiles,
+    /// Ingest lag: a unit's telemetry written → visible through the data API (sampled).
+    pub ingest_lag: Percentiles,
+    /// Connect + handshake latency.
+    pub handshake: Percentiles,
+    /// Legacy HTTP request latency.
+    pub http: Percentiles,
+    /// MO per second acknowledged in the MO burst phase.
+    pub burst_mo_per_sec: f64,
+    /// Reconnect storm: units told to drop and reconnect, reconnected, seconds.
+    pub storm_units: u64,
+    /// Reconnected within 60 s.
+    pub storm_reconnected: u64,
+    /// Seconds until the last was back.
+    pub storm_secs: f64,
+    /// Highest server RSS sampled (KiB; 0 without `--server-pid`).
+    pub rss_peak_kib: u64,
+    /// Seconds from the end of the run until everything was found (or the wait gave up).
+    pub verify_secs: f64,
+    /// Per-second series.
+    pub series: Vec<SecondSample>,
+    /// Errors.
+    pub errors: Errors,
+    /// Wall time of the whole run.
+    pub total_secs: f64,
+}
+
+/// A self-contained HTML page (inline SVG) charting a target-mode run: MO/s, MT/s, MT
+/// latency and ingest lag per second.
+pub fn chart_html(s: &TargetSummary) -> String {
+    type Pick = fn(&SecondSample) -> Option<f64>;
+    // (title, colour, the value, dots: seconds without a value are gaps, so each value is
+    // also drawn as a dot)
+    let charts: [(&str, &str, Pick, bool); 4] = [
+        (
+            "MO acknowledged per second",
+            "#1f77b4",
+            |p| Some(p.mo_per_sec as f64),
+            false,
+        ),
+        (
+            "MT delivered per second",
+            "#2ca02c",
+            |p| Some(p.mt_delivered_per_sec as f64),
+            false,
+        ),
+        (
+            "MT latency, max in the second (ms)",
+            "#d62728",
+            |p| p.mt_latency_max_ms,
+            true,
+        ),
+        (
+            "Ingest lag, sampled (ms)",
+            "#9467bd",
+            |p| p.ingest_lag_ms,
+            true,
+        ),
+    ];
+    let (w, h, pad) = (720.0, 180.0, 40.0);
+    let t_max = s.series.last().map_or(1, |p| p.t.max(1)) as f64;
+    let mut body = String::new();
+    for (title, colour, pick, dots) in charts {
+        let pts: Vec<(f64, f64)> = s
+            .series
+            .iter()
+            .filter_map(|p| pick(p).map(|v| (p.t as f64, v)))
+            .collect();
+        let y_max = pts.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-9);
+        // Plot area: x from `pad` to `w - pad`, y from 20 (the maximum) down to `h - pad + 10`.
+        let xy: Vec<(f64, f64)> = pts
+            .iter()
+            .map(|(t, v)| {
+                (
+                    pad + t / t_max * (w - 2.0 * pad),
+                    h - pad + 10.0 - v / y_max * (h - pad - 10.0),
+                )
+            })
+            .collect();
+        let line: Vec<String> = xy.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let marks: String = if dots {
+            xy.iter()
+                .map(|(x, y)| {
+                    format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2\" fill=\"{colour}\"/>")
+                })
+                .collect()
+        } else {
+            String::new()
+        };
+        body.push_str(&format!(
+            "<h2>{title}</h2>\n<svg width=\"{w}\" height=\"{h}\" xmlns=\"http://www.w3.org/2000/svg\">\
+             <line x1=\"{pad}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#888\"/>\
+             <line x1=\"{pad}\" y1=\"20\" x2=\"{pad}\" y2=\"{y0}\" stroke=\"#888\"/>\
+             <text x=\"2\" y=\"20\" font-size=\"11\">{y_max:.0}</text>\
+             <text x=\"2\" y=\"{y0}\" font-size=\"11\">0</text>\
+             <text x=\"{x1}\" y=\"{yt}\" font-size=\"11\" text-anchor=\"end\">{t_max:.0} s</text>\
+             <polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>{marks}</svg>\n",
+            line.join(" "),
+            y0 = h - pad + 10.0,
+            x1 = w - pad,
+            yt = h - 5.0,
+        ));
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>load-test run {tag}</title>\
+         </head><body style=\"font-family:sans-serif\">\n<h1>load-test run {tag}</h1>\n\
+         <p>MO sent {} · acknowledged {} · stored {} · lost {} · duplicated {}<br>\
+         MT accepted {} · delivered {} · lost {} · MT p99 {:.1} ms · ingest lag p99 {:.1} ms</p>\n\
+         {body}</body></html>\n",
+        s.mo_sent,
+        s.mo_acknowledged,
+        s.mo_stored,
+        s.mo_lost,
+        s.mo_duplicated,
+        s.mt_accepted,
+        s.mt_delivered,
+        s.mt_lost,
+        s.mt_latency.p99_ms,
+        s.ingest_lag.p99_ms,
+        tag = s.run_tag,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_is_one_page_of_inline_svg_without_scripts() {
+        let s = TargetSummary {
+            mo_sent: 7,
+            series: (0..3)
+                .map(|t| SecondSample {
+                    t,
+                    mo_per_sec: t * 10,
+                    ingest_lag_ms: (t == 1).then_some(250.0),
+                    ..SecondSample::default()
+                })
+                .collect(),
+            ..TargetSummary::default()
+        };
+        let page = chart_html(&s);
+        assert_eq!(
+            page.matches("<svg").count(),
+            4,
+            "MO/s, MT/s, MT latency, lag"
+        );
+        assert!(!page.contains("<script") && !page.contains("src="));
+        // MO/s: three points, the last (20/s) at the top of the plot.
+        assert!(
+            page.contains("points=\"40.0,150.0 360.0,85.0 680.0,20.0\""),
+            "{page}"
+        );
+        // The one lag sample is a dot at the top, in the middle.
+        assert!(page.contains("<circle cx=\"360.0\" cy=\"20.0\""), "{page}");
+        assert!(page.contains("MO sent 7"));
+    }
+}

@@ -12,6 +12,8 @@
 //! `run` and `replay` spawn `load-test serve` (the gateway) as a child process and talk to it
 //! over stdin/stdout.
 
+mod target;
+mod track;
 mod unit;
 
 use std::collections::HashMap;
@@ -72,7 +74,7 @@ enum Cmd {
         capture: Option<PathBuf>,
     },
     /// Spawn `serve`, connect simulated units, run the phases, write a JSON summary.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Spawn `serve` and play a capture file back with many units cloned from it.
     Replay(ReplayArgs),
 }
@@ -130,6 +132,45 @@ struct RunArgs {
     /// Where to write the summary.
     #[arg(long, default_value = "load-test-summary.json")]
     out: PathBuf,
+    /// Target mode: the API of a running deployment (`http://host:port`). Units are
+    /// provisioned through it, MT is sent through it and what arrived is verified through it.
+    #[arg(long)]
+    api: Option<String>,
+    /// Target mode: the API user (needs product create and payment rights).
+    #[arg(long, requires = "api")]
+    api_user: Option<String>,
+    /// Target mode: the API user's password (or `LOAD_TEST_API_PASSWORD`, which keeps it out
+    /// of the process list).
+    #[arg(long, env = "LOAD_TEST_API_PASSWORD", hide_env_values = true)]
+    api_password: Option<String>,
+    /// Target mode: the gateway's framed TCP listener (TLS when `--ca-cert` is given).
+    #[arg(long, requires = "api")]
+    gateway_tcp: Option<String>,
+    /// Target mode: the gateway's QUIC listener (needs `--ca-cert`).
+    #[arg(long, requires = "api")]
+    gateway_quic: Option<String>,
+    /// Target mode: the gateway's legacy HTTP listener (`http://host:port` or `https://…`).
+    #[arg(long, requires = "api")]
+    gateway_http: Option<String>,
+    /// Target mode: the certificate (PEM) units pin for TLS over TCP, QUIC and HTTPS.
+    #[arg(long, requires = "api")]
+    ca_cert: Option<PathBuf>,
+    /// Target mode: units to use. Read when the file exists (no provisioning); written after
+    /// provisioning otherwise. Columns: `imei,device_key`.
+    #[arg(long, requires = "api")]
+    units_csv: Option<PathBuf>,
+    /// Target mode: factory requests in flight at once while provisioning.
+    #[arg(long, default_value_t = 16)]
+    provision_concurrency: usize,
+    /// Target mode: the server's process id on this machine, to sample its RSS from /proc.
+    #[arg(long, requires = "api")]
+    server_pid: Option<u32>,
+    /// Target mode: longest wait for what was sent to be stored, after the run (seconds).
+    #[arg(long, default_value_t = 120)]
+    verify_secs: u64,
+    /// Target mode: a self-contained HTML chart of rates, ingest lag and MT latency.
+    #[arg(long, requires = "api")]
+    chart: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -192,7 +233,7 @@ fn main() -> anyhow::Result<()> {
             http,
             capture,
         } => rt.block_on(serve(units, http, capture)),
-        Cmd::Run(a) => rt.block_on(run(a)),
+        Cmd::Run(a) => rt.block_on(run(*a)),
         Cmd::Replay(a) => rt.block_on(replay(a)),
     }
 }
@@ -498,18 +539,30 @@ impl Child {
         let _ = tokio::time::timeout(Duration::from_secs(30), proc.wait()).await;
     }
 
-    fn target(&self, quic_units: u32) -> anyhow::Result<Target> {
-        // One QUIC client endpoint (UDP socket) per 2,000 units.
-        let endpoints = (0..quic_units.div_ceil(2000).max(1))
-            .map(|_| sim::quic_endpoint(&self.cert, Duration::from_secs(20)))
-            .collect::<Result<_, _>>()?;
+    /// Where the child gateway listens, for `units` units of its directory.
+    fn target(&self, quic_units: u32, units: u32) -> anyhow::Result<Target> {
         Ok(Target {
             tcp: self.tcp,
             quic: self.quic,
             http: self.http,
-            endpoints,
+            endpoints: quic_endpoints(&self.cert, quic_units)?,
+            ids: (0..units)
+                .map(|i| track::Identity {
+                    imei: imei(i),
+                    key: device_key(i),
+                })
+                .collect(),
+            tls: None,
+            http_tls: false,
         })
     }
+}
+
+/// One QUIC client endpoint (UDP socket) per 2,000 units, trusting `cert`.
+fn quic_endpoints(cert: &[u8], quic_units: u32) -> anyhow::Result<Vec<quinn::Endpoint>> {
+    Ok((0..quic_units.div_ceil(2000).max(1))
+        .map(|_| sim::quic_endpoint(cert, Duration::from_secs(20)))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Samples the gateway's RSS every 500 ms; keeps the peak.
@@ -539,9 +592,209 @@ fn progress(quiet: bool) -> ProgressBar {
 }
 
 // ------------------------------------------------------------------------------------------
+// The simulated fleet, for both modes of `run`
+
+/// The unit tasks' shared state and the controls of the run's phases.
+pub(crate) struct Fleet {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) phase_tx: watch::Sender<Phase>,
+    storm_tx: watch::Sender<u64>,
+    pub(crate) pb: ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+    behaviour: Behaviour,
+}
+
+impl Fleet {
+    /// The fleet's shared state and a progress bar showing its counters.
+    pub(crate) fn new(a: &RunArgs, track: track::Tracking) -> Self {
+        let (phase_tx, phase_rx) = watch::channel(Phase::Quiet);
+        let (storm_tx, storm_rx) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            counters: unit::Counters::default(),
+            handshake_us: Mutex::new(latency_histogram()),
+            http_us: Mutex::new(latency_histogram()),
+            phase: phase_rx,
+            storm: storm_rx,
+            started: tokio::time::Instant::now(),
+            track,
+        });
+        let secs = |s: f64| Duration::from_secs_f64(s.max(0.05));
+        let behaviour = Behaviour {
+            status: secs(a.status_secs),
+            telemetry: secs(a.telemetry_secs),
+            event: secs(a.event_secs),
+        };
+        let pb = progress(a.quiet);
+        let ticker = {
+            let (pb, shared) = (pb.clone(), Arc::clone(&shared));
+            tokio::spawn(async move {
+                loop {
+                    let c = &shared.counters;
+                    pb.set_message(format!(
+                        "online {} | handshakes {} | MO sent {} | MT answered {} | HTTP {} | \
+                         errors {}",
+                        c.online.load(Ordering::Relaxed),
+                        c.handshakes.load(Ordering::Relaxed),
+                        c.mo_sent.load(Ordering::Relaxed),
+                        c.mt_answered.load(Ordering::Relaxed),
+                        c.http_requests.load(Ordering::Relaxed),
+                        c.connect_failures.load(Ordering::Relaxed)
+                            + c.send_errors.load(Ordering::Relaxed)
+                            + c.closed_by_gateway.load(Ordering::Relaxed)
+                            + c.http_errors.load(Ordering::Relaxed),
+                    ));
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        };
+        Self {
+            shared,
+            phase_tx,
+            storm_tx,
+            pb,
+            ticker,
+            behaviour,
+        }
+    }
+
+    /// Connect phase: starts the framed units (`--connect-concurrency` handshakes in flight)
+    /// and waits until each has connected or given up. The unit tasks, units connected, and
+    /// the seconds it took.
+    pub(crate) async fn connect(
+        &self,
+        a: &RunArgs,
+        target: &Target,
+    ) -> anyhow::Result<(Vec<tokio::task::JoinHandle<()>>, u64, f64)> {
+        let (pb, c) = (&self.pb, &self.shared.counters);
+        let framed = a.tcp + a.quic;
+        pb.set_prefix("connect");
+        let gate = Arc::new(Semaphore::new(a.connect_concurrency.max(1)));
+        let t0 = Instant::now();
+        let mut tasks = Vec::with_capacity((framed + a.http) as usize);
+        let every = (framed / a.mo_senders.max(1)).max(1);
+        for i in 0..framed {
+            let permit = Arc::clone(&gate).acquire_owned().await?;
+            let spec = UnitSpec {
+                i,
+                quic: i >= a.tcp,
+                sender: a.mo_senders > 0 && i % every == 0,
+                in_storm: i % 100 < a.storm_percent,
+            };
+            tasks.push(tokio::spawn(unit::framed_unit(
+                spec,
+                target.clone(),
+                Arc::clone(&self.shared),
+                self.behaviour,
+                Some(permit),
+            )));
+        }
+        let mut last = (0, Instant::now());
+        loop {
+            let done =
+                c.handshakes.load(Ordering::Relaxed) + c.connect_failures.load(Ordering::Relaxed);
+            if done >= u64::from(framed) {
+                break;
+            }
+            if done != last.0 {
+                last = (done, Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(75) {
+                // Longer than one attempt plus the longest backoff: retrying units still count.
+                pb.println(format!("connect phase stalled at {done}/{framed}"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let connect_secs = t0.elapsed().as_secs_f64();
+        let n_connected = c.handshakes.load(Ordering::Relaxed);
+        pb.println(format!(
+            "connected {n_connected} units in {connect_secs:.1}s ({} failed; {} first attempts \
+             failed, {} retries)",
+            c.connect_failures.load(Ordering::Relaxed),
+            c.first_attempt_failures.load(Ordering::Relaxed),
+            c.connect_retries.load(Ordering::Relaxed),
+        ));
+        Ok((tasks, n_connected, connect_secs))
+    }
+
+    /// Starts the legacy HTTP units (indexes after the framed ones); they start uploading
+    /// with the periodic phase.
+    pub(crate) fn start_http(
+        &self,
+        a: &RunArgs,
+        target: &Target,
+        tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        if target.http.is_none() {
+            return;
+        }
+        for i in a.tcp + a.quic..a.tcp + a.quic + a.http {
+            tasks.push(tokio::spawn(unit::http_unit(
+                i,
+                target.clone(),
+                Arc::clone(&self.shared),
+                self.behaviour,
+            )));
+        }
+    }
+
+    /// Reconnect storm: the storm's units drop and reconnect at once. (units, reconnected
+    /// within 60 s, seconds until the last was back).
+    pub(crate) async fn storm(&self, a: &RunArgs) -> (u64, u64, f64) {
+        let c = &self.shared.counters;
+        self.pb.set_prefix("storm");
+        let storm_units = (0..a.tcp + a.quic)
+            .filter(|i| i % 100 < a.storm_percent)
+            .count() as u64;
+        let before = c.reconnects.load(Ordering::Relaxed);
+        let t = tokio::time::Instant::now();
+        self.storm_tx.send_modify(|e| *e += 1);
+        let limit = Duration::from_secs(60);
+        while c.reconnects.load(Ordering::Relaxed) - before < storm_units && t.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let back = c.reconnects.load(Ordering::Relaxed) - before;
+        let last_ms = c.last_reconnect_ms.load(Ordering::Relaxed);
+        let secs = (last_ms as f64 / 1000.0 - t.duration_since(self.shared.started).as_secs_f64())
+            .max(0.0);
+        self.pb.println(format!(
+            "storm: {back}/{storm_units} reconnected in {secs:.2}s"
+        ));
+        (storm_units, back, secs)
+    }
+
+    /// Handshake and HTTP latency percentiles, and the units' errors.
+    pub(crate) fn results(&self) -> (Percentiles, Percentiles, Errors) {
+        let (sh, c) = (&self.shared, &self.shared.counters);
+        let of = |h: &Mutex<hdrhistogram::Histogram<u64>>| {
+            Percentiles::of(&h.lock().unwrap_or_else(|e| e.into_inner()))
+        };
+        let errors = Errors {
+            connect: c.connect_failures.load(Ordering::Relaxed),
+            send: c.send_errors.load(Ordering::Relaxed),
+            closed_by_gateway: c.closed_by_gateway.load(Ordering::Relaxed),
+            http: c.http_errors.load(Ordering::Relaxed),
+        };
+        (of(&sh.handshake_us), of(&sh.http_us), errors)
+    }
+
+    /// Tells every unit to stop and waits (5 s each at most) for their tasks.
+    pub(crate) async fn stop(&self, tasks: Vec<tokio::task::JoinHandle<()>>) {
+        self.phase_tx.send_replace(Phase::Stop);
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        self.ticker.abort();
+        self.pb.finish_and_clear();
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // run: simulated units and the report
 
 async fn run(a: RunArgs) -> anyhow::Result<()> {
+    if a.api.is_some() {
+        return target::run(a).await;
+    }
     let t_run = Instant::now();
     let framed = a.tcp + a.quic;
     let units = framed + a.http;
@@ -552,95 +805,12 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_baseline = rss_kib(pid).unwrap_or(0);
     let peak = rss_sampler(pid);
-    let target = child.target(a.quic)?;
+    let target = child.target(a.quic, units)?;
 
-    let (phase_tx, phase_rx) = watch::channel(Phase::Quiet);
-    let (storm_tx, storm_rx) = watch::channel(0u64);
-    let shared = Arc::new(Shared {
-        counters: unit::Counters::default(),
-        handshake_us: Mutex::new(latency_histogram()),
-        http_us: Mutex::new(latency_histogram()),
-        phase: phase_rx,
-        storm: storm_rx,
-        started: tokio::time::Instant::now(),
-    });
-    let secs = |s: f64| Duration::from_secs_f64(s.max(0.05));
-    let behaviour = Behaviour {
-        status: secs(a.status_secs),
-        telemetry: secs(a.telemetry_secs),
-        event: secs(a.event_secs),
-    };
+    let fleet = Fleet::new(&a, track::Tracking::new(units, 0, sim::now_s()));
+    let (shared, pb) = (Arc::clone(&fleet.shared), fleet.pb.clone());
     let c = &shared.counters;
-    let pb = progress(a.quiet);
-    let ticker = {
-        let (pb, shared) = (pb.clone(), Arc::clone(&shared));
-        tokio::spawn(async move {
-            loop {
-                let c = &shared.counters;
-                pb.set_message(format!(
-                    "online {} | handshakes {} | MO sent {} | MT answered {} | HTTP {} | errors {}",
-                    c.online.load(Ordering::Relaxed),
-                    c.handshakes.load(Ordering::Relaxed),
-                    c.mo_sent.load(Ordering::Relaxed),
-                    c.mt_answered.load(Ordering::Relaxed),
-                    c.http_requests.load(Ordering::Relaxed),
-                    c.connect_failures.load(Ordering::Relaxed)
-                        + c.send_errors.load(Ordering::Relaxed)
-                        + c.closed_by_gateway.load(Ordering::Relaxed)
-                        + c.http_errors.load(Ordering::Relaxed),
-                ));
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        })
-    };
-
-    // Connect phase.
-    pb.set_prefix("connect");
-    let gate = Arc::new(Semaphore::new(a.connect_concurrency.max(1)));
-    let t0 = Instant::now();
-    let mut tasks = Vec::with_capacity(units as usize);
-    let every = (framed / a.mo_senders.max(1)).max(1);
-    for i in 0..framed {
-        let permit = Arc::clone(&gate).acquire_owned().await?;
-        let spec = UnitSpec {
-            i,
-            quic: i >= a.tcp,
-            sender: a.mo_senders > 0 && i % every == 0,
-            in_storm: i % 100 < a.storm_percent,
-        };
-        tasks.push(tokio::spawn(unit::framed_unit(
-            spec,
-            target.clone(),
-            Arc::clone(&shared),
-            behaviour,
-            Some(permit),
-        )));
-    }
-    let mut last = (0, Instant::now());
-    loop {
-        let done =
-            c.handshakes.load(Ordering::Relaxed) + c.connect_failures.load(Ordering::Relaxed);
-        if done >= u64::from(framed) {
-            break;
-        }
-        if done != last.0 {
-            last = (done, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(75) {
-            // Longer than one attempt plus the longest backoff: retrying units still count.
-            pb.println(format!("connect phase stalled at {done}/{framed}"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let connect_secs = t0.elapsed().as_secs_f64();
-    let n_connected = c.handshakes.load(Ordering::Relaxed);
-    pb.println(format!(
-        "connected {n_connected} units in {connect_secs:.1}s ({} failed; {} first attempts \
-         failed, {} retries)",
-        c.connect_failures.load(Ordering::Relaxed),
-        c.first_attempt_failures.load(Ordering::Relaxed),
-        c.connect_retries.load(Ordering::Relaxed),
-    ));
+    let (mut tasks, n_connected, connect_secs) = fleet.connect(&a, &target).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_kib(pid).unwrap_or(0);
 
@@ -666,27 +836,18 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     };
 
     // Legacy HTTP units (they start with the periodic phase).
-    if let Some(http) = target.http {
-        for i in framed..units {
-            tasks.push(tokio::spawn(unit::http_unit(
-                i,
-                http,
-                Arc::clone(&shared),
-                behaviour,
-            )));
-        }
-    }
+    fleet.start_http(&a, &target, &mut tasks);
 
     if a.periodic_secs > 0 {
         pb.set_prefix("periodic");
         let before = child.stats().await?;
         let sent_before = c.mo_sent.load(Ordering::Relaxed);
         let t = Instant::now();
-        phase_tx.send_replace(Phase::Periodic);
+        fleet.phase_tx.send_replace(Phase::Periodic);
         tokio::time::sleep(Duration::from_secs(a.periodic_secs)).await;
         let after = child.stats().await?;
         let secs = t.elapsed().as_secs_f64();
-        phase_tx.send_replace(Phase::Quiet);
+        fleet.phase_tx.send_replace(Phase::Quiet);
         summary.periodic_secs = secs;
         summary.periodic_mo_sent = c.mo_sent.load(Ordering::Relaxed) - sent_before;
         summary.periodic_mo_per_sec = (after.mo_consumed - before.mo_consumed) as f64 / secs;
@@ -699,11 +860,11 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         pb.set_prefix("MO burst");
         let before = child.stats().await?;
         let t = Instant::now();
-        phase_tx.send_replace(Phase::Burst);
+        fleet.phase_tx.send_replace(Phase::Burst);
         tokio::time::sleep(Duration::from_secs(a.mo_secs)).await;
         let after = child.stats().await?;
         let secs = t.elapsed().as_secs_f64();
-        phase_tx.send_replace(Phase::Quiet);
+        fleet.phase_tx.send_replace(Phase::Quiet);
         summary.mo_secs = secs;
         summary.mo_messages = after.mo_consumed - before.mo_consumed;
         summary.mo_per_sec = summary.mo_messages as f64 / secs;
@@ -725,52 +886,21 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         pb.println(format!("MT: {:?}", summary.mt));
     }
     if a.storm_percent > 0 {
-        pb.set_prefix("storm");
-        let storm_units = (0..framed).filter(|i| i % 100 < a.storm_percent).count() as u64;
-        let before = c.reconnects.load(Ordering::Relaxed);
-        let t = tokio::time::Instant::now();
-        storm_tx.send_modify(|e| *e += 1);
-        let limit = Duration::from_secs(60);
-        while c.reconnects.load(Ordering::Relaxed) - before < storm_units && t.elapsed() < limit {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let back = c.reconnects.load(Ordering::Relaxed) - before;
-        let last_ms = c.last_reconnect_ms.load(Ordering::Relaxed);
-        summary.storm_units = storm_units;
-        summary.storm_reconnected = back;
-        summary.storm_secs =
-            (last_ms as f64 / 1000.0 - t.duration_since(shared.started).as_secs_f64()).max(0.0);
-        pb.println(format!(
-            "storm: {back}/{storm_units} reconnected in {:.2}s",
-            summary.storm_secs
-        ));
+        (
+            summary.storm_units,
+            summary.storm_reconnected,
+            summary.storm_secs,
+        ) = fleet.storm(&a).await;
     }
 
     pb.set_prefix("stopping");
     let end = child.stats().await?;
     summary.held_at_end = end.units_online;
-    phase_tx.send_replace(Phase::Stop);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    ticker.abort();
-    pb.finish_and_clear();
+    fleet.stop(tasks).await;
     child.stop().await;
 
-    summary.handshake = Percentiles::of(
-        &shared
-            .handshake_us
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
-    summary.http = Percentiles::of(&shared.http_us.lock().unwrap_or_else(|e| e.into_inner()));
+    (summary.handshake, summary.http, summary.errors) = fleet.results();
     summary.rss_peak_kib = peak.load(Ordering::Relaxed);
-    summary.errors = Errors {
-        connect: c.connect_failures.load(Ordering::Relaxed),
-        send: c.send_errors.load(Ordering::Relaxed),
-        closed_by_gateway: c.closed_by_gateway.load(Ordering::Relaxed),
-        http: c.http_errors.load(Ordering::Relaxed),
-    };
     summary.total_secs = t_run.elapsed().as_secs_f64();
     let json = serde_json::to_string_pretty(&summary)?;
     std::fs::write(&a.out, &json)?;
@@ -825,7 +955,7 @@ async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
 
     let mut child = Child::spawn(units, false, None).await?;
     let peak = rss_sampler(child.pid);
-    let target = child.target(quic_units)?;
+    let target = child.target(quic_units, units)?;
     let pb = progress(a.quiet);
     pb.set_prefix("connect");
     let before = child.stats().await?;

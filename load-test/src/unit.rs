@@ -19,7 +19,6 @@ use std::time::Duration;
 use codec::legacy::basic_auth;
 use codec::mo::{MtReply, ReplyResult, StatusReport};
 use codec::{decode_mt, MoMessage, MtMessage};
-use load_test::{device_key, imei};
 use sim::UnitConn;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -69,6 +68,8 @@ pub(crate) struct Shared {
     /// Incremented to start a reconnect storm.
     pub(crate) storm: watch::Receiver<u64>,
     pub(crate) started: Instant,
+    /// What each unit sent, for the verification of target mode.
+    pub(crate) track: crate::track::Tracking,
 }
 
 /// Where the gateway listens.
@@ -79,6 +80,12 @@ pub(crate) struct Target {
     pub(crate) http: Option<SocketAddr>,
     /// QUIC client endpoints (one UDP socket per 2,000 units).
     pub(crate) endpoints: Vec<quinn::Endpoint>,
+    /// Each unit's IMEI and device key, by index.
+    pub(crate) ids: Arc<[crate::track::Identity]>,
+    /// The pinned gateway certificate (DER) when units speak TLS over TCP and QUIC.
+    pub(crate) tls: Option<Arc<[u8]>>,
+    /// The legacy HTTP listener speaks HTTPS (with `tls`'s certificate).
+    pub(crate) http_tls: bool,
 }
 
 /// Periods of the realistic behaviour.
@@ -162,10 +169,13 @@ pub(crate) async fn connect(i: u32, quic: bool, target: &Target) -> Result<UnitC
         let mut u = if quic {
             let ep = &target.endpoints[(i as usize) % target.endpoints.len()];
             UnitConn::quic(ep, target.quic).await?
+        } else if let Some(cert) = &target.tls {
+            UnitConn::tcp_tls(target.tcp, cert).await?
         } else {
             UnitConn::tcp(target.tcp).await?
         };
-        u.handshake(Some(&imei(i)), &device_key(i)).await?;
+        let id = &target.ids[i as usize];
+        u.handshake(Some(&id.imei), &id.key).await?;
         Ok::<_, sim::SimError>(u)
     };
     match tokio::time::timeout(ATTEMPT_TIMEOUT, conn).await {
@@ -208,8 +218,15 @@ pub(crate) async fn framed_unit(
                 Ordering::Relaxed,
             );
         }
+        shared.track.set_online(spec.i, true);
         let end = session(&spec, &mut u, &shared, behaviour, &mut balance).await;
+        shared.track.set_online(spec.i, false);
         c.online.fetch_sub(1, Ordering::Relaxed);
+        if matches!(end, End::Stop) {
+            // Leave cleanly, so what the unit wrote last still reaches the gateway.
+            let _ = tokio::time::timeout(Duration::from_secs(5), u.close()).await;
+            return;
+        }
         u.abort();
         match end {
             End::Storm => reconnecting = true,
@@ -236,24 +253,44 @@ fn status_report(time: u64, balance: i64) -> Vec<u8> {
     }))
 }
 
-/// Answers one MT frame; payment commands move the balance.
-async fn answer(u: &mut UnitConn, frame: &[u8], balance: &mut i64) -> Result<(), sim::SimError> {
+/// Answers one MT frame; payment commands move the balance. Every MO written (the reply,
+/// and the command response or status report `sim` adds) is counted for unit `i`.
+async fn answer(
+    u: &mut UnitConn,
+    frame: &[u8],
+    balance: &mut i64,
+    track: &crate::track::Tracking,
+    i: u32,
+) -> Result<(), sim::SimError> {
     if let Ok(MtMessage::PaymentCommands(p)) = decode_mt(frame) {
         for cmd in p.commands.iter() {
             *balance = balance.saturating_add(cmd.value);
+            track.mt_received(cmd.transaction_id);
         }
         let now = sim::now_s();
-        return u
-            .send_mo(&MoMessage::Reply(MtReply {
-                correlation_id: p.correlation_id,
-                result: ReplyResult::Ok,
-                info: None,
-                balance: Some(*balance),
-                expected_expiry: Some(now + (*balance).max(0) as u64),
-            }))
-            .await;
+        u.send_mo(&MoMessage::Reply(MtReply {
+            correlation_id: p.correlation_id,
+            result: ReplyResult::Ok,
+            info: None,
+            balance: Some(*balance),
+            expected_expiry: Some(now + (*balance).max(0) as u64),
+        }))
+        .await?;
+        track.mo_written(i, None);
+        return Ok(());
     }
-    u.answer(frame, ReplyResult::Ok).await.map(|_| ())
+    if let Ok(MtMessage::StatusUpdate(st)) = decode_mt(frame) {
+        if let Some(enabled) = st.enabled {
+            track.mt_received(&crate::track::switch_key(i, enabled));
+        }
+    }
+    let kind = u.answer(frame, ReplyResult::Ok).await?;
+    // The reply, plus a command response or a status report (`sim::UnitConn::answer`).
+    track.mo_written(i, None);
+    if matches!(kind, codec::MtType::CommandRequest | codec::MtType::Sync) {
+        track.mo_written(i, None);
+    }
+    Ok(())
 }
 
 fn periodic(period: Duration) -> tokio::time::Interval {
@@ -278,27 +315,26 @@ async fn session(
     let mut status = periodic(b.status);
     let mut telemetry = periodic(b.telemetry);
     let mut event = periodic(b.event);
-    let mut seq = 0u64;
     loop {
+        let mut telemetry_seq = None;
         let ph = *phase.borrow_and_update();
         if ph == Phase::Stop {
             return End::Stop;
         }
         if ph == Phase::Burst && spec.sender {
             for _ in 0..32 {
-                seq += 1;
-                if u.send_raw(&sim::telemetry(sim::now_s(), seq))
-                    .await
-                    .is_err()
-                {
+                let seq = shared.track.next_seq(spec.i);
+                if u.send_raw(&shared.track.telemetry(seq)).await.is_err() {
+                    shared.track.write_failed(spec.i, Some(seq));
                     c.send_errors.fetch_add(1, Ordering::Relaxed);
                     return End::Closed;
                 }
+                shared.track.mo_written(spec.i, Some(seq));
             }
             c.mo_sent.fetch_add(32, Ordering::Relaxed);
             tokio::task::yield_now().await;
             if let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::ZERO, u.recv()).await {
-                if answer(u, &f, balance).await.is_ok() {
+                if answer(u, &f, balance, &shared.track, spec.i).await.is_ok() {
                     c.mt_answered.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -315,7 +351,7 @@ async fn session(
             }
             f = u.recv() => match f {
                 Ok(Some(f)) => {
-                    match answer(u, &f, balance).await {
+                    match answer(u, &f, balance, &shared.track, spec.i).await {
                         Ok(()) => c.mt_answered.fetch_add(1, Ordering::Relaxed),
                         Err(_) => return End::Closed,
                     };
@@ -333,8 +369,8 @@ async fn session(
                 Some(status_report(sim::now_s(), *balance))
             }
             _ = telemetry.tick(), if on => {
-                seq += 1;
-                Some(sim::telemetry(sim::now_s(), seq))
+                telemetry_seq = Some(shared.track.next_seq(spec.i));
+                telemetry_seq.map(|s| shared.track.telemetry(s))
             }
             _ = event.tick(), if on => Some(sim::event_log(sim::now_s(), "Above RV")),
         };
@@ -344,6 +380,9 @@ async fn session(
                 let r = u.send_raw(&mo).await;
                 if r.is_ok() {
                     c.mo_sent.fetch_add(1, Ordering::Relaxed);
+                    shared.track.mo_written(spec.i, telemetry_seq);
+                } else {
+                    shared.track.write_failed(spec.i, telemetry_seq);
                 }
                 r
             }
@@ -357,10 +396,12 @@ async fn session(
 
 /// A legacy HTTP unit: every `status` period it uploads its status (`POST /rc_data`) and its
 /// telemetry (`POST /rm_data`), and polls its settings (`GET /rc_data`); until `Stop`.
-pub(crate) async fn http_unit(i: u32, addr: SocketAddr, shared: Arc<Shared>, b: Behaviour) {
+pub(crate) async fn http_unit(i: u32, target: Target, shared: Arc<Shared>, b: Behaviour) {
+    let Some(addr) = target.http else { return };
     let c = &shared.counters;
-    let who = imei(i);
-    let auth = basic_auth(&who, &device_key(i));
+    let id = &target.ids[i as usize];
+    let who = &id.imei;
+    let auth = basic_auth(who, &id.key);
     let mut phase = shared.phase.clone();
     let mut tick = periodic(b.status);
     let mut n = 0u64;
@@ -378,8 +419,11 @@ pub(crate) async fn http_unit(i: u32, addr: SocketAddr, shared: Arc<Shared>, b: 
             r#"{{"imei":"{who}","time":{now},"enabled":true,"balance":{},"connection":{{"mcc":639,"mnc":2,"cells":[{{"lac":1,"cid":{i},"signal":-71}}]}}}}"#,
             432_000 - n * 60
         );
+        // Identifiable like the framed units' telemetry (`Tracking::telemetry`).
+        let seq = shared.track.next_seq(i);
+        let (t, pulses) = shared.track.stamp(seq);
         let telemetry = format!(
-            r#"{{"imei":"{who}","fields":{{"voltage":[[{now},12.9]],"current":[[{now},1.25]],"pulse_count":[[{now},{n}]]}}}}"#
+            r#"{{"imei":"{who}","fields":{{"voltage":[[{t},12.9]],"current":[[{t},1.25]],"pulse_count":[[{t},{pulses}]]}}}}"#
         );
         let requests: [(&str, &str, Option<&[u8]>); 3] = [
             ("POST", "/rc_data", Some(status.as_bytes())),
@@ -388,15 +432,27 @@ pub(crate) async fn http_unit(i: u32, addr: SocketAddr, shared: Arc<Shared>, b: 
         ];
         for (method, path, body) in requests {
             let t = Instant::now();
-            let r = tokio::time::timeout(
-                Duration::from_secs(30),
-                sim::http_request(addr, method, path, Some(&auth), body),
-            )
-            .await;
+            let request = async {
+                match target.tls.as_ref().filter(|_| target.http_tls) {
+                    Some(cert) => {
+                        sim::https_request(addr, cert, method, path, Some(&auth), body).await
+                    }
+                    None => sim::http_request(addr, method, path, Some(&auth), body).await,
+                }
+            };
+            let r = tokio::time::timeout(Duration::from_secs(30), request).await;
             c.http_requests.fetch_add(1, Ordering::Relaxed);
             match r {
-                Ok(Ok((200, _))) => record(&shared.http_us, t.elapsed()),
+                Ok(Ok((200, _))) => {
+                    record(&shared.http_us, t.elapsed());
+                    if path == "/rm_data" {
+                        shared.track.mo_written(i, Some(seq));
+                    }
+                }
                 Ok(Ok((status, body))) => {
+                    if path == "/rm_data" {
+                        shared.track.write_failed(i, Some(seq));
+                    }
                     if c.http_errors.fetch_add(1, Ordering::Relaxed) < 3 {
                         eprintln!(
                             "http unit {i}: {method} {path}: {status} {}",
@@ -405,6 +461,9 @@ pub(crate) async fn http_unit(i: u32, addr: SocketAddr, shared: Arc<Shared>, b: 
                     }
                 }
                 _ => {
+                    if path == "/rm_data" {
+                        shared.track.write_failed(i, Some(seq));
+                    }
                     c.http_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }

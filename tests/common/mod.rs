@@ -3,10 +3,41 @@
 #![allow(dead_code)] // Each test file uses a part.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
+
+/// `smartsolar <role>` (`serve`, `demo`) on embedded defaults (SQLite, the embedded
+/// time-series store, the disk bus) in `dir`, API on `http`, the gateway's TLS-TCP and QUIC
+/// listeners on `tcp` and `quic` and the legacy HTTP one on `legacy` or off (all 127.0.0.1),
+/// with the admin user `admin@example.com` / `admin-password`. The caller adds what its test
+/// needs and spawns it.
+pub(crate) fn smartsolar_command(
+    role: &str,
+    dir: &std::path::Path,
+    (http, tcp, quic): (u16, u16, u16),
+    legacy: Option<u16>,
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smartsolar"));
+    cmd.arg(role)
+        .env("SMARTSOLAR_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env(
+            "SMARTSOLAR_DATABASE_URL",
+            format!("sqlite://{}/db.sqlite", dir.display()),
+        )
+        .env("SMARTSOLAR_DATA_DIR", dir.join("data"))
+        .env("SMARTSOLAR_GATEWAY_TCP_ADDR", format!("127.0.0.1:{tcp}"))
+        .env("SMARTSOLAR_GATEWAY_QUIC_ADDR", format!("127.0.0.1:{quic}"))
+        .env(
+            "SMARTSOLAR_GATEWAY_HTTP_ADDR",
+            legacy.map_or("off".to_owned(), |p| format!("127.0.0.1:{p}")),
+        )
+        .env("SMARTSOLAR_ADMIN_USER", "admin@example.com")
+        .env("SMARTSOLAR_ADMIN_PASSWORD", "admin-password");
+    cmd
+}
 
 /// A port nobody listens on right now.
 pub(crate) fn free_port() -> u16 {
@@ -211,4 +242,99 @@ pub(crate) async fn payment_acknowledged(api: &Client, transaction_id: &str) {
         },
     )
     .await;
+}
+
+/// The `load-test` binary, built next to `smartsolar` (the README's test command builds every
+/// target first); built here when missing or older than its sources (`--test load_smoke`).
+pub(crate) fn load_test_binary() -> PathBuf {
+    let smartsolar = PathBuf::from(env!("CARGO_BIN_EXE_smartsolar"));
+    let dir = smartsolar.parent().unwrap();
+    let bin = dir.join("load-test");
+    let newest = |root: &Path| -> std::time::SystemTime {
+        std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok()?.modified().ok())
+            .max()
+            .unwrap_or(std::time::UNIX_EPOCH)
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = newest(&root.join("load-test/src")).max(newest(&root.join("sim/src")));
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    if built.is_none_or(|b| b < sources) {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "-p", "smartsolar-load-test", "--bin", "load-test"])
+            .arg("--target-dir")
+            .arg(dir.parent().unwrap());
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cargo.arg("--release");
+        }
+        assert!(cargo.status().unwrap().success(), "building load-test");
+    }
+    bin
+}
+
+/// Runs `load-test run` in target mode with the smoke's load (1,000 units for ~10 s, every
+/// unit within the gateway's per-unit rate limit) and `args` (the deployment's addresses),
+/// the admin user; checks that nothing was lost or duplicated, every command (payments,
+/// enable/disable) delivered and every payment acknowledged; returns the summary.
+pub(crate) async fn run_load_test(dir: &std::path::Path, args: &[(&str, String)]) -> Json {
+    let summary = dir.join("load-test-summary.json");
+    let t = Instant::now();
+    let mut cmd = tokio::process::Command::new(load_test_binary());
+    cmd.args(["run", "--api-user", "admin@example.com"])
+        .args(["--api-password", "admin-password"])
+        .args(["--tcp", "400", "--quic", "400", "--http", "200"])
+        .args([
+            "--periodic-secs",
+            "5",
+            "--status-secs",
+            "5",
+            "--telemetry-secs",
+            "2",
+        ])
+        .args(["--event-secs", "5", "--mo-senders", "0", "--mo-secs", "0"])
+        .args(["--mt-rate", "100", "--mt-secs", "2", "--storm-percent", "5"])
+        .args(["--verify-secs", "60", "--max-secs", "240", "--quiet"])
+        .arg("--out")
+        .arg(&summary);
+    for (k, v) in args {
+        cmd.args([k, v.as_str()]);
+    }
+    let out = cmd.output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "load-test failed:\n{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eprintln!(
+        "load-test took {:.1}s: {}",
+        t.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let s: Json = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let n = |k: &str| {
+        s[k].as_u64()
+            .unwrap_or_else(|| panic!("summary has no {k}: {s}"))
+    };
+    assert_eq!(n("connected"), 800, "framed units connected; {stderr}");
+    assert!(n("mo_sent") > 3_000, "MO sent: {}", n("mo_sent"));
+    assert_eq!(n("mo_acknowledged"), n("mo_sent"), "{stderr}");
+    assert_eq!(n("mo_lost"), 0, "MO lost; {stderr}");
+    assert_eq!(n("mo_duplicated"), 0, "MO duplicated; {stderr}");
+    assert_eq!(n("mo_stored"), n("mo_acknowledged"), "{stderr}");
+    assert_eq!(n("telemetry_stored"), n("telemetry_acknowledged"));
+    assert_eq!(n("mt_accepted"), 200, "every command accepted; {stderr}");
+    assert_eq!(n("mt_switches"), 20, "every tenth an enable or disable");
+    assert_eq!(n("mt_delivered"), n("mt_accepted"), "MT delivered");
+    assert_eq!(n("mt_lost"), 0);
+    assert_eq!(
+        n("mt_acknowledged"),
+        n("mt_accepted") - n("mt_switches"),
+        "payment replies recorded"
+    );
+    s
 }

@@ -1,0 +1,227 @@
+//! What every simulated unit sent, so target mode can prove what arrived.
+//!
+//! Each telemetry batch is identifiable: its record time is `t_base + seq` and its
+//! `pulse_count` is `run_tag * 10^7 + seq`, `seq` counting 1, 2, 3… per unit. The data API
+//! then shows exactly which of a unit's batches are stored, and how often (the time keeps
+//! points of one unit apart in the store; the tag keeps runs apart when units are reused).
+//! The other MO (status reports, event logs, MT replies) are counted per unit and compared
+//! with the unit's `rtc_mo_message_history` rows.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Telemetry sequence numbers per run tag (`pulse_count = run_tag * SEQ_SPAN + seq`).
+pub(crate) const SEQ_SPAN: u64 = 10_000_000;
+
+/// The key under which an enable (`true`) or disable of unit `i` through the API waits for
+/// the unit to receive the status update carrying it.
+pub(crate) fn switch_key(i: u32, enabled: bool) -> String {
+    format!("switch-{i}-{enabled}")
+}
+
+/// A unit's identity, as provisioned.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) imei: String,
+    pub(crate) key: String,
+}
+
+#[derive(Default)]
+struct UnitTrack {
+    /// Telemetry sequence numbers handed out (the last one).
+    issued: AtomicU64,
+    /// MO counted as acknowledged (all kinds).
+    acked: AtomicU64,
+    /// MO whose write failed (they may or may not have arrived).
+    failed: AtomicU64,
+    /// Telemetry sequence numbers whose write failed.
+    failed_seqs: Mutex<Vec<u64>>,
+    /// The last acknowledged telemetry: its seq and when (ms since the run started).
+    last_seq: AtomicU64,
+    last_ms: AtomicU64,
+    online: AtomicBool,
+}
+
+/// Per-unit bookkeeping shared by all unit tasks, plus MT commands in flight.
+pub(crate) struct Tracking {
+    pub(crate) run_tag: u64,
+    pub(crate) t_base: u64,
+    started: Instant,
+    units: Vec<UnitTrack>,
+    /// Commands sent through the API and not yet seen by their unit: payment commands by
+    /// transaction id, enable/disable by [`switch_key`] → when the API request was made.
+    pending: Mutex<HashMap<String, Instant>>,
+    pub(crate) mt_delivered: AtomicU64,
+    /// MT latency: API request → the unit received the command (µs).
+    pub(crate) mt_latency: Mutex<hdrhistogram::Histogram<u64>>,
+    /// Highest MT latency since the per-second sampler last took it (µs).
+    pub(crate) mt_latency_max_window: AtomicU64,
+    pub(crate) mo_acked_total: AtomicU64,
+}
+
+impl Tracking {
+    pub(crate) fn new(units: u32, run_tag: u64, t_base: u64) -> Self {
+        Self {
+            run_tag,
+            t_base,
+            started: Instant::now(),
+            units: (0..units).map(|_| UnitTrack::default()).collect(),
+            pending: Mutex::default(),
+            mt_delivered: AtomicU64::new(0),
+            mt_latency: Mutex::new(load_test::latency_histogram()),
+            mt_latency_max_window: AtomicU64::new(0),
+            mo_acked_total: AtomicU64::new(0),
+        }
+    }
+
+    /// The next telemetry sequence number of unit `i`.
+    pub(crate) fn next_seq(&self, i: u32) -> u64 {
+        self.units[i as usize]
+            .issued
+            .fetch_add(1, Ordering::Relaxed)
+            + 1
+    }
+
+    /// Record time (unix seconds) and `pulse_count` of telemetry `seq`.
+    pub(crate) fn stamp(&self, seq: u64) -> (u64, u64) {
+        (self.t_base + seq, self.run_tag * SEQ_SPAN + seq)
+    }
+
+    /// The sequence number in a stored `pulse_count`, if it is this run's.
+    pub(crate) fn seq_of(&self, pulses: u64) -> Option<u64> {
+        (pulses / SEQ_SPAN == self.run_tag).then_some(pulses % SEQ_SPAN)
+    }
+
+    /// Telemetry batch `seq` (the simulator's, with this run's stamp).
+    pub(crate) fn telemetry(&self, seq: u64) -> Vec<u8> {
+        let (t, pulses) = self.stamp(seq);
+        sim::telemetry(t, pulses)
+    }
+
+    /// Unit `i` wrote one MO (`Some(seq)`: telemetry `seq`) and it counts as acknowledged.
+    ///
+    /// The one place that decides "acknowledged". Until the unit protocol has MO
+    /// acknowledgements, an MO counts as acknowledged when the unit wrote it over TCP/QUIC
+    /// without error, or when its HTTP upload was answered 200; with acknowledgements, the
+    /// callers report here when the gateway's ack arrives instead.
+    pub(crate) fn mo_written(&self, i: u32, seq: Option<u64>) {
+        let u = &self.units[i as usize];
+        u.acked.fetch_add(1, Ordering::Relaxed);
+        self.mo_acked_total.fetch_add(1, Ordering::Relaxed);
+        if let Some(seq) = seq {
+            u.last_ms
+                .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            u.last_seq.store(seq, Ordering::Relaxed);
+        }
+    }
+
+    /// Unit `i`'s write of one MO failed (`Some(seq)`: telemetry `seq`).
+    pub(crate) fn write_failed(&self, i: u32, seq: Option<u64>) {
+        let u = &self.units[i as usize];
+        u.failed.fetch_add(1, Ordering::Relaxed);
+        if let Some(seq) = seq {
+            u.failed_seqs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(seq);
+        }
+    }
+
+    pub(crate) fn set_online(&self, i: u32, on: bool) {
+        self.units[i as usize].online.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_online(&self, i: u32) -> bool {
+        self.units[i as usize].online.load(Ordering::Relaxed)
+    }
+
+    /// What unit `i` sent: (acknowledged MO, failed MO, acknowledged telemetry seqs).
+    pub(crate) fn sent(&self, i: u32) -> (u64, u64, Vec<u64>) {
+        let u = &self.units[i as usize];
+        let failed = u.failed_seqs.lock().unwrap_or_else(|e| e.into_inner());
+        let seqs = (1..=u.issued.load(Ordering::Relaxed))
+            .filter(|s| !failed.contains(s))
+            .collect();
+        (
+            u.acked.load(Ordering::Relaxed),
+            u.failed.load(Ordering::Relaxed),
+            seqs,
+        )
+    }
+
+    /// Unit `i`'s last acknowledged telemetry: (seq, ms since the run started).
+    pub(crate) fn last_telemetry(&self, i: u32) -> Option<(u64, u64)> {
+        let u = &self.units[i as usize];
+        let ms = u.last_ms.load(Ordering::Relaxed);
+        let seq = u.last_seq.load(Ordering::Relaxed);
+        (seq > 0).then_some((seq, ms))
+    }
+
+    /// Milliseconds since the run started.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// A command (transaction id or [`switch_key`]) is about to be sent through the API.
+    pub(crate) fn mt_sent(&self, tx: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tx.to_owned(), Instant::now());
+    }
+
+    /// The API did not accept `tx`: no unit is to expect it.
+    pub(crate) fn mt_rejected(&self, tx: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(tx);
+    }
+
+    /// A unit received command `tx` (transaction id or [`switch_key`]); a repeat delivery,
+    /// or a status update nobody asked for, is not counted.
+    pub(crate) fn mt_received(&self, tx: &str) {
+        let sent = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(tx);
+        if let Some(t) = sent {
+            let us = (t.elapsed().as_micros() as u64).max(1);
+            self.mt_delivered.fetch_add(1, Ordering::Relaxed);
+            self.mt_latency_max_window.fetch_max(us, Ordering::Relaxed);
+            let _ = self
+                .mt_latency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(us);
+        }
+    }
+
+    /// Commands sent and not yet received by their unit.
+    pub(crate) fn mt_pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_pulse_count_names_its_run_and_sequence() {
+        let t = Tracking::new(2, 1234, 1_000_000);
+        assert_eq!(t.next_seq(1), 1);
+        assert_eq!(t.next_seq(1), 2);
+        let (time, pulses) = t.stamp(2);
+        assert_eq!(time, 1_000_002);
+        assert_eq!(t.seq_of(pulses), Some(2));
+        // Another run's value (units reused from a CSV) is not this run's.
+        assert_eq!(t.seq_of(1235 * SEQ_SPAN + 2), None);
+        t.write_failed(1, Some(1));
+        t.mo_written(1, Some(2));
+        assert_eq!(t.sent(1), (1, 1, vec![2]));
+    }
+}
