@@ -45,7 +45,16 @@ impl Cluster {
         out
     }
 
-    fn up() -> Self {
+    /// Starts a cluster; the guard runs the tests' clusters one at a time: they share the
+    /// port base and database name of this process, and two clusters of ten processes at
+    /// once would only measure the machine's two cores.
+    async fn up() -> (tokio::sync::MutexGuard<'static, ()>, Self) {
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let turn = ONE_AT_A_TIME.lock().await;
+        (turn, Self::start())
+    }
+
+    fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Ports below the kernel's ephemeral range, so nothing else binds them meanwhile.
         let base = 20_000 + (std::process::id() % 90) * 100;
@@ -222,7 +231,8 @@ async fn pay_and_acknowledge(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scaled_topology_stores_every_message_and_routes_payments_across_gateways() {
-    let cluster = Cluster::up();
+    // The turn is declared first, so it is dropped after the cluster is down.
+    let (_turn, cluster) = Cluster::up().await;
     let http = reqwest::Client::new();
     let api = Client::login(
         &http,
@@ -363,7 +373,8 @@ async fn the_scaled_topology_stores_every_message_and_routes_payments_across_gat
 /// acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_units_against_the_cluster_lose_and_duplicate_nothing() {
-    let cluster = Cluster::up();
+    // The turn is declared first, so it is dropped after the cluster is down.
+    let (_turn, cluster) = Cluster::up().await;
     let s = run_load_test(
         cluster.dir.path(),
         &[
