@@ -961,8 +961,8 @@ fn action_contract(cat: &Catalogue, method: &str, path: &str) -> Contract {
             "additionalProperties": {"type": "array", "description": "One field: [value, time] pairs, oldest first",
                                      "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {}}}}))
         .query(vec![
-            query_param("start", json!({"type": "string"}), false, "RFC 3339 time or nanoseconds since the epoch (default: a day before end)"),
-            query_param("end", json!({"type": "string"}), false, "RFC 3339 time or nanoseconds since the epoch (default: now)"),
+            query_param("start", json!({"type": "string"}), false, "a time in any form the spec lists (RFC 3339 or ISO 8601 with or without zone, a date, or milliseconds since the epoch) (default: a day before end)"),
+            query_param("end", json!({"type": "string"}), false, "a time in any form the spec lists (RFC 3339 or ISO 8601 with or without zone, a date, or milliseconds since the epoch) (default: now)"),
             query_param("fields", json!({"type": "string"}), false, "`*`, comma-separated names or a JSON list"),
             query_param("measurement", json!({"type": "string"}), false, "Default: telemetry"),
             query_param("limit", json!({"type": "integer", "minimum": 0}), false, "0: no limit"),
