@@ -332,37 +332,39 @@ impl Session {
                     Some(Ok(payload)) => {
                         let now = Instant::now();
                         idle_timer.as_mut().reset(now + idle);
-                        if payload.is_empty() {
-                            continue; // keepalive
-                        }
-                        if let Err(wait) = bucket.take(now.into_std()) {
-                            metrics::counter!(m::RATE_LIMITED).increment(1);
-                            tokio::time::sleep(wait).await;
-                        }
-                        let Some(boot) = self.boot else {
-                            if !self.handle_mo(ctx, &payload, CorrelationId(rand::random())).await {
+                        // A keepalive (empty) frame carries no message, but may be what
+                        // was buffered behind the last MO: the pending ack is settled below.
+                        if !payload.is_empty() {
+                            if let Err(wait) = bucket.take(now.into_std()) {
+                                metrics::counter!(m::RATE_LIMITED).increment(1);
+                                tokio::time::sleep(wait).await;
+                            }
+                            let Some(boot) = self.boot else {
+                                if !self.handle_mo(ctx, &payload, CorrelationId(rand::random())).await {
+                                    break End::BusClosed;
+                                }
+                                continue;
+                            };
+                            let (seq, message) = match codec::ack::split_sequenced(&payload) {
+                                Ok(split) => split,
+                                Err(e) => {
+                                    metrics::counter!(m::DECODE_ERRORS, "kind" => "frame").increment(1);
+                                    tracing::debug!(imei = %self.imei, error = %e, "v2 frame without a sequence number, closing");
+                                    break End::FrameError;
+                                }
+                            };
+                            let id = codec::ack::mo_correlation_id(&self.imei, boot, seq);
+                            if !self.handle_mo(ctx, message, id).await {
                                 break End::BusClosed;
                             }
-                            continue;
-                        };
-                        let (seq, message) = match codec::ack::split_sequenced(&payload) {
-                            Ok(split) => split,
-                            Err(e) => {
-                                metrics::counter!(m::DECODE_ERRORS, "kind" => "frame").increment(1);
-                                tracing::debug!(imei = %self.imei, error = %e, "v2 frame without a sequence number, closing");
-                                break End::FrameError;
-                            }
-                        };
-                        let id = codec::ack::mo_correlation_id(&self.imei, boot, seq);
-                        if !self.handle_mo(ctx, message, id).await {
-                            break End::BusClosed;
+                            // `handle_mo` returned after the bus accepted the message (the
+                            // disk bus after its group-commit fsync, Kafka with acks=all), so
+                            // an ack now is honest.
+                            unacked = Some(unacked.map_or(seq, |u| u.max(seq)));
+                            covered += 1;
                         }
-                        // `handle_mo` returned after the bus accepted the message (the disk
-                        // bus after its group-commit fsync, Kafka with acks=all), so an ack
-                        // now is honest. Coalesced: while another whole frame is already
-                        // buffered, it is handled first and one ack covers both.
-                        unacked = Some(unacked.map_or(seq, |u| u.max(seq)));
-                        covered += 1;
+                        // Coalesced: while another whole frame is already buffered, it is
+                        // handled first and one ack covers both.
                         let more = matches!(
                             codec::frame::check(frames.read_buffer(), ctx.config.max_frame),
                             Ok(codec::frame::Status::Complete { .. })
