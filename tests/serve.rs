@@ -301,23 +301,39 @@ async fn ready_names_a_store_that_hangs_within_its_time_limit() {
 
 /// Reads every value of field `v` the data API has for `imei`.
 async fn stored_values(client: &reqwest::Client, base: &str, auth: &str, imei: &str) -> Vec<i64> {
-    let body: Json = client
-        .get(format!(
-            "{base}/v1/products/{imei}/data?fields=v&start=2020-01-01T00:00:00Z&end=2030-01-01T00:00:00Z&limit=0"
-        ))
+    field_values(client, base, auth, imei, "v")
+        .await
+        .unwrap_or_else(|| panic!("no v for {imei}"))
+}
+
+/// `GET url` with `auth`, the answer as JSON.
+async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl, auth: &str) -> Json {
+    client
+        .get(url)
         .header("Authorization", auth)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    body["data"]["v"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no v in {body}"))
-        .iter()
-        .map(|row| row[0].as_i64().unwrap())
-        .collect()
+        .unwrap()
+}
+
+/// Every value of the integer field `field` the data API has for `imei` (asked alone, so no
+/// row is null); `None` when the answer has no such field.
+async fn field_values(
+    client: &reqwest::Client,
+    base: &str,
+    auth: &str,
+    imei: &str,
+    field: &str,
+) -> Option<Vec<i64>> {
+    let url = format!(
+        "{base}/v1/products/{imei}/data?fields={field}&start=2020-01-01T00:00:00Z&end=2040-01-01T00:00:00Z&limit=0"
+    );
+    let body = get_json(client, url, auth).await;
+    let rows = body["data"][field].as_array()?;
+    Some(rows.iter().map(|row| row[0].as_i64().unwrap()).collect())
 }
 
 /// kill -9 in the middle of acknowledged writes, three times over, with a
@@ -1082,5 +1098,320 @@ async fn every_http_upload_answered_200_survives_kill_9() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    node.stop().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue 16 item 8: an acknowledged MO is stored exactly once, whatever happens to the server.
+
+/// Where the current server's unit listeners are (they move with every restart).
+#[derive(Clone, Copy)]
+struct UnitAddrs {
+    tcp: SocketAddr,
+    quic: SocketAddr,
+    legacy: SocketAddr,
+}
+
+/// What one unit did: numbers sent and numbers acknowledged (an MO's number is its
+/// telemetry value, so the store can be checked by value).
+#[derive(Debug, Default)]
+struct Tally {
+    sent: u64,
+    acked: Vec<i64>,
+    /// Messages sent again from the window after a reconnect.
+    resent: u64,
+}
+
+/// A version-2 unit over TCP or QUIC that sends numbered telemetry (value `n`, record time
+/// `t0 + n`) until `stop`, reconnecting and resending its window whenever the server goes
+/// away; at the end it flushes its window to the last server. Acknowledged = what the
+/// window's acknowledgements covered.
+async fn v2_sender(
+    imei: String,
+    quic: bool,
+    cert: Vec<u8>,
+    addrs: std::sync::Arc<std::sync::Mutex<UnitAddrs>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Tally {
+    let t0 = sim::now_s() - 200_000;
+    let endpoint = sim::quic_endpoint(&cert, Duration::from_secs(2)).unwrap();
+    let mut window = Some(sim::MoWindow::new(rand_boot(&imei), 64));
+    let mut next = 1u64;
+    let mut resent = 0u64;
+    loop {
+        let stopping = *stop.borrow();
+        let a = *addrs.lock().unwrap();
+        let conn = if quic {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                sim::UnitConn::quic(&endpoint, a.quic),
+            )
+            .await
+        } else {
+            tokio::time::timeout(Duration::from_secs(2), sim::UnitConn::tcp(a.tcp)).await
+        };
+        let Ok(Ok(mut unit)) = conn else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let w = window.take().unwrap();
+        let to_resend = w.len() as u64;
+        let hs = tokio::time::timeout(
+            Duration::from_secs(3),
+            unit.handshake_v2(Some(&imei), &unit_key(&imei), w),
+        )
+        .await;
+        if !matches!(hs, Ok(Ok(_))) {
+            window = unit.take_window();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        resent += to_resend;
+        if stopping {
+            // The last server: everything still unacknowledged goes there.
+            let flushed = unit.await_acks(Duration::from_secs(20)).await;
+            let w = unit.take_window().unwrap();
+            if flushed {
+                let acked = (1..=w.acked() as i64).collect();
+                let _ = unit.close().await;
+                return Tally {
+                    sent: w.last_seq(),
+                    acked,
+                    resent,
+                };
+            }
+            window = Some(w);
+            continue;
+        }
+        // Send until the connection fails or the test says stop.
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            // The window numbers messages; a send cut off by the timeout may have numbered
+            // one already, so the next value is always the window's next number.
+            next = unit.window().map_or(next, |w| w.last_seq() + 1);
+            let m = sim::telemetry(t0 + next, next);
+            match tokio::time::timeout(Duration::from_secs(3), unit.send_message(&m)).await {
+                Ok(Ok(seq)) => assert_eq!(seq, next, "numbers and values stay aligned"),
+                _ => break,
+            }
+            tokio::time::sleep(Duration::from_millis(4)).await;
+        }
+        window = unit.take_window();
+        unit.abort();
+    }
+}
+
+/// A boot id per unit (any 32 bits; fixed here so a failure is reproducible).
+fn rand_boot(imei: &str) -> u32 {
+    imei.bytes()
+        .fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+}
+
+/// An HTTP unit uploading numbered values (`/rm_data`, field `pulse_count`) until `stop`;
+/// a 200 is its acknowledgement; anything else and it uploads the same value again.
+async fn http_sender(
+    imei: String,
+    addrs: std::sync::Arc<std::sync::Mutex<UnitAddrs>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Tally {
+    let t0 = sim::now_s() - 200_000;
+    let basic = codec::legacy::basic_auth(&imei, &unit_key(&imei));
+    let mut tally = Tally::default();
+    let mut n = 1i64;
+    while !*stop.borrow() {
+        let body = format!(
+            r#"{{"imei": "{imei}", "fields": {{"pulse_count": [[{}, {n}]]}}}}"#,
+            t0 + n as u64
+        );
+        let legacy = addrs.lock().unwrap().legacy;
+        tally.sent = tally.sent.max(n as u64);
+        let r = tokio::time::timeout(
+            Duration::from_secs(3),
+            sim::http_request(
+                legacy,
+                "POST",
+                "/rm_data",
+                Some(&basic),
+                Some(body.as_bytes()),
+            ),
+        )
+        .await;
+        if let Ok(Ok((200, _))) = r {
+            tally.acked.push(n);
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tally
+}
+
+/// Every value of `pulse_count` in the time-series store for `imei`, through the data API.
+async fn stored_pulses(client: &reqwest::Client, node: &Node, auth: &str, imei: &str) -> Vec<i64> {
+    field_values(client, &node.base, auth, imei, "pulse_count")
+        .await
+        .unwrap_or_default()
+}
+
+/// The `pulse_count` of every telemetry row of `rtc_mo_message_history` for `imei`, through
+/// the API (one page: the node allows large pages), read from the row's `message_json`.
+async fn history_pulses(client: &reqwest::Client, node: &Node, auth: &str, imei: &str) -> Vec<i64> {
+    let q = json!({"filters": [{"name": "product_imei", "op": "eq", "val": imei}]}).to_string();
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/v1/rtc_mo_message_history", node.base),
+        [("q", q.as_str()), ("results_per_page", "100000")],
+    )
+    .unwrap();
+    let body = get_json(client, url, auth).await;
+    let rows = body["objects"]
+        .as_array()
+        .unwrap_or_else(|| panic!("history: {body}"));
+    rows.iter()
+        .filter_map(|r| {
+            let j = r["message_json"].as_str()?;
+            // `pulse_count` travels as field id 12 (protocol §4.2), the batch's last field.
+            let at = j.find(", 12: ")? + ", 12: ".len();
+            let digits: String = j[at..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// Item 8: version-2 TCP and QUIC units and an HTTP unit send numbered telemetry while the
+/// real `serve` is killed with `kill -9` twice and restarted gracefully once, on the same
+/// data directory. The units reconnect and resend what was not acknowledged. At the end every
+/// acknowledged MO is in the time-series store and in `rtc_mo_message_history` exactly once
+/// (both read through the API). Prints sent / acknowledged / stored / lost / duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_mo_survive_kill_9_and_restart_exactly_once() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let env = [("SMARTSOLAR_MAX_RESULTS_PER_PAGE", "100000".to_string())];
+    let mut node = Node::start_with(&client, dir.path(), &env).await;
+    let auth = admin_auth(&client, &node.base).await;
+    let units: Vec<(String, &str)> = [
+        (41u32, "tcp"),
+        (42, "tcp"),
+        (43, "quic"),
+        (44, "quic"),
+        (45, "http"),
+    ]
+    .iter()
+    .map(|(n, t)| (format!("0101012345600{n}"), *t))
+    .collect();
+    for (i, (imei, _)) in units.iter().enumerate() {
+        node.provision(&client, &auth, imei, 40 + i as u32).await;
+    }
+    let cert = sim::pem_certificate(&dir.path().join("data/gateway-cert.pem")).unwrap();
+    let addrs = Arc::new(Mutex::new(UnitAddrs {
+        tcp: node.tcp,
+        quic: node.quic,
+        legacy: node.legacy,
+    }));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let senders: Vec<_> = units
+        .iter()
+        .map(|(imei, kind)| {
+            let (imei, addrs, stop) = (imei.clone(), Arc::clone(&addrs), stop.clone());
+            let cert = cert.clone();
+            match *kind {
+                "http" => tokio::spawn(http_sender(imei, addrs, stop)),
+                k => tokio::spawn(v2_sender(imei, k == "quic", cert, addrs, stop)),
+            }
+        })
+        .collect();
+
+    // Two kill -9 and one SIGTERM, each after ~2 s of traffic.
+    for graceful in [false, false, true] {
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        if graceful {
+            node.stop().await;
+        } else {
+            node.kill();
+        }
+        node = Node::start_with(&client, dir.path(), &env).await;
+        *addrs.lock().unwrap() = UnitAddrs {
+            tcp: node.tcp,
+            quic: node.quic,
+            legacy: node.legacy,
+        };
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop_tx.send(true).unwrap();
+    let mut tallies = Vec::new();
+    for s in senders {
+        tallies.push(
+            tokio::time::timeout(Duration::from_secs(40), s)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+
+    let auth = admin_auth(&client, &node.base).await;
+    let (mut total_sent, mut total_acked, mut total_stored, mut lost, mut duplicated) =
+        (0u64, 0usize, 0usize, 0usize, 0usize);
+    for ((imei, kind), tally) in units.iter().zip(&tallies) {
+        assert!(
+            tally.acked.len() > 20,
+            "{kind} unit {imei}: too little traffic: {tally:?}"
+        );
+        // Ingest may still be applying the last messages.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (stored, history) = loop {
+            let stored = stored_pulses(&client, &node, &auth, imei).await;
+            let history = if *kind == "http" {
+                Vec::new()
+            } else {
+                history_pulses(&client, &node, &auth, imei).await
+            };
+            let complete = |got: &[i64]| tally.acked.iter().all(|v| got.contains(v));
+            if (complete(&stored) && (*kind == "http" || complete(&history)))
+                || Instant::now() > deadline
+            {
+                break (stored, history);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let count = |got: &[i64]| {
+            let mut c = std::collections::HashMap::<i64, usize>::new();
+            for v in got {
+                *c.entry(*v).or_default() += 1;
+            }
+            c
+        };
+        let (in_store, in_history) = (count(&stored), count(&history));
+        let unit_lost = tally
+            .acked
+            .iter()
+            .filter(|v| {
+                !in_store.contains_key(v) || (*kind != "http" && !in_history.contains_key(v))
+            })
+            .count();
+        let unit_dup = in_store.values().filter(|&&n| n > 1).count()
+            + in_history.values().filter(|&&n| n > 1).count();
+        eprintln!(
+            "{kind} unit {imei}: sent {} (resent from the window {}), acknowledged {}, stored {} (history {}), lost {unit_lost}, duplicated {unit_dup}",
+            tally.sent,
+            tally.resent,
+            tally.acked.len(),
+            stored.len(),
+            history.len()
+        );
+        total_sent += tally.sent;
+        total_acked += tally.acked.len();
+        total_stored += stored.len();
+        lost += unit_lost;
+        duplicated += unit_dup;
+    }
+    eprintln!(
+        "all units: sent {total_sent}, acknowledged {total_acked}, stored {total_stored}, lost {lost}, duplicated {duplicated}"
+    );
+    assert_eq!(lost, 0, "acknowledged MO lost");
+    assert_eq!(duplicated, 0, "MO stored twice");
     node.stop().await;
 }

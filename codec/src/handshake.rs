@@ -15,8 +15,12 @@ use crate::cbor::{self, count_some, Writer};
 use crate::mo::required;
 use crate::DecodeError;
 
-/// The protocol version this codec speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The highest protocol version this codec speaks. Version 2 adds MO sequence numbers and
+/// acknowledgements ([`crate::ack`]); a unit that says 1 in its hello gets version 1 exactly.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The first version with sequenced MO frames and MO acknowledgements ([`crate::ack`]).
+pub const VERSION_ACK: u32 = 2;
 
 /// Recommended nonce length (bytes).
 pub const NONCE_LEN: usize = 32;
@@ -81,6 +85,10 @@ pub struct Hello<'a> {
     pub imei: Option<&'a str>,
     /// Key 2: software version name.
     pub software_version: Option<&'a str>,
+    /// Key 3 (version 2): the unit's boot id, the epoch of its MO sequence numbers. A unit
+    /// draws a new one whenever its sequence restarts (a reboot that lost its unacknowledged
+    /// window), so `(imei, boot, seq)` names one MO for ever ([`crate::ack`]).
+    pub boot: Option<u32>,
 }
 
 /// The server's nonce.
@@ -219,7 +227,7 @@ pub fn decode_handshake(input: &[u8]) -> Result<HandshakeMessage<'_>, DecodeErro
     let msg = match ty {
         32 => {
             const M: &str = "hello";
-            let (mut version, mut imei, mut software_version) = (None, None, None);
+            let (mut version, mut imei, mut software_version, mut boot) = (None, None, None, None);
             cbor::int_map(d, |key, d| {
                 match key {
                     0 => version = Some(cbor::uint32(d, M, "version")?),
@@ -237,6 +245,7 @@ pub fn decode_handshake(input: &[u8]) -> Result<HandshakeMessage<'_>, DecodeErro
                         imei = Some(s);
                     }
                     2 => software_version = Some(cbor::text(d)?),
+                    3 => boot = Some(cbor::uint32(d, M, "boot")?),
                     _ => return Ok(false),
                 }
                 Ok(true)
@@ -245,6 +254,7 @@ pub fn decode_handshake(input: &[u8]) -> Result<HandshakeMessage<'_>, DecodeErro
                 version: required(version, M, "version")?,
                 imei,
                 software_version,
+                boot,
             })
         }
         33 => {
@@ -341,13 +351,22 @@ pub fn encode_handshake(msg: &HandshakeMessage<'_>, out: &mut Vec<u8>) {
     w.message(msg.message_type() as u64);
     match msg {
         HandshakeMessage::Hello(h) => {
-            w.map(1 + count_some(&[h.imei.is_some(), h.software_version.is_some()]));
+            w.map(
+                1 + count_some(&[
+                    h.imei.is_some(),
+                    h.software_version.is_some(),
+                    h.boot.is_some(),
+                ]),
+            );
             w.uint(0).uint(h.version.into());
             if let Some(v) = h.imei {
                 w.uint(1).text(v);
             }
             if let Some(v) = h.software_version {
                 w.uint(2).text(v);
+            }
+            if let Some(v) = h.boot {
+                w.uint(3).uint(v.into());
             }
         }
         HandshakeMessage::Challenge(c) => {

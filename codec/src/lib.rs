@@ -13,6 +13,8 @@
 //!   commands, software update; [`decode_mt`] / [`encode_mt`].
 //! - [`seq`]: [`Seq`], the zero-copy sequence used for the variable-length parts of messages.
 //! - [`handshake`]: hello / challenge / proof / welcome / refused, and the HMAC-SHA256 proof.
+//! - [`ack`]: protocol version 2: sequenced MO frames, MO acknowledgements, and the
+//!   deterministic correlation id of a sequenced MO.
 //! - [`frame`]: length-prefixed framing for TCP and QUIC streams: pure [`frame::check`] /
 //!   [`frame::parse`], and (feature `tokio-codec`) a `tokio_util::codec` adapter.
 //! - [`envelope`]: the MessagePack bus envelope, the JSON MO-queue envelope, the JSON dead
@@ -36,6 +38,7 @@
 //! assert_eq!(render_cbor(&bytes).unwrap(), r#"[4, [[1517927343, "Connected"]]]"#);
 //! ```
 
+pub mod ack;
 mod cbor;
 pub mod diag;
 pub mod envelope;

@@ -406,6 +406,7 @@ fn handshake_proof() {
         version: 1,
         imei: Some(imei),
         software_version: None,
+        boot: None,
     });
     let mut buf = Vec::new();
     encode_handshake(&hello, &mut buf);
@@ -443,6 +444,7 @@ fn handshake_proof() {
             version: 1,
             imei: Some("86677x"),
             software_version: None,
+            boot: None,
         }),
         &mut buf,
     );
@@ -450,7 +452,12 @@ fn handshake_proof() {
         .unwrap_err()
         .to_string()
         .contains("imei"));
-    assert_eq!(handshake::negotiate_version(7), Some(1));
+    assert_eq!(handshake::negotiate_version(7), Some(2));
+    assert_eq!(
+        handshake::negotiate_version(1),
+        Some(1),
+        "a v1 unit gets v1"
+    );
     assert_eq!(handshake::negotiate_version(0), None);
 }
 

@@ -201,10 +201,11 @@ proptest! {
     #[test]
     fn handshake(
         version in 1u32.., imei in proptest::option::of("[0-9]{15}"), sw in proptest::option::of(".{0,8}"),
+        boot in proptest::option::of(any::<u32>()),
         nonce in prop::collection::vec(any::<u8>(), 16..=64), hmac in any::<[u8; 32]>(),
         time in any::<u64>(), reason in 0u8..6, info in proptest::option::of(".{0,20}"),
     ) {
-        hs_round_trip(&HandshakeMessage::Hello(Hello { version, imei: imei.as_deref(), software_version: sw.as_deref() }));
+        hs_round_trip(&HandshakeMessage::Hello(Hello { version, imei: imei.as_deref(), software_version: sw.as_deref(), boot }));
         hs_round_trip(&HandshakeMessage::Challenge(Challenge { version, nonce: &nonce }));
         hs_round_trip(&HandshakeMessage::Proof(Proof { hmac }));
         hs_round_trip(&HandshakeMessage::Welcome(Welcome { version, server_time: time }));

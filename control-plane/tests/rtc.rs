@@ -35,6 +35,7 @@ both_backends!(
     an_unmatched_reply_stalls_no_other_unit,
     mt_history_is_listed_with_its_delivery_state,
     the_record_of_pending_commands_reaches_units_that_connect_or_poll,
+    a_v2_units_resent_window_is_applied_once,
 );
 
 /// A unit's device key (24 characters, unique like the column).
@@ -1166,5 +1167,120 @@ async fn the_record_of_pending_commands_reaches_units_that_connect_or_poll(backe
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    rig.stop().await;
+}
+
+/// Protocol v2 (§8.5): a unit whose acknowledgements were lost sends its window again after
+/// reconnecting; every MO of it is applied once: one history row each, one enable change,
+/// one connection row, and one telemetry, balance and tamper point each in the time series
+/// (the resend comes later, so points keyed by receipt time must not move or double).
+async fn a_v2_units_resent_window_is_applied_once(backend: Backend) {
+    let rig = Rig::start(backend, |_| {}).await;
+    let imei = "013777946874120";
+    rig.product(imei, true).await;
+    let now = sim::now_s();
+    let cells = [Cell {
+        lac: 1001,
+        cid: 2002,
+        signal: -71,
+        mcc: None,
+        mnc: None,
+    }];
+    let messages = [
+        sim::telemetry(now - 60, 4242),
+        codec::mo_to_vec(&MoMessage::StatusReport(StatusReport {
+            tamper_triggered: Some(true),
+            ..status(true, Some(432_000))
+        })),
+        codec::mo_to_vec(&MoMessage::CellReport(CellReport {
+            time: Some(now),
+            mcc: Some(639),
+            mnc: Some(2),
+            cells: Seq::new(&cells),
+            ..Default::default()
+        })),
+        sim::event_log(now, "Resent once"),
+    ];
+    // The same boot id and numbering both times: the second connection is the unit that
+    // never saw the acknowledgements of the first.
+    let window = || {
+        let mut w = sim::MoWindow::new(0x5eed, 16);
+        for m in &messages {
+            w.push(m.clone()).unwrap();
+        }
+        w
+    };
+    for round in 0..2 {
+        let mut conn = UnitConn::tcp(rig.tcp).await.unwrap();
+        let welcome = conn
+            .handshake_v2(Some(imei), &key(imei), window())
+            .await
+            .unwrap();
+        assert_eq!(welcome.version, 2);
+        if round == 1 {
+            // A new message after the resent window: ingest keeps one unit's MOs in order,
+            // so once its row is there the resends have been through every sink step.
+            assert_eq!(
+                conn.send_message(&sim::event_log(now, "marker"))
+                    .await
+                    .unwrap(),
+                5
+            );
+        }
+        assert!(
+            conn.await_acks(WAIT).await,
+            "round {round}: the window is acknowledged"
+        );
+        rig.wait_rows("history rows", "rtc_mo_message_history", imei, |r| {
+            r.len() >= messages.len() + round
+        })
+        .await;
+        conn.close().await.unwrap();
+    }
+
+    let history = rig.rows("rtc_mo_message_history", imei).await;
+    assert_eq!(history.len(), messages.len() + 1, "{history:#?}");
+    for (i, h) in history.iter().enumerate() {
+        assert_eq!(h["processing_status"], "processed", "row {i}: {h:?}");
+        // Named by (imei, boot, seq), the id both copies carried.
+        let id = codec::ack::mo_correlation_id(imei, 0x5eed, i as u64 + 1).to_string();
+        let sql = Query::select()
+            .expr(Expr::col(Alias::new("rtc_mo_message_history_id")).count())
+            .from(Alias::new("rtc_mo_message_history"))
+            .and_where(Expr::col(Alias::new("correlation_id")).eq(id.as_str()))
+            .to_owned();
+        assert_eq!(
+            rig.server.state.db.fetch_i64(&sql).await.unwrap(),
+            1,
+            "seq {}",
+            i + 1
+        );
+    }
+    let by_unit = rig
+        .rows("enable_history", imei)
+        .await
+        .into_iter()
+        .filter(|h| h["user"] == "unit")
+        .count();
+    assert_eq!(by_unit, 1, "one enable change from the one status report");
+    assert_eq!(rig.rows("connection", imei).await.len(), 1);
+    let (s, b) = rig
+        .server
+        .get(&format!(
+            "/v1/products/{imei}/data?fields=pulse_count,balance,tamper_triggered&start=2020-01-01T00:00:00Z&end=2040-01-01T00:00:00Z&limit=0"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    for field in ["pulse_count", "balance", "tamper_triggered"] {
+        // Rows are `[value, time]` per time any asked field has; null where this one has none.
+        let points = b["data"][field]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {field} in {b}"))
+            .iter()
+            .filter(|p| !p[0].is_null())
+            .count();
+        assert_eq!(points, 1, "{field}: {b}");
+    }
+    assert_eq!(b["data"]["pulse_count"][0][0], json!(4242), "{b}");
     rig.stop().await;
 }

@@ -16,6 +16,12 @@ pub const HANDSHAKE_DURATION: &str = "smartsolar_gateway_handshake_duration_seco
 /// Counter: MO messages received from units, labels `type` (the MO type, or `invalid`) and
 /// `transport`.
 pub const MO_MESSAGES: &str = "smartsolar_gateway_mo_messages_total";
+/// Counter: MO acknowledgements written to version-2 units (protocol §8), label `transport`.
+/// One acknowledges every MO up to its number, so it is at most one per MO frame.
+pub const MO_ACKS: &str = "smartsolar_gateway_mo_acks_total";
+/// Counter: MO messages acknowledged to version-2 units, label `transport` (the sum of what
+/// the acknowledgements newly cover; `mo_messages_total` minus this is what v1 units sent).
+pub const MO_ACKED: &str = "smartsolar_gateway_mo_acked_messages_total";
 /// Counter: MO payload bytes received from units, label `transport`.
 pub const MO_BYTES: &str = "smartsolar_gateway_mo_bytes_total";
 /// Counter: MT commands taken from the bus for delivery, label `type` (the MT type, or

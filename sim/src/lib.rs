@@ -61,6 +61,95 @@ pub struct UnitConn {
     writer: Writer,
     /// Keeps the QUIC connection open while the streams are used.
     quic: Option<quinn::Connection>,
+    /// Protocol version 2 (after [`UnitConn::handshake_v2`]): the unit's unacknowledged MOs.
+    window: Option<MoWindow>,
+    /// Frames other than acknowledgements read while waiting for window room; [`UnitConn::recv`]
+    /// returns them first.
+    stash: std::collections::VecDeque<BytesMut>,
+}
+
+/// The default window of a version-2 unit (protocol §8.4).
+pub const DEFAULT_WINDOW: usize = 256;
+
+/// A version-2 unit's numbering and its unacknowledged MO messages (protocol §8.4): bounded,
+/// kept across connections (take it out of a dead connection with
+/// [`UnitConn::take_window`] and hand it to the next handshake), resent after every welcome.
+#[derive(Debug, Clone)]
+pub struct MoWindow {
+    boot: u32,
+    next_seq: u64,
+    acked: u64,
+    cap: usize,
+    pending: std::collections::VecDeque<(u64, Vec<u8>)>,
+}
+
+impl MoWindow {
+    /// A fresh numbering (a boot): `boot` is the hello's boot id, numbers start at 1.
+    pub fn new(boot: u32, cap: usize) -> Self {
+        Self {
+            boot,
+            next_seq: 1,
+            acked: 0,
+            cap: cap.max(1),
+            pending: Default::default(),
+        }
+    }
+
+    /// The boot id.
+    pub const fn boot(&self) -> u32 {
+        self.boot
+    }
+
+    /// Whether another message must wait for an acknowledgement.
+    pub fn is_full(&self) -> bool {
+        self.pending.len() >= self.cap
+    }
+
+    /// Numbers `message` and keeps it until acknowledged; `None` when the window is full.
+    pub fn push(&mut self, message: Vec<u8>) -> Option<u64> {
+        if self.is_full() {
+            return None;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push_back((seq, message));
+        Some(seq)
+    }
+
+    /// An acknowledgement of every message up to `seq`: drops them; returns how many.
+    pub fn ack(&mut self, seq: u64) -> usize {
+        let before = self.pending.len();
+        while self.pending.front().is_some_and(|(s, _)| *s <= seq) {
+            self.pending.pop_front();
+        }
+        self.acked = self.acked.max(seq);
+        before - self.pending.len()
+    }
+
+    /// The highest number acknowledged so far.
+    pub const fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// The highest number given out (0 before the first message).
+    pub const fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// The unacknowledged messages, oldest first.
+    pub fn unacked(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.pending.iter().map(|(s, m)| (*s, m.as_slice()))
+    }
+
+    /// How many messages wait for an acknowledgement.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether every message is acknowledged.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
 }
 
 /// The receive buffer asked for a simulated client socket: the kernel's usual default
@@ -181,21 +270,151 @@ impl UnitConn {
             reader: FramedRead::with_capacity(rd, FrameCodec::new(1 << 20), 256),
             writer: wr,
             quic,
+            window: None,
+            stash: Default::default(),
         }
     }
 
-    /// hello → challenge → proof → welcome. `imei: None` for IP identity.
+    /// hello → challenge → proof → welcome, protocol version 1. `imei: None` for IP identity.
     pub async fn handshake(
         &mut self,
         imei: Option<&str>,
         device_key: &str,
     ) -> Result<Welcome, SimError> {
+        self.handshake_as(imei, device_key, 1, None).await
+    }
+
+    /// The handshake in protocol version 2 with `window` (a fresh [`MoWindow`], or the one of
+    /// the previous connection), then every unacknowledged message of the window sent again
+    /// in order (protocol §8.4). From then on every MO this connection sends is numbered and
+    /// kept until acknowledged; [`UnitConn::recv`] applies acknowledgements on its own.
+    pub async fn handshake_v2(
+        &mut self,
+        imei: Option<&str>,
+        device_key: &str,
+        window: MoWindow,
+    ) -> Result<Welcome, SimError> {
+        let boot = window.boot;
+        // Kept in the connection at once, so a failed handshake still hands it back.
+        self.window = Some(window);
+        let welcome = self.handshake_as(imei, device_key, 2, Some(boot)).await?;
+        if welcome.version < 2 {
+            return Err(SimError::Protocol(format!(
+                "gateway speaks version {}, not 2",
+                welcome.version
+            )));
+        }
+        let resend: Vec<(u64, Vec<u8>)> = self
+            .window
+            .iter()
+            .flat_map(|w| w.unacked().map(|(s, m)| (s, m.to_vec())))
+            .collect();
+        for (seq, message) in resend {
+            self.send_numbered(seq, &message).await?;
+        }
+        Ok(welcome)
+    }
+
+    /// The version-2 window (after [`UnitConn::handshake_v2`]), to carry it to the next
+    /// connection.
+    pub fn take_window(&mut self) -> Option<MoWindow> {
+        self.window.take()
+    }
+
+    /// The version-2 window, to look at.
+    pub fn window(&self) -> Option<&MoWindow> {
+        self.window.as_ref()
+    }
+
+    /// Reads (keeping any MT for [`UnitConn::recv`]) until every message of the window is
+    /// acknowledged; `false` if that did not happen within `limit` or the gateway closed.
+    pub async fn await_acks(&mut self, limit: Duration) -> bool {
+        let wait = async {
+            while self.window.as_ref().is_some_and(|w| !w.is_empty()) {
+                match self.read_one().await {
+                    Ok(Some(None)) => {}
+                    Ok(Some(Some(f))) => self.stash.push_back(f),
+                    _ => return false,
+                }
+            }
+            true
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or(false)
+    }
+
+    async fn send_numbered(&mut self, seq: u64, message: &[u8]) -> Result<(), SimError> {
+        let mut payload = Vec::with_capacity(9 + message.len());
+        codec::ack::encode_sequenced(seq, message, &mut payload);
+        self.send_raw(&payload).await
+    }
+
+    /// Sends one MO message: as is in version 1; in version 2 numbered and kept in the window,
+    /// first waiting (reading acknowledgements) while the window is full. Returns the number
+    /// given (0 in version 1).
+    pub async fn send_message(&mut self, message: &[u8]) -> Result<u64, SimError> {
+        if self.window.is_none() {
+            self.send_raw(message).await?;
+            return Ok(0);
+        }
+        while self.window.as_ref().is_some_and(MoWindow::is_full) {
+            match self.read_one().await? {
+                None => return Err(SimError::Protocol("closed while the window is full".into())),
+                Some(None) => {}
+                Some(Some(f)) => self.stash.push_back(f),
+            }
+        }
+        let seq = match self.window.as_mut().and_then(|w| w.push(message.to_vec())) {
+            Some(seq) => seq,
+            None => return Err(SimError::Protocol("window full".into())),
+        };
+        self.send_numbered(seq, message).await?;
+        Ok(seq)
+    }
+
+    /// Reads one frame: `Ok(Some(None))` for an acknowledgement (applied to the window),
+    /// `Ok(Some(Some(frame)))` for anything else, `Ok(None)` when the gateway closed.
+    async fn read_one(&mut self) -> Result<Option<Option<BytesMut>>, SimError> {
+        let frame = match self.reader.next().await {
+            None => return Ok(None),
+            Some(Ok(f)) => f,
+            Some(Err(codec::DecodeError::Io(e))) => return Err(SimError::Io(e)),
+            Some(Err(e)) => return Err(SimError::Protocol(e.to_string())),
+        };
+        if let Some(w) = self.window.as_mut() {
+            if let Ok(Some(ack)) = codec::ack::decode_ack(&frame) {
+                w.ack(ack.seq);
+                return Ok(Some(None));
+            }
+        }
+        Ok(Some(Some(frame)))
+    }
+
+    /// Reads until a frame that is not an acknowledgement.
+    async fn read_frame(&mut self) -> Result<Option<BytesMut>, SimError> {
+        loop {
+            match self.read_one().await? {
+                None => return Ok(None),
+                Some(None) => continue,
+                Some(Some(f)) => return Ok(Some(f)),
+            }
+        }
+    }
+
+    /// hello (of `version`, with `boot` when version 2) → challenge → proof → welcome.
+    async fn handshake_as(
+        &mut self,
+        imei: Option<&str>,
+        device_key: &str,
+        version: u32,
+        boot: Option<u32>,
+    ) -> Result<Welcome, SimError> {
         let mut out = Vec::new();
         encode_handshake(
             &HandshakeMessage::Hello(Hello {
-                version: 1,
+                version,
                 imei,
                 software_version: Some("sim-1.0"),
+                boot,
             }),
             &mut out,
         );
@@ -238,9 +457,9 @@ impl UnitConn {
         Ok(())
     }
 
-    /// Sends an MO message.
+    /// Sends an MO message (numbered and windowed in version 2, [`UnitConn::send_message`]).
     pub async fn send_mo(&mut self, msg: &MoMessage<'_>) -> Result<(), SimError> {
-        self.send_raw(&mo_to_vec(msg)).await
+        self.send_message(&mo_to_vec(msg)).await.map(drop)
     }
 
     /// Sends a keepalive (empty frame).
@@ -248,14 +467,13 @@ impl UnitConn {
         self.send_raw(&[]).await
     }
 
-    /// The next frame; `None` when the gateway closed.
+    /// The next frame; `None` when the gateway closed. In version 2, acknowledgements are
+    /// applied to the window and not returned.
     pub async fn recv(&mut self) -> Result<Option<BytesMut>, SimError> {
-        match self.reader.next().await {
-            None => Ok(None),
-            Some(Ok(f)) => Ok(Some(f)),
-            Some(Err(codec::DecodeError::Io(e))) => Err(SimError::Io(e)),
-            Some(Err(e)) => Err(SimError::Protocol(e.to_string())),
+        if let Some(f) = self.stash.pop_front() {
+            return Ok(Some(f));
         }
+        self.read_frame().await
     }
 
     /// Waits for the gateway to close the connection (`true`) within `limit`.
@@ -298,7 +516,9 @@ impl UnitConn {
                 }))
                 .await?;
             }
-            MtMessage::Sync(_) => self.send_raw(&status_report(now_s())).await?,
+            MtMessage::Sync(_) => {
+                self.send_message(&status_report(now_s())).await?;
+            }
             _ => {}
         }
         Ok(msg.message_type())

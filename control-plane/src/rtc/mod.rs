@@ -64,7 +64,7 @@ pub use presence::{
     record_connection_status, PresenceDb, METRIC_DROPPED, METRIC_QUEUE_FULL, METRIC_WRITTEN,
 };
 pub use registry::DbPresenceRegistry;
-pub use sink::{CellLocator, ControlPlaneSink, Location, NoCellLocator};
+pub use sink::{CellLocator, ControlPlaneSink, Location, NoCellLocator, METRIC_MO_DUPLICATES};
 
 pub(crate) use http::router;
 
@@ -120,6 +120,30 @@ pub(crate) async fn claim_step(
         )
         .to_owned();
     Ok(tx.execute(&stmt).await? == 1)
+}
+
+/// When step `step` of MO `correlation_id` was first applied, unix milliseconds (the
+/// `received_at_ms` of the first copy of the MO). A resent MO (protocol §8.5) has a new
+/// `received_at_ms`; its telemetry point must use the first one, or it would land at a second
+/// time and count twice.
+pub(crate) async fn first_applied_ms(
+    tx: &mut Tx,
+    correlation_id: CorrelationId,
+    step: &str,
+) -> Result<Option<i64>, DbError> {
+    let stmt = Query::select()
+        .column(Alias::new("applied_at"))
+        .from(Alias::new("rtc_mo_applied"))
+        .and_where(Expr::col(Alias::new("correlation_id")).eq(correlation_id.to_string()))
+        .and_where(Expr::col(Alias::new("step")).eq(step))
+        .to_owned();
+    let column = crate::actions::col("applied_at", crate::catalogue::ColumnType::Datetime);
+    let row = tx.fetch_optional(&stmt, &[&column]).await?;
+    Ok(row
+        .as_ref()
+        .and_then(|r| crate::actions::RowExt::text(r, "applied_at"))
+        .and_then(crate::values::parse_datetime)
+        .map(|t| t.and_utc().timestamp_millis()))
 }
 
 /// Deletes `rtc_mo_applied` rows older than `before` (a redelivery older than that is

@@ -14,7 +14,10 @@ use ingest::sink::{Balance, MoContext, MoHistory, MoSink, SinkError};
 use ingest::tsdb::{FieldValue, Point, TELEMETRY};
 use sea_query::{Alias, Expr, OnConflict, Query, SimpleExpr, Value};
 
-use super::{api_sink_error, claim_step, datetime_ms, db_sink_error, dcm_sink_error, RTC_USER};
+use super::{
+    api_sink_error, claim_step, datetime_ms, db_sink_error, dcm_sink_error, first_applied_ms,
+    RTC_USER,
+};
 use crate::actions::unit::{apply_unit_report, UnitReport, UNIT_USER};
 use crate::actions::{col, eq, insert, update, RowExt};
 use crate::catalogue::{Column, ColumnType};
@@ -24,6 +27,11 @@ use crate::http::AppState;
 
 /// Longest command output kept in `delivery_status_info`.
 const MAX_OUTPUT: usize = 4000;
+/// Counter: MO messages whose `rtc_mo_message_history` row already existed (their correlation
+/// id was seen before: a bus redelivery or a version-2 unit's resend), so nothing was applied
+/// twice.
+pub const METRIC_MO_DUPLICATES: &str = "smartsolar_rtc_mo_duplicates_total";
+
 /// Rows per `rtc_mo_message_history` insert statement (9 values each; SQLite binds
 /// at most 32 766 parameters).
 const HISTORY_CHUNK: usize = 500;
@@ -130,8 +138,9 @@ pub(crate) fn unit_time(sent: Option<u64>, received: NaiveDateTime) -> NaiveDate
         .unwrap_or(received)
 }
 
-/// The `tamper_triggered` telemetry point of a status report that says.
-fn tamper_point(ctx: &MoContext<'_>, r: &StatusReport<'_>) -> Vec<Point> {
+/// The `tamper_triggered` telemetry point of a status report that says, at `time_ms` (the
+/// first receipt of the report: see `first_applied_ms`).
+fn tamper_point(ctx: &MoContext<'_>, r: &StatusReport<'_>, time_ms: i64) -> Vec<Point> {
     r.tamper_triggered
         .map(|tripped| Point {
             measurement: TELEMETRY.into(),
@@ -141,7 +150,7 @@ fn tamper_point(ctx: &MoContext<'_>, r: &StatusReport<'_>) -> Vec<Point> {
                 crate::alerts::rules::TAMPER_TRIGGERED.into(),
                 FieldValue::Int(i64::from(tripped)),
             )],
-            time_ns: ctx.received_at_ms.saturating_mul(1_000_000),
+            time_ns: time_ms.saturating_mul(1_000_000),
         })
         .into_iter()
         .collect()
@@ -393,8 +402,15 @@ impl MoSink for ControlPlaneSink {
             .await
             .map_err(db_sink_error)?
         {
-            // Applied before; the point may not have been written then.
-            return self.write_points(&tamper_point(ctx, report)).await;
+            // Applied before (a redelivery, or a v2 unit's resend with a later receipt
+            // time); the point may not have been written then. At the first receipt's time,
+            // so a resend overwrites it instead of adding a second one.
+            let first = first_applied_ms(&mut tx, ctx.correlation_id, "status_report")
+                .await
+                .map_err(db_sink_error)?
+                .unwrap_or(ctx.received_at_ms);
+            drop(tx);
+            return self.write_points(&tamper_point(ctx, report, first)).await;
         }
         let outcome = apply_unit_report(&mut tx, ctx.imei, &unit_report(report), at)
             .await
@@ -423,7 +439,8 @@ impl MoSink for ControlPlaneSink {
         // The tamper alert rule reads trips from the time series (the
         // product row keeps only whether the switch is enabled). After the
         // commit, and idempotent on redelivery like the balance point.
-        self.write_points(&tamper_point(ctx, report)).await
+        self.write_points(&tamper_point(ctx, report, ctx.received_at_ms))
+            .await
     }
 
     async fn cell_report(
@@ -509,6 +526,7 @@ impl MoSink for ControlPlaneSink {
             );
             return Ok(());
         }
+        let mut point_ms = ctx.received_at_ms;
         if claim_step(&mut tx, ctx.correlation_id, "balance", ctx.imei, at)
             .await
             .map_err(db_sink_error)?
@@ -525,6 +543,11 @@ impl MoSink for ControlPlaneSink {
             .map_err(dcm_sink_error)?;
             commit(tx).await?;
         } else {
+            // A redelivery or a v2 resend: the point goes at the first receipt's time.
+            point_ms = first_applied_ms(&mut tx, ctx.correlation_id, "balance")
+                .await
+                .map_err(db_sink_error)?
+                .unwrap_or(point_ms);
             drop(tx);
         }
         // After the commit, and again on a redelivery: the store overwrites the same
@@ -534,7 +557,7 @@ impl MoSink for ControlPlaneSink {
             imei: ctx.imei.to_owned(),
             tags: Default::default(),
             fields: vec![("balance".into(), FieldValue::Int(balance.balance))],
-            time_ns: ctx.received_at_ms.saturating_mul(1_000_000),
+            time_ns: point_ms.saturating_mul(1_000_000),
         };
         self.write_points(&[point]).await
     }
@@ -760,6 +783,8 @@ impl MoSink for ControlPlaneSink {
             })
             .map(|e| history_values(e, now))
             .collect();
+        let offered = rows.len() as u64;
+        let mut inserted = 0u64;
         let mut tx = self.begin().await?;
         for chunk in rows.chunks(HISTORY_CHUNK) {
             let mut stmt = Query::insert();
@@ -786,9 +811,13 @@ impl MoSink for ControlPlaneSink {
                     .do_nothing()
                     .to_owned(),
             );
-            tx.execute(&stmt).await.map_err(db_sink_error)?;
+            inserted += tx.execute(&stmt).await.map_err(db_sink_error)?;
         }
-        commit(tx).await
+        commit(tx).await?;
+        // A row that was already there is an MO seen before: a bus redelivery, or a v2
+        // unit's resend (same derived correlation id, protocol §8.5), dropped here.
+        metrics::counter!(METRIC_MO_DUPLICATES).increment(offered.saturating_sub(inserted));
+        Ok(())
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Admitted {
     pub version: u32,
     /// Software version the hello announced.
     pub software_version: Option<String>,
+    /// The hello's boot id (key 3): the epoch of the unit's MO sequence numbers. Always present
+    /// when `version` is 2 or more (a v2 hello without it is malformed).
+    pub boot: Option<u32>,
 }
 
 /// How the handshake ended.
@@ -111,6 +114,7 @@ pub struct Handshake {
     ip_identity: Option<(Arc<str>, IpAddr)>,
     version: u32,
     software_version: Option<String>,
+    boot: Option<u32>,
     transmit: Option<Vec<u8>>,
     outcome: Option<Outcome>,
 }
@@ -132,6 +136,7 @@ impl Handshake {
             ip_identity,
             version: 0,
             software_version: None,
+            boot: None,
             transmit: None,
             outcome: None,
         }
@@ -151,7 +156,13 @@ impl Handshake {
                 let Some(version) = negotiate_version(hello.version) else {
                     return self.fail(Failure::UnsupportedVersion, true);
                 };
+                // Version 2 names each MO by (imei, boot, seq): without the boot id a resend
+                // after a reboot could not be told from a new message.
+                if version >= codec::handshake::VERSION_ACK && hello.boot.is_none() {
+                    return self.fail(Failure::Malformed, false);
+                }
                 self.version = version;
+                self.boot = hello.boot;
                 self.software_version = hello.software_version.map(str::to_owned);
                 let imei = hello.imei.map(str::to_owned);
                 let pending = match (&self.ip_identity, &imei) {
@@ -285,6 +296,7 @@ impl Handshake {
             ident,
             version: self.version,
             software_version: self.software_version.take(),
+            boot: self.boot,
         })));
     }
 
@@ -333,6 +345,7 @@ mod tests {
             version,
             imei,
             software_version: Some("3.6a"),
+            boot: (version >= 2).then_some(9),
         }))
     }
 
@@ -452,11 +465,27 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(w.version, 1, "min(unit, server)");
+        assert_eq!(w.version, 2, "min(unit, server)");
         let Some(Outcome::Admitted(a)) = h.outcome() else {
             panic!()
         };
         assert_eq!(a.ident.as_deref(), Some("Aeris/10.112.89.62"));
+        assert_eq!((a.version, a.boot), (2, Some(9)));
+    }
+
+    #[test]
+    fn a_v2_hello_without_boot_id_is_malformed() {
+        let (mut h, t0) = setup(None);
+        h.handle_frame(
+            &enc(HandshakeMessage::Hello(Hello {
+                version: 2,
+                imei: Some(IMEI),
+                software_version: None,
+                boot: None,
+            })),
+            t0,
+        );
+        assert_eq!(h.outcome(), Some(&Outcome::Failed(Failure::Malformed)));
     }
 
     #[test]

@@ -92,6 +92,13 @@ where
     metrics::histogram!(m::HANDSHAKE_DURATION, "transport" => transport.as_str())
         .record(started.elapsed().as_secs_f64());
     let mut session = Session {
+        // A v2 hello always has a boot id (the handshake refuses one without); `None` means
+        // the v1 protocol, whose MO frames carry no number and get no acknowledgement.
+        boot: if admitted.version >= codec::handshake::VERSION_ACK {
+            admitted.boot
+        } else {
+            None
+        },
         imei: Arc::from(admitted.unit.imei.as_str()),
         credentials: Arc::new(admitted.unit),
         changes_before,
@@ -191,6 +198,8 @@ pub(crate) fn busy_frame() -> Vec<u8> {
 }
 
 struct Session {
+    /// `Some(boot id)` when the session speaks version 2 (numbered MO frames, acknowledged).
+    boot: Option<u32>,
     imei: Arc<str>,
     credentials: Arc<UnitCredentials>,
     /// `Ctx::credential_changes` before the handshake's directory lookup.
@@ -290,6 +299,10 @@ impl Session {
         );
         let idle_timer = sleep_until(Instant::now() + idle);
         tokio::pin!(idle_timer);
+        // Version 2: the highest MO number the bus has accepted and the unit not yet been told.
+        let mut unacked: Option<u64> = None;
+        // How many MO frames that ack will cover (for `MO_ACKED`).
+        let mut covered = 0u64;
 
         let end = loop {
             tokio::select! {
@@ -319,15 +332,51 @@ impl Session {
                     Some(Ok(payload)) => {
                         let now = Instant::now();
                         idle_timer.as_mut().reset(now + idle);
-                        if payload.is_empty() {
-                            continue; // keepalive
+                        // A keepalive (empty) frame carries no message, but may be what
+                        // was buffered behind the last MO: the pending ack is settled below.
+                        if !payload.is_empty() {
+                            if let Err(wait) = bucket.take(now.into_std()) {
+                                metrics::counter!(m::RATE_LIMITED).increment(1);
+                                tokio::time::sleep(wait).await;
+                            }
+                            let Some(boot) = self.boot else {
+                                if !self.handle_mo(ctx, &payload, CorrelationId(rand::random())).await {
+                                    break End::BusClosed;
+                                }
+                                continue;
+                            };
+                            let (seq, message) = match codec::ack::split_sequenced(&payload) {
+                                Ok(split) => split,
+                                Err(e) => {
+                                    metrics::counter!(m::DECODE_ERRORS, "kind" => "frame").increment(1);
+                                    tracing::debug!(imei = %self.imei, error = %e, "v2 frame without a sequence number, closing");
+                                    break End::FrameError;
+                                }
+                            };
+                            let id = codec::ack::mo_correlation_id(&self.imei, boot, seq);
+                            if !self.handle_mo(ctx, message, id).await {
+                                break End::BusClosed;
+                            }
+                            // `handle_mo` returned after the bus accepted the message (the
+                            // disk bus after its group-commit fsync, Kafka with acks=all), so
+                            // an ack now is honest.
+                            unacked = Some(unacked.map_or(seq, |u| u.max(seq)));
+                            covered += 1;
                         }
-                        if let Err(wait) = bucket.take(now.into_std()) {
-                            metrics::counter!(m::RATE_LIMITED).increment(1);
-                            tokio::time::sleep(wait).await;
-                        }
-                        if !self.handle_mo(ctx, payload).await {
-                            break End::BusClosed;
+                        // Coalesced: while another whole frame is already buffered, it is
+                        // handled first and one ack covers both.
+                        let more = matches!(
+                            codec::frame::check(frames.read_buffer(), ctx.config.max_frame),
+                            Ok(codec::frame::Status::Complete { .. })
+                        );
+                        if !more {
+                            if let Some(n) = unacked.take() {
+                                if self.write_ack(n, wr, write_timeout).await.is_err() {
+                                    break End::WriteFailed;
+                                }
+                                metrics::counter!(m::MO_ACKED, "transport" => self.transport.as_str())
+                                    .increment(std::mem::take(&mut covered));
+                            }
                         }
                     }
                 },
@@ -387,24 +436,44 @@ impl Session {
         .await;
     }
 
-    /// Validates one MO frame and publishes it (or its dead letter). Returns `false` when the
-    /// bus is gone.
-    async fn handle_mo(&mut self, ctx: &Ctx, payload: BytesMut) -> bool {
+    /// Tells a version-2 unit that every MO up to `seq` is durably accepted (protocol §8.3).
+    async fn write_ack<W: AsyncWrite + Unpin>(
+        &self,
+        seq: u64,
+        wr: &mut W,
+        limit: Duration,
+    ) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(12);
+        codec::ack::encode_ack(&codec::ack::MoAck { seq }, &mut out);
+        write_frame(wr, &out, limit).await?;
+        metrics::counter!(m::MO_ACKS, "transport" => self.transport.as_str()).increment(1);
+        Ok(())
+    }
+
+    /// Validates one MO message and publishes it (or its dead letter) under `correlation_id`
+    /// (random for v1, derived from the unit's numbering for v2). Returns `false` when the
+    /// bus is gone; `true` only after the bus accepted it.
+    async fn handle_mo(
+        &mut self,
+        ctx: &Ctx,
+        payload: &[u8],
+        correlation_id: CorrelationId,
+    ) -> bool {
         let topics = &ctx.config.topics;
         let env = BusEnvelope {
             imei: &self.imei,
-            correlation_id: CorrelationId(rand::random()),
+            correlation_id,
             received_at_ms: crate::unix_ms(),
             transport: self.transport,
             ident: self.ident.as_deref(),
-            message: &payload,
+            message: payload,
         };
         if let Some(c) = &ctx.capture {
-            c.record(&self.imei, self.transport, env.received_at_ms, &payload);
+            c.record(&self.imei, self.transport, env.received_at_ms, payload);
         }
         let transport = self.transport.as_str();
         metrics::counter!(m::MO_BYTES, "transport" => transport).increment(payload.len() as u64);
-        let (topic, bytes, reply) = match codec::decode_mo(&payload) {
+        let (topic, bytes, reply) = match codec::decode_mo(payload) {
             Err(e) => {
                 metrics::counter!(m::MO_MESSAGES, "type" => "invalid", "transport" => transport)
                     .increment(1);
