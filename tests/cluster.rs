@@ -121,6 +121,8 @@ impl Drop for Cluster {
 }
 
 const PER_UNIT: u64 = 40;
+/// Numbered telemetry messages of the version-2 unit sent across the kill of its gateway.
+const V2_MESSAGES: u64 = 60;
 
 fn imei(n: u64) -> String {
     format!("0101012345{n:05}")
@@ -147,6 +149,25 @@ async fn try_connect(
     };
     unit.handshake(Some(&imei(n)), key).await?;
     Ok(unit)
+}
+
+/// Unit `n` on gateway 1 or 2 over TLS-TCP in protocol version 2, carrying `window` (its
+/// unacknowledged messages are sent again after the handshake).
+async fn connect_v2(
+    cluster: &Cluster,
+    n: u64,
+    gateway: u8,
+    window: sim::MoWindow,
+) -> sim::UnitConn {
+    let cert = sim::pem_certificate(&PathBuf::from(cluster.address("CLUSTER_CERT"))).unwrap();
+    let mut unit =
+        sim::UnitConn::tcp_tls(cluster.socket(&format!("CLUSTER_GW{gateway}_TCP")), &cert)
+            .await
+            .unwrap_or_else(|e| panic!("unit {n} to gateway {gateway}: {e}"));
+    unit.handshake_v2(Some(&imei(n)), &key(n), window)
+        .await
+        .unwrap_or_else(|e| panic!("unit {n} on gateway {gateway} (v2): {e}"));
+    unit
 }
 
 /// Unit `n` with its own key, which must be admitted.
@@ -322,11 +343,63 @@ async fn the_scaled_topology_stores_every_message_and_routes_payments_across_gat
         .await
         .expect("the new key is admitted");
 
-    // kill -9 gateway 1: its units find gateway 2 and go on; a payment still reaches them.
-    cluster.script(&["kill", "gw1"]);
-    drop(conns.drain(..3).collect::<Vec<_>>());
-    let mut moved = connect(&cluster, 1, false, 2).await;
+    // kill -9 gateway 1 in the middle of a version-2 unit's stream (issue 16, item 8 on
+    // Kafka): unit 3 numbers its telemetry, gateway 1 dies after 20 of 60, the unit resends
+    // its window to gateway 2 and goes on; every message ends up acknowledged and stored
+    // exactly once, in the store and in the MO history.
     let t1 = t0 + 10 * PER_UNIT;
+    let window = sim::MoWindow::new(std::process::id(), 64);
+    let mut v2 = connect_v2(&cluster, 3, 1, window).await;
+    let mut reconnects = 0;
+    for i in PER_UNIT..PER_UNIT + V2_MESSAGES {
+        if i == PER_UNIT + 20 {
+            cluster.script(&["kill", "gw1"]);
+            drop(conns.drain(..3).collect::<Vec<_>>());
+        }
+        let message = sim::telemetry(t1 + i * 10 + 3, i);
+        while let Err(e) = v2.send_message(&message).await {
+            reconnects += 1;
+            assert!(reconnects <= 3, "unit 3 cannot reach gateway 2: {e}");
+            // A message taken into the window before the write failed is resent with it.
+            let sent = v2
+                .window()
+                .is_some_and(|w| w.unacked().any(|(_, m)| m == message.as_slice()));
+            let window = v2
+                .take_window()
+                .expect("a version-2 connection has a window");
+            v2 = connect_v2(&cluster, 3, 2, window).await;
+            if sent {
+                break;
+            }
+        }
+    }
+    assert!(
+        v2.await_acks(Duration::from_secs(30)).await,
+        "every message of unit 3 acknowledged"
+    );
+    eprintln!(
+        "unit 3: {V2_MESSAGES} sent across the kill, {reconnects} reconnect(s), all acknowledged"
+    );
+    assert!(reconnects >= 1, "the unit noticed the kill");
+    stored_exactly_once(api, 3, PER_UNIT + V2_MESSAGES).await;
+    let mut history: Vec<i64> = api
+        .rows(
+            "/rtc_mo_message_history",
+            json!([{"name": "product_imei", "op": "eq", "val": imei(3)}]),
+        )
+        .await
+        .iter()
+        .filter_map(common::history_pulse)
+        .collect();
+    history.sort_unstable();
+    assert_eq!(
+        history,
+        (0..(PER_UNIT + V2_MESSAGES) as i64).collect::<Vec<_>>(),
+        "unit 3: each telemetry message once in the MO history"
+    );
+
+    // Gateway 1's other units find gateway 2 and go on; a payment still reaches them.
+    let mut moved = connect(&cluster, 1, false, 2).await;
     for i in PER_UNIT..PER_UNIT + 5 {
         moved
             .send_raw(&sim::telemetry(t1 + i * 10, i))

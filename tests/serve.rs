@@ -1269,15 +1269,7 @@ async fn history_pulses(client: &reqwest::Client, node: &Node, auth: &str, imei:
     let rows = body["objects"]
         .as_array()
         .unwrap_or_else(|| panic!("history: {body}"));
-    rows.iter()
-        .filter_map(|r| {
-            let j = r["message_json"].as_str()?;
-            // `pulse_count` travels as field id 12 (protocol §4.2), the batch's last field.
-            let at = j.find(", 12: ")? + ", 12: ".len();
-            let digits: String = j[at..].chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
-        })
-        .collect()
+    rows.iter().filter_map(common::history_pulse).collect()
 }
 
 /// Item 8: version-2 TCP and QUIC units and an HTTP unit send numbered telemetry while the

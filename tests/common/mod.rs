@@ -140,29 +140,51 @@ impl Client {
         self.send(reqwest::Method::POST, path, body).await
     }
 
-    /// Rows of a table filtered by `filters` (the `q` language).
+    /// Every row of a table filtered by `filters` (the `q` language), page after page.
     pub(crate) async fn rows(&self, path: &str, filters: Json) -> Vec<Json> {
         let q = json!({ "filters": filters }).to_string();
-        let url = reqwest::Url::parse_with_params(
-            &format!("{}/v1{path}", self.base),
-            [("q", q.as_str()), ("results_per_page", "100")],
-        )
-        .unwrap();
-        let body: Json = self
-            .http
-            .get(url)
-            .header("Authorization", &self.auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
+        let mut all = Vec::new();
+        for page in 1.. {
+            let page = page.to_string();
+            let url = reqwest::Url::parse_with_params(
+                &format!("{}/v1{path}", self.base),
+                [
+                    ("q", q.as_str()),
+                    ("results_per_page", "100"),
+                    ("page", page.as_str()),
+                ],
+            )
             .unwrap();
-        body["objects"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{path}: {body}"))
-            .clone()
+            let body: Json = self
+                .http
+                .get(url)
+                .header("Authorization", &self.auth)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let rows = body["objects"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{path}: {body}"));
+            all.extend(rows.iter().cloned());
+            if body["page"].as_u64() >= body["total_pages"].as_u64() {
+                return all;
+            }
+        }
+        unreachable!("pages are counted until the last")
     }
+}
+
+/// The `pulse_count` of a telemetry row of `rtc_mo_message_history`, read from its
+/// `message_json` (`pulse_count` travels as field id 12, the batch's last field, protocol
+/// §4.2); `None` for other messages.
+pub(crate) fn history_pulse(row: &Json) -> Option<i64> {
+    let j = row["message_json"].as_str()?;
+    let at = j.find(", 12: ")? + ", 12: ".len();
+    let digits: String = j[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// Polls `check` every 500 ms until it gives `Ok`, or fails naming `what` with the last
