@@ -1119,6 +1119,30 @@ async fn v2_units_get_acknowledgements_and_resend_their_window_with_the_same_ids
     gw.shutdown().await;
 }
 
+/// A keepalive read together with the MO before it: the acknowledgement goes out at once,
+/// not when the unit's next message happens to come (the session first deferred the ack
+/// while another frame was buffered, then skipped it for the keepalive).
+#[tokio::test]
+async fn v2_ack_is_not_held_back_by_a_keepalive_read_with_the_message() {
+    let world = World::new();
+    let gw = world.start(config("a")).await;
+    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    unit.handshake_v2(Some(&imei(43)), KEY, sim::MoWindow::new(5, 4))
+        .await
+        .unwrap();
+    for i in 0..3u64 {
+        unit.send_message_and_keepalive(&sim::telemetry(1_700_000_000 + i, i))
+            .await
+            .unwrap();
+        assert!(
+            unit.await_acks(Duration::from_secs(2)).await,
+            "message {i} acknowledged although only a keepalive followed it"
+        );
+    }
+    assert_eq!(unit.window().unwrap().acked(), 3);
+    gw.shutdown().await;
+}
+
 /// No acknowledgement before the bus accepted: with the bus refusing, the unit gets no ack
 /// and keeps its message; a v1 message on a v2 session (no number) closes the connection.
 #[tokio::test]

@@ -343,15 +343,48 @@ impl UnitConn {
     }
 
     async fn send_numbered(&mut self, seq: u64, message: &[u8]) -> Result<(), SimError> {
+        self.send_numbered_then(seq, message, false).await
+    }
+
+    /// The numbered frame, and with `keepalive` an empty frame after it in the same write.
+    async fn send_numbered_then(
+        &mut self,
+        seq: u64,
+        message: &[u8],
+        keepalive: bool,
+    ) -> Result<(), SimError> {
         let mut payload = Vec::with_capacity(9 + message.len());
         codec::ack::encode_sequenced(seq, message, &mut payload);
-        self.send_raw(&payload).await
+        if !keepalive {
+            return self.send_raw(&payload).await;
+        }
+        let mut frames = Vec::with_capacity(2 * HEADER_LEN + payload.len());
+        frames.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        frames.extend_from_slice(&payload);
+        frames.extend_from_slice(&0u32.to_be_bytes());
+        self.writer.write_all(&frames).await?;
+        self.writer.flush().await?;
+        Ok(())
     }
 
     /// Sends one MO message: as is in version 1; in version 2 numbered and kept in the window,
     /// first waiting (reading acknowledgements) while the window is full. Returns the number
     /// given (0 in version 1).
     pub async fn send_message(&mut self, message: &[u8]) -> Result<u64, SimError> {
+        self.send_message_then(message, false).await
+    }
+
+    /// [`UnitConn::send_message`] in version 2 with a keepalive in the same write, so the
+    /// gateway reads both at once: the acknowledgement must not wait behind the keepalive.
+    pub async fn send_message_and_keepalive(&mut self, message: &[u8]) -> Result<u64, SimError> {
+        self.send_message_then(message, true).await
+    }
+
+    async fn send_message_then(
+        &mut self,
+        message: &[u8],
+        keepalive: bool,
+    ) -> Result<u64, SimError> {
         if self.window.is_none() {
             self.send_raw(message).await?;
             return Ok(0);
@@ -367,7 +400,7 @@ impl UnitConn {
             Some(seq) => seq,
             None => return Err(SimError::Protocol("window full".into())),
         };
-        self.send_numbered(seq, message).await?;
+        self.send_numbered_then(seq, message, keepalive).await?;
         Ok(seq)
     }
 
