@@ -311,8 +311,10 @@ fn sampler(
     (series, task)
 }
 
-/// Ingest lag, sampled: one unit at a time, its last acknowledged telemetry, polled through
-/// the data API until visible (30 s at most).
+/// Ingest lag, sampled: one unit at a time, its next acknowledged telemetry, polled through
+/// the data API until visible (30 s at most). The probe waits for a message sent after it
+/// chose the unit: one sent earlier may have been stored long before the probe looked, and
+/// its age (up to a whole telemetry period) would pass for lag.
 fn lag_prober(
     api: Api,
     shared: Arc<crate::unit::Shared>,
@@ -330,7 +332,16 @@ fn lag_prober(
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let i = rand::random::<u32>() % units.max(1);
-            let Some((seq, sent_ms)) = t.last_telemetry(i) else {
+            let before = t.last_telemetry(i).map(|(seq, _)| seq);
+            let waiting = Instant::now() + Duration::from_secs(120);
+            let next = loop {
+                match t.last_telemetry(i) {
+                    Some((seq, sent_ms)) if Some(seq) != before => break Some((seq, sent_ms)),
+                    _ if Instant::now() > waiting => break None,
+                    _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            };
+            let Some((seq, sent_ms)) = next else {
                 continue;
             };
             let (time, pulses) = t.stamp(seq);
