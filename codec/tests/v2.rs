@@ -103,3 +103,27 @@ fn a_v1_hello_without_boot_still_decodes_and_negotiates_v1() {
     assert_eq!((h.version, h.boot), (1, None));
     assert_eq!(handshake::negotiate_version(h.version), Some(1));
 }
+
+proptest::proptest! {
+    /// The two new parsers meet what a socket can deliver: any bytes give a value or an error,
+    /// never a panic (the fuzz target `v2_frames` goes further under libFuzzer).
+    #[test]
+    fn any_bytes_split_or_fail_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+        if let Ok((seq, rest)) = ack::split_sequenced(&bytes) {
+            proptest::prop_assert!(seq >= 1 && !rest.is_empty());
+        }
+        let _ = ack::decode_ack(&bytes);
+    }
+
+    /// Whatever a unit numbers and sends comes apart into the same number and message.
+    #[test]
+    fn a_numbered_frame_splits_into_what_was_joined(
+        seq in 1u64..,
+        message in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..64),
+    ) {
+        let mut payload = Vec::new();
+        ack::encode_sequenced(seq, &message, &mut payload);
+        let (got, rest) = ack::split_sequenced(&payload).unwrap();
+        proptest::prop_assert_eq!((got, rest), (seq, message.as_slice()));
+    }
+}
