@@ -10,9 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 
 mod common;
-use common::{
-    eventually, free_port, payment_acknowledged, smartsolar_command, wait_ready, Client, Process,
-};
+use common::{eventually, free_port, payment_acknowledged, smartsolar_command, Client, Process};
 
 /// The environment `serve` and `demo` share, as a user would export it once.
 fn command(sub: &str, dir: &std::path::Path, ports: (u16, u16, u16)) -> Command {
@@ -37,7 +35,7 @@ async fn the_demo_fleet_connects_reports_raises_alerts_and_acknowledges_payments
     let mut server = Process(command("serve", dir.path(), ports).spawn().unwrap());
     let base = format!("http://127.0.0.1:{}", ports.0);
     let http = reqwest::Client::new();
-    wait_ready(&http, &base).await;
+    server.wait_ready(&http, &base).await;
     let api = Client::login(&http, &base, "admin@example.com", "admin-password").await;
     // References from here on: the polling closures below copy them into their futures.
     let api = &api;

@@ -7,7 +7,7 @@
 use std::process::Stdio;
 
 mod common;
-use common::{free_port, run_load_test, smartsolar_command, wait_ready, Process};
+use common::{free_port, run_load_test, smartsolar_command, Process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_units_against_serve_lose_and_duplicate_nothing() {
@@ -18,9 +18,9 @@ async fn a_thousand_units_against_serve_lose_and_duplicate_nothing() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let server = Process(child);
+    let mut server = Process(child);
     let base = format!("http://127.0.0.1:{http}");
-    wait_ready(&reqwest::Client::new(), &base).await;
+    server.wait_ready(&reqwest::Client::new(), &base).await;
 
     let (units_csv, chart) = (dir.path().join("units.csv"), dir.path().join("chart.html"));
     let cert = dir.path().join("data").join("gateway-cert.pem");

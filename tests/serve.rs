@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value as Json};
 
 mod common;
-use common::{free_port, smartsolar_command, wait_ready, Client, Process};
+use common::{free_port, smartsolar_command, Client, Process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_api_gateway_and_ingest_in_one_process() {
@@ -28,7 +28,7 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
     let mut server = Process(child);
     let base = format!("http://127.0.0.1:{http}");
     let client = reqwest::Client::new();
-    wait_ready(&client, &base).await;
+    server.wait_ready(&client, &base).await;
 
     // The operator console is in the binary; its tiles come from the environment.
     let page = client.get(format!("{base}/console")).send().await.unwrap();
@@ -356,7 +356,7 @@ async fn the_embedded_store_keeps_every_acknowledged_write_through_kill_9() {
         let base = format!("http://127.0.0.1:{http}");
         let started = Instant::now();
         let mut server = start_role("serve", dir.path(), free_port(), &serve_env(http, "3000"));
-        wait_ready(&client, &base).await;
+        server.wait_ready(&client, &base).await;
         let ready_after = started.elapsed();
         let auth = admin_auth(&client, &base).await;
         if round == 0 {
@@ -435,13 +435,13 @@ async fn the_embedded_store_keeps_every_acknowledged_write_through_kill_9() {
     // The last round's kill is checked by one more start.
     let http = free_port();
     let base = format!("http://127.0.0.1:{http}");
-    let _server = start_role(
+    let mut server = start_role(
         "serve",
         dir.path(),
         free_port(),
         &serve_env(http, "4000000"),
     );
-    wait_ready(&client, &base).await;
+    server.wait_ready(&client, &base).await;
     let auth = admin_auth(&client, &base).await;
     let stored: std::collections::HashSet<i64> = stored_values(&client, &base, &auth, imei)
         .await
@@ -529,8 +529,8 @@ async fn serve_keeps_its_bus_on_disk_and_refuses_a_second_process() {
         std::fs::read_dir(&bus).map(|d| d.count())
     );
 
-    // A free port can be taken by another test between `free_port` and the bind: if the
-    // first server lost its metrics port, `/ready` above came from someone else's server.
+    // Had the first server lost its metrics port to someone else, `/ready` above came from
+    // another server: make sure it is this one that runs.
     assert!(
         first.0.try_wait().unwrap().is_none(),
         "the first serve is still running"
@@ -632,9 +632,9 @@ impl Node {
             ("SMARTSOLAR_ADMIN_PASSWORD", "admin-password".into()),
         ];
         env.extend_from_slice(extra);
-        let server = start_role("serve", dir, metrics, &env);
+        let mut server = start_role("serve", dir, metrics, &env);
         let base = format!("http://127.0.0.1:{http}");
-        wait_ready(client, &base).await;
+        server.wait_ready(client, &base).await;
         let addr = |port: u16| format!("127.0.0.1:{port}").parse().unwrap();
         Self {
             server,

@@ -39,27 +39,30 @@ pub(crate) fn smartsolar_command(
     cmd
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a server the test starts.
+///
+/// Ports come from 10000–17999, below the kernel's ephemeral range (32768–60999 by default),
+/// so neither an outgoing connection nor another test's bind to port 0 can take one between
+/// this call and the server's bind: a port from `127.0.0.1:0` could be, and the server then
+/// failed to start (or another test's server answered its `/ready`). Each test process walks
+/// its own sequence, seeded by its pid, and skips ports that are taken (TCP or UDP: QUIC
+/// listens on UDP).
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits (up to 60 s) until `{base}/ready` answers 200.
-pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/ready")).send().await {
-            if r.status() == 200 {
-                return;
-            }
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 8_000;
+    let seed = std::process::id().wrapping_mul(7_919);
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + seed.wrapping_add(n) % COUNT) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
         }
-        assert!(Instant::now() < deadline, "{base} did not become ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// A logged-in API user.
@@ -229,6 +232,28 @@ impl Process {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         assert!(status.success(), "{what} exited with {status}");
+    }
+
+    /// Waits (up to 60 s) until `{base}/ready` answers 200, and fails at once, with the exit
+    /// status, if the process exits first (it wrote why on its stderr, which the test shows).
+    pub(crate) async fn wait_ready(&mut self, http: &reqwest::Client, base: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::from("no answer");
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                panic!("the server for {base} exited with {status} before it was ready");
+            }
+            match http.get(format!("{base}/ready")).send().await {
+                Ok(r) if r.status() == 200 => return,
+                Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => last = e.to_string(),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{base} did not become ready within 60 s; last answer: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// `kill -9`, and waits until the process is gone.
