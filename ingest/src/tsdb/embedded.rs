@@ -53,9 +53,11 @@ use super::{
 };
 
 mod block;
+mod live;
 mod wal;
 
 use block::{BlockMeta, Rollup, Row, DAY_NS, ROLLUP_NS};
+use live::{LiveBlock, OpenBlocks};
 
 /// Settings of the embedded store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -77,6 +79,9 @@ pub struct EmbeddedConfig {
     /// Days of data kept per measurement; a measurement not listed is kept
     /// forever.
     pub retention_days: BTreeMap<String, u32>,
+    /// Block files kept open for reads (the most recently read; each holds a
+    /// file descriptor and its parsed footer, tens to hundreds of KiB).
+    pub open_blocks: usize,
 }
 
 impl Default for EmbeddedConfig {
@@ -88,6 +93,7 @@ impl Default for EmbeddedConfig {
             head_values: 2_000_000,
             compact_at: 8,
             retention_days: BTreeMap::new(),
+            open_blocks: 128,
         }
     }
 }
@@ -104,6 +110,8 @@ struct Inner {
     /// a log segment and the other head.
     view: RwLock<View>,
     disk: Option<Disk>,
+    /// The blocks reads keep open.
+    open: OpenBlocks,
     fsync: bool,
     shards: usize,
     head_values: usize,
@@ -114,8 +122,9 @@ struct View {
     head: Arc<Head>,
     /// The previous head while it is written out as blocks.
     frozen: Option<Arc<Head>>,
-    /// Every block, by `seq`.
-    blocks: Arc<Vec<BlockMeta>>,
+    /// Every block, by `seq`. A block's files stay until no view lists it
+    /// ([`live`]), so a read never loses a file it saw to a compaction.
+    blocks: Arc<Vec<Arc<LiveBlock>>>,
 }
 
 struct Disk {
@@ -358,6 +367,7 @@ impl Embedded {
                 blocks: Arc::new(Vec::new()),
             }),
             disk: None,
+            open: OpenBlocks::new(config.open_blocks),
             fsync: config.fsync,
             shards,
             head_values: config.head_values.max(1),
@@ -374,7 +384,10 @@ impl Embedded {
                 sync_dir(dir)?;
             }
             let blocks_dir = dir.join("blocks");
-            let blocks = block::list(&blocks_dir)?;
+            let blocks: Vec<Arc<LiveBlock>> = block::list(&blocks_dir)?
+                .into_iter()
+                .map(LiveBlock::new)
+                .collect();
             let next_seq = blocks.last().map_or(1, |b| b.seq + 1);
             let wal = wal::Wal::open(&wal_dir, |points| {
                 // Conflicts were reported when first written; replay skips them the same way.
@@ -460,25 +473,10 @@ impl Embedded {
     pub fn query_sync(&self, q: &Query) -> Result<QueryResult, TsdbError> {
         q.validate()?;
         let started = Instant::now();
-        // A compaction may delete a block between the snapshot and the read:
-        // take a new snapshot then (the merged block replaces it). Right after a
-        // restart the replayed log is flushed and compacted in many small steps,
-        // so a read over many blocks can lose that race several times in a row
-        // (seen as a 500 in the kill -9 test under load): keep trying, with a
-        // short pause, for up to about a second.
-        const ATTEMPTS: u32 = 50;
-        let mut attempt = 0;
-        let (times, columns) = loop {
-            match self.try_query(q) {
-                Err(TsdbError::Io(e))
-                    if e.kind() == std::io::ErrorKind::NotFound && attempt < ATTEMPTS =>
-                {
-                    attempt += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                r => break r?,
-            }
-        };
+        // The snapshot keeps every block it lists on disk until it is dropped
+        // (`live`): a compaction or retention pass meanwhile cannot take a
+        // file from under this read.
+        let (times, columns) = self.try_query(q)?;
         metrics::histogram!(crate::metrics::TSDB_QUERY_DURATION, "backend" => "embedded")
             .record(started.elapsed().as_secs_f64());
         Ok(result_for(q, times, columns))
@@ -486,10 +484,11 @@ impl Embedded {
 
     fn try_query(&self, q: &Query) -> Result<Rows, TsdbError> {
         let view = self.inner.current();
-        let blocks: Vec<&BlockMeta> = view
+        let blocks: Vec<&LiveBlock> = view
             .blocks
             .iter()
             .filter(|b| b.measurement == q.measurement && b.overlaps(q.start_ns, q.end_ns))
+            .map(|b| &**b)
             .collect();
         if blocks.is_empty() && view.frozen.is_none() {
             // Everything is in the head: answer from its columns in place.
@@ -509,7 +508,7 @@ impl Embedded {
         if let Some(rows) = self.answer_from_rollups(q, &view, &blocks)? {
             return Ok(rows);
         }
-        let merged = gather(q, &view, &blocks)?;
+        let merged = gather(q, &view, &blocks, &self.inner.open)?;
         let series: Vec<&Series> = merged.iter().collect();
         Ok(answer(q, &series))
     }
@@ -524,7 +523,7 @@ impl Embedded {
         &self,
         q: &Query,
         view: &View,
-        blocks: &[&BlockMeta],
+        blocks: &[&LiveBlock],
     ) -> Result<Option<Rows>, TsdbError> {
         use Aggregate::{Count, Max, Mean, Min, Spread, Sum};
         let Some(d) = q.downsample else {
@@ -554,21 +553,21 @@ impl Embedded {
         if rolled.is_empty() {
             return Ok(None);
         }
-        let raw_blocks: Vec<&BlockMeta> = blocks
+        let raw_blocks: Vec<&LiveBlock> = blocks
             .iter()
             .copied()
             .filter(|b| !rolled.contains(&b.day))
             .collect();
         let mut rollups: Vec<Rollup> = Vec::new();
         for b in blocks.iter().filter(|b| rolled.contains(&b.day)) {
-            let r = block::Reader::open(&b.rollup_path())?;
+            let r = self.inner.open.get(b, live::File::Rollups)?;
             for g in 0..r.row_groups() {
                 if r.may_hold(g, &q.imei) {
                     r.read_rollups(g, &q.imei, q.start_ns, q.end_ns, |x| rollups.push(x))?;
                 }
             }
         }
-        let raw = gather(q, view, &raw_blocks)?;
+        let raw = gather(q, view, &raw_blocks, &self.inner.open)?;
         // One series only: several would need their rows merged by time.
         let wanted =
             |tags: &BTreeMap<String, String>| q.tags.iter().all(|(k, v)| tags.get(k) == Some(v));
@@ -693,11 +692,16 @@ impl Embedded {
 
 /// One unit's series in `q`'s range, merged from `blocks` (in `seq` order),
 /// the frozen head and the head: later writes win.
-fn gather(q: &Query, view: &View, blocks: &[&BlockMeta]) -> Result<Vec<Series>, TsdbError> {
+fn gather(
+    q: &Query,
+    view: &View,
+    blocks: &[&LiveBlock],
+    open: &OpenBlocks,
+) -> Result<Vec<Series>, TsdbError> {
     let mut merged: Vec<Series> = Vec::new();
     let mut by_tags: HashMap<String, usize> = HashMap::new();
     for b in blocks {
-        let reader = block::Reader::open(&b.path)?;
+        let reader = open.get(b, live::File::Values)?;
         let imei = q.imei.as_bytes();
         for g in 0..reader.row_groups() {
             if !reader.may_hold(g, &q.imei) {
@@ -1440,7 +1444,7 @@ impl Inner {
                 disk.next_seq.fetch_add(1, Ordering::Relaxed),
             );
             rows += block::write(&meta, head_rows(&units, &m, day))?;
-            written.push(meta);
+            written.push(LiveBlock::new(meta));
         }
         drop(guards);
         {
@@ -1458,9 +1462,10 @@ impl Inner {
             "time-series head written as blocks"
         );
         let days: BTreeSet<(String, i64)> = written
-            .into_iter()
-            .map(|b| (b.measurement, b.day))
+            .iter()
+            .map(|b| (b.measurement.clone(), b.day))
             .collect();
+        drop(written);
         for (m, day) in days {
             self.compact(disk, &m, day)?;
         }
@@ -1473,14 +1478,14 @@ impl Inner {
     /// rewritten about once per level, not once per flush.
     fn compact(&self, disk: &Disk, measurement: &str, day: i64) -> Result<(), TsdbError> {
         loop {
-            let day_blocks: Vec<BlockMeta> = self
+            let day_blocks: Vec<Arc<LiveBlock>> = self
                 .current()
                 .blocks
                 .iter()
                 .filter(|b| b.measurement == measurement && b.day == day)
                 .cloned()
                 .collect();
-            let level = |b: &BlockMeta| {
+            let level = |b: &Arc<LiveBlock>| {
                 let size = std::fs::metadata(&b.path).map_or(0, |m| m.len());
                 let (mut l, mut cap) = (0u32, 4u64 << 20);
                 while size > cap {
@@ -1516,7 +1521,7 @@ impl Inner {
             return Ok(());
         };
         let _one = disk.flushing.lock().unwrap_or_else(|e| e.into_inner());
-        let mut days: BTreeMap<(String, i64), Vec<BlockMeta>> = BTreeMap::new();
+        let mut days: BTreeMap<(String, i64), Vec<Arc<LiveBlock>>> = BTreeMap::new();
         for b in self.current().blocks.iter() {
             days.entry((b.measurement.clone(), b.day))
                 .or_default()
@@ -1535,7 +1540,7 @@ impl Inner {
     /// file by rename), so its values keep their precedence over blocks
     /// outside the run. A crash before the others are deleted leaves them
     /// beside the merged block, which holds the same values and wins.
-    fn merge_blocks(&self, run: &[BlockMeta]) -> Result<(), TsdbError> {
+    fn merge_blocks(&self, run: &[Arc<LiveBlock>]) -> Result<(), TsdbError> {
         let Some(disk) = &self.disk else {
             return Ok(());
         };
@@ -1553,7 +1558,7 @@ impl Inner {
         if let Some(e) = merge.error {
             return Err(e);
         }
-        self.replace_blocks(&run[..run.len() - 1], None)?;
+        self.replace_blocks(run, Some(LiveBlock::new(meta)));
         tracing::info!(
             measurement = %last.measurement,
             day = last.day,
@@ -1565,34 +1570,30 @@ impl Inner {
         Ok(())
     }
 
-    /// Publishes `new` in place of `olds`, then deletes the old files.
-    fn replace_blocks(&self, olds: &[BlockMeta], new: Option<BlockMeta>) -> Result<(), TsdbError> {
+    /// Publishes `new` in place of `olds` and retires the olds: their files
+    /// are deleted once no read holds a view that lists them, except a
+    /// file `new` took over by rename (a merge keeps its last block's path).
+    fn replace_blocks(&self, olds: &[Arc<LiveBlock>], new: Option<Arc<LiveBlock>>) {
         {
             let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
-            let mut blocks: Vec<BlockMeta> = view
+            let mut blocks: Vec<Arc<LiveBlock>> = view
                 .blocks
                 .iter()
-                .filter(|b| !olds.contains(b))
+                .filter(|b| !olds.iter().any(|o| Arc::ptr_eq(o, b)))
                 .cloned()
                 .collect();
-            blocks.extend(new);
+            if let Some(new) = &new {
+                blocks.push(Arc::clone(new));
+            }
             blocks.sort_by_key(|b| b.seq);
             view.blocks = Arc::new(blocks);
         }
         for b in olds {
-            std::fs::remove_file(&b.path)?;
-            match std::fs::remove_file(b.rollup_path()) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
-            if let Some(dir) = b.path.parent() {
-                // The day's directory goes with its last block (fails, as
-                // it should, while other blocks are left).
-                let _ = std::fs::remove_dir(dir.join("1h"));
-                let _ = std::fs::remove_dir(dir);
+            if new.as_ref().is_none_or(|n| n.path != b.path) {
+                b.retire();
             }
         }
-        Ok(())
+        self.open.forget(olds);
     }
 
     /// Deletes the days that are past their measurement's retention at `now_ns`.
@@ -1601,7 +1602,7 @@ impl Inner {
             return Ok(());
         };
         let _one = disk.flushing.lock().unwrap_or_else(|e| e.into_inner());
-        let expired: Vec<BlockMeta> = self
+        let expired: Vec<Arc<LiveBlock>> = self
             .current()
             .blocks
             .iter()
@@ -1619,7 +1620,7 @@ impl Inner {
                 blocks = expired.len(),
                 "time-series retention: deleting expired days"
             );
-            self.replace_blocks(&expired, None)?;
+            self.replace_blocks(&expired, None);
         }
         Ok(())
     }
@@ -1642,7 +1643,16 @@ impl TimeSeries for Embedded {
     }
 
     async fn query(&self, query: &Query) -> Result<QueryResult, TsdbError> {
-        self.query_sync(query)
+        // Reading blocks is blocking file I/O and decoding: off the async
+        // workers when there are blocks.
+        if self.inner.disk.is_some() {
+            let (me, query) = (self.clone(), query.clone());
+            tokio::task::spawn_blocking(move || me.query_sync(&query))
+                .await
+                .map_err(|e| TsdbError::Backend(format!("query task: {e}")))?
+        } else {
+            self.query_sync(query)
+        }
     }
 }
 

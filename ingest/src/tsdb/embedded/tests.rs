@@ -487,6 +487,57 @@ fn a_full_head_is_written_out_by_itself_and_memory_stays_bounded() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A read that took its snapshot before a compaction still reads every block the snapshot
+/// lists (their files are deleted when the last snapshot goes), and a block kept open is
+/// never answered from a file that a merge replaced.
+#[test]
+fn reads_keep_their_blocks_through_compaction_and_open_blocks_follow_merges() {
+    let dir = temp_dir(line!());
+    let db = Embedded::open(on_disk(&dir)).unwrap();
+    let v = |t: i64, x: f64| pt(t, &[("v", FieldValue::Float(x))]);
+    for batch in [
+        vec![v(H, 1.0)],
+        vec![v(2 * H, 2.0)],
+        vec![v(3 * H, 3.0), v(H, 1.5)],
+    ] {
+        db.write_sync(&batch).unwrap();
+        db.flush().unwrap();
+    }
+    assert_eq!(db.block_count(), 3);
+    let expect = vec![Some(1.5), Some(2.0), Some(3.0)];
+    // Every block is read, and kept open.
+    assert_eq!(floats(&everything(&db), "v"), expect);
+    // A read's snapshot of the blocks (its head left out).
+    let in_flight = View {
+        head: Arc::new(Head::new(1)),
+        frozen: None,
+        blocks: Arc::clone(&db.inner.current().blocks),
+    };
+    let paths: Vec<PathBuf> = in_flight.blocks.iter().map(|b| b.path.clone()).collect();
+    // The day is closed: its blocks merge into one, in the last one's path.
+    db.inner.close_days(i64::MAX / 2).unwrap();
+    assert_eq!(db.block_count(), 1);
+    assert!(
+        paths.iter().all(|p| p.exists()),
+        "a snapshot taken before the merge keeps its files"
+    );
+    let old: Vec<&LiveBlock> = in_flight.blocks.iter().map(|b| &**b).collect();
+    let q = Query::new("telemetry", IMEI, -1000 * H, 1000 * H);
+    let series = gather(&q, &in_flight, &old, &db.inner.open).unwrap();
+    assert_eq!(series[0].columns["v"].times(), [H, 2 * H, 3 * H]);
+    drop(series);
+    drop(old);
+    drop(in_flight);
+    assert!(
+        !paths[0].exists() && !paths[1].exists() && paths[2].exists(),
+        "merged-away blocks are deleted with the last snapshot that listed them: {paths:?}"
+    );
+    // The merged block, in the path of a block read and kept open before the merge, answers
+    // with every merged value (the file it replaced lacks the value at 2 h).
+    assert_eq!(floats(&everything(&db), "v"), expect);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn retention_deletes_whole_days_of_its_measurement_only() {
     let dir = temp_dir(line!());
@@ -686,6 +737,7 @@ fn rollups_answer_downsampled_queries_like_the_raw_values() {
         .unwrap()
         .clone();
     std::fs::remove_file(&day0.path).unwrap();
+    db.inner.open.clear(); // a block kept open would still answer
     let mut q = Query::new("telemetry", IMEI, 0, 4 * 24 * H);
     q.downsample = Some(Downsample {
         interval_ns: 24 * H,
@@ -776,6 +828,7 @@ fn a_closed_day_is_merged_into_one_block_with_exact_rollups() {
         .unwrap()
         .clone();
     std::fs::remove_file(&day0.path).unwrap();
+    db.inner.open.clear(); // a block kept open would still answer
     assert_eq!(db.query_sync(&q).unwrap(), expect);
     let _ = std::fs::remove_dir_all(&dir);
 }
