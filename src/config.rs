@@ -1,14 +1,8 @@
-//! The one typed configuration, in three layers merged by figment: every
-//! setting's default, then an optional TOML file, then `SMARTSOLAR_*`
-//! environment variables. No file and no variables runs everything on
-//! embedded defaults.
-//!
-//! Every key can be set from the environment: `SMARTSOLAR_` then its path in
-//! the file, upper-cased, sections joined by `__` (`[bus.disk] fsync` is
-//! `SMARTSOLAR_BUS__DISK__FSYNC`). The short names that deploy files,
-//! scripts and tests used before nested keys stay, as the declared table
-//! [`ALIASES`]. A `SMARTSOLAR_` variable that is neither, nor one of the
-//! tools' own ([`NOT_CONFIG`]), is an unknown key: an error, as in the file.
+//! The one typed configuration, three layers merged by figment: defaults (no file and no
+//! variables runs on embedded engines), an optional TOML file, `SMARTSOLAR_*` variables.
+//! A variable is `SMARTSOLAR_` and a key's path with `__` between sections
+//! (`SMARTSOLAR_BUS__DISK__FSYNC`), or a short name from [`ALIASES`]; any other, unless
+//! another program's ([`NOT_CONFIG`]), is an unknown key: an error, as in the file.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -177,217 +171,70 @@ enum Syntax {
 /// The short names used before nested keys, kept for deploy files, scripts
 /// and tests: variable, key, and how its text reads. A nested variable for
 /// the same key reads its text the same way.
-const ALIASES: &[(&str, &str, Syntax)] = {
-    use Syntax::{BlankUnsets, CommaList, OffUnsets, Text};
-    &[
-        ("SMARTSOLAR_HTTP_ADDR", "control_plane.http_addr", Text),
-        (
-            "SMARTSOLAR_DATABASE_URL",
-            "control_plane.database_url",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_DB_MAX_CONNECTIONS",
-            "control_plane.db_max_connections",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_MAX_BODY_BYTES",
-            "control_plane.max_body_bytes",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_DEFAULT_RESULTS_PER_PAGE",
-            "control_plane.default_results_per_page",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_MAX_RESULTS_PER_PAGE",
-            "control_plane.max_results_per_page",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_TOKEN_TTL_SECS",
-            "control_plane.token_ttl_secs",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_LOGIN_MAX_FAILURES",
-            "control_plane.login_max_failures",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_LOGIN_WINDOW_SECS",
-            "control_plane.login_window_secs",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_WAKEUP_SMS_TIMEOUT_SECS",
-            "control_plane.wakeup_sms_timeout_secs",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_WAKEUP_ENABLED_SOFTWARE",
-            "control_plane.wakeup_enabled_software",
-            CommaList,
-        ),
-        (
-            "SMARTSOLAR_SERIAL_PREFIX",
-            "control_plane.serial_prefix",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_LOCATIONS_PER_PAGE",
-            "control_plane.locations_per_page",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_BULK_MAX_RESULTS_PER_PAGE",
-            "control_plane.bulk_max_results_per_page",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_SMS_HTTP_URL",
-            "control_plane.sms_http_url",
-            BlankUnsets,
-        ),
-        (
-            "SMARTSOLAR_SMS_HTTP_TOKEN",
-            "control_plane.sms_http_token",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_CELL_LOCATOR_CSV",
-            "control_plane.cell_locator_csv",
-            BlankUnsets,
-        ),
-        (
-            "SMARTSOLAR_CELL_LOCATOR_URL",
-            "control_plane.cell_locator_url",
-            BlankUnsets,
-        ),
-        (
-            "SMARTSOLAR_CELL_LOCATOR_TOKEN",
-            "control_plane.cell_locator_token",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_WEBHOOK_TIMEOUT_MS",
-            "control_plane.webhook_timeout_ms",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_WEBHOOK_MAX_ATTEMPTS",
-            "control_plane.webhook_max_attempts",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_WEBHOOK_BACKOFF_BASE_MS",
-            "control_plane.webhook_backoff_base_ms",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_WEBHOOK_BACKOFF_MAX_MS",
-            "control_plane.webhook_backoff_max_ms",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_WEBHOOK_POLL_INTERVAL_MS",
-            "control_plane.webhook_poll_interval_ms",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_WEBHOOK_SECRET_KEY",
-            "control_plane.webhook_secret_key",
-            Text,
-        ),
-        (
-            "SMARTSOLAR_WEBHOOK_DENY_CIDRS",
-            "control_plane.webhook_deny_cidrs",
-            CommaList,
-        ),
-        (
-            "SMARTSOLAR_CONSOLE_TILE_URL",
-            "control_plane.console_tile_url",
-            BlankUnsets,
-        ),
-        (
-            "SMARTSOLAR_CONSOLE_TILE_ATTRIBUTION",
-            "control_plane.console_tile_attribution",
-            BlankUnsets,
-        ),
-        ("SMARTSOLAR_ADMIN_USER", "control_plane.admin_user", Text),
-        (
-            "SMARTSOLAR_ADMIN_PASSWORD",
-            "control_plane.admin_password",
-            Text,
-        ),
-        ("SMARTSOLAR_ALERTS_ENABLED", "alerts.enabled", Text),
-        (
-            "SMARTSOLAR_ALERTS_PASS_INTERVAL_SECS",
-            "alerts.pass_interval_secs",
-            Text,
-        ),
-        ("SMARTSOLAR_ALERTS_BUCKETS", "alerts.buckets", Text),
-        ("SMARTSOLAR_ALERTS_LEASE_SECS", "alerts.lease_secs", Text),
-        ("SMARTSOLAR_DATA_DIR", "data_dir", Text),
-        ("SMARTSOLAR_METRICS_ADDR", "metrics_addr", Text),
-        ("SMARTSOLAR_BUS", "bus.kind", Text),
-        ("SMARTSOLAR_KAFKA_BROKERS", "bus.kafka.brokers", Text),
-        ("SMARTSOLAR_TSDB", "tsdb.kind", Text),
-        ("SMARTSOLAR_INFLUX_URL", "tsdb.influx.url", Text),
-        ("SMARTSOLAR_INFLUX_DB", "tsdb.influx.database", Text),
-        ("SMARTSOLAR_QUESTDB_URL", "tsdb.questdb.url", Text),
-        (
-            "SMARTSOLAR_TSDB_HEAD_VALUES",
-            "tsdb.embedded.head_values",
-            Text,
-        ),
-        ("SMARTSOLAR_GATEWAY_NODE_ID", "gateway.node_id", Text),
-        (
-            "SMARTSOLAR_GATEWAY_CAPTURE_PATH",
-            "gateway.capture_path",
-            Text,
-        ),
-        ("SMARTSOLAR_GATEWAY_TCP_TLS", "gateway.tcp_tls", Text),
-        ("SMARTSOLAR_GATEWAY_HTTP_TLS", "gateway.http_tls", Text),
-        (
-            "SMARTSOLAR_GATEWAY_QUIC_ADDR",
-            "gateway.quic_listen",
-            OffUnsets,
-        ),
-        (
-            "SMARTSOLAR_GATEWAY_TCP_ADDR",
-            "gateway.tcp_listen",
-            OffUnsets,
-        ),
-        (
-            "SMARTSOLAR_GATEWAY_HTTP_ADDR",
-            "gateway.http_listen",
-            OffUnsets,
-        ),
-    ]
-};
+#[rustfmt::skip] // A table: one line per variable.
+const ALIASES: &[(&str, &str, Syntax)] = { use Syntax::{BlankUnsets, CommaList, OffUnsets, Text}; &[
+    ("SMARTSOLAR_HTTP_ADDR",                 "control_plane.http_addr",                 Text),
+    ("SMARTSOLAR_DATABASE_URL",              "control_plane.database_url",              Text),
+    ("SMARTSOLAR_DB_MAX_CONNECTIONS",        "control_plane.db_max_connections",        Text),
+    ("SMARTSOLAR_MAX_BODY_BYTES",            "control_plane.max_body_bytes",            Text),
+    ("SMARTSOLAR_DEFAULT_RESULTS_PER_PAGE",  "control_plane.default_results_per_page",  Text),
+    ("SMARTSOLAR_MAX_RESULTS_PER_PAGE",      "control_plane.max_results_per_page",      Text),
+    ("SMARTSOLAR_TOKEN_TTL_SECS",            "control_plane.token_ttl_secs",            Text),
+    ("SMARTSOLAR_LOGIN_MAX_FAILURES",        "control_plane.login_max_failures",        Text),
+    ("SMARTSOLAR_LOGIN_WINDOW_SECS",         "control_plane.login_window_secs",         Text),
+    ("SMARTSOLAR_WAKEUP_SMS_TIMEOUT_SECS",   "control_plane.wakeup_sms_timeout_secs",   Text),
+    ("SMARTSOLAR_WAKEUP_ENABLED_SOFTWARE",   "control_plane.wakeup_enabled_software",   CommaList),
+    ("SMARTSOLAR_SERIAL_PREFIX",             "control_plane.serial_prefix",             Text),
+    ("SMARTSOLAR_LOCATIONS_PER_PAGE",        "control_plane.locations_per_page",        Text),
+    ("SMARTSOLAR_BULK_MAX_RESULTS_PER_PAGE", "control_plane.bulk_max_results_per_page", Text),
+    ("SMARTSOLAR_SMS_HTTP_URL",              "control_plane.sms_http_url",              BlankUnsets),
+    ("SMARTSOLAR_SMS_HTTP_TOKEN",            "control_plane.sms_http_token",            Text),
+    ("SMARTSOLAR_CELL_LOCATOR_CSV",          "control_plane.cell_locator_csv",          BlankUnsets),
+    ("SMARTSOLAR_CELL_LOCATOR_URL",          "control_plane.cell_locator_url",          BlankUnsets),
+    ("SMARTSOLAR_CELL_LOCATOR_TOKEN",        "control_plane.cell_locator_token",        Text),
+    ("SMARTSOLAR_WEBHOOK_TIMEOUT_MS",        "control_plane.webhook_timeout_ms",        Text),
+    ("SMARTSOLAR_WEBHOOK_MAX_ATTEMPTS",      "control_plane.webhook_max_attempts",      Text),
+    ("SMARTSOLAR_WEBHOOK_BACKOFF_BASE_MS",   "control_plane.webhook_backoff_base_ms",   Text),
+    ("SMARTSOLAR_WEBHOOK_BACKOFF_MAX_MS",    "control_plane.webhook_backoff_max_ms",    Text),
+    ("SMARTSOLAR_WEBHOOK_POLL_INTERVAL_MS",  "control_plane.webhook_poll_interval_ms",  Text),
+    ("SMARTSOLAR_WEBHOOK_SECRET_KEY",        "control_plane.webhook_secret_key",        Text),
+    ("SMARTSOLAR_WEBHOOK_DENY_CIDRS",        "control_plane.webhook_deny_cidrs",        CommaList),
+    ("SMARTSOLAR_CONSOLE_TILE_URL",          "control_plane.console_tile_url",          BlankUnsets),
+    ("SMARTSOLAR_CONSOLE_TILE_ATTRIBUTION",  "control_plane.console_tile_attribution",  BlankUnsets),
+    ("SMARTSOLAR_ADMIN_USER",                "control_plane.admin_user",                Text),
+    ("SMARTSOLAR_ADMIN_PASSWORD",            "control_plane.admin_password",            Text),
+    ("SMARTSOLAR_ALERTS_ENABLED",            "alerts.enabled",                          Text),
+    ("SMARTSOLAR_ALERTS_PASS_INTERVAL_SECS", "alerts.pass_interval_secs",               Text),
+    ("SMARTSOLAR_ALERTS_BUCKETS",            "alerts.buckets",                          Text),
+    ("SMARTSOLAR_ALERTS_LEASE_SECS",         "alerts.lease_secs",                       Text),
+    ("SMARTSOLAR_DATA_DIR",                  "data_dir",                                Text),
+    ("SMARTSOLAR_METRICS_ADDR",              "metrics_addr",                            Text),
+    ("SMARTSOLAR_BUS",                       "bus.kind",                                Text),
+    ("SMARTSOLAR_KAFKA_BROKERS",             "bus.kafka.brokers",                       Text),
+    ("SMARTSOLAR_TSDB",                      "tsdb.kind",                               Text),
+    ("SMARTSOLAR_INFLUX_URL",                "tsdb.influx.url",                         Text),
+    ("SMARTSOLAR_INFLUX_DB",                 "tsdb.influx.database",                    Text),
+    ("SMARTSOLAR_QUESTDB_URL",               "tsdb.questdb.url",                        Text),
+    ("SMARTSOLAR_TSDB_HEAD_VALUES",          "tsdb.embedded.head_values",               Text),
+    ("SMARTSOLAR_GATEWAY_NODE_ID",           "gateway.node_id",                         Text),
+    ("SMARTSOLAR_GATEWAY_CAPTURE_PATH",      "gateway.capture_path",                    Text),
+    ("SMARTSOLAR_GATEWAY_TCP_TLS",           "gateway.tcp_tls",                         Text),
+    ("SMARTSOLAR_GATEWAY_HTTP_TLS",          "gateway.http_tls",                        Text),
+    ("SMARTSOLAR_GATEWAY_QUIC_ADDR",         "gateway.quic_listen",                     OffUnsets),
+    ("SMARTSOLAR_GATEWAY_TCP_ADDR",          "gateway.tcp_listen",                      OffUnsets),
+    ("SMARTSOLAR_GATEWAY_HTTP_ADDR",         "gateway.http_listen",                     OffUnsets),
+]};
 
 /// `SMARTSOLAR_` variables that configure something else: the binary's own
 /// command-line options (`SMARTSOLAR_CONFIG`, passwords kept out of shell
 /// history), and scripts, tests and benchmarks whose environment the binary
 /// inherits. A name ending in `_` covers every name it begins.
+#[rustfmt::skip]
 const NOT_CONFIG: &[&str] = &[
-    "SMARTSOLAR_CONFIG",
-    "SMARTSOLAR_DEMO_PASSWORD",
-    "SMARTSOLAR_NEW_USER_PASSWORD",
-    "SMARTSOLAR_TEST_",
-    "SMARTSOLAR_BENCH_",
-    "SMARTSOLAR_CLUSTER_",
-    "SMARTSOLAR_BUS_KILL_TEST_",
-    "SMARTSOLAR_BIN",
-    "SMARTSOLAR_FUZZ_EXAMPLES",
-    "SMARTSOLAR_INFLUX_PORT",
-    "SMARTSOLAR_KAFKA_PORT",
-    "SMARTSOLAR_OPENAPI_VENV",
-    "SMARTSOLAR_PERF_DIR",
-    "SMARTSOLAR_REQUIRE_PROMTOOL",
+    "SMARTSOLAR_CONFIG", "SMARTSOLAR_DEMO_PASSWORD", "SMARTSOLAR_NEW_USER_PASSWORD",
+    "SMARTSOLAR_TEST_", "SMARTSOLAR_BENCH_", "SMARTSOLAR_CLUSTER_", "SMARTSOLAR_BUS_KILL_TEST_",
+    "SMARTSOLAR_BIN", "SMARTSOLAR_FUZZ_EXAMPLES", "SMARTSOLAR_INFLUX_PORT", "SMARTSOLAR_KAFKA_PORT",
+    "SMARTSOLAR_OPENAPI_VENV", "SMARTSOLAR_PERF_DIR", "SMARTSOLAR_REQUIRE_PROMTOOL",
     "SMARTSOLAR_SERVICES_DIR",
 ];
 
@@ -400,7 +247,6 @@ fn is_config(name: &str) -> bool {
 
 /// One environment variable as a figment provider, so that an error about
 /// its key names the variable.
-#[derive(Debug)]
 struct Variable {
     name: String,
     key: String,
