@@ -561,6 +561,7 @@ mod tests {
                 ("SMARTSOLAR_TSDB", "influxdb"),
                 ("SMARTSOLAR_ADMIN_PASSWORD", "[not a list]"),
                 ("SMARTSOLAR_GATEWAY_HTTP_TLS", "true"),
+                ("SMARTSOLAR_GATEWAY_TCP_TLS", "no"),
             ],
         )
         .unwrap();
@@ -574,6 +575,7 @@ mod tests {
             Some("[not a list]")
         );
         assert_eq!(c.gateway.http_tls, Some(true));
+        assert!(!c.gateway.tcp_tls);
     }
 
     #[test]
