@@ -68,6 +68,10 @@ pub(crate) enum Command {
         #[arg(long)]
         quic_cert: Option<PathBuf>,
     },
+    /// Load the configuration (the file, then `SMARTSOLAR_*` variables) as every service
+    /// does at start, and print where it listens and which engines it uses; an unknown key or
+    /// a bad value fails here, before a deploy.
+    CheckConfig,
     /// Print the DDL generated from the table catalogue.
     Schema {
         #[arg(long, value_parser = ["sqlite", "postgres"])]
@@ -171,6 +175,11 @@ pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
             demo::run(demo, stop).await?;
             Ok(())
         }
+        // `main` loaded the configuration before this: a problem has failed already.
+        Command::CheckConfig => {
+            print!("{}", essentials(&config));
+            Ok(())
+        }
         Command::Schema { backend } => {
             let backend = if backend == "postgres" {
                 Backend::Postgres
@@ -228,6 +237,32 @@ pub(crate) async fn ensure_admin(db: &control_plane::db::Db, config: &Config) ->
         }
         (None, None) => Ok(()),
     }
+}
+
+/// What `check-config` prints: listeners and engines, no secret.
+fn essentials(config: &Config) -> String {
+    let listener =
+        |addr: Option<std::net::SocketAddr>| addr.map_or("off".into(), |a| a.to_string());
+    let cp = &config.control_plane;
+    let gw = &config.gateway;
+    [
+        ("control_plane.http_addr", cp.http_addr.to_string()),
+        ("control_plane.database_url", redact(&cp.database_url)),
+        ("data_dir", config.data_dir.display().to_string()),
+        ("bus.kind", format!("{:?}", config.bus.kind).to_lowercase()),
+        (
+            "tsdb.kind",
+            format!("{:?}", config.tsdb.kind).to_lowercase(),
+        ),
+        ("gateway.node_id", gw.node_id.clone()),
+        ("gateway.quic_listen", listener(gw.quic_listen)),
+        ("gateway.tcp_listen", listener(gw.tcp_listen)),
+        ("gateway.http_listen", listener(gw.http_listen)),
+        ("metrics_addr", listener(config.metrics_addr)),
+    ]
+    .iter()
+    .map(|(key, value)| format!("{key} = {value}\n"))
+    .collect()
 }
 
 /// Where to reach a listener on this machine: a wildcard listen address becomes loopback.
