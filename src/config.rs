@@ -240,9 +240,34 @@ const NOT_CONFIG: &[&str] = &[
 
 fn is_config(name: &str) -> bool {
     name.starts_with(PREFIX)
+        && !is_service_link(name)
         && !NOT_CONFIG
             .iter()
             .any(|other| name == *other || (other.ends_with('_') && name.starts_with(other)))
+}
+
+/// Whether `name` is one of the variables Kubernetes gives every pod for each service in its
+/// namespace (`<SERVICE>_SERVICE_HOST`, `<SERVICE>_SERVICE_PORT[_<NAME>]`, `<SERVICE>_PORT`,
+/// `<SERVICE>_PORT_<n>_<PROTO>[_ADDR|_PORT|_PROTO]`): a service named `smartsolar` or
+/// `smartsolar-api` must not stop the binary from starting. Nested names (with `__`) are
+/// never taken for one.
+fn is_service_link(name: &str) -> bool {
+    if name.contains(NESTING) {
+        return false;
+    }
+    if name.ends_with("_SERVICE_HOST") || name.contains("_SERVICE_PORT") || name.ends_with("_PORT")
+    {
+        return true;
+    }
+    // `..._PORT_8080_TCP`, `..._PORT_8080_TCP_ADDR`, ...
+    name.split("_PORT_").skip(1).any(|rest| {
+        let mut parts = rest.split('_');
+        let number = parts.next().unwrap_or("");
+        let proto = parts.next().unwrap_or("");
+        !number.is_empty()
+            && number.bytes().all(|b| b.is_ascii_digit())
+            && matches!(proto, "TCP" | "UDP" | "SCTP")
+    })
 }
 
 /// One environment variable as a figment provider, so that an error about
@@ -637,9 +662,20 @@ mod tests {
                 ("SMARTSOLAR_CLUSTER_DIR", "/tmp/c"),
                 ("smartsolar_bus", "nope"),
                 ("OTHER_BUS__X", "1"),
+                // Kubernetes' service links for services named smartsolar and smartsolar-api.
+                ("SMARTSOLAR_SERVICE_HOST", "10.0.0.1"),
+                ("SMARTSOLAR_SERVICE_PORT", "8080"),
+                ("SMARTSOLAR_SERVICE_PORT_HTTP", "8080"),
+                ("SMARTSOLAR_PORT", "tcp://10.0.0.1:8080"),
+                ("SMARTSOLAR_PORT_8080_TCP", "tcp://10.0.0.1:8080"),
+                ("SMARTSOLAR_API_PORT_8080_TCP_ADDR", "10.0.0.1"),
+                ("SMARTSOLAR_API_PORT_8080_TCP_PROTO", "tcp"),
             ],
         )
         .unwrap();
+        // A nested name is never taken for a service link.
+        let err = error(None, &[("SMARTSOLAR_GATEWAY__QUIC_PORT", "1")]);
+        assert!(err.contains("SMARTSOLAR_GATEWAY__QUIC_PORT"), "{err}");
     }
 
     #[test]
