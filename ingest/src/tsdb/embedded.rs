@@ -37,7 +37,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -102,6 +102,28 @@ impl Default for EmbeddedConfig {
 #[derive(Clone)]
 pub struct Embedded {
     inner: Arc<Inner>,
+    /// Stops the background flusher, and waits for it, when the last handle
+    /// goes: a dropped store writes nothing more (a store opened again on the
+    /// same directory would otherwise race a merge still under way).
+    _flusher: Option<Arc<FlusherThread>>,
+}
+
+/// The background flusher's thread.
+struct FlusherThread {
+    stop: Arc<AtomicBool>,
+    kick: SyncSender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FlusherThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.kick.try_send(());
+        if let Some(thread) = self.thread.take() {
+            // At most the step under way (one block written or merged).
+            let _ = thread.join();
+        }
+    }
 }
 
 struct Inner {
@@ -138,6 +160,11 @@ struct Disk {
     kick: SyncSender<()>,
     compact_at: usize,
     retention_days: BTreeMap<String, u32>,
+    /// Set when the store is dropped: background passes stop between steps.
+    stop: Arc<AtomicBool>,
+    /// An exclusive lock on `<data_dir>/LOCK` while the store is open: two
+    /// stores writing one directory would corrupt each other's blocks.
+    _lock: std::fs::File,
 }
 
 /// In-memory values: the head (and the frozen head).
@@ -375,6 +402,7 @@ impl Embedded {
         let mut kicked = None;
         if let Some(dir) = &config.data_dir {
             std::fs::create_dir_all(dir)?;
+            let lock = lock_dir(dir)?;
             let wal_dir = dir.join("wal");
             std::fs::create_dir_all(&wal_dir)?;
             let legacy = dir.join("tsdb.log");
@@ -394,6 +422,7 @@ impl Embedded {
                 let _ = head.apply(points);
             })?;
             let (kick, rx) = sync_channel(1);
+            let stop = Arc::new(AtomicBool::new(false));
             inner
                 .view
                 .get_mut()
@@ -404,22 +433,34 @@ impl Embedded {
                 wal,
                 next_seq: AtomicU64::new(next_seq),
                 flushing: Mutex::new(0),
-                kick,
+                kick: kick.clone(),
                 compact_at: config.compact_at.max(2),
                 retention_days: config.retention_days.clone(),
+                stop: Arc::clone(&stop),
+                _lock: lock,
             });
-            kicked = Some(rx);
+            kicked = Some((rx, kick, stop));
         }
         let inner = Arc::new(inner);
-        if let Some(rx) = kicked {
+        let mut flusher_thread = None;
+        if let Some((rx, kick, stop)) = kicked {
             let weak = Arc::downgrade(&inner);
-            std::thread::Builder::new()
+            let stopped = Arc::clone(&stop);
+            let thread = std::thread::Builder::new()
                 .name("tsdb-flush".into())
-                .spawn(move || flusher(weak, rx))?;
+                .spawn(move || flusher(weak, rx, &stopped))?;
+            flusher_thread = Some(Arc::new(FlusherThread {
+                stop,
+                kick,
+                thread: Some(thread),
+            }));
             // A replayed head may already be due.
             inner.kick_if_full();
         }
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            _flusher: flusher_thread,
+        })
     }
 
     /// A memory-only store (tests, benches).
@@ -899,11 +940,11 @@ fn answer(q: &Query, series: &[&Series]) -> Rows {
 
 /// The background flusher: writes the head out when a writer says it is
 /// full, and applies retention now and then. Ends with the store.
-fn flusher(store: Weak<Inner>, kick: Receiver<()>) {
+fn flusher(store: Weak<Inner>, kick: Receiver<()>, stop: &AtomicBool) {
     let mut last_retention: Option<Instant> = None;
     loop {
         let woken = kick.recv_timeout(Duration::from_secs(60));
-        if woken == Err(RecvTimeoutError::Disconnected) {
+        if woken == Err(RecvTimeoutError::Disconnected) || stop.load(Ordering::Acquire) {
             return;
         }
         let Some(inner) = store.upgrade() else {
@@ -920,6 +961,37 @@ fn flusher(store: Weak<Inner>, kick: Receiver<()>) {
             }
             if let Err(e) = inner.close_days(now) {
                 tracing::error!(error = %e, "time-series compaction of closed days failed; will retry");
+            }
+        }
+    }
+}
+
+/// How long `open` waits for the directory's lock: a child process this one
+/// spawns holds a copy of the lock from its `fork` to its `exec` (see the disk
+/// bus's `LOCK_WAIT`); a real second store holds it as long as it is open.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes the exclusive lock on `<dir>/LOCK`, or says who holds it.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, TsdbError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(TsdbError::Backend(format!(
+                    "the embedded time-series store in {} is open elsewhere ({e}); only one \
+                     process can use it",
+                    dir.display()
+                )))
             }
         }
     }
@@ -1528,6 +1600,9 @@ impl Inner {
                 .push(b.clone());
         }
         for ((_, day), blocks) in days {
+            if disk.stop.load(Ordering::Acquire) {
+                break;
+            }
             if blocks.len() > 1 && (day + 1).saturating_mul(DAY_NS) + ROLLUP_NS <= now_ns {
                 self.merge_blocks(&blocks)?;
             }

@@ -538,6 +538,24 @@ fn reads_keep_their_blocks_through_compaction_and_open_blocks_follow_merges() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One store a directory: a second open is refused while the first is open, and a dropped
+/// store has stopped writing (its flusher joined), so the directory opens again at once.
+#[test]
+fn a_directory_holds_one_open_store_and_a_dropped_one_writes_nothing_more() {
+    let dir = temp_dir(line!());
+    let db = Embedded::open(on_disk(&dir)).unwrap();
+    db.write_sync(&spec_data()).unwrap();
+    let refused = Embedded::open(on_disk(&dir))
+        .err()
+        .expect("a second open is refused");
+    assert!(refused.to_string().contains("open elsewhere"), "{refused}");
+    drop(db);
+    let db = Embedded::open(on_disk(&dir)).unwrap();
+    assert_eq!(everything(&db).times.len(), 13);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn retention_deletes_whole_days_of_its_measurement_only() {
     let dir = temp_dir(line!());
