@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
 use sea_query::{
-    Alias, Expr, LockType, Order, Query, SelectStatement, SimpleExpr, UpdateStatement, Value,
+    Expr, LockType, Order, Query, SelectStatement, SimpleExpr, UpdateStatement, Value,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as Json};
@@ -33,6 +33,7 @@ use crate::db::{Db, DbError, Row, Tx};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::query::scope_condition;
+use crate::rows::{a, c, col, to_columns};
 
 /// `state_type_id` of IN_REPAIR_SYSTEM (spec: change_state).
 pub const IN_REPAIR_SYSTEM: i64 = 8;
@@ -113,18 +114,6 @@ impl UndoTable {
 
 // ----------------------------------------------------------------------------
 // Small SQL helpers.
-
-fn col(name: &str, ty: ColumnType) -> Column {
-    Column::computed(name, ty)
-}
-
-fn a(name: &str) -> Alias {
-    Alias::new(name)
-}
-
-fn c(table: &str, column: &str) -> Expr {
-    Expr::col((a(table), a(column)))
-}
 
 /// Reads through the pool, or through the caller's transaction.
 enum Conn<'a> {
@@ -207,7 +196,7 @@ async fn fetch_repair(
 ) -> Result<Repair, ApiError> {
     let cat = &call.app.catalogue;
     let table = cat.table("repair").expect("repair is in the catalogue");
-    let columns: Vec<Column> = REPAIR_COLUMNS.iter().map(|(n, t)| col(n, *t)).collect();
+    let columns: Vec<Column> = to_columns(&REPAIR_COLUMNS);
     let mut stmt = Query::select();
     for (n, _) in REPAIR_COLUMNS {
         stmt.expr(c("repair", n));
@@ -533,7 +522,7 @@ pub async fn list_current(call: &Call<'_>, filters: &ListFilters) -> Result<Vec<
     if let Some(state) = &filters.repair_state {
         stmt.and_where(c("repair", "workflow_state_id").eq(state.as_str()));
     }
-    let columns: Vec<Column> = REPAIR_COLUMNS.iter().map(|(n, t)| col(n, *t)).collect();
+    let columns: Vec<Column> = to_columns(&REPAIR_COLUMNS);
     let rows = call
         .app
         .db
