@@ -297,18 +297,7 @@ impl Db {
         stmt: &impl QueryStatementWriter,
         columns: &[&Column],
     ) -> Result<Vec<Row>, DbError> {
-        match &self.inner {
-            Inner::Sqlite { read, .. } => {
-                Conn::Sqlite(&mut *read.acquire().await?)
-                    .fetch_all(stmt, columns)
-                    .await
-            }
-            Inner::Postgres(pool) => {
-                Conn::Postgres(&mut *pool.acquire().await?)
-                    .fetch_all(stmt, columns)
-                    .await
-            }
-        }
+        self.reader().await?.conn().fetch_all(stmt, columns).await
     }
 
     /// Runs a read-only statement and decodes its rows as `T`.
@@ -316,18 +305,7 @@ impl Db {
         &self,
         stmt: &impl QueryStatementWriter,
     ) -> Result<Vec<T>, DbError> {
-        match &self.inner {
-            Inner::Sqlite { read, .. } => {
-                Conn::Sqlite(&mut *read.acquire().await?)
-                    .fetch_typed(stmt)
-                    .await
-            }
-            Inner::Postgres(pool) => {
-                Conn::Postgres(&mut *pool.acquire().await?)
-                    .fetch_typed(stmt)
-                    .await
-            }
-        }
+        self.reader().await?.conn().fetch_typed(stmt).await
     }
 
     /// A list page (`rows`, skipping `skipped` rows of the result, at most `per_page`) and
@@ -342,48 +320,15 @@ impl Db {
         skipped: u64,
         per_page: u64,
     ) -> Result<(Vec<Row>, i64), DbError> {
-        async fn on(
-            mut conn: Conn<'_>,
-            rows: &impl QueryStatementWriter,
-            columns: &[&Column],
-            count: &impl QueryStatementWriter,
-            skipped: u64,
-            per_page: u64,
-        ) -> Result<(Vec<Row>, i64), DbError> {
-            let page = conn.fetch_all(rows, columns).await?;
-            let total = if !page.is_empty() && (page.len() as u64) < per_page {
-                (skipped + page.len() as u64) as i64
-            } else {
-                conn.fetch_i64(count).await?
-            };
-            Ok((page, total))
-        }
-        match &self.inner {
-            Inner::Sqlite { read, .. } => {
-                let mut c = read.acquire().await?;
-                on(
-                    Conn::Sqlite(&mut c),
-                    rows,
-                    columns,
-                    count,
-                    skipped,
-                    per_page,
-                )
-                .await
-            }
-            Inner::Postgres(pool) => {
-                let mut c = pool.acquire().await?;
-                on(
-                    Conn::Postgres(&mut c),
-                    rows,
-                    columns,
-                    count,
-                    skipped,
-                    per_page,
-                )
-                .await
-            }
-        }
+        let mut reader = self.reader().await?;
+        let mut conn = reader.conn();
+        let page = conn.fetch_all(rows, columns).await?;
+        let total = if !page.is_empty() && (page.len() as u64) < per_page {
+            (skipped + page.len() as u64) as i64
+        } else {
+            conn.fetch_i64(count).await?
+        };
+        Ok((page, total))
     }
 
     /// Runs a read-only statement that yields at most one row.
@@ -397,18 +342,16 @@ impl Db {
 
     /// Runs a statement whose first column is an integer (a count).
     pub async fn fetch_i64(&self, stmt: &impl QueryStatementWriter) -> Result<i64, DbError> {
-        match &self.inner {
-            Inner::Sqlite { read, .. } => {
-                Conn::Sqlite(&mut *read.acquire().await?)
-                    .fetch_i64(stmt)
-                    .await
-            }
-            Inner::Postgres(pool) => {
-                Conn::Postgres(&mut *pool.acquire().await?)
-                    .fetch_i64(stmt)
-                    .await
-            }
-        }
+        self.reader().await?.conn().fetch_i64(stmt).await
+    }
+
+    /// A connection for one read-only statement (or a few, as in [`Db::fetch_page`]): on
+    /// SQLite from the reader pool, so reads never queue behind the single writer.
+    async fn reader(&self) -> Result<Pooled, DbError> {
+        Ok(match &self.inner {
+            Inner::Sqlite { read, .. } => Pooled::Sqlite(read.acquire().await?),
+            Inner::Postgres(pool) => Pooled::Postgres(pool.acquire().await?),
+        })
     }
 
     /// Starts a read-only transaction, for handlers that only read but want one
@@ -713,6 +656,21 @@ impl Drop for SqliteTx {
     }
 }
 
+/// A connection taken from either backend's pool (see [`Db::reader`]).
+enum Pooled {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<sqlx::Postgres>),
+}
+
+impl Pooled {
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Self::Sqlite(c) => Conn::Sqlite(c),
+            Self::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
 /// A borrowed connection of either backend: the one place that binds values
 /// and decodes rows.
 enum Conn<'c> {
@@ -734,25 +692,11 @@ impl Conn<'_> {
         stmt: &impl QueryStatementWriter,
         columns: &[&Column],
     ) -> Result<Vec<Row>, DbError> {
-        let (sql, values) = self.build(stmt);
-        timed("fetch", async {
-            match self {
-                Self::Sqlite(conn) => {
-                    let rows = bind_sqlite(sqlx::query(&sql), values)
-                        .fetch_all(&mut **conn)
-                        .await;
-                    rows.map_err(DbError::classify)
-                        .and_then(|rows| rows.iter().map(|r| decode_sqlite(r, columns)).collect())
-                }
-                Self::Postgres(conn) => {
-                    let rows = bind_pg(sqlx::query(&sql), values)
-                        .fetch_all(&mut **conn)
-                        .await;
-                    rows.map_err(DbError::classify)
-                        .and_then(|rows| rows.iter().map(|r| decode_pg(r, columns)).collect())
-                }
-            }
-        })
+        self.fetch_decoded(
+            stmt,
+            |r| decode_sqlite(r, columns),
+            |r| decode_pg(r, columns),
+        )
         .await
     }
 
@@ -760,22 +704,33 @@ impl Conn<'_> {
         &mut self,
         stmt: &impl QueryStatementWriter,
     ) -> Result<Vec<T>, DbError> {
+        self.fetch_decoded(stmt, |r| Ok(T::from_row(r)?), |r| Ok(T::from_row(r)?))
+            .await
+    }
+
+    /// Runs a statement and decodes each row with the backend's decoder.
+    async fn fetch_decoded<T>(
+        &mut self,
+        stmt: &impl QueryStatementWriter,
+        sqlite: impl Fn(&SqliteRow) -> Result<T, DbError>,
+        pg: impl Fn(&PgRow) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
         let (sql, values) = self.build(stmt);
         timed("fetch", async {
             match self {
                 Self::Sqlite(conn) => {
                     let rows = bind_sqlite(sqlx::query(&sql), values)
                         .fetch_all(&mut **conn)
-                        .await
-                        .map_err(DbError::classify)?;
-                    Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
+                        .await;
+                    rows.map_err(DbError::classify)
+                        .and_then(|rows| rows.iter().map(&sqlite).collect())
                 }
                 Self::Postgres(conn) => {
                     let rows = bind_pg(sqlx::query(&sql), values)
                         .fetch_all(&mut **conn)
-                        .await
-                        .map_err(DbError::classify)?;
-                    Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
+                        .await;
+                    rows.map_err(DbError::classify)
+                        .and_then(|rows| rows.iter().map(&pg).collect())
                 }
             }
         })
