@@ -426,7 +426,17 @@ pub(crate) async fn rtc_flags(tx: &mut Tx, imei: &str) -> Result<(bool, bool), A
 /// (`rtc_mt_pending`, replacing the previous one; see [`super::pending`]), which gateways
 /// read when the unit connects. Nothing for a unit whose `rtc_enabled_flag` is false.
 pub async fn record_pending(state: &AppState, imei: &str) -> Result<Vec<Sent>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    commit_with_pending(state, state.db.begin().await?, imei).await
+}
+
+/// Commits a change to what a unit must get together with its record
+/// ([`record_pending_in`] in `tx`, then commit): the change and the MT that carries it
+/// stand or fall together. Enqueue the result with [`enqueue_after_commit`].
+pub async fn commit_with_pending(
+    state: &AppState,
+    mut tx: Tx,
+    imei: &str,
+) -> Result<Vec<Sent>, ApiError> {
     let sent = record_pending_in(state, &mut tx, imei).await?;
     tx.commit().await?;
     Ok(sent)
