@@ -29,6 +29,7 @@ use crate::db::{Db, DbError};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::query::Visibility;
+use crate::rows::col;
 
 /// Length of an API token (spec: "The token is a random 64-char string").
 pub const TOKEN_LEN: usize = 64;
@@ -295,10 +296,6 @@ impl AuthCache {
         self.failures
             .invalidate(&FailureKey::Pair(address, username.to_string()));
     }
-}
-
-fn col(name: &str, ty: ColumnType) -> Column {
-    Column::computed(name, ty)
 }
 
 /// A user row as the login and token paths need it.

@@ -26,9 +26,9 @@ use sea_query::{
 };
 use serde_json::{Map, Value as Json};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::SqliteTransactionManager;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteRow, SqliteTransactionManager};
 use sqlx::{
     PgConnection, PgPool, Row as _, Sqlite, SqliteConnection, SqlitePool, TransactionManager as _,
 };
@@ -40,6 +40,20 @@ use crate::values::{format_datetime, DATETIME_FORMAT};
 
 /// A decoded row: column name to JSON value, in select order.
 pub type Row = Map<String, Json>;
+
+/// A typed row of a hand-written select: a struct with
+/// `#[derive(sqlx::FromRow)]` whose fields decode on both backends (see
+/// [`Db::fetch_typed`]). Its fields are read by column name, so the select
+/// must name (or alias) its columns as the fields are named.
+pub trait TypedRow:
+    for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+impl<T> TypedRow for T where
+    T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin
+{
+}
 
 /// Database failures, classified so the HTTP layer can answer 400 for the
 /// client's mistakes and 500 only for the server's.
@@ -283,18 +297,15 @@ impl Db {
         stmt: &impl QueryStatementWriter,
         columns: &[&Column],
     ) -> Result<Vec<Row>, DbError> {
-        match &self.inner {
-            Inner::Sqlite { read, .. } => {
-                Conn::Sqlite(&mut *read.acquire().await?)
-                    .fetch_all(stmt, columns)
-                    .await
-            }
-            Inner::Postgres(pool) => {
-                Conn::Postgres(&mut *pool.acquire().await?)
-                    .fetch_all(stmt, columns)
-                    .await
-            }
-        }
+        self.reader().await?.conn().fetch_all(stmt, columns).await
+    }
+
+    /// Runs a read-only statement and decodes its rows as `T`.
+    pub async fn fetch_typed<T: TypedRow>(
+        &self,
+        stmt: &impl QueryStatementWriter,
+    ) -> Result<Vec<T>, DbError> {
+        self.reader().await?.conn().fetch_typed(stmt).await
     }
 
     /// A list page (`rows`, skipping `skipped` rows of the result, at most `per_page`) and
@@ -309,48 +320,15 @@ impl Db {
         skipped: u64,
         per_page: u64,
     ) -> Result<(Vec<Row>, i64), DbError> {
-        async fn on(
-            mut conn: Conn<'_>,
-            rows: &impl QueryStatementWriter,
-            columns: &[&Column],
-            count: &impl QueryStatementWriter,
-            skipped: u64,
-            per_page: u64,
-        ) -> Result<(Vec<Row>, i64), DbError> {
-            let page = conn.fetch_all(rows, columns).await?;
-            let total = if !page.is_empty() && (page.len() as u64) < per_page {
-                (skipped + page.len() as u64) as i64
-            } else {
-                conn.fetch_i64(count).await?
-            };
-            Ok((page, total))
-        }
-        match &self.inner {
-            Inner::Sqlite { read, .. } => {
-                let mut c = read.acquire().await?;
-                on(
-                    Conn::Sqlite(&mut c),
-                    rows,
-                    columns,
-                    count,
-                    skipped,
-                    per_page,
-                )
-                .await
-            }
-            Inner::Postgres(pool) => {
-                let mut c = pool.acquire().await?;
-                on(
-                    Conn::Postgres(&mut c),
-                    rows,
-                    columns,
-                    count,
-                    skipped,
-                    per_page,
-                )
-                .await
-            }
-        }
+        let mut reader = self.reader().await?;
+        let mut conn = reader.conn();
+        let page = conn.fetch_all(rows, columns).await?;
+        let total = if !page.is_empty() && (page.len() as u64) < per_page {
+            (skipped + page.len() as u64) as i64
+        } else {
+            conn.fetch_i64(count).await?
+        };
+        Ok((page, total))
     }
 
     /// Runs a read-only statement that yields at most one row.
@@ -364,18 +342,16 @@ impl Db {
 
     /// Runs a statement whose first column is an integer (a count).
     pub async fn fetch_i64(&self, stmt: &impl QueryStatementWriter) -> Result<i64, DbError> {
-        match &self.inner {
-            Inner::Sqlite { read, .. } => {
-                Conn::Sqlite(&mut *read.acquire().await?)
-                    .fetch_i64(stmt)
-                    .await
-            }
-            Inner::Postgres(pool) => {
-                Conn::Postgres(&mut *pool.acquire().await?)
-                    .fetch_i64(stmt)
-                    .await
-            }
-        }
+        self.reader().await?.conn().fetch_i64(stmt).await
+    }
+
+    /// A connection for one read-only statement (or a few, as in [`Db::fetch_page`]): on
+    /// SQLite from the reader pool, so reads never queue behind the single writer.
+    async fn reader(&self) -> Result<Pooled, DbError> {
+        Ok(match &self.inner {
+            Inner::Sqlite { read, .. } => Pooled::Sqlite(read.acquire().await?),
+            Inner::Postgres(pool) => Pooled::Postgres(pool.acquire().await?),
+        })
     }
 
     /// Starts a read-only transaction, for handlers that only read but want one
@@ -461,6 +437,22 @@ impl Tx {
             .await?
             .into_iter()
             .next())
+    }
+
+    /// Runs a statement and decodes its rows as `T` (also for `RETURNING`).
+    pub async fn fetch_typed<T: TypedRow>(
+        &mut self,
+        stmt: &impl QueryStatementWriter,
+    ) -> Result<Vec<T>, DbError> {
+        self.conn().fetch_typed(stmt).await
+    }
+
+    /// Runs a statement that yields at most one row, decoded as `T`.
+    pub async fn fetch_typed_optional<T: TypedRow>(
+        &mut self,
+        stmt: &impl QueryStatementWriter,
+    ) -> Result<Option<T>, DbError> {
+        Ok(self.conn().fetch_typed(stmt).await?.into_iter().next())
     }
 
     /// Runs a statement whose first column is an integer.
@@ -664,6 +656,21 @@ impl Drop for SqliteTx {
     }
 }
 
+/// A connection taken from either backend's pool (see [`Db::reader`]).
+enum Pooled {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<sqlx::Postgres>),
+}
+
+impl Pooled {
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Self::Sqlite(c) => Conn::Sqlite(c),
+            Self::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
 /// A borrowed connection of either backend: the one place that binds values
 /// and decodes rows.
 enum Conn<'c> {
@@ -685,6 +692,29 @@ impl Conn<'_> {
         stmt: &impl QueryStatementWriter,
         columns: &[&Column],
     ) -> Result<Vec<Row>, DbError> {
+        self.fetch_decoded(
+            stmt,
+            |r| decode_sqlite(r, columns),
+            |r| decode_pg(r, columns),
+        )
+        .await
+    }
+
+    async fn fetch_typed<T: TypedRow>(
+        &mut self,
+        stmt: &impl QueryStatementWriter,
+    ) -> Result<Vec<T>, DbError> {
+        self.fetch_decoded(stmt, |r| Ok(T::from_row(r)?), |r| Ok(T::from_row(r)?))
+            .await
+    }
+
+    /// Runs a statement and decodes each row with the backend's decoder.
+    async fn fetch_decoded<T>(
+        &mut self,
+        stmt: &impl QueryStatementWriter,
+        sqlite: impl Fn(&SqliteRow) -> Result<T, DbError>,
+        pg: impl Fn(&PgRow) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
         let (sql, values) = self.build(stmt);
         timed("fetch", async {
             match self {
@@ -693,14 +723,14 @@ impl Conn<'_> {
                         .fetch_all(&mut **conn)
                         .await;
                     rows.map_err(DbError::classify)
-                        .and_then(|rows| rows.iter().map(|r| decode_sqlite(r, columns)).collect())
+                        .and_then(|rows| rows.iter().map(&sqlite).collect())
                 }
                 Self::Postgres(conn) => {
                     let rows = bind_pg(sqlx::query(&sql), values)
                         .fetch_all(&mut **conn)
                         .await;
                     rows.map_err(DbError::classify)
-                        .and_then(|rows| rows.iter().map(|r| decode_pg(r, columns)).collect())
+                        .and_then(|rows| rows.iter().map(&pg).collect())
                 }
             }
         })
@@ -764,30 +794,61 @@ async fn timed<T>(op: &'static str, work: impl std::future::Future<Output = T>) 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
+/// A sea-query value narrowed to what both backends bind: every integer as
+/// `i64`, every float as `f64`, a char as text. The widening is written once;
+/// the two binders below differ only where the backends store differently
+/// (JSON, dates, timestamps).
+enum Bind {
+    Bool(Option<bool>),
+    Int(Option<i64>),
+    Float(Option<f64>),
+    Text(Option<String>),
+    Bytes(Option<Vec<u8>>),
+    Json(Option<Json>),
+    Date(Option<NaiveDate>),
+    DateTime(Option<NaiveDateTime>),
+}
+
+impl From<Value> for Bind {
+    fn from(value: Value) -> Self {
+        match value {
+            Value::Bool(v) => Self::Bool(v),
+            Value::TinyInt(v) => Self::Int(v.map(i64::from)),
+            Value::SmallInt(v) => Self::Int(v.map(i64::from)),
+            Value::Int(v) => Self::Int(v.map(i64::from)),
+            Value::BigInt(v) => Self::Int(v),
+            Value::TinyUnsigned(v) => Self::Int(v.map(i64::from)),
+            Value::SmallUnsigned(v) => Self::Int(v.map(i64::from)),
+            Value::Unsigned(v) => Self::Int(v.map(i64::from)),
+            // LIMIT and OFFSET: never above i64::MAX (see `query::Page::offset`).
+            Value::BigUnsigned(v) => Self::Int(v.map(|v| v as i64)),
+            Value::Float(v) => Self::Float(v.map(f64::from)),
+            Value::Double(v) => Self::Float(v),
+            Value::String(v) => Self::Text(v.map(|s| *s)),
+            Value::Char(v) => Self::Text(v.map(|c| c.to_string())),
+            Value::Bytes(v) => Self::Bytes(v.map(|b| *b)),
+            Value::Json(v) => Self::Json(v.map(|j| *j)),
+            Value::ChronoDate(v) => Self::Date(v.map(|d| *d)),
+            Value::ChronoDateTime(v) => Self::DateTime(v.map(|t| *t)),
+            other => Self::Text(Some(format!("{other:?}"))),
+        }
+    }
+}
+
 /// Binds sea-query values for SQLite. Timestamps are bound as fixed-width
 /// ISO text (`DATETIME_FORMAT`) so that stored values sort and compare
 /// correctly and come back exactly as the API returns them.
 fn bind_sqlite(mut query: SqliteQuery<'_>, values: Values) -> SqliteQuery<'_> {
     for value in values.0 {
-        query = match value {
-            Value::Bool(v) => query.bind(v),
-            Value::TinyInt(v) => query.bind(v.map(i64::from)),
-            Value::SmallInt(v) => query.bind(v.map(i64::from)),
-            Value::Int(v) => query.bind(v.map(i64::from)),
-            Value::BigInt(v) => query.bind(v),
-            Value::TinyUnsigned(v) => query.bind(v.map(i64::from)),
-            Value::SmallUnsigned(v) => query.bind(v.map(i64::from)),
-            Value::Unsigned(v) => query.bind(v.map(i64::from)),
-            Value::BigUnsigned(v) => query.bind(v.map(|v| v as i64)),
-            Value::Float(v) => query.bind(v.map(f64::from)),
-            Value::Double(v) => query.bind(v),
-            Value::String(v) => query.bind(v.map(|s| *s)),
-            Value::Char(v) => query.bind(v.map(|c| c.to_string())),
-            Value::Bytes(v) => query.bind(v.map(|b| *b)),
-            Value::Json(v) => query.bind(v.map(|j| j.to_string())),
-            Value::ChronoDate(v) => query.bind(v.map(|d| d.format("%Y-%m-%d").to_string())),
-            Value::ChronoDateTime(v) => query.bind(v.map(|t| format_datetime(&t))),
-            other => query.bind(format!("{other:?}")),
+        query = match Bind::from(value) {
+            Bind::Bool(v) => query.bind(v),
+            Bind::Int(v) => query.bind(v),
+            Bind::Float(v) => query.bind(v),
+            Bind::Text(v) => query.bind(v),
+            Bind::Bytes(v) => query.bind(v),
+            Bind::Json(v) => query.bind(v.map(|j| j.to_string())),
+            Bind::Date(v) => query.bind(v.map(|d| d.format("%Y-%m-%d").to_string())),
+            Bind::DateTime(v) => query.bind(v.map(|t| format_datetime(&t))),
         };
     }
     query
@@ -796,25 +857,15 @@ fn bind_sqlite(mut query: SqliteQuery<'_>, values: Values) -> SqliteQuery<'_> {
 /// Binds sea-query values for PostgreSQL with their native types.
 fn bind_pg(mut query: PgQuery<'_>, values: Values) -> PgQuery<'_> {
     for value in values.0 {
-        query = match value {
-            Value::Bool(v) => query.bind(v),
-            Value::TinyInt(v) => query.bind(v.map(i64::from)),
-            Value::SmallInt(v) => query.bind(v.map(i64::from)),
-            Value::Int(v) => query.bind(v.map(i64::from)),
-            Value::BigInt(v) => query.bind(v),
-            Value::TinyUnsigned(v) => query.bind(v.map(i64::from)),
-            Value::SmallUnsigned(v) => query.bind(v.map(i64::from)),
-            Value::Unsigned(v) => query.bind(v.map(i64::from)),
-            Value::BigUnsigned(v) => query.bind(v.map(|v| v as i64)),
-            Value::Float(v) => query.bind(v.map(f64::from)),
-            Value::Double(v) => query.bind(v),
-            Value::String(v) => query.bind(v.map(|s| *s)),
-            Value::Char(v) => query.bind(v.map(|c| c.to_string())),
-            Value::Bytes(v) => query.bind(v.map(|b| *b)),
-            Value::Json(v) => query.bind(v.map(|j| sqlx::types::Json(*j))),
-            Value::ChronoDate(v) => query.bind(v.map(|d| *d)),
-            Value::ChronoDateTime(v) => query.bind(v.map(|t| *t)),
-            other => query.bind(format!("{other:?}")),
+        query = match Bind::from(value) {
+            Bind::Bool(v) => query.bind(v),
+            Bind::Int(v) => query.bind(v),
+            Bind::Float(v) => query.bind(v),
+            Bind::Text(v) => query.bind(v),
+            Bind::Bytes(v) => query.bind(v),
+            Bind::Json(v) => query.bind(v.map(sqlx::types::Json)),
+            Bind::Date(v) => query.bind(v),
+            Bind::DateTime(v) => query.bind(v),
         };
     }
     query

@@ -31,7 +31,7 @@
 //! its own writes; the caller commits.
 
 use chrono::{Duration, NaiveDateTime};
-use sea_query::{Alias, Expr, LockType, Order, Query, Value};
+use sea_query::{Expr, LockType, Order, Query, Value};
 use serde_json::{json, Value as Json};
 
 use crate::catalogue::{Catalogue, Column, ColumnType};
@@ -39,6 +39,7 @@ use crate::db::{Db, DbError, Row, Tx};
 use crate::error::ApiError;
 use crate::outbox;
 use crate::query::{self, Visibility};
+use crate::rows::{a, names, to_columns, RowExt};
 use crate::values::format_datetime;
 
 /// Counts payment-command lifecycle events after the API request:
@@ -127,6 +128,14 @@ impl Category {
     }
 }
 
+impl TryFrom<String> for Category {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text).ok_or_else(|| format!("no payment-command category '{text}'"))
+    }
+}
+
 /// Why a DCM operation was refused. Nothing was written in any case.
 #[derive(Debug, thiserror::Error)]
 pub enum DcmError {
@@ -211,12 +220,14 @@ pub struct NewCommand {
     pub transaction_id: String,
 }
 
-/// One `payment_command` row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `payment_command` row (selected by `COMMAND_COLUMNS`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PaymentCommand {
     pub payment_command_id: i64,
     pub product_imei: String,
     pub value: i64,
+    // The column has a CHECK constraint on the four spellings.
+    #[sqlx(try_from = "String")]
     pub category: Category,
     pub void: bool,
     pub status: Option<String>,
@@ -269,7 +280,7 @@ pub struct ForceReset {
 }
 
 /// One `final_balance` row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct FinalBalance {
     pub final_balance_id: i64,
     pub product_imei: String,
@@ -310,64 +321,22 @@ pub struct FinalBalanceOutcome {
     pub acknowledged: bool,
 }
 
-fn col(name: &str, ty: ColumnType) -> Column {
-    Column::computed(name, ty)
-}
-
-fn a(name: &str) -> Alias {
-    Alias::new(name)
-}
-
-const COMMAND_COLUMNS: [(&str, ColumnType); 9] = [
-    ("payment_command_id", ColumnType::Int),
-    ("product_imei", ColumnType::String),
-    ("value", ColumnType::Int),
-    ("category", ColumnType::String),
-    ("void", ColumnType::Boolean),
-    ("status", ColumnType::String),
-    ("transaction_id", ColumnType::String),
-    ("created_at", ColumnType::Datetime),
-    ("modified_at", ColumnType::Datetime),
+/// The columns of [`PaymentCommand`], in its field order.
+const COMMAND_COLUMNS: [&str; 9] = [
+    "payment_command_id",
+    "product_imei",
+    "value",
+    "category",
+    "void",
+    "status",
+    "transaction_id",
+    "created_at",
+    "modified_at",
 ];
-
-fn command_columns() -> Vec<Column> {
-    COMMAND_COLUMNS.iter().map(|(n, t)| col(n, *t)).collect()
-}
-
-fn text(row: &Row, k: &str) -> Option<String> {
-    row.get(k).and_then(Json::as_str).map(str::to_string)
-}
-
-fn int(row: &Row, k: &str) -> Option<i64> {
-    row.get(k).and_then(Json::as_i64)
-}
-
-fn time(row: &Row, k: &str) -> Option<NaiveDateTime> {
-    row.get(k)
-        .and_then(Json::as_str)
-        .and_then(crate::values::parse_datetime)
-}
-
-fn decode_command(row: &Row) -> PaymentCommand {
-    PaymentCommand {
-        payment_command_id: int(row, "payment_command_id").unwrap_or_default(),
-        product_imei: text(row, "product_imei").unwrap_or_default(),
-        value: int(row, "value").unwrap_or_default(),
-        // The column has a CHECK constraint on these four spellings.
-        category: text(row, "category")
-            .and_then(|c| Category::parse(&c))
-            .unwrap_or(Category::Payment),
-        void: row.get("void").and_then(Json::as_bool).unwrap_or(false),
-        status: text(row, "status"),
-        transaction_id: text(row, "transaction_id").unwrap_or_default(),
-        created_at: time(row, "created_at"),
-        modified_at: time(row, "modified_at"),
-    }
-}
 
 fn select_commands() -> sea_query::SelectStatement {
     let mut sel = Query::select();
-    sel.columns(COMMAND_COLUMNS.iter().map(|(n, _)| a(n)))
+    sel.columns(COMMAND_COLUMNS.map(a))
         .from(a("payment_command"));
     sel
 }
@@ -416,14 +385,7 @@ async fn fetch_commands(
     tx: &mut Tx,
     stmt: &sea_query::SelectStatement,
 ) -> Result<Vec<PaymentCommand>, DbError> {
-    let columns = command_columns();
-    let refs: Vec<&Column> = columns.iter().collect();
-    Ok(tx
-        .fetch_all(stmt, &refs)
-        .await?
-        .iter()
-        .map(decode_command)
-        .collect())
+    tx.fetch_typed(stmt).await
 }
 
 /// The cycle's sums, every step checked: `None` when one leaves `i64`.
@@ -516,12 +478,10 @@ async fn insert_command(
             now.into(),
             actor.into(),
         ])
-        .returning(Query::returning().columns(COMMAND_COLUMNS.iter().map(|(n, _)| a(n))))
+        .returning(Query::returning().columns(COMMAND_COLUMNS.map(a)))
         .to_owned();
-    let columns = command_columns();
-    let refs: Vec<&Column> = columns.iter().collect();
-    match tx.fetch_optional(&stmt, &refs).await {
-        Ok(Some(row)) => Ok(decode_command(&row)),
+    match tx.fetch_typed_optional(&stmt).await {
+        Ok(Some(command)) => Ok(command),
         Ok(None) => Err(DcmError::Db(DbError::Other(sqlx::Error::RowNotFound))),
         // Another unit's command took the id between our check and insert.
         Err(DbError::Unique { .. }) => Err(DcmError::DuplicateTransaction(transaction_id.into())),
@@ -675,11 +635,8 @@ async fn command_of(tx: &mut Tx, imei: &str, id: i64) -> Result<PaymentCommand, 
     let mut stmt = select_commands();
     stmt.and_where(Expr::col(a("payment_command_id")).eq(id))
         .and_where(Expr::col(a("product_imei")).eq(imei));
-    let columns = command_columns();
-    let refs: Vec<&Column> = columns.iter().collect();
-    tx.fetch_optional(&stmt, &refs)
+    tx.fetch_typed_optional(&stmt)
         .await?
-        .map(|r| decode_command(&r))
         .ok_or_else(|| DcmError::UnknownCommand {
             imei: imei.into(),
             id,
@@ -753,7 +710,7 @@ const BALANCE_COLUMNS: [(&str, ColumnType); 5] = [
 
 fn balance_stmt(imei: &str) -> sea_query::SelectStatement {
     Query::select()
-        .columns(BALANCE_COLUMNS.iter().map(|(n, _)| a(n)))
+        .columns(names(&BALANCE_COLUMNS))
         .from(a("balance"))
         .and_where(Expr::col(a("product_imei")).eq(imei))
         .order_by(a("balance_id"), Order::Desc)
@@ -763,7 +720,7 @@ fn balance_stmt(imei: &str) -> sea_query::SelectStatement {
 
 async fn balance_row(tx: &mut Tx, imei: &str) -> Result<Option<(i64, Balance)>, DbError> {
     let stmt = balance_stmt(imei);
-    let columns: Vec<Column> = BALANCE_COLUMNS.iter().map(|(n, t)| col(n, *t)).collect();
+    let columns: Vec<Column> = to_columns(&BALANCE_COLUMNS);
     let refs: Vec<&Column> = columns.iter().collect();
     Ok(tx
         .fetch_optional(&stmt, &refs)
@@ -772,12 +729,12 @@ async fn balance_row(tx: &mut Tx, imei: &str) -> Result<Option<(i64, Balance)>, 
 }
 
 fn decode_balance(row: &Row) -> Option<(i64, Balance)> {
-    let reported_at = time(row, "modified_at").or_else(|| time(row, "created_at"))?;
+    let reported_at = row.time("modified_at").or_else(|| row.time("created_at"))?;
     Some((
-        int(row, "balance_id")?,
+        row.int("balance_id")?,
         Balance {
-            balance: int(row, "balance")?,
-            expected_expiry: time(row, "expected_expiry")?,
+            balance: row.int("balance")?,
+            expected_expiry: row.time("expected_expiry")?,
             reported_at,
         },
     ))
@@ -865,27 +822,16 @@ pub async fn record_balance(
     Ok(store_balance(tx, imei, balance, at, actor, false).await?)
 }
 
-const FINAL_BALANCE_COLUMNS: [(&str, ColumnType); 7] = [
-    ("final_balance_id", ColumnType::Int),
-    ("product_imei", ColumnType::String),
-    ("final_balance", ColumnType::Int),
-    ("total_added", ColumnType::Int),
-    ("zero_command_id", ColumnType::Int),
-    ("status", ColumnType::String),
-    ("created_at", ColumnType::Datetime),
+/// The columns of [`FinalBalance`], in its field order.
+const FINAL_BALANCE_COLUMNS: [&str; 7] = [
+    "final_balance_id",
+    "product_imei",
+    "final_balance",
+    "total_added",
+    "zero_command_id",
+    "status",
+    "created_at",
 ];
-
-fn decode_final_balance(row: &Row) -> FinalBalance {
-    FinalBalance {
-        final_balance_id: int(row, "final_balance_id").unwrap_or_default(),
-        product_imei: text(row, "product_imei").unwrap_or_default(),
-        final_balance: int(row, "final_balance").unwrap_or_default(),
-        total_added: int(row, "total_added").unwrap_or_default(),
-        zero_command_id: int(row, "zero_command_id").unwrap_or_default(),
-        status: text(row, "status"),
-        created_at: time(row, "created_at"),
-    }
-}
 
 /// The final balance of a zero-command, if one was recorded.
 pub async fn final_balance_of(
@@ -893,19 +839,11 @@ pub async fn final_balance_of(
     zero_command_id: i64,
 ) -> Result<Option<FinalBalance>, DbError> {
     let stmt = Query::select()
-        .columns(FINAL_BALANCE_COLUMNS.iter().map(|(n, _)| a(n)))
+        .columns(FINAL_BALANCE_COLUMNS.map(a))
         .from(a("final_balance"))
         .and_where(Expr::col(a("zero_command_id")).eq(zero_command_id))
         .to_owned();
-    let columns: Vec<Column> = FINAL_BALANCE_COLUMNS
-        .iter()
-        .map(|(n, t)| col(n, *t))
-        .collect();
-    let refs: Vec<&Column> = columns.iter().collect();
-    Ok(tx
-        .fetch_optional(&stmt, &refs)
-        .await?
-        .map(|r| decode_final_balance(&r)))
+    tx.fetch_typed_optional(&stmt).await
 }
 
 /// The unit's FinalBalance reply to zero-command `zero_command_id`
@@ -986,18 +924,12 @@ pub async fn record_final_balance(
             at.into(),
             actor.into(),
         ])
-        .returning(Query::returning().columns(FINAL_BALANCE_COLUMNS.iter().map(|(n, _)| a(n))))
+        .returning(Query::returning().columns(FINAL_BALANCE_COLUMNS.map(a)))
         .to_owned();
-    let columns: Vec<Column> = FINAL_BALANCE_COLUMNS
-        .iter()
-        .map(|(n, t)| col(n, *t))
-        .collect();
-    let refs: Vec<&Column> = columns.iter().collect();
-    let row = tx
-        .fetch_optional(&stmt, &refs)
+    let stored: FinalBalance = tx
+        .fetch_typed_optional(&stmt)
         .await?
         .ok_or(DcmError::Db(DbError::Other(sqlx::Error::RowNotFound)))?;
-    let stored = decode_final_balance(&row);
     let acknowledged = !zero.is_acknowledged();
     if acknowledged {
         set_status(tx, zero_command_id, STATUS_ACKNOWLEDGED, actor, at).await?;
@@ -1031,7 +963,7 @@ pub async fn balance_and_pending(
     db: &Db,
     imei: &str,
 ) -> Result<(Option<Balance>, Vec<PaymentCommand>), DbError> {
-    let columns: Vec<Column> = BALANCE_COLUMNS.iter().map(|(n, t)| col(n, *t)).collect();
+    let columns: Vec<Column> = to_columns(&BALANCE_COLUMNS);
     let refs: Vec<&Column> = columns.iter().collect();
     let balance = db
         .fetch_optional(&balance_stmt(imei), &refs)
@@ -1041,14 +973,7 @@ pub async fn balance_and_pending(
     let mut stmt = pending_stmt(imei);
     stmt.clear_order_by()
         .order_by(a("payment_command_id"), Order::Desc);
-    let columns = command_columns();
-    let refs: Vec<&Column> = columns.iter().collect();
-    let pending = db
-        .fetch_all(&stmt, &refs)
-        .await?
-        .iter()
-        .map(decode_command)
-        .collect();
+    let pending = db.fetch_typed(&stmt).await?;
     Ok((balance, pending))
 }
 

@@ -6,6 +6,8 @@
 //! - [`values`]: JSON values from clients to typed SQL values; the API timestamp format.
 //! - [`query`]: the Flask-Restless query language (`q`), compiled to SQL with scope.
 //! - [`db`]: SQLite / PostgreSQL behind one type; binding and row decoding.
+//! - [`rows`]: the row helpers of the hand-written paths (select/insert/update a
+//!   catalogue table, typed access to a decoded row).
 //! - [`auth`]: passwords, tokens, permissions, the authenticated-user extractor.
 //! - [`http`]: the router, generic table routes, auth routes, OpenAPI.
 //! - [`data`]: the product data API (time series), `/upload_tool_log` and
@@ -37,6 +39,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod query;
 pub mod repairs;
+pub mod rows;
 pub mod rtc;
 pub mod schema;
 pub mod startup;

@@ -8,12 +8,13 @@ use axum::Router;
 use sea_query::LockType;
 use serde_json::{json, Value as Json};
 
-use super::{eq, object, update, RowExt};
+use super::object;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::db::{DbError, Row, Tx};
 use crate::error::ApiError;
 use crate::http::{success, AppState, JsonBody};
+use crate::rows::{eq, update, RowExt};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/alerts/{id}/dismiss", put(dismiss))
@@ -55,13 +56,13 @@ pub fn alert_data(alert: &Row) -> Json {
 
 async fn locked_alert(tx: &mut Tx, user: &AuthUser, id: i64) -> Result<Option<Row>, ApiError> {
     let mut stmt = crate::query::compile_get(
-        super::catalogue(),
-        super::table("alert"),
+        crate::rows::catalogue(),
+        crate::rows::table("alert"),
         id.into(),
         &user.visibility,
     );
     stmt.lock(LockType::Update);
-    super::row(tx, "alert", &stmt).await
+    crate::rows::row(tx, "alert", &stmt).await
 }
 
 async fn dismiss(
@@ -96,9 +97,9 @@ async fn dismiss(
         return Ok(success(StatusCode::OK, message, Json::Null));
     }
     if let Some(repair_id) = repair {
-        let mut stmt = super::select_all("repair");
+        let mut stmt = crate::rows::select_all("repair");
         stmt.and_where(eq("repair_id", repair_id));
-        if super::row(&mut tx, "repair", &stmt).await?.is_none() {
+        if crate::rows::row(&mut tx, "repair", &stmt).await?.is_none() {
             return Err(ApiError::field(
                 "repair_id",
                 format!("field 'repair_id' refers to repair repair_id {repair_id}, which does not exist"),

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,13 +16,13 @@ use axum::Router;
 use sea_query::{Alias, Expr, Func, Order, Query, SelectStatement};
 use serde_json::{json, Map, Value as Json};
 
-use super::{col, select_all, tc, RowExt};
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::http::{success, AppState};
+use crate::http::{success, AppState, QueryPairs};
 use crate::query::{self, Page, QuerySpec};
+use crate::rows::{col, select_all, tc, RowExt};
 
 /// The largest page these endpoints serve whatever the configuration says:
 /// a page's IMEIs are bound as one `IN (...)` list per query, and SQLite
@@ -33,27 +33,6 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/dashboard2", get(dashboard2))
         .route("/current_enable_status", get(current_enable_status))
-}
-
-fn params(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
-    serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))
-}
-
-fn param<'a>(params: &'a [(String, String)], k: &str) -> Option<&'a str> {
-    params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
-}
-
-fn positive(params: &[(String, String)], k: &str) -> Result<Option<u64>, ApiError> {
-    match param(params, k) {
-        None => Ok(None),
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(ApiError::BadRequest(format!(
-                "'{k}' must be a positive integer, got '{v}'"
-            ))),
-        },
-    }
 }
 
 /// Rewrites `{"name": "entities", "op": <op>, "val": <entity name>}`
@@ -109,7 +88,7 @@ async fn by_imei(
             .is_in(imeis.iter().map(String::as_str)),
     );
     let mut out: BTreeMap<String, Vec<Row>> = BTreeMap::new();
-    for r in super::rows(tx, table, &stmt).await? {
+    for r in crate::rows::rows(tx, table, &stmt).await? {
         if let Some(imei) = r.text("product_imei") {
             out.entry(imei.to_string()).or_default().push(r);
         }
@@ -134,7 +113,7 @@ async fn names(tx: &mut Tx, table: &str, pk: &str) -> Result<BTreeMap<i64, Strin
 
 /// Current entities per product (full entity rows).
 async fn entities(tx: &mut Tx, imeis: &[String]) -> Result<BTreeMap<String, Vec<Row>>, ApiError> {
-    let entity = super::table("entity");
+    let entity = crate::rows::table("entity");
     let mut stmt = Query::select();
     stmt.expr_as(tc("l", "product_imei"), Alias::new("product_imei"));
     for c in entity.readable_columns() {
@@ -170,7 +149,7 @@ async fn entities(tx: &mut Tx, imeis: &[String]) -> Result<BTreeMap<String, Vec<
 async fn states(tx: &mut Tx, ids: Vec<i64>) -> Result<BTreeMap<i64, (i64, Json)>, ApiError> {
     let mut stmt = select_all("state");
     stmt.and_where(Expr::col((Alias::new("state"), Alias::new("state_id"))).is_in(ids));
-    Ok(super::rows(tx, "state", &stmt)
+    Ok(crate::rows::rows(tx, "state", &stmt)
         .await?
         .into_iter()
         .filter_map(|r| {
@@ -208,19 +187,7 @@ async fn connections(
         .into_iter()
         .filter_map(|r| Some((r.text("product_imei")?.to_string(), r.get("date").cloned()?)))
         .collect();
-    let latest = Query::select()
-        .expr(tc("c2", "connection_id"))
-        .from_as(Alias::new("connection"), Alias::new("c2"))
-        .and_where(
-            Expr::col((Alias::new("c2"), Alias::new("product_imei")))
-                .equals((Alias::new("connection"), Alias::new("product_imei"))),
-        )
-        .and_where(Expr::col((Alias::new("c2"), Alias::new("location_failed_flag"))).eq(false))
-        .and_where(Expr::col((Alias::new("c2"), Alias::new("latitude"))).is_not_null())
-        .order_by((Alias::new("c2"), Alias::new("date")), Order::Desc)
-        .order_by((Alias::new("c2"), Alias::new("connection_id")), Order::Desc)
-        .limit(1)
-        .to_owned();
+    let latest = super::fleet::latest_location_of_row();
     let mut stmt = select_all("connection");
     stmt.and_where(
         Expr::col((Alias::new("connection"), Alias::new("connection_id"))).in_subquery(latest),
@@ -345,7 +312,7 @@ async fn product_page(
     spec: &QuerySpec,
     page: Page,
 ) -> Result<(Vec<Row>, i64), ApiError> {
-    let product = super::table("product");
+    let product = crate::rows::table("product");
     let compiled = query::compile(&state.catalogue, product, spec, &user.viewer(), Some(page))?;
     let columns: Vec<&Column> = product.readable_columns_for(user.permissions).collect();
     let total = state.db.fetch_i64(&compiled.count).await?;
@@ -356,27 +323,23 @@ async fn product_page(
 async fn dashboard2(
     State(state): State<AppState>,
     user: AuthUser,
-    RawQuery(raw): RawQuery,
+    params: QueryPairs,
 ) -> Result<Response, ApiError> {
     user.require(Permission::Overview)?;
-    let params = params(raw.as_deref())?;
-    let spec = parse_q(param(&params, "q"))?;
+    let spec = parse_q(params.get("q"))?;
     if !spec.group_by.is_empty() || spec.single {
         return Err(ApiError::BadRequest(
             "/dashboard2 does not support group_by or single".into(),
         ));
     }
-    let page = Page {
-        page: positive(&params, "page")?.unwrap_or(1),
-        per_page: positive(&params, "results_per_page")?
-            .unwrap_or(state.config.default_results_per_page)
-            .min(state.config.max_results_per_page)
-            .min(MAX_PAGE),
-    };
+    let page = params.page(
+        state.config.default_results_per_page,
+        state.config.max_results_per_page.min(MAX_PAGE),
+    )?;
     let (products, filtered) = product_page(&state, &user, &spec, page).await?;
     let all = query::compile(
         &state.catalogue,
-        super::table("product"),
+        crate::rows::table("product"),
         &QuerySpec::default(),
         &user.viewer(),
         None,
@@ -495,17 +458,13 @@ async fn dashboard2(
 async fn current_enable_status(
     State(state): State<AppState>,
     user: AuthUser,
-    RawQuery(raw): RawQuery,
+    params: QueryPairs,
 ) -> Result<Response, ApiError> {
     user.require(Permission::Factory)?;
-    let params = params(raw.as_deref())?;
-    let page = Page {
-        page: positive(&params, "page")?.unwrap_or(1),
-        per_page: positive(&params, "results_per_page")?
-            .unwrap_or(state.config.default_results_per_page)
-            .min(state.config.bulk_max_results_per_page)
-            .min(MAX_PAGE),
-    };
+    let page = params.page(
+        state.config.default_results_per_page,
+        state.config.bulk_max_results_per_page.min(MAX_PAGE),
+    )?;
     let (products, _) = product_page(&state, &user, &QuerySpec::default(), page).await?;
     let imeis: Vec<String> = products
         .iter()
@@ -526,7 +485,7 @@ async fn current_enable_status(
                 .filter_map(|p| p.int("latest_enable_history_id")),
         ),
     );
-    let history: BTreeMap<i64, Row> = super::rows(&mut tx, "enable_history", &stmt)
+    let history: BTreeMap<i64, Row> = crate::rows::rows(&mut tx, "enable_history", &stmt)
         .await?
         .into_iter()
         .filter_map(|r| Some((r.int("enable_history_id")?, r)))

@@ -17,12 +17,13 @@ use chrono::NaiveDateTime;
 use sea_query::{Alias, Expr, Order, Query};
 use serde_json::{json, Value as Json};
 
-use super::{col, eq, insert, object, update, RowExt};
+use super::object;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::Tx;
 use crate::error::ApiError;
 use crate::http::{success, AppState, JsonBody};
+use crate::rows::{col, eq, insert, update, RowExt};
 
 /// Entity 1, seeded by migration 0003.
 pub const UNKNOWN_ENTITY: i64 = 1;

@@ -4,21 +4,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
 use chrono::{Duration, NaiveDateTime};
-use sea_query::{Alias, Expr, Order, Query, SimpleExpr};
+use sea_query::{Alias, Expr, Order, Query, SelectStatement, SimpleExpr};
 use serde_json::{json, Map, Value as Json};
 
-use super::{col, eq, insert, object, select_all, tc, update, GetArgs, RowExt};
+use super::{object, GetArgs};
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody};
+use crate::http::{success, AppState, JsonBody, QueryPairs};
+use crate::rows::{col, eq, insert, select_all, tc, update, RowExt};
 
 /// A unit is expected to connect once every four hours (spec).
 const EXPECTED_CONNECTION_SECS: i64 = 4 * 3600;
@@ -73,14 +74,14 @@ async fn parts(
         .order_by(Alias::new("part_product_linker_id"), Order::Asc);
     // The latest link of each part (a part may have left and come back).
     let mut linkers: BTreeMap<i64, Row> = BTreeMap::new();
-    for l in super::rows(&mut tx, "part_product_linker", &stmt).await? {
+    for l in crate::rows::rows(&mut tx, "part_product_linker", &stmt).await? {
         if let Some(id) = l.int("part_id") {
             linkers.insert(id, l);
         }
     }
     let mut stmt = select_all("part");
     stmt.and_where(in_list(("part", "part_id"), linkers.keys().copied()));
-    let part_rows = super::rows(&mut tx, "part", &stmt).await?;
+    let part_rows = crate::rows::rows(&mut tx, "part", &stmt).await?;
     let type_ids: BTreeSet<i64> = part_rows
         .iter()
         .filter_map(|p| p.int("part_type_id"))
@@ -96,7 +97,7 @@ async fn parts(
             .or(eq("product_type_id", product.int("product_type_id"))),
     )
     .order_by(Alias::new("part_type_replacement_linker_id"), Order::Asc);
-    let replacements = super::rows(&mut tx, "part_type_replacement_linker", &stmt).await?;
+    let replacements = crate::rows::rows(&mut tx, "part_type_replacement_linker", &stmt).await?;
     let all_types: BTreeSet<i64> = type_ids
         .iter()
         .copied()
@@ -108,7 +109,7 @@ async fn parts(
         .collect();
     let mut stmt = select_all("part_type");
     stmt.and_where(in_list(("part_type", "part_type_id"), all_types));
-    let types: BTreeMap<i64, Row> = super::rows(&mut tx, "part_type", &stmt)
+    let types: BTreeMap<i64, Row> = crate::rows::rows(&mut tx, "part_type", &stmt)
         .await?
         .into_iter()
         .filter_map(|t| Some((t.int("part_type_id")?, t)))
@@ -154,48 +155,11 @@ async fn parts(
 
 // -------------------------------------------------------------- locations
 
-fn page_params(
-    raw: Option<&str>,
-    default_per_page: u64,
-    max_per_page: u64,
-) -> Result<(u64, u64), ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))?;
-    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let positive = |k: &str| -> Result<Option<u64>, ApiError> {
-        match get(k) {
-            None => Ok(None),
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if n > 0 => Ok(Some(n)),
-                _ => Err(ApiError::BadRequest(format!(
-                    "'{k}' must be a positive integer, got '{v}'"
-                ))),
-            },
-        }
-    };
-    let page = positive("page")?.unwrap_or(1);
-    let per_page = positive("results_per_page")?
-        .unwrap_or(default_per_page)
-        .min(max_per_page);
-    Ok((page, per_page))
-}
-
-pub(super) fn offset(page: u64, per_page: u64) -> u64 {
-    (page - 1).saturating_mul(per_page).min(i64::MAX as u64)
-}
-
-async fn locations(
-    State(state): State<AppState>,
-    user: AuthUser,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    user.require(Permission::Overview)?;
-    let (page, per_page) = page_params(
-        raw.as_deref(),
-        state.config.locations_per_page,
-        state.config.bulk_max_results_per_page,
-    )?;
-    let latest = Query::select()
+/// The id of the latest connection of the outer query's `connection` row's
+/// product that has a location (not failed, with a latitude): what the
+/// locations list and the dashboard show as where a product is.
+pub(super) fn latest_location_of_row() -> SelectStatement {
+    Query::select()
         .expr(tc("c2", "connection_id"))
         .from_as(Alias::new("connection"), Alias::new("c2"))
         .and_where(
@@ -207,7 +171,20 @@ async fn locations(
         .order_by((Alias::new("c2"), Alias::new("date")), Order::Desc)
         .order_by((Alias::new("c2"), Alias::new("connection_id")), Order::Desc)
         .limit(1)
-        .to_owned();
+        .to_owned()
+}
+
+async fn locations(
+    State(state): State<AppState>,
+    user: AuthUser,
+    params: QueryPairs,
+) -> Result<Response, ApiError> {
+    user.require(Permission::Overview)?;
+    let page = params.page(
+        state.config.locations_per_page,
+        state.config.bulk_max_results_per_page,
+    )?;
+    let latest = latest_location_of_row();
     let mut stmt = Query::select()
         .expr(tc("connection", "product_imei"))
         .expr(tc("connection", "latitude"))
@@ -222,12 +199,12 @@ async fn locations(
             (Alias::new("connection"), Alias::new("product_imei")),
             Order::Asc,
         )
-        .limit(per_page)
-        .offset(offset(page, per_page))
+        .limit(page.per_page)
+        .offset(page.offset())
         .to_owned();
     if let Some(scope) = crate::query::scope_condition(
-        super::catalogue(),
-        super::table("connection"),
+        crate::rows::catalogue(),
+        crate::rows::table("connection"),
         &user.visibility,
     ) {
         stmt.and_where(scope);
@@ -280,11 +257,11 @@ async fn parameter_history(
     let mut stmt = select_all("product_parameter");
     stmt.and_where(eq("product_imei", imei.as_str()))
         .order_by(Alias::new("product_parameter_id"), Order::Asc);
-    let product_params = super::rows(&mut tx, "product_parameter", &stmt).await?;
+    let product_params = crate::rows::rows(&mut tx, "product_parameter", &stmt).await?;
     let mut stmt = select_all("part_product_linker");
     stmt.and_where(eq("product_imei", imei.as_str()))
         .order_by(Alias::new("part_product_linker_id"), Order::Asc);
-    let linkers = super::rows(&mut tx, "part_product_linker", &stmt).await?;
+    let linkers = crate::rows::rows(&mut tx, "part_product_linker", &stmt).await?;
     let part_ids: BTreeSet<i64> = linkers
         .iter()
         .filter(|l| match at {
@@ -303,7 +280,7 @@ async fn parameter_history(
         part_ids.iter().copied(),
     ))
     .order_by(Alias::new("part_parameter_id"), Order::Asc);
-    let part_params = super::rows(&mut tx, "part_parameter", &stmt).await?;
+    let part_params = crate::rows::rows(&mut tx, "part_parameter", &stmt).await?;
     tx.commit().await?;
     // As of a date: only what was active then, shown as active.
     let as_of = |rows: Vec<Row>| -> Vec<Json> {
@@ -465,7 +442,7 @@ async fn available_networks(
     stmt.and_where(Expr::col((Alias::new("network"), Alias::new("mccmnc"))).in_subquery(networks))
         .and_where(eq("mcc", mcc))
         .order_by(Alias::new("mccmnc"), Order::Asc);
-    let rows = super::rows(&mut tx, "network", &stmt).await?;
+    let rows = crate::rows::rows(&mut tx, "network", &stmt).await?;
     tx.commit().await?;
     Ok(success(
         StatusCode::OK,
@@ -531,7 +508,7 @@ async fn default_limits(tx: &mut Tx, imei: &str, state_type: i64) -> Result<Opti
     stmt.and_where(Expr::col(Alias::new("battery_type_id")).in_subquery(battery_types))
         .and_where(eq("state_type_id", state_type))
         .order_by(Alias::new("default_energy_limit_id"), Order::Asc);
-    let rows = super::rows(tx, "default_energy_limit", &stmt).await?;
+    let rows = crate::rows::rows(tx, "default_energy_limit", &stmt).await?;
     let entities: Vec<i64> = super::entity::current_entities(tx, imei)
         .await?
         .into_iter()

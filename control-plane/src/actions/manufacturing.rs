@@ -36,12 +36,13 @@ use chrono::NaiveDateTime;
 use sea_query::{Alias, Query};
 use serde_json::{json, Map, Value as Json};
 
-use super::{col, eq, insert, object, select_all, RowExt};
+use super::object;
 use crate::auth::AuthUser;
 use crate::catalogue::{ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::http::{success, AppState, JsonBody};
+use crate::rows::{col, eq, insert, select_all, RowExt};
 
 /// Default part types (spec and migration 0003).
 pub const SIM_PART_TYPE: i64 = 43;
@@ -301,14 +302,14 @@ async fn exists(
         .and_where(eq(pk, id))
         .limit(1)
         .to_owned();
-    let c = col(pk, super::table(table).primary_key().ty);
+    let c = col(pk, crate::rows::table(table).primary_key().ty);
     Ok(tx.fetch_optional(&stmt, &[&c]).await?.is_some())
 }
 
 async fn part_by_serial(tx: &mut Tx, serial: &str) -> Result<Option<Row>, ApiError> {
     let mut stmt = select_all("part");
     stmt.and_where(eq("serial_number", serial));
-    super::row(tx, "part", &stmt).await
+    crate::rows::row(tx, "part", &stmt).await
 }
 
 async fn require_part_type(tx: &mut Tx, field: &str, id: i64) -> Result<(), ApiError> {
@@ -634,7 +635,7 @@ impl ProductRequest {
         match body.get("product") {
             None | Some(Json::Null) => {}
             Some(Json::Object(p)) => {
-                let table = super::table("product");
+                let table = crate::rows::table("product");
                 for (k, v) in p {
                     match table
                         .column(k)
@@ -850,7 +851,7 @@ pub async fn create_product_from_pcb(
         now,
     )
     .await?;
-    super::update(
+    crate::rows::update(
         tx,
         "product",
         vec![(
@@ -962,17 +963,7 @@ async fn create_product(
     )
     .await?;
     tx.commit().await?;
-    new_unit_connects(&state, &created).await;
-    let serial = created
-        .product
-        .text("serial_number")
-        .unwrap_or_default()
-        .to_string();
-    Ok(success(
-        StatusCode::OK,
-        kind.message(&serial, &req.pcb_imei),
-        product_data(&created),
-    ))
+    Ok(created_response(&state, kind, &created, &req.pcb_imei).await)
 }
 
 /// `create_hub2` / `create_enterprise`: a hyena PCB and the product in one
@@ -1004,17 +995,24 @@ async fn pcb_and_product(
     let created =
         create_product_from_pcb(&mut tx, kind, &product_req, &prefix, &user.username, now).await?;
     tx.commit().await?;
-    new_unit_connects(&state, &created).await;
-    let serial = created
-        .product
-        .text("serial_number")
-        .unwrap_or_default()
-        .to_string();
-    Ok(success(
+    Ok(created_response(&state, kind, &created, &pcb_req.imei).await)
+}
+
+/// The answer to a committed `create_<kind>`: the new product, its parts and
+/// the spec's message; first the RTC directory forgets a cached "no such unit".
+async fn created_response(
+    state: &AppState,
+    kind: ProductKind,
+    created: &CreatedProduct,
+    pcb_imei: &str,
+) -> Response {
+    new_unit_connects(state, created).await;
+    let serial = created.product.text("serial_number").unwrap_or_default();
+    success(
         StatusCode::OK,
-        kind.message(&serial, &pcb_req.imei),
-        product_data(&created),
-    ))
+        kind.message(serial, pcb_imei),
+        product_data(created),
+    )
 }
 
 /// RTC: a directory that cached "no such unit" for the new IMEI (a unit that tried before

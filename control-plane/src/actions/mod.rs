@@ -34,19 +34,18 @@ pub mod sms;
 pub mod state;
 pub mod unit;
 
-use std::sync::OnceLock;
-
 use axum::extract::{FromRequest, Request};
 use axum::Router;
 use chrono::NaiveDateTime;
-use sea_query::{Alias, Expr, LockType, Query, SelectStatement, SimpleExpr, Value};
+use sea_query::{Alias, Expr, LockType, Query};
 use serde_json::{Map, Value as Json};
 
-use crate::catalogue::{Catalogue, Column, ColumnType, Table};
+use crate::catalogue::{Column, ColumnType};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::http::{AppState, JsonBody};
+use crate::http::{AppState, JsonBody, QueryPairs};
 use crate::query::Visibility;
+use crate::rows::{catalogue, col, eq, insert, row, table, RowExt};
 
 /// Every action route.
 pub fn router() -> Router<AppState> {
@@ -59,109 +58,6 @@ pub fn router() -> Router<AppState> {
         .merge(fleet::router())
         .merge(dashboard::router())
         .merge(alert::router())
-}
-
-/// The built-in catalogue, parsed once. Service functions called from
-/// outside the HTTP layer (the gateway's [`unit::apply_unit_report`]) have
-/// no `AppState`; the catalogue is compiled into the binary and never
-/// changes, so sharing one parsed copy is not configuration in disguise.
-pub(crate) fn catalogue() -> &'static Catalogue {
-    static CATALOGUE: OnceLock<Catalogue> = OnceLock::new();
-    CATALOGUE.get_or_init(Catalogue::builtin)
-}
-
-pub(crate) fn table(name: &str) -> &'static Table {
-    catalogue()
-        .table(name)
-        .unwrap_or_else(|| panic!("table {name} is in the catalogue"))
-}
-
-/// A column description for decoding a computed or selected value.
-pub(crate) fn col(name: &str, ty: ColumnType) -> Column {
-    Column::computed(name, ty)
-}
-
-pub(crate) fn tc(table: &str, name: &str) -> SimpleExpr {
-    Expr::col((Alias::new(table), Alias::new(name))).into()
-}
-
-/// `SELECT <readable columns> FROM table` (add conditions, then [`rows`]).
-pub(crate) fn select_all(table_name: &str) -> SelectStatement {
-    let t = table(table_name);
-    let mut sel = Query::select();
-    for column in t.readable_columns() {
-        sel.expr(tc(&t.name, &column.name));
-    }
-    sel.from(Alias::new(&t.name));
-    sel
-}
-
-/// Runs a [`select_all`] statement of `table_name` in `tx`.
-pub(crate) async fn rows(
-    tx: &mut Tx,
-    table_name: &str,
-    stmt: &SelectStatement,
-) -> Result<Vec<Row>, ApiError> {
-    let columns: Vec<&Column> = table(table_name).readable_columns().collect();
-    Ok(tx.fetch_all(stmt, &columns).await?)
-}
-
-/// Runs a [`select_all`] statement that yields at most one row.
-pub(crate) async fn row(
-    tx: &mut Tx,
-    table_name: &str,
-    stmt: &SelectStatement,
-) -> Result<Option<Row>, ApiError> {
-    Ok(rows(tx, table_name, stmt).await?.into_iter().next())
-}
-
-/// Inserts a row (meta data filled in) and returns it as stored.
-pub(crate) async fn insert(
-    tx: &mut Tx,
-    table_name: &str,
-    values: Vec<(&str, Value)>,
-    by: &str,
-    now: NaiveDateTime,
-) -> Result<Row, ApiError> {
-    let t = table(table_name);
-    let mut names: Vec<Alias> = values.iter().map(|(n, _)| Alias::new(*n)).collect();
-    let mut exprs: Vec<SimpleExpr> = values.into_iter().map(|(_, v)| v.into()).collect();
-    names.push(Alias::new("created_at"));
-    exprs.push(now.into());
-    names.push(Alias::new("created_by"));
-    exprs.push(by.into());
-    let stmt = Query::insert()
-        .into_table(Alias::new(&t.name))
-        .columns(names)
-        .values(exprs)
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .returning(Query::returning().columns(t.readable_columns().map(|c| Alias::new(&c.name))))
-        .to_owned();
-    let columns: Vec<&Column> = t.readable_columns().collect();
-    tx.fetch_optional(&stmt, &columns).await?.ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!("insert into {table_name} returned no row"))
-    })
-}
-
-/// Updates columns of the rows matching `condition` (meta data filled in);
-/// returns how many rows changed.
-pub(crate) async fn update(
-    tx: &mut Tx,
-    table_name: &str,
-    values: Vec<(&str, Value)>,
-    condition: SimpleExpr,
-    by: &str,
-    now: NaiveDateTime,
-) -> Result<u64, ApiError> {
-    let mut stmt = Query::update();
-    stmt.table(Alias::new(table_name));
-    for (name, value) in values {
-        stmt.value(Alias::new(name), SimpleExpr::from(value));
-    }
-    stmt.value(Alias::new("modified_at"), now)
-        .value(Alias::new("modified_by"), by)
-        .and_where(condition);
-    Ok(tx.execute(&stmt).await?)
 }
 
 /// The product row, locked for the rest of `tx`, if `visibility` lets the
@@ -196,29 +92,6 @@ pub(crate) fn product_not_found(imei: &str) -> ApiError {
     ApiError::NotFound(format!("No product with product_imei '{imei}'"))
 }
 
-/// Typed access to a decoded row.
-pub(crate) trait RowExt {
-    fn text(&self, key: &str) -> Option<&str>;
-    fn int(&self, key: &str) -> Option<i64>;
-    fn flag(&self, key: &str) -> bool;
-    fn time(&self, key: &str) -> Option<NaiveDateTime>;
-}
-
-impl RowExt for Row {
-    fn text(&self, key: &str) -> Option<&str> {
-        self.get(key).and_then(Json::as_str)
-    }
-    fn int(&self, key: &str) -> Option<i64> {
-        self.get(key).and_then(Json::as_i64)
-    }
-    fn flag(&self, key: &str) -> bool {
-        self.get(key).and_then(Json::as_bool).unwrap_or(false)
-    }
-    fn time(&self, key: &str) -> Option<NaiveDateTime> {
-        self.text(key).and_then(crate::values::parse_datetime)
-    }
-}
-
 /// A request body that must be a JSON object (an empty body is an empty
 /// object); anything else is a 400.
 pub(crate) fn object(body: Json) -> Result<Map<String, Json>, ApiError> {
@@ -243,9 +116,7 @@ impl FromRequest<AppState> for GetArgs {
         let query = req.uri().query().unwrap_or("").to_string();
         let JsonBody(body) = JsonBody::from_request(req, state).await?;
         let mut args = object(body)?;
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&query)
-            .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))?;
-        for (k, v) in pairs {
+        for (k, v) in QueryPairs::parse(Some(&query))? {
             args.insert(k, Json::String(v));
         }
         Ok(Self(args))
@@ -315,11 +186,6 @@ pub(crate) fn py_bool(b: bool) -> &'static str {
     } else {
         "False"
     }
-}
-
-/// An equality condition on a column.
-pub(crate) fn eq(name: &str, v: impl Into<Value>) -> SimpleExpr {
-    Expr::col(Alias::new(name)).eq(SimpleExpr::Value(v.into()))
 }
 
 /// Writes the `product-status` notification of `imei`'s current state and

@@ -34,13 +34,14 @@ use rand::Rng;
 use sea_query::{Alias, Expr};
 use serde_json::{json, Value as Json};
 
-use super::{eq, insert, object, select_all, update, RowExt};
+use super::object;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::config::ControlPlaneConfig;
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::http::{success, AppState, JsonBody};
+use crate::rows::{eq, insert, select_all, update, RowExt};
 
 /// The text of a WAKEUP SMS.
 pub const WAKEUP_MESSAGE: &str = "WAKEUP";
@@ -225,7 +226,7 @@ async fn sms_row(state: &AppState, id: i64) -> Result<Row, ApiError> {
     let mut tx = state.db.begin_read().await?;
     let mut stmt = select_all("sms_history");
     stmt.and_where(eq("sms_history_id", id));
-    let row = super::row(&mut tx, "sms_history", &stmt)
+    let row = crate::rows::row(&mut tx, "sms_history", &stmt)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("No sms_history with sms_history_id '{id}'")))?;
     tx.commit().await?;
@@ -390,13 +391,13 @@ async fn delivery_receipt(
     stmt.and_where(eq("message_reference", reference.as_str()));
     // An ENTITY-scoped caller only reaches its own units' SMS.
     if let Some(scope) = crate::query::scope_condition(
-        super::catalogue(),
-        super::table("sms_history"),
+        crate::rows::catalogue(),
+        crate::rows::table("sms_history"),
         &user.visibility,
     ) {
         stmt.and_where(scope);
     }
-    let row = super::row(&mut tx, "sms_history", &stmt)
+    let row = crate::rows::row(&mut tx, "sms_history", &stmt)
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!("No sms with message_reference '{reference}'"))
@@ -423,7 +424,7 @@ async fn delivery_receipt(
     }
     let mut stmt = select_all("sms_history");
     stmt.and_where(eq("sms_history_id", id));
-    let row = super::row(&mut tx, "sms_history", &stmt)
+    let row = crate::rows::row(&mut tx, "sms_history", &stmt)
         .await?
         .unwrap_or(row);
     tx.commit().await?;

@@ -15,12 +15,13 @@ use chrono::NaiveDateTime;
 use sea_query::{Alias, Query};
 use serde_json::{Map, Value as Json};
 
-use super::{col, eq, insert, object, update, RowExt};
+use super::object;
 use crate::auth::AuthUser;
 use crate::catalogue::{ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::http::{success, AppState, JsonBody};
+use crate::rows::{col, eq, insert, update, RowExt};
 
 pub const NON_EXISTANT: i64 = 1;
 pub const STORED: i64 = 2;

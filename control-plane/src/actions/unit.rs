@@ -43,12 +43,13 @@ use chrono::NaiveDateTime;
 use sea_query::{Alias, Expr, Order, Query};
 use serde_json::{json, Value as Json};
 
-use super::{col, eq, insert, object, tc, update, RowExt};
+use super::object;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::http::{success, AppState, JsonBody};
+use crate::rows::{col, eq, insert, tc, update, RowExt};
 
 /// The `user` of history rows written because the unit reported a change.
 pub const UNIT_USER: &str = "unit";
@@ -261,8 +262,7 @@ async fn switch(
     .await?;
     // RTC: recorded with the change (the unit gets it on its next connect, whatever
     // restarts), queued for it after commit.
-    let sent = crate::rtc::mt::record_pending_in(&state, &mut tx, &imei).await?;
-    tx.commit().await?;
+    let sent = crate::rtc::mt::commit_with_pending(&state, tx, &imei).await?;
     if let Some(sms_id) = outcome.wakeup_sms_id {
         // The change is committed; a failed SMS is recorded on its row and
         // the unit still picks the change up on its next connection.
@@ -308,8 +308,7 @@ async fn tamper(
     let product = super::lock_product(&mut tx, &user.visibility, &imei).await?;
     set_tamper(&mut tx, &product, desired, &user.username, now).await?;
     // RTC: recorded with the change, queued for the unit after commit.
-    let sent = crate::rtc::mt::record_pending_in(&state, &mut tx, &imei).await?;
-    tx.commit().await?;
+    let sent = crate::rtc::mt::commit_with_pending(&state, tx, &imei).await?;
     crate::rtc::mt::enqueue_after_commit(&state, &imei, sent).await;
     let word = if desired { "enabled" } else { "disabled" };
     Ok(success(

@@ -14,10 +14,10 @@ use super::rules::RuleKind;
 use crate::actions::state::{
     ACTIVATED, ACTIVATING, IN_REPAIR_SYSTEM, MONITORED, SHIPPED, UNMONITORED,
 };
-use crate::actions::{col, insert, RowExt};
 use crate::catalogue::ColumnType;
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::rows::{col, insert, RowExt};
 
 /// `created_by` of the seeded rows.
 pub const SEED_USER: &str = "smartsolar-defaults";

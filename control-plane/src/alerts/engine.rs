@@ -9,18 +9,19 @@ use std::time::Instant;
 use futures_util::StreamExt;
 
 use chrono::{Duration, NaiveDateTime};
-use sea_query::{Alias, Expr, Func, OnConflict, Query, SimpleExpr};
+use sea_query::{Expr, Func, OnConflict, Query, SimpleExpr};
 
 use super::lease;
 use super::rules::{
     self, Action, AlertState, Credit, RuleKind, TelemetryStats, UnitSnapshot, Verdict,
 };
 use super::AlertError;
-use crate::actions::{self, alert::publish, col, RowExt};
+use crate::actions::alert::publish;
 use crate::catalogue::{Column, ColumnType};
 use crate::config::AlertsConfig;
 use crate::db::{Db, Row, Tx};
 use crate::http::AppState;
+use crate::rows::{self, a, col, RowExt};
 use ingest::tsdb::{FieldValue, Fields, Query as TsQuery, TELEMETRY};
 
 /// `created_by` of the rows the engine writes.
@@ -30,10 +31,6 @@ pub const SYSTEM_USER: &str = "system";
 /// `alert_type.status` of alert types the system dismisses once their
 /// condition clears (any other status: only users dismiss).
 pub const STATUS_AUTO_CLEAR: &str = "auto_clear";
-
-fn a(name: &str) -> Alias {
-    Alias::new(name)
-}
 
 async fn fetch(
     db: &Db,
@@ -527,7 +524,7 @@ async fn raise(
     info: &str,
     now: NaiveDateTime,
 ) -> Result<(), AlertError> {
-    let alert = actions::insert(
+    let alert = rows::insert(
         tx,
         "alert",
         vec![
@@ -545,8 +542,8 @@ async fn raise(
 }
 
 async fn clear(tx: &mut Tx, alert_id: i64, now: NaiveDateTime) -> Result<(), AlertError> {
-    let open = actions::eq("alert_id", alert_id).and(Expr::col(a("dismissed_at")).is_null());
-    let changed = actions::update(
+    let open = rows::eq("alert_id", alert_id).and(Expr::col(a("dismissed_at")).is_null());
+    let changed = rows::update(
         tx,
         "alert",
         vec![
@@ -563,9 +560,9 @@ async fn clear(tx: &mut Tx, alert_id: i64, now: NaiveDateTime) -> Result<(), Ale
         // A user dismissed it since the pass read it; they published it.
         return Ok(());
     }
-    let mut stmt = actions::select_all("alert");
-    stmt.and_where(actions::eq("alert_id", alert_id));
-    if let Some(alert) = actions::rows(tx, "alert", &stmt).await?.into_iter().next() {
+    let mut stmt = rows::select_all("alert");
+    stmt.and_where(rows::eq("alert_id", alert_id));
+    if let Some(alert) = rows::rows(tx, "alert", &stmt).await?.into_iter().next() {
         publish(tx, &alert, now).await?;
     }
     Ok(())

@@ -24,18 +24,15 @@
 //! analysed by two engines at once.
 
 use chrono::{Duration, NaiveDateTime};
-use sea_query::{Alias, Expr, OnConflict, Query};
+use sea_query::{Expr, OnConflict, Query};
 
 use crate::catalogue::{Column, ColumnType};
 use crate::db::{Db, DbError, Tx};
+use crate::rows::a;
 use bus::partition_for;
 
 const TABLE: &str = "alert_lease";
 const ENGINES: &str = "alert_engine";
-
-fn a(name: &str) -> Alias {
-    Alias::new(name)
-}
 
 /// The bucket of a unit: FNV-1a (stable across processes and releases,
 /// unlike `std`'s hasher) modulo `buckets`.

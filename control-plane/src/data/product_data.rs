@@ -24,7 +24,7 @@ use super::{method_not_allowed, require_visible_product, tsdb_error};
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody};
+use crate::http::{success, AppState, JsonBody, QueryPairs};
 
 /// `start` when none is given: this long before now.
 const DEFAULT_RANGE_NS: i64 = 7 * 86_400 * 1_000_000_000;
@@ -262,10 +262,8 @@ fn field_value(v: &Json) -> Result<FieldValue, String> {
 /// (`fields=a&fields=b`, what `requests` sends for a list). The same
 /// argument in both places is a 400 rather than a silent choice.
 pub fn collect_params(raw: Option<&str>, body: Json) -> Result<Map<String, Json>, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))?;
     let mut params = Map::new();
-    for (k, v) in pairs {
+    for (k, v) in QueryPairs::parse(raw)? {
         match params.get_mut(&k) {
             None => {
                 params.insert(k, Json::String(v));

@@ -154,8 +154,7 @@ async fn add_payment_command(
     .inspect_err(|_| count_command(command.category.as_str(), "rejected"))?;
     // RTC: recorded with the command (the unit gets it on its next connect, whatever
     // restarts), queued for it now, after commit.
-    let sent = crate::rtc::mt::record_pending_in(&state, &mut tx, &imei).await?;
-    tx.commit().await?;
+    let sent = crate::rtc::mt::commit_with_pending(&state, tx, &imei).await?;
     count_command(stored.category.as_str(), "accepted");
     crate::rtc::mt::enqueue_after_commit(&state, &imei, sent).await;
     tracing::info!(
@@ -195,8 +194,7 @@ async fn force_reset(
     .await
     .inspect_err(|_| count_command("force-reset", "rejected"))?;
     // RTC: recorded with the reset, queued for the unit after commit.
-    let sent = crate::rtc::mt::record_pending_in(&state, &mut tx, &imei).await?;
-    tx.commit().await?;
+    let sent = crate::rtc::mt::commit_with_pending(&state, tx, &imei).await?;
     count_command("force-reset", "accepted");
     dcm::count_events("voided", reset.voided);
     crate::rtc::mt::enqueue_after_commit(&state, &imei, sent).await;

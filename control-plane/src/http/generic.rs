@@ -12,7 +12,7 @@ use axum::Router;
 use sea_query::{Alias, Expr, Query, SimpleExpr, Value};
 use serde_json::{Map, Value as Json};
 
-use super::{AppState, JsonBody};
+use super::{list_body, AppState, JsonBody, QueryPairs};
 use crate::auth::{hash_password_blocking, AuthUser};
 use crate::catalogue::{Catalogue, Column, ColumnType, Table};
 use crate::db::{Row, Tx};
@@ -119,29 +119,16 @@ async fn list(
     table: &Table,
     raw: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))?;
-    let param = |k: &str| {
-        params
-            .iter()
-            .find(|(name, _)| name == k)
-            .map(|(_, v)| v.as_str())
-    };
-    let spec = match param("q") {
+    let params = QueryPairs::parse(raw)?;
+    let spec = match params.get("q") {
         Some(q) if !q.trim().is_empty() => query::parse(q)?,
         _ => query::QuerySpec::default(),
     };
-    let page = parse_positive(param("page"), "page")?.unwrap_or(1);
-    let per_page = parse_positive(param("results_per_page"), "results_per_page")?
-        .unwrap_or(state.config.default_results_per_page)
-        .min(state.config.max_results_per_page);
-    let compiled = query::compile(
-        &state.catalogue,
-        table,
-        &spec,
-        &user.viewer(),
-        Some(Page { page, per_page }),
+    let page = params.page(
+        state.config.default_results_per_page,
+        state.config.max_results_per_page,
     )?;
+    let compiled = query::compile(&state.catalogue, table, &spec, &user.viewer(), Some(page))?;
     let decoded = output_columns(&compiled.columns, &compiled.column_types);
     let columns: Vec<&Column> = decoded.iter().collect();
     if spec.single {
@@ -163,35 +150,17 @@ async fn list(
             _ => Err(ApiError::BadRequest("Multiple results found".into())),
         };
     }
-    let skipped = (page - 1).saturating_mul(per_page);
     let (rows, total) = state
         .db
-        .fetch_page(&compiled.rows, &columns, &compiled.count, skipped, per_page)
+        .fetch_page(
+            &compiled.rows,
+            &columns,
+            &compiled.count,
+            page.offset(),
+            page.per_page,
+        )
         .await?;
-    let total_pages = if total == 0 {
-        0
-    } else {
-        (total as u64).div_ceil(per_page)
-    };
-    Ok(axum::Json(serde_json::json!({
-        "num_results": total,
-        "objects": rows,
-        "page": page,
-        "total_pages": total_pages,
-    }))
-    .into_response())
-}
-
-fn parse_positive(value: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(ApiError::BadRequest(format!(
-                "'{name}' must be a positive integer, got '{v}'"
-            ))),
-        },
-    }
+    Ok(axum::Json(list_body(rows, total, page)).into_response())
 }
 
 /// Column descriptions for decoding the selected output columns (with

@@ -5,7 +5,10 @@ mod dcm;
 mod generic;
 mod natural_keys;
 mod openapi;
+mod paging;
 mod webhooks;
+
+pub(crate) use paging::{list_body, QueryPairs};
 
 pub(crate) use openapi::ACTION_ROUTES;
 

@@ -6,14 +6,14 @@
 //!
 //! All of these need ADMIN, the level the spec gives `unsubscribe`.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value as Json};
 
-use super::{success, AppState, JsonBody};
+use super::{success, AppState, JsonBody, QueryPairs};
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
@@ -86,28 +86,15 @@ async fn deliveries(
     State(state): State<AppState>,
     user: AuthUser,
     Path(subscriber): Path<String>,
-    RawQuery(raw): RawQuery,
+    params: QueryPairs,
 ) -> Result<Response, ApiError> {
     user.require(Permission::Admin)?;
     let subscriber_id = id(&subscriber, "subscriber")?;
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))?;
-    let number = |k: &str| -> Result<Option<u64>, ApiError> {
-        match params.iter().find(|(n, _)| n == k) {
-            None => Ok(None),
-            Some((_, v)) => match v.parse::<u64>() {
-                Ok(n) if n > 0 => Ok(Some(n)),
-                _ => Err(ApiError::BadRequest(format!(
-                    "'{k}' must be a positive integer, got '{v}'"
-                ))),
-            },
-        }
-    };
-    let page = number("page")?.unwrap_or(1);
-    let per_page = number("results_per_page")?
-        .unwrap_or(state.config.default_results_per_page)
-        .min(state.config.max_results_per_page);
-    let body = subscriptions::list_deliveries(&state, &user, subscriber_id, page, per_page).await?;
+    let page = params.page(
+        state.config.default_results_per_page,
+        state.config.max_results_per_page,
+    )?;
+    let body = subscriptions::list_deliveries(&state, &user, subscriber_id, page).await?;
     Ok(axum::Json(body).into_response())
 }
 

@@ -98,6 +98,26 @@ pub struct Page {
     pub per_page: u64,
 }
 
+impl Page {
+    /// The rows before this page. Any page number a client sends is a page
+    /// past the end at worst, never an overflow: the product saturates and
+    /// stays a valid `OFFSET` (at most `i64::MAX`; the fuzz run sent 2^61).
+    pub fn offset(self) -> u64 {
+        self.page
+            .saturating_sub(1)
+            .saturating_mul(self.per_page)
+            .min(i64::MAX as u64)
+    }
+
+    /// How many pages of `per_page` rows hold `total` rows (0 for none).
+    pub fn total_pages(self, total: i64) -> u64 {
+        match u64::try_from(total) {
+            Ok(total) if total > 0 && self.per_page > 0 => total.div_ceil(self.per_page),
+            _ => 0,
+        }
+    }
+}
+
 /// The statements for one list request.
 ///
 /// LIMIT and OFFSET are bound as `Value::BigUnsigned`; they are never above

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
@@ -23,7 +23,7 @@ use super::service::{self, Call, Choice, ListFilters};
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody};
+use crate::http::{success, AppState, JsonBody, QueryPairs};
 
 /// The repair routes; the workflows are loaded (and validated) here.
 pub fn router() -> Router<AppState> {
@@ -232,11 +232,9 @@ async fn list_current_states(
     Extension(wfs): Extension<Arc<Workflows>>,
     user: AuthUser,
     AcceptLanguage(lang): AcceptLanguage,
-    RawQuery(raw): RawQuery,
+    params: QueryPairs,
 ) -> Result<Response, ApiError> {
     user.require(Permission::Overview)?;
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))?;
     let mut filters = ListFilters::default();
     for (k, v) in params {
         match k.as_str() {

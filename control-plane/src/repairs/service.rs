@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
 use sea_query::{
-    Alias, Expr, LockType, Order, Query, SelectStatement, SimpleExpr, UpdateStatement, Value,
+    Expr, LockType, Order, Query, SelectStatement, SimpleExpr, UpdateStatement, Value,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as Json};
@@ -33,6 +33,7 @@ use crate::db::{Db, DbError, Row, Tx};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::query::scope_condition;
+use crate::rows::{a, c, col, to_columns};
 
 /// `state_type_id` of IN_REPAIR_SYSTEM (spec: change_state).
 pub const IN_REPAIR_SYSTEM: i64 = 8;
@@ -113,18 +114,6 @@ impl UndoTable {
 
 // ----------------------------------------------------------------------------
 // Small SQL helpers.
-
-fn col(name: &str, ty: ColumnType) -> Column {
-    Column::computed(name, ty)
-}
-
-fn a(name: &str) -> Alias {
-    Alias::new(name)
-}
-
-fn c(table: &str, column: &str) -> Expr {
-    Expr::col((a(table), a(column)))
-}
 
 /// Reads through the pool, or through the caller's transaction.
 enum Conn<'a> {
@@ -207,7 +196,7 @@ async fn fetch_repair(
 ) -> Result<Repair, ApiError> {
     let cat = &call.app.catalogue;
     let table = cat.table("repair").expect("repair is in the catalogue");
-    let columns: Vec<Column> = REPAIR_COLUMNS.iter().map(|(n, t)| col(n, *t)).collect();
+    let columns: Vec<Column> = to_columns(&REPAIR_COLUMNS);
     let mut stmt = Query::select();
     for (n, _) in REPAIR_COLUMNS {
         stmt.expr(c("repair", n));
@@ -533,7 +522,7 @@ pub async fn list_current(call: &Call<'_>, filters: &ListFilters) -> Result<Vec<
     if let Some(state) = &filters.repair_state {
         stmt.and_where(c("repair", "workflow_state_id").eq(state.as_str()));
     }
-    let columns: Vec<Column> = REPAIR_COLUMNS.iter().map(|(n, t)| col(n, *t)).collect();
+    let columns: Vec<Column> = to_columns(&REPAIR_COLUMNS);
     let rows = call
         .app
         .db
@@ -688,6 +677,16 @@ async fn open_repair(
     }))
 }
 
+/// A `repair_workflow_selector` rule (both text columns are `NOT NULL`; a
+/// rule without `workflow_name` forbids).
+#[derive(Debug, sqlx::FromRow)]
+struct SelectorRule {
+    repair_workflow_selector_id: i64,
+    workflow_name: Option<String>,
+    selector_type: String,
+    selector_value: String,
+}
+
 /// The workflow for a new repair: a `repair_workflow_selector` rule of the
 /// product type matching the user (USER, by username), else one matching
 /// the GEIC of the user's entity, else of the unit's entity (ENTITY); else
@@ -700,30 +699,20 @@ async fn select_workflow<'w>(
 ) -> Result<&'w Workflow, ApiError> {
     let db = &call.app.db;
     let stmt = Query::select()
-        .expr(c("repair_workflow_selector", "repair_workflow_selector_id"))
-        .expr(c("repair_workflow_selector", "workflow_name"))
-        .expr(c("repair_workflow_selector", "selector_type"))
-        .expr(c("repair_workflow_selector", "selector_value"))
-        .from(a("repair_workflow_selector"))
-        .and_where(c("repair_workflow_selector", "product_type_id").eq(product_type_id))
-        .order_by(
-            (
-                a("repair_workflow_selector"),
-                a("repair_workflow_selector_id"),
-            ),
-            Order::Asc,
+        .columns(
+            [
+                "repair_workflow_selector_id",
+                "workflow_name",
+                "selector_type",
+                "selector_value",
+            ]
+            .map(a),
         )
+        .from(a("repair_workflow_selector"))
+        .and_where(Expr::col(a("product_type_id")).eq(product_type_id))
+        .order_by(a("repair_workflow_selector_id"), Order::Asc)
         .to_owned();
-    let cols = [
-        col("repair_workflow_selector_id", ColumnType::Int),
-        col("workflow_name", ColumnType::String),
-        col("selector_type", ColumnType::String),
-        col("selector_value", ColumnType::String),
-    ];
-    let rules = db
-        .fetch_all(&stmt, &cols.iter().collect::<Vec<_>>())
-        .await?;
-    let text = |r: &Row, k: &str| r.get(k).and_then(Json::as_str).map(str::to_string);
+    let rules: Vec<SelectorRule> = db.fetch_typed(&stmt).await?;
     let mut candidates: Vec<(&str, String)> = vec![("USER", call.user.username.to_lowercase())];
     if let Some(geic) = user_entity_geic(db, call.user.entity_id).await? {
         candidates.push(("ENTITY", geic));
@@ -733,26 +722,21 @@ async fn select_workflow<'w>(
     }
     for (kind, value) in &candidates {
         let rule = rules.iter().find(|r| {
-            text(r, "selector_type").as_deref() == Some(*kind)
-                && text(r, "selector_value").is_some_and(|v| {
-                    if *kind == "USER" {
-                        v.to_lowercase() == *value
-                    } else {
-                        v == *value
-                    }
-                })
+            r.selector_type == *kind
+                && if *kind == "USER" {
+                    r.selector_value.to_lowercase() == *value
+                } else {
+                    r.selector_value == *value
+                }
         });
         if let Some(rule) = rule {
-            let id = rule
-                .get("repair_workflow_selector_id")
-                .and_then(Json::as_i64)
-                .unwrap_or_default();
-            return match text(rule, "workflow_name") {
+            let id = rule.repair_workflow_selector_id;
+            return match &rule.workflow_name {
                 None => Err(ApiError::Forbidden(format!(
                     "repair_workflow_selector {id} forbids repairs of product type {product_type_id} for this {}",
                     if *kind == "USER" { "user" } else { "entity" }
                 ))),
-                Some(name) => call.workflows.get(&name).ok_or_else(|| {
+                Some(name) => call.workflows.get(name).ok_or_else(|| {
                     ApiError::BadRequest(format!(
                         "repair_workflow_selector {id} names workflow '{name}', which does not exist"
                     ))

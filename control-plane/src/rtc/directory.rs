@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use sea_query::{Alias, Expr, Query};
 
-use crate::actions::{col, RowExt};
 use crate::catalogue::{Column, ColumnType};
 use crate::db::Row;
 use crate::http::AppState;
+use crate::rows::{col, RowExt};
 
 /// How long a found unit is remembered.
 const HIT_TTL: Duration = Duration::from_secs(30);

@@ -6,9 +6,9 @@ use codec::CorrelationId;
 use sea_query::{Alias, Expr, Query};
 
 use super::RTC_USER;
-use crate::actions::{insert, RowExt};
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::rows::{insert, RowExt};
 
 /// Within this many seconds of a fallback SMS to a unit, another command that runs out
 /// of retries records its fallback row but sends no second SMS (the unit is already

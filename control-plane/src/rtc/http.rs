@@ -15,11 +15,12 @@ use axum::Router;
 use serde_json::json;
 
 use super::mt::{self, Sent};
-use crate::actions::{object, str_field, RowExt};
+use crate::actions::{object, str_field};
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
 use crate::http::{success, AppState, JsonBody};
+use crate::rows::RowExt;
 
 /// Longest accepted diagnostic command.
 const MAX_COMMAND: usize = 1000;

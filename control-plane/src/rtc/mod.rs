@@ -137,11 +137,11 @@ pub(crate) async fn first_applied_ms(
         .and_where(Expr::col(Alias::new("correlation_id")).eq(correlation_id.to_string()))
         .and_where(Expr::col(Alias::new("step")).eq(step))
         .to_owned();
-    let column = crate::actions::col("applied_at", crate::catalogue::ColumnType::Datetime);
+    let column = crate::rows::col("applied_at", crate::catalogue::ColumnType::Datetime);
     let row = tx.fetch_optional(&stmt, &[&column]).await?;
     Ok(row
         .as_ref()
-        .and_then(|r| crate::actions::RowExt::text(r, "applied_at"))
+        .and_then(|r| crate::rows::RowExt::text(r, "applied_at"))
         .and_then(crate::values::parse_datetime)
         .map(|t| t.and_utc().timestamp_millis()))
 }

@@ -24,12 +24,12 @@ use sea_query::{Alias, Expr, Query};
 use serde_json::{json, Map, Value as Json};
 
 use super::RTC_USER;
-use crate::actions::{col, eq, insert, update, RowExt};
 use crate::catalogue::{Column, ColumnType};
 use crate::db::Tx;
 use crate::dcm::{self, Category};
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::rows::{col, eq, insert, update, RowExt};
 
 /// Payment commands per MT message (a transaction id is at most 255 bytes, so 32
 /// commands stay well inside the 16 KiB frame limit).
@@ -426,7 +426,17 @@ pub(crate) async fn rtc_flags(tx: &mut Tx, imei: &str) -> Result<(bool, bool), A
 /// (`rtc_mt_pending`, replacing the previous one; see [`super::pending`]), which gateways
 /// read when the unit connects. Nothing for a unit whose `rtc_enabled_flag` is false.
 pub async fn record_pending(state: &AppState, imei: &str) -> Result<Vec<Sent>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    commit_with_pending(state, state.db.begin().await?, imei).await
+}
+
+/// Commits a change to what a unit must get together with its record
+/// ([`record_pending_in`] in `tx`, then commit): the change and the MT that carries it
+/// stand or fall together. Enqueue the result with [`enqueue_after_commit`].
+pub async fn commit_with_pending(
+    state: &AppState,
+    mut tx: Tx,
+    imei: &str,
+) -> Result<Vec<Sent>, ApiError> {
     let sent = record_pending_in(state, &mut tx, imei).await?;
     tx.commit().await?;
     Ok(sent)

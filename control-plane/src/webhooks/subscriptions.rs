@@ -9,7 +9,7 @@
 //! subscriptions.
 
 use chrono::NaiveDateTime;
-use sea_query::{Alias, Expr, Order, Query, SimpleExpr};
+use sea_query::{Expr, Order, Query, SimpleExpr};
 use serde_json::{json, Map, Value as Json};
 
 use super::secrets::SecretBox;
@@ -20,16 +20,9 @@ use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType};
 use crate::db::{DbError, Row};
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::query::Visibility;
-
-fn a(name: &str) -> Alias {
-    Alias::new(name)
-}
-
-fn col(name: &str, ty: ColumnType) -> Column {
-    Column::computed(name, ty)
-}
+use crate::http::{list_body, AppState};
+use crate::query::{Page, Visibility};
+use crate::rows::{a, col, names, to_columns};
 
 /// A new subscription, with its key in clear (returned once, never stored so).
 #[derive(Debug, Clone)]
@@ -267,8 +260,7 @@ pub async fn list_deliveries(
     state: &AppState,
     user: &AuthUser,
     subscriber_id: i64,
-    page: u64,
-    per_page: u64,
+    page: Page,
 ) -> Result<Json, ApiError> {
     visible_subscriber(state, user, subscriber_id).await?;
     let count = Query::select()
@@ -291,11 +283,9 @@ pub async fn list_deliveries(
         )
         .and_where(Expr::col((d.clone(), a("subscriber_id"))).eq(subscriber_id))
         .order_by((d.clone(), a("webhook_delivery_id")), Order::Desc)
-        .limit(per_page)
-        // Any page number a client sends: past the end is an empty page,
-        // never an overflow (the positive fuzz run sent page 2^61).
-        .offset((page - 1).saturating_mul(per_page).min(i64::MAX as u64));
-    let mut columns: Vec<Column> = DELIVERY_COLUMNS.iter().map(|(n, t)| col(n, *t)).collect();
+        .limit(page.per_page)
+        .offset(page.offset());
+    let mut columns: Vec<Column> = to_columns(&DELIVERY_COLUMNS);
     columns.push(col("channel", ColumnType::String));
     let refs: Vec<&Column> = columns.iter().collect();
     let mut deliveries: Vec<Row> = state.db.fetch_all(&sel, &refs).await?;
@@ -305,12 +295,12 @@ pub async fn list_deliveries(
         .collect();
     if !ids.is_empty() {
         let attempts = Query::select()
-            .columns(ATTEMPT_COLUMNS.iter().map(|(n, _)| a(n)))
+            .columns(names(&ATTEMPT_COLUMNS))
             .from(a("webhook_attempt"))
             .and_where(Expr::col(a("webhook_delivery_id")).is_in(ids))
             .order_by(a("webhook_attempt_id"), Order::Asc)
             .to_owned();
-        let columns: Vec<Column> = ATTEMPT_COLUMNS.iter().map(|(n, t)| col(n, *t)).collect();
+        let columns: Vec<Column> = to_columns(&ATTEMPT_COLUMNS);
         let refs: Vec<&Column> = columns.iter().collect();
         let attempts = state.db.fetch_all(&attempts, &refs).await?;
         for d in &mut deliveries {
@@ -327,17 +317,7 @@ pub async fn list_deliveries(
             d.insert("attempt_log".into(), Json::Array(log));
         }
     }
-    let total_pages = if total == 0 {
-        0
-    } else {
-        (total as u64).div_ceil(per_page)
-    };
-    Ok(json!({
-        "num_results": total,
-        "objects": deliveries.into_iter().map(Json::Object).collect::<Vec<_>>(),
-        "page": page,
-        "total_pages": total_pages,
-    }))
+    Ok(list_body(deliveries, total, page))
 }
 
 /// Queues delivery `delivery_id` of the subscriber again (whatever its

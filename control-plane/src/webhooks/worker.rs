@@ -29,15 +29,16 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 use rand::Rng;
-use sea_query::{Alias, Expr, Func, JoinType, LockBehavior, LockType, OnConflict, Order, Query};
+use sea_query::{Expr, Func, JoinType, LockBehavior, LockType, OnConflict, Order, Query};
 use serde_json::Value as Json;
 
 use super::secrets::SecretBox;
 use super::signing::{signature, SIGNATURE_HEADER};
 use super::url_policy::UrlPolicy;
 use crate::catalogue::{Column, ColumnType};
-use crate::db::{Db, DbError, Row, Tx};
+use crate::db::{Db, DbError, Tx};
 use crate::http::AppState;
+use crate::rows::{a, col, RowExt};
 use crate::schema::Backend;
 
 /// Delivery states (`webhook_delivery.status`).
@@ -53,22 +54,6 @@ const FANOUT_LOCK: i64 = 0x5353_5748; // "SSWH"
 /// Notifications fanned out per round.
 const FANOUT_BATCH: u64 = 200;
 
-fn a(name: &str) -> Alias {
-    Alias::new(name)
-}
-
-fn col(name: &str, ty: ColumnType) -> Column {
-    Column::computed(name, ty)
-}
-
-fn int(row: &Row, k: &str) -> Option<i64> {
-    row.get(k).and_then(Json::as_i64)
-}
-
-fn text(row: &Row, k: &str) -> Option<String> {
-    row.get(k).and_then(Json::as_str).map(str::to_string)
-}
-
 /// The delay before retry number `attempts` (1 after the first failure):
 /// `base * 2^(attempts-1)` capped at `max`, then a random point in its
 /// upper half, so retries of many deliveries do not arrive in lockstep.
@@ -79,14 +64,16 @@ pub fn backoff(attempts: u32, base_ms: u64, max_ms: u64) -> Duration {
     Duration::from_millis(jittered)
 }
 
-/// A delivery leased for sending.
-#[derive(Debug, Clone)]
+/// A delivery leased for sending (a row of the claim's join, by alias).
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct Claimed {
+    #[sqlx(rename = "webhook_delivery_id")]
     delivery_id: i64,
     notification_id: i64,
     subscriber_id: i64,
     attempts: i64,
     url: String,
+    #[sqlx(rename = "key")]
     sealed_key: String,
     payload: String,
 }
@@ -181,10 +168,10 @@ impl Worker {
             col("oldest", ColumnType::Datetime),
         );
         let row = self.db().fetch_optional(&stmt, &[&n, &oldest]).await?;
-        let pending = row.as_ref().and_then(|r| int(r, "n")).unwrap_or(0);
+        let pending = row.as_ref().and_then(|r| r.int("n")).unwrap_or(0);
         let age = row
             .as_ref()
-            .and_then(|r| text(r, "oldest"))
+            .and_then(|r| r.string("oldest"))
             .and_then(|t| crate::values::parse_datetime(&t))
             .map_or(0.0, |t| {
                 (self.now() - t).num_milliseconds().max(0) as f64 / 1000.0
@@ -235,11 +222,11 @@ impl Worker {
         }
         let mut ids = Vec::with_capacity(notifications.len());
         for n in &notifications {
-            let id = int(n, "notification_id").unwrap_or_default();
+            let id = n.int("notification_id").unwrap_or_default();
             ids.push(id);
-            let channel = text(n, "channel").unwrap_or_default();
+            let channel = n.string("channel").unwrap_or_default();
             let subscribers =
-                matching_subscribers(&mut tx, &channel, text(n, "product_imei")).await?;
+                matching_subscribers(&mut tx, &channel, n.string("product_imei")).await?;
             if subscribers.is_empty() {
                 continue;
             }
@@ -343,33 +330,11 @@ impl Worker {
         .order_by((d.clone(), a("notification_id")), Order::Asc)
         .limit(u64::from(self.state.config.webhook_batch_size.max(1)))
         .lock_with_tables_behavior(LockType::Update, [d.clone()], LockBehavior::SkipLocked);
-        let columns = [
-            col("webhook_delivery_id", ColumnType::Int),
-            col("notification_id", ColumnType::Int),
-            col("subscriber_id", ColumnType::Int),
-            col("attempts", ColumnType::Int),
-            col("url", ColumnType::String),
-            col("key", ColumnType::String),
-            col("payload", ColumnType::Text),
-        ];
-        let refs: Vec<&Column> = columns.iter().collect();
         let mut tx = self.db().begin().await?;
-        let rows = tx.fetch_all(&sel, &refs).await?;
-        if rows.is_empty() {
+        let claimed: Vec<Claimed> = tx.fetch_typed(&sel).await?;
+        if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        let claimed: Vec<Claimed> = rows
-            .iter()
-            .map(|r| Claimed {
-                delivery_id: int(r, "webhook_delivery_id").unwrap_or_default(),
-                notification_id: int(r, "notification_id").unwrap_or_default(),
-                subscriber_id: int(r, "subscriber_id").unwrap_or_default(),
-                attempts: int(r, "attempts").unwrap_or_default(),
-                url: text(r, "url").unwrap_or_default(),
-                sealed_key: text(r, "key").unwrap_or_default(),
-                payload: text(r, "payload").unwrap_or_default(),
-            })
-            .collect();
         let lease_stmt = Query::update()
             .table(a("webhook_delivery"))
             .value(a("locked_until"), now + lease)
@@ -460,7 +425,7 @@ impl Worker {
         let Some(row) = tx.fetch_optional(&current, &refs).await? else {
             return Ok(());
         };
-        let attempt = int(&row, "attempts").unwrap_or(c.attempts) + 1;
+        let attempt = row.int("attempts").unwrap_or(c.attempts) + 1;
         let delivered = outcome.delivered();
         let gave_up = !delivered && attempt >= i64::from(config.webhook_max_attempts.max(1));
         let result = if delivered {
@@ -591,7 +556,7 @@ async fn matching_subscribers(
         .fetch_all(&stmt, &[&id])
         .await?
         .iter()
-        .filter_map(|r| int(r, "subscriber_id"))
+        .filter_map(|r| r.int("subscriber_id"))
         .collect())
 }
 
