@@ -238,16 +238,15 @@ impl Process {
     /// status, if the process exits first (it wrote why on its stderr, which the test shows).
     pub(crate) async fn wait_ready(&mut self, http: &reqwest::Client, base: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = String::from("no answer");
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
                 panic!("the server for {base} exited with {status} before it was ready");
             }
-            match http.get(format!("{base}/ready")).send().await {
+            let last = match http.get(format!("{base}/ready")).send().await {
                 Ok(r) if r.status() == 200 => return,
-                Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
-                Err(e) => last = e.to_string(),
-            }
+                Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => e.to_string(),
+            };
             assert!(
                 Instant::now() < deadline,
                 "{base} did not become ready within 60 s; last answer: {last}"
