@@ -4,7 +4,8 @@
 #     commit, fsync on) against today's in-process bus (version-1 units, MO/s onto the bus) and
 #     against version-2 units on the in-process bus (acknowledged MO/s);
 #   - MT round trip p99 at 1,000 commands/s on the disk bus;
-#   - idle memory per unit, version 2 on the disk bus against version 1 on the in-process bus.
+#   - idle memory per unit, version 2 on the disk bus against version 1 on the in-process bus;
+#   - then the gateway process's CPU per MO in the MO phase, each way (where the time goes).
 # Each configuration runs ROUNDS times, interleaved (A B C A B C …), so drift in the machine's
 # load hits all of them alike. The disk bus lives under BUS_DIR (default /var/tmp: a real
 # disk; /tmp may be tmpfs, where fsync costs nothing).
@@ -96,5 +97,45 @@ print(f"MT p99 on the disk bus at {runs['v2-disk'][0]['mt']['rate']:.0f}/s: medi
 k1, k2 = med(kib["v1-memory"]), med(kib["v2-disk"])
 print(f"KiB per idle unit: v2 on the disk bus {k2:.2f} / v1 in-process {k1:.2f} = {k2 / k1:.3f}; "
       f"target within 10%: {'met' if abs(k2 / k1 - 1) <= 0.10 else 'MISSED'}")
+EOF
+
+# Where the time goes: the gateway process's CPU per MO in the MO phase (utime + stime of
+# `load-test serve` from /proc, sampled every second; the 10 s with the most CPU are the MO
+# phase). Smaller shape, no MT phase.
+cpu_probe() { # name args…
+  local name=$1
+  shift
+  "$LT" run --tcp 2000 --quic 2000 --periodic-secs 0 --mo-senders "$SENDERS" --mo-secs 10 --mt-secs 0 \
+    --quiet "$@" --out "$OUT/cpu-$name.json" >"$OUT/cpu-$name.log" 2>&1 &
+  local runner=$! serve=""
+  while [ -z "$serve" ] && kill -0 "$runner" 2>/dev/null; do
+    sleep 0.2
+    serve=$(pgrep -P "$runner" -f "load-test serve" | head -1 || true)
+  done
+  : >"$OUT/cpu-$name.ticks"
+  while [ -n "$serve" ] && kill -0 "$serve" 2>/dev/null; do
+    echo "$(date +%s.%N) $(awk '{print $14+$15}' "/proc/$serve/stat" 2>/dev/null)" >>"$OUT/cpu-$name.ticks"
+    sleep 1
+  done
+  wait "$runner"
+}
+echo "== CPU per MO" >&2
+cpu_probe v1-memory --protocol 1 --bus memory
+cpu_probe v2-memory --protocol 2 --bus memory
+dir="$BUS_DIR/perf-ack-bus-$$-cpu"
+cpu_probe v2-disk --protocol 2 --bus disk --data-dir "$dir"
+rm -rf "$dir"
+python3 - "$OUT" <<'EOF'
+import json, sys
+out = sys.argv[1]
+hz = 100  # /proc/<pid>/stat ticks per second (USER_HZ)
+for name in ("v1-memory", "v2-memory", "v2-disk"):
+    s = json.load(open(f"{out}/cpu-{name}.json"))
+    rows = (l.split() for l in open(f"{out}/cpu-{name}.ticks"))
+    t = [(float(r[0]), int(r[1])) for r in rows if len(r) == 2]
+    cores = max((t[i + 10][1] - t[i][1]) / hz / (t[i + 10][0] - t[i][0]) for i in range(len(t) - 10))
+    mo = s["mo_per_sec"]
+    print(f"{name}: {mo:,.0f} MO/s onto the bus ({s['mo_acked_per_sec']:,.0f} acknowledged/s); "
+          f"gateway CPU {cores:.2f} cores = {cores / mo * 1e6:.1f} µs per MO")
 EOF
 cat "$OUT/conditions.txt"
