@@ -687,6 +687,44 @@ impl DiskBus {
         Ok(())
     }
 
+    /// A publish request for the writer and the receiver of its answer, after the checks
+    /// (size, closed, topic known or created).
+    fn request(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<(Request, oneshot::Receiver<Result<(), BusError>>), BusError> {
+        if 4 + key.len() + payload.len() > MAX_RECORD {
+            return Err(BusError::Config(format!(
+                "message of {} bytes is over the bus's limit of {MAX_RECORD}",
+                key.len() + payload.len()
+            )));
+        }
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(BusError::Closed);
+        }
+        let known = self
+            .core
+            .open_topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(topic);
+        if !known {
+            let mut st = self.core.lock();
+            self.core.ensure_topic(&mut st, topic)?;
+        }
+        let (done, answer) = oneshot::channel();
+        let req = Request {
+            topic: topic.to_owned(),
+            partition: partition_for(key, self.core.config.partitions),
+            key: Bytes::copy_from_slice(key),
+            payload: Bytes::copy_from_slice(payload),
+            done,
+        };
+        Ok((req, answer))
+    }
+
     /// Batches written and synced so far: fewer than publishes when group commit shares syncs.
     pub fn batches(&self) -> u64 {
         self.core.batches.load(Ordering::Relaxed)
@@ -725,44 +763,31 @@ impl DiskBus {
 #[async_trait]
 impl Bus for DiskBus {
     async fn publish(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), BusError> {
+        self.publish_all(&[(topic, key, payload)]).await
+    }
+
+    async fn publish_all(&self, messages: &[(&str, &[u8], &[u8])]) -> Result<(), BusError> {
         let started = Instant::now();
-        if 4 + key.len() + payload.len() > MAX_RECORD {
-            return Err(BusError::Config(format!(
-                "message of {} bytes is over the bus's limit of {MAX_RECORD}",
-                key.len() + payload.len()
-            )));
+        // Every request goes to the writer before any answer is awaited: the writer takes
+        // them in this order and, as they are queued together, into the same batch.
+        let mut answers = Vec::with_capacity(messages.len());
+        for &(topic, key, payload) in messages {
+            let (req, answer) = self.request(topic, key, payload)?;
+            let tx = self.writer.tx.as_ref().ok_or(BusError::Closed)?;
+            tx.send(req).await.map_err(|_| BusError::Closed)?;
+            answers.push((topic, answer));
         }
-        if self.core.closed.load(Ordering::Acquire) {
-            return Err(BusError::Closed);
+        for (topic, answer) in answers {
+            let result = answer.await.map_err(|_| BusError::Closed)?;
+            if result.is_err() {
+                metrics::counter!(crate::metrics::BUS_PUBLISH_ERRORS, "bus" => "disk", "topic" => topic.to_owned())
+                    .increment(1);
+                return result;
+            }
+            metrics::histogram!(crate::metrics::BUS_PUBLISH_DURATION, "bus" => "disk")
+                .record(started.elapsed().as_secs_f64());
         }
-        let known = self
-            .core
-            .open_topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(topic);
-        if !known {
-            let mut st = self.core.lock();
-            self.core.ensure_topic(&mut st, topic)?;
-        }
-        let (done, answer) = oneshot::channel();
-        let req = Request {
-            topic: topic.to_owned(),
-            partition: partition_for(key, self.core.config.partitions),
-            key: Bytes::copy_from_slice(key),
-            payload: Bytes::copy_from_slice(payload),
-            done,
-        };
-        let tx = self.writer.tx.as_ref().ok_or(BusError::Closed)?;
-        tx.send(req).await.map_err(|_| BusError::Closed)?;
-        let result = answer.await.map_err(|_| BusError::Closed)?;
-        match &result {
-            Ok(()) => metrics::histogram!(crate::metrics::BUS_PUBLISH_DURATION, "bus" => "disk")
-                .record(started.elapsed().as_secs_f64()),
-            Err(_) => metrics::counter!(crate::metrics::BUS_PUBLISH_ERRORS, "bus" => "disk", "topic" => topic.to_owned())
-                .increment(1),
-        }
-        result
+        Ok(())
     }
 
     async fn subscribe(&self, topics: &[&str], group: &str) -> Result<Box<dyn Consumer>, BusError> {

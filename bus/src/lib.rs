@@ -94,6 +94,18 @@ pub trait Bus: Send + Sync + 'static {
     /// (Kafka: the delivery report), waiting while buffers are full.
     async fn publish(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), BusError>;
 
+    /// Publishes `messages` (topic, key, payload) in their order; resolves once the bus has
+    /// accepted every one of them, or with the first error (messages before it may have
+    /// been accepted). For a caller holding several messages at once: the disk bus hands them
+    /// to its writer together, so they share one group commit (one `fdatasync`) instead of
+    /// waiting for one each. By default they are published one after the other.
+    async fn publish_all(&self, messages: &[(&str, &[u8], &[u8])]) -> Result<(), BusError> {
+        for (topic, key, payload) in messages {
+            self.publish(topic, key, payload).await?;
+        }
+        Ok(())
+    }
+
     /// Joins consumer group `group` on `topics`.
     async fn subscribe(&self, topics: &[&str], group: &str) -> Result<Box<dyn Consumer>, BusError>;
 

@@ -308,6 +308,34 @@ async fn concurrent_publishers_across_segment_rolls() {
     .await;
 }
 
+/// A publisher holding many messages hands them to the writer together (`publish_all`): they
+/// arrive in their order and share a few syncs, where publishing them one after the other
+/// takes one sync each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_all_keeps_the_order_and_shares_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = DiskBus::open(dir.path(), config(4)).unwrap();
+    let mut c = b.subscribe(&["mo"], "g").await.unwrap();
+    let payloads: Vec<[u8; 8]> = (0..500u64).map(u64::to_le_bytes).collect();
+    let messages: Vec<(&str, &[u8], &[u8])> = payloads
+        .iter()
+        .map(|p| ("mo", b"unit".as_slice(), p.as_slice()))
+        .collect();
+    let before = b.batches();
+    b.publish_all(&messages).await.unwrap();
+    let together = b.batches() - before;
+    assert!(together <= 10, "{together} syncs for 500 messages at once");
+    // The same 50 one after the other: a sync each.
+    let before = b.batches();
+    for p in &payloads[..50] {
+        b.publish("mo", b"unit", p).await.unwrap();
+    }
+    assert_eq!(b.batches() - before, 50, "one sync per lone publish");
+    let got: Vec<u64> = recv_n(&mut c, 550).await.iter().map(num).collect();
+    let expected: Vec<u64> = (0..500).chain(0..50).collect();
+    assert_eq!(got, expected, "in the order given");
+}
+
 async fn concurrent_publishers(cfg: DiskBusConfig) {
     let dir = tempfile::tempdir().unwrap();
     let b = DiskBus::open(dir.path(), cfg.clone()).unwrap();

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use bus::Topics;
+use bus::{Bus as _, Topics};
 use codec::handshake::RefuseReason;
 use codec::legacy::basic_auth;
 use codec::mo::{MtReply, OfflineReason, ReplyResult};
@@ -1145,6 +1145,47 @@ async fn v2_ack_is_not_held_back_by_a_keepalive_read_with_the_message() {
 
 /// No acknowledgement before the bus accepted: with the bus refusing, the unit gets no ack
 /// and keeps its message; a v1 message on a v2 session (no number) closes the connection.
+/// A version-2 unit's burst on the durable disk bus: the frames the gateway finds buffered
+/// together are published together and share the bus's group commit (before, a session
+/// waited for one `fdatasync` per message), in order, each under its own correlation id.
+#[tokio::test]
+async fn v2_burst_shares_the_disk_bus_group_commit_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = bus::DiskBus::open(dir.path(), bus::DiskBusConfig::default()).unwrap();
+    let world = World::new();
+    let gw = world
+        .start_on(config("a"), std::sync::Arc::new(disk.clone()))
+        .await;
+    let mut mo = disk.subscribe(&[&topics().mo], "test").await.unwrap();
+    let mut unit = UnitConn::tcp(gw.addrs.tcp.unwrap()).await.unwrap();
+    unit.handshake_v2(Some(&imei(43)), KEY, sim::MoWindow::new(5, 256))
+        .await
+        .unwrap();
+    let before = disk.batches();
+    let sent: Vec<Vec<u8>> = (0..200u64)
+        .map(|i| sim::telemetry(1_700_000_000 + i, i))
+        .collect();
+    for m in &sent {
+        unit.send_message(m).await.unwrap();
+    }
+    assert!(
+        unit.await_acks(Duration::from_secs(10)).await,
+        "all acknowledged"
+    );
+    let syncs = disk.batches() - before;
+    assert!(syncs < 100, "{syncs} syncs for 200 messages of one unit");
+    for (i, m) in sent.iter().enumerate() {
+        let (who, id, msg) = open(&next(&mut mo).await);
+        assert_eq!(who, imei(43));
+        assert_eq!(&msg, m, "in the order sent");
+        assert_eq!(
+            id,
+            codec::ack::mo_correlation_id(&imei(43), 5, i as u64 + 1)
+        );
+    }
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn v2_gets_no_ack_when_the_bus_refuses_and_unnumbered_frames_close_the_session() {
     let world = World::new();

@@ -4,8 +4,13 @@
 //! - this file: the simulated fleet's identities, `/proc` readings, latency percentiles and the
 //!   JSON summary.
 //! - `main.rs`: the `load-test` binary: `run` (simulated units and the report) and `replay` (a
-//!   capture file played back) spawn `serve` (a gateway on an in-process bus with an MO counter
-//!   and an MT driver) as a child process, so the gateway's memory is measured alone.
+//!   capture file played back) spawn `serve` (a gateway on the in-process bus or the durable
+//!   disk bus, with an MO counter and an MT driver) as a child process, so the gateway's memory
+//!   is measured alone.
+//! - `track.rs`: what each unit wrote and had acknowledged, for the summary and target mode's
+//!   verification.
+//! - `target.rs`: target mode (`--api`): a running deployment, provisioned, driven and verified
+//!   through its API.
 //! - `unit.rs`: what one simulated unit does (hello, periodic status/telemetry/event logs,
 //!   answering MT with DCM balances, reconnect storms) and the legacy HTTP units.
 //!
@@ -94,6 +99,10 @@ pub struct ServeStats {
     pub units_online: usize,
     /// Gateway process RSS (KiB).
     pub rss_kib: u64,
+    /// Disk bus only: batches written and synced so far (group commit: one `fdatasync` per
+    /// batch, so publishes ÷ batches is the mean batch).
+    #[serde(default)]
+    pub bus_batches: Option<u64>,
 }
 
 /// MT round-trip result of one MT phase.
@@ -131,6 +140,21 @@ pub struct Errors {
 /// The JSON summary `run` writes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Summary {
+    /// The framed units' protocol version (2: numbered MO, acknowledgements).
+    #[serde(default)]
+    pub protocol: u8,
+    /// The gateway's bus: `memory` (in-process) or `disk` (durable, fsync on).
+    #[serde(default)]
+    pub bus: String,
+    /// MO the units wrote without error over the whole run (framed units' telemetry, status
+    /// reports, event logs, MT replies and command responses; HTTP units' telemetry uploads).
+    /// A version-2 resend after a reconnect is not counted again.
+    #[serde(default)]
+    pub mo_sent: u64,
+    /// Of those, acknowledged: covered by the gateway's cumulative acknowledgement (version
+    /// 2), or answered 200 (HTTP). Version-1 framed units get no acknowledgement.
+    #[serde(default)]
+    pub mo_acknowledged: u64,
     /// TCP units asked for.
     pub tcp_units: u32,
     /// QUIC units asked for.
@@ -178,6 +202,17 @@ pub struct Summary {
     pub mo_messages: u64,
     /// MO messages per second onto the bus.
     pub mo_per_sec: f64,
+    /// MO the units wrote in the MO phase.
+    #[serde(default)]
+    pub mo_phase_sent: u64,
+    /// MO acknowledgements the units received in the MO phase, per second (version 2; 0 in
+    /// version 1).
+    #[serde(default)]
+    pub mo_acked_per_sec: f64,
+    /// Disk bus: batches synced in the MO phase (one `fdatasync` each); `mo_messages` ÷ this
+    /// is the mean group-commit batch.
+    #[serde(default)]
+    pub mo_bus_batches: Option<u64>,
     /// MT phase.
     pub mt: MtStats,
     /// Reconnect storm: units told to drop and reconnect at once.
@@ -248,13 +283,16 @@ pub struct SecondSample {
 
 /// The JSON summary of `run` in target mode (against a running deployment).
 ///
-/// "Acknowledged" is provisional until the unit protocol acknowledges MO: an MO counts as
-/// acknowledged when the unit wrote it over TCP/QUIC without error, or when its HTTP upload
-/// was answered 200.
+/// An MO counts as acknowledged when the gateway's acknowledgement covers it (framed units of
+/// protocol version 2) or its HTTP upload was answered 200. Version-1 framed units get no
+/// acknowledgement: their MO are verified against what they wrote, and `protocol` says so.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TargetSummary {
     /// The run's tag: `pulse_count` of its telemetry is `tag * 10^7 + sequence number`.
     pub run_tag: u64,
+    /// The framed units' protocol version (2: numbered MO, acknowledgements).
+    #[serde(default)]
+    pub protocol: u8,
     /// Units used (framed TCP, QUIC, legacy HTTP).
     pub tcp_units: u32,
     /// QUIC units.
@@ -274,15 +312,21 @@ pub struct TargetSummary {
     pub mo_sent: u64,
     /// Of those, acknowledged (see the type's doc).
     pub mo_acknowledged: u64,
-    /// Acknowledged MO found (`mo_acknowledged − mo_lost`): a framed unit's MO are counted
+    /// Written and never acknowledged (version 2): the unit left, or its connection ended,
+    /// before the acknowledgement came. Not counted lost: they may or may not be stored.
+    #[serde(default)]
+    pub mo_unacknowledged: u64,
+    /// Acknowledged MO found (`mo_acknowledged − mo_lost`; version-1 framed units: written
+    /// MO, as they have no acknowledgement): a framed unit's MO are counted
     /// against its rows in `rtc_mo_message_history` received since the run started, and its
     /// telemetry must be in the time-series store too; HTTP units' telemetry in the store.
     pub mo_stored: u64,
-    /// Acknowledged MO missing: per framed unit the larger of its database shortfall and its
-    /// telemetry missing from the store; per HTTP unit its telemetry missing from the store.
+    /// Acknowledged MO missing (lost: acknowledged and not stored): per framed unit the larger
+    /// of its database shortfall and its telemetry missing from the store; per HTTP unit its
+    /// telemetry missing from the store.
     pub mo_lost: u64,
-    /// Database rows beyond what a unit wrote (failed writes included), plus telemetry points
-    /// stored more than once.
+    /// Database rows beyond what a unit wrote (failed writes and unacknowledged MO included),
+    /// plus telemetry points stored more than once.
     pub mo_duplicated: u64,
     /// Acknowledged telemetry batches (each identifiable).
     pub telemetry_acknowledged: u64,

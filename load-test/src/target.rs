@@ -284,7 +284,7 @@ fn sampler(
         for s in 0u64.. {
             tick.tick().await;
             let (mo2, acc2, del2) = (
-                t.mo_acked_total.load(Ordering::Relaxed),
+                t.mo_confirmed_total(),
                 totals.mt_accepted.load(Ordering::Relaxed),
                 t.mt_delivered.load(Ordering::Relaxed),
             );
@@ -598,7 +598,7 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     let run_tag = sim::now_s() % 100_000_000;
     // Record times start 12 h back, so a unit can send 100,000+ batches before they reach
     // the future.
-    let track = Tracking::new(units, run_tag, sim::now_s() - 43_200);
+    let track = Tracking::new(units, run_tag, sim::now_s() - 43_200, a.protocol >= 2);
     let target = Target {
         tcp,
         quic,
@@ -635,6 +635,7 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     fleet.start_http(&a, &target, &mut tasks);
     let mut summary = TargetSummary {
         run_tag,
+        protocol: a.protocol,
         tcp_units: a.tcp,
         quic_units: a.quic,
         http_units: a.http,
@@ -653,12 +654,12 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if a.mo_secs > 0 && a.mo_senders > 0 {
         pb.set_prefix("MO burst");
-        let before = shared.track.mo_acked_total.load(Ordering::Relaxed);
+        let before = shared.track.mo_confirmed_total();
         let t = Instant::now();
         fleet.phase_tx.send_replace(Phase::Burst);
         tokio::time::sleep(Duration::from_secs(a.mo_secs)).await;
         fleet.phase_tx.send_replace(Phase::Quiet);
-        let n = shared.track.mo_acked_total.load(Ordering::Relaxed) - before;
+        let n = shared.track.mo_confirmed_total() - before;
         summary.burst_mo_per_sec = n as f64 / t.elapsed().as_secs_f64();
         pb.println(format!(
             "MO burst: {n} acknowledged, {:.0}/s",
@@ -689,7 +690,7 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     let track = &shared.track;
     let vpb = spinner(a.quiet, u64::from(units));
     vpb.set_prefix("verify");
-    let acked_framed: u64 = (0..framed).map(|i| track.sent(i).0).sum();
+    let acks = track.acks();
     // Each unit exactly: its database rows, its telemetry in the store; each waited for
     // until complete or the deadline.
     let gate = Arc::new(Semaphore::new(32));
@@ -709,7 +710,11 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
             let _permit = permit;
             let track = &shared.track;
             let imei = &ids[i as usize].imei;
-            let (acked, failed, seqs) = track.sent(i);
+            let sent = track.sent(i);
+            // What must be stored: the acknowledged MO (version 1: the written).
+            let (acked, failed, seqs) = (sent.expected(acks), sent.failed, &sent.telemetry);
+            // Written but never acknowledged: may or may not be stored.
+            let unacked = sent.written - sent.expected(acks).min(sent.written);
             // (db found, db lost, db excess, telemetry found, telemetry lost, store dups)
             let mut r = [0u64; 6];
             if i < framed {
@@ -724,7 +729,7 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
                 };
                 r[0] = rows.min(acked);
                 r[1] = acked.saturating_sub(rows);
-                r[2] = rows.saturating_sub(acked + failed);
+                r[2] = rows.saturating_sub(acked + unacked + failed);
             }
             if let (Some(&lo), Some(&hi)) = (seqs.first(), seqs.last()) {
                 let (from, to) = (track.stamp(lo).0, track.stamp(hi).0);
@@ -763,35 +768,31 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
         }));
     }
     let mut tel_acked = 0u64;
-    let mut http_acked = 0u64;
     for (i, c) in checks.into_iter().enumerate() {
         let (r, n_tel) = c.await??;
         // A framed unit's MO is stored when its database row is there and, for telemetry,
         // its point too: the unit's shortfall is the larger of the two. HTTP units: the store.
-        let (acked, lost) = if (i as u32) < framed {
+        let (expected, lost) = if (i as u32) < framed {
             (r[0] + r[1], r[1].max(r[4]))
         } else {
             (n_tel, r[4])
         };
-        summary.mo_stored += acked - lost.min(acked);
+        summary.mo_stored += expected - lost.min(expected);
         summary.mo_lost += lost;
         summary.mo_duplicated += r[2] + r[5];
         summary.telemetry_stored += r[3];
         summary.telemetry_lost += r[4];
         tel_acked += n_tel;
-        if i as u32 >= framed {
-            http_acked += n_tel;
-        }
     }
     summary.telemetry_acknowledged = tel_acked;
-    summary.mo_acknowledged = acked_framed + http_acked;
-    summary.mo_sent = summary.mo_acknowledged
-        + (0..units)
-            .map(|i| {
-                let (_, failed, _) = track.sent(i);
-                failed
-            })
-            .sum::<u64>();
+    for i in 0..units {
+        let sent = track.sent(i);
+        summary.mo_sent += sent.written + sent.failed;
+        summary.mo_acknowledged += sent.acked;
+        if acks {
+            summary.mo_unacknowledged += sent.written - sent.acked.min(sent.written);
+        }
+    }
     // Commands: received by their unit (counted as they arrived), acknowledged in the ledger.
     summary.mt_accepted = totals.mt_accepted.load(Ordering::Relaxed);
     summary.mt_switches = totals.mt_switches.load(Ordering::Relaxed);

@@ -6,6 +6,11 @@
 //! points of one unit apart in the store; the tag keeps runs apart when units are reused).
 //! The other MO (status reports, event logs, MT replies) are counted per unit and compared
 //! with the unit's `rtc_mo_message_history` rows.
+//!
+//! "Sent" and "acknowledged" are kept apart: a framed unit of protocol version 2 counts an MO
+//! acknowledged when the gateway's cumulative acknowledgement covers its number (the gateway
+//! sends it after the bus accepted the message); an HTTP unit when its upload was answered 200.
+//! Version-1 units have no acknowledgement: what they wrote is all there is to compare.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,16 +37,46 @@ pub(crate) struct Identity {
 struct UnitTrack {
     /// Telemetry sequence numbers handed out (the last one).
     issued: AtomicU64,
-    /// MO counted as acknowledged (all kinds).
+    /// MO written without error (all kinds).
+    written: AtomicU64,
+    /// MO acknowledged (all kinds).
     acked: AtomicU64,
     /// MO whose write failed (they may or may not have arrived).
     failed: AtomicU64,
     /// Telemetry sequence numbers whose write failed.
     failed_seqs: Mutex<Vec<u64>>,
-    /// The last acknowledged telemetry: its seq and when (ms since the run started).
+    /// Telemetry sequence numbers written and never acknowledged (version 2).
+    unacked_seqs: Mutex<Vec<u64>>,
+    /// The last telemetry that counts as arrived (acknowledged; written, for version-1
+    /// units): its seq and when (ms since the run started).
     last_seq: AtomicU64,
     last_ms: AtomicU64,
     online: AtomicBool,
+}
+
+/// What one unit sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnitSent {
+    /// MO written without error.
+    pub(crate) written: u64,
+    /// Of those, acknowledged (version 2 and HTTP units; 0 for version-1 framed units).
+    pub(crate) acked: u64,
+    /// MO whose write failed (they may or may not have arrived).
+    pub(crate) failed: u64,
+    /// Telemetry sequence numbers that must be stored: acknowledged (written, without
+    /// acknowledgements).
+    pub(crate) telemetry: Vec<u64>,
+}
+
+impl UnitSent {
+    /// MO that must be stored: the acknowledged ones, or (no acknowledgements) the written.
+    pub(crate) const fn expected(&self, acks: bool) -> u64 {
+        if acks {
+            self.acked
+        } else {
+            self.written
+        }
+    }
 }
 
 /// Per-unit bookkeeping shared by all unit tasks, plus MT commands in flight.
@@ -59,10 +94,14 @@ pub(crate) struct Tracking {
     /// Highest MT latency since the per-second sampler last took it (µs).
     pub(crate) mt_latency_max_window: AtomicU64,
     pub(crate) mo_acked_total: AtomicU64,
+    pub(crate) mo_written_total: AtomicU64,
+    /// Framed units get acknowledgements (protocol version 2).
+    acks: bool,
 }
 
 impl Tracking {
-    pub(crate) fn new(units: u32, run_tag: u64, t_base: u64) -> Self {
+    /// `acks`: the framed units speak protocol version 2 (they get MO acknowledgements).
+    pub(crate) fn new(units: u32, run_tag: u64, t_base: u64, acks: bool) -> Self {
         Self {
             run_tag,
             t_base,
@@ -73,6 +112,8 @@ impl Tracking {
             mt_latency: Mutex::new(load_test::latency_histogram()),
             mt_latency_max_window: AtomicU64::new(0),
             mo_acked_total: AtomicU64::new(0),
+            mo_written_total: AtomicU64::new(0),
+            acks,
         }
     }
 
@@ -100,21 +141,52 @@ impl Tracking {
         sim::telemetry(t, pulses)
     }
 
-    /// Unit `i` wrote one MO (`Some(seq)`: telemetry `seq`) and it counts as acknowledged.
-    ///
-    /// The one place that decides "acknowledged". Until the unit protocol has MO
-    /// acknowledgements, an MO counts as acknowledged when the unit wrote it over TCP/QUIC
-    /// without error, or when its HTTP upload was answered 200; with acknowledgements, the
-    /// callers report here when the gateway's ack arrives instead.
+    /// Framed unit `i` wrote one MO without error (`Some(seq)`: telemetry `seq`). Without
+    /// acknowledgements (version 1) its telemetry counts as arrived now.
     pub(crate) fn mo_written(&self, i: u32, seq: Option<u64>) {
+        self.units[i as usize]
+            .written
+            .fetch_add(1, Ordering::Relaxed);
+        self.mo_written_total.fetch_add(1, Ordering::Relaxed);
+        if !self.acks {
+            self.arrived(i, seq);
+        }
+    }
+
+    /// The gateway acknowledged `n` more MO of framed unit `i`, the newest telemetry among
+    /// them being `seq`.
+    pub(crate) fn mo_acked(&self, i: u32, n: u64, seq: Option<u64>) {
+        self.units[i as usize].acked.fetch_add(n, Ordering::Relaxed);
+        self.mo_acked_total.fetch_add(n, Ordering::Relaxed);
+        self.arrived(i, seq);
+    }
+
+    /// An HTTP upload answered 200: written and acknowledged at once.
+    pub(crate) fn http_uploaded(&self, i: u32, seq: u64) {
         let u = &self.units[i as usize];
+        u.written.fetch_add(1, Ordering::Relaxed);
+        self.mo_written_total.fetch_add(1, Ordering::Relaxed);
         u.acked.fetch_add(1, Ordering::Relaxed);
         self.mo_acked_total.fetch_add(1, Ordering::Relaxed);
+        self.arrived(i, Some(seq));
+    }
+
+    fn arrived(&self, i: u32, seq: Option<u64>) {
         if let Some(seq) = seq {
+            let u = &self.units[i as usize];
             u.last_ms
                 .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
             u.last_seq.store(seq, Ordering::Relaxed);
         }
+    }
+
+    /// Telemetry `seq` of unit `i` was written and the unit left without its acknowledgement.
+    pub(crate) fn never_acked(&self, i: u32, seq: u64) {
+        self.units[i as usize]
+            .unacked_seqs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(seq);
     }
 
     /// Unit `i`'s write of one MO failed (`Some(seq)`: telemetry `seq`).
@@ -137,21 +209,38 @@ impl Tracking {
         self.units[i as usize].online.load(Ordering::Relaxed)
     }
 
-    /// What unit `i` sent: (acknowledged MO, failed MO, acknowledged telemetry seqs).
-    pub(crate) fn sent(&self, i: u32) -> (u64, u64, Vec<u64>) {
+    /// What unit `i` sent, for the verification.
+    pub(crate) fn sent(&self, i: u32) -> UnitSent {
         let u = &self.units[i as usize];
         let failed = u.failed_seqs.lock().unwrap_or_else(|e| e.into_inner());
-        let seqs = (1..=u.issued.load(Ordering::Relaxed))
-            .filter(|s| !failed.contains(s))
+        let unacked = u.unacked_seqs.lock().unwrap_or_else(|e| e.into_inner());
+        let telemetry = (1..=u.issued.load(Ordering::Relaxed))
+            .filter(|s| !failed.contains(s) && !unacked.contains(s))
             .collect();
-        (
-            u.acked.load(Ordering::Relaxed),
-            u.failed.load(Ordering::Relaxed),
-            seqs,
-        )
+        UnitSent {
+            written: u.written.load(Ordering::Relaxed),
+            acked: u.acked.load(Ordering::Relaxed),
+            failed: u.failed.load(Ordering::Relaxed),
+            telemetry,
+        }
     }
 
-    /// Unit `i`'s last acknowledged telemetry: (seq, ms since the run started).
+    /// MO acknowledged so far; written so far when framed units get no acknowledgement
+    /// (version 1), which is all such a run can count.
+    pub(crate) fn mo_confirmed_total(&self) -> u64 {
+        if self.acks {
+            self.mo_acked_total.load(Ordering::Relaxed)
+        } else {
+            self.mo_written_total.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Whether framed units get acknowledgements (protocol version 2).
+    pub(crate) const fn acks(&self) -> bool {
+        self.acks
+    }
+
+    /// Unit `i`'s last telemetry that counts as arrived: (seq, ms since the run started).
     pub(crate) fn last_telemetry(&self, i: u32) -> Option<(u64, u64)> {
         let u = &self.units[i as usize];
         let ms = u.last_ms.load(Ordering::Relaxed);
@@ -212,7 +301,7 @@ mod tests {
 
     #[test]
     fn a_stored_pulse_count_names_its_run_and_sequence() {
-        let t = Tracking::new(2, 1234, 1_000_000);
+        let t = Tracking::new(2, 1234, 1_000_000, true);
         assert_eq!(t.next_seq(1), 1);
         assert_eq!(t.next_seq(1), 2);
         let (time, pulses) = t.stamp(2);
@@ -222,6 +311,30 @@ mod tests {
         assert_eq!(t.seq_of(1235 * SEQ_SPAN + 2), None);
         t.write_failed(1, Some(1));
         t.mo_written(1, Some(2));
-        assert_eq!(t.sent(1), (1, 1, vec![2]));
+        assert_eq!(t.last_telemetry(1), None, "written is not acknowledged");
+        t.mo_acked(1, 1, Some(2));
+        assert_eq!(t.last_telemetry(1).map(|l| l.0), Some(2));
+        let sent = t.sent(1);
+        assert_eq!((sent.written, sent.acked, sent.failed), (1, 1, 1));
+        assert_eq!(sent.telemetry, vec![2]);
+    }
+
+    #[test]
+    fn telemetry_never_acknowledged_is_not_expected_in_the_store() {
+        let t = Tracking::new(1, 7, 1_000_000, true);
+        let (a, b) = (t.next_seq(0), t.next_seq(0));
+        t.mo_written(0, Some(a));
+        t.mo_written(0, Some(b));
+        t.mo_acked(0, 1, Some(a));
+        t.never_acked(0, b);
+        let sent = t.sent(0);
+        assert_eq!((sent.written, sent.expected(true)), (2, 1));
+        assert_eq!(sent.telemetry, vec![a]);
+        // Without acknowledgements (version 1) what was written is what must be stored.
+        let v1 = Tracking::new(1, 7, 1_000_000, false);
+        let s = v1.next_seq(0);
+        v1.mo_written(0, Some(s));
+        assert_eq!(v1.sent(0).expected(false), 1);
+        assert_eq!(v1.last_telemetry(0).map(|l| l.0), Some(s));
     }
 }

@@ -1,6 +1,8 @@
 //! What one simulated unit does, and the legacy HTTP units.
 //!
-//! A framed unit (TCP or QUIC) connects and says hello, then, depending on the run's phase:
+//! A framed unit (TCP or QUIC) connects and says hello (protocol version 2 by default: its MO
+//! are numbered, at most `sim::DEFAULT_WINDOW` wait for an acknowledgement, and the window is
+//! sent again after a reconnect; version 1 on request), then, depending on the run's phase:
 //! - `Quiet`: keepalives every 60 s, answers MT commands;
 //! - `Periodic`: also a status report (with its DCM balance), a telemetry batch and an event
 //!   log on their own periods, each unit starting at a random offset so the fleet is spread;
@@ -11,6 +13,7 @@
 //! balance and expected expiry (what DCM reads); other commands are answered by
 //! `sim::UnitConn::answer` (reply, plus a command response or a status report).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +22,7 @@ use std::time::Duration;
 use codec::legacy::basic_auth;
 use codec::mo::{MtReply, ReplyResult, StatusReport};
 use codec::{decode_mt, MoMessage, MtMessage};
-use sim::UnitConn;
+use sim::{MoWindow, UnitConn};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -49,6 +52,7 @@ pub(crate) struct Counters {
     pub(crate) reconnects: AtomicU64,
     /// Milliseconds since the run started at the last reconnect.
     pub(crate) last_reconnect_ms: AtomicU64,
+    /// MO written without error (a version-2 resend is not counted again).
     pub(crate) mo_sent: AtomicU64,
     pub(crate) mt_answered: AtomicU64,
     pub(crate) send_errors: AtomicU64,
@@ -104,7 +108,59 @@ pub(crate) struct UnitSpec {
     pub(crate) sender: bool,
     /// Drops and reconnects in a storm.
     pub(crate) in_storm: bool,
+    /// Speaks protocol version 2 (numbered MO, acknowledgements).
+    pub(crate) v2: bool,
 }
+
+/// A version-2 unit's numbering across its connections: the window (unacknowledged MO, sent
+/// again after a reconnect), which numbers carried which telemetry, and how far the
+/// acknowledgements reported to the tracking have come.
+struct Acks {
+    window: Option<MoWindow>,
+    telemetry: VecDeque<(u64, u64)>,
+    reported: u64,
+}
+
+impl Acks {
+    fn new(v2: bool) -> Self {
+        Self {
+            window: v2.then(|| MoWindow::new(rand::random(), sim::DEFAULT_WINDOW)),
+            telemetry: VecDeque::new(),
+            reported: 0,
+        }
+    }
+
+    /// Reports to the tracking what the connection's window says is acknowledged since the
+    /// last call (numbers count 1, 2, 3… so the highest acknowledged is also how many).
+    fn settle(&mut self, u: &UnitConn, track: &crate::track::Tracking, i: u32) {
+        let Some(acked) = u.window().map(MoWindow::acked) else {
+            return;
+        };
+        if acked <= self.reported {
+            return;
+        }
+        let mut newest = None;
+        while let Some(&(seq, telemetry)) = self.telemetry.front() {
+            if seq > acked {
+                break;
+            }
+            newest = Some(telemetry);
+            self.telemetry.pop_front();
+        }
+        track.mo_acked(i, acked - self.reported, newest);
+        self.reported = acked;
+    }
+
+    /// The unit leaves: its telemetry still unacknowledged is not expected in the store.
+    fn leave(&mut self, track: &crate::track::Tracking, i: u32) {
+        for (_, telemetry) in self.telemetry.drain(..) {
+            track.never_acked(i, telemetry);
+        }
+    }
+}
+
+/// How long a leaving version-2 unit waits for the acknowledgement of its window.
+const LEAVE_ACK_WAIT: Duration = Duration::from_secs(5);
 
 fn record(h: &Mutex<hdrhistogram::Histogram<u64>>, d: Duration) {
     let us = (d.as_micros() as u64).max(1);
@@ -136,15 +192,17 @@ pub(crate) fn backoff(failed: u32, unit_random: f64) -> Duration {
 
 /// Connects like a real unit, retrying with backoff; counts first-attempt failures and
 /// retries. The error is the last attempt's.
+/// `window`: a version-2 unit's (each attempt starts from it), `None` for version 1.
 pub(crate) async fn connect_retrying(
     i: u32,
     quic: bool,
     target: &Target,
+    window: Option<&MoWindow>,
     c: &Counters,
 ) -> Result<UnitConn, String> {
     let mut failed = 0;
     loop {
-        let e = match connect(i, quic, target).await {
+        let e = match connect(i, quic, target, window.cloned()).await {
             Ok(u) => return Ok(u),
             Err(e) => e,
         };
@@ -163,8 +221,14 @@ pub(crate) async fn connect_retrying(
     }
 }
 
-/// One connect attempt: opens a connection and completes the handshake.
-pub(crate) async fn connect(i: u32, quic: bool, target: &Target) -> Result<UnitConn, String> {
+/// One connect attempt: opens a connection and completes the handshake, in version 2 when
+/// given a window (whose unacknowledged MO are then sent again).
+pub(crate) async fn connect(
+    i: u32,
+    quic: bool,
+    target: &Target,
+    window: Option<MoWindow>,
+) -> Result<UnitConn, String> {
     let conn = async {
         let mut u = if quic {
             let ep = &target.endpoints[(i as usize) % target.endpoints.len()];
@@ -175,7 +239,10 @@ pub(crate) async fn connect(i: u32, quic: bool, target: &Target) -> Result<UnitC
             UnitConn::tcp(target.tcp).await?
         };
         let id = &target.ids[i as usize];
-        u.handshake(Some(&id.imei), &id.key).await?;
+        match window {
+            Some(w) => u.handshake_v2(Some(&id.imei), &id.key, w).await?,
+            None => u.handshake(Some(&id.imei), &id.key).await?,
+        };
         Ok::<_, sim::SimError>(u)
     };
     match tokio::time::timeout(ATTEMPT_TIMEOUT, conn).await {
@@ -196,14 +263,17 @@ pub(crate) async fn framed_unit(
     let c = &shared.counters;
     let mut reconnecting = false;
     let mut balance: i64 = 432_000 - i64::from(spec.i % 1000) * 60;
+    let mut acks = Acks::new(spec.v2);
     loop {
         let t = Instant::now();
-        let mut u = match connect_retrying(spec.i, spec.quic, &target, c).await {
+        let window = acks.window.as_ref();
+        let mut u = match connect_retrying(spec.i, spec.quic, &target, window, c).await {
             Ok(u) => u,
             Err(e) => {
                 if c.connect_failures.fetch_add(1, Ordering::Relaxed) < 5 {
                     eprintln!("unit {}: gave up: {e}", spec.i);
                 }
+                acks.leave(&shared.track, spec.i);
                 return;
             }
         };
@@ -219,20 +289,29 @@ pub(crate) async fn framed_unit(
             );
         }
         shared.track.set_online(spec.i, true);
-        let end = session(&spec, &mut u, &shared, behaviour, &mut balance).await;
+        let end = session(&spec, &mut u, &shared, behaviour, &mut balance, &mut acks).await;
+        if matches!(end, End::Stop) && u.window().is_some() {
+            // A version-2 unit leaves once its window is acknowledged (or after a while).
+            u.await_acks(LEAVE_ACK_WAIT).await;
+            acks.settle(&u, &shared.track, spec.i);
+        }
         shared.track.set_online(spec.i, false);
         c.online.fetch_sub(1, Ordering::Relaxed);
         if matches!(end, End::Stop) {
+            acks.leave(&shared.track, spec.i);
             // Leave cleanly, so what the unit wrote last still reaches the gateway.
             let _ = tokio::time::timeout(Duration::from_secs(5), u.close()).await;
             return;
         }
+        // The window goes to the next connection (a storm's reconnect sends it again).
+        acks.window = u.take_window().or(acks.window.take());
         u.abort();
         match end {
             End::Storm => reconnecting = true,
             End::Stop => return,
             End::Closed => {
                 c.closed_by_gateway.fetch_add(1, Ordering::Relaxed);
+                acks.leave(&shared.track, spec.i);
                 return;
             }
         }
@@ -254,8 +333,22 @@ fn status_report(time: u64, balance: i64) -> Vec<u8> {
 }
 
 /// Answers one MT frame; payment commands move the balance. Every MO written (the reply,
-/// and the command response or status report `sim` adds) is counted for unit `i`.
+/// and the command response or status report `sim` adds) is counted for unit `i`, and the
+/// acknowledgements read meanwhile are reported.
 async fn answer(
+    u: &mut UnitConn,
+    frame: &[u8],
+    balance: &mut i64,
+    track: &crate::track::Tracking,
+    i: u32,
+    acks: &mut Acks,
+) -> Result<(), sim::SimError> {
+    let r = answer_frame(u, frame, balance, track, i).await;
+    acks.settle(u, track, i);
+    r
+}
+
+async fn answer_frame(
     u: &mut UnitConn,
     frame: &[u8],
     balance: &mut i64,
@@ -306,6 +399,7 @@ async fn session(
     shared: &Shared,
     b: Behaviour,
     balance: &mut i64,
+    acks: &mut Acks,
 ) -> End {
     let c = &shared.counters;
     let mut phase = shared.phase.clone();
@@ -324,17 +418,20 @@ async fn session(
         if ph == Phase::Burst && spec.sender {
             for _ in 0..32 {
                 let seq = shared.track.next_seq(spec.i);
-                if u.send_raw(&shared.track.telemetry(seq)).await.is_err() {
-                    shared.track.write_failed(spec.i, Some(seq));
+                let mo = shared.track.telemetry(seq);
+                if send(u, &mo, Some(seq), shared, spec.i, acks).await.is_err() {
                     c.send_errors.fetch_add(1, Ordering::Relaxed);
                     return End::Closed;
                 }
-                shared.track.mo_written(spec.i, Some(seq));
             }
-            c.mo_sent.fetch_add(32, Ordering::Relaxed);
             tokio::task::yield_now().await;
-            if let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::ZERO, u.recv()).await {
-                if answer(u, &f, balance, &shared.track, spec.i).await.is_ok() {
+            let polled = tokio::time::timeout(Duration::ZERO, u.recv()).await;
+            acks.settle(u, &shared.track, spec.i);
+            if let Ok(Ok(Some(f))) = polled {
+                if answer(u, &f, balance, &shared.track, spec.i, acks)
+                    .await
+                    .is_ok()
+                {
                     c.mt_answered.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -349,9 +446,13 @@ async fn session(
                 }
                 continue;
             }
-            f = u.recv() => match f {
-                Ok(Some(f)) => {
-                    match answer(u, &f, balance, &shared.track, spec.i).await {
+            f = u.recv_or_ack() => match f {
+                Ok(Some(None)) => {
+                    acks.settle(u, &shared.track, spec.i);
+                    continue;
+                }
+                Ok(Some(Some(f))) => {
+                    match answer(u, &f, balance, &shared.track, spec.i, acks).await {
                         Ok(()) => c.mt_answered.fetch_add(1, Ordering::Relaxed),
                         Err(_) => return End::Closed,
                     };
@@ -376,20 +477,38 @@ async fn session(
         };
         let sent = match out {
             None => u.keepalive().await,
-            Some(mo) => {
-                let r = u.send_raw(&mo).await;
-                if r.is_ok() {
-                    c.mo_sent.fetch_add(1, Ordering::Relaxed);
-                    shared.track.mo_written(spec.i, telemetry_seq);
-                } else {
-                    shared.track.write_failed(spec.i, telemetry_seq);
-                }
-                r
-            }
+            Some(mo) => send(u, &mo, telemetry_seq, shared, spec.i, acks).await,
         };
         if sent.is_err() {
             c.send_errors.fetch_add(1, Ordering::Relaxed);
             return End::Closed;
+        }
+    }
+}
+
+/// Sends one MO of unit `i` (`telemetry`: its telemetry sequence number) and counts it: numbered
+/// and windowed in version 2 (waiting for room), as is in version 1.
+async fn send(
+    u: &mut UnitConn,
+    mo: &[u8],
+    telemetry: Option<u64>,
+    shared: &Shared,
+    i: u32,
+    acks: &mut Acks,
+) -> Result<(), sim::SimError> {
+    match u.send_message(mo).await {
+        Ok(number) => {
+            shared.counters.mo_sent.fetch_add(1, Ordering::Relaxed);
+            shared.track.mo_written(i, telemetry);
+            if let (Some(t), true) = (telemetry, number > 0) {
+                acks.telemetry.push_back((number, t));
+            }
+            acks.settle(u, &shared.track, i);
+            Ok(())
+        }
+        Err(e) => {
+            shared.track.write_failed(i, telemetry);
+            Err(e)
         }
     }
 }
@@ -446,7 +565,7 @@ pub(crate) async fn http_unit(i: u32, target: Target, shared: Arc<Shared>, b: Be
                 Ok(Ok((200, _))) => {
                     record(&shared.http_us, t.elapsed());
                     if path == "/rm_data" {
-                        shared.track.mo_written(i, Some(seq));
+                        shared.track.http_uploaded(i, seq);
                     }
                 }
                 Ok(Ok((status, body))) => {

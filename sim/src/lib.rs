@@ -509,6 +509,17 @@ impl UnitConn {
         self.read_frame().await
     }
 
+    /// The next frame or acknowledgement: `Ok(Some(None))` when an acknowledgement was read
+    /// (and applied to the window), `Ok(Some(Some(frame)))` for any other frame, `Ok(None)`
+    /// when the gateway closed. For a unit that reports acknowledgements as they come, where
+    /// [`UnitConn::recv`] would wait silently past them. Cancel-safe like `recv`.
+    pub async fn recv_or_ack(&mut self) -> Result<Option<Option<BytesMut>>, SimError> {
+        if let Some(f) = self.stash.pop_front() {
+            return Ok(Some(Some(f)));
+        }
+        self.read_one().await
+    }
+
     /// Waits for the gateway to close the connection (`true`) within `limit`.
     pub async fn closed_within(&mut self, limit: Duration) -> bool {
         let wait = async {

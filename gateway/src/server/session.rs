@@ -345,23 +345,65 @@ impl Session {
                                 }
                                 continue;
                             };
-                            let (seq, message) = match codec::ack::split_sequenced(&payload) {
-                                Ok(split) => split,
-                                Err(e) => {
-                                    metrics::counter!(m::DECODE_ERRORS, "kind" => "frame").increment(1);
-                                    tracing::debug!(imei = %self.imei, error = %e, "v2 frame without a sequence number, closing");
-                                    break End::FrameError;
+                            // This frame and the whole frames already buffered behind it go to
+                            // the bus together, in order: on the disk bus they share one group
+                            // commit instead of waiting for one each.
+                            let mut batch = vec![payload];
+                            let mut broken = None;
+                            while batch.len() < V2_PUBLISH_BATCH
+                                && matches!(
+                                    codec::frame::check(frames.read_buffer(), ctx.config.max_frame),
+                                    Ok(codec::frame::Status::Complete { .. })
+                                )
+                            {
+                                match next_frame(&mut frames).await {
+                                    Some(Ok(next)) if next.is_empty() => {}
+                                    Some(Ok(next)) => {
+                                        if let Err(wait) = bucket.take(Instant::now().into_std()) {
+                                            metrics::counter!(m::RATE_LIMITED).increment(1);
+                                            tokio::time::sleep(wait).await;
+                                        }
+                                        batch.push(next);
+                                    }
+                                    Some(Err(e)) => {
+                                        metrics::counter!(m::DECODE_ERRORS, "kind" => "frame").increment(1);
+                                        tracing::debug!(imei = %self.imei, error = %e, "frame error, closing");
+                                        broken = Some(End::FrameError);
+                                        break;
+                                    }
+                                    None => {
+                                        broken = Some(End::ClosedByUnit);
+                                        break;
+                                    }
                                 }
-                            };
-                            let id = codec::ack::mo_correlation_id(&self.imei, boot, seq);
-                            if !self.handle_mo(ctx, message, id).await {
+                            }
+                            let mut numbered = Vec::with_capacity(batch.len());
+                            for payload in &batch {
+                                match codec::ack::split_sequenced(payload) {
+                                    Ok(split) => numbered.push(split),
+                                    Err(e) => {
+                                        metrics::counter!(m::DECODE_ERRORS, "kind" => "frame").increment(1);
+                                        tracing::debug!(imei = %self.imei, error = %e, "v2 frame without a sequence number, closing");
+                                        broken = Some(End::FrameError);
+                                        break;
+                                    }
+                                }
+                            }
+                            // What came before a broken frame is published (and not
+                            // acknowledged: the connection closes; the unit sends it again).
+                            if !self.handle_numbered(ctx, boot, &numbered).await {
                                 break End::BusClosed;
                             }
-                            // `handle_mo` returned after the bus accepted the message (the
-                            // disk bus after its group-commit fsync, Kafka with acks=all), so
-                            // an ack now is honest.
-                            unacked = Some(unacked.map_or(seq, |u| u.max(seq)));
-                            covered += 1;
+                            if let Some(end) = broken {
+                                break end;
+                            }
+                            // `handle_numbered` returned after the bus accepted the messages
+                            // (the disk bus after its group-commit fsync, Kafka with acks=all),
+                            // so an ack now is honest.
+                            if let Some(&(seq, _)) = numbered.iter().max_by_key(|(seq, _)| *seq) {
+                                unacked = Some(unacked.map_or(seq, |u| u.max(seq)));
+                            }
+                            covered += numbered.len() as u64;
                         }
                         // Coalesced: while another whole frame is already buffered, it is
                         // handled first and one ack covers both.
@@ -450,15 +492,83 @@ impl Session {
         Ok(())
     }
 
-    /// Validates one MO message and publishes it (or its dead letter) under `correlation_id`
-    /// (random for v1, derived from the unit's numbering for v2). Returns `false` when the
-    /// bus is gone; `true` only after the bus accepted it.
+    /// Validates one version-1 MO message and publishes it (or its dead letter) under a
+    /// random correlation id. Returns `false` when the bus is gone; `true` only after the bus
+    /// accepted it.
     async fn handle_mo(
         &mut self,
         ctx: &Ctx,
         payload: &[u8],
         correlation_id: CorrelationId,
     ) -> bool {
+        let prepared = self.prepare_mo(ctx, payload, correlation_id);
+        let accepted = ctx
+            .deps
+            .bus
+            .publish(prepared.topic, self.imei.as_bytes(), &prepared.bytes)
+            .await;
+        self.accepted(ctx, accepted, prepared.reply.into_iter())
+            .await
+    }
+
+    /// Version-2 MO messages `(seq, message)` of boot `boot`, validated and published (or
+    /// their dead letters) together and in order, each under the correlation id derived from
+    /// its number (protocol §8.5). Returns `false` when the bus is gone; `true` only after
+    /// the bus accepted every one.
+    async fn handle_numbered(&mut self, ctx: &Ctx, boot: u32, numbered: &[(u64, &[u8])]) -> bool {
+        if numbered.is_empty() {
+            return true;
+        }
+        let prepared: Vec<PreparedMo<'_>> = numbered
+            .iter()
+            .map(|&(seq, message)| {
+                let id = codec::ack::mo_correlation_id(&self.imei, boot, seq);
+                self.prepare_mo(ctx, message, id)
+            })
+            .collect();
+        let key = self.imei.as_bytes();
+        let messages: Vec<(&str, &[u8], &[u8])> = prepared
+            .iter()
+            .map(|p| (p.topic, key, p.bytes.as_slice()))
+            .collect();
+        let accepted = ctx.deps.bus.publish_all(&messages).await;
+        let replies: Vec<CorrelationId> = prepared.iter().filter_map(|p| p.reply).collect();
+        self.accepted(ctx, accepted, replies.into_iter()).await
+    }
+
+    /// After a publish: `false` (logged) when the bus refused; else tells the shard about each
+    /// MT reply among the messages, so their MT is settled, and `true`.
+    async fn accepted(
+        &self,
+        ctx: &Ctx,
+        published: Result<(), bus::BusError>,
+        replies: impl Iterator<Item = CorrelationId>,
+    ) -> bool {
+        if let Err(e) = published {
+            tracing::warn!(imei = %self.imei, error = %e, "bus publish failed");
+            return false;
+        }
+        for correlation_id in replies {
+            ctx.to_shard(
+                &self.imei,
+                ShardMsg::Reply {
+                    imei: Arc::clone(&self.imei),
+                    correlation_id,
+                },
+            )
+            .await;
+        }
+        true
+    }
+
+    /// Validates one MO message into what goes on the bus: its envelope on the MO or MT-reply
+    /// topic, or its dead letter; notes an offline notice and counts it.
+    fn prepare_mo<'c>(
+        &mut self,
+        ctx: &'c Ctx,
+        payload: &[u8],
+        correlation_id: CorrelationId,
+    ) -> PreparedMo<'c> {
         let topics = &ctx.config.topics;
         let env = BusEnvelope {
             imei: &self.imei,
@@ -503,28 +613,25 @@ impl Session {
                 (topic, encode_bus_envelope(&env), reply)
             }
         };
-        if let Err(e) = ctx
-            .deps
-            .bus
-            .publish(topic, self.imei.as_bytes(), &bytes)
-            .await
-        {
-            tracing::warn!(imei = %self.imei, error = %e, "bus publish failed");
-            return false;
+        PreparedMo {
+            topic,
+            bytes,
+            reply,
         }
-        if let Some(correlation_id) = reply {
-            ctx.to_shard(
-                &self.imei,
-                ShardMsg::Reply {
-                    imei: Arc::clone(&self.imei),
-                    correlation_id,
-                },
-            )
-            .await;
-        }
-        true
     }
 }
+
+/// One MO message ready for the bus.
+struct PreparedMo<'c> {
+    topic: &'c str,
+    bytes: Vec<u8>,
+    /// The MT it answers, when it is an MT reply.
+    reply: Option<CorrelationId>,
+}
+
+/// Most version-2 MO frames already buffered that are published together (the simulator's
+/// window: a unit has at most that many unacknowledged).
+const V2_PUBLISH_BATCH: usize = 256;
 
 /// Writes one frame (header and payload in one buffer, one write) and flushes.
 pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(

@@ -67,7 +67,13 @@ impl World {
     }
 
     pub async fn start(&self, config: GatewayConfig) -> Running {
-        let gw = Gateway::bind(config, self.deps()).await.unwrap();
+        self.start_on(config, Arc::new(self.bus.clone())).await
+    }
+
+    /// A gateway publishing to `bus` instead of the world's in-process bus.
+    pub async fn start_on(&self, config: GatewayConfig, bus: Arc<dyn Bus>) -> Running {
+        let deps = Deps { bus, ..self.deps() };
+        let gw = Gateway::bind(config, deps).await.unwrap();
         let addrs = gw.local_addrs();
         let cert = gw.certificate_der().to_vec();
         let (stop, stopped) = oneshot::channel::<()>();
