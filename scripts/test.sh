@@ -84,4 +84,4 @@ fi
 
 # --- Tests ------------------------------------------------------------------
 log "cargo test"
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets --no-fail-fast "$@"

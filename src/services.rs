@@ -141,13 +141,15 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let cp = &config.control_plane;
+    // The embedded bus and store first: their directory locks refuse a second process on the
+    // same data directory before it touches the first one's database.
+    let bus = build_bus(&config).await?;
+    let tsdb = build_timeseries(&config).await?;
     let db = control_plane::startup::open_database(cp).await?;
     if roles.api {
         crate::cli::ensure_admin(&db, &config).await?;
         control_plane::webhooks::check_config(cp)?;
     }
-    let bus = build_bus(&config).await?;
-    let tsdb = build_timeseries(&config).await?;
     let topics = config.gateway.topics.clone();
     let state = AppState::new(db, cp.clone())
         .with_timeseries(tsdb.clone())

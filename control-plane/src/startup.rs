@@ -55,7 +55,7 @@ pub async fn open_database(config: &ControlPlaneConfig) -> anyhow::Result<Db> {
     db.migrate().await?;
     let seeded = crate::alerts::defaults::ensure_defaults(&db)
         .await
-        .map_err(|e| anyhow::anyhow!("seeding the default alert types: {e}"))?;
+        .map_err(|e| anyhow::Error::new(e).context("seeding the default alert types"))?;
     if !seeded.is_empty() {
         tracing::info!(?seeded, "default alert types created");
     }
