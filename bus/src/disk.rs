@@ -10,8 +10,10 @@
 //!   `len` counts `key_len`, key and payload; the CRC covers `len` and
 //!   everything after it). Offsets are implicit: the segment's base offset
 //!   plus the record's index.
-//! - **Group commit**: publishes go to one writer thread, which appends every
-//!   request waiting at that moment (up to `max_batch`) and hands the batch to
+//! - **Group commit**: publishes go to one writer thread, one request per
+//!   `publish_all` call (its messages in order, never split across batches),
+//!   which appends every request waiting at that moment (up to `max_batch`
+//!   messages) and hands the batch to
 //!   a syncer thread; the syncer `fdatasync`s each file the batch touched (in
 //!   parallel: one journal commit covers them) and only then resolves the
 //!   publishes and makes the records visible to consumers, while the writer
@@ -45,7 +47,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::memory::Group;
 use crate::{partition_for, Bus, BusError, Consumer, Delivery};
@@ -553,11 +555,26 @@ fn decode_name(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-struct Request {
-    topic: String,
+/// One message of a publish request, checked and placed.
+struct Message {
+    /// Index of its topic in [`Request::topics`].
+    topic: usize,
     partition: u32,
+    /// Key and payload are slices of the request's one buffer.
     key: Bytes,
     payload: Bytes,
+}
+
+/// One `publish_all` (a `publish` is one of one) for the writer: its messages in their order,
+/// answered once, by the group commit that covers all of them. The writer never splits a
+/// request across batches, so one channel send and one answer serve the whole call instead of
+/// one per message.
+struct Request {
+    /// The distinct topics of `messages`, named once rather than once per message.
+    topics: Vec<String>,
+    messages: Vec<Message>,
+    /// Room in the writer's queue, counted in messages; given back once the writer took it.
+    room: Option<OwnedSemaphorePermit>,
     done: oneshot::Sender<Result<(), BusError>>,
 }
 
@@ -572,7 +589,10 @@ pub struct DiskBus {
 /// the writer answers what it has and exits, and the drop waits for that, so
 /// the directory is free to open again right after.
 struct WriterHandle {
-    tx: Option<mpsc::Sender<Request>>,
+    tx: Option<mpsc::UnboundedSender<Request>>,
+    /// Bounds the messages queued for the writer (`2 * max_batch`), so a publisher waits
+    /// while the writer is behind. Counted in messages, not requests: a request may hold many.
+    room: Arc<Semaphore>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -651,7 +671,8 @@ impl DiskBus {
                 }
             }
         }
-        let (tx, rx) = mpsc::channel(core.config.max_batch * 2);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(Semaphore::new(core.config.max_batch * 2));
         let writer = Writer {
             core: Arc::clone(&core),
             rx,
@@ -665,6 +686,7 @@ impl DiskBus {
             core,
             writer: Arc::new(WriterHandle {
                 tx: Some(tx),
+                room,
                 thread: Some(thread),
             }),
         })
@@ -687,23 +709,81 @@ impl DiskBus {
         Ok(())
     }
 
-    /// A publish request for the writer and the receiver of its answer, after the checks
-    /// (size, closed, topic known or created).
-    fn request(
+    /// The publish request for `messages` and the receiver of its answer, after the checks
+    /// (each message's size, closed, every topic known or created). Nothing is queued when a
+    /// check fails, so a refused `publish_all` published none of its messages.
+    async fn request(
         &self,
-        topic: &str,
-        key: &[u8],
-        payload: &[u8],
+        messages: &[(&str, &[u8], &[u8])],
     ) -> Result<(Request, oneshot::Receiver<Result<(), BusError>>), BusError> {
-        if 4 + key.len() + payload.len() > MAX_RECORD {
-            return Err(BusError::Config(format!(
-                "message of {} bytes is over the bus's limit of {MAX_RECORD}",
-                key.len() + payload.len()
-            )));
-        }
         if self.core.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed);
         }
+        let mut topics: Vec<String> = Vec::new();
+        let mut placed = Vec::with_capacity(messages.len());
+        // Every key and payload in one buffer: one allocation for the request instead of two
+        // per message. The gateway's requests are one unit's messages (one key, so one
+        // partition), so a record kept in a partition's tail cache pins little besides itself.
+        let mut buffer =
+            Vec::with_capacity(messages.iter().map(|(_, k, p)| k.len() + p.len()).sum());
+        for &(topic, key, payload) in messages {
+            if 4 + key.len() + payload.len() > MAX_RECORD {
+                return Err(BusError::Config(format!(
+                    "message of {} bytes is over the bus's limit of {MAX_RECORD}",
+                    key.len() + payload.len()
+                )));
+            }
+            let topic = match topics.iter().position(|t| t == topic) {
+                Some(i) => i,
+                None => {
+                    self.ensure_known(topic)?;
+                    topics.push(topic.to_owned());
+                    topics.len() - 1
+                }
+            };
+            placed.push((
+                topic,
+                partition_for(key, self.core.config.partitions),
+                key.len(),
+                payload.len(),
+            ));
+            buffer.extend_from_slice(key);
+            buffer.extend_from_slice(payload);
+        }
+        let buffer = Bytes::from(buffer);
+        let mut at = 0;
+        let messages = placed
+            .into_iter()
+            .map(|(topic, partition, key_len, payload_len)| {
+                let key = buffer.slice(at..at + key_len);
+                let payload = buffer.slice(at + key_len..at + key_len + payload_len);
+                at += key_len + payload_len;
+                Message {
+                    topic,
+                    partition,
+                    key,
+                    payload,
+                }
+            })
+            .collect::<Vec<_>>();
+        // A request larger than the whole queue waits for all of it rather than forever.
+        let wanted = messages.len().min(self.core.config.max_batch * 2);
+        let room = Arc::clone(&self.writer.room)
+            .acquire_many_owned(u32::try_from(wanted).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| BusError::Closed)?;
+        let (done, answer) = oneshot::channel();
+        let req = Request {
+            topics,
+            messages,
+            room: Some(room),
+            done,
+        };
+        Ok((req, answer))
+    }
+
+    /// Opens `topic` unless `publish` already knows it (without the state lock when it does).
+    fn ensure_known(&self, topic: &str) -> Result<(), BusError> {
         let known = self
             .core
             .open_topics
@@ -714,15 +794,7 @@ impl DiskBus {
             let mut st = self.core.lock();
             self.core.ensure_topic(&mut st, topic)?;
         }
-        let (done, answer) = oneshot::channel();
-        let req = Request {
-            topic: topic.to_owned(),
-            partition: partition_for(key, self.core.config.partitions),
-            key: Bytes::copy_from_slice(key),
-            payload: Bytes::copy_from_slice(payload),
-            done,
-        };
-        Ok((req, answer))
+        Ok(())
     }
 
     /// Batches written and synced so far: fewer than publishes when group commit shares syncs.
@@ -767,26 +839,24 @@ impl Bus for DiskBus {
     }
 
     async fn publish_all(&self, messages: &[(&str, &[u8], &[u8])]) -> Result<(), BusError> {
+        let Some(&(first_topic, _, _)) = messages.first() else {
+            return Ok(());
+        };
         let started = Instant::now();
-        // Every request goes to the writer before any answer is awaited: the writer takes
-        // them in this order and, as they are queued together, into the same batch.
-        let mut answers = Vec::with_capacity(messages.len());
-        for &(topic, key, payload) in messages {
-            let (req, answer) = self.request(topic, key, payload)?;
-            let tx = self.writer.tx.as_ref().ok_or(BusError::Closed)?;
-            tx.send(req).await.map_err(|_| BusError::Closed)?;
-            answers.push((topic, answer));
+        // One request for all of them: the writer appends them in this order within one batch,
+        // and answers once that batch's sync covers every one.
+        let (req, answer) = self.request(messages).await?;
+        let tx = self.writer.tx.as_ref().ok_or(BusError::Closed)?;
+        tx.send(req).map_err(|_| BusError::Closed)?;
+        let result = answer.await.map_err(|_| BusError::Closed)?;
+        if result.is_err() {
+            metrics::counter!(crate::metrics::BUS_PUBLISH_ERRORS, "bus" => "disk", "topic" => first_topic.to_owned())
+                .increment(1);
+            return result;
         }
-        for (topic, answer) in answers {
-            let result = answer.await.map_err(|_| BusError::Closed)?;
-            if result.is_err() {
-                metrics::counter!(crate::metrics::BUS_PUBLISH_ERRORS, "bus" => "disk", "topic" => topic.to_owned())
-                    .increment(1);
-                return result;
-            }
-            metrics::histogram!(crate::metrics::BUS_PUBLISH_DURATION, "bus" => "disk")
-                .record(started.elapsed().as_secs_f64());
-        }
+        // Each message took this long to be on disk.
+        metrics::histogram!(crate::metrics::BUS_PUBLISH_DURATION, "bus" => "disk")
+            .record_many(started.elapsed().as_secs_f64(), messages.len());
         Ok(())
     }
 
@@ -857,7 +927,7 @@ impl Bus for DiskBus {
 /// overlap: batch n+1 is collected and written while batch n syncs.
 struct Writer {
     core: Arc<Core>,
-    rx: mpsc::Receiver<Request>,
+    rx: mpsc::UnboundedReceiver<Request>,
     /// Append handle and length of each partition's active segment.
     files: HashMap<(String, u32), Active>,
 }
@@ -930,12 +1000,20 @@ impl Writer {
         let max = self.core.config.max_batch;
         let mut batch = Vec::with_capacity(max);
         while let Some(first) = self.rx.blocking_recv() {
+            // Whole requests, up to `max` messages (a single larger one is taken whole).
+            let mut messages = first.messages.len();
             batch.push(first);
-            while batch.len() < max {
+            while messages < max {
                 match self.rx.try_recv() {
-                    Ok(r) => batch.push(r),
+                    Ok(r) => {
+                        messages += r.messages.len();
+                        batch.push(r);
+                    }
                     Err(_) => break,
                 }
+            }
+            for r in &mut batch {
+                drop(r.room.take());
             }
             let requests = std::mem::take(&mut batch);
             match self.write_batch(&requests) {
@@ -1021,16 +1099,18 @@ impl Writer {
     fn write_batch(&mut self, batch: &[Request]) -> Result<Vec<PartWrite>, String> {
         let mut appends: BTreeMap<(&str, u32), Append> = BTreeMap::new();
         for r in batch {
-            let a = appends
-                .entry((r.topic.as_str(), r.partition))
-                .or_insert_with(|| Append {
-                    data: Vec::new(),
-                    pos: Vec::new(),
-                    records: Vec::new(),
-                });
-            a.pos.push(a.data.len() as u32);
-            a.records.push((r.key.clone(), r.payload.clone()));
-            encode(&r.key, &r.payload, &mut a.data);
+            for m in &r.messages {
+                let a = appends
+                    .entry((r.topics[m.topic].as_str(), m.partition))
+                    .or_insert_with(|| Append {
+                        data: Vec::new(),
+                        pos: Vec::new(),
+                        records: Vec::new(),
+                    });
+                a.pos.push(a.data.len() as u32);
+                a.records.push((m.key.clone(), m.payload.clone()));
+                encode(&m.key, &m.payload, &mut a.data);
+            }
         }
         let mut parts = Vec::with_capacity(appends.len());
         let mut failure = None;
@@ -1068,7 +1148,11 @@ impl Writer {
                     self.core.closed.store(true, Ordering::Release);
                 }
             }
-            tracing::warn!(error = %e, messages = batch.len(), "bus batch not written");
+            tracing::warn!(
+                error = %e,
+                messages = batch.iter().map(|r| r.messages.len()).sum::<usize>(),
+                "bus batch not written"
+            );
             return Err(e);
         }
         for part in &mut parts {

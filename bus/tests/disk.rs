@@ -336,6 +336,86 @@ async fn publish_all_keeps_the_order_and_shares_syncs() {
     assert_eq!(got, expected, "in the order given");
 }
 
+/// A `publish_all` with one message over the size limit is refused whole, with the limit
+/// named: none of its messages is written (not even those before it), so a retry duplicates
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_all_with_an_oversized_message_publishes_none_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = DiskBus::open(dir.path(), config(2)).unwrap();
+    let mut c = b.subscribe(&["mo"], "g").await.unwrap();
+    let big = vec![0u8; 17 << 20];
+    let first = 1u64.to_le_bytes();
+    let err = b
+        .publish_all(&[
+            ("mo", b"unit".as_slice(), first.as_slice()),
+            ("mo", b"unit".as_slice(), big.as_slice()),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BusError::Config(m) if m.contains("over the bus's limit")),
+        "{err}"
+    );
+    b.publish("mo", b"unit", &2u64.to_le_bytes()).await.unwrap();
+    assert_eq!(
+        drained_nums(&mut c).await,
+        vec![2],
+        "only the later publish"
+    );
+}
+
+/// One `publish_all` over several topics and far more messages than the writer's queue and
+/// batch hold (`max_batch` 4): it is taken whole rather than waiting forever for room, each
+/// topic gets its messages in their order, and one sync covers them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_all_larger_than_the_queue_over_two_topics_is_one_batch_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = DiskBus::open(
+        dir.path(),
+        DiskBusConfig {
+            max_batch: 4,
+            ..config(3)
+        },
+    )
+    .unwrap();
+    let mut mo = b.subscribe(&["mo"], "g").await.unwrap();
+    let mut dead = b.subscribe(&["dead"], "g").await.unwrap();
+    let payloads: Vec<[u8; 8]> = (0..100u64).map(u64::to_le_bytes).collect();
+    let messages: Vec<(&str, &[u8], &[u8])> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let topic = if i % 3 == 0 { "dead" } else { "mo" };
+            (topic, b"unit".as_slice(), p.as_slice())
+        })
+        .collect();
+    let before = b.batches();
+    timeout(Duration::from_secs(10), b.publish_all(&messages))
+        .await
+        .expect("a request larger than the queue is taken whole")
+        .unwrap();
+    assert_eq!(
+        b.batches() - before,
+        1,
+        "one group commit for the whole call"
+    );
+    let want_dead: Vec<u64> = (0..100).filter(|i| i % 3 == 0).collect();
+    let want_mo: Vec<u64> = (0..100).filter(|i| i % 3 != 0).collect();
+    let got_dead: Vec<u64> = recv_n(&mut dead, want_dead.len())
+        .await
+        .iter()
+        .map(num)
+        .collect();
+    let got_mo: Vec<u64> = recv_n(&mut mo, want_mo.len())
+        .await
+        .iter()
+        .map(num)
+        .collect();
+    assert_eq!(got_dead, want_dead);
+    assert_eq!(got_mo, want_mo);
+}
+
 async fn concurrent_publishers(cfg: DiskBusConfig) {
     let dir = tempfile::tempdir().unwrap();
     let b = DiskBus::open(dir.path(), cfg.clone()).unwrap();
