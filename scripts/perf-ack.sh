@@ -12,6 +12,7 @@
 #
 #   scripts/perf-ack.sh                       # 5,000 TCP + 5,000 QUIC, 200 senders, 2 rounds
 #   TCP=1000 QUIC=1000 ROUNDS=1 scripts/perf-ack.sh
+#   LT=/var/tmp/load-test-before ROUNDS=1 scripts/perf-ack.sh   # a binary copied aside
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,14 +28,19 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/perf-ack.XXXXXX")}
 mkdir -p "$OUT"
 
-nice -n 5 cargo build --release -q -p smartsolar-load-test
-LT="$TARGET_DIR/release/load-test"
+# LT=<binary> measures that build instead (e.g. one copied aside before a change, for a
+# same-run before/after); otherwise the tree is built.
+if [ -z "${LT:-}" ]; then
+  nice -n 5 cargo build --release -q -p smartsolar-load-test
+  LT="$TARGET_DIR/release/load-test"
+fi
 
 shape=(--tcp "$TCP" --quic "$QUIC" --periodic-secs 0 --mo-senders "$SENDERS" --mo-secs "$MO_SECS"
        --mt-rate "$MT_RATE" --mt-secs "$MT_SECS" --connect-concurrency 512 --quiet)
 echo "shape: ${shape[*]}; rounds $ROUNDS; outputs in $OUT" >&2
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/conditions.txt"
 git rev-parse --short HEAD >>"$OUT/conditions.txt" 2>/dev/null || true
+echo "binary: $LT" >>"$OUT/conditions.txt"
 
 run() { # name round args…
   local name=$1 round=$2
