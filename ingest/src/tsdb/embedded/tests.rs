@@ -538,6 +538,27 @@ fn reads_keep_their_blocks_through_compaction_and_open_blocks_follow_merges() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// With no block kept open (`open_blocks = 0`, the benchmark's baseline), every read opens its
+/// blocks again and answers the same.
+#[test]
+fn reads_answer_the_same_with_no_block_kept_open() {
+    let dir = temp_dir(line!());
+    let db = Embedded::open(EmbeddedConfig {
+        open_blocks: 0,
+        ..on_disk(&dir)
+    })
+    .unwrap();
+    db.write_sync(&spec_data()).unwrap();
+    let from_head = everything(&db);
+    db.flush().unwrap();
+    assert!(db.block_count() > 0);
+    for _ in 0..2 {
+        assert_eq!(everything(&db), from_head);
+    }
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// One store a directory: a second open is refused while the first is open, and a dropped
 /// store has stopped writing (its flusher joined), so the directory opens again at once.
 #[test]
