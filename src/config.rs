@@ -238,9 +238,9 @@ const NOT_CONFIG: &[&str] = &[
     "SMARTSOLAR_SERVICES_DIR",
 ];
 
-fn is_config(name: &str) -> bool {
+fn is_config(name: &str, text: &std::ffi::OsStr) -> bool {
     name.starts_with(PREFIX)
-        && !is_service_link(name)
+        && !is_service_link(name, text)
         && !NOT_CONFIG
             .iter()
             .any(|other| name == *other || (other.ends_with('_') && name.starts_with(other)))
@@ -250,14 +250,20 @@ fn is_config(name: &str) -> bool {
 /// namespace (`<SERVICE>_SERVICE_HOST`, `<SERVICE>_SERVICE_PORT[_<NAME>]`, `<SERVICE>_PORT`,
 /// `<SERVICE>_PORT_<n>_<PROTO>[_ADDR|_PORT|_PROTO]`): a service named `smartsolar` or
 /// `smartsolar-api` must not stop the binary from starting. Nested names (with `__`) are
-/// never taken for one.
-fn is_service_link(name: &str) -> bool {
+/// never taken for one, nor a bare `..._PORT` whose value is not Kubernetes' `tcp://...`
+/// form (`SMARTSOLAR_HTTP_PORT=9000` is a mistake to report, not a service link).
+fn is_service_link(name: &str, text: &std::ffi::OsStr) -> bool {
     if name.contains(NESTING) {
         return false;
     }
-    if name.ends_with("_SERVICE_HOST") || name.contains("_SERVICE_PORT") || name.ends_with("_PORT")
-    {
+    if name.ends_with("_SERVICE_HOST") || name.contains("_SERVICE_PORT") {
         return true;
+    }
+    if name.ends_with("_PORT") {
+        let text = text.to_string_lossy();
+        return ["tcp://", "udp://", "sctp://"]
+            .iter()
+            .any(|scheme| text.starts_with(scheme));
     }
     // `..._PORT_8080_TCP`, `..._PORT_8080_TCP_ADDR`, ...
     name.split("_PORT_").skip(1).any(|rest| {
@@ -295,7 +301,7 @@ impl Provider for Variable {
 fn variables(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Vec<Variable>> {
     let mut by_key = BTreeMap::<String, Variable>::new();
     for (name, text) in vars {
-        let Some(name) = name.to_str().filter(|name| is_config(name)) else {
+        let Some(name) = name.to_str().filter(|name| is_config(name, &text)) else {
             continue;
         };
         let text = text
@@ -673,9 +679,12 @@ mod tests {
             ],
         )
         .unwrap();
-        // A nested name is never taken for a service link.
-        let err = error(None, &[("SMARTSOLAR_GATEWAY__QUIC_PORT", "1")]);
-        assert!(err.contains("SMARTSOLAR_GATEWAY__QUIC_PORT"), "{err}");
+        // A nested name is never taken for a service link, nor a bare `_PORT` with a plain
+        // number: that is a mistaken key, reported.
+        for name in ["SMARTSOLAR_GATEWAY__QUIC_PORT", "SMARTSOLAR_HTTP_PORT"] {
+            let err = error(None, &[(name, "9000")]);
+            assert!(err.contains(name), "{err}");
+        }
     }
 
     #[test]
