@@ -8,6 +8,10 @@ mod services;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: see the note in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -199,10 +199,24 @@ async fn fetch_visible(
     id: &str,
 ) -> Result<Row, ApiError> {
     let value = id_value(table, id).ok_or_else(|| not_found(table, id))?;
-    let (stmt, columns) = query::compile_get_as(&state.catalogue, table, value, &user.viewer())?;
+    let viewer = user.viewer();
+    let columns = query::get_columns_as(table, &viewer)?;
+    // The SQL depends only on the table and the viewer; rendered once, then reused.
+    let stmt = state
+        .get_by_pk
+        .render((table.name.clone(), viewer), vec![value.clone()], || {
+            let cat = &state.catalogue;
+            query::get_columns(
+                cat,
+                table,
+                value,
+                &viewer.visibility,
+                columns.iter().copied(),
+            )
+        });
     state
         .db
-        .fetch_optional(&stmt, &columns)
+        .fetch_optional_rendered(stmt, &columns)
         .await?
         .ok_or_else(|| not_found(table, id))
 }

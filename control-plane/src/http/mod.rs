@@ -54,6 +54,8 @@ pub struct Inner {
     /// The unit directory's cache (`rtc::UnitDirectoryDb`), shared with the API's writes so
     /// a changed key is forgotten at once (`rtc::credentials_changed`).
     pub directory_cache: crate::rtc::DirectoryCache,
+    /// The rendered SQL of a GET by primary key, per table and viewer (issue 20).
+    pub get_by_pk: crate::db::RenderCache<(String, crate::query::Viewer)>,
 }
 
 impl std::ops::Deref for AppState {
@@ -83,7 +85,9 @@ impl AppState {
         sms: Arc<dyn crate::actions::sms::SmsProvider>,
     ) -> Self {
         let auth = AuthCache::new(config.login_window_secs);
+        let get_by_pk = crate::db::RenderCache::new(db.backend());
         Self(Arc::new(Inner {
+            get_by_pk,
             db,
             catalogue: Catalogue::builtin(),
             config,

@@ -225,13 +225,24 @@ pub fn compile_get_as<'t>(
     id: Value,
     viewer: &Viewer,
 ) -> Result<(SelectStatement, Vec<&'t Column>), QueryError> {
-    admit(table, viewer, &table.name)?;
-    let columns: Vec<&Column> = table.readable_columns_for(viewer.permission).collect();
+    let columns = get_columns_as(table, viewer)?;
     let stmt = get_columns(cat, table, id, &viewer.visibility, columns.iter().copied());
     Ok((stmt, columns))
 }
 
-fn get_columns<'t>(
+/// The columns of `table` that `viewer` reads in a single-row GET; refused ([`admit`]) when
+/// the viewer may not read the table. With [`get_columns`], the parts of [`compile_get_as`]
+/// for callers that reuse the rendered statement.
+pub fn get_columns_as<'t>(
+    table: &'t Table,
+    viewer: &Viewer,
+) -> Result<Vec<&'t Column>, QueryError> {
+    admit(table, viewer, &table.name)?;
+    Ok(table.readable_columns_for(viewer.permission).collect())
+}
+
+/// `SELECT columns FROM table WHERE pk = id`, restricted to the rows `visibility` may see.
+pub fn get_columns<'t>(
     cat: &Catalogue,
     table: &'t Table,
     id: Value,

@@ -53,7 +53,9 @@ mod parse;
 #[cfg(test)]
 mod sqlite_tests;
 
-pub use compile::{admit, compile, compile_get, compile_get_as, scope_condition};
+pub use compile::{
+    admit, compile, compile_get, compile_get_as, get_columns, get_columns_as, scope_condition,
+};
 pub use error::QueryError;
 pub use parse::{parse, Argument, Comparison, Direction, Filter, Op, OrderBy, QuerySpec};
 
@@ -62,7 +64,7 @@ use sea_query::SelectStatement;
 use crate::catalogue::{ColumnType, Permission};
 
 /// Which rows a user may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Visibility {
     /// Every row (`user_product_visibility` GLOBAL).
     Global,
@@ -73,7 +75,7 @@ pub enum Visibility {
 
 /// Who is asking: which rows they may see and which tables and columns
 /// their permission level may read (every table a query touches is checked).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Viewer {
     pub visibility: Visibility,
     pub permission: Permission,
