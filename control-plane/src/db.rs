@@ -30,7 +30,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::sqlite::{SqliteRow, SqliteTransactionManager};
 use sqlx::{
-    PgConnection, PgPool, Row as _, Sqlite, SqliteConnection, SqlitePool, TransactionManager as _,
+    ConnectOptions as _, PgConnection, PgPool, Row as _, Sqlite, SqliteConnection, SqlitePool,
+    TransactionManager as _,
 };
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 
@@ -174,8 +175,93 @@ pub struct Db {
 
 #[derive(Debug, Clone)]
 enum Inner {
-    Sqlite { read: SqlitePool, write: Writer },
+    Sqlite {
+        /// Read-only connections for read transactions ([`Db::begin_read`]); in memory, the
+        /// writer's one connection.
+        read: SqlitePool,
+        /// Read-only connections for single statements ([`Db::reader`]); `None` in memory.
+        readers: Option<Arc<Readers>>,
+        write: Writer,
+    },
     Postgres(PgPool),
+}
+
+/// SQLite's reader connections for single statements, kept here rather than in a sqlx pool:
+/// sqlx 0.8 pings every connection given back to its pool, a round trip to the connection's
+/// worker thread after every query (7% of a GET by primary key's CPU, issue 20). The ping is
+/// there to find connections left broken or inside a transaction by a cancelled query; these
+/// run single statements and never a transaction, and a SQLite connection (a file handle in
+/// this process) does not break, so one taken back here goes straight to the idle list. A
+/// statement cancelled mid-way is no hazard: the connection's worker thread runs commands in
+/// order, so the next holder's query starts after it.
+struct Readers {
+    options: SqliteConnectOptions,
+    idle: std::sync::Mutex<Vec<SqliteConnection>>,
+    /// One per connection, open or not: at most `max` exist.
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers")
+            .field("available", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Readers {
+    /// How long a query waits for a free connection before failing (sqlx's pool default).
+    const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn new(options: SqliteConnectOptions, max: u32) -> Self {
+        Self {
+            options,
+            idle: Default::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(max.max(1) as usize)),
+        }
+    }
+
+    async fn acquire(self: &Arc<Self>) -> Result<Reader, DbError> {
+        let permit =
+            tokio::time::timeout(Self::ACQUIRE_TIMEOUT, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)?
+                .map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.options.connect().await?,
+        };
+        Ok(Reader {
+            conn: Some(conn),
+            readers: self.clone(),
+            _permit: permit,
+        })
+    }
+}
+
+/// A reader connection on loan from [`Readers`]; dropping it gives it back.
+struct Reader {
+    conn: Option<SqliteConnection>,
+    readers: Arc<Readers>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // Back to the idle list before the permit is released (fields drop after this).
+        if let Some(conn) = self.conn.take() {
+            self.readers
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(conn);
+        }
+    }
 }
 
 impl Db {
@@ -211,18 +297,24 @@ impl Db {
                 .test_before_acquire(false)
                 .connect_with(opts.clone())
                 .await?;
-            let read = if memory {
-                write.clone()
+            let (read, readers) = if memory {
+                (write.clone(), None)
             } else {
-                SqlitePoolOptions::new()
+                let read_only = opts.read_only(true);
+                let pool = SqlitePoolOptions::new()
                     .max_connections(max_connections.max(1))
                     .test_before_acquire(false)
-                    .connect_with(opts.read_only(true))
-                    .await?
+                    .connect_with(read_only.clone())
+                    .await?;
+                (
+                    pool,
+                    Some(Arc::new(Readers::new(read_only, max_connections))),
+                )
             };
             let db = Self {
                 inner: Inner::Sqlite {
                     read,
+                    readers,
                     write: Writer::new(write),
                 },
             };
@@ -374,6 +466,10 @@ impl Db {
     /// SQLite from the reader pool, so reads never queue behind the single writer.
     async fn reader(&self) -> Result<Pooled, DbError> {
         Ok(match &self.inner {
+            Inner::Sqlite {
+                readers: Some(readers),
+                ..
+            } => Pooled::SqliteReader(readers.acquire().await?),
             Inner::Sqlite { read, .. } => Pooled::Sqlite(read.acquire().await?),
             Inner::Postgres(pool) => Pooled::Postgres(pool.acquire().await?),
         })
@@ -684,6 +780,7 @@ impl Drop for SqliteTx {
 /// A connection taken from either backend's pool (see [`Db::reader`]).
 enum Pooled {
     Sqlite(PoolConnection<Sqlite>),
+    SqliteReader(Reader),
     Postgres(PoolConnection<sqlx::Postgres>),
 }
 
@@ -691,6 +788,7 @@ impl Pooled {
     fn conn(&mut self) -> Conn<'_> {
         match self {
             Self::Sqlite(c) => Conn::Sqlite(c),
+            Self::SqliteReader(r) => Conn::Sqlite(r.conn.as_mut().expect("held until dropped")),
             Self::Postgres(c) => Conn::Postgres(c),
         }
     }
@@ -1057,6 +1155,69 @@ mod tests {
         );
     }
 
+    /// The reader connections of single statements: never more than the configured number,
+    /// and queries cancelled mid-way (a client gone) leave connections that answer the next
+    /// query correctly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_stay_bounded_and_survive_cancelled_queries() {
+        use sea_query::{Alias, Expr, Func, Query};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("r.db").display());
+        let db = Db::connect(&url, 3).await.unwrap();
+        {
+            let mut tx = db.begin().await.unwrap();
+            let Tx::Sqlite(tx_inner) = &mut tx else {
+                unreachable!("SQLite")
+            };
+            sqlx::raw_sql(
+                "CREATE TABLE n (v INTEGER); \
+                 WITH RECURSIVE c(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM c WHERE v < 20000) \
+                 INSERT INTO n SELECT v FROM c",
+            )
+            .execute(tx_inner.conn())
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+        let count = Query::select()
+            .expr(Func::count(Expr::col(Alias::new("v"))))
+            .from(Alias::new("n"))
+            .to_owned();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..200u64 {
+            let (db, count) = (db.clone(), count.clone());
+            tasks.spawn(async move {
+                // Every third query is abandoned after a few microseconds, often mid-way.
+                let limit = Duration::from_micros(if i % 3 == 0 { 5 + i } else { 30_000_000 });
+                match tokio::time::timeout(limit, db.fetch_i64(&count)).await {
+                    Ok(n) => Some(n.unwrap()),
+                    Err(_) => None,
+                }
+            });
+        }
+        let mut answered = 0;
+        while let Some(result) = tasks.join_next().await {
+            if let Some(n) = result.unwrap() {
+                assert_eq!(n, 20_000);
+                answered += 1;
+            }
+        }
+        assert!(answered >= 133, "{answered} of 200 answered");
+        for _ in 0..10 {
+            assert_eq!(db.fetch_i64(&count).await.unwrap(), 20_000);
+        }
+        let Inner::Sqlite {
+            readers: Some(readers),
+            ..
+        } = &db.inner
+        else {
+            unreachable!("a file database has its own readers")
+        };
+        let idle = readers.idle.lock().unwrap().len();
+        assert!((1..=3).contains(&idle), "{idle} idle reader connections");
+        assert_eq!(readers.permits.available_permits(), 3);
+    }
+
     /// The rendered-SQL cache reuses a rendering with new values, and never keeps one whose
     /// statement binds more than the caller's values (it would bind them wrongly later).
     #[tokio::test]
@@ -1123,7 +1284,7 @@ mod group_commit_tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let db = Db::connect(&url, 4).await.unwrap();
-        let Inner::Sqlite { read, write } = &db.inner else {
+        let Inner::Sqlite { read, write, .. } = &db.inner else {
             unreachable!()
         };
         let (read, write) = (read.clone(), write.clone());
