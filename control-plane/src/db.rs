@@ -193,7 +193,9 @@ enum Inner {
 /// run single statements and never a transaction, and a SQLite connection (a file handle in
 /// this process) does not break, so one taken back here goes straight to the idle list. A
 /// statement cancelled mid-way is no hazard: the connection's worker thread runs commands in
-/// order, so the next holder's query starts after it.
+/// order, so the next holder's query starts after it. Read transactions keep sqlx's pool
+/// (`Inner::Sqlite::read`), so a file database has up to twice `db_max_connections` read-only
+/// connections, each with its worker thread; the second set opens only when used.
 struct Readers {
     options: SqliteConnectOptions,
     idle: std::sync::Mutex<Vec<SqliteConnection>>,
@@ -447,12 +449,7 @@ impl Db {
         let mut reader = self.reader().await?;
         let rows = reader
             .conn()
-            .fetch_decoded_sql(
-                &stmt.sql,
-                stmt.values,
-                |r| decode_sqlite(r, columns),
-                |r| decode_pg(r, columns),
-            )
+            .fetch_all_sql(&stmt.sql, stmt.values, columns)
             .await?;
         Ok(rows.into_iter().next())
     }
@@ -810,7 +807,7 @@ pub fn query_builder(backend: Backend) -> &'static dyn QueryBuilder {
 }
 
 /// A statement already rendered to SQL for this database, with its bound values; for hot
-/// paths that render once and reuse the text (see `query::PkSelects`).
+/// paths that render once and reuse the text (see [`RenderCache`]).
 pub struct Rendered {
     pub sql: Arc<str>,
     pub values: Values,
@@ -883,8 +880,20 @@ impl Conn<'_> {
         stmt: &impl QueryStatementWriter,
         columns: &[&Column],
     ) -> Result<Vec<Row>, DbError> {
-        self.fetch_decoded(
-            stmt,
+        let (sql, values) = self.build(stmt);
+        self.fetch_all_sql(&sql, values, columns).await
+    }
+
+    /// [`Conn::fetch_all`] for SQL already rendered for this backend.
+    async fn fetch_all_sql(
+        &mut self,
+        sql: &str,
+        values: Values,
+        columns: &[&Column],
+    ) -> Result<Vec<Row>, DbError> {
+        self.fetch_decoded_sql(
+            sql,
+            values,
             |r| decode_sqlite(r, columns),
             |r| decode_pg(r, columns),
         )
@@ -1202,7 +1211,8 @@ mod tests {
                 answered += 1;
             }
         }
-        assert!(answered >= 133, "{answered} of 200 answered");
+        // Some were really cancelled (the path under test), the others all answered.
+        assert!((133..200).contains(&answered), "{answered} of 200 answered");
         for _ in 0..10 {
             assert_eq!(db.fetch_i64(&count).await.unwrap(), 20_000);
         }
