@@ -58,11 +58,7 @@ fn pcb_body(imei: &str) -> Json {
 async fn hub2(server: &TestServer) -> String {
     let imei = next_imei();
     let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/products/create_hub2",
-            Some(pcb_body(&imei)),
-        )
+        .post("/v1/products/create_hub2", pcb_body(&imei))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     imei
@@ -75,18 +71,14 @@ async fn put(server: &TestServer, path: &str, body: Option<Json>) -> (StatusCode
 /// Rows of a table for one product, oldest first (through the API).
 async fn rows_of(server: &TestServer, path: &str, imei: &str, order: &str) -> Vec<Json> {
     let (s, b) = server
-        .call(
-            Method::GET,
-            &format!(
-                "{path}?results_per_page=100&q={}",
-                common::urlencode(
-                    &json!({"filters": [{"name": "product_imei", "op": "eq", "val": imei}],
+        .get(&format!(
+            "{path}?results_per_page=100&q={}",
+            common::urlencode(
+                &json!({"filters": [{"name": "product_imei", "op": "eq", "val": imei}],
                             "order_by": [{"field": order, "direction": "asc"}]})
-                    .to_string()
-                )
-            ),
-            None,
-        )
+                .to_string()
+            )
+        ))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["objects"].as_array().unwrap().clone()
@@ -121,10 +113,9 @@ async fn notifications(server: &TestServer, channel: &str, imei: &str) -> Vec<Js
 
 async fn entity(server: &TestServer, name: &str) -> i64 {
     let (s, b) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/entities",
-            Some(json!({"name": name, "bboxx_company_flag": false})),
+            json!({"name": name, "bboxx_company_flag": false}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -133,10 +124,9 @@ async fn entity(server: &TestServer, name: &str) -> i64 {
 
 async fn software(server: &TestServer, name: &str) -> i64 {
     let (s, b) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/software_version_types",
-            Some(json!({"name": name, "release_date": "2020-01-01T00:00:00"})),
+            json!({"name": name, "release_date": "2020-01-01T00:00:00"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -162,11 +152,7 @@ async fn pcb_creation_and_validation(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imei = next_imei();
     let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/parts/create_tiger_pcb",
-            Some(pcb_body(&imei)),
-        )
+        .post("/v1/parts/create_tiger_pcb", pcb_body(&imei))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "success");
@@ -186,21 +172,16 @@ async fn pcb_creation_and_validation(backend: Backend) {
     assert_eq!(b["data"]["sim"]["serial_number"], pcb_body(&imei)["imsi"]);
     // The same IMEI again: 400 naming the field.
     let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/parts/create_tiger_pcb",
-            Some(pcb_body(&imei)),
-        )
+        .post("/v1/parts/create_tiger_pcb", pcb_body(&imei))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_eq!(b["status"], "validation-error");
     assert!(b["validation_errors"]["imei"].is_string(), "{b}");
     // Every field problem at once.
     let (s, b) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/parts/create_hyena_pcb",
-            Some(json!({"imei": "12", "imsi": "abc", "pcb_part_type_id": "x"})),
+            json!({"imei": "12", "imsi": "abc", "pcb_part_type_id": "x"}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
@@ -209,9 +190,7 @@ async fn pcb_creation_and_validation(backend: Backend) {
     }
     let mut body = pcb_body(&next_imei());
     body["pcb_part_type_id"] = json!(999_999);
-    let (s, b) = server
-        .call(Method::POST, "/v1/parts/create_hyena_pcb", Some(body))
-        .await;
+    let (s, b) = server.post("/v1/parts/create_hyena_pcb", body).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert!(
         b["validation_errors"]["pcb_part_type_id"].is_string(),
@@ -221,9 +200,7 @@ async fn pcb_creation_and_validation(backend: Backend) {
     let mut body = pcb_body(&next_imei());
     body["iccid"] = json!("8944500102198304826");
     body["erp_code_override"] = json!("PA01040102");
-    let (s, b) = server
-        .call(Method::POST, "/v1/parts/create_koala_pcb", Some(body))
-        .await;
+    let (s, b) = server.post("/v1/parts/create_koala_pcb", body).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["message"], "new koala pcb successfully created.");
     assert_eq!(b["data"]["pcb"]["part_type_id"], 122);
@@ -233,11 +210,7 @@ async fn pcb_creation_and_validation(backend: Backend) {
         "PA01040102"
     );
     let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/parts/create_jackal_pcb",
-            Some(pcb_body(&next_imei())),
-        )
+        .post("/v1/parts/create_jackal_pcb", pcb_body(&next_imei()))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["message"], "new jackal pcb successfully created.");
@@ -245,12 +218,7 @@ async fn pcb_creation_and_validation(backend: Backend) {
     // FACTORY is required.
     let tech = server.user("tech@pcb", "TECHNICAL", "GLOBAL", None).await;
     let (s, _) = server
-        .call_as(
-            &tech,
-            Method::POST,
-            "/v1/parts/create_tiger_pcb",
-            Some(pcb_body(&next_imei())),
-        )
+        .post_as(&tech, "/v1/parts/create_tiger_pcb", pcb_body(&next_imei()))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
@@ -259,20 +227,15 @@ async fn product_creation_from_pcb(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imei = next_imei();
     let (s, pcb) = server
-        .call(
-            Method::POST,
-            "/v1/parts/create_tiger_pcb",
-            Some(pcb_body(&imei)),
-        )
+        .post("/v1/parts/create_tiger_pcb", pcb_body(&imei))
         .await;
     assert_eq!(s, StatusCode::OK, "{pcb}");
     let serial = pcb["data"]["pcb"]["properties"]["serial_number"].clone();
     // home2 needs a battery.
     let (s, b) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/products/create_product/home2",
-            Some(json!({"pcb_imei": imei})),
+            json!({"pcb_imei": imei}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
@@ -280,11 +243,7 @@ async fn product_creation_from_pcb(backend: Backend) {
     let body = json!({"pcb_imei": imei, "battery": {"part_type_id": 43, "serial_number": format!("BAT{imei}")},
                       "product": {"assembler": "Assembly House 1"}});
     let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/products/create_product/home2",
-            Some(body.clone()),
-        )
+        .post("/v1/products/create_product/home2", body.clone())
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
@@ -347,72 +306,44 @@ async fn product_creation_from_pcb(backend: Backend) {
         json!({"state": 2, "enabled_status": "disabled", "user": common::ADMIN})
     );
     // Twice: 400; unknown PCB: 400; unknown kind: 404.
-    let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/products/create_product/home2",
-            Some(body),
-        )
-        .await;
+    let (s, b) = server.post("/v1/products/create_product/home2", body).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     let (s, b) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/products/create_product/hub2",
-            Some(json!({"pcb_imei": next_imei()})),
+            json!({"pcb_imei": next_imei()}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert!(b["validation_errors"]["pcb_imei"].is_string(), "{b}");
     let (s, _) = server
-        .call(
-            Method::POST,
-            "/v1/products/create_product/toaster",
-            Some(json!({})),
-        )
+        .post("/v1/products/create_product/toaster", json!({}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // home3 from a jackal PCB, hub2 from a hyena PCB.
     let j = next_imei();
     server
-        .call(
-            Method::POST,
-            "/v1/parts/create_jackal_pcb",
-            Some(pcb_body(&j)),
-        )
+        .post("/v1/parts/create_jackal_pcb", pcb_body(&j))
         .await;
     let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/products/create_product/home3",
-            Some(json!({"pcb_imei": j, "battery": {"part_type_id": 43, "serial_number": format!("B3{j}")}})),
-        )
+        .post("/v1/products/create_product/home3", json!({"pcb_imei": j, "battery": {"part_type_id": 43, "serial_number": format!("B3{j}")}}))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["message"], "new Home3 product successfully created.");
     assert_eq!(b["data"]["product"]["product_type_id"], 10);
     let h = next_imei();
     server
-        .call(
-            Method::POST,
-            "/v1/parts/create_hyena_pcb",
-            Some(pcb_body(&h)),
-        )
+        .post("/v1/parts/create_hyena_pcb", pcb_body(&h))
         .await;
     let (s, b) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/products/create_product/hub2",
-            Some(json!({"pcb_imei": h, "product": {"color": "red"}})),
+            json!({"pcb_imei": h, "product": {"color": "red"}}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "unknown product field: {b}");
     let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/products/create_product/hub2",
-            Some(json!({"pcb_imei": h})),
-        )
+        .post("/v1/products/create_product/hub2", json!({"pcb_imei": h}))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert!(b["message"].as_str().unwrap().starts_with("Hub2Product: "));
@@ -425,11 +356,7 @@ async fn convenience_creation_is_all_or_nothing(backend: Backend) {
     body["battery"] = json!({"part_type_id": 999_999, "serial_number": format!("B{imei}")});
     body["solar_panel_wattage"] = json!(100);
     let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/products/create_enterprise",
-            Some(body.clone()),
-        )
+        .post("/v1/products/create_enterprise", body.clone())
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     // Nothing is left: no PCB, no SIM, no product.
@@ -445,9 +372,7 @@ async fn convenience_creation_is_all_or_nothing(backend: Backend) {
         StatusCode::NOT_FOUND
     );
     body["battery"]["part_type_id"] = json!(43);
-    let (s, b) = server
-        .call(Method::POST, "/v1/products/create_enterprise", Some(body))
-        .await;
+    let (s, b) = server.post("/v1/products/create_enterprise", body).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert!(
         b["message"]
@@ -469,10 +394,9 @@ async fn convenience_creation_is_all_or_nothing(backend: Backend) {
     assert_eq!(params[0]["value"], "100");
     // create_hub2 with a missing imsi reports it (and creates nothing).
     let (s, b) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/products/create_hub2",
-            Some(json!({"imei": next_imei(), "device_key": "k"})),
+            json!({"imei": next_imei(), "device_key": "k"}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
@@ -487,11 +411,7 @@ async fn serials_are_unique_under_parallel_creation(backend: Backend) {
         tasks.push(tokio::spawn(async move {
             let imei = next_imei();
             let (s, b) = server
-                .call(
-                    Method::POST,
-                    "/v1/products/create_hub2",
-                    Some(pcb_body(&imei)),
-                )
+                .post("/v1/products/create_hub2", pcb_body(&imei))
                 .await;
             assert_eq!(s, StatusCode::OK, "{b}");
             b["data"]["product"]["serial_number"]
@@ -522,11 +442,7 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
     let imei = hub2(&server).await;
     let sw = software(&server, "3.6").await;
     let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/product_software_linker",
-            Some(json!({"product_imei": imei, "software_version_type_id": sw, "date_added": "2020-01-01T00:00:00"})),
-        )
+        .post("/v1/product_software_linker", json!({"product_imei": imei, "software_version_type_id": sw, "date_added": "2020-01-01T00:00:00"}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let (s, b) = put(&server, &format!("/v1/products/{imei}/enable"), None).await;
@@ -957,11 +873,10 @@ async fn software_update_lock_and_expiry(backend: Backend) {
         "expire_software_updates",
     ] {
         let (s, _) = server
-            .call_as(
+            .put_as(
                 &admin,
-                Method::PUT,
                 &format!("{base}/{action}"),
-                Some(json!({"software": "3.5"})),
+                json!({"software": "3.5"}),
             )
             .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{action}");
@@ -997,10 +912,9 @@ async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
     // Receipt: Delivered (idempotent).
     for _ in 0..2 {
         let (s, b) = server
-            .call(
-                Method::POST,
+            .post(
                 "/v1/sms/delivery_receipt",
-                Some(json!({"message_reference": reference, "status": "delivered"})),
+                json!({"message_reference": reference, "status": "delivered"}),
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -1008,18 +922,16 @@ async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
         assert!(b["data"]["modified_at"].is_string());
     }
     let (s, _) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/sms/delivery_receipt",
-            Some(json!({"message_reference": "nope"})),
+            json!({"message_reference": "nope"}),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/sms/delivery_receipt",
-            Some(json!({"message_reference": reference, "status": "lost"})),
+            json!({"message_reference": reference, "status": "lost"}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -1050,10 +962,9 @@ async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
     assert_eq!(rows[1]["status"], "Expired");
     // A late receipt leaves it Expired.
     let (s, b) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/sms/delivery_receipt",
-            Some(json!({"message_reference": second})),
+            json!({"message_reference": second}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -1071,11 +982,10 @@ async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
         StatusCode::OK
     );
     let (s, _) = server
-        .call_as(
+        .post_as(
             &admin,
-            Method::POST,
             "/v1/sms/delivery_receipt",
-            Some(json!({"message_reference": reference})),
+            json!({"message_reference": reference}),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -1085,11 +995,10 @@ async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
         .user("system@sms", "SYSTEM", "ENTITY", Some(other))
         .await;
     let (s, _) = server
-        .call_as(
+        .post_as(
             &scoped,
-            Method::POST,
             "/v1/sms/delivery_receipt",
-            Some(json!({"message_reference": reference})),
+            json!({"message_reference": reference}),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -1310,9 +1219,7 @@ async fn change_state_follows_the_transition_table(backend: Backend) {
         .collect();
     assert_eq!(n, vec![json!(2), json!(3), json!(5), json!(8), json!(9)]);
     let tech = server.user("tech@state", "TECHNICAL", "GLOBAL", None).await;
-    let (s, _) = server
-        .call_as(&tech, Method::PUT, &path, Some(json!({"new_state": 5})))
-        .await;
+    let (s, _) = server.put_as(&tech, &path, json!({"new_state": 5})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
@@ -1323,12 +1230,8 @@ async fn parts_locations_parameters_and_networks(backend: Backend) {
     let imei = hub2(&server).await;
     // parts: current parts with their linker and type, and replacements.
     let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/part_type_replacement_linker",
-            Some(json!({"product_type_id": 7, "existing_part_type_id": 77, "replacement_part_type_id": 44,
-                        "default_part_type": true, "critical_part_type": true, "non_transferable": false})),
-        )
+        .post("/v1/part_type_replacement_linker", json!({"product_type_id": 7, "existing_part_type_id": 77, "replacement_part_type_id": 44,
+                        "default_part_type": true, "critical_part_type": true, "non_transferable": false}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let (s, b) = server.get(&format!("/v1/products/{imei}/parts")).await;
@@ -1665,11 +1568,7 @@ async fn energy_limit_dcm_and_payg(backend: Backend) {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // BP20 units are DCM enabled and stay so.
     let (_, pt) = server
-        .call(
-            Method::PUT,
-            "/v1/product_types/7",
-            Some(json!({"name": "BBOXX BP20 Hub"})),
-        )
+        .put("/v1/product_types/7", json!({"name": "BBOXX BP20 Hub"}))
         .await;
     assert_eq!(pt["name"], "BBOXX BP20 Hub");
     let (s, b) = put(
@@ -1795,21 +1694,14 @@ async fn dashboard2_and_current_enable_status(backend: Backend) {
     assert_eq!(row["user"], common::ADMIN);
     let admin = server.user("admin@ces", "ADMIN", "GLOBAL", None).await;
     assert_eq!(
-        server
-            .call_as(&admin, Method::GET, "/v1/current_enable_status", None)
-            .await
-            .0,
+        server.get_as(&admin, "/v1/current_enable_status").await.0,
         StatusCode::FORBIDDEN
     );
     // ENTITY users see their entity's products only.
     let scoped = server.user("view@dash", "FACTORY", "ENTITY", Some(e)).await;
-    let (_, body) = server
-        .call_as(&scoped, Method::GET, "/v1/dashboard2", None)
-        .await;
+    let (_, body) = server.get_as(&scoped, "/v1/dashboard2").await;
     assert_eq!(body["num_results"], 1);
-    let (_, body) = server
-        .call_as(&scoped, Method::GET, "/v1/current_enable_status", None)
-        .await;
+    let (_, body) = server.get_as(&scoped, "/v1/current_enable_status").await;
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
 }
 
@@ -2023,9 +1915,7 @@ async fn permissions_and_entity_scope_on_every_product_endpoint(backend: Backend
     server
         .seed("connection", json!({"product_imei": foreign, "date": "2020-01-01T00:00:00", "latitude": "1", "longitude": "1", "location_failed_flag": false}))
         .await;
-    let (_, b) = server
-        .call_as(&scoped, Method::GET, "/v1/products/locations", None)
-        .await;
+    let (_, b) = server.get_as(&scoped, "/v1/products/locations").await;
     assert_eq!(b["data"], json!([]));
     let (_, b) = server.get("/v1/products/locations").await;
     assert_eq!(b["data"].as_array().unwrap().len(), 1);

@@ -7,7 +7,7 @@ mod common;
 use common::{Backend, TestServer};
 use control_plane::alerts::defaults::{ensure_defaults, DEFAULTS};
 use control_plane::alerts::rules::RuleKind;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use sea_query::{Alias, Expr, Query};
 use serde_json::{json, Value as Json};
 
@@ -110,10 +110,9 @@ async fn seeding_again_changes_nothing_an_operator_did(backend: Backend) {
 
     // The operator tunes one default and deletes another with its links.
     let (status, body) = server
-        .call(
-            Method::PUT,
+        .put(
             &format!("/v1/alert_types/{tamper}"),
-            Some(json!({"severity": "low", "active": false})),
+            json!({"severity": "low", "active": false}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -151,14 +150,13 @@ async fn seeding_again_changes_nothing_an_operator_did(backend: Backend) {
 async fn a_label_an_operator_already_uses_is_left_alone(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (status, body) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/alert_types",
-            Some(json!({
+            json!({
                 "name": "my tamper check", "version": 3, "status": "manual",
                 "analysis_frequency": "1970-01-01T02:00:00.000000", "active": true,
                 "label": "default:tamper"
-            })),
+            }),
         )
         .await;
     assert!(status.is_success(), "{body}");

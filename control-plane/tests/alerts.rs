@@ -19,7 +19,7 @@ use control_plane::catalogue::{Column, ColumnType};
 use control_plane::config::AlertsConfig;
 use control_plane::values::format_datetime;
 use ingest::tsdb::{FieldValue, Point, TELEMETRY};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use sea_query::{Alias, Expr, Query};
 use serde_json::{json, Value as Json};
 
@@ -408,10 +408,9 @@ async fn every_rule_raises_on_its_history_and_stays_quiet_otherwise(backend: Bac
         (&twin, "10.0.0.9"),
     ] {
         let (s, body) = server
-            .call(
-                Method::PUT,
+            .put(
                 &format!("/v1/products/{imei}"),
-                Some(json!({"rtc_network_name": "Aeris", "ip_address": ip})),
+                json!({"rtc_network_name": "Aeris", "ip_address": ip}),
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{body}");
@@ -582,10 +581,9 @@ async fn dismiss(server: &TestServer, imei: &str) {
     .collect();
     let alert_id = open[0];
     let (s, body) = server
-        .call(
-            Method::PUT,
+        .put(
             &format!("/v1/alerts/{alert_id}/dismiss"),
-            Some(json!({"dismissal_reason": "customer called"})),
+            json!({"dismissal_reason": "customer called"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -676,11 +674,7 @@ async fn raised_and_cleared_alerts_reach_a_real_receiver(backend: Backend) {
         .with_state(receiver.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let (s, body) = server
-        .call(
-            Method::POST,
-            "/v1/channels/product-alert/subscribe",
-            Some(json!({"url": url})),
-        )
+        .post("/v1/channels/product-alert/subscribe", json!({"url": url}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

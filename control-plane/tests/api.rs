@@ -3,7 +3,7 @@
 mod common;
 
 use common::{fake_body, link, Backend, TestServer, ADMIN};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value as Json};
 
 both_backends!(
@@ -31,11 +31,7 @@ async fn crud_on_every_table(backend: Backend) {
         let id = if table.methods.post.is_some() {
             let body = fake_body(&server, &table).await;
             let (s, created) = server
-                .call(
-                    Method::POST,
-                    &format!("/v1{path}"),
-                    Some(Json::Object(body.clone())),
-                )
+                .post(&format!("/v1{path}"), Json::Object(body.clone()))
                 .await;
             assert_eq!(s, StatusCode::CREATED, "POST {path}: {created}");
             for (k, v) in &body {
@@ -88,7 +84,7 @@ async fn crud_on_every_table(backend: Backend) {
                 Some(c) => json!({ c.name.clone(): "changed" }),
                 None => json!({}),
             };
-            let (s, put) = server.call(Method::PUT, &item, Some(body.clone())).await;
+            let (s, put) = server.put(&item, body.clone()).await;
             assert_eq!(s, StatusCode::OK, "PUT {item}: {put}");
             if let Some(c) = change {
                 assert_eq!(put[&c.name], json!("changed"), "PUT {item}");
@@ -127,16 +123,12 @@ async fn crud_on_every_table(backend: Backend) {
 async fn undocumented_methods_answer_405(backend: Backend) {
     let server = TestServer::start(backend).await;
     // Products are created by actions only; balances are read-only.
-    let (s, body) = server
-        .call(Method::POST, "/v1/products", Some(json!({})))
-        .await;
+    let (s, body) = server.post("/v1/products", json!({})).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     assert_eq!(body["status"], json!("error"));
-    let (s, _) = server
-        .call(Method::PUT, "/v1/balances/1", Some(json!({})))
-        .await;
+    let (s, _) = server.put("/v1/balances/1", json!({})).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
-    let (s, _) = server.call(Method::DELETE, "/v1/action_types", None).await;
+    let (s, _) = server.delete("/v1/action_types").await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     // Both documented spellings of the dead-letter path work.
     assert_eq!(server.get("/v1/rtc_dead_letter").await.0, StatusCode::OK);
@@ -364,10 +356,9 @@ async fn pagination_and_single(backend: Backend) {
     let server = TestServer::start(backend).await;
     for i in 0..25 {
         let (s, b) = server
-            .call(
-                Method::POST,
+            .post(
                 "/v1/hubs",
-                Some(json!({"name": format!("hub-{i:02}"), "entity_id": 1})),
+                json!({"name": format!("hub-{i:02}"), "entity_id": 1}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -444,18 +435,14 @@ async fn permissions_are_enforced(backend: Backend) {
         .user("admin2@example.com", "ADMIN", "GLOBAL", None)
         .await;
     assert_eq!(
-        server
-            .call_as(&overview, Method::GET, "/v1/action_types", None)
-            .await
-            .0,
+        server.get_as(&overview, "/v1/action_types").await.0,
         StatusCode::OK
     );
     let (s, body) = server
-        .call_as(
+        .post_as(
             &overview,
-            Method::POST,
             "/v1/action_types",
-            Some(json!({"name": "a", "label": "a"})),
+            json!({"name": "a", "label": "a"}),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
@@ -464,20 +451,16 @@ async fn permissions_are_enforced(backend: Backend) {
         "{body}"
     );
     let (s, _) = server
-        .call_as(
+        .post_as(
             &admin,
-            Method::POST,
             "/v1/action_types",
-            Some(json!({"name": "a", "label": "a"})),
+            json!({"name": "a", "label": "a"}),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "ADMIN < SYSTEM");
     // Users are SYSTEM only, and password hashes never leave the server.
     assert_eq!(
-        server
-            .call_as(&admin, Method::GET, "/v1/users", None)
-            .await
-            .0,
+        server.get_as(&admin, "/v1/users").await.0,
         StatusCode::FORBIDDEN
     );
     let (s, users) = server.get("/v1/users").await;
@@ -502,12 +485,7 @@ async fn permissions_are_enforced(backend: Backend) {
     // validate_user endpoints are SYSTEM.
     assert_eq!(
         server
-            .call_as(
-                &admin,
-                Method::GET,
-                "/v1/auth/validate_user?username=x",
-                None
-            )
+            .get_as(&admin, "/v1/auth/validate_user?username=x")
             .await
             .0,
         StatusCode::FORBIDDEN
@@ -545,29 +523,18 @@ async fn entity_scope_hides_other_entities(backend: Backend) {
     // Another entity's product: 404 on GET, PUT and DELETE, as if it did not exist.
     let theirs_path = format!("/v1/products/{}", imeis[2]);
     assert_eq!(
+        server.get_as(&token, &theirs_path).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
         server
-            .call_as(&token, Method::GET, &theirs_path, None)
+            .put_as(&token, &theirs_path, json!({"assembler": "x"}))
             .await
             .0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        server
-            .call_as(
-                &token,
-                Method::PUT,
-                &theirs_path,
-                Some(json!({"assembler": "x"}))
-            )
-            .await
-            .0,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        server
-            .call_as(&token, Method::DELETE, &theirs_path, None)
-            .await
-            .0,
+        server.delete_as(&token, &theirs_path).await.0,
         StatusCode::NOT_FOUND
     );
     // Rows that reference products are scoped too, including through filters.
@@ -587,11 +554,10 @@ async fn entity_scope_hides_other_entities(backend: Backend) {
     assert_eq!(body["num_results"], json!(0));
     // Creating a row for another entity's product is refused.
     let (s, body) = server
-        .call_as(
+        .post_as(
             &token,
-            Method::POST,
             "/v1/product_notes",
-            Some(json!({"product_imei": imeis[2], "note": "x"})),
+            json!({"product_imei": imeis[2], "note": "x"}),
         )
         .await;
     assert!(
@@ -658,35 +624,24 @@ async fn login_tokens_and_expiry(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        server
-            .call_as("garbage", Method::GET, "/v1/action_types", None)
-            .await
-            .0,
+        server.get_as("garbage", "/v1/action_types").await.0,
         StatusCode::UNAUTHORIZED
     );
     // The token slides: used after 2h it lives on; unused for 3h it expires.
     let token = server.token.clone();
     server.state.clock.advance(2 * 3600);
     assert_eq!(
-        server
-            .call_as(&token, Method::GET, "/v1/action_types", None)
-            .await
-            .0,
+        server.get_as(&token, "/v1/action_types").await.0,
         StatusCode::OK
     );
     server.state.clock.advance(2 * 3600);
     assert_eq!(
-        server
-            .call_as(&token, Method::GET, "/v1/action_types", None)
-            .await
-            .0,
+        server.get_as(&token, "/v1/action_types").await.0,
         StatusCode::OK,
         "extended by the last use"
     );
     server.state.clock.advance(3 * 3600 + 1);
-    let (s, body) = server
-        .call_as(&token, Method::GET, "/v1/action_types", None)
-        .await;
+    let (s, body) = server.get_as(&token, "/v1/action_types").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
     // Failed logins are throttled.
     for _ in 0..5 {
@@ -709,36 +664,20 @@ async fn login_tokens_and_expiry(backend: Backend) {
     // validate_user(_and_password), home.
     let token = server.login(ADMIN, common::ADMIN_PASSWORD).await;
     let (_, body) = server
-        .call_as(
-            &token,
-            Method::GET,
-            &format!("/v1/auth/validate_user?username={ADMIN}"),
-            None,
-        )
+        .get_as(&token, &format!("/v1/auth/validate_user?username={ADMIN}"))
         .await;
     assert_eq!(body["data"], json!("True"));
     let (_, body) = server
-        .call_as(
-            &token,
-            Method::GET,
-            "/v1/auth/validate_user?username=nobody",
-            None,
-        )
+        .get_as(&token, "/v1/auth/validate_user?username=nobody")
         .await;
     assert_eq!(body["data"], json!("False"));
     let path = format!(
         "/v1/auth/validate_user_and_password?username={ADMIN}&password={}",
         common::ADMIN_PASSWORD
     );
-    assert_eq!(
-        server.call_as(&token, Method::GET, &path, None).await.1["data"],
-        json!("True")
-    );
+    assert_eq!(server.get_as(&token, &path).await.1["data"], json!("True"));
     let path = format!("/v1/auth/validate_user_and_password?username={ADMIN}&password=nope");
-    assert_eq!(
-        server.call_as(&token, Method::GET, &path, None).await.1["data"],
-        json!("False")
-    );
+    assert_eq!(server.get_as(&token, &path).await.1["data"], json!("False"));
     for probe in ["/health", "/ready"] {
         let status = server
             .client
@@ -802,9 +741,7 @@ async fn bad_input_gets_clear_400s(backend: Backend) {
         (json!([1, 2]), "", "JSON object"),
     ];
     for (body, field, needle) in cases {
-        let (s, answer) = server
-            .call(Method::POST, "/v1/action_types", Some(body.clone()))
-            .await;
+        let (s, answer) = server.post("/v1/action_types", body.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {answer}");
         let text = answer.to_string();
         assert!(
@@ -813,7 +750,7 @@ async fn bad_input_gets_clear_400s(backend: Backend) {
         );
     }
     // Options, unique and foreign key violations name the field.
-    let (s, answer) = server.call(Method::POST, "/v1/users", Some(json!({"username": "u@x", "password": "password-1", "permissions": "GOD", "user_product_visibility": "GLOBAL"}))).await;
+    let (s, answer) = server.post("/v1/users", json!({"username": "u@x", "password": "password-1", "permissions": "GOD", "user_product_visibility": "GLOBAL"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(
         answer["validation_errors"]["permissions"]
@@ -824,19 +761,11 @@ async fn bad_input_gets_clear_400s(backend: Backend) {
     );
     assert_eq!(answer["status"], json!("validation-error"));
     let (s, _) = server
-        .call(
-            Method::POST,
-            "/v1/action_types",
-            Some(json!({"name": "dup", "label": "dup"})),
-        )
+        .post("/v1/action_types", json!({"name": "dup", "label": "dup"}))
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, answer) = server
-        .call(
-            Method::POST,
-            "/v1/action_types",
-            Some(json!({"name": "dup", "label": "other"})),
-        )
+        .post("/v1/action_types", json!({"name": "dup", "label": "other"}))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{answer}");
     assert!(
@@ -847,10 +776,9 @@ async fn bad_input_gets_clear_400s(backend: Backend) {
         "{answer}"
     );
     let (s, answer) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/action_type_product_type_linker",
-            Some(json!({"product_type_id": 999999, "action_type_id": 1})),
+            json!({"product_type_id": 999999, "action_type_id": 1}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{answer}");
@@ -940,10 +868,9 @@ async fn reference_data_is_seeded(backend: Backend) {
     );
     // New rows get ids after the seeded ones on both backends.
     let (_, created) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/product_types",
-            Some(json!({"name": "Test Product Type", "erp_code": "XX0005"})),
+            json!({"name": "Test Product Type", "erp_code": "XX0005"}),
         )
         .await;
     assert_eq!(created["product_type_id"], json!(11));

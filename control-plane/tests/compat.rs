@@ -45,7 +45,7 @@ async fn plain_unit(server: &TestServer, imei: &str) {
 }
 
 async fn post(server: &TestServer, path: &str, body: Json) -> (StatusCode, Json) {
-    server.call(Method::POST, path, Some(body)).await
+    server.post(path, body).await
 }
 
 async fn networks_are_created_as_the_spec_shows(backend: Backend) {
@@ -80,10 +80,9 @@ async fn networks_are_created_as_the_spec_shows(backend: Backend) {
     }
     // The spec's PUT example keeps the key.
     let (s, b) = server
-        .call(
-            Method::PUT,
+        .put(
             "/v1/networks/101",
-            Some(json!({"name": "changed", "mcc": 2, "mnc": 2})),
+            json!({"name": "changed", "mcc": 2, "mnc": 2}),
         )
         .await;
     assert_eq!((s, b["mccmnc"].clone()), (StatusCode::OK, json!(101)));
@@ -193,11 +192,7 @@ async fn the_bootstrap_administrator_belongs_to_an_entity(backend: Backend) {
     assert_eq!(b["entity_id"], entity, "{b}");
     let id = b["user_id"].as_i64().unwrap();
     let (s, b) = server
-        .call(
-            Method::PUT,
-            &format!("/v1/users/{id}"),
-            Some(json!({"entity_id": null})),
-        )
+        .put(&format!("/v1/users/{id}"), json!({"entity_id": null}))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert!(b.to_string().contains("entity_id"), "{b}");

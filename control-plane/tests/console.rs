@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use common::{link, set_state, Backend, TestServer, ADMIN, ADMIN_PASSWORD};
-use reqwest::{header, Method, StatusCode};
+use reqwest::{header, StatusCode};
 use serde_json::{json, Value as Json};
 
 const UNIT: &str = "861234560000011";
@@ -206,16 +206,12 @@ async fn whoami_names_the_callers_level_and_scope(backend: Backend) {
     let token = server
         .user("scoped@example.com", "OVERVIEW", "ENTITY", entity.as_i64())
         .await;
-    let (s, body) = server
-        .call_as(&token, Method::GET, "/v1/whoami", None)
-        .await;
+    let (s, body) = server.get_as(&token, "/v1/whoami").await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["permissions"], "OVERVIEW");
     assert_eq!(body["data"]["user_product_visibility"], "ENTITY");
     assert_eq!(body["data"]["entity_id"], entity);
-    let (s, _) = server
-        .call_as("not-a-token", Method::GET, "/v1/whoami", None)
-        .await;
+    let (s, _) = server.get_as("not-a-token", "/v1/whoami").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
@@ -272,10 +268,9 @@ async fn seed_fleet(server: &TestServer) {
         })
         .collect();
     let (s, body) = server
-        .call(
-            Method::POST,
+        .post(
             &format!("/v1/products/{UNIT}/data"),
-            Some(json!({"measurement": "telemetry", "fields": {"voltage": points}})),
+            json!({"measurement": "telemetry", "fields": {"voltage": points}}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -346,10 +341,9 @@ async fn seed_fleet(server: &TestServer) {
     // Dismissing the alert in the browser notifies this subscriber; nothing
     // listens there, so its delivery log shows failed attempts.
     let (s, body) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/channels/product-alert/subscribe",
-            Some(json!({"url": "http://127.0.0.1:9/seeded-hook"})),
+            json!({"url": "http://127.0.0.1:9/seeded-hook"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");

@@ -63,11 +63,7 @@ impl Env {
 
     async fn write(&self, imei: &str, body: Json) -> (StatusCode, Json) {
         self.server
-            .call(
-                Method::POST,
-                &format!("/v1/products/{imei}/data"),
-                Some(body),
-            )
+            .post(&format!("/v1/products/{imei}/data"), body)
             .await
     }
 
@@ -82,12 +78,7 @@ impl Env {
             .map(|(k, v)| format!("{k}={}", urlencode(v)))
             .collect();
         self.server
-            .call_as(
-                token,
-                Method::GET,
-                &format!("/v1/products/{imei}/data?{}", qs.join("&")),
-                None,
-            )
+            .get_as(token, &format!("/v1/products/{imei}/data?{}", qs.join("&")))
             .await
     }
 }
@@ -652,7 +643,7 @@ async fn bad_input_gets_400_with_a_message(backend: Backend) {
     // Undocumented methods are 405 in the error envelope.
     let (s, body) = env
         .server
-        .call(Method::DELETE, &format!("/v1/products/{IMEI}/data"), None)
+        .delete(&format!("/v1/products/{IMEI}/data"))
         .await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     assert_eq!(body["status"], "error");
@@ -680,23 +671,17 @@ async fn permissions_and_entity_scope(backend: Backend) {
     let (s, body) = env.read_as(&viewer, IMEI, &[]).await;
     assert_ok(s, &body);
     let (s, body) = server
-        .call_as(
-            &viewer,
-            Method::POST,
-            &format!("/v1/products/{IMEI}/data"),
-            Some(point.clone()),
-        )
+        .post_as(&viewer, &format!("/v1/products/{IMEI}/data"), point.clone())
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
 
     // An ENTITY technician reaches its own entity's unit only; the other is a 404.
     let tech = server.user("tech", "TECHNICAL", "ENTITY", Some(ours)).await;
     let (s, body) = server
-        .call_as(
+        .post_as(
             &tech,
-            Method::POST,
             &format!("/v1/products/{own_imei}/data"),
-            Some(point.clone()),
+            point.clone(),
         )
         .await;
     assert_ok(s, &body);
@@ -709,12 +694,7 @@ async fn permissions_and_entity_scope(backend: Backend) {
         let (s, body) = env.read_as(&tech, imei, &[]).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
         let (s, body) = server
-            .call_as(
-                &tech,
-                Method::POST,
-                &format!("/v1/products/{imei}/data"),
-                Some(point.clone()),
-            )
+            .post_as(&tech, &format!("/v1/products/{imei}/data"), point.clone())
             .await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
     }
@@ -735,11 +715,10 @@ async fn permissions_and_entity_scope(backend: Backend) {
 
     // upload_tool_log is SYSTEM.
     let (s, _) = server
-        .call_as(
+        .post_as(
             &tech,
-            Method::POST,
             "/v1/upload_tool_log",
-            Some(json!({"time": 1, "message": "m", "toolname": "tiger_test_jig_production"})),
+            json!({"time": 1, "message": "m", "toolname": "tiger_test_jig_production"}),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -768,7 +747,7 @@ async fn permissions_and_entity_scope(backend: Backend) {
         }
     }
     let (s, _) = server
-        .call_as(&viewer, Method::GET, "/v1/rtc_dead_letters/1/decode", None)
+        .get_as(&viewer, "/v1/rtc_dead_letters/1/decode")
         .await;
     assert_eq!(
         s,
@@ -797,7 +776,7 @@ async fn upload_tool_log(backend: Backend) {
     });
     let (s, body) = env
         .server
-        .call(Method::POST, "/v1/upload_tool_log", Some(example.clone()))
+        .post("/v1/upload_tool_log", example.clone())
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(
@@ -860,10 +839,7 @@ async fn upload_tool_log(backend: Backend) {
         ),
     ];
     for (body, field) in bad {
-        let (s, answer) = env
-            .server
-            .call(Method::POST, "/v1/upload_tool_log", Some(body.clone()))
-            .await;
+        let (s, answer) = env.server.post("/v1/upload_tool_log", body.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {answer}");
         assert_eq!(answer["status"], "validation-error");
         assert!(answer["data"].get(*field).is_some(), "{body}: {answer}");

@@ -41,7 +41,7 @@ fn add<'s>(
 ) -> impl std::future::Future<Output = (StatusCode, Json)> + 's {
     let path = format!("/v1/products/{imei}/add_payment_command");
     let body = json!({"value": value, "category": category, "transaction_id": tx});
-    async move { server.call(Method::POST, &path, Some(body)).await }
+    async move { server.post(&path, body).await }
 }
 
 /// The unit's commands as the generic table shows them, oldest first.
@@ -103,10 +103,9 @@ async fn payment_command_rules(backend: Backend) {
     let (s, b) = add(&server, &imei, "gift", 5, "t-gift").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     let (s, b) = server
-        .call(
-            Method::POST,
+        .post(
             &format!("/v1/products/{imei}/add_payment_command"),
-            Some(json!({"value": 1.5, "category": "payment"})),
+            json!({"value": 1.5, "category": "payment"}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -174,10 +173,9 @@ async fn duplicate_transaction_id_changes_nothing(backend: Backend) {
         assert!(message.contains("already been used"), "{message}");
     }
     let (s, _) = server
-        .call(
-            Method::POST,
+        .post(
             &format!("/v1/products/{imei}/force_reset"),
-            Some(json!({"transaction_id": "dup"})),
+            json!({"transaction_id": "dup"}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -309,7 +307,7 @@ async fn force_reset_voids_and_reports(backend: Backend) {
             Some(t) => json!({"transaction_id": t}),
             None => json!({}),
         };
-        server.call(Method::POST, &path, Some(body))
+        server.post(&path, body)
     };
     let (s, b) = reset(None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -398,10 +396,9 @@ async fn force_reset_voids_and_reports(backend: Backend) {
     // A unit never heard from: nothing outstanding, no known balance.
     let fresh = dcm_product(&server).await;
     let (s, b) = server
-        .call(
-            Method::POST,
+        .post(
             &format!("/v1/products/{fresh}/force_reset"),
-            Some(json!({"transaction_id": "r2"})),
+            json!({"transaction_id": "r2"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
@@ -503,20 +500,17 @@ async fn permissions_and_entity_scope(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = server
-        .call_as(
+        .post_as(
             &viewer,
-            Method::POST,
             &format!("/v1/products/{mine}/force_reset"),
-            Some(json!({"transaction_id": "v2"})),
+            json!({"transaction_id": "v2"}),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = server
-        .call_as(
+        .get_as(
             &viewer,
-            Method::GET,
             &format!("/v1/products/{mine}/balance_and_pending_payments"),
-            None,
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -538,11 +532,9 @@ async fn permissions_and_entity_scope(backend: Backend) {
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
     }
     let (s, _) = server
-        .call_as(
+        .get_as(
             &tech,
-            Method::GET,
             &format!("/v1/products/{theirs}/balance_and_pending_payments"),
-            None,
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);

@@ -21,7 +21,7 @@ use common::{metric, Backend, TestServer};
 use control_plane::http::AppState;
 use control_plane::rtc::{PendingMtDb, PresenceDb, UnitDirectoryDb};
 use gateway::{Deps, Gateway, GatewayConfig, LocalAddrs, MemoryPresence, NoFallback};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use sim::{SimError, UnitConn};
 use tokio::sync::watch;
@@ -125,10 +125,9 @@ impl Rig {
     async fn rotate(&self, key: &str) {
         let (status, body) = self
             .server
-            .call(
-                Method::PUT,
+            .put(
                 &format!("/v1/products/{IMEI}"),
-                Some(json!({ "device_key": key })),
+                json!({ "device_key": key }),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -232,11 +231,7 @@ async fn rotation_closes_sessions_and_refuses_the_old_key(rig: &Rig, at_once: bo
     // A write that does not touch the key closes nothing either.
     let (status, body) = rig
         .server
-        .call(
-            Method::PUT,
-            &format!("/v1/products/{IMEI}"),
-            Some(json!({"assembler": "B"})),
-        )
+        .put(&format!("/v1/products/{IMEI}"), json!({"assembler": "B"}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(

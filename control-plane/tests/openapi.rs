@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::{Backend, TestServer};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value as Json};
 
 /// The virtualenv with the pinned tools (`scripts/test.sh` creates it).
@@ -230,20 +230,16 @@ async fn seed_fixture(server: &TestServer) -> Vec<(String, Json)> {
     ];
     let imei = "866557056339858";
     let (s, b) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/products/create_hub2",
-            Some(
-                json!({"imei": imei, "imsi": "234150000000001", "device_key": "fixture-key-0001"}),
-            ),
+            json!({"imei": imei, "imsi": "234150000000001", "device_key": "fixture-key-0001"}),
         )
         .await;
     assert!(s.is_success(), "create_hub2: {s} {b}");
     let (s, b) = server
-        .call(
-            Method::PUT,
+        .put(
             &format!("/v1/products/{imei}"),
-            Some(json!({"rtc_enabled_flag": true, "dcm_enabled_flag": true})),
+            json!({"rtc_enabled_flag": true, "dcm_enabled_flag": true}),
         )
         .await;
     assert!(s.is_success(), "RTC on: {s} {b}");
@@ -251,10 +247,9 @@ async fn seed_fixture(server: &TestServer) -> Vec<(String, Json)> {
     // STORED -> SHIPPED -> IN_REPAIR_SYSTEM: a repair starts only there.
     for state in [3, 8] {
         let (s, b) = server
-            .call(
-                Method::PUT,
+            .put(
                 &format!("/v1/products/{imei}/change_state"),
-                Some(json!({"new_state": state})),
+                json!({"new_state": state}),
             )
             .await;
         assert!(s.is_success(), "change_state {state}: {s} {b}");
@@ -498,11 +493,7 @@ async fn a_generated_client_runs_the_spec_examples() {
         .to_string();
     let point = json!({"measurement": "telemetry", "fields": {"battery_voltage": [["2024-01-01T00:00:00Z", 12.5]]}});
     let (s, b) = server
-        .call(
-            Method::POST,
-            &format!("/v1/products/{imei}/data"),
-            Some(point),
-        )
+        .post(&format!("/v1/products/{imei}/data"), point)
         .await;
     assert!(s.is_success(), "{s} {b}");
     // Kept under the target folder, to read when this test fails.

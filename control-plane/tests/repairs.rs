@@ -85,20 +85,15 @@ async fn repair(server: &TestServer) -> (String, i64) {
 
 async fn inputs(server: &TestServer, id: i64, body: Json) -> (StatusCode, Json) {
     server
-        .call(
-            Method::PUT,
-            &format!("/v1/repairs/{id}/send_inputs"),
-            Some(body),
-        )
+        .put(&format!("/v1/repairs/{id}/send_inputs"), body)
         .await
 }
 
 async fn event(server: &TestServer, id: i64, e: &str) -> (StatusCode, Json) {
     server
-        .call(
-            Method::PUT,
+        .put(
             &format!("/v1/repairs/{id}/send_events"),
-            Some(json!({ "event": e })),
+            json!({ "event": e }),
         )
         .await
 }
@@ -126,16 +121,12 @@ async fn state_of(server: &TestServer, id: i64) -> String {
 /// All rows of a table matching one filter, through the generic API.
 async fn rows(server: &TestServer, path: &str, field: &str, val: Json) -> Vec<Json> {
     let (s, b) = server
-        .call(
-            Method::GET,
-            &format!(
-                "{path}?results_per_page=100&q={}",
-                common::urlencode(
-                    &json!({"filters": [{"name": field, "op": "eq", "val": val}]}).to_string()
-                )
-            ),
-            None,
-        )
+        .get(&format!(
+            "{path}?results_per_page=100&q={}",
+            common::urlencode(
+                &json!({"filters": [{"name": field, "op": "eq", "val": val}]}).to_string()
+            )
+        ))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["objects"].as_array().unwrap().clone()
@@ -551,10 +542,9 @@ async fn every_irt_rule_is_enforced(backend: Backend) {
         "{b}"
     );
     let (s, _) = server
-        .call(
-            Method::PUT,
+        .put(
             &format!("/v1/repairs/{id}/send_events"),
-            Some(json!({"evnt": "x"})),
+            json!({"evnt": "x"}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -1256,18 +1246,13 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
     // A product type without a workflow of its own: the generic one.
     let imei = unit(&server, Some(8)).await;
     let (s, b) = server
-        .call(
-            Method::POST,
-            "/v1/product_types",
-            Some(json!({"name": "Solar Water Pump"})),
-        )
+        .post("/v1/product_types", json!({"name": "Solar Water Pump"}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let (s, b) = server
-        .call(
-            Method::PUT,
+        .put(
             &format!("/v1/products/{imei}"),
-            Some(json!({"product_type_id": b["product_type_id"]})),
+            json!({"product_type_id": b["product_type_id"]}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -1281,8 +1266,7 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
     // Selector rules: a USER rule without a workflow forbids; one naming an
     // unknown workflow is reported; an ENTITY rule (by GEIC) picks the workflow.
     let unit_a = unit(&server, Some(8)).await;
-    let (s, b) = server.call(Method::POST, "/v1/repair_workflow_selectors",
-        Some(json!({"product_type_id": 6, "workflow_name": null, "selector_type": "USER", "selector_value": ADMIN}))).await;
+    let (s, b) = server.post("/v1/repair_workflow_selectors", json!({"product_type_id": 6, "workflow_name": null, "selector_type": "USER", "selector_value": ADMIN})).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let rule = b["repair_workflow_selector_id"].clone();
     let (s, b) = server
@@ -1294,10 +1278,9 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
         "{b}"
     );
     let (s, _) = server
-        .call(
-            Method::PUT,
+        .put(
             &format!("/v1/repair_workflow_selectors/{rule}"),
-            Some(json!({"workflow_name": "bboxx_home_9"})),
+            json!({"workflow_name": "bboxx_home_9"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -1310,11 +1293,7 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
         "{b}"
     );
     let (s, _) = server
-        .call(
-            Method::DELETE,
-            &format!("/v1/repair_workflow_selectors/{rule}"),
-            None,
-        )
+        .delete(&format!("/v1/repair_workflow_selectors/{rule}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let geic = server
@@ -1326,8 +1305,7 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
         .as_i64()
         .unwrap();
     link(&server, &unit_a, geic).await;
-    let (s, b) = server.call(Method::POST, "/v1/repair_workflow_selectors",
-        Some(json!({"product_type_id": 6, "workflow_name": null, "selector_type": "ENTITY", "selector_value": "RW-KGL-01"}))).await;
+    let (s, b) = server.post("/v1/repair_workflow_selectors", json!({"product_type_id": 6, "workflow_name": null, "selector_type": "ENTITY", "selector_value": "RW-KGL-01"})).await;
     assert_eq!(s, StatusCode::CREATED);
     let rule = b["repair_workflow_selector_id"].clone();
     let (s, b) = server
@@ -1339,10 +1317,9 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
         "{b}"
     );
     let (s, _) = server
-        .call(
-            Method::PUT,
+        .put(
             &format!("/v1/repair_workflow_selectors/{rule}"),
-            Some(json!({"workflow_name": "bboxx_home_2"})),
+            json!({"workflow_name": "bboxx_home_2"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -1509,29 +1486,26 @@ async fn made(server: &TestServer, create: Option<&str>) -> (String, i64) {
                      "device_key": format!("dk{imei}"), "manufacturer": "A Factory"});
     match create {
         Some(path) if path.ends_with("create_hub2") => {
-            let (s, b) = server.call(Method::POST, path, Some(pcb)).await;
+            let (s, b) = server.post(path, pcb).await;
             assert_eq!(s, StatusCode::OK, "{path}: {b}");
         }
         Some(path) => {
-            let (s, b) = server
-                .call(Method::POST, "/v1/parts/create_tiger_pcb", Some(pcb))
-                .await;
+            let (s, b) = server.post("/v1/parts/create_tiger_pcb", pcb).await;
             assert_eq!(s, StatusCode::OK, "{b}");
             let mut body = json!({"pcb_imei": imei});
             if !path.ends_with("hub2") {
                 body["battery"] =
                     json!({"part_type_id": 43, "serial_number": format!("BAT{imei}")});
             }
-            let (s, b) = server.call(Method::POST, path, Some(body)).await;
+            let (s, b) = server.post(path, body).await;
             assert_eq!(s, StatusCode::OK, "{path}: {b}");
         }
         None => {
             // A product type added as data, with no workflow of its own.
             let (s, b) = server
-                .call(
-                    Method::POST,
+                .post(
                     "/v1/product_types",
-                    Some(json!({"name": format!("Solar Fridge {n}")})),
+                    json!({"name": format!("Solar Fridge {n}")}),
                 )
                 .await;
             assert_eq!(s, StatusCode::CREATED, "{b}");

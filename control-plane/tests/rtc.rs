@@ -327,10 +327,9 @@ async fn enable_and_payment_reach_the_unit_and_its_answers_the_database(backend:
     let (sent_before, acked_before) = (common::metric(sent), common::metric(acked));
     let (s, b) = rig
         .server
-        .call(
-            Method::POST,
+        .post(
             &format!("/v1/products/{imei}/add_payment_command"),
-            Some(json!({"value": 86_400, "category": "payment", "transaction_id": "tx-rtc-1"})),
+            json!({"value": 86_400, "category": "payment", "transaction_id": "tx-rtc-1"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -660,10 +659,9 @@ async fn rtc_endpoints(backend: Backend) {
     // command_request: the unit runs it and its output is recorded.
     let (s, b) = rig
         .server
-        .call(
-            Method::POST,
+        .post(
             &format!("/v1/products/{imei}/command_request"),
-            Some(json!({"command": "atc 60 AT+CPOL=?;+COPS=?"})),
+            json!({"command": "atc 60 AT+CPOL=?;+COPS=?"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -733,11 +731,7 @@ async fn rtc_endpoints(backend: Backend) {
     }
     let (s, _) = rig
         .server
-        .call(
-            Method::POST,
-            &format!("/v1/products/{imei}/command_request"),
-            Some(json!({})),
-        )
+        .post(&format!("/v1/products/{imei}/command_request"), json!({}))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = rig
@@ -749,10 +743,9 @@ async fn rtc_endpoints(backend: Backend) {
     // rtc_online_status by hand: reason user-request.
     let (s, b) = rig
         .server
-        .call(
-            Method::POST,
+        .post(
             &format!("/v1/products/{imei}/rtc_online_status"),
-            Some(json!({"status": "offline"})),
+            json!({"status": "offline"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -763,10 +756,9 @@ async fn rtc_endpoints(backend: Backend) {
     assert_eq!(last["connection_status_reason"], "user-request");
     let (s, _) = rig
         .server
-        .call(
-            Method::POST,
+        .post(
             &format!("/v1/products/{imei}/rtc_online_status"),
-            Some(json!({"status": "sleeping"})),
+            json!({"status": "sleeping"}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -861,11 +853,10 @@ async fn an_unmatched_reply_stalls_no_other_unit(backend: Backend) {
     for (imei, unit) in good.iter().zip(units.iter_mut()) {
         let (s, b) = rig
             .server
-            .call(
-                Method::POST,
+            .post(
                 &format!("/v1/products/{imei}/add_payment_command"),
-                Some(json!({"value": 3_600, "category": "payment",
-                            "transaction_id": format!("tx-{imei}")})),
+                json!({"value": 3_600, "category": "payment",
+                            "transaction_id": format!("tx-{imei}")}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -952,10 +943,9 @@ async fn mt_history_is_listed_with_its_delivery_state(backend: Backend) {
     // A payment the unit confirms, then an enable it never answers.
     let (s, b) = rig
         .server
-        .call(
-            Method::POST,
+        .post(
             &format!("/v1/products/{imei}/add_payment_command"),
-            Some(json!({"value": 60, "category": "payment", "transaction_id": "tx-history"})),
+            json!({"value": 60, "category": "payment", "transaction_id": "tx-history"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -1031,10 +1021,9 @@ async fn mt_history_is_listed_with_its_delivery_state(backend: Backend) {
     // Read-only: the unit's answers write delivery states, not API callers.
     let (s, b) = rig
         .server
-        .call(
-            Method::PUT,
+        .put(
             &format!("/v1/rtc_message_history/{id}"),
-            Some(json!({"delivery_status": "delivered"})),
+            json!({"delivery_status": "delivered"}),
         )
         .await;
     assert!(s.is_client_error(), "{s} {b}");
@@ -1068,12 +1057,7 @@ async fn mt_history_is_listed_with_its_delivery_state(backend: Backend) {
         .expect("the stranger's MT");
     let (s, body) = rig
         .server
-        .call_as(
-            &token,
-            Method::GET,
-            &format!("/v1/rtc_message_history/{theirs_id}"),
-            None,
-        )
+        .get_as(&token, &format!("/v1/rtc_message_history/{theirs_id}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
     unit.close().await.unwrap();

@@ -134,12 +134,7 @@ async fn entity_user_sees_nothing_of_another_entity(backend: Backend) {
             }
             // The whole list never holds B's row either.
             let (_, body) = server
-                .call_as(
-                    &token,
-                    Method::GET,
-                    &format!("/v1{path}?results_per_page=1000"),
-                    None,
-                )
+                .get_as(&token, &format!("/v1{path}?results_per_page=1000"))
                 .await;
             let text = body.to_string();
             if let Some(objects) = body["objects"].as_array() {
@@ -151,12 +146,7 @@ async fn entity_user_sees_nothing_of_another_entity(backend: Backend) {
             }
             // B's row by id: 404 as if it did not exist (403 for refused tables).
             let (s, body) = server
-                .call_as(
-                    &token,
-                    Method::GET,
-                    &format!("/v1{path}/{}", id_text(their_pk)),
-                    None,
-                )
+                .get_as(&token, &format!("/v1{path}/{}", id_text(their_pk)))
                 .await;
             let expected = if refused {
                 StatusCode::FORBIDDEN
@@ -168,12 +158,7 @@ async fn entity_user_sees_nothing_of_another_entity(backend: Backend) {
             if !refused {
                 let my_pk = &mine[&t.name];
                 let (s, body) = server
-                    .call_as(
-                        &token,
-                        Method::GET,
-                        &format!("/v1{path}/{}", id_text(my_pk)),
-                        None,
-                    )
+                    .get_as(&token, &format!("/v1{path}/{}", id_text(my_pk)))
                     .await;
                 assert_eq!(s, StatusCode::OK, "{} GET A's row: {body}", t.name);
             }
@@ -214,12 +199,7 @@ async fn entity_user_sees_nothing_of_another_entity(backend: Backend) {
 
     // dashboard2: A's product only, and B's cannot be filtered for.
     let (s, body) = server
-        .call_as(
-            &token,
-            Method::GET,
-            "/v1/dashboard2?results_per_page=100",
-            None,
-        )
+        .get_as(&token, "/v1/dashboard2?results_per_page=100")
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let text = body.to_string();
@@ -299,7 +279,7 @@ async fn credentials_are_hidden_below_factory(backend: Backend) {
             format!("/v1/products/{imei}"),
             "/v1/dashboard2".to_string(),
         ] {
-            let (s, body) = server.call_as(token, Method::GET, &path, None).await;
+            let (s, body) = server.get_as(token, &path).await;
             assert_eq!(s, StatusCode::OK, "{path}: {body}");
             let text = body.to_string();
             assert!(
@@ -338,7 +318,7 @@ async fn credentials_are_hidden_below_factory(backend: Backend) {
     }
     // FACTORY provisions units: it reads and filters the key.
     let (s, body) = server
-        .call_as(&factory, Method::GET, &format!("/v1/products/{imei}"), None)
+        .get_as(&factory, &format!("/v1/products/{imei}"))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body["device_key"], json!(key));
@@ -438,7 +418,7 @@ async fn payment_values_are_bounded(backend: Backend) {
         let path = format!("/v1/products/{imei}/add_payment_command");
         let body = json!({"value": value, "category": category, "transaction_id": tx});
         let server = &server;
-        async move { server.call(Method::POST, &path, Some(body)).await }
+        async move { server.post(&path, body).await }
     };
     let max = control_plane::dcm::MAX_CREDIT_SECONDS;
     for (value, category) in [

@@ -189,10 +189,9 @@ fn worker(server: &TestServer) -> WorkerGuard {
 
 async fn subscribe(server: &TestServer, channel: &str, url: &str) -> String {
     let (s, body) = server
-        .call(
-            Method::POST,
+        .post(
             &format!("/v1/channels/{channel}/subscribe"),
-            Some(json!({"url": url})),
+            json!({"url": url}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
@@ -227,11 +226,7 @@ async fn subscribe_and_unsubscribe_follow_the_spec(backend: Backend) {
     assert_eq!(names, ["dcm", "product-alert", "product-status"]);
 
     let (s, body) = server
-        .call(
-            Method::POST,
-            "/v1/channels/product-status/subscribe",
-            Some(json!({"url": url})),
-        )
+        .post("/v1/channels/product-status/subscribe", json!({"url": url}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"], "success");
@@ -245,10 +240,9 @@ async fn subscribe_and_unsubscribe_follow_the_spec(backend: Backend) {
     assert_eq!(key.len(), 24);
     // One url per channel.
     let (s, body) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/channels/product-status/subscribe",
-            Some(json!({"url": "http://127.0.0.1:9/other"})),
+            json!({"url": "http://127.0.0.1:9/other"}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
@@ -297,11 +291,7 @@ async fn subscribe_and_unsubscribe_follow_the_spec(backend: Backend) {
         ("dcm", json!({}), StatusCode::BAD_REQUEST),
     ] {
         let (s, b) = server
-            .call(
-                Method::POST,
-                &format!("/v1/channels/{channel}/subscribe"),
-                Some(body.clone()),
-            )
+            .post(&format!("/v1/channels/{channel}/subscribe"), body.clone())
             .await;
         assert_eq!(s, status, "{channel} {body}: {b}");
     }
@@ -311,21 +301,19 @@ async fn subscribe_and_unsubscribe_follow_the_spec(backend: Backend) {
         .await;
     for action in ["subscribe", "unsubscribe"] {
         let (s, _) = server
-            .call_as(
+            .post_as(
                 &tech,
-                Method::POST,
                 &format!("/v1/channels/dcm/{action}"),
-                Some(json!({"url": url})),
+                json!({"url": url}),
             )
             .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{action}");
     }
 
     let (s, body) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/channels/product-status/unsubscribe",
-            Some(json!({"url": url})),
+            json!({"url": url}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -336,10 +324,9 @@ async fn subscribe_and_unsubscribe_follow_the_spec(backend: Backend) {
                "data": null})
     );
     let (s, _) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/channels/product-status/unsubscribe",
-            Some(json!({"url": url})),
+            json!({"url": url}),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -417,10 +404,9 @@ async fn final_balance_is_published_on_dcm(backend: Backend) {
     let imei = imei.as_str().unwrap();
     for (category, value, tx) in [("payment", 500, "p1"), ("zero-command", 0, "z1")] {
         let (s, b) = server
-            .call(
-                Method::POST,
+            .post(
                 &format!("/v1/products/{imei}/add_payment_command"),
-                Some(json!({"value": value, "category": category, "transaction_id": tx})),
+                json!({"value": value, "category": category, "transaction_id": tx}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -507,10 +493,9 @@ async fn no_delivery_after_unsubscribe(backend: Backend) {
     // Queued while subscribed, unsubscribed before the worker ran.
     enqueue(&server, "product-status", None, json!({"state": 1})).await;
     let (s, _) = server
-        .call(
-            Method::POST,
+        .post(
             "/v1/channels/product-status/unsubscribe",
-            Some(json!({"url": receiver.url})),
+            json!({"url": receiver.url}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -612,11 +597,10 @@ async fn entity_subscribers_only_get_their_products(backend: Backend) {
         .await;
     let receiver = Receiver::start().await;
     let (s, b) = server
-        .call_as(
+        .post_as(
             &admin,
-            Method::POST,
             "/v1/channels/product-status/subscribe",
-            Some(json!({"url": receiver.url})),
+            json!({"url": receiver.url}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -656,12 +640,7 @@ async fn entity_subscribers_only_get_their_products(backend: Backend) {
         .as_i64()
         .unwrap();
     let (s, _) = server
-        .call_as(
-            &admin,
-            Method::GET,
-            &format!("/v1/subscribers/{global_id}/deliveries"),
-            None,
-        )
+        .get_as(&admin, &format!("/v1/subscribers/{global_id}/deliveries"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

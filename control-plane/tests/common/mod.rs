@@ -226,6 +226,42 @@ impl TestServer {
         self.call(Method::GET, path, None).await
     }
 
+    pub async fn post(&self, path: &str, body: Json) -> (StatusCode, Json) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Json) -> (StatusCode, Json) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Json) -> (StatusCode, Json) {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Json) {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> (StatusCode, Json) {
+        self.call_as(token, Method::GET, path, None).await
+    }
+
+    pub async fn post_as(&self, token: &str, path: &str, body: Json) -> (StatusCode, Json) {
+        self.call_as(token, Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put_as(&self, token: &str, path: &str, body: Json) -> (StatusCode, Json) {
+        self.call_as(token, Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch_as(&self, token: &str, path: &str, body: Json) -> (StatusCode, Json) {
+        self.call_as(token, Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete_as(&self, token: &str, path: &str) -> (StatusCode, Json) {
+        self.call_as(token, Method::DELETE, path, None).await
+    }
+
     /// GET a list with a `q` object.
     pub async fn list(&self, path: &str, q: Json) -> (StatusCode, Json) {
         self.list_as(&self.token.clone(), path, q).await
@@ -233,7 +269,7 @@ impl TestServer {
 
     pub async fn list_as(&self, token: &str, path: &str, q: Json) -> (StatusCode, Json) {
         let url = format!("{path}?q={}", urlencode(&q.to_string()));
-        self.call_as(token, Method::GET, &url, None).await
+        self.get_as(token, &url).await
     }
 
     /// Creates a user through the API and logs them in.
@@ -245,12 +281,8 @@ impl TestServer {
         entity_id: Option<i64>,
     ) -> String {
         let (s, b) = self
-            .call(
-                Method::POST,
-                "/v1/users",
-                Some(json!({"username": name, "password": "password-123", "permissions": permissions,
-                    "user_product_visibility": visibility, "entity_id": entity_id, "display_name": name, "name": name})),
-            )
+            .post("/v1/users", json!({"username": name, "password": "password-123", "permissions": permissions,
+                    "user_product_visibility": visibility, "entity_id": entity_id, "display_name": name, "name": name}))
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         self.login(name, "password-123").await
@@ -396,10 +428,9 @@ pub async fn set_state(server: &TestServer, imei: &str, state_type: impl Into<Js
         )
         .await;
     let (s, body) = server
-        .call(
-            Method::PUT,
+        .put(
             &format!("/v1/products/{imei}"),
-            Some(json!({"latest_state_id": state})),
+            json!({"latest_state_id": state}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
