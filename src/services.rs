@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use bus::kafka::KafkaBus;
 use bus::{Bus, DiskBus, MemoryBus, MemoryBusConfig};
-use control_plane::http::AppState;
+use control_plane::app::AppState;
 use ingest::tsdb::embedded::{Embedded, EmbeddedConfig};
 use ingest::tsdb::influx::Influx;
 use ingest::tsdb::questdb::QuestDb;

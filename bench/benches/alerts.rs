@@ -30,9 +30,9 @@ use control_plane::alerts::rules::{
     self, Action, AlertState, Credit, RuleKind, TelemetryStats, UnitSnapshot,
 };
 use control_plane::alerts::AlertEngine;
+use control_plane::app::AppState;
 use control_plane::config::{AlertThresholds, AlertsConfig};
 use control_plane::db::Db;
-use control_plane::http::AppState;
 use control_plane::ControlPlaneConfig;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ingest::tsdb::embedded::Embedded;

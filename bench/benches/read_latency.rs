@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use control_plane::app::AppState;
 use control_plane::catalogue::{Column, ColumnType};
 use control_plane::db::Db;
-use control_plane::http::AppState;
 use control_plane::ControlPlaneConfig;
 use criterion::{criterion_group, criterion_main, Criterion};
 use sea_query::{Alias, Expr, Order, Query, SelectStatement};

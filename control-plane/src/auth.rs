@@ -24,10 +24,10 @@ use rand::Rng;
 use sea_query::{Alias, Expr, Query};
 use sha2::{Digest, Sha256};
 
+use crate::app::AppState;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Db, DbError};
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::query::Visibility;
 use crate::rows::col;
 

@@ -31,9 +31,10 @@ use axum::Router;
 use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
+use crate::app::AppState;
 use crate::catalogue::Permission;
 use crate::config::ControlPlaneConfig;
-use crate::http::{AppState, ACTION_ROUTES};
+use crate::routes::ACTION_ROUTES;
 
 /// One embedded file, by its path under `/console/`.
 pub struct Asset {

@@ -9,7 +9,12 @@
 //! - [`rows`]: the row helpers of the hand-written paths (select/insert/update a
 //!   catalogue table, typed access to a decoded row).
 //! - [`auth`]: passwords, tokens, permissions, the authenticated-user extractor.
-//! - [`http`]: the router, generic table routes, auth routes, OpenAPI.
+//! - [`app`]: the application state every handler and service shares.
+//! - [`web`]: HTTP helpers below the handlers: the JSON body extractor, the
+//!   success envelope, query string and paging.
+//! - [`routes`]: the table of action routes and their permissions.
+//! - [`http`]: the router over every handler module, generic table routes, auth
+//!   routes, OpenAPI; nothing below imports it.
 //! - [`data`]: the product data API (time series), `/upload_tool_log` and
 //!   the RTC dead-letter actions (bus).
 //! - [`error`]: the one API error enum and its JSON envelope.
@@ -26,6 +31,7 @@
 
 pub mod actions;
 pub mod alerts;
+pub mod app;
 pub mod auth;
 pub mod catalogue;
 pub mod config;
@@ -39,11 +45,13 @@ pub mod metrics;
 pub mod outbox;
 pub mod query;
 pub mod repairs;
+pub mod routes;
 pub mod rows;
 pub mod rtc;
 pub mod schema;
 pub mod startup;
 pub mod values;
+pub mod web;
 pub mod webhooks;
 
 pub use config::{AlertsConfig, ControlPlaneConfig};

@@ -64,10 +64,6 @@ async fn hub2(server: &TestServer) -> String {
     imei
 }
 
-async fn put(server: &TestServer, path: &str, body: Option<Json>) -> (StatusCode, Json) {
-    server.call(Method::PUT, path, body).await
-}
-
 /// Rows of a table for one product, oldest first (through the API).
 async fn rows_of(server: &TestServer, path: &str, imei: &str, order: &str) -> Vec<Json> {
     let (s, b) = server
@@ -136,12 +132,12 @@ async fn software(server: &TestServer, name: &str) -> i64 {
 /// Puts a product into `state` along the transition table.
 async fn move_to(server: &TestServer, imei: &str, path: &[i64]) {
     for s in path {
-        let (st, b) = put(
-            server,
-            &format!("/v1/products/{imei}/change_state"),
-            Some(json!({"new_state": s})),
-        )
-        .await;
+        let (st, b) = server
+            .put(
+                &format!("/v1/products/{imei}/change_state"),
+                json!({"new_state": s}),
+            )
+            .await;
         assert_eq!(st, StatusCode::OK, "to {s}: {b}");
     }
 }
@@ -445,7 +441,9 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
         .post("/v1/product_software_linker", json!({"product_imei": imei, "software_version_type_id": sw, "date_added": "2020-01-01T00:00:00"}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b) = put(&server, &format!("/v1/products/{imei}/enable"), None).await;
+    let (s, b) = server
+        .call(Method::PUT, &format!("/v1/products/{imei}/enable"), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b,
@@ -478,7 +476,9 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
         .contains("no SMS provider"));
     assert!(sms_rows[0]["message_reference"].is_string());
     // Idempotent: no new row.
-    let (s, _) = put(&server, &format!("/v1/products/{imei}/enable"), None).await;
+    let (s, _) = server
+        .call(Method::PUT, &format!("/v1/products/{imei}/enable"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         rows_of(&server, "/v1/enable_history", &imei, "enable_history_id")
@@ -487,7 +487,9 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
         history.len()
     );
     // Disabling before the unit confirmed cancels: back to disabled.
-    let (s, b) = put(&server, &format!("/v1/products/{imei}/disable"), None).await;
+    let (s, b) = server
+        .call(Method::PUT, &format!("/v1/products/{imei}/disable"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["message"], "Product disabled");
     let history = rows_of(&server, "/v1/enable_history", &imei, "enable_history_id").await;
@@ -507,7 +509,9 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
     );
     // Software outside the WAKEUP list: no SMS.
     let other = hub2(&server).await;
-    put(&server, &format!("/v1/products/{other}/enable"), None).await;
+    server
+        .call(Method::PUT, &format!("/v1/products/{other}/enable"), None)
+        .await;
     assert!(
         rows_of(&server, "/v1/sms_histories", &other, "sms_history_id")
             .await
@@ -528,7 +532,8 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        put(&server, "/v1/products/000000000000000/enable", None)
+        server
+            .call(Method::PUT, "/v1/products/000000000000000/enable", None)
             .await
             .0,
         StatusCode::NOT_FOUND
@@ -544,7 +549,8 @@ async fn concurrent_enable_disable_keeps_one_history_chain(backend: Backend) {
         let imei = imei.clone();
         tasks.push(tokio::spawn(async move {
             let action = if i % 3 == 0 { "disable" } else { "enable" };
-            put(&server, &format!("/v1/products/{imei}/{action}"), None)
+            server
+                .call(Method::PUT, &format!("/v1/products/{imei}/{action}"), None)
                 .await
                 .0
         }));
@@ -581,7 +587,9 @@ async fn concurrent_enable_disable_keeps_one_history_chain(backend: Backend) {
 async fn unit_report_confirms_pending_changes(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imei = hub2(&server).await;
-    put(&server, &format!("/v1/products/{imei}/enable"), None).await;
+    server
+        .call(Method::PUT, &format!("/v1/products/{imei}/enable"), None)
+        .await;
     let now = control_plane::values::now();
     let mut tx = server.state.db.begin().await.unwrap();
     let report = unit::UnitReport {
@@ -662,23 +670,25 @@ async fn unit_report_confirms_pending_changes(backend: Backend) {
 async fn tamper_switch_pending_states(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imei = hub2(&server).await;
-    let (s, b) = put(
-        &server,
-        &format!("/v1/products/{imei}/enable_tamper_switch"),
-        None,
-    )
-    .await;
+    let (s, b) = server
+        .call(
+            Method::PUT,
+            &format!("/v1/products/{imei}/enable_tamper_switch"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("Product #{imei} tamper_switch_enabled"))
     );
-    let (s, _) = put(
-        &server,
-        &format!("/v1/products/{imei}/enable_tamper_switch"),
-        None,
-    )
-    .await;
+    let (s, _) = server
+        .call(
+            Method::PUT,
+            &format!("/v1/products/{imei}/enable_tamper_switch"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     let history = rows_of(
         &server,
@@ -701,12 +711,13 @@ async fn tamper_switch_pending_states(backend: Backend) {
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(outcome.tamper_status, Some("enabled"));
-    let (s, b) = put(
-        &server,
-        &format!("/v1/products/{imei}/disable_tamper_switch"),
-        None,
-    )
-    .await;
+    let (s, b) = server
+        .call(
+            Method::PUT,
+            &format!("/v1/products/{imei}/disable_tamper_switch"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         b["message"],
@@ -743,24 +754,21 @@ async fn software_update_lock_and_expiry(backend: Backend) {
     let old = software(&server, "3.5").await;
     let new = software(&server, "3.6").await;
     let base = format!("/v1/products/{imei}");
-    let (s, b) = put(
-        &server,
-        &format!("{base}/update_software"),
-        Some(json!({"software": "3.5"})),
-    )
-    .await;
+    let (s, b) = server
+        .put(
+            &format!("{base}/update_software"),
+            json!({"software": "3.5"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("#{imei} updated to software_version 3.5"))
     );
     // A newer request supersedes the pending one (by id this time).
-    let (s, _) = put(
-        &server,
-        &format!("{base}/update_software"),
-        Some(json!({"software": new})),
-    )
-    .await;
+    let (s, _) = server
+        .put(&format!("{base}/update_software"), json!({"software": new}))
+        .await;
     assert_eq!(s, StatusCode::OK);
     let links = rows_of(
         &server,
@@ -798,23 +806,22 @@ async fn software_update_lock_and_expiry(backend: Backend) {
     .await;
     assert!(links[1]["date_added"].is_string(), "active now: {links:?}");
     // Unknown software, missing argument: 400.
-    let (s, b) = put(
-        &server,
-        &format!("{base}/update_software"),
-        Some(json!({"software": "9.9"})),
-    )
-    .await;
+    let (s, b) = server
+        .put(
+            &format!("{base}/update_software"),
+            json!({"software": "9.9"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert!(b["validation_errors"]["software"].is_string());
-    let (s, _) = put(&server, &format!("{base}/update_software"), Some(json!({}))).await;
+    let (s, _) = server
+        .put(&format!("{base}/update_software"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // Locked: only the locked version may be scheduled.
-    let (s, b) = put(
-        &server,
-        &format!("{base}/lock_software"),
-        Some(json!({"software": old})),
-    )
-    .await;
+    let (s, b) = server
+        .put(&format!("{base}/lock_software"), json!({"software": old}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
@@ -827,27 +834,41 @@ async fn software_update_lock_and_expiry(backend: Backend) {
         json!({"software_lock_id": old, "software_lock_name": "3.5"})
     );
     assert_eq!(product(&server, &imei).await["software_lock"], json!(old));
-    let (s, b) = put(
-        &server,
-        &format!("{base}/update_software"),
-        Some(json!({"software": "3.6"})),
-    )
-    .await;
+    let (s, b) = server
+        .put(
+            &format!("{base}/update_software"),
+            json!({"software": "3.6"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     // Expire the pending update the lock scheduled.
-    let (s, b) = put(&server, &format!("{base}/expire_software_updates"), None).await;
+    let (s, b) = server
+        .call(
+            Method::PUT,
+            &format!("{base}/expire_software_updates"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         b["message"],
         json!(format!("Product {imei} had 1 software update(s) expired"))
     );
-    let (_, b) = put(&server, &format!("{base}/expire_software_updates"), None).await;
+    let (_, b) = server
+        .call(
+            Method::PUT,
+            &format!("{base}/expire_software_updates"),
+            None,
+        )
+        .await;
     assert_eq!(
         b["message"],
         json!(format!("Product {imei} had no pending updates to expire"))
     );
     // A blank payload removes the lock.
-    let (s, b) = put(&server, &format!("{base}/lock_software"), None).await;
+    let (s, b) = server
+        .call(Method::PUT, &format!("{base}/lock_software"), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
@@ -857,12 +878,9 @@ async fn software_update_lock_and_expiry(backend: Backend) {
         b["data"],
         json!({"software_lock_id": null, "software_lock_name": null})
     );
-    let (s, _) = put(
-        &server,
-        &format!("{base}/lock_software"),
-        Some(json!({"software": null})),
-    )
-    .await;
+    let (s, _) = server
+        .put(&format!("{base}/lock_software"), json!({"software": null}))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert!(product(&server, &imei).await["software_lock"].is_null());
     // SYSTEM only.
@@ -1052,12 +1070,9 @@ async fn entity_assignment_and_unknown_entity_rule(backend: Backend) {
     let a = entity(&server, "Entity A").await;
     let b_id = entity(&server, "Entity B").await;
     let base = format!("/v1/products/{imei}");
-    let (s, b) = put(
-        &server,
-        &format!("{base}/assign_entity"),
-        Some(json!({"entity_id": a})),
-    )
-    .await;
+    let (s, b) = server
+        .put(&format!("{base}/assign_entity"), json!({"entity_id": a}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
@@ -1069,56 +1084,44 @@ async fn entity_assignment_and_unknown_entity_rule(backend: Backend) {
         "Unknown Entity removed"
     );
     // Assigning again is a no-op; a second entity adds.
-    put(
-        &server,
-        &format!("{base}/assign_entity"),
-        Some(json!({"entity_id": a})),
-    )
-    .await;
-    let (_, b) = put(
-        &server,
-        &format!("{base}/assign_entity"),
-        Some(json!({"entity_id": b_id})),
-    )
-    .await;
+    server
+        .put(&format!("{base}/assign_entity"), json!({"entity_id": a}))
+        .await;
+    let (_, b) = server
+        .put(&format!("{base}/assign_entity"), json!({"entity_id": b_id}))
+        .await;
     assert_eq!(b["data"], json!({ imei.clone(): ["Entity A", "Entity B"] }));
-    let (s, b) = put(
-        &server,
-        &format!("{base}/change_entity"),
-        Some(json!({"old_entity_id": a, "new_entity_id": 1})),
-    )
-    .await;
+    let (s, b) = server
+        .put(
+            &format!("{base}/change_entity"),
+            json!({"old_entity_id": a, "new_entity_id": 1}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     let c = entity(&server, "Entity C").await;
-    let (s, b) = put(
-        &server,
-        &format!("{base}/change_entity"),
-        Some(json!({"old_entity_id": a, "new_entity_id": c})),
-    )
-    .await;
+    let (s, b) = server
+        .put(
+            &format!("{base}/change_entity"),
+            json!({"old_entity_id": a, "new_entity_id": c}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("Product #{imei} assigned to entity: {c}"))
     );
     assert_eq!(b["data"], json!({ imei.clone(): ["Entity B", "Entity C"] }));
-    let (s, b) = put(
-        &server,
-        &format!("{base}/remove_entity"),
-        Some(json!({"entity_id": b_id})),
-    )
-    .await;
+    let (s, b) = server
+        .put(&format!("{base}/remove_entity"), json!({"entity_id": b_id}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("Entity #{b_id} removed from Product #{imei}"))
     );
-    let (_, b) = put(
-        &server,
-        &format!("{base}/remove_entity"),
-        Some(json!({"entity_id": c})),
-    )
-    .await;
+    let (_, b) = server
+        .put(&format!("{base}/remove_entity"), json!({"entity_id": c}))
+        .await;
     assert_eq!(
         b["data"],
         json!({ imei.clone(): ["Unknown Entity"] }),
@@ -1142,7 +1145,7 @@ async fn entity_assignment_and_unknown_entity_rule(backend: Backend) {
             "new_entity_id",
         ),
     ] {
-        let (s, b) = put(&server, &format!("{base}/{path}"), Some(body.clone())).await;
+        let (s, b) = server.put(&format!("{base}/{path}"), body.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{path} {body}: {b}");
         assert!(
             b["validation_errors"][field].is_string(),
@@ -1168,14 +1171,14 @@ async fn change_state_follows_the_transition_table(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imei = hub2(&server).await;
     let path = format!("/v1/products/{imei}/change_state");
-    let (s, b) = put(&server, &path, Some(json!({"new_state": 3}))).await;
+    let (s, b) = server.put(&path, json!({"new_state": 3})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b,
         json!({"status": "success", "message": "Product state changed", "data": null})
     );
     move_to(&server, &imei, &[5, 8]).await;
-    let (s, b) = put(&server, &path, Some(json!({"new_state": 2}))).await;
+    let (s, b) = server.put(&path, json!({"new_state": 2})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(
         b,
@@ -1191,7 +1194,7 @@ async fn change_state_follows_the_transition_table(backend: Backend) {
         json!({"new_state": 10}),
         json!({"new_state": "ACTIVATED"}),
     ] {
-        let (s, b) = put(&server, &path, Some(bad.clone())).await;
+        let (s, b) = server.put(&path, bad.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
         assert!(
             b["validation_errors"]["new_state"].is_string(),
@@ -1199,7 +1202,7 @@ async fn change_state_follows_the_transition_table(backend: Backend) {
         );
     }
     move_to(&server, &imei, &[9]).await;
-    let (s, _) = put(&server, &path, Some(json!({"new_state": 5}))).await;
+    let (s, _) = server.put(&path, json!({"new_state": 5})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "TERMINATED is final");
     let states = rows_of(&server, "/v1/states", &imei, "state_id").await;
     let chain: Vec<(i64, i64)> = states
@@ -1457,12 +1460,12 @@ async fn energy_limit_dcm_and_payg(backend: Backend) {
     let imei = hub2(&server).await;
     let path = format!("/v1/products/{imei}/suggest_energy_limit");
     // STORED: not allowed.
-    let (s, b) = put(&server, &path, Some(json!({"energy_limit": "50"}))).await;
+    let (s, b) = server.put(&path, json!({"energy_limit": "50"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert!(b["validation_errors"]["state"].is_string());
     move_to(&server, &imei, &[3, 5]).await;
     // No defaults: applied as requested.
-    let (s, b) = put(&server, &path, Some(json!({"energy_limit": "50"}))).await;
+    let (s, b) = server.put(&path, json!({"energy_limit": "50"})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["data"]["applied"], 50.0);
     assert_eq!(b["data"]["bounded"], false);
@@ -1474,7 +1477,7 @@ async fn energy_limit_dcm_and_payg(backend: Backend) {
                    "energy_limit": 40.0, "max_energy_limit": 80.0, "min_energy_limit": 10.0}),
         )
         .await;
-    let (_, b) = put(&server, &path, Some(json!({"energy_limit": "120"}))).await;
+    let (_, b) = server.put(&path, json!({"energy_limit": "120"})).await;
     assert_eq!(
         b["data"],
         json!({"requested": 120.0, "applied": 80.0, "max_energy_limit": 80.0, "min_energy_limit": 10.0,
@@ -1487,10 +1490,10 @@ async fn energy_limit_dcm_and_payg(backend: Backend) {
     server
         .seed("product_parameter", json!({"product_imei": imei, "parameter_type_id": cap_type, "value": "60", "status": "active"}))
         .await;
-    let (_, b) = put(&server, &path, Some(json!({"energy_limit": 70}))).await;
+    let (_, b) = server.put(&path, json!({"energy_limit": 70})).await;
     assert_eq!(b["data"]["applied"], 60.0);
     assert_eq!(b["data"]["energy_limit_cap"], 60.0);
-    let (_, b) = put(&server, &path, Some(json!({"energy_limit": "5"}))).await;
+    let (_, b) = server.put(&path, json!({"energy_limit": "5"})).await;
     assert_eq!(b["data"]["applied"], 10.0);
     // Only the latest suggestion is pending.
     let params = rows_of(
@@ -1513,7 +1516,7 @@ async fn energy_limit_dcm_and_payg(backend: Backend) {
         json!({"energy_limit": "lots"}),
         json!({"energy_limit": "-1"}),
     ] {
-        let (s, b) = put(&server, &path, Some(bad.clone())).await;
+        let (s, b) = server.put(&path, bad.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
         assert!(b["validation_errors"]["energy_limit"].is_string());
     }
@@ -1523,34 +1526,34 @@ async fn energy_limit_dcm_and_payg(backend: Backend) {
     server
         .seed("product_parameter", json!({"product_imei": imei, "parameter_type_id": tae, "value": "30", "status": "active"}))
         .await;
-    let (s, b) = put(&server, &path, Some(json!({"energy_limit": "50"}))).await;
+    let (s, b) = server.put(&path, json!({"energy_limit": "50"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "locked: {b}");
     // DCM flag, PAYG flag.
-    let (s, b) = put(
-        &server,
-        &format!("/v1/products/{imei}/set_dcm_enabled_flag"),
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    let (s, b) = server
+        .put(
+            &format!("/v1/products/{imei}/set_dcm_enabled_flag"),
+            json!({"enabled": true}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("Product {imei}. DCM Enabled Flag set to True"))
     );
     assert_eq!(product(&server, &imei).await["dcm_enabled_flag"], true);
-    let (s, _) = put(
-        &server,
-        &format!("/v1/products/{imei}/set_dcm_enabled_flag"),
-        Some(json!({"enabled": "maybe"})),
-    )
-    .await;
+    let (s, _) = server
+        .put(
+            &format!("/v1/products/{imei}/set_dcm_enabled_flag"),
+            json!({"enabled": "maybe"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, b) = put(
-        &server,
-        &format!("/v1/products/{imei}/set_is_payg"),
-        Some(json!({"is_payg": false})),
-    )
-    .await;
+    let (s, b) = server
+        .put(
+            &format!("/v1/products/{imei}/set_is_payg"),
+            json!({"is_payg": false}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
@@ -1559,24 +1562,21 @@ async fn energy_limit_dcm_and_payg(backend: Backend) {
         ))
     );
     assert_eq!(product(&server, &imei).await["is_payg"], false);
-    let (s, _) = put(
-        &server,
-        &format!("/v1/products/{imei}/set_is_payg"),
-        Some(json!({})),
-    )
-    .await;
+    let (s, _) = server
+        .put(&format!("/v1/products/{imei}/set_is_payg"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // BP20 units are DCM enabled and stay so.
     let (_, pt) = server
         .put("/v1/product_types/7", json!({"name": "BBOXX BP20 Hub"}))
         .await;
     assert_eq!(pt["name"], "BBOXX BP20 Hub");
-    let (s, b) = put(
-        &server,
-        &format!("/v1/products/{imei}/set_dcm_enabled_flag"),
-        Some(json!({"enabled": false})),
-    )
-    .await;
+    let (s, b) = server
+        .put(
+            &format!("/v1/products/{imei}/set_dcm_enabled_flag"),
+            json!({"enabled": false}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     let bp20 = hub2(&server).await;
     assert_eq!(
@@ -1591,13 +1591,15 @@ async fn dashboard2_and_current_enable_status(backend: Backend) {
     let a = hub2(&server).await;
     let b_imei = hub2(&server).await;
     let e = entity(&server, "Dash Entity").await;
-    put(
-        &server,
-        &format!("/v1/products/{a}/assign_entity"),
-        Some(json!({"entity_id": e})),
-    )
-    .await;
-    put(&server, &format!("/v1/products/{a}/enable"), None).await;
+    server
+        .put(
+            &format!("/v1/products/{a}/assign_entity"),
+            json!({"entity_id": e}),
+        )
+        .await;
+    server
+        .call(Method::PUT, &format!("/v1/products/{a}/enable"), None)
+        .await;
     server
         .seed(
             "product_note",
@@ -1712,19 +1714,19 @@ async fn alert_dismissal_publishes(backend: Backend) {
         .seed("alert", json!({"product_imei": imei, "dismissed_at": null, "dismissed_by": null, "repair_id": null}))
         .await;
     let path = format!("/v1/alerts/{alert}/dismiss");
-    let (s, b) = put(
-        &server,
-        &path,
-        Some(json!({"dismissal_reason": "fixed", "extra_info": "by phone", "repair_id": 999_999})),
-    )
-    .await;
+    let (s, b) = server
+        .put(
+            &path,
+            json!({"dismissal_reason": "fixed", "extra_info": "by phone", "repair_id": 999_999}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
-    let (s, b) = put(
-        &server,
-        &path,
-        Some(json!({"dismissal_reason": "fixed", "extra_info": "by phone"})),
-    )
-    .await;
+    let (s, b) = server
+        .put(
+            &path,
+            json!({"dismissal_reason": "fixed", "extra_info": "by phone"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b,
@@ -1739,21 +1741,27 @@ async fn alert_dismissal_publishes(backend: Backend) {
     assert_eq!(n[0]["data"]["dismissal_reason"], "fixed");
     assert_eq!(n[0]["data"]["dismissed_at"], row["dismissed_at"]);
     // Twice: success, nothing published.
-    let (s, _) = put(&server, &path, None).await;
+    let (s, _) = server.call(Method::PUT, &path, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         notifications(&server, "product-alert", &imei).await.len(),
         1
     );
     assert_eq!(
-        put(&server, "/v1/alerts/abc/dismiss", None).await.0,
+        server
+            .call(Method::PUT, "/v1/alerts/abc/dismiss", None)
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        put(&server, "/v1/alerts/999999/dismiss", None).await.0,
+        server
+            .call(Method::PUT, "/v1/alerts/999999/dismiss", None)
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
-    let (s, _) = put(&server, &path, Some(json!({"colour": "red"}))).await;
+    let (s, _) = server.put(&path, json!({"colour": "red"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let viewer = server.user("view@alert", "OVERVIEW", "GLOBAL", None).await;
     assert_eq!(
@@ -1781,18 +1789,18 @@ async fn permissions_and_entity_scope_on_every_product_endpoint(backend: Backend
     let theirs = entity(&server, "Theirs").await;
     let own = hub2(&server).await;
     let foreign = hub2(&server).await;
-    put(
-        &server,
-        &format!("/v1/products/{own}/assign_entity"),
-        Some(json!({"entity_id": mine})),
-    )
-    .await;
-    put(
-        &server,
-        &format!("/v1/products/{foreign}/assign_entity"),
-        Some(json!({"entity_id": theirs})),
-    )
-    .await;
+    server
+        .put(
+            &format!("/v1/products/{own}/assign_entity"),
+            json!({"entity_id": mine}),
+        )
+        .await;
+    server
+        .put(
+            &format!("/v1/products/{foreign}/assign_entity"),
+            json!({"entity_id": theirs}),
+        )
+        .await;
     let scoped = server
         .user("system@mine", "SYSTEM", "ENTITY", Some(mine))
         .await;

@@ -18,7 +18,7 @@ use bus::{MemoryBus, MemoryBusConfig, Topics};
 use codec::handshake::{decode_handshake, HandshakeMessage, RefuseReason};
 use codec::legacy::basic_auth;
 use common::{metric, Backend, TestServer};
-use control_plane::http::AppState;
+use control_plane::app::AppState;
 use control_plane::rtc::{PendingMtDb, PresenceDb, UnitDirectoryDb};
 use gateway::{Deps, Gateway, GatewayConfig, LocalAddrs, MemoryPresence, NoFallback};
 use reqwest::StatusCode;

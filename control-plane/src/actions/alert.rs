@@ -9,12 +9,13 @@ use sea_query::LockType;
 use serde_json::{json, Value as Json};
 
 use super::object;
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::db::{DbError, Row, Tx};
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody};
 use crate::rows::{eq, update, RowExt};
+use crate::web::{success, JsonBody};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/alerts/{id}/dismiss", put(dismiss))

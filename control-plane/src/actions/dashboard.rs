@@ -16,13 +16,14 @@ use axum::Router;
 use sea_query::{Alias, Expr, Func, Order, Query, SelectStatement};
 use serde_json::{json, Map, Value as Json};
 
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::http::{success, AppState, QueryPairs};
 use crate::query::{self, Page, QuerySpec};
 use crate::rows::{col, select_all, tc, RowExt};
+use crate::web::{success, QueryPairs};
 
 /// The largest page these endpoints serve whatever the configuration says:
 /// a page's IMEIs are bound as one `IN (...)` list per query, and SQLite

@@ -18,12 +18,13 @@ use sea_query::{Alias, Expr, Order, Query};
 use serde_json::{json, Value as Json};
 
 use super::object;
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::Tx;
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody};
 use crate::rows::{col, eq, insert, update, RowExt};
+use crate::web::{success, JsonBody};
 
 /// Entity 1, seeded by migration 0003.
 pub const UNKNOWN_ENTITY: i64 = 1;

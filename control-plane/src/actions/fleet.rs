@@ -14,12 +14,13 @@ use sea_query::{Alias, Expr, Order, Query, SelectStatement, SimpleExpr};
 use serde_json::{json, Map, Value as Json};
 
 use super::{object, GetArgs};
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody, QueryPairs};
 use crate::rows::{col, eq, insert, select_all, tc, update, RowExt};
+use crate::web::{success, JsonBody, QueryPairs};
 
 /// A unit is expected to connect once every four hours (spec).
 const EXPECTED_CONNECTION_SECS: i64 = 4 * 3600;

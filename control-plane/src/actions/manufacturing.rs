@@ -37,12 +37,13 @@ use sea_query::{Alias, Query};
 use serde_json::{json, Map, Value as Json};
 
 use super::object;
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody};
 use crate::rows::{col, eq, insert, select_all, RowExt};
+use crate::web::{success, JsonBody};
 
 /// Default part types (spec and migration 0003).
 pub const SIM_PART_TYPE: i64 = 43;

@@ -40,12 +40,13 @@ use chrono::NaiveDateTime;
 use sea_query::{Alias, Expr, LockType, Query};
 use serde_json::{Map, Value as Json};
 
+use crate::app::AppState;
 use crate::catalogue::{Column, ColumnType};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::http::{AppState, JsonBody, QueryPairs};
 use crate::query::Visibility;
 use crate::rows::{catalogue, col, eq, insert, row, table, RowExt};
+use crate::web::{JsonBody, QueryPairs};
 
 /// Every action route.
 pub fn router() -> Router<AppState> {

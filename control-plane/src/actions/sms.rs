@@ -35,13 +35,14 @@ use sea_query::{Alias, Expr};
 use serde_json::{json, Value as Json};
 
 use super::object;
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::config::ControlPlaneConfig;
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody};
 use crate::rows::{eq, insert, select_all, update, RowExt};
+use crate::web::{success, JsonBody};
 
 /// The text of a WAKEUP SMS.
 pub const WAKEUP_MESSAGE: &str = "WAKEUP";

@@ -16,12 +16,13 @@ use sea_query::{Alias, Query};
 use serde_json::{Map, Value as Json};
 
 use super::object;
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody};
 use crate::rows::{col, eq, insert, update, RowExt};
+use crate::web::{success, JsonBody};
 
 pub const NON_EXISTANT: i64 = 1;
 pub const STORED: i64 = 2;

@@ -44,12 +44,13 @@ use sea_query::{Alias, Expr, Order, Query};
 use serde_json::{json, Value as Json};
 
 use super::object;
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody};
 use crate::rows::{col, eq, insert, tc, update, RowExt};
+use crate::web::{success, JsonBody};
 
 /// The `user` of history rows written because the unit reported a change.
 pub const UNIT_USER: &str = "unit";

@@ -17,10 +17,10 @@ use super::rules::{
 };
 use super::AlertError;
 use crate::actions::alert::publish;
+use crate::app::AppState;
 use crate::catalogue::{Column, ColumnType};
 use crate::config::AlertsConfig;
 use crate::db::{Db, Row, Tx};
-use crate::http::AppState;
 use crate::rows::{self, a, col, RowExt};
 use ingest::tsdb::{FieldValue, Fields, Query as TsQuery, TELEMETRY};
 

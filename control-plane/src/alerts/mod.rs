@@ -27,10 +27,10 @@ pub mod rules;
 
 pub use engine::{AlertEngine, PassReport};
 
+use crate::app::AppState;
 use crate::config::AlertsConfig;
 use crate::db::DbError;
 use crate::error::ApiError;
-use crate::http::AppState;
 
 /// Passes, by `outcome` (ok, failed).
 pub const PASSES: &str = "smartsolar_alerts_passes_total";

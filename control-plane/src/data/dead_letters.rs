@@ -38,13 +38,14 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use super::method_not_allowed;
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::Row;
 use crate::error::ApiError;
-use crate::http::{success, AppState};
 use crate::query::{self, Visibility};
 use crate::values::now;
+use crate::web::success;
 
 /// The consumer group the control-plane reads dead-letter topics as.
 pub const GROUP: &str = "control-plane-dead-letters";

@@ -22,9 +22,9 @@ use axum::Router;
 use ingest::tsdb::TsdbError;
 use sea_query::Value;
 
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::query;
 
 /// Every route of this module.

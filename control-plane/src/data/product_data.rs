@@ -21,10 +21,11 @@ use serde_json::{Map, Value as Json};
 
 use super::time::{self, format_ns, now_ns};
 use super::{method_not_allowed, require_visible_product, tsdb_error};
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody, QueryPairs};
+use crate::web::{success, JsonBody, QueryPairs};
 
 /// `start` when none is given: this long before now.
 const DEFAULT_RANGE_NS: i64 = 7 * 86_400 * 1_000_000_000;

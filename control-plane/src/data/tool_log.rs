@@ -20,10 +20,11 @@ use ingest::tsdb::{FieldValue, Point};
 use serde_json::{Map, Value as Json};
 
 use super::{method_not_allowed, time, tsdb_error};
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody};
+use crate::web::{success, JsonBody};
 
 /// The measurement tool logs are written to.
 pub const MEASUREMENT: &str = "tool_log";

@@ -9,11 +9,12 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{parse_json, read_body, AppState};
+use crate::app::AppState;
 use crate::auth::{find_user, issue_token, new_token, verify_password_blocking, AuthUser};
 use crate::catalogue::Permission;
 use crate::error::ApiError;
 use crate::query::Visibility;
+use crate::web::{parse_json, read_body};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

@@ -12,13 +12,14 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value as Json};
 
-use super::{success, AppState, JsonBody};
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, Permission};
 use crate::dcm::{self, Category, NewCommand};
 use crate::error::ApiError;
 use crate::query;
 use crate::values::format_datetime;
+use crate::web::{success, JsonBody};
 
 /// Longest accepted `transaction_id` (it is a unique key; clients send UUIDs).
 pub(super) const MAX_TRANSACTION_ID: usize = 255;

@@ -12,13 +12,14 @@ use axum::Router;
 use sea_query::{Alias, Expr, Query, SimpleExpr, Value};
 use serde_json::{Map, Value as Json};
 
-use super::{list_body, AppState, JsonBody, QueryPairs};
+use crate::app::AppState;
 use crate::auth::{hash_password_blocking, AuthUser};
 use crate::catalogue::{Catalogue, Column, ColumnType, Table};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::query::{self, Page};
 use crate::values::{coerce, now};
+use crate::web::{list_body, JsonBody, QueryPairs};
 
 /// One route pair (`/x` and `/x/{id}`) per documented path of every table.
 pub(super) fn router(cat: &Catalogue) -> Router<AppState> {

@@ -1,132 +1,21 @@
-//! The HTTP API: router, shared state, request body handling, serving.
+//! The HTTP API: the router over every handler module, probes, the panic net,
+//! serving. Shared state lives in [`crate::app`], request helpers in
+//! [`crate::web`]; handler modules import those, never this one.
 
 mod auth;
 mod dcm;
 mod generic;
 mod natural_keys;
 mod openapi;
-mod paging;
 mod webhooks;
 
-pub(crate) use paging::{list_body, QueryPairs};
-
-pub(crate) use openapi::ACTION_ROUTES;
-
-use std::sync::Arc;
-
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use serde_json::Value as Json;
 
-use crate::auth::{AuthCache, Clock};
-use crate::catalogue::Catalogue;
-use crate::config::ControlPlaneConfig;
-use crate::db::Db;
+pub use crate::app::{readiness, AppState, Inner};
 use crate::error::ApiError;
-use bus::{Bus, MemoryBus, MemoryBusConfig, Topics};
-use ingest::tsdb::embedded::Embedded;
-use ingest::tsdb::TimeSeries;
-
-/// What every handler shares. Cloning is cheap (an `Arc`).
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-/// The contents of [`AppState`].
-pub struct Inner {
-    pub db: Db,
-    pub catalogue: Catalogue,
-    pub config: ControlPlaneConfig,
-    pub clock: Clock,
-    pub auth: AuthCache,
-    /// Where SMS to units go (see `actions::sms`).
-    pub sms: Arc<dyn crate::actions::sms::SmsProvider>,
-    /// Unit telemetry (`/products/<imei>/data`, `/upload_tool_log`).
-    pub timeseries: Arc<dyn TimeSeries>,
-    /// The message bus (dead-letter import and replay).
-    pub bus: Arc<dyn Bus>,
-    /// Topic names on [`Inner::bus`].
-    pub topics: Topics,
-    /// The dead-letter consumers, kept between import calls.
-    pub dead_letters: crate::data::dead_letters::Importers,
-    /// The unit directory's cache (`rtc::UnitDirectoryDb`), shared with the API's writes so
-    /// a changed key is forgotten at once (`rtc::credentials_changed`).
-    pub directory_cache: crate::rtc::DirectoryCache,
-    /// The rendered SQL of a GET by primary key, per table and viewer (issue 20).
-    pub get_by_pk: crate::db::RenderCache<(String, crate::query::Viewer)>,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// State over an open, migrated database.
-    ///
-    /// The time-series store defaults to a memory-only embedded store and
-    /// the bus to a private in-process bus with the default topic names:
-    /// enough for tests and for a control-plane alone. A process that keeps
-    /// telemetry or shares the bus with ingest and the gateway passes its
-    /// own with [`Self::with_timeseries`] and [`Self::with_bus`].
-    pub fn new(db: Db, config: ControlPlaneConfig) -> Self {
-        let sms = crate::actions::sms::provider_from_config(&config);
-        Self::with_sms(db, config, sms)
-    }
-
-    /// State with a given SMS provider (tests use a recording one).
-    pub fn with_sms(
-        db: Db,
-        config: ControlPlaneConfig,
-        sms: Arc<dyn crate::actions::sms::SmsProvider>,
-    ) -> Self {
-        let auth = AuthCache::new(config.login_window_secs);
-        let get_by_pk = crate::db::RenderCache::new(db.backend());
-        Self(Arc::new(Inner {
-            get_by_pk,
-            db,
-            catalogue: Catalogue::builtin(),
-            config,
-            clock: Clock::default(),
-            auth,
-            sms,
-            timeseries: Arc::new(Embedded::in_memory()),
-            bus: Arc::new(MemoryBus::new(MemoryBusConfig::default())),
-            topics: Topics::default(),
-            dead_letters: Default::default(),
-            directory_cache: Default::default(),
-        }))
-    }
-
-    /// Uses `timeseries` as the time-series store.
-    ///
-    /// # Panics
-    /// When the state has already been cloned (configure it before serving).
-    pub fn with_timeseries(mut self, timeseries: Arc<dyn TimeSeries>) -> Self {
-        self.inner_mut().timeseries = timeseries;
-        self
-    }
-
-    /// Uses `bus` with the topic names `topics`.
-    ///
-    /// # Panics
-    /// When the state has already been cloned (configure it before serving).
-    pub fn with_bus(mut self, bus: Arc<dyn Bus>, topics: Topics) -> Self {
-        let inner = self.inner_mut();
-        inner.bus = bus;
-        inner.topics = topics;
-        inner.dead_letters = Default::default();
-        self
-    }
-
-    fn inner_mut(&mut self) -> &mut Inner {
-        Arc::get_mut(&mut self.0).expect("configure AppState before cloning it")
-    }
-}
+pub use crate::web::{success, JsonBody};
 
 /// The whole API: `/v1/...` routes and the `/console` app, with JSON 404s
 /// for unknown paths.
@@ -197,88 +86,8 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> R
     }
 }
 
-/// Checks the database, the bus and the time-series store, in that order,
-/// and names the first that does not answer. Every service process holds
-/// all three (the gateway looks units up in the database and publishes on
-/// the bus; ingest writes to all three), so one check serves them all.
-pub async fn readiness(state: &AppState) -> Result<(), String> {
-    probe("database", state.db.ping()).await?;
-    probe("bus", state.bus.ping()).await?;
-    probe("time-series store", state.timeseries.ping()).await
-}
-
-/// How long one dependency may take to answer a readiness check: a probe
-/// (Kubernetes, a load balancer) gives up after a few seconds, and the answer
-/// should then name the dependency that hangs rather than time out itself.
-const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-async fn probe<E: std::fmt::Display>(
-    what: &str,
-    ping: impl std::future::Future<Output = Result<(), E>>,
-) -> Result<(), String> {
-    match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("{what} unreachable: {e}")),
-        Err(_) => Err(format!(
-            "{what} unreachable: no answer within {} s",
-            PROBE_TIMEOUT.as_secs()
-        )),
-    }
-}
-
 async fn not_found() -> ApiError {
     ApiError::NotFound("The requested URL was not found on the server.".into())
-}
-
-/// A JSON request body, read with the configured size limit. Malformed JSON
-/// is a 400 naming the position; an oversize body is a 413; an empty body
-/// is `null` (several GETs and actions take no body).
-pub struct JsonBody(pub Json);
-
-impl FromRequest<AppState> for JsonBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(req, state.config.max_body_bytes).await?;
-        parse_json(&bytes).map(JsonBody)
-    }
-}
-
-/// Reads a body up to `limit` bytes (413 past it).
-pub(crate) async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if len > limit {
-            return Err(ApiError::PayloadTooLarge(limit));
-        }
-    }
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(limit))
-}
-
-/// Parses a JSON body; empty means `null`.
-pub(crate) fn parse_json(bytes: &[u8]) -> Result<Json, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Json::Null);
-    }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("Malformed JSON body: {e}")))
-}
-
-/// A `{"status": "success", "message", "data"}` answer, as the action
-/// endpoints of the spec return.
-pub fn success(status: StatusCode, message: impl Into<String>, data: Json) -> Response {
-    (
-        status,
-        axum::Json(
-            serde_json::json!({"status": "success", "message": message.into(), "data": data}),
-        ),
-    )
-        .into_response()
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes
@@ -300,6 +109,8 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::extract::Request;
+    use serde_json::Value as Json;
     use tower::ServiceExt as _;
 
     #[tokio::test]

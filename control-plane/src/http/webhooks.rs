@@ -13,10 +13,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value as Json};
 
-use super::{success, AppState, JsonBody, QueryPairs};
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
+use crate::web::{success, JsonBody, QueryPairs};
 use crate::webhooks::subscriptions;
 
 pub(super) fn router() -> Router<AppState> {

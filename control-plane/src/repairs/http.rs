@@ -20,10 +20,11 @@ use serde_json::{json, Map, Value as Json};
 use super::definition::{DataType, InputSpec, Lang, State as WfState, Workflows};
 use super::engine::Action;
 use super::service::{self, Call, Choice, ListFilters};
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody, QueryPairs};
+use crate::web::{success, JsonBody, QueryPairs};
 
 /// The repair routes; the workflows are loaded (and validated) here.
 pub fn router() -> Router<AppState> {

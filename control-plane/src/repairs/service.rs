@@ -27,11 +27,11 @@ use serde_json::{json, Map, Value as Json};
 
 use super::definition::{resolve_input, Effect, End, Lang, State, Workflow, Workflows};
 use super::engine::{self, Action, Context, EngineError};
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType};
 use crate::db::{Db, DbError, Row, Tx};
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::query::scope_condition;
 use crate::rows::{a, c, col, to_columns};
 

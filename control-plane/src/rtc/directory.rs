@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use sea_query::{Alias, Expr, Query};
 
+use crate::app::AppState;
 use crate::catalogue::{Column, ColumnType};
 use crate::db::Row;
-use crate::http::AppState;
 use crate::rows::{col, RowExt};
 
 /// How long a found unit is remembered.

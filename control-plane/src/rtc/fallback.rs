@@ -6,8 +6,8 @@ use codec::CorrelationId;
 use sea_query::{Alias, Expr, Query};
 
 use super::RTC_USER;
+use crate::app::AppState;
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::rows::{insert, RowExt};
 
 /// Within this many seconds of a fallback SMS to a unit, another command that runs out

@@ -16,11 +16,12 @@ use serde_json::json;
 
 use super::mt::{self, Sent};
 use crate::actions::{object, str_field};
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
-use crate::http::{success, AppState, JsonBody};
 use crate::rows::RowExt;
+use crate::web::{success, JsonBody};
 
 /// Longest accepted diagnostic command.
 const MAX_COMMAND: usize = 1000;

@@ -24,11 +24,11 @@ use sea_query::{Alias, Expr, Query};
 use serde_json::{json, Map, Value as Json};
 
 use super::RTC_USER;
+use crate::app::AppState;
 use crate::catalogue::{Column, ColumnType};
 use crate::db::Tx;
 use crate::dcm::{self, Category};
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::rows::{col, eq, insert, update, RowExt};
 
 /// Payment commands per MT message (a transaction id is at most 255 bytes, so 32

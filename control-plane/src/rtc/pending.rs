@@ -24,11 +24,11 @@ use sea_query::{Alias, Expr, Order, Query};
 use tokio::sync::Semaphore;
 
 use super::mt::{self, Sent};
+use crate::app::AppState;
 use crate::catalogue::{Column, ColumnType};
 use crate::db::{DbError, Tx};
 use crate::dcm;
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::rows::{col, RowExt};
 
 /// Reads of the record in flight at once: a connect storm (every unit after a restart) must

@@ -11,9 +11,9 @@ use ingest::sink::SinkError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{api_sink_error, datetime_ms, RTC_USER};
+use crate::app::AppState;
 use crate::db::Tx;
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::rows::{eq, insert, update, RowExt};
 
 /// Events waiting for the writer.

@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use sea_query::{Alias, Expr, OnConflict, Query};
 
+use crate::app::AppState;
 use crate::catalogue::{Column, ColumnType};
-use crate::http::AppState;
 
 /// `rtc::PresenceRegistry` over the `rtc_presence` table.
 ///

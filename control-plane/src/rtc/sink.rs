@@ -19,10 +19,10 @@ use super::{
     RTC_USER,
 };
 use crate::actions::unit::{apply_unit_report, UnitReport, UNIT_USER};
+use crate::app::AppState;
 use crate::catalogue::{Column, ColumnType};
 use crate::db::Tx;
 use crate::dcm::{self, Category};
-use crate::http::AppState;
 use crate::rows::{col, eq, insert, update, RowExt};
 
 /// Longest command output kept in `delivery_status_info`.

@@ -16,13 +16,14 @@ use super::secrets::SecretBox;
 use super::signing::new_key;
 use super::url_policy::UrlPolicy;
 use super::worker::PENDING;
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType};
 use crate::db::{DbError, Row};
 use crate::error::ApiError;
-use crate::http::{list_body, AppState};
 use crate::query::{Page, Visibility};
 use crate::rows::{a, col, names, to_columns};
+use crate::web::list_body;
 
 /// A new subscription, with its key in clear (returned once, never stored so).
 #[derive(Debug, Clone)]

@@ -35,9 +35,9 @@ use serde_json::Value as Json;
 use super::secrets::SecretBox;
 use super::signing::{signature, SIGNATURE_HEADER};
 use super::url_policy::UrlPolicy;
+use crate::app::AppState;
 use crate::catalogue::{Column, ColumnType};
 use crate::db::{Db, DbError, Tx};
-use crate::http::AppState;
 use crate::rows::{a, col, RowExt};
 use crate::schema::Backend;
 

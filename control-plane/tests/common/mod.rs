@@ -5,9 +5,9 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use control_plane::app::AppState;
 use control_plane::catalogue::{Catalogue, Column, ColumnType, Table};
 use control_plane::db::Db;
-use control_plane::http::AppState;
 use control_plane::ControlPlaneConfig;
 use reqwest::{Method, StatusCode};
 use sea_query::{Alias, Query, SimpleExpr};
