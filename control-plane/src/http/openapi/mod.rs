@@ -70,7 +70,7 @@ async fn document(State(state): State<AppState>) -> axum::Json<Json> {
     axum::Json(build(&state.catalogue))
 }
 
-pub(super) const PERMISSIONS: [&str; 5] = ["OVERVIEW", "TECHNICAL", "ADMIN", "FACTORY", "SYSTEM"];
+const PERMISSIONS: [&str; 5] = ["OVERVIEW", "TECHNICAL", "ADMIN", "FACTORY", "SYSTEM"];
 
 /// `listStateTypes`-style ids from the method and path.
 pub(super) fn operation_id(verb: &str, path: &str) -> String {
