@@ -118,6 +118,24 @@ pub struct StatusReport<'a> {
     pub expected_expiry: Option<u64>,
 }
 
+impl StatusReport<'static> {
+    /// A typical enabled unit's report at `time` (~50 bytes encoded): the message the unit
+    /// simulator sends and the tests and fuzz seeds decode, written once.
+    pub fn typical(time: u64) -> Self {
+        Self {
+            time: Some(time),
+            enabled: Some(true),
+            tamper_enabled: Some(true),
+            tamper_triggered: Some(false),
+            software_version: Some("3.6a"),
+            energy_limit: Some(120.5),
+            capacity_limit: Some(80.0),
+            balance: Some(432_000),
+            expected_expiry: Some(time + 432_000),
+        }
+    }
+}
+
 /// Type 2: a batch of telemetry records.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TelemetryBatch<'a> {

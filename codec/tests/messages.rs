@@ -174,17 +174,7 @@ fn timestamps() {
 }
 
 fn typical_status() -> StatusReport<'static> {
-    StatusReport {
-        time: Some(1518543688),
-        enabled: Some(true),
-        tamper_enabled: Some(true),
-        tamper_triggered: Some(false),
-        software_version: Some("3.6a"),
-        energy_limit: Some(120.5),
-        capacity_limit: Some(80.0),
-        balance: Some(432000),
-        expected_expiry: Some(1518975688),
-    }
+    StatusReport::typical(1518543688)
 }
 
 #[test]

@@ -51,17 +51,7 @@ fn allocations_during<R>(f: impl FnOnce() -> R) -> (usize, R) {
 
 #[test]
 fn typical_mo_decode_allocates_nothing() {
-    let status = mo_to_vec(&MoMessage::StatusReport(StatusReport {
-        time: Some(1518543688),
-        enabled: Some(true),
-        tamper_enabled: Some(true),
-        tamper_triggered: Some(false),
-        software_version: Some("3.6a"),
-        energy_limit: Some(120.5),
-        capacity_limit: Some(80.0),
-        balance: Some(432000),
-        expected_expiry: Some(1518975688),
-    }));
+    let status = mo_to_vec(&MoMessage::StatusReport(StatusReport::typical(1518543688)));
     let values = [
         TelemetryValue {
             field: "voltage",

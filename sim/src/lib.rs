@@ -606,17 +606,7 @@ pub fn now_s() -> u64 {
 
 /// A typical status report (~50 bytes).
 pub fn status_report(time: u64) -> Vec<u8> {
-    mo_to_vec(&MoMessage::StatusReport(StatusReport {
-        time: Some(time),
-        enabled: Some(true),
-        tamper_enabled: Some(true),
-        tamper_triggered: Some(false),
-        software_version: Some("3.6a"),
-        energy_limit: Some(120.5),
-        capacity_limit: Some(80.0),
-        balance: Some(432_000),
-        expected_expiry: Some(time + 432_000),
-    }))
+    mo_to_vec(&MoMessage::StatusReport(StatusReport::typical(time)))
 }
 
 /// A typical telemetry batch (one record, five values).
