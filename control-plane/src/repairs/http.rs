@@ -9,11 +9,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, put};
+use axum::routing::{get, put, MethodRouter};
 use axum::{Extension, Router};
 use serde_json::{json, Map, Value as Json};
 
@@ -31,29 +31,20 @@ pub fn router() -> Router<AppState> {
     let workflows = Arc::new(
         super::load_builtin().expect("the shipped workflows are valid (checked at start, tested)"),
     );
-    Router::new()
-        .route(
-            "/products/{id}/get_repair",
-            get(get_repair).fallback(not_allowed),
-        )
-        .route(
-            "/repairs/list_current_states",
-            get(list_current_states).fallback(not_allowed),
-        )
-        .route(
-            "/repairs/{id}/current_state",
-            get(current_state).fallback(not_allowed),
-        )
-        .route(
-            "/repairs/{id}/send_inputs",
-            put(send_inputs).fallback(not_allowed),
-        )
-        .route(
-            "/repairs/{id}/send_events",
-            put(send_events).fallback(not_allowed),
-        )
-        .route("/repairs/{id}/history", get(history).fallback(not_allowed))
-        .route("/repairs/{id}/undo", put(undo).fallback(not_allowed))
+    let routes: [(&str, MethodRouter<AppState>); 7] = [
+        ("/products/{id}/get_repair", get(get_repair)),
+        ("/repairs/list_current_states", get(list_current_states)),
+        ("/repairs/{id}/current_state", get(current_state)),
+        ("/repairs/{id}/send_inputs", put(send::<Inputs>)),
+        ("/repairs/{id}/send_events", put(send::<Event>)),
+        ("/repairs/{id}/history", get(history)),
+        ("/repairs/{id}/undo", put(undo)),
+    ];
+    routes
+        .into_iter()
+        .fold(Router::new(), |router, (path, method)| {
+            router.route(path, method.fallback(not_allowed))
+        })
         .layer(Extension(workflows))
 }
 
@@ -76,12 +67,40 @@ impl<S: Send + Sync> FromRequestParts<S> for AcceptLanguage {
     }
 }
 
-fn call<'a>(state: &'a AppState, workflows: &'a Workflows, user: &'a AuthUser) -> Call<'a> {
-    Call {
-        app: state,
-        workflows,
-        user,
-        now: state.clock.now(),
+/// What every repair handler needs: the application, the workflows (an
+/// extension of the router) and the authenticated user.
+struct Repairs {
+    app: AppState,
+    workflows: Arc<Workflows>,
+    user: AuthUser,
+}
+
+impl FromRequestParts<AppState> for Repairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let Extension(workflows) = Extension::<Arc<Workflows>>::from_request_parts(parts, app)
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+        let user = AuthUser::from_request_parts(parts, app).await?;
+        Ok(Self {
+            app: app.clone(),
+            workflows,
+            user,
+        })
+    }
+}
+
+impl Repairs {
+    /// The user must have `permission`; then the service call's context.
+    fn call(&self, permission: Permission) -> Result<Call<'_>, ApiError> {
+        self.user.require(permission)?;
+        Ok(Call {
+            app: &self.app,
+            workflows: &self.workflows,
+            user: &self.user,
+            now: self.app.clock.now(),
+        })
     }
 }
 
@@ -91,14 +110,8 @@ fn repair_id(id: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("Repair {id} not found")))
 }
 
-async fn get_repair(
-    State(state): State<AppState>,
-    Extension(wfs): Extension<Arc<Workflows>>,
-    user: AuthUser,
-    Path(imei): Path<String>,
-) -> Result<Response, ApiError> {
-    user.require(Permission::Technical)?;
-    let found = service::get_repair(&call(&state, &wfs, &user), &imei).await?;
+async fn get_repair(repairs: Repairs, Path(imei): Path<String>) -> Result<Response, ApiError> {
+    let found = service::get_repair(&repairs.call(Permission::Technical)?, &imei).await?;
     let mut data = Map::new();
     data.insert("repair_id".into(), found.repair_id.into());
     if let Some(config) = found.config {
@@ -113,15 +126,12 @@ async fn get_repair(
 }
 
 async fn current_state(
-    State(state): State<AppState>,
-    Extension(wfs): Extension<Arc<Workflows>>,
-    user: AuthUser,
+    repairs: Repairs,
     AcceptLanguage(lang): AcceptLanguage,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    user.require(Permission::Overview)?;
-    let id = repair_id(&id)?;
-    let (wf_state, choices) = service::current_state(&call(&state, &wfs, &user), id, lang).await?;
+    let call = repairs.call(Permission::Overview)?;
+    let (wf_state, choices) = service::current_state(&call, repair_id(&id)?, lang).await?;
     Ok(success(
         StatusCode::OK,
         "Repair found",
@@ -129,18 +139,48 @@ async fn current_state(
     ))
 }
 
-async fn send_inputs(
-    State(state): State<AppState>,
-    Extension(wfs): Extension<Arc<Workflows>>,
-    user: AuthUser,
+/// send_inputs and send_events: one step of the repair's workflow; they
+/// differ only in the body, `B`.
+async fn send<B: StepBody>(
+    repairs: Repairs,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    user.require(Permission::Technical)?;
+    let call = repairs.call(Permission::Technical)?;
     let id = repair_id(&id)?;
-    let inputs = inputs_body(body)?;
-    service::act(&call(&state, &wfs, &user), id, Action::Inputs(&inputs)).await?;
+    let body = B::parse(body)?;
+    service::act(&call, id, body.action()).await?;
     Ok(success(StatusCode::OK, "Repair updated", json!({})))
+}
+
+/// The body of a step, checked, as the engine's [`Action`] borrows it.
+trait StepBody: Sized {
+    fn parse(body: Json) -> Result<Self, ApiError>;
+    fn action(&self) -> Action<'_>;
+}
+
+/// The body of send_inputs.
+struct Inputs(Map<String, Json>);
+
+impl StepBody for Inputs {
+    fn parse(body: Json) -> Result<Self, ApiError> {
+        inputs_body(body).map(Self)
+    }
+    fn action(&self) -> Action<'_> {
+        Action::Inputs(&self.0)
+    }
+}
+
+/// The body of send_events.
+struct Event(String);
+
+impl StepBody for Event {
+    fn parse(body: Json) -> Result<Self, ApiError> {
+        event_body(body).map(Self)
+    }
+    fn action(&self) -> Action<'_> {
+        Action::Event(&self.0)
+    }
 }
 
 /// `{"voltage": 4.8, "serial": "..."}`; a list of such objects (the
@@ -166,20 +206,6 @@ fn inputs_body(body: Json) -> Result<Map<String, Json>, ApiError> {
         }
         _ => Err(bad()),
     }
-}
-
-async fn send_events(
-    State(state): State<AppState>,
-    Extension(wfs): Extension<Arc<Workflows>>,
-    user: AuthUser,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    user.require(Permission::Technical)?;
-    let id = repair_id(&id)?;
-    let event = event_body(body)?;
-    service::act(&call(&state, &wfs, &user), id, Action::Event(&event)).await?;
-    Ok(success(StatusCode::OK, "Repair updated", json!({})))
 }
 
 /// `{"event": "battery.charged"}`, or that object alone in a list.
@@ -208,19 +234,13 @@ fn event_body(body: Json) -> Result<String, ApiError> {
 }
 
 async fn history(
-    State(state): State<AppState>,
-    Extension(wfs): Extension<Arc<Workflows>>,
-    user: AuthUser,
+    repairs: Repairs,
     AcceptLanguage(lang): AcceptLanguage,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    user.require(Permission::Overview)?;
-    let id = repair_id(&id)?;
-    let states = service::history(&call(&state, &wfs, &user), id).await?;
-    let data: Vec<Json> = states
-        .iter()
-        .map(|s| json!({"ident": s.ident, "name": s.name.get(lang)}))
-        .collect();
+    let call = repairs.call(Permission::Overview)?;
+    let states = service::history(&call, repair_id(&id)?).await?;
+    let data = states.iter().map(|s| state_name(s, lang)).collect();
     Ok(success(
         StatusCode::OK,
         "Repair state found",
@@ -228,14 +248,9 @@ async fn history(
     ))
 }
 
-async fn list_current_states(
-    State(state): State<AppState>,
-    Extension(wfs): Extension<Arc<Workflows>>,
-    user: AuthUser,
-    AcceptLanguage(lang): AcceptLanguage,
-    params: QueryPairs,
-) -> Result<Response, ApiError> {
-    user.require(Permission::Overview)?;
+/// The filters of list_current_states from its query parameters; any
+/// other parameter is refused.
+fn list_filters(params: QueryPairs) -> Result<ListFilters, ApiError> {
     let mut filters = ListFilters::default();
     for (k, v) in params {
         match k.as_str() {
@@ -254,11 +269,21 @@ async fn list_current_states(
             }
         }
     }
-    let repairs = service::list_current(&call(&state, &wfs, &user), &filters).await?;
-    let data: Vec<Json> = repairs
+    Ok(filters)
+}
+
+async fn list_current_states(
+    repairs: Repairs,
+    AcceptLanguage(lang): AcceptLanguage,
+    params: QueryPairs,
+) -> Result<Response, ApiError> {
+    let call = repairs.call(Permission::Overview)?;
+    let found = service::list_current(&call, &list_filters(params)?).await?;
+    let data: Vec<Json> = found
         .iter()
         .map(|r| {
-            let name = wfs
+            let name = repairs
+                .workflows
                 .get(&r.workflow_name)
                 .and_then(|wf| wf.state(&r.workflow_state_id))
                 .map_or(r.workflow_state_id.as_str(), |s| s.name.get(lang));
@@ -279,20 +304,22 @@ async fn list_current_states(
 }
 
 async fn undo(
-    State(state): State<AppState>,
-    Extension(wfs): Extension<Arc<Workflows>>,
-    user: AuthUser,
+    repairs: Repairs,
     AcceptLanguage(lang): AcceptLanguage,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    user.require(Permission::Technical)?;
-    let id = repair_id(&id)?;
-    let restored = service::undo(&call(&state, &wfs, &user), id).await?;
+    let call = repairs.call(Permission::Technical)?;
+    let restored = service::undo(&call, repair_id(&id)?).await?;
     Ok(success(
         StatusCode::OK,
         "Repair updated",
-        json!({"ident": restored.ident, "name": restored.name.get(lang)}),
+        state_name(restored, lang),
     ))
+}
+
+/// A state as history and undo show it.
+fn state_name(state: &WfState, lang: Lang) -> Json {
+    json!({"ident": state.ident, "name": state.name.get(lang)})
 }
 
 /// A state as current_state shows it (keys in the spec's order).
