@@ -37,7 +37,6 @@ use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use super::method_not_allowed;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
@@ -45,6 +44,7 @@ use crate::db::Row;
 use crate::error::ApiError;
 use crate::query::{self, Visibility};
 use crate::values::now;
+use crate::web::route_table;
 use crate::web::success;
 
 /// The consumer group the control-plane reads dead-letter topics as.
@@ -75,27 +75,13 @@ pub struct Importers {
 }
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/rtc_import_mo_dead_letters",
-            post(import_mo).fallback(method_not_allowed),
-        )
-        .route(
-            "/rtc_import_mt_reply_dead_letters",
-            post(import_mt_reply).fallback(method_not_allowed),
-        )
-        .route(
-            "/rtc_dead_letters/{id}/replay",
-            put(replay).fallback(method_not_allowed),
-        )
-        .route(
-            "/rtc_dead_letters/{id}/discard",
-            put(discard).fallback(method_not_allowed),
-        )
-        .route(
-            "/rtc_dead_letters/{id}/decode",
-            get(decode).fallback(method_not_allowed),
-        )
+    route_table([
+        ("/rtc_import_mo_dead_letters", post(import_mo)),
+        ("/rtc_import_mt_reply_dead_letters", post(import_mt_reply)),
+        ("/rtc_dead_letters/{id}/replay", put(replay)),
+        ("/rtc_dead_letters/{id}/discard", put(discard)),
+        ("/rtc_dead_letters/{id}/decode", get(decode)),
+    ])
 }
 
 fn require_global(user: &AuthUser) -> Result<(), ApiError> {

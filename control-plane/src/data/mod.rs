@@ -35,11 +35,6 @@ pub fn router() -> Router<AppState> {
         .merge(dead_letters::router())
 }
 
-/// 405 in the error envelope for a method a route does not serve.
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
-}
-
 /// 404 unless the product exists and the user's scope lets them see it (the
 /// generic single-row GET's statement, so the rule is the same).
 pub(crate) async fn require_visible_product(

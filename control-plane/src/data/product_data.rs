@@ -20,11 +20,12 @@ use ingest::tsdb::{
 use serde_json::{Map, Value as Json};
 
 use super::time::{self, format_ns, now_ns};
-use super::{method_not_allowed, require_visible_product, tsdb_error};
+use super::{require_visible_product, tsdb_error};
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
+use crate::web::route_table;
 use crate::web::{success, JsonBody, QueryPairs};
 
 /// `start` when none is given: this long before now.
@@ -50,10 +51,7 @@ const READ_PARAMS: [&str; 10] = [
 ];
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route(
-        "/products/{id}/data",
-        get(read).post(write).fallback(method_not_allowed),
-    )
+    route_table([("/products/{id}/data", get(read).post(write))])
 }
 
 async fn write(

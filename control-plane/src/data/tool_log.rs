@@ -19,11 +19,12 @@ use axum::Router;
 use ingest::tsdb::{FieldValue, Point};
 use serde_json::{Map, Value as Json};
 
-use super::{method_not_allowed, time, tsdb_error};
+use super::{time, tsdb_error};
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
+use crate::web::route_table;
 use crate::web::{success, JsonBody};
 
 /// The measurement tool logs are written to.
@@ -103,10 +104,7 @@ pub const PERMITTED: &[(&str, &[&str])] = &[
 ];
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route(
-        "/upload_tool_log",
-        post(upload).fallback(method_not_allowed),
-    )
+    route_table([("/upload_tool_log", post(upload))])
 }
 
 async fn upload(

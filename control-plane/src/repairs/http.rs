@@ -24,7 +24,7 @@ use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
-use crate::web::{success, JsonBody, QueryPairs};
+use crate::web::{route_table, success, JsonBody, QueryPairs};
 
 /// The repair routes; the workflows are loaded (and validated) here.
 pub fn router() -> Router<AppState> {
@@ -40,16 +40,7 @@ pub fn router() -> Router<AppState> {
         ("/repairs/{id}/history", get(history)),
         ("/repairs/{id}/undo", put(undo)),
     ];
-    routes
-        .into_iter()
-        .fold(Router::new(), |router, (path, method)| {
-            router.route(path, method.fallback(not_allowed))
-        })
-        .layer(Extension(workflows))
-}
-
-async fn not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+    route_table(routes).layer(Extension(workflows))
 }
 
 /// The language of the answer, from `Accept-Language`.

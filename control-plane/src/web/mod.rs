@@ -11,6 +11,8 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::Router;
 use serde_json::Value as Json;
 
 use crate::app::AppState;
@@ -65,4 +67,22 @@ pub fn success(status: StatusCode, message: impl Into<String>, data: Json) -> Re
         ),
     )
         .into_response()
+}
+
+/// 405 in the error envelope for a method a route does not serve (axum's own
+/// 405 has an empty body, which clients of the original API cannot parse).
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// A router over a table of `(path, methods)`, every path answering its other
+/// methods with [`method_not_allowed`].
+pub(crate) fn route_table<const N: usize>(
+    routes: [(&'static str, MethodRouter<AppState>); N],
+) -> Router<AppState> {
+    routes
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods.fallback(method_not_allowed))
+        })
 }
