@@ -59,7 +59,7 @@ fn source_files() -> Vec<(std::path::PathBuf, String)> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else if !path.ends_with("http/openapi.rs") {
+            } else if !path.to_string_lossy().contains("http/openapi/") {
                 let text = std::fs::read_to_string(&path).unwrap();
                 files.push((path, text));
             }
@@ -94,26 +94,40 @@ fn normalise(path: &str) -> String {
 /// and the call's text up to its closing parenthesis.
 fn routes_in(text: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find(".route(") {
-        rest = &rest[at + 7..];
-        let Some(literal) = rest.trim_start().strip_prefix('"') else {
-            continue;
-        };
-        let route = literal[..literal.find('"').unwrap()].to_string();
-        let mut depth = 1;
-        let call: String = rest
-            .chars()
-            .take_while(|c| {
-                match c {
-                    '(' => depth += 1,
-                    ')' => depth -= 1,
-                    _ => {}
-                }
-                depth > 0
-            })
-            .collect();
-        out.push((route, call));
+    // `.route("/path", methods)` and the entries of a route table,
+    // `("/path", get(handler))` (`web::route_table`).
+    for opening in [".route(", "(\"/"] {
+        let mut rest = text;
+        while let Some(at) = rest.find(opening) {
+            // Just after the opening parenthesis.
+            rest = &rest[at + opening.find('(').unwrap() + 1..];
+            let Some(literal) = rest.trim_start().strip_prefix('"') else {
+                continue;
+            };
+            let route = literal[..literal.find('"').unwrap()].to_string();
+            let after = literal[route.len() + 1..].trim_start_matches([',', ' ', '\n']);
+            let is_table_entry = opening != ".route(";
+            if is_table_entry
+                && !["get(", "post(", "put(", "patch(", "delete("]
+                    .iter()
+                    .any(|verb| after.starts_with(verb))
+            {
+                continue;
+            }
+            let mut depth = 1;
+            let call: String = rest
+                .chars()
+                .take_while(|c| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth > 0
+                })
+                .collect();
+            out.push((route, call));
+        }
     }
     out
 }
