@@ -1,0 +1,171 @@
+//! [`ControlPlaneSink`]: the ingest engine's MO messages applied to the database.
+//!
+//! # Layout
+//! - this module: the sink, what every MO step shares (its transaction, its claim, telemetry
+//!   points) and the dispatch of `MoSink` to one module per MO type family;
+//! - [`status`]: status reports (the unit's state, a pending energy limit confirmed);
+//! - [`cell`]: cell reports (a `connection` row, the position, [`CellLocator`]);
+//! - [`balance`]: DCM balances and final balances;
+//! - [`reply`]: MT replies and command responses (`rtc_message_history` of the MT answered);
+//! - [`history`]: the `rtc_mo_message_history` row every MO gets.
+
+mod balance;
+mod cell;
+mod history;
+mod reply;
+mod status;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use codec::mo::{CellReport, CommandResponse, EventLog, FinalBalance, MtReply, StatusReport};
+use ingest::sink::{Balance, MoContext, MoHistory, MoSink, SinkError};
+use ingest::tsdb::{FieldValue, Point, TELEMETRY};
+
+use super::{claim_step, db_sink_error, first_applied_ms};
+use crate::db::Tx;
+use crate::http::AppState;
+
+pub(super) use cell::valid_position;
+pub use cell::{CellLocator, Location, NoCellLocator};
+pub use history::METRIC_MO_DUPLICATES;
+
+/// The ingest engine's sink over the control-plane database (see the module
+/// documentation of [`crate::rtc`] and `docs/decisions.md`, "RTC glue").
+///
+/// | MO | effect |
+/// |---|---|
+/// | status report | `actions::unit::apply_unit_report` (enable, tamper, software), a pending `energy_limit` the unit now runs becomes active, `latest_rtc_mo_status_report_time` |
+/// | balance (status report, MT reply) | DCM units: `dcm::record_balance` and a `balance` field in `telemetry` |
+/// | cell report | a `connection` row, the product's `latest_connection_id` (and `latest_connection_location_id` when located) |
+/// | MT reply | `rtc_message_history.delivery_status`; a payment-commands MT the unit applied acknowledges its commands (`dcm::acknowledge`) |
+/// | command response | the output in `rtc_message_history.delivery_status_info` |
+/// | final balance | `dcm::record_final_balance` |
+/// | every MO | an `rtc_mo_message_history` row (`record_mo_history`) |
+///
+/// Unknown units, unknown commands and refused values are permanent failures (the
+/// engine dead-letters the MO); an unreachable database is transient (retried).
+pub struct ControlPlaneSink {
+    state: AppState,
+    locator: Arc<dyn CellLocator>,
+}
+
+impl ControlPlaneSink {
+    /// A sink over `state` (database, time-series store) with [`NoCellLocator`].
+    pub fn new(state: AppState) -> Self {
+        Self {
+            state,
+            locator: Arc::new(NoCellLocator),
+        }
+    }
+
+    /// Uses `locator` for cell reports without coordinates.
+    pub fn with_locator(mut self, locator: Arc<dyn CellLocator>) -> Self {
+        self.locator = locator;
+        self
+    }
+
+    /// Writes points derived from a message to the time-series store.
+    async fn write_points(&self, points: &[Point]) -> Result<(), SinkError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        self.state.timeseries.write(points).await.map_err(|e| {
+            if e.is_transient() {
+                SinkError::Transient(e.to_string())
+            } else {
+                SinkError::Permanent(e.to_string())
+            }
+        })
+    }
+
+    async fn begin(&self) -> Result<Tx, SinkError> {
+        self.state.db.begin().await.map_err(db_sink_error)
+    }
+}
+
+async fn commit(tx: Tx) -> Result<(), SinkError> {
+    tx.commit().await.map_err(db_sink_error)
+}
+
+/// Claims step `step` of the MO in `tx` (see [`claim_step`]): `false` when it was applied
+/// before (a bus redelivery, or a version-2 unit's resend), so nothing is applied twice.
+async fn claim(tx: &mut Tx, ctx: &MoContext<'_>, step: &str) -> Result<bool, SinkError> {
+    let at = super::datetime_ms(ctx.received_at_ms);
+    claim_step(tx, ctx.correlation_id, step, ctx.imei, at)
+        .await
+        .map_err(db_sink_error)
+}
+
+/// When step `step` of an MO applied before was first received (its receipt time when
+/// unknown): a point written again for a resend goes at that time, so it overwrites the
+/// first one instead of adding a second.
+async fn first_receipt_ms(tx: &mut Tx, ctx: &MoContext<'_>, step: &str) -> Result<i64, SinkError> {
+    Ok(first_applied_ms(tx, ctx.correlation_id, step)
+        .await
+        .map_err(db_sink_error)?
+        .unwrap_or(ctx.received_at_ms))
+}
+
+/// A `telemetry` point of the unit with one integer field, at `time_ms`.
+fn telemetry_point(ctx: &MoContext<'_>, field: &str, value: i64, time_ms: i64) -> Point {
+    Point {
+        measurement: TELEMETRY.into(),
+        imei: ctx.imei.to_owned(),
+        tags: Default::default(),
+        fields: vec![(field.into(), FieldValue::Int(value))],
+        time_ns: time_ms.saturating_mul(1_000_000),
+    }
+}
+
+/// Each MO type goes to the module of its family.
+#[async_trait]
+impl MoSink for ControlPlaneSink {
+    async fn status_report(
+        &self,
+        ctx: &MoContext<'_>,
+        r: &StatusReport<'_>,
+    ) -> Result<(), SinkError> {
+        self.apply_status_report(ctx, r).await
+    }
+
+    async fn cell_report(&self, ctx: &MoContext<'_>, r: &CellReport<'_>) -> Result<(), SinkError> {
+        self.apply_cell_report(ctx, r).await
+    }
+
+    async fn event_log(&self, _ctx: &MoContext<'_>, _log: &EventLog<'_>) -> Result<(), SinkError> {
+        // Recorded by `record_mo_history` like every MO.
+        Ok(())
+    }
+
+    async fn balance(&self, ctx: &MoContext<'_>, balance: &Balance) -> Result<(), SinkError> {
+        self.apply_balance(ctx, balance).await
+    }
+
+    async fn final_balance(
+        &self,
+        ctx: &MoContext<'_>,
+        fb: &FinalBalance<'_>,
+    ) -> Result<(), SinkError> {
+        self.apply_final_balance(ctx, fb).await
+    }
+
+    async fn mt_reply(&self, ctx: &MoContext<'_>, reply: &MtReply<'_>) -> Result<(), SinkError> {
+        self.apply_mt_reply(ctx, reply).await
+    }
+
+    async fn command_response(
+        &self,
+        ctx: &MoContext<'_>,
+        r: &CommandResponse<'_>,
+    ) -> Result<(), SinkError> {
+        self.apply_command_response(ctx, r).await
+    }
+
+    // `offline_notice`: the trait's no-op. The gateway writes the offline record
+    // (`PresenceDb`) with the unit's reason.
+
+    async fn record_mo_history(&self, entries: &[MoHistory<'_>]) -> Result<(), SinkError> {
+        self.insert_mo_history(entries).await
+    }
+}
