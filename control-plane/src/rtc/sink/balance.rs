@@ -2,56 +2,51 @@
 //! zero-command), through the DCM flow (`crate::dcm`).
 
 use codec::mo::FinalBalance;
-use ingest::sink::{Balance, MoContext, SinkError};
+use ingest::sink::{Balance, SinkError};
 use sea_query::{Alias, Expr, Query};
 
-use super::{claim, commit, first_receipt_ms, telemetry_point, ControlPlaneSink};
+use super::{commit, telemetry_point, ControlPlaneSink, Step};
 use crate::actions::unit::UNIT_USER;
 use crate::db::Tx;
 use crate::dcm::{self, Category};
-use crate::rtc::{datetime_ms, db_sink_error, dcm_sink_error};
+use crate::rtc::{db_sink_error, dcm_sink_error};
 
 impl ControlPlaneSink {
     pub(super) async fn apply_balance(
         &self,
-        ctx: &MoContext<'_>,
+        mut step: Step<'_>,
         balance: &Balance,
     ) -> Result<(), SinkError> {
-        let at = datetime_ms(ctx.received_at_ms);
-        let mut tx = self.begin().await?;
+        let imei = step.ctx.imei;
         let dcm_unit = dcm::lock_product(
-            &mut tx,
+            &mut step.tx,
             &self.state.catalogue,
-            ctx.imei,
+            imei,
             &crate::query::Visibility::Global,
         )
         .await
         .map_err(dcm_sink_error)?;
         if !dcm_unit {
-            tracing::debug!(
-                imei = ctx.imei,
-                "balance from a unit that is not DCM enabled; ignored"
-            );
+            tracing::debug!(imei, "balance from a unit that is not DCM enabled; ignored");
             return Ok(());
         }
-        let point_ms = if claim(&mut tx, ctx, "balance").await? {
+        let ctx = step.ctx;
+        let point_ms = if step.claim("balance").await? {
             dcm::record_balance(
-                &mut tx,
+                &mut step.tx,
                 &self.state.catalogue,
-                ctx.imei,
+                imei,
                 balance.balance,
                 UNIT_USER,
-                at,
+                step.at,
             )
             .await
             .map_err(dcm_sink_error)?;
-            commit(tx).await?;
+            step.commit().await?;
             ctx.received_at_ms
         } else {
             // A redelivery or a v2 resend: the point goes at the first receipt's time.
-            let first = first_receipt_ms(&mut tx, ctx, "balance").await?;
-            drop(tx);
-            first
+            step.first_receipt_ms("balance").await?
         };
         // After the commit, and again on a redelivery: the store overwrites the same
         // field at the same time, so this is idempotent too.
@@ -61,14 +56,10 @@ impl ControlPlaneSink {
 
     pub(super) async fn apply_final_balance(
         &self,
-        ctx: &MoContext<'_>,
+        step: Step<'_>,
         fb: &FinalBalance<'_>,
     ) -> Result<(), SinkError> {
-        let at = datetime_ms(ctx.received_at_ms);
-        let mut tx = self.begin().await?;
-        if !claim(&mut tx, ctx, "final_balance").await? {
-            return Ok(());
-        }
+        let Step { mut tx, ctx, at } = step;
         let Some(command) = command_by_transaction(&mut tx, ctx.imei, fb.transaction_id).await?
         else {
             return Err(SinkError::Permanent(format!(

@@ -7,10 +7,10 @@ use codec::mo::CellReport;
 use ingest::sink::{MoContext, SinkError};
 use sea_query::Value;
 
-use super::{claim, commit, ControlPlaneSink};
+use super::{commit, ControlPlaneSink, Step};
 use crate::actions::unit::UNIT_USER;
 use crate::rows::{eq, insert, update, RowExt};
-use crate::rtc::{api_sink_error, datetime_ms};
+use crate::rtc::api_sink_error;
 
 /// A resolved position of a unit.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,24 +46,29 @@ impl CellLocator for NoCellLocator {
 }
 
 impl ControlPlaneSink {
-    pub(super) async fn apply_cell_report(
+    /// The position of the unit: the report's own, else the locator's.
+    pub(super) async fn locate(
         &self,
         ctx: &MoContext<'_>,
         report: &CellReport<'_>,
-    ) -> Result<(), SinkError> {
-        let at = datetime_ms(ctx.received_at_ms);
-        let location = match reported_location(report) {
+    ) -> Option<Location> {
+        match reported_location(report) {
             Some(l) => Some(l),
             None => self
                 .locator
                 .locate(ctx.imei, report)
                 .await
                 .filter(|l| valid_position(l.latitude, l.longitude)),
-        };
-        let mut tx = self.begin().await?;
-        if !claim(&mut tx, ctx, "cell_report").await? {
-            return Ok(());
         }
+    }
+
+    pub(super) async fn apply_cell_report(
+        &self,
+        step: Step<'_>,
+        report: &CellReport<'_>,
+        location: Option<Location>,
+    ) -> Result<(), SinkError> {
+        let Step { mut tx, ctx, at } = step;
         crate::actions::lock_product(&mut tx, &crate::query::Visibility::Global, ctx.imei)
             .await
             .map_err(api_sink_error)?;

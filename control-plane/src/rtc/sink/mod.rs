@@ -18,11 +18,12 @@ mod status;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::NaiveDateTime;
 use codec::mo::{CellReport, CommandResponse, EventLog, FinalBalance, MtReply, StatusReport};
 use ingest::sink::{Balance, MoContext, MoHistory, MoSink, SinkError};
 use ingest::tsdb::{FieldValue, Point, TELEMETRY};
 
-use super::{claim_step, db_sink_error, first_applied_ms};
+use super::{claim_step, datetime_ms, db_sink_error, first_applied_ms};
 use crate::db::Tx;
 use crate::http::AppState;
 
@@ -79,32 +80,70 @@ impl ControlPlaneSink {
         })
     }
 
-    async fn begin(&self) -> Result<Tx, SinkError> {
-        self.state.db.begin().await.map_err(db_sink_error)
+    /// Opens the transaction of a step of MO `ctx`.
+    async fn open<'a>(&self, ctx: &'a MoContext<'a>) -> Result<Step<'a>, SinkError> {
+        Ok(Step {
+            tx: self.state.db.begin().await.map_err(db_sink_error)?,
+            ctx,
+            at: datetime_ms(ctx.received_at_ms),
+        })
+    }
+
+    /// Opens the transaction of step `name` of MO `ctx` and claims it: `None` when the step
+    /// was applied before.
+    async fn open_claimed<'a>(
+        &self,
+        ctx: &'a MoContext<'a>,
+        name: &str,
+    ) -> Result<Option<Step<'a>>, SinkError> {
+        let mut step = self.open(ctx).await?;
+        Ok(step.claim(name).await?.then_some(step))
+    }
+}
+
+/// A step of an MO being applied: its transaction, the MO, and the MO's receipt time (the
+/// time of everything the step writes).
+struct Step<'a> {
+    tx: Tx,
+    ctx: &'a MoContext<'a>,
+    at: NaiveDateTime,
+}
+
+impl Step<'_> {
+    /// Claims step `name` of the MO in the transaction (see [`claim_step`]): `false` when it
+    /// was applied before (a bus redelivery, or a version-2 unit's resend), so nothing is
+    /// applied twice.
+    async fn claim(&mut self, name: &str) -> Result<bool, SinkError> {
+        claim_step(
+            &mut self.tx,
+            self.ctx.correlation_id,
+            name,
+            self.ctx.imei,
+            self.at,
+        )
+        .await
+        .map_err(db_sink_error)
+    }
+
+    /// When step `name`, applied before, was first received (this receipt's time when
+    /// unknown): a point written again for a resend goes at that time, so it overwrites
+    /// the first one instead of adding a second.
+    async fn first_receipt_ms(mut self, name: &str) -> Result<i64, SinkError> {
+        Ok(
+            first_applied_ms(&mut self.tx, self.ctx.correlation_id, name)
+                .await
+                .map_err(db_sink_error)?
+                .unwrap_or(self.ctx.received_at_ms),
+        )
+    }
+
+    async fn commit(self) -> Result<(), SinkError> {
+        commit(self.tx).await
     }
 }
 
 async fn commit(tx: Tx) -> Result<(), SinkError> {
     tx.commit().await.map_err(db_sink_error)
-}
-
-/// Claims step `step` of the MO in `tx` (see [`claim_step`]): `false` when it was applied
-/// before (a bus redelivery, or a version-2 unit's resend), so nothing is applied twice.
-async fn claim(tx: &mut Tx, ctx: &MoContext<'_>, step: &str) -> Result<bool, SinkError> {
-    let at = super::datetime_ms(ctx.received_at_ms);
-    claim_step(tx, ctx.correlation_id, step, ctx.imei, at)
-        .await
-        .map_err(db_sink_error)
-}
-
-/// When step `step` of an MO applied before was first received (its receipt time when
-/// unknown): a point written again for a resend goes at that time, so it overwrites the
-/// first one instead of adding a second.
-async fn first_receipt_ms(tx: &mut Tx, ctx: &MoContext<'_>, step: &str) -> Result<i64, SinkError> {
-    Ok(first_applied_ms(tx, ctx.correlation_id, step)
-        .await
-        .map_err(db_sink_error)?
-        .unwrap_or(ctx.received_at_ms))
 }
 
 /// A `telemetry` point of the unit with one integer field, at `time_ms`.
@@ -126,11 +165,16 @@ impl MoSink for ControlPlaneSink {
         ctx: &MoContext<'_>,
         r: &StatusReport<'_>,
     ) -> Result<(), SinkError> {
-        self.apply_status_report(ctx, r).await
+        self.apply_status_report(self.open(ctx).await?, r).await
     }
 
     async fn cell_report(&self, ctx: &MoContext<'_>, r: &CellReport<'_>) -> Result<(), SinkError> {
-        self.apply_cell_report(ctx, r).await
+        // Resolved before the transaction: a locator may be slow.
+        let location = self.locate(ctx, r).await;
+        match self.open_claimed(ctx, "cell_report").await? {
+            Some(step) => self.apply_cell_report(step, r, location).await,
+            None => Ok(()),
+        }
     }
 
     async fn event_log(&self, _ctx: &MoContext<'_>, _log: &EventLog<'_>) -> Result<(), SinkError> {
@@ -139,7 +183,7 @@ impl MoSink for ControlPlaneSink {
     }
 
     async fn balance(&self, ctx: &MoContext<'_>, balance: &Balance) -> Result<(), SinkError> {
-        self.apply_balance(ctx, balance).await
+        self.apply_balance(self.open(ctx).await?, balance).await
     }
 
     async fn final_balance(
@@ -147,11 +191,17 @@ impl MoSink for ControlPlaneSink {
         ctx: &MoContext<'_>,
         fb: &FinalBalance<'_>,
     ) -> Result<(), SinkError> {
-        self.apply_final_balance(ctx, fb).await
+        match self.open_claimed(ctx, "final_balance").await? {
+            Some(step) => self.apply_final_balance(step, fb).await,
+            None => Ok(()),
+        }
     }
 
     async fn mt_reply(&self, ctx: &MoContext<'_>, reply: &MtReply<'_>) -> Result<(), SinkError> {
-        self.apply_mt_reply(ctx, reply).await
+        match self.open_claimed(ctx, "mt_reply").await? {
+            Some(step) => self.apply_mt_reply(step, reply).await,
+            None => Ok(()),
+        }
     }
 
     async fn command_response(
@@ -159,7 +209,10 @@ impl MoSink for ControlPlaneSink {
         ctx: &MoContext<'_>,
         r: &CommandResponse<'_>,
     ) -> Result<(), SinkError> {
-        self.apply_command_response(ctx, r).await
+        match self.open_claimed(ctx, "command_response").await? {
+            Some(step) => self.apply_command_response(step, r).await,
+            None => Ok(()),
+        }
     }
 
     // `offline_notice`: the trait's no-op. The gateway writes the offline record

@@ -10,12 +10,12 @@ use ingest::sink::{MoContext, SinkError};
 use sea_query::{Alias, Expr, Query, Value};
 
 use super::balance::command_by_transaction;
-use super::{claim, commit, ControlPlaneSink};
+use super::{commit, ControlPlaneSink, Step};
 use crate::actions::unit::UNIT_USER;
 use crate::db::Tx;
 use crate::dcm;
 use crate::rows::{eq, update};
-use crate::rtc::{api_sink_error, datetime_ms, db_sink_error, dcm_sink_error, RTC_USER};
+use crate::rtc::{api_sink_error, db_sink_error, dcm_sink_error, RTC_USER};
 
 /// Longest command output kept in `delivery_status_info`.
 const MAX_OUTPUT: usize = 4000;
@@ -23,17 +23,11 @@ const MAX_OUTPUT: usize = 4000;
 impl ControlPlaneSink {
     pub(super) async fn apply_mt_reply(
         &self,
-        ctx: &MoContext<'_>,
+        step: Step<'_>,
         reply: &MtReply<'_>,
     ) -> Result<(), SinkError> {
-        let at = datetime_ms(ctx.received_at_ms);
-        let mut tx = self.begin().await?;
-        if !claim(&mut tx, ctx, "mt_reply").await? {
-            return Ok(());
-        }
-        let Some(row) = mt_row(&mut tx, ctx.imei, reply.correlation_id).await? else {
-            return Err(unmatched(ctx, reply.correlation_id));
-        };
+        let Step { mut tx, ctx, at } = step;
+        let row = answered_mt(&mut tx, ctx, reply.correlation_id).await?;
         let reported = reply.result.delivery_status();
         if let Some(status) = next_delivery_status(row.delivery_status.as_deref(), reported) {
             let values = vec![
@@ -96,17 +90,10 @@ impl ControlPlaneSink {
 
     pub(super) async fn apply_command_response(
         &self,
-        ctx: &MoContext<'_>,
+        mut step: Step<'_>,
         response: &CommandResponse<'_>,
     ) -> Result<(), SinkError> {
-        let at = datetime_ms(ctx.received_at_ms);
-        let mut tx = self.begin().await?;
-        if !claim(&mut tx, ctx, "command_response").await? {
-            return Ok(());
-        }
-        let Some(row) = mt_row(&mut tx, ctx.imei, response.correlation_id).await? else {
-            return Err(unmatched(ctx, response.correlation_id));
-        };
+        let row = answered_mt(&mut step.tx, step.ctx, response.correlation_id).await?;
         let mut info = match response.status {
             Some(s) if s != 0 => format!("output (status {s}): {}", response.output),
             _ => format!("output: {}", response.output),
@@ -119,8 +106,8 @@ impl ControlPlaneSink {
             info.truncate(cut);
         }
         let values = vec![("delivery_status_info", info.into())];
-        update_mt_row(&mut tx, row.rtc_message_history_id, values, at).await?;
-        commit(tx).await
+        update_mt_row(&mut step.tx, row.rtc_message_history_id, values, step.at).await?;
+        step.commit().await
     }
 }
 
@@ -175,16 +162,25 @@ impl MtRow {
     }
 }
 
-async fn mt_row(tx: &mut Tx, imei: &str, id: CorrelationId) -> Result<Option<MtRow>, SinkError> {
+/// The row of the MT a reply or command response answers, by its correlation id.
+async fn answered_mt(
+    tx: &mut Tx,
+    ctx: &MoContext<'_>,
+    id: CorrelationId,
+) -> Result<MtRow, SinkError> {
     let stmt = Query::select()
         .columns(["rtc_message_history_id", "message_bin", "delivery_status"].map(Alias::new))
         .from(Alias::new("rtc_message_history"))
         .and_where(Expr::col(Alias::new("message_reference")).eq(id.to_string()))
-        .and_where(Expr::col(Alias::new("product_imei")).eq(imei))
+        .and_where(Expr::col(Alias::new("product_imei")).eq(ctx.imei))
         .order_by(Alias::new("rtc_message_history_id"), sea_query::Order::Desc)
         .limit(1)
         .to_owned();
-    tx.fetch_typed_optional(&stmt).await.map_err(db_sink_error)
+    let row = tx
+        .fetch_typed_optional(&stmt)
+        .await
+        .map_err(db_sink_error)?;
+    row.ok_or_else(|| unmatched(ctx, id))
 }
 
 /// Writes `values` to the MT's `rtc_message_history` row `id`.

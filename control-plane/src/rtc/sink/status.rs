@@ -7,36 +7,35 @@ use ingest::sink::{MoContext, SinkError};
 use ingest::tsdb::Point;
 use sea_query::{Alias, Expr};
 
-use super::{claim, commit, first_receipt_ms, telemetry_point, ControlPlaneSink};
+use super::{telemetry_point, ControlPlaneSink, Step};
 use crate::actions::unit::{apply_unit_report, UnitReport, UNIT_USER};
 use crate::db::Tx;
 use crate::rows::{eq, update, RowExt};
-use crate::rtc::{api_sink_error, datetime_ms, db_sink_error};
+use crate::rtc::{api_sink_error, db_sink_error};
 
 impl ControlPlaneSink {
     pub(super) async fn apply_status_report(
         &self,
-        ctx: &MoContext<'_>,
+        mut step: Step<'_>,
         report: &StatusReport<'_>,
     ) -> Result<(), SinkError> {
-        let at = datetime_ms(ctx.received_at_ms);
-        let mut tx = self.begin().await?;
-        if !claim(&mut tx, ctx, "status_report").await? {
+        let (ctx, at) = (step.ctx, step.at);
+        if !step.claim("status_report").await? {
             // Applied before (a redelivery, or a v2 unit's resend with a later receipt
             // time); the point may not have been written then. At the first receipt's time,
             // so a resend overwrites it instead of adding a second one.
-            let first = first_receipt_ms(&mut tx, ctx, "status_report").await?;
-            drop(tx);
+            let first = step.first_receipt_ms("status_report").await?;
             return self.write_points(&tamper_point(ctx, report, first)).await;
         }
-        let outcome = apply_unit_report(&mut tx, ctx.imei, &unit_report(report), at)
+        let tx = &mut step.tx;
+        let outcome = apply_unit_report(tx, ctx.imei, &unit_report(report), at)
             .await
             .map_err(api_sink_error)?;
         if let Some(limit) = report.energy_limit.filter(|l| l.is_finite()) {
-            confirm_energy_limit(&mut tx, ctx.imei, limit, at).await?;
+            confirm_energy_limit(tx, ctx.imei, limit, at).await?;
         }
         update(
-            &mut tx,
+            tx,
             "product",
             vec![("latest_rtc_mo_status_report_time", at.into())],
             eq("product_imei", ctx.imei).and(
@@ -49,7 +48,7 @@ impl ControlPlaneSink {
         )
         .await
         .map_err(api_sink_error)?;
-        commit(tx).await?;
+        step.commit().await?;
         if outcome != Default::default() {
             tracing::info!(imei = ctx.imei, ?outcome, "unit report applied");
         }
