@@ -56,10 +56,9 @@ impl ControlPlaneSink {
 
     pub(super) async fn apply_final_balance(
         &self,
-        step: Step<'_>,
+        Step { mut tx, ctx, at }: Step<'_>,
         fb: &FinalBalance<'_>,
     ) -> Result<(), SinkError> {
-        let Step { mut tx, ctx, at } = step;
         let Some(command) = command_by_transaction(&mut tx, ctx.imei, fb.transaction_id).await?
         else {
             return Err(SinkError::Permanent(format!(

@@ -64,11 +64,10 @@ impl ControlPlaneSink {
 
     pub(super) async fn apply_cell_report(
         &self,
-        step: Step<'_>,
+        Step { mut tx, ctx, at }: Step<'_>,
         report: &CellReport<'_>,
         location: Option<Location>,
     ) -> Result<(), SinkError> {
-        let Step { mut tx, ctx, at } = step;
         crate::actions::lock_product(&mut tx, &crate::query::Visibility::Global, ctx.imei)
             .await
             .map_err(api_sink_error)?;

@@ -23,10 +23,9 @@ const MAX_OUTPUT: usize = 4000;
 impl ControlPlaneSink {
     pub(super) async fn apply_mt_reply(
         &self,
-        step: Step<'_>,
+        Step { mut tx, ctx, at }: Step<'_>,
         reply: &MtReply<'_>,
     ) -> Result<(), SinkError> {
-        let Step { mut tx, ctx, at } = step;
         let row = answered_mt(&mut tx, ctx, reply.correlation_id).await?;
         let reported = reply.result.delivery_status();
         if let Some(status) = next_delivery_status(row.delivery_status.as_deref(), reported) {
