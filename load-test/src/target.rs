@@ -18,9 +18,12 @@ use load_test::{latency_histogram, rss_kib, Percentiles, SecondSample, TargetSum
 use serde_json::{json, Value as Json};
 use tokio::sync::Semaphore;
 
+use crate::child::quic_endpoints;
+use crate::fleet::Fleet;
+use crate::run::RunArgs;
 use crate::track::{Identity, Tracking};
 use crate::unit::{Phase, Target};
-use crate::{quic_endpoints, Fleet, RunArgs, MAX_MT_RATE, MAX_UNITS};
+use crate::{MAX_MT_RATE, MAX_UNITS};
 
 /// A logged-in API user.
 #[derive(Clone)]
@@ -671,13 +674,11 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
         pb.set_prefix("MT");
         summary.mt_sent = mt_phase(&api, &shared, &ids, &a, &totals, &mt_errors).await?;
     }
-    if a.storm_percent > 0 {
-        (
-            summary.storm_units,
-            summary.storm_reconnected,
-            summary.storm_secs,
-        ) = fleet.storm(&a).await;
-    }
+    (
+        summary.storm_units,
+        summary.storm_reconnected,
+        summary.storm_secs,
+    ) = fleet.storm(&a).await;
     // Quiet a moment so nothing is in flight when the units leave.
     pb.set_prefix("stopping");
     tokio::time::sleep(Duration::from_secs(1)).await;

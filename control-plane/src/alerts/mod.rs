@@ -9,7 +9,9 @@
 //!   the same unit at once.
 //! - [`defaults`]: the default alert types (one per rule) seeded at start.
 //! - [`engine`]: one pass with its I/O, and [`run`], the loop ingest
-//!   processes and `serve` start.
+//!   processes and `serve` start; `inputs` reads what a pass needs (typed
+//!   rows), `analysis` decides one (unit, alert type) run without I/O,
+//!   `results` writes a unit's outcomes.
 //!
 //! An alert type runs the rule its `name` names ([`rules::RuleKind::from_name`]),
 //! on the units it is eligible for (product type linked, current state type
@@ -20,9 +22,12 @@
 use std::future::Future;
 use std::time::Duration;
 
+mod analysis;
 pub mod defaults;
 pub mod engine;
+mod inputs;
 pub mod lease;
+mod results;
 pub mod rules;
 
 pub use engine::{AlertEngine, PassReport};
