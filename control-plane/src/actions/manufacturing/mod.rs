@@ -45,11 +45,11 @@ mod product;
 mod serial;
 
 pub use pcb::{
-    create_pcb, PcbParts, PcbRequest, PcbRoute, TextRule, MAX_BATTERY_SERIAL, PCB_IMEI, PCB_ROUTES,
-    PCB_TEXT_FIELDS,
+    create_pcb, PcbParts, PcbRequest, PcbRoute, TextRule, PCB_IMEI, PCB_ROUTES, PCB_TEXT_FIELDS,
 };
 pub use product::{
-    create_product_from_pcb, CreatedProduct, ProductKind, ProductRequest, PRODUCT_FIELDS,
+    create_product_from_pcb, CreatedProduct, ProductKind, ProductRequest, MAX_BATTERY_SERIAL,
+    PRODUCT_FIELDS,
 };
 pub use serial::{check_char, format_serial, is_valid_serial, next_serial};
 
