@@ -16,13 +16,14 @@ use axum::Router;
 use sea_query::{Alias, Expr, Func, Order, Query, SelectStatement};
 use serde_json::{json, Map, Value as Json};
 
+use super::JoinOn;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::http::{success, AppState, QueryPairs};
 use crate::query::{self, Page, QuerySpec};
-use crate::rows::{col, select_all, tc, RowExt};
+use crate::rows::{c, col, select_all, tc, RowExt};
 
 /// The largest page these endpoints serve whatever the configuration says:
 /// a page's IMEIs are bound as one `IN (...)` list per query, and SQLite
@@ -120,18 +121,9 @@ async fn entities(tx: &mut Tx, imeis: &[String]) -> Result<BTreeMap<String, Vec<
         stmt.expr_as(tc("e", &c.name), Alias::new(&c.name));
     }
     stmt.from_as(Alias::new("product_entity_linker"), Alias::new("l"))
-        .join_as(
-            sea_query::JoinType::InnerJoin,
-            Alias::new("entity"),
-            Alias::new("e"),
-            Expr::col((Alias::new("e"), Alias::new("entity_id")))
-                .equals((Alias::new("l"), Alias::new("entity_id"))),
-        )
-        .and_where(Expr::col((Alias::new("l"), Alias::new("date_removed"))).is_null())
-        .and_where(
-            Expr::col((Alias::new("l"), Alias::new("product_imei")))
-                .is_in(imeis.iter().map(String::as_str)),
-        )
+        .join_on("entity", "e", "l", "entity_id")
+        .and_where(c("l", "date_removed").is_null())
+        .and_where(c("l", "product_imei").is_in(imeis.iter().map(String::as_str)))
         .order_by((Alias::new("e"), Alias::new("entity_id")), Order::Asc);
     let imei_col = col("product_imei", ColumnType::String);
     let mut cols: Vec<&Column> = vec![&imei_col];
@@ -148,7 +140,7 @@ async fn entities(tx: &mut Tx, imeis: &[String]) -> Result<BTreeMap<String, Vec<
 /// `(state_type_id, created_at)` of each `state` row id.
 async fn states(tx: &mut Tx, ids: Vec<i64>) -> Result<BTreeMap<i64, (i64, Json)>, ApiError> {
     let mut stmt = select_all("state");
-    stmt.and_where(Expr::col((Alias::new("state"), Alias::new("state_id"))).is_in(ids));
+    stmt.and_where(c("state", "state_id").is_in(ids));
     Ok(crate::rows::rows(tx, "state", &stmt)
         .await?
         .into_iter()
@@ -189,9 +181,7 @@ async fn connections(
         .collect();
     let latest = super::fleet::latest_location_of_row();
     let mut stmt = select_all("connection");
-    stmt.and_where(
-        Expr::col((Alias::new("connection"), Alias::new("connection_id"))).in_subquery(latest),
-    );
+    stmt.and_where(c("connection", "connection_id").in_subquery(latest));
     let located = by_imei(tx, "connection", imeis, stmt)
         .await?
         .into_iter()
@@ -216,18 +206,14 @@ async fn software(
         .expr_as(tc("l", "date_removed"), Alias::new("date_removed"))
         .expr_as(tc("l", "created_at"), Alias::new("created_at"))
         .from_as(Alias::new("product_software_linker"), Alias::new("l"))
-        .join_as(
-            sea_query::JoinType::InnerJoin,
-            Alias::new("software_version_type"),
-            Alias::new("s"),
-            Expr::col((Alias::new("s"), Alias::new("software_version_type_id")))
-                .equals((Alias::new("l"), Alias::new("software_version_type_id"))),
+        .join_on(
+            "software_version_type",
+            "s",
+            "l",
+            "software_version_type_id",
         )
-        .and_where(Expr::col((Alias::new("l"), Alias::new("date_removed"))).is_null())
-        .and_where(
-            Expr::col((Alias::new("l"), Alias::new("product_imei")))
-                .is_in(imeis.iter().map(String::as_str)),
-        )
+        .and_where(c("l", "date_removed").is_null())
+        .and_where(c("l", "product_imei").is_in(imeis.iter().map(String::as_str)))
         .order_by(
             (Alias::new("l"), Alias::new("product_software_linker_id")),
             Order::Asc,
@@ -269,19 +255,10 @@ async fn parameter(
         .expr_as(tc("p", "product_imei"), Alias::new("product_imei"))
         .expr_as(tc("p", "value"), Alias::new("value"))
         .from_as(Alias::new("product_parameter"), Alias::new("p"))
-        .join_as(
-            sea_query::JoinType::InnerJoin,
-            Alias::new("parameter_type"),
-            Alias::new("t"),
-            Expr::col((Alias::new("t"), Alias::new("parameter_type_id")))
-                .equals((Alias::new("p"), Alias::new("parameter_type_id"))),
-        )
-        .and_where(Expr::col((Alias::new("t"), Alias::new("name"))).eq(name))
-        .and_where(Expr::col((Alias::new("p"), Alias::new("status"))).eq("active"))
-        .and_where(
-            Expr::col((Alias::new("p"), Alias::new("product_imei")))
-                .is_in(imeis.iter().map(String::as_str)),
-        )
+        .join_on("parameter_type", "t", "p", "parameter_type_id")
+        .and_where(c("t", "name").eq(name))
+        .and_where(c("p", "status").eq("active"))
+        .and_where(c("p", "product_imei").is_in(imeis.iter().map(String::as_str)))
         .order_by(
             (Alias::new("p"), Alias::new("product_parameter_id")),
             Order::Asc,
@@ -355,7 +332,7 @@ async fn dashboard2(
     let state_names = names(&mut tx, "state_type", "state_type_id").await?;
     let entities = entities(&mut tx, &imeis).await?;
     let mut stmt = select_all("alert");
-    stmt.and_where(Expr::col((Alias::new("alert"), Alias::new("dismissed_at"))).is_null())
+    stmt.and_where(c("alert", "dismissed_at").is_null())
         .order_by(Alias::new("alert_id"), Order::Asc);
     let alerts = by_imei(&mut tx, "alert", &imeis, stmt).await?;
     let mut stmt = select_all("product_note");
@@ -475,11 +452,7 @@ async fn current_enable_status(
     let type_names = names(&mut tx, "product_type", "product_type_id").await?;
     let mut stmt = select_all("enable_history");
     stmt.and_where(
-        Expr::col((
-            Alias::new("enable_history"),
-            Alias::new("enable_history_id"),
-        ))
-        .is_in(
+        c("enable_history", "enable_history_id").is_in(
             products
                 .iter()
                 .filter_map(|p| p.int("latest_enable_history_id")),

@@ -43,23 +43,51 @@ use chrono::NaiveDateTime;
 use sea_query::{Alias, Expr, Order, Query};
 use serde_json::{json, Value as Json};
 
-use super::object;
+use super::{object, JoinOn};
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::http::{success, AppState, JsonBody};
-use crate::rows::{col, eq, insert, tc, update, RowExt};
+use crate::rows::{c, col, eq, insert, tc, update, RowExt};
 
 /// The `user` of history rows written because the unit reported a change.
 pub const UNIT_USER: &str = "unit";
 
+/// Which of a unit's two switches a route sets.
+#[derive(Debug, Clone, Copy)]
+enum Switch {
+    Enable,
+    Tamper,
+}
+
+/// The switch routes: path, switch, desired flag.
+const SWITCH_ROUTES: [(&str, Switch, bool); 4] = [
+    ("/products/{id}/enable", Switch::Enable, true),
+    ("/products/{id}/disable", Switch::Enable, false),
+    ("/products/{id}/enable_tamper_switch", Switch::Tamper, true),
+    (
+        "/products/{id}/disable_tamper_switch",
+        Switch::Tamper,
+        false,
+    ),
+];
+
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/products/{id}/enable", put(enable))
-        .route("/products/{id}/disable", put(disable))
-        .route("/products/{id}/enable_tamper_switch", put(enable_tamper))
-        .route("/products/{id}/disable_tamper_switch", put(disable_tamper))
+    let switches = SWITCH_ROUTES
+        .iter()
+        .fold(Router::new(), |router, &(path, switch, desired)| {
+            let handler = move |State(state): State<AppState>,
+                                user: AuthUser,
+                                Path(imei): Path<String>| async move {
+                match switch {
+                    Switch::Enable => switch_enable(state, user, imei, desired).await,
+                    Switch::Tamper => tamper(state, user, imei, desired).await,
+                }
+            };
+            router.route(path, put(handler))
+        });
+    switches
         .route("/products/{id}/update_software", put(update_software))
         .route("/products/{id}/lock_software", put(lock_software))
         .route(
@@ -146,7 +174,53 @@ pub async fn set_enable(
     })
 }
 
-async fn record_enable_change(
+/// The history table of one of the two pending state machines.
+struct SwitchHistory {
+    table: &'static str,
+    prev_column: &'static str,
+    current_column: &'static str,
+}
+
+const ENABLE_HISTORY: SwitchHistory = SwitchHistory {
+    table: "enable_history",
+    prev_column: "prev_enable_state",
+    current_column: "current_enable_state",
+};
+
+const TAMPER_HISTORY: SwitchHistory = SwitchHistory {
+    table: "tamper_enable_history",
+    prev_column: "prev_tamper_enable_state",
+    current_column: "current_tamper_enable_state",
+};
+
+/// Appends one row `before -> after` to a switch's history.
+async fn record_switch_change(
+    tx: &mut Tx,
+    history: &SwitchHistory,
+    imei: &str,
+    before: &str,
+    after: &str,
+    by: &str,
+    now: NaiveDateTime,
+) -> Result<Row, ApiError> {
+    Ok(insert(
+        tx,
+        history.table,
+        vec![
+            ("product_imei", imei.into()),
+            (history.prev_column, before.into()),
+            (history.current_column, after.into()),
+            ("user", by.into()),
+            ("date", now.into()),
+        ],
+        by,
+        now,
+    )
+    .await?)
+}
+
+/// Appends an `enable_history` row; returns its id.
+pub(super) async fn record_enable_change(
     tx: &mut Tx,
     imei: &str,
     before: &str,
@@ -154,20 +228,7 @@ async fn record_enable_change(
     by: &str,
     now: NaiveDateTime,
 ) -> Result<i64, ApiError> {
-    let row = insert(
-        tx,
-        "enable_history",
-        vec![
-            ("product_imei", imei.into()),
-            ("prev_enable_state", before.into()),
-            ("current_enable_state", after.into()),
-            ("user", by.into()),
-            ("date", now.into()),
-        ],
-        by,
-        now,
-    )
-    .await?;
+    let row = record_switch_change(tx, &ENABLE_HISTORY, imei, before, after, by, now).await?;
     row.int("enable_history_id")
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("enable_history without id")))
 }
@@ -180,20 +241,7 @@ async fn record_tamper_change(
     by: &str,
     now: NaiveDateTime,
 ) -> Result<(), ApiError> {
-    insert(
-        tx,
-        "tamper_enable_history",
-        vec![
-            ("product_imei", imei.into()),
-            ("prev_tamper_enable_state", before.into()),
-            ("current_tamper_enable_state", after.into()),
-            ("user", by.into()),
-            ("date", now.into()),
-        ],
-        by,
-        now,
-    )
-    .await?;
+    record_switch_change(tx, &TAMPER_HISTORY, imei, before, after, by, now).await?;
     Ok(())
 }
 
@@ -225,23 +273,7 @@ pub async fn set_tamper(
     Ok(after)
 }
 
-async fn enable(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(imei): Path<String>,
-) -> Result<Response, ApiError> {
-    switch(state, user, imei, true).await
-}
-
-async fn disable(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(imei): Path<String>,
-) -> Result<Response, ApiError> {
-    switch(state, user, imei, false).await
-}
-
-async fn switch(
+async fn switch_enable(
     state: AppState,
     user: AuthUser,
     imei: String,
@@ -280,22 +312,6 @@ async fn switch(
     Ok(success(StatusCode::OK, message, Json::Null))
 }
 
-async fn enable_tamper(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(imei): Path<String>,
-) -> Result<Response, ApiError> {
-    tamper(state, user, imei, true).await
-}
-
-async fn disable_tamper(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(imei): Path<String>,
-) -> Result<Response, ApiError> {
-    tamper(state, user, imei, false).await
-}
-
 async fn tamper(
     state: AppState,
     user: AuthUser,
@@ -323,8 +339,8 @@ async fn tamper(
 /// The software the unit runs: `(software_version_type_id, name)`.
 pub async fn active_software(tx: &mut Tx, imei: &str) -> Result<Option<(i64, String)>, ApiError> {
     let mut stmt = software_rows(imei);
-    stmt.and_where(Expr::col((Alias::new("l"), Alias::new("date_added"))).is_not_null())
-        .and_where(Expr::col((Alias::new("l"), Alias::new("date_removed"))).is_null())
+    stmt.and_where(c("l", "date_added").is_not_null())
+        .and_where(c("l", "date_removed").is_null())
         .order_by((Alias::new("l"), Alias::new("date_added")), Order::Desc)
         .order_by(
             (Alias::new("l"), Alias::new("product_software_linker_id")),
@@ -359,14 +375,13 @@ fn software_rows(imei: &str) -> sea_query::SelectStatement {
         .expr_as(tc("l", "update_attempts"), Alias::new("update_attempts"))
         .expr_as(tc("l", "created_at"), Alias::new("created_at"))
         .from_as(Alias::new("product_software_linker"), Alias::new("l"))
-        .join_as(
-            sea_query::JoinType::InnerJoin,
-            Alias::new("software_version_type"),
-            Alias::new("s"),
-            Expr::col((Alias::new("s"), Alias::new("software_version_type_id")))
-                .equals((Alias::new("l"), Alias::new("software_version_type_id"))),
+        .join_on(
+            "software_version_type",
+            "s",
+            "l",
+            "software_version_type_id",
         )
-        .and_where(Expr::col((Alias::new("l"), Alias::new("product_imei"))).eq(imei))
+        .and_where(c("l", "product_imei").eq(imei))
         .to_owned()
 }
 
@@ -398,8 +413,8 @@ async fn fetch_software(
 /// Pending software updates of a unit, oldest first.
 pub async fn pending_software(tx: &mut Tx, imei: &str) -> Result<Vec<SoftwareLink>, ApiError> {
     let mut stmt = software_rows(imei);
-    stmt.and_where(Expr::col((Alias::new("l"), Alias::new("date_added"))).is_null())
-        .and_where(Expr::col((Alias::new("l"), Alias::new("date_removed"))).is_null())
+    stmt.and_where(c("l", "date_added").is_null())
+        .and_where(c("l", "date_removed").is_null())
         .order_by(
             (Alias::new("l"), Alias::new("product_software_linker_id")),
             Order::Asc,

@@ -330,9 +330,7 @@ pub async fn create_product_from_pcb(
     let sim_serial = iccid.clone().unwrap_or_else(|| imsi.clone());
     let sim = part_by_serial(tx, &sim_serial).await?;
     let product_type = kind.product_type_id();
-    let bp20 = product_type_name(tx, product_type)
-        .await?
-        .is_some_and(|n| n.to_ascii_uppercase().contains("BP20"));
+    let bp20 = crate::actions::is_bp20(tx, Some(product_type)).await?;
     let mut values: Vec<(&str, sea_query::Value)> = vec![
         ("product_imei", imei.into()),
         ("imsi", imsi.as_str().into()),
@@ -362,27 +360,12 @@ pub async fn create_product_from_pcb(
         now,
     )
     .await?;
-    let history = insert(
-        tx,
-        "enable_history",
-        vec![
-            ("product_imei", imei.into()),
-            ("prev_enable_state", "init".into()),
-            ("current_enable_state", "disabled".into()),
-            ("user", by.into()),
-            ("date", now.into()),
-        ],
-        by,
-        now,
-    )
-    .await?;
+    let history =
+        crate::actions::unit::record_enable_change(tx, imei, "init", "disabled", by, now).await?;
     crate::rows::update(
         tx,
         "product",
-        vec![(
-            "latest_enable_history_id",
-            history.int("enable_history_id").into(),
-        )],
+        vec![("latest_enable_history_id", history.into())],
         eq("product_imei", imei),
         by,
         now,
@@ -426,19 +409,6 @@ pub async fn create_product_from_pcb(
         sim,
         battery,
     })
-}
-
-async fn product_type_name(tx: &mut Tx, id: i64) -> Result<Option<String>, ApiError> {
-    let stmt = Query::select()
-        .column(Alias::new("name"))
-        .from(Alias::new("product_type"))
-        .and_where(eq("product_type_id", id))
-        .to_owned();
-    let c = col("name", ColumnType::String);
-    Ok(tx
-        .fetch_optional(&stmt, &[&c])
-        .await?
-        .and_then(|r| r.text("name").map(str::to_string)))
 }
 
 fn product_data(created: &CreatedProduct) -> Json {
