@@ -77,14 +77,10 @@ pub(super) fn router() -> Router<AppState> {
     let switches = SWITCH_ROUTES
         .iter()
         .fold(Router::new(), |router, &(path, switch, desired)| {
-            let handler = move |State(state): State<AppState>,
-                                user: AuthUser,
-                                Path(imei): Path<String>| async move {
-                match switch {
-                    Switch::Enable => switch_enable(state, user, imei, desired).await,
-                    Switch::Tamper => tamper(state, user, imei, desired).await,
-                }
-            };
+            let handler =
+                move |State(state): State<AppState>, user: AuthUser, Path(imei): Path<String>| {
+                    set_switch(state, user, imei, switch, desired)
+                };
             router.route(path, put(handler))
         });
     switches
@@ -273,29 +269,46 @@ pub async fn set_tamper(
     Ok(after)
 }
 
-async fn switch_enable(
+impl Switch {
+    /// The spec's success message.
+    fn message(self, imei: &str, desired: bool) -> String {
+        match (self, desired) {
+            (Self::Enable, true) => "Product enabled".into(),
+            (Self::Enable, false) => "Product disabled".into(),
+            (Self::Tamper, true) => format!("Product #{imei} tamper_switch_enabled"),
+            (Self::Tamper, false) => format!("Product #{imei} tamper_switch_disabled"),
+        }
+    }
+}
+
+/// One switch route: the desired flag set on the locked product, recorded
+/// with the unit's pending MTs (the unit gets them on its next connect,
+/// whatever restarts), and queued for the unit after commit.
+async fn set_switch(
     state: AppState,
     user: AuthUser,
     imei: String,
+    switch: Switch,
     desired: bool,
 ) -> Result<Response, ApiError> {
     user.require(Permission::Technical)?;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let product = super::lock_product(&mut tx, &user.visibility, &imei).await?;
-    let outcome = set_enable(
-        &mut tx,
-        &product,
-        desired,
-        &user.username,
-        now,
-        &state.config,
-    )
-    .await?;
-    // RTC: recorded with the change (the unit gets it on its next connect, whatever
-    // restarts), queued for it after commit.
+    let by = user.username.as_str();
+    let wakeup_sms_id = match switch {
+        Switch::Enable => {
+            set_enable(&mut tx, &product, desired, by, now, &state.config)
+                .await?
+                .wakeup_sms_id
+        }
+        Switch::Tamper => {
+            set_tamper(&mut tx, &product, desired, by, now).await?;
+            None
+        }
+    };
     let sent = crate::rtc::mt::commit_with_pending(&state, tx, &imei).await?;
-    if let Some(sms_id) = outcome.wakeup_sms_id {
+    if let Some(sms_id) = wakeup_sms_id {
         // The change is committed; a failed SMS is recorded on its row and
         // the unit still picks the change up on its next connection.
         if let Err(e) = super::sms::deliver(&state, sms_id).await {
@@ -304,32 +317,9 @@ async fn switch_enable(
         }
     }
     crate::rtc::mt::enqueue_after_commit(&state, &imei, sent).await;
-    let message = if desired {
-        "Product enabled"
-    } else {
-        "Product disabled"
-    };
-    Ok(success(StatusCode::OK, message, Json::Null))
-}
-
-async fn tamper(
-    state: AppState,
-    user: AuthUser,
-    imei: String,
-    desired: bool,
-) -> Result<Response, ApiError> {
-    user.require(Permission::Technical)?;
-    let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
-    let product = super::lock_product(&mut tx, &user.visibility, &imei).await?;
-    set_tamper(&mut tx, &product, desired, &user.username, now).await?;
-    // RTC: recorded with the change, queued for the unit after commit.
-    let sent = crate::rtc::mt::commit_with_pending(&state, tx, &imei).await?;
-    crate::rtc::mt::enqueue_after_commit(&state, &imei, sent).await;
-    let word = if desired { "enabled" } else { "disabled" };
     Ok(success(
         StatusCode::OK,
-        format!("Product #{imei} tamper_switch_{word}"),
+        switch.message(&imei, desired),
         Json::Null,
     ))
 }

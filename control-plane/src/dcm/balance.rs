@@ -113,26 +113,16 @@ pub(super) async fn store_balance(
             Ok(fresh)
         }
         None => {
-            let stmt = Query::insert()
-                .into_table(a("balance"))
-                .columns(
-                    [
-                        "product_imei",
-                        "balance",
-                        "expected_expiry",
-                        "created_at",
-                        "created_by",
-                    ]
-                    .map(a),
-                )
-                .values_panic([
-                    imei.into(),
-                    balance.into(),
-                    expected_expiry.into(),
-                    at.into(),
-                    actor.into(),
-                ])
-                .to_owned();
+            let stmt = super::insert_into(
+                "balance",
+                vec![
+                    ("product_imei", imei.into()),
+                    ("balance", balance.into()),
+                    ("expected_expiry", expected_expiry.into()),
+                    ("created_at", at.into()),
+                    ("created_by", actor.into()),
+                ],
+            );
             tx.execute(&stmt).await?;
             Ok(fresh)
         }
@@ -231,31 +221,20 @@ pub async fn record_final_balance(
     } else {
         FINAL_BALANCE_RECEIVED
     };
-    let stmt = Query::insert()
-        .into_table(a("final_balance"))
-        .columns(
-            [
-                "product_imei",
-                "final_balance",
-                "total_added",
-                "zero_command_id",
-                "status",
-                "created_at",
-                "created_by",
-            ]
-            .map(a),
-        )
-        .values_panic([
-            imei.into(),
-            final_balance.into(),
-            total_added.into(),
-            zero_command_id.into(),
-            status.into(),
-            at.into(),
-            actor.into(),
-        ])
-        .returning(Query::returning().columns(FINAL_BALANCE_COLUMNS.map(a)))
-        .to_owned();
+    let stmt = super::insert_into(
+        "final_balance",
+        vec![
+            ("product_imei", imei.into()),
+            ("final_balance", final_balance.into()),
+            ("total_added", total_added.into()),
+            ("zero_command_id", zero_command_id.into()),
+            ("status", status.into()),
+            ("created_at", at.into()),
+            ("created_by", actor.into()),
+        ],
+    )
+    .returning(Query::returning().columns(FINAL_BALANCE_COLUMNS.map(a)))
+    .to_owned();
     let stored: FinalBalance = tx
         .fetch_typed_optional(&stmt)
         .await?

@@ -77,33 +77,21 @@ async fn insert_command(
     actor: &str,
     now: NaiveDateTime,
 ) -> Result<PaymentCommand, DcmError> {
-    let stmt = Query::insert()
-        .into_table(a("payment_command"))
-        .columns(
-            [
-                "product_imei",
-                "value",
-                "category",
-                "void",
-                "status",
-                "transaction_id",
-                "created_at",
-                "created_by",
-            ]
-            .map(a),
-        )
-        .values_panic([
-            imei.into(),
-            value.into(),
-            category.as_str().into(),
-            false.into(),
-            STATUS_PENDING.into(),
-            transaction_id.into(),
-            now.into(),
-            actor.into(),
-        ])
-        .returning(Query::returning().columns(COMMAND_COLUMNS.map(a)))
-        .to_owned();
+    let stmt = super::insert_into(
+        "payment_command",
+        vec![
+            ("product_imei", imei.into()),
+            ("value", value.into()),
+            ("category", category.as_str().into()),
+            ("void", false.into()),
+            ("status", STATUS_PENDING.into()),
+            ("transaction_id", transaction_id.into()),
+            ("created_at", now.into()),
+            ("created_by", actor.into()),
+        ],
+    )
+    .returning(Query::returning().columns(COMMAND_COLUMNS.map(a)))
+    .to_owned();
     match tx.fetch_typed_optional(&stmt).await {
         Ok(Some(command)) => Ok(command),
         Ok(None) => Err(DcmError::Db(DbError::Other(sqlx::Error::RowNotFound))),

@@ -38,10 +38,12 @@
 //! - `balance`: reported balances and final balances.
 
 use chrono::NaiveDateTime;
+use sea_query::{InsertStatement, Query, SimpleExpr, Value};
 use serde_json::{json, Value as Json};
 
 use crate::db::DbError;
 use crate::error::ApiError;
+use crate::rows::a;
 use crate::values::format_datetime;
 
 mod balance;
@@ -83,6 +85,20 @@ pub fn check_credit(what: &'static str, value: i64) -> Result<i64, DcmError> {
     } else {
         Err(DcmError::OutOfRange { what, value })
     }
+}
+
+/// `INSERT INTO <table>` of one row given as `(column, value)` pairs, so
+/// each value stands next to its column.
+fn insert_into(table: &str, row: Vec<(&str, Value)>) -> InsertStatement {
+    let (columns, values): (Vec<_>, Vec<_>) = row
+        .into_iter()
+        .map(|(column, value)| (a(column), SimpleExpr::from(value)))
+        .unzip();
+    Query::insert()
+        .into_table(a(table))
+        .columns(columns)
+        .values_panic(values)
+        .to_owned()
 }
 
 /// `status` of a command not yet confirmed by the unit.
