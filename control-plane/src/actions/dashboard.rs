@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use chrono::NaiveDateTime;
 use sea_query::{Alias, Expr, Func, Order, Query, SelectStatement};
 use serde_json::{json, Map, Value as Json};
 
@@ -24,6 +25,7 @@ use crate::error::ApiError;
 use crate::http::{success, AppState, QueryPairs};
 use crate::query::{self, Page, QuerySpec};
 use crate::rows::{c, col, select_all, tc, RowExt};
+use crate::values::format_datetime;
 
 /// The largest page these endpoints serve whatever the configuration says:
 /// a page's IMEIs are bound as one `IN (...)` list per query, and SQLite
@@ -102,13 +104,10 @@ async fn names(tx: &mut Tx, table: &str, pk: &str) -> Result<BTreeMap<i64, Strin
         .columns([pk, "name"].map(Alias::new))
         .from(Alias::new(table))
         .to_owned();
-    let cols = [col(pk, ColumnType::Int), col("name", ColumnType::String)];
-    let refs: Vec<&Column> = cols.iter().collect();
-    Ok(tx
-        .fetch_all(&stmt, &refs)
-        .await?
-        .iter()
-        .filter_map(|r| Some((r.int(pk)?, r.text("name")?.to_string())))
+    let rows: Vec<(Option<i64>, Option<String>)> = tx.fetch_typed(&stmt).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, name)| Some((id?, name?)))
         .collect())
 }
 
@@ -194,6 +193,15 @@ async fn connections(
 /// the update was requested.
 type SoftwareState = (Option<String>, Option<(String, Json)>);
 
+/// A row of [`software`]: one current software link of a product.
+#[derive(sqlx::FromRow)]
+struct SoftwareRow {
+    product_imei: Option<String>,
+    name: Option<String>,
+    date_added: Option<NaiveDateTime>,
+    created_at: Option<NaiveDateTime>,
+}
+
 /// Active and pending software per product.
 async fn software(
     tx: &mut Tx,
@@ -219,27 +227,18 @@ async fn software(
             Order::Asc,
         )
         .to_owned();
-    let cols = [
-        col("product_imei", ColumnType::String),
-        col("name", ColumnType::String),
-        col("date_added", ColumnType::Datetime),
-        col("date_removed", ColumnType::Datetime),
-        col("created_at", ColumnType::Datetime),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
+    let rows: Vec<SoftwareRow> = tx.fetch_typed(&stmt).await?;
     let mut out: BTreeMap<String, SoftwareState> = BTreeMap::new();
-    for r in tx.fetch_all(&stmt, &refs).await? {
-        let (Some(imei), Some(name)) = (r.text("product_imei"), r.text("name")) else {
+    for r in rows {
+        let (Some(imei), Some(name)) = (r.product_imei, r.name) else {
             continue;
         };
-        let entry = out.entry(imei.to_string()).or_default();
-        if r.text("date_added").is_some() {
-            entry.0 = Some(name.to_string());
+        let entry = out.entry(imei).or_default();
+        if r.date_added.is_some() {
+            entry.0 = Some(name);
         } else {
-            entry.1 = Some((
-                name.to_string(),
-                r.get("created_at").cloned().unwrap_or(Json::Null),
-            ));
+            let requested = r.created_at.as_ref().map(format_datetime);
+            entry.1 = Some((name, json!(requested)));
         }
     }
     Ok(out)
@@ -264,21 +263,10 @@ async fn parameter(
             Order::Asc,
         )
         .to_owned();
-    let cols = [
-        col("product_imei", ColumnType::String),
-        col("value", ColumnType::String),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
-    Ok(tx
-        .fetch_all(&stmt, &refs)
-        .await?
+    let rows: Vec<(Option<String>, Option<String>)> = tx.fetch_typed(&stmt).await?;
+    Ok(rows
         .into_iter()
-        .filter_map(|r| {
-            Some((
-                r.text("product_imei")?.to_string(),
-                r.text("value")?.to_string(),
-            ))
-        })
+        .filter_map(|(imei, value)| Some((imei?, value?)))
         .collect())
 }
 

@@ -19,11 +19,11 @@ use serde_json::{json, Map, Value as Json};
 
 use super::{object, JoinOn};
 use crate::auth::AuthUser;
-use crate::catalogue::{Column, ColumnType, Permission};
+use crate::catalogue::{ColumnType, Permission};
 use crate::db::Tx;
 use crate::error::ApiError;
 use crate::http::{success, AppState, JsonBody};
-use crate::rows::{c, col, eq, insert, update, RowExt};
+use crate::rows::{c, col, eq, insert, update};
 
 /// Entity 1, seeded by migration 0003.
 pub const UNKNOWN_ENTITY: i64 = 1;
@@ -53,16 +53,10 @@ pub async fn current_entities(tx: &mut Tx, imei: &str) -> Result<Vec<(i64, Strin
         .and_where(c("l", "date_removed").is_null())
         .order_by((Alias::new("e"), Alias::new("entity_id")), Order::Asc)
         .to_owned();
-    let cols = [
-        col("entity_id", ColumnType::Int),
-        col("name", ColumnType::String),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
-    Ok(tx
-        .fetch_all(&stmt, &refs)
-        .await?
-        .iter()
-        .filter_map(|r| Some((r.int("entity_id")?, r.text("name")?.to_string())))
+    let rows: Vec<(Option<i64>, Option<String>)> = tx.fetch_typed(&stmt).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, name)| Some((id?, name?)))
         .collect())
 }
 

@@ -50,6 +50,7 @@ use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::http::{success, AppState, JsonBody};
 use crate::rows::{c, col, eq, insert, tc, update, RowExt};
+use crate::values::format_datetime;
 
 /// The `user` of history rows written because the unit reported a change.
 pub const UNIT_USER: &str = "unit";
@@ -375,27 +376,29 @@ fn software_rows(imei: &str) -> sea_query::SelectStatement {
         .to_owned()
 }
 
+/// A row of [`software_rows`].
+#[derive(sqlx::FromRow)]
+struct SoftwareLinkRow {
+    product_software_linker_id: Option<i64>,
+    software_version_type_id: Option<i64>,
+    name: Option<String>,
+    update_attempts: Option<i64>,
+    created_at: Option<NaiveDateTime>,
+}
+
 async fn fetch_software(
     tx: &mut Tx,
     stmt: &sea_query::SelectStatement,
 ) -> Result<Vec<SoftwareLink>, ApiError> {
-    let cols = [
-        col("product_software_linker_id", ColumnType::Int),
-        col("software_version_type_id", ColumnType::Int),
-        col("name", ColumnType::String),
-        col("update_attempts", ColumnType::Int),
-        col("created_at", ColumnType::Datetime),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
-    let rows = tx.fetch_all(stmt, &refs).await?;
+    let rows: Vec<SoftwareLinkRow> = tx.fetch_typed(stmt).await?;
     Ok(rows
         .into_iter()
         .map(|r| SoftwareLink {
-            linker_id: r.int("product_software_linker_id").unwrap_or_default(),
-            software_id: r.int("software_version_type_id").unwrap_or_default(),
-            name: r.text("name").unwrap_or_default().to_string(),
-            update_attempts: r.int("update_attempts").unwrap_or_default(),
-            created_at: r.text("created_at").map(str::to_string),
+            linker_id: r.product_software_linker_id.unwrap_or_default(),
+            software_id: r.software_version_type_id.unwrap_or_default(),
+            name: r.name.unwrap_or_default(),
+            update_attempts: r.update_attempts.unwrap_or_default(),
+            created_at: r.created_at.as_ref().map(format_datetime),
         })
         .collect())
 }

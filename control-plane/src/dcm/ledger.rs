@@ -130,6 +130,7 @@ pub(super) async fn command_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dcm::MAX_CREDIT_SECONDS;
 
     fn command(category: Category, value: i64) -> PaymentCommand {
         PaymentCommand {
