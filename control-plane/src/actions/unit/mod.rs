@@ -246,18 +246,6 @@ pub(super) async fn record_enable_change(
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("enable_history without id")))
 }
 
-async fn record_tamper_change(
-    tx: &mut Tx,
-    imei: &str,
-    before: &str,
-    after: &str,
-    by: &str,
-    now: NaiveDateTime,
-) -> Result<(), ApiError> {
-    record_switch_change(tx, &TAMPER_HISTORY, imei, before, after, by, now).await?;
-    Ok(())
-}
-
 /// Sets the desired tamper-switch flag of a locked product; returns the
 /// status after the call (no history row when nothing changed).
 pub async fn set_tamper(
@@ -272,7 +260,7 @@ pub async fn set_tamper(
     let before = enable_status(current, product.flag("desired_tamper_flag"));
     let after = enable_status(current, desired);
     if before != after {
-        record_tamper_change(tx, &imei, before, after, by, now).await?;
+        record_switch_change(tx, &TAMPER_HISTORY, &imei, before, after, by, now).await?;
         update(
             tx,
             "product",

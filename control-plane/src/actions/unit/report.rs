@@ -7,7 +7,7 @@ use sea_query::{Alias, Expr};
 use serde_json::Value as Json;
 
 use super::software::{active_software, pending_software, resolve_software};
-use super::{enable_status, record_enable_change, record_tamper_change, UNIT_USER};
+use super::{enable_status, record_enable_change, record_switch_change, TAMPER_HISTORY, UNIT_USER};
 use crate::db::Tx;
 use crate::error::ApiError;
 use crate::rows::{eq, insert, update, RowExt};
@@ -85,7 +85,7 @@ pub async fn apply_unit_report(
             let desired = product.flag("desired_tamper_flag");
             let before = enable_status(current, desired);
             let after = enable_status(actual, desired);
-            record_tamper_change(tx, imei, before, after, UNIT_USER, now).await?;
+            record_switch_change(tx, &TAMPER_HISTORY, imei, before, after, UNIT_USER, now).await?;
             update(
                 tx,
                 "product",
