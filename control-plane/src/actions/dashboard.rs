@@ -13,16 +13,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use chrono::NaiveDateTime;
 use sea_query::{Alias, Expr, Func, Order, Query, SelectStatement};
 use serde_json::{json, Map, Value as Json};
 
+use super::JoinOn;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::query::{self, Page, QuerySpec};
-use crate::rows::{col, select_all, tc, RowExt};
+use crate::rows::{c, col, select_all, tc, RowExt};
+use crate::values::format_datetime;
 use crate::web::{success, QueryPairs};
 
 /// The largest page these endpoints serve whatever the configuration says:
@@ -102,13 +105,10 @@ async fn names(tx: &mut Tx, table: &str, pk: &str) -> Result<BTreeMap<i64, Strin
         .columns([pk, "name"].map(Alias::new))
         .from(Alias::new(table))
         .to_owned();
-    let cols = [col(pk, ColumnType::Int), col("name", ColumnType::String)];
-    let refs: Vec<&Column> = cols.iter().collect();
-    Ok(tx
-        .fetch_all(&stmt, &refs)
-        .await?
-        .iter()
-        .filter_map(|r| Some((r.int(pk)?, r.text("name")?.to_string())))
+    let rows: Vec<(Option<i64>, Option<String>)> = tx.fetch_typed(&stmt).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, name)| Some((id?, name?)))
         .collect())
 }
 
@@ -121,18 +121,9 @@ async fn entities(tx: &mut Tx, imeis: &[String]) -> Result<BTreeMap<String, Vec<
         stmt.expr_as(tc("e", &c.name), Alias::new(&c.name));
     }
     stmt.from_as(Alias::new("product_entity_linker"), Alias::new("l"))
-        .join_as(
-            sea_query::JoinType::InnerJoin,
-            Alias::new("entity"),
-            Alias::new("e"),
-            Expr::col((Alias::new("e"), Alias::new("entity_id")))
-                .equals((Alias::new("l"), Alias::new("entity_id"))),
-        )
-        .and_where(Expr::col((Alias::new("l"), Alias::new("date_removed"))).is_null())
-        .and_where(
-            Expr::col((Alias::new("l"), Alias::new("product_imei")))
-                .is_in(imeis.iter().map(String::as_str)),
-        )
+        .join_on("entity", "e", "l", "entity_id")
+        .and_where(c("l", "date_removed").is_null())
+        .and_where(c("l", "product_imei").is_in(imeis.iter().map(String::as_str)))
         .order_by((Alias::new("e"), Alias::new("entity_id")), Order::Asc);
     let imei_col = col("product_imei", ColumnType::String);
     let mut cols: Vec<&Column> = vec![&imei_col];
@@ -149,7 +140,7 @@ async fn entities(tx: &mut Tx, imeis: &[String]) -> Result<BTreeMap<String, Vec<
 /// `(state_type_id, created_at)` of each `state` row id.
 async fn states(tx: &mut Tx, ids: Vec<i64>) -> Result<BTreeMap<i64, (i64, Json)>, ApiError> {
     let mut stmt = select_all("state");
-    stmt.and_where(Expr::col((Alias::new("state"), Alias::new("state_id"))).is_in(ids));
+    stmt.and_where(c("state", "state_id").is_in(ids));
     Ok(crate::rows::rows(tx, "state", &stmt)
         .await?
         .into_iter()
@@ -190,9 +181,7 @@ async fn connections(
         .collect();
     let latest = super::fleet::latest_location_of_row();
     let mut stmt = select_all("connection");
-    stmt.and_where(
-        Expr::col((Alias::new("connection"), Alias::new("connection_id"))).in_subquery(latest),
-    );
+    stmt.and_where(c("connection", "connection_id").in_subquery(latest));
     let located = by_imei(tx, "connection", imeis, stmt)
         .await?
         .into_iter()
@@ -204,6 +193,15 @@ async fn connections(
 /// A product's active software name, and its pending one with the time
 /// the update was requested.
 type SoftwareState = (Option<String>, Option<(String, Json)>);
+
+/// A row of [`software`]: one current software link of a product.
+#[derive(sqlx::FromRow)]
+struct SoftwareRow {
+    product_imei: Option<String>,
+    name: Option<String>,
+    date_added: Option<NaiveDateTime>,
+    created_at: Option<NaiveDateTime>,
+}
 
 /// Active and pending software per product.
 async fn software(
@@ -217,44 +215,31 @@ async fn software(
         .expr_as(tc("l", "date_removed"), Alias::new("date_removed"))
         .expr_as(tc("l", "created_at"), Alias::new("created_at"))
         .from_as(Alias::new("product_software_linker"), Alias::new("l"))
-        .join_as(
-            sea_query::JoinType::InnerJoin,
-            Alias::new("software_version_type"),
-            Alias::new("s"),
-            Expr::col((Alias::new("s"), Alias::new("software_version_type_id")))
-                .equals((Alias::new("l"), Alias::new("software_version_type_id"))),
+        .join_on(
+            "software_version_type",
+            "s",
+            "l",
+            "software_version_type_id",
         )
-        .and_where(Expr::col((Alias::new("l"), Alias::new("date_removed"))).is_null())
-        .and_where(
-            Expr::col((Alias::new("l"), Alias::new("product_imei")))
-                .is_in(imeis.iter().map(String::as_str)),
-        )
+        .and_where(c("l", "date_removed").is_null())
+        .and_where(c("l", "product_imei").is_in(imeis.iter().map(String::as_str)))
         .order_by(
             (Alias::new("l"), Alias::new("product_software_linker_id")),
             Order::Asc,
         )
         .to_owned();
-    let cols = [
-        col("product_imei", ColumnType::String),
-        col("name", ColumnType::String),
-        col("date_added", ColumnType::Datetime),
-        col("date_removed", ColumnType::Datetime),
-        col("created_at", ColumnType::Datetime),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
+    let rows: Vec<SoftwareRow> = tx.fetch_typed(&stmt).await?;
     let mut out: BTreeMap<String, SoftwareState> = BTreeMap::new();
-    for r in tx.fetch_all(&stmt, &refs).await? {
-        let (Some(imei), Some(name)) = (r.text("product_imei"), r.text("name")) else {
+    for r in rows {
+        let (Some(imei), Some(name)) = (r.product_imei, r.name) else {
             continue;
         };
-        let entry = out.entry(imei.to_string()).or_default();
-        if r.text("date_added").is_some() {
-            entry.0 = Some(name.to_string());
+        let entry = out.entry(imei).or_default();
+        if r.date_added.is_some() {
+            entry.0 = Some(name);
         } else {
-            entry.1 = Some((
-                name.to_string(),
-                r.get("created_at").cloned().unwrap_or(Json::Null),
-            ));
+            let requested = r.created_at.as_ref().map(format_datetime);
+            entry.1 = Some((name, json!(requested)));
         }
     }
     Ok(out)
@@ -270,39 +255,19 @@ async fn parameter(
         .expr_as(tc("p", "product_imei"), Alias::new("product_imei"))
         .expr_as(tc("p", "value"), Alias::new("value"))
         .from_as(Alias::new("product_parameter"), Alias::new("p"))
-        .join_as(
-            sea_query::JoinType::InnerJoin,
-            Alias::new("parameter_type"),
-            Alias::new("t"),
-            Expr::col((Alias::new("t"), Alias::new("parameter_type_id")))
-                .equals((Alias::new("p"), Alias::new("parameter_type_id"))),
-        )
-        .and_where(Expr::col((Alias::new("t"), Alias::new("name"))).eq(name))
-        .and_where(Expr::col((Alias::new("p"), Alias::new("status"))).eq("active"))
-        .and_where(
-            Expr::col((Alias::new("p"), Alias::new("product_imei")))
-                .is_in(imeis.iter().map(String::as_str)),
-        )
+        .join_on("parameter_type", "t", "p", "parameter_type_id")
+        .and_where(c("t", "name").eq(name))
+        .and_where(c("p", "status").eq("active"))
+        .and_where(c("p", "product_imei").is_in(imeis.iter().map(String::as_str)))
         .order_by(
             (Alias::new("p"), Alias::new("product_parameter_id")),
             Order::Asc,
         )
         .to_owned();
-    let cols = [
-        col("product_imei", ColumnType::String),
-        col("value", ColumnType::String),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
-    Ok(tx
-        .fetch_all(&stmt, &refs)
-        .await?
+    let rows: Vec<(Option<String>, Option<String>)> = tx.fetch_typed(&stmt).await?;
+    Ok(rows
         .into_iter()
-        .filter_map(|r| {
-            Some((
-                r.text("product_imei")?.to_string(),
-                r.text("value")?.to_string(),
-            ))
-        })
+        .filter_map(|(imei, value)| Some((imei?, value?)))
         .collect())
 }
 
@@ -356,7 +321,7 @@ async fn dashboard2(
     let state_names = names(&mut tx, "state_type", "state_type_id").await?;
     let entities = entities(&mut tx, &imeis).await?;
     let mut stmt = select_all("alert");
-    stmt.and_where(Expr::col((Alias::new("alert"), Alias::new("dismissed_at"))).is_null())
+    stmt.and_where(c("alert", "dismissed_at").is_null())
         .order_by(Alias::new("alert_id"), Order::Asc);
     let alerts = by_imei(&mut tx, "alert", &imeis, stmt).await?;
     let mut stmt = select_all("product_note");
@@ -476,11 +441,7 @@ async fn current_enable_status(
     let type_names = names(&mut tx, "product_type", "product_type_id").await?;
     let mut stmt = select_all("enable_history");
     stmt.and_where(
-        Expr::col((
-            Alias::new("enable_history"),
-            Alias::new("enable_history_id"),
-        ))
-        .is_in(
+        c("enable_history", "enable_history_id").is_in(
             products
                 .iter()
                 .filter_map(|p| p.int("latest_enable_history_id")),

@@ -15,60 +15,49 @@ use axum::routing::put;
 use axum::Router;
 use chrono::NaiveDateTime;
 use sea_query::{Alias, Expr, Order, Query};
-use serde_json::{json, Value as Json};
+use serde_json::{json, Map, Value as Json};
 
-use super::object;
+use super::{object, JoinOn};
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::catalogue::{Column, ColumnType, Permission};
+use crate::catalogue::{ColumnType, Permission};
 use crate::db::Tx;
 use crate::error::ApiError;
-use crate::rows::{col, eq, insert, update, RowExt};
+use crate::rows::{c, col, eq, insert, update};
 use crate::web::{success, JsonBody};
 
 /// Entity 1, seeded by migration 0003.
 pub const UNKNOWN_ENTITY: i64 = 1;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/products/{id}/assign_entity", put(assign_entity))
-        .route("/products/{id}/change_entity", put(change_entity))
-        .route("/products/{id}/remove_entity", put(remove_entity))
+    ENTITY_ROUTES
+        .iter()
+        .fold(Router::new(), |router, &(path, parse)| {
+            let handler = move |State(state): State<AppState>,
+                                user: AuthUser,
+                                Path(imei): Path<String>,
+                                JsonBody(body): JsonBody| {
+                entity_request(state, user, imei, body, parse)
+            };
+            router.route(path, put(handler))
+        })
 }
 
 /// The entities a product currently belongs to: `(entity_id, name)`, by id.
 pub async fn current_entities(tx: &mut Tx, imei: &str) -> Result<Vec<(i64, String)>, ApiError> {
     let stmt = Query::select()
-        .expr_as(
-            Expr::col((Alias::new("e"), Alias::new("entity_id"))),
-            Alias::new("entity_id"),
-        )
-        .expr_as(
-            Expr::col((Alias::new("e"), Alias::new("name"))),
-            Alias::new("name"),
-        )
+        .expr_as(c("e", "entity_id"), Alias::new("entity_id"))
+        .expr_as(c("e", "name"), Alias::new("name"))
         .from_as(Alias::new("product_entity_linker"), Alias::new("l"))
-        .join_as(
-            sea_query::JoinType::InnerJoin,
-            Alias::new("entity"),
-            Alias::new("e"),
-            Expr::col((Alias::new("e"), Alias::new("entity_id")))
-                .equals((Alias::new("l"), Alias::new("entity_id"))),
-        )
-        .and_where(Expr::col((Alias::new("l"), Alias::new("product_imei"))).eq(imei))
-        .and_where(Expr::col((Alias::new("l"), Alias::new("date_removed"))).is_null())
+        .join_on("entity", "e", "l", "entity_id")
+        .and_where(c("l", "product_imei").eq(imei))
+        .and_where(c("l", "date_removed").is_null())
         .order_by((Alias::new("e"), Alias::new("entity_id")), Order::Asc)
         .to_owned();
-    let cols = [
-        col("entity_id", ColumnType::Int),
-        col("name", ColumnType::String),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
-    Ok(tx
-        .fetch_all(&stmt, &refs)
-        .await?
-        .iter()
-        .filter_map(|r| Some((r.int("entity_id")?, r.text("name")?.to_string())))
+    let rows: Vec<(Option<i64>, Option<String>)> = tx.fetch_typed(&stmt).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, name)| Some((id?, name?)))
         .collect())
 }
 
@@ -168,112 +157,128 @@ async fn entities_body(tx: &mut Tx, imei: &str) -> Result<Json, ApiError> {
     Ok(json!({ imei: names }))
 }
 
-async fn assign_entity(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(imei): Path<String>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    user.require(Permission::Admin)?;
-    let body = object(body)?;
-    let entity_id = super::require_int(&body, "entity_id")?;
-    let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
-    super::lock_product(&mut tx, &user.visibility, &imei).await?;
-    require_entity(&mut tx, "entity_id", entity_id).await?;
-    if entity_id == UNKNOWN_ENTITY {
-        let real = current_entities(&mut tx, &imei)
-            .await?
-            .iter()
-            .any(|(id, _)| *id != UNKNOWN_ENTITY);
-        if real {
-            return Err(ApiError::field(
-                "entity_id",
-                "The Unknown Entity is assigned automatically when a product has no other entity",
-            ));
+/// A change of a product's entities, as one of the three requests asks
+/// for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityChange {
+    /// `assign_entity`: add a link.
+    Assign(i64),
+    /// `change_entity`: move the link `old` to `new`.
+    Change { old: i64, new: i64 },
+    /// `remove_entity`: remove a link.
+    Remove(i64),
+}
+
+/// The parser of one entity route's body.
+type ParseChange = fn(&Map<String, Json>) -> Result<EntityChange, ApiError>;
+
+/// The entity routes and how each reads its body.
+const ENTITY_ROUTES: [(&str, ParseChange); 3] = [
+    ("/products/{id}/assign_entity", |body| {
+        Ok(EntityChange::Assign(super::require_int(body, "entity_id")?))
+    }),
+    ("/products/{id}/change_entity", |body| {
+        let old = super::require_int(body, "old_entity_id")?;
+        let new = super::require_int(body, "new_entity_id")?;
+        Ok(EntityChange::Change { old, new })
+    }),
+    ("/products/{id}/remove_entity", |body| {
+        Ok(EntityChange::Remove(super::require_int(body, "entity_id")?))
+    }),
+];
+
+impl EntityChange {
+    /// Applies the change to a product locked in `tx`, refusing what the
+    /// Unknown Entity rule forbids; returns the spec's success message.
+    pub async fn apply(
+        self,
+        tx: &mut Tx,
+        imei: &str,
+        by: &str,
+        now: NaiveDateTime,
+    ) -> Result<String, ApiError> {
+        match self {
+            Self::Assign(entity_id) => {
+                require_entity(tx, "entity_id", entity_id).await?;
+                if entity_id == UNKNOWN_ENTITY {
+                    let real = current_entities(tx, imei)
+                        .await?
+                        .iter()
+                        .any(|(id, _)| *id != UNKNOWN_ENTITY);
+                    if real {
+                        return Err(ApiError::field(
+                            "entity_id",
+                            "The Unknown Entity is assigned automatically when a product has no other entity",
+                        ));
+                    }
+                }
+                link_entity(tx, imei, entity_id, by, now).await?;
+                Ok(format!("Product #{imei} assigned to entity: {entity_id}"))
+            }
+            Self::Change { old, new } => {
+                require_entity(tx, "new_entity_id", new).await?;
+                if new == UNKNOWN_ENTITY {
+                    return Err(ApiError::field(
+                        "new_entity_id",
+                        "The Unknown Entity is assigned automatically; use remove_entity",
+                    ));
+                }
+                require_linked(tx, imei, "old_entity_id", old).await?;
+                if old != new {
+                    unlink(tx, imei, old, by, now).await?;
+                    link_entity(tx, imei, new, by, now).await?;
+                }
+                Ok(format!("Product #{imei} assigned to entity: {new}"))
+            }
+            Self::Remove(entity_id) => {
+                require_linked(tx, imei, "entity_id", entity_id).await?;
+                if entity_id == UNKNOWN_ENTITY {
+                    return Err(ApiError::field(
+                        "entity_id",
+                        "The Unknown Entity is removed by assigning another entity",
+                    ));
+                }
+                unlink_entity(tx, imei, entity_id, by, now).await?;
+                Ok(format!("Entity #{entity_id} removed from Product #{imei}"))
+            }
         }
     }
-    link_entity(&mut tx, &imei, entity_id, &user.username, now).await?;
-    let data = entities_body(&mut tx, &imei).await?;
-    tx.commit().await?;
-    Ok(success(
-        StatusCode::OK,
-        format!("Product #{imei} assigned to entity: {entity_id}"),
-        data,
-    ))
 }
 
-async fn change_entity(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(imei): Path<String>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    user.require(Permission::Admin)?;
-    let body = object(body)?;
-    let old = super::require_int(&body, "old_entity_id")?;
-    let new = super::require_int(&body, "new_entity_id")?;
-    let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
-    super::lock_product(&mut tx, &user.visibility, &imei).await?;
-    require_entity(&mut tx, "new_entity_id", new).await?;
-    if new == UNKNOWN_ENTITY {
-        return Err(ApiError::field(
-            "new_entity_id",
-            "The Unknown Entity is assigned automatically; use remove_entity",
-        ));
-    }
-    let current = current_entities(&mut tx, &imei).await?;
-    if !current.iter().any(|(id, _)| *id == old) {
-        return Err(ApiError::field(
-            "old_entity_id",
-            format!("Product #{imei} is not assigned to entity {old}"),
-        ));
-    }
-    if old != new {
-        unlink(&mut tx, &imei, old, &user.username, now).await?;
-        link_entity(&mut tx, &imei, new, &user.username, now).await?;
-    }
-    let data = entities_body(&mut tx, &imei).await?;
-    tx.commit().await?;
-    Ok(success(
-        StatusCode::OK,
-        format!("Product #{imei} assigned to entity: {new}"),
-        data,
-    ))
-}
-
-async fn remove_entity(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(imei): Path<String>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    user.require(Permission::Admin)?;
-    let body = object(body)?;
-    let entity_id = super::require_int(&body, "entity_id")?;
-    let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
-    super::lock_product(&mut tx, &user.visibility, &imei).await?;
-    let current = current_entities(&mut tx, &imei).await?;
-    if !current.iter().any(|(id, _)| *id == entity_id) {
-        return Err(ApiError::field(
-            "entity_id",
+/// A 400 on `field` unless the product is linked to `entity_id` now.
+async fn require_linked(
+    tx: &mut Tx,
+    imei: &str,
+    field: &str,
+    entity_id: i64,
+) -> Result<(), ApiError> {
+    let current = current_entities(tx, imei).await?;
+    if current.iter().any(|(id, _)| *id == entity_id) {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            field,
             format!("Product #{imei} is not assigned to entity {entity_id}"),
-        ));
+        ))
     }
-    if entity_id == UNKNOWN_ENTITY {
-        return Err(ApiError::field(
-            "entity_id",
-            "The Unknown Entity is removed by assigning another entity",
-        ));
-    }
-    unlink_entity(&mut tx, &imei, entity_id, &user.username, now).await?;
+}
+
+/// One entity route: ADMIN, the body parsed, the change applied to the
+/// locked product, and the product's entities afterwards in the answer.
+async fn entity_request(
+    state: AppState,
+    user: AuthUser,
+    imei: String,
+    body: Json,
+    parse: ParseChange,
+) -> Result<Response, ApiError> {
+    user.require(Permission::Admin)?;
+    let change = parse(&object(body)?)?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    super::lock_product(&mut tx, &user.visibility, &imei).await?;
+    let message = change.apply(&mut tx, &imei, &user.username, now).await?;
     let data = entities_body(&mut tx, &imei).await?;
     tx.commit().await?;
-    Ok(success(
-        StatusCode::OK,
-        format!("Entity #{entity_id} removed from Product #{imei}"),
-        data,
-    ))
+    Ok(success(StatusCode::OK, message, data))
 }

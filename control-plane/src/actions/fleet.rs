@@ -19,7 +19,8 @@ use crate::auth::AuthUser;
 use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::rows::{col, eq, insert, select_all, tc, update, RowExt};
+use crate::query::Visibility;
+use crate::rows::{c, col, eq, insert, select_all, tc, update, RowExt};
 use crate::web::{success, JsonBody, QueryPairs};
 
 /// A unit is expected to connect once every four hours (spec).
@@ -164,11 +165,10 @@ pub(super) fn latest_location_of_row() -> SelectStatement {
         .expr(tc("c2", "connection_id"))
         .from_as(Alias::new("connection"), Alias::new("c2"))
         .and_where(
-            Expr::col((Alias::new("c2"), Alias::new("product_imei")))
-                .equals((Alias::new("connection"), Alias::new("product_imei"))),
+            c("c2", "product_imei").equals((Alias::new("connection"), Alias::new("product_imei"))),
         )
-        .and_where(Expr::col((Alias::new("c2"), Alias::new("location_failed_flag"))).eq(false))
-        .and_where(Expr::col((Alias::new("c2"), Alias::new("latitude"))).is_not_null())
+        .and_where(c("c2", "location_failed_flag").eq(false))
+        .and_where(c("c2", "latitude").is_not_null())
         .order_by((Alias::new("c2"), Alias::new("date")), Order::Desc)
         .order_by((Alias::new("c2"), Alias::new("connection_id")), Order::Desc)
         .limit(1)
@@ -192,10 +192,8 @@ async fn locations(
         .expr(tc("connection", "longitude"))
         .expr(tc("connection", "error_radius"))
         .from(Alias::new("connection"))
-        .and_where(Expr::col((Alias::new("connection"), Alias::new("product_imei"))).is_not_null())
-        .and_where(
-            Expr::col((Alias::new("connection"), Alias::new("connection_id"))).in_subquery(latest),
-        )
+        .and_where(c("connection", "product_imei").is_not_null())
+        .and_where(c("connection", "connection_id").in_subquery(latest))
         .order_by(
             (Alias::new("connection"), Alias::new("product_imei")),
             Order::Asc,
@@ -411,23 +409,10 @@ async fn available_networks(
         .from(Alias::new("part"))
         .inner_join(
             Alias::new("part_product_linker"),
-            Expr::col((Alias::new("part_product_linker"), Alias::new("part_id")))
-                .equals((Alias::new("part"), Alias::new("part_id"))),
+            c("part_product_linker", "part_id").equals((Alias::new("part"), Alias::new("part_id"))),
         )
-        .and_where(
-            Expr::col((
-                Alias::new("part_product_linker"),
-                Alias::new("product_imei"),
-            ))
-            .eq(imei.as_str()),
-        )
-        .and_where(
-            Expr::col((
-                Alias::new("part_product_linker"),
-                Alias::new("date_removed"),
-            ))
-            .is_null(),
-        )
+        .and_where(c("part_product_linker", "product_imei").eq(imei.as_str()))
+        .and_where(c("part_product_linker", "date_removed").is_null())
         .to_owned();
     let providers = Query::select()
         .column(Alias::new("sim_provider_id"))
@@ -440,7 +425,7 @@ async fn available_networks(
         .and_where(Expr::col(Alias::new("sim_provider_id")).in_subquery(providers))
         .to_owned();
     let mut stmt = select_all("network");
-    stmt.and_where(Expr::col((Alias::new("network"), Alias::new("mccmnc"))).in_subquery(networks))
+    stmt.and_where(c("network", "mccmnc").in_subquery(networks))
         .and_where(eq("mcc", mcc))
         .order_by(Alias::new("mccmnc"), Order::Asc);
     let rows = crate::rows::rows(&mut tx, "network", &stmt).await?;
@@ -487,23 +472,10 @@ async fn default_limits(tx: &mut Tx, imei: &str, state_type: i64) -> Result<Opti
         .from(Alias::new("part"))
         .inner_join(
             Alias::new("part_product_linker"),
-            Expr::col((Alias::new("part_product_linker"), Alias::new("part_id")))
-                .equals((Alias::new("part"), Alias::new("part_id"))),
+            c("part_product_linker", "part_id").equals((Alias::new("part"), Alias::new("part_id"))),
         )
-        .and_where(
-            Expr::col((
-                Alias::new("part_product_linker"),
-                Alias::new("product_imei"),
-            ))
-            .eq(imei),
-        )
-        .and_where(
-            Expr::col((
-                Alias::new("part_product_linker"),
-                Alias::new("date_removed"),
-            ))
-            .is_null(),
-        )
+        .and_where(c("part_product_linker", "product_imei").eq(imei))
+        .and_where(c("part_product_linker", "date_removed").is_null())
         .to_owned();
     let mut stmt = select_all("default_energy_limit");
     stmt.and_where(Expr::col(Alias::new("battery_type_id")).in_subquery(battery_types))
@@ -638,47 +610,7 @@ async fn set_dcm_enabled_flag(
     Path(imei): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    user.require(Permission::Technical)?;
-    let enabled = super::require_bool(&object(body)?, "enabled")?;
-    let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
-    let product = super::lock_product(&mut tx, &user.visibility, &imei).await?;
-    let type_name = {
-        let stmt = Query::select()
-            .column(Alias::new("name"))
-            .from(Alias::new("product_type"))
-            .and_where(eq("product_type_id", product.int("product_type_id")))
-            .to_owned();
-        let c = col("name", ColumnType::String);
-        tx.fetch_optional(&stmt, &[&c])
-            .await?
-            .and_then(|r| r.text("name").map(str::to_string))
-            .unwrap_or_default()
-    };
-    if type_name.to_ascii_uppercase().contains("BP20") {
-        return Err(ApiError::field(
-            "enabled",
-            "BP20 devices are DCM enabled by default and cannot be modified",
-        ));
-    }
-    update(
-        &mut tx,
-        "product",
-        vec![("dcm_enabled_flag", enabled.into())],
-        eq("product_imei", imei.as_str()),
-        &user.username,
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(success(
-        StatusCode::OK,
-        format!(
-            "Product {imei}. DCM Enabled Flag set to {}",
-            super::py_bool(enabled)
-        ),
-        Json::Null,
-    ))
+    set_product_flag(state, user, imei, body, ProductFlag::DcmEnabled).await
 }
 
 async fn set_is_payg(
@@ -687,27 +619,98 @@ async fn set_is_payg(
     Path(imei): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    user.require(Permission::Technical)?;
-    let is_payg = super::require_bool(&object(body)?, "is_payg")?;
-    let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
-    super::lock_product(&mut tx, &user.visibility, &imei).await?;
+    set_product_flag(state, user, imei, body, ProductFlag::IsPayg).await
+}
+
+/// A product flag a TECHNICAL user sets with `{"<field>": true|false}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProductFlag {
+    DcmEnabled,
+    IsPayg,
+}
+
+impl ProductFlag {
+    /// The body's field.
+    fn field(self) -> &'static str {
+        match self {
+            Self::DcmEnabled => "enabled",
+            Self::IsPayg => "is_payg",
+        }
+    }
+
+    /// The `product` column.
+    fn column(self) -> &'static str {
+        match self {
+            Self::DcmEnabled => "dcm_enabled_flag",
+            Self::IsPayg => "is_payg",
+        }
+    }
+
+    /// The spec's success message.
+    fn message(self, imei: &str, value: bool) -> String {
+        let value = super::py_bool(value);
+        match self {
+            Self::DcmEnabled => format!("Product {imei}. DCM Enabled Flag set to {value}"),
+            Self::IsPayg => format!("is_payg for the Product {imei}, has been set to={value}"),
+        }
+    }
+}
+
+/// Sets a product flag of a locked, visible product. BP20 units keep
+/// their DCM flag: they are DCM enabled from the factory.
+async fn set_flag(
+    tx: &mut Tx,
+    visibility: &Visibility,
+    imei: &str,
+    flag: ProductFlag,
+    value: bool,
+    by: &str,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    let product = super::lock_product(tx, visibility, imei).await?;
+    if flag == ProductFlag::DcmEnabled && super::is_bp20(tx, product.int("product_type_id")).await?
+    {
+        return Err(ApiError::field(
+            "enabled",
+            "BP20 devices are DCM enabled by default and cannot be modified",
+        ));
+    }
     update(
-        &mut tx,
+        tx,
         "product",
-        vec![("is_payg", is_payg.into())],
-        eq("product_imei", imei.as_str()),
-        &user.username,
+        vec![(flag.column(), value.into())],
+        eq("product_imei", imei),
+        by,
         now,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn set_product_flag(
+    state: AppState,
+    user: AuthUser,
+    imei: String,
+    body: Json,
+    flag: ProductFlag,
+) -> Result<Response, ApiError> {
+    user.require(Permission::Technical)?;
+    let value = super::require_bool(&object(body)?, flag.field())?;
+    let mut tx = state.db.begin().await?;
+    set_flag(
+        &mut tx,
+        &user.visibility,
+        &imei,
+        flag,
+        value,
+        &user.username,
+        state.clock.now(),
     )
     .await?;
     tx.commit().await?;
     Ok(success(
         StatusCode::OK,
-        format!(
-            "is_payg for the Product {imei}, has been set to={}",
-            super::py_bool(is_payg)
-        ),
+        flag.message(&imei, value),
         Json::Null,
     ))
 }

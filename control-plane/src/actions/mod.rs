@@ -37,7 +37,7 @@ pub mod unit;
 use axum::extract::{FromRequest, Request};
 use axum::Router;
 use chrono::NaiveDateTime;
-use sea_query::{Alias, Expr, LockType, Query};
+use sea_query::{Alias, Expr, JoinType, LockType, Query, SelectStatement};
 use serde_json::{Map, Value as Json};
 
 use crate::app::AppState;
@@ -45,7 +45,7 @@ use crate::catalogue::{Column, ColumnType};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::query::Visibility;
-use crate::rows::{catalogue, col, eq, insert, row, table, RowExt};
+use crate::rows::{c, catalogue, col, eq, insert, row, table, RowExt};
 use crate::web::{JsonBody, QueryPairs};
 
 /// Every action route.
@@ -59,6 +59,24 @@ pub fn router() -> Router<AppState> {
         .merge(fleet::router())
         .merge(dashboard::router())
         .merge(alert::router())
+}
+
+/// `INNER JOIN <table> AS <alias> ON <alias>.<key> = <from>.<key>`: the
+/// join of a linker row to the row it names by `key`, as the actions'
+/// reads spell it.
+pub(crate) trait JoinOn {
+    fn join_on(&mut self, table: &str, alias: &str, from: &str, key: &str) -> &mut Self;
+}
+
+impl JoinOn for SelectStatement {
+    fn join_on(&mut self, table: &str, alias: &str, from: &str, key: &str) -> &mut Self {
+        self.join_as(
+            JoinType::InnerJoin,
+            Alias::new(table),
+            Alias::new(alias),
+            c(alias, key).equals((Alias::new(from), Alias::new(key))),
+        )
+    }
 }
 
 /// The product row, locked for the rest of `tx`, if `visibility` lets the
@@ -232,6 +250,20 @@ pub(crate) async fn notify_product_status(
     Ok(())
 }
 
+/// `true` when the product type's name says BP20: such units are DCM
+/// enabled from the factory and the flag cannot be changed.
+pub(crate) async fn is_bp20(tx: &mut Tx, product_type_id: Option<i64>) -> Result<bool, ApiError> {
+    let stmt = Query::select()
+        .column(Alias::new("name"))
+        .from(Alias::new("product_type"))
+        .and_where(eq("product_type_id", product_type_id))
+        .to_owned();
+    let name: Option<(Option<String>,)> = tx.fetch_typed_optional(&stmt).await?;
+    Ok(name
+        .and_then(|(name,)| name)
+        .is_some_and(|n| n.to_ascii_uppercase().contains("BP20")))
+}
+
 /// Looks up a parameter type by name, creating it when missing (the
 /// parameters the actions themselves set: energy limit, solar panel
 /// wattage).
@@ -293,14 +325,10 @@ pub(crate) async fn latest_product_parameter(
         .from(Alias::new("product_parameter"))
         .inner_join(
             Alias::new("parameter_type"),
-            Expr::col((
-                Alias::new("parameter_type"),
-                Alias::new("parameter_type_id"),
-            ))
-            .equals(pp("parameter_type_id")),
+            c("parameter_type", "parameter_type_id").equals(pp("parameter_type_id")),
         )
         .and_where(Expr::col(pp("product_imei")).eq(imei))
-        .and_where(Expr::col((Alias::new("parameter_type"), Alias::new("name"))).eq(name))
+        .and_where(c("parameter_type", "name").eq(name))
         .and_where(Expr::col(pp("status")).eq(status))
         .order_by(pp("product_parameter_id"), sea_query::Order::Desc)
         .limit(1)

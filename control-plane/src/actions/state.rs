@@ -18,10 +18,10 @@ use serde_json::{Map, Value as Json};
 use super::object;
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::catalogue::{ColumnType, Permission};
+use crate::catalogue::Permission;
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::rows::{col, eq, insert, update, RowExt};
+use crate::rows::{eq, insert, update, RowExt};
 use crate::web::{success, JsonBody};
 
 pub const NON_EXISTANT: i64 = 1;
@@ -66,12 +66,8 @@ pub async fn current_state_type(
         .from(Alias::new("state"))
         .and_where(eq("state_id", id))
         .to_owned();
-    let c = col("current_state_type", ColumnType::Int);
-    Ok(tx
-        .fetch_optional(&stmt, &[&c])
-        .await?
-        .and_then(|r| r.int("current_state_type"))
-        .unwrap_or(NON_EXISTANT))
+    let row: Option<(Option<i64>,)> = tx.fetch_typed_optional(&stmt).await?;
+    Ok(row.and_then(|(state,)| state).unwrap_or(NON_EXISTANT))
 }
 
 /// Appends a `state` row and points the product at it, without checking

@@ -14,10 +14,10 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::catalogue::{Column, Permission};
+use crate::catalogue::Permission;
+use crate::db::Tx;
 use crate::dcm::{self, Category, NewCommand};
 use crate::error::ApiError;
-use crate::query;
 use crate::values::format_datetime;
 use crate::web::{success, JsonBody};
 
@@ -133,6 +133,21 @@ fn count_command(category: &'static str, outcome: &'static str) {
         .increment(1);
 }
 
+/// Commits a payment-command write with the unit's pending MTs recorded
+/// beside it (the unit gets them on its next connect, whatever restarts),
+/// counts it as accepted, and queues the MTs for the unit now.
+async fn commit_and_queue(
+    state: &AppState,
+    tx: Tx,
+    imei: &str,
+    category: &'static str,
+) -> Result<(), ApiError> {
+    let sent = crate::rtc::mt::commit_with_pending(state, tx, imei).await?;
+    count_command(category, "accepted");
+    crate::rtc::mt::enqueue_after_commit(state, imei, sent).await;
+    Ok(())
+}
+
 async fn add_payment_command(
     State(state): State<AppState>,
     user: AuthUser,
@@ -153,11 +168,7 @@ async fn add_payment_command(
     )
     .await
     .inspect_err(|_| count_command(command.category.as_str(), "rejected"))?;
-    // RTC: recorded with the command (the unit gets it on its next connect, whatever
-    // restarts), queued for it now, after commit.
-    let sent = crate::rtc::mt::commit_with_pending(&state, tx, &imei).await?;
-    count_command(stored.category.as_str(), "accepted");
-    crate::rtc::mt::enqueue_after_commit(&state, &imei, sent).await;
+    commit_and_queue(&state, tx, &imei, stored.category.as_str()).await?;
     tracing::info!(
         product_imei = %imei,
         payment_command_id = stored.payment_command_id,
@@ -194,11 +205,8 @@ async fn force_reset(
     )
     .await
     .inspect_err(|_| count_command("force-reset", "rejected"))?;
-    // RTC: recorded with the reset, queued for the unit after commit.
-    let sent = crate::rtc::mt::commit_with_pending(&state, tx, &imei).await?;
-    count_command("force-reset", "accepted");
+    commit_and_queue(&state, tx, &imei, "force-reset").await?;
     dcm::count_events("voided", reset.voided);
-    crate::rtc::mt::enqueue_after_commit(&state, &imei, sent).await;
     tracing::info!(
         product_imei = %imei,
         outstanding_payments = reset.outstanding_payments,
@@ -222,26 +230,8 @@ async fn balance_and_pending_payments(
     Path(imei): Path<String>,
 ) -> Result<Response, ApiError> {
     user.require(Permission::Overview)?;
-    let product = state
-        .catalogue
-        .table("product")
-        .expect("the catalogue has products");
-    let stmt = query::compile_get(
-        &state.catalogue,
-        product,
-        sea_query::Value::String(Some(Box::new(imei.clone()))),
-        &user.visibility,
-    );
-    let pk: Vec<&Column> = vec![product.primary_key()];
-    let mut stmt = stmt;
-    stmt.clear_selects().column((
-        sea_query::Alias::new("product"),
-        sea_query::Alias::new("product_imei"),
-    ));
-    if state.db.fetch_optional(&stmt, &pk).await?.is_none() {
-        return Err(dcm::DcmError::UnknownProduct(imei).into());
-    }
-    let (balance, pending) = dcm::balance_and_pending(&state.db, &imei).await?;
+    let (balance, pending) =
+        dcm::balance_and_pending(&state.db, &state.catalogue, &imei, &user.visibility).await?;
     let data = BalanceAndPending {
         balance: balance.as_ref().map(|b| b.balance),
         expected_expiry: balance
