@@ -217,7 +217,7 @@ async fn record_switch_change(
     by: &str,
     now: NaiveDateTime,
 ) -> Result<Row, ApiError> {
-    Ok(insert(
+    insert(
         tx,
         history.table,
         vec![
@@ -230,7 +230,7 @@ async fn record_switch_change(
         by,
         now,
     )
-    .await?)
+    .await
 }
 
 /// Appends an `enable_history` row; returns its id.
