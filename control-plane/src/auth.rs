@@ -25,11 +25,10 @@ use sea_query::{Alias, Expr, Query};
 use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
-use crate::catalogue::{Column, ColumnType, Permission};
+use crate::catalogue::Permission;
 use crate::db::{Db, DbError};
 use crate::error::ApiError;
 use crate::query::Visibility;
-use crate::rows::col;
 
 /// Length of an API token (spec: "The token is a random 64-char string").
 pub const TOKEN_LEN: usize = 64;
@@ -311,66 +310,77 @@ pub struct UserRecord {
 
 /// Loads a user by username.
 pub async fn find_user(db: &Db, username: &str) -> Result<Option<UserRecord>, DbError> {
-    let columns = user_columns();
     let stmt = Query::select()
-        .columns(
-            columns
-                .iter()
-                .map(|c| (Alias::new("user"), Alias::new(&c.name))),
-        )
+        .columns(user_columns())
         .from(Alias::new("user"))
         .and_where(Expr::col(Alias::new("username")).eq(username))
         .to_owned();
-    let refs: Vec<&Column> = columns.iter().collect();
-    Ok(db
-        .fetch_optional(&stmt, &refs)
-        .await?
-        .map(|row| user_from_row(&row)))
+    let rows: Vec<UserRow> = db.fetch_typed(&stmt).await?;
+    Ok(rows.into_iter().next().map(UserRow::into_record))
 }
 
-/// The `user` columns the login and token paths read, in select order.
-fn user_columns() -> [Column; 10] {
-    [
-        col("user_id", ColumnType::Int),
-        col("username", ColumnType::String),
-        col("password", ColumnType::String),
-        col("permissions", ColumnType::String),
-        col("user_product_visibility", ColumnType::String),
-        col("entity_id", ColumnType::Int),
-        col("display_name", ColumnType::String),
-        col("name", ColumnType::String),
-        col("hub_id", ColumnType::Int),
-        col("shop_id", ColumnType::Int),
-    ]
+/// The `user` columns the login and token paths read ([`UserRow`]), table-qualified.
+fn user_columns() -> impl Iterator<Item = (Alias, Alias)> {
+    let identity = ["user_id", "username", "password"];
+    let access = ["permissions", "user_product_visibility", "entity_id"];
+    let profile = ["display_name", "name", "hub_id", "shop_id"];
+    identity
+        .into_iter()
+        .chain(access)
+        .chain(profile)
+        .map(|c| (Alias::new("user"), Alias::new(c)))
 }
 
-/// A user record from a row with [`user_columns`].
-fn user_from_row(row: &crate::db::Row) -> UserRecord {
-    let text = |k: &str| row.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    let int = |k: &str| row.get(k).and_then(|v| v.as_i64());
-    let permissions = text("permissions")
-        .and_then(|p| Permission::parse(&p))
-        .unwrap_or(Permission::Overview);
-    let entity_id = int("entity_id");
-    let visibility = match text("user_product_visibility").as_deref() {
-        Some("GLOBAL") => Visibility::Global,
-        // An ENTITY user without an entity sees no products at all.
-        _ => Visibility::Entity(entity_id.unwrap_or(-1)),
-    };
-    UserRecord {
-        user: AuthUser {
-            user_id: int("user_id").unwrap_or_default(),
-            username: text("username").unwrap_or_default(),
-            permissions,
-            visibility,
-            entity_id,
-        },
-        password_hash: text("password").unwrap_or_default(),
-        display_name: text("display_name"),
-        name: text("name"),
-        hub_id: int("hub_id"),
-        shop_id: int("shop_id"),
+/// A `user` row with [`user_columns`].
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    user_id: Option<i64>,
+    username: Option<String>,
+    password: Option<String>,
+    permissions: Option<String>,
+    user_product_visibility: Option<String>,
+    entity_id: Option<i64>,
+    display_name: Option<String>,
+    name: Option<String>,
+    hub_id: Option<i64>,
+    shop_id: Option<i64>,
+}
+
+impl UserRow {
+    fn into_record(self) -> UserRecord {
+        let permissions = self
+            .permissions
+            .as_deref()
+            .and_then(Permission::parse)
+            .unwrap_or(Permission::Overview);
+        let visibility = match self.user_product_visibility.as_deref() {
+            Some("GLOBAL") => Visibility::Global,
+            // An ENTITY user without an entity sees no products at all.
+            _ => Visibility::Entity(self.entity_id.unwrap_or(-1)),
+        };
+        UserRecord {
+            user: AuthUser {
+                user_id: self.user_id.unwrap_or_default(),
+                username: self.username.unwrap_or_default(),
+                permissions,
+                visibility,
+                entity_id: self.entity_id,
+            },
+            password_hash: self.password.unwrap_or_default(),
+            display_name: self.display_name,
+            name: self.name,
+            hub_id: self.hub_id,
+            shop_id: self.shop_id,
+        }
     }
+}
+
+/// A token's expiry with its user's row (the token path's one query).
+#[derive(sqlx::FromRow)]
+struct TokenUserRow {
+    expires_at: Option<NaiveDateTime>,
+    #[sqlx(flatten)]
+    user: UserRow,
 }
 
 /// Stores a new token for a user and returns its expiry.
@@ -419,14 +429,8 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
         }
     }
     // One query on a cache miss: the token's expiry and its user's record.
-    let mut columns = user_columns().to_vec();
-    columns.push(col("expires_at", ColumnType::Datetime));
     let stmt = Query::select()
-        .columns(
-            user_columns()
-                .iter()
-                .map(|c| (Alias::new("user"), Alias::new(&c.name))),
-        )
+        .columns(user_columns())
         .column((Alias::new("api_token"), Alias::new("expires_at")))
         .from(Alias::new("api_token"))
         .inner_join(
@@ -438,22 +442,17 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
             Expr::col((Alias::new("api_token"), Alias::new("token_hash"))).eq(digest.clone()),
         )
         .to_owned();
-    let refs: Vec<&Column> = columns.iter().collect();
-    let row = state.db.fetch_optional(&stmt, &refs).await?;
+    let rows: Vec<TokenUserRow> = state.db.fetch_typed(&stmt).await?;
     let invalid = || ApiError::Unauthorized("Your token is invalid or not present".into());
-    let row = row.ok_or_else(invalid)?;
-    let expires_at = row
-        .get("expires_at")
-        .and_then(|v| v.as_str())
-        .and_then(crate::values::parse_datetime)
-        .ok_or_else(invalid)?;
+    let row = rows.into_iter().next().ok_or_else(invalid)?;
+    let expires_at = row.expires_at.ok_or_else(invalid)?;
     if expires_at <= now {
         state.auth.tokens.invalidate(&digest);
         return Err(ApiError::Unauthorized(
             "Your token has expired; log in again".into(),
         ));
     }
-    let record = user_from_row(&row);
+    let record = row.user.into_record();
     let new_expiry = now + Duration::seconds(state.config.token_ttl_secs);
     let expires_at = if new_expiry - expires_at >= Duration::seconds(REFRESH_SECS) {
         let mut tx = state.db.begin().await?;
