@@ -12,9 +12,6 @@ use dashmap::DashMap;
 use sea_query::{Alias, Expr, Query};
 
 use crate::app::AppState;
-use crate::catalogue::{Column, ColumnType};
-use crate::db::Row;
-use crate::rows::{col, RowExt};
 
 /// How long a found unit is remembered.
 const HIT_TTL: Duration = Duration::from_secs(30);
@@ -117,7 +114,7 @@ impl UnitDirectoryDb {
     async fn query(
         &self,
         condition: sea_query::SimpleExpr,
-    ) -> Result<Vec<Row>, crate::db::DbError> {
+    ) -> Result<Vec<UnitIdentityRow>, crate::db::DbError> {
         let stmt = Query::select()
             .columns(
                 [
@@ -133,29 +130,28 @@ impl UnitDirectoryDb {
             .and_where(Expr::col(Alias::new("device_key")).is_not_null())
             .limit(2)
             .to_owned();
-        let cols = columns();
-        let refs: Vec<&Column> = cols.iter().collect();
-        self.state.db.fetch_all(&stmt, &refs).await
+        self.state.db.fetch_typed(&stmt).await
     }
 }
 
-fn columns() -> [Column; 4] {
-    [
-        col("product_imei", ColumnType::String),
-        col("device_key", ColumnType::String),
-        col("rtc_network_name", ColumnType::String),
-        col("ip_address", ColumnType::String),
-    ]
+/// The `product` columns a unit's credentials are made of.
+#[derive(sqlx::FromRow)]
+pub(crate) struct UnitIdentityRow {
+    product_imei: Option<String>,
+    device_key: Option<String>,
+    rtc_network_name: Option<String>,
+    ip_address: Option<String>,
 }
 
 /// The credentials of a product row (`None` without a usable key).
-pub(crate) fn credentials(row: &Row) -> Option<UnitCredentials> {
-    let imei = row.text("product_imei")?;
-    let key = row.text("device_key").filter(|k| !k.is_empty())?;
+pub(crate) fn credentials(row: &UnitIdentityRow) -> Option<UnitCredentials> {
+    let imei = row.product_imei.as_deref()?;
+    let key = row.device_key.as_deref().filter(|k| !k.is_empty())?;
     let mut unit = UnitCredentials::new(imei, key);
     if let (Some(net), Some(ip)) = (
-        row.text("rtc_network_name"),
-        row.text("ip_address")
+        row.rtc_network_name.as_deref(),
+        row.ip_address
+            .as_deref()
             .and_then(|ip| ip.trim().parse::<IpAddr>().ok()),
     ) {
         unit = unit.with_ip(net, ip);
@@ -270,10 +266,14 @@ impl UnitDirectory for UnitDirectoryDb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn row(v: serde_json::Value) -> Row {
-        v.as_object().unwrap().clone()
+    fn row(imei: &str, key: Option<&str>, net: Option<&str>, ip: Option<&str>) -> UnitIdentityRow {
+        UnitIdentityRow {
+            product_imei: Some(imei.to_owned()),
+            device_key: key.map(str::to_owned),
+            rtc_network_name: net.map(str::to_owned),
+            ip_address: ip.map(str::to_owned),
+        }
     }
 
     #[test]
@@ -295,19 +295,20 @@ mod tests {
 
     #[test]
     fn credentials_need_a_key_and_keep_the_private_apn_identity() {
-        let u = credentials(&row(json!({"product_imei": "013777946874001",
-            "device_key": "abcdefghijklmnopqrstuvwx", "rtc_network_name": "Aeris",
-            "ip_address": "10.112.89.62"})))
+        let u = credentials(&row(
+            "013777946874001",
+            Some("abcdefghijklmnopqrstuvwx"),
+            Some("Aeris"),
+            Some("10.112.89.62"),
+        ))
         .unwrap();
         assert_eq!(u.imei, "013777946874001");
         assert_eq!(u.network.as_deref(), Some("Aeris"));
         assert_eq!(u.ip, Some("10.112.89.62".parse().unwrap()));
-        assert!(credentials(&row(json!({"product_imei": "1", "device_key": null}))).is_none());
-        assert!(credentials(&row(json!({"product_imei": "1", "device_key": ""}))).is_none());
+        assert!(credentials(&row("1", None, None, None)).is_none());
+        assert!(credentials(&row("1", Some(""), None, None)).is_none());
         // An unparseable address is no IP identity, but the IMEI identity stands.
-        let u = credentials(&row(json!({"product_imei": "1", "device_key": "k",
-            "rtc_network_name": "Aeris", "ip_address": "not-an-ip"})))
-        .unwrap();
+        let u = credentials(&row("1", Some("k"), Some("Aeris"), Some("not-an-ip"))).unwrap();
         assert_eq!(u.ip, None);
     }
 }
