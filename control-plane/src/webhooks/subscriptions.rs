@@ -100,11 +100,9 @@ pub async fn subscribe(
             ),
         )
     };
-    if let Some(row) = tx
-        .fetch_optional(&existing, &[&col("url", ColumnType::String)])
-        .await?
-    {
-        return Err(already(row["url"].as_str().unwrap_or_default()));
+    let subscribed: Option<(Option<String>,)> = tx.fetch_typed_optional(&existing).await?;
+    if let Some((subscribed,)) = subscribed {
+        return Err(already(subscribed.as_deref().unwrap_or_default()));
     }
     let insert = Query::insert()
         .into_table(a("subscriber"))
@@ -129,10 +127,7 @@ pub async fn subscribe(
         ])
         .returning(Query::returning().column(a("subscriber_id")))
         .to_owned();
-    let row = match tx
-        .fetch_optional(&insert, &[&col("subscriber_id", ColumnType::Int)])
-        .await
-    {
+    let row: Option<(Option<i64>,)> = match tx.fetch_typed_optional(&insert).await {
         Ok(row) => row,
         // A concurrent subscribe won the unique index.
         Err(DbError::Unique { .. }) => return Err(already(url)),
@@ -140,9 +135,7 @@ pub async fn subscribe(
     };
     tx.commit().await?;
     Ok(Subscribed {
-        subscriber_id: row
-            .and_then(|r| r.get("subscriber_id").and_then(Json::as_i64))
-            .unwrap_or_default(),
+        subscriber_id: row.and_then(|(id,)| id).unwrap_or_default(),
         url: url.into(),
         channel_name: channel.into(),
         key,
@@ -168,13 +161,8 @@ pub async fn unsubscribe(
         .and_where(Expr::col(a("url")).eq(url))
         .and_where(scope(user))
         .to_owned();
-    let rows = tx
-        .fetch_all(&ids, &[&col("subscriber_id", ColumnType::Int)])
-        .await?;
-    let ids: Vec<i64> = rows
-        .iter()
-        .filter_map(|r| r.get("subscriber_id").and_then(Json::as_i64))
-        .collect();
+    let rows: Vec<(Option<i64>,)> = tx.fetch_typed(&ids).await?;
+    let ids: Vec<i64> = rows.into_iter().filter_map(|(id,)| id).collect();
     if ids.is_empty() {
         return Err(ApiError::NotFound(format!(
             "No subscription of url '{url}' to the '{channel}' channel"
