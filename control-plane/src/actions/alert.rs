@@ -98,9 +98,13 @@ async fn dismiss(
         return Ok(success(StatusCode::OK, message, Json::Null));
     }
     if let Some(repair_id) = repair {
-        let mut stmt = crate::rows::select_all("repair");
-        stmt.and_where(eq("repair_id", repair_id));
-        if crate::rows::row(&mut tx, "repair", &stmt).await?.is_none() {
+        let stmt = sea_query::Query::select()
+            .column(sea_query::Alias::new("repair_id"))
+            .from(sea_query::Alias::new("repair"))
+            .and_where(eq("repair_id", repair_id))
+            .to_owned();
+        let found: Option<(i64,)> = tx.fetch_typed_optional(&stmt).await?;
+        if found.is_none() {
             return Err(ApiError::field(
                 "repair_id",
                 format!("field 'repair_id' refers to repair repair_id {repair_id}, which does not exist"),

@@ -41,11 +41,10 @@ use sea_query::{Alias, Expr, JoinType, LockType, Query, SelectStatement};
 use serde_json::{Map, Value as Json};
 
 use crate::app::AppState;
-use crate::catalogue::{Column, ColumnType};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::query::Visibility;
-use crate::rows::{c, catalogue, col, eq, insert, row, table, RowExt};
+use crate::rows::{c, catalogue, eq, insert, row, table, RowExt};
 use crate::web::{JsonBody, QueryPairs};
 
 /// Every action route.
@@ -103,6 +102,22 @@ pub(crate) async fn visible_product(
 ) -> Result<Row, ApiError> {
     let stmt = crate::query::compile_get(catalogue(), table("product"), imei.into(), visibility);
     row(tx, "product", &stmt)
+        .await?
+        .ok_or_else(|| product_not_found(imei))
+}
+
+/// `columns` of product `imei`, decoded as `T` (404 when there is no such product).
+pub(crate) async fn product_columns<T: crate::db::TypedRow>(
+    tx: &mut Tx,
+    imei: &str,
+    columns: &[&str],
+) -> Result<T, ApiError> {
+    let stmt = Query::select()
+        .columns(columns.iter().map(|c| Alias::new(*c)))
+        .from(Alias::new("product"))
+        .and_where(eq("product_imei", imei))
+        .to_owned();
+    tx.fetch_typed_optional(&stmt)
         .await?
         .ok_or_else(|| product_not_found(imei))
 }
@@ -207,6 +222,14 @@ pub(crate) fn py_bool(b: bool) -> &'static str {
     }
 }
 
+/// The product columns the `product-status` notification is made of.
+#[derive(sqlx::FromRow)]
+struct ProductStatusRow {
+    current_enable_flag: Option<bool>,
+    desired_enable_flag: Option<bool>,
+    latest_state_id: Option<i64>,
+}
+
 /// Writes the `product-status` notification of `imei`'s current state and
 /// enable status, inside `tx`.
 pub(crate) async fn notify_product_status(
@@ -215,30 +238,21 @@ pub(crate) async fn notify_product_status(
     by: &str,
     now: NaiveDateTime,
 ) -> Result<(), ApiError> {
-    let flags = Query::select()
-        .columns(
-            [
-                "current_enable_flag",
-                "desired_enable_flag",
-                "latest_state_id",
-            ]
-            .map(Alias::new),
-        )
-        .from(Alias::new("product"))
-        .and_where(eq("product_imei", imei))
-        .to_owned();
-    let cols = [
-        col("current_enable_flag", ColumnType::Boolean),
-        col("desired_enable_flag", ColumnType::Boolean),
-        col("latest_state_id", ColumnType::Int),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
-    let p = tx
-        .fetch_optional(&flags, &refs)
-        .await?
-        .ok_or_else(|| product_not_found(imei))?;
-    let status = unit::enable_status(p.flag("current_enable_flag"), p.flag("desired_enable_flag"));
-    let state = state::current_state_type(tx, p.int("latest_state_id")).await?;
+    let p: ProductStatusRow = product_columns(
+        tx,
+        imei,
+        &[
+            "current_enable_flag",
+            "desired_enable_flag",
+            "latest_state_id",
+        ],
+    )
+    .await?;
+    let status = unit::enable_status(
+        p.current_enable_flag.unwrap_or(false),
+        p.desired_enable_flag.unwrap_or(false),
+    );
+    let state = state::current_state_type(tx, p.latest_state_id).await?;
     crate::outbox::enqueue(
         tx,
         crate::outbox::PRODUCT_STATUS,
@@ -281,11 +295,9 @@ pub(crate) async fn parameter_type_id(
         .order_by(Alias::new("parameter_type_id"), sea_query::Order::Asc)
         .limit(1)
         .to_owned();
-    let id = col("parameter_type_id", ColumnType::Int);
-    if let Some(r) = tx.fetch_optional(&stmt, &[&id]).await? {
-        if let Some(id) = r.int("parameter_type_id") {
-            return Ok(id);
-        }
+    let found: Option<(Option<i64>,)> = tx.fetch_typed_optional(&stmt).await?;
+    if let Some((Some(id),)) = found {
+        return Ok(id);
     }
     let created = insert(
         tx,
@@ -305,6 +317,14 @@ pub(crate) async fn parameter_type_id(
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("parameter_type without id")))
 }
 
+/// A product parameter as [`latest_product_parameter`] reads it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ProductParameterRow {
+    pub product_parameter_id: Option<i64>,
+    pub parameter_type_id: Option<i64>,
+    pub value: Option<String>,
+}
+
 /// The newest product parameter of a type name in a status (`active`,
 /// `pending`, ...): its `product_parameter_id`, `parameter_type_id` and
 /// `value`. Shared by the energy-limit actions and the unit reports that
@@ -314,7 +334,7 @@ pub(crate) async fn latest_product_parameter(
     imei: &str,
     name: &str,
     status: &str,
-) -> Result<Option<Row>, crate::db::DbError> {
+) -> Result<Option<ProductParameterRow>, crate::db::DbError> {
     let pp = |c: &str| (Alias::new("product_parameter"), Alias::new(c));
     let stmt = Query::select()
         .columns([
@@ -333,13 +353,7 @@ pub(crate) async fn latest_product_parameter(
         .order_by(pp("product_parameter_id"), sea_query::Order::Desc)
         .limit(1)
         .to_owned();
-    let cols = [
-        col("product_parameter_id", ColumnType::Int),
-        col("parameter_type_id", ColumnType::Int),
-        col("value", ColumnType::String),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
-    tx.fetch_optional(&stmt, &refs).await
+    tx.fetch_typed_optional(&stmt).await
 }
 
 /// The active value of a product parameter by type name, if any.
@@ -350,5 +364,5 @@ pub(crate) async fn active_product_parameter(
 ) -> Result<Option<String>, ApiError> {
     Ok(latest_product_parameter(tx, imei, name, "active")
         .await?
-        .and_then(|r| r.text("value").map(str::to_string)))
+        .and_then(|r| r.value))
 }

@@ -31,7 +31,7 @@ use axum::routing::post;
 use axum::Router;
 use chrono::NaiveDateTime;
 use rand::Rng;
-use sea_query::{Alias, Expr};
+use sea_query::{Alias, Expr, Query};
 use serde_json::{json, Value as Json};
 
 use super::object;
@@ -223,13 +223,25 @@ pub async fn record_wakeup(
     .await
 }
 
+fn sms_not_found(id: i64) -> ApiError {
+    ApiError::NotFound(format!("No sms_history with sms_history_id '{id}'"))
+}
+
+/// The `sms_history` columns [`deliver`] hands to the provider.
+#[derive(sqlx::FromRow)]
+struct OutgoingSms {
+    product_imei: Option<String>,
+    message: Option<String>,
+    message_reference: Option<String>,
+}
+
 async fn sms_row(state: &AppState, id: i64) -> Result<Row, ApiError> {
     let mut tx = state.db.begin_read().await?;
     let mut stmt = select_all("sms_history");
     stmt.and_where(eq("sms_history_id", id));
     let row = crate::rows::row(&mut tx, "sms_history", &stmt)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("No sms_history with sms_history_id '{id}'")))?;
+        .ok_or_else(|| sms_not_found(id))?;
     tx.commit().await?;
     Ok(row)
 }
@@ -249,20 +261,28 @@ pub enum Handover {
 /// and records the outcome (`status`, and `status_info` saying why when it
 /// did not go out). Returns the row afterwards and the outcome.
 pub async fn deliver(state: &AppState, sms_id: i64) -> Result<(Row, Handover), ApiError> {
-    let row = sms_row(state, sms_id).await?;
-    let imei = row.text("product_imei").unwrap_or_default().to_string();
     let mut tx = state.db.begin_read().await?;
-    let product = super::visible_product(&mut tx, &crate::query::Visibility::Global, &imei).await?;
+    let stmt = Query::select()
+        .columns(["product_imei", "message", "message_reference"].map(Alias::new))
+        .from(Alias::new("sms_history"))
+        .and_where(eq("sms_history_id", sms_id))
+        .to_owned();
+    let outgoing: OutgoingSms = tx
+        .fetch_typed_optional(&stmt)
+        .await?
+        .ok_or_else(|| sms_not_found(sms_id))?;
+    let imei = outgoing.product_imei.unwrap_or_default();
+    let (imsi, iccid): (Option<String>, Option<String>) =
+        super::product_columns(&mut tx, &imei, &["imsi", "iccid"]).await?;
     tx.commit().await?;
     let sms = Sms {
         product_imei: imei,
-        imsi: product.text("imsi").map(str::to_string),
-        iccid: product.text("iccid").map(str::to_string),
-        message: row.text("message").unwrap_or(WAKEUP_MESSAGE).to_string(),
-        reference: row
-            .text("message_reference")
-            .unwrap_or_default()
-            .to_string(),
+        imsi,
+        iccid,
+        message: outgoing
+            .message
+            .unwrap_or_else(|| WAKEUP_MESSAGE.to_string()),
+        reference: outgoing.message_reference.unwrap_or_default(),
     };
     let result = state.sms.send(&sms).await;
     let now = state.clock.now();

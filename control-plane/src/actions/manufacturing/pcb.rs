@@ -16,7 +16,7 @@ use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::rows::{col, eq, insert, select_all, RowExt};
+use crate::rows::{eq, insert, select_all, RowExt};
 use crate::web::success;
 
 /// One text field of a manufacturing request: [`TextRule::read`] enforces it
@@ -196,13 +196,11 @@ pub(super) async fn exists(
     id: sea_query::Value,
 ) -> Result<bool, ApiError> {
     let stmt = Query::select()
-        .column(Alias::new(pk))
+        .expr(sea_query::Expr::col(Alias::new(pk)).count())
         .from(Alias::new(table))
         .and_where(eq(pk, id))
-        .limit(1)
         .to_owned();
-    let c = col(pk, crate::rows::table(table).primary_key().ty);
-    Ok(tx.fetch_optional(&stmt, &[&c]).await?.is_some())
+    Ok(tx.fetch_i64(&stmt).await? > 0)
 }
 
 pub(super) async fn part_by_serial(tx: &mut Tx, serial: &str) -> Result<Option<Row>, ApiError> {

@@ -16,10 +16,10 @@ use super::HYENA_PCB_PART_TYPE;
 use crate::actions::object;
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::catalogue::{ColumnType, Permission};
+use crate::catalogue::Permission;
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::rows::{col, eq, insert, RowExt};
+use crate::rows::{eq, insert, RowExt};
 use crate::web::{success, JsonBody};
 
 /// The longest battery serial number a product request takes.
@@ -272,13 +272,12 @@ pub async fn create_product_from_pcb(
         ));
     }
     let linked = Query::select()
-        .column(Alias::new("part_product_linker_id"))
+        .expr(sea_query::Expr::col(Alias::new("part_product_linker_id")).count())
         .from(Alias::new("part_product_linker"))
         .and_where(eq("part_id", pcb.int("part_id")))
         .and_where(sea_query::Expr::col(Alias::new("date_removed")).is_null())
         .to_owned();
-    let c = col("part_product_linker_id", ColumnType::Int);
-    if tx.fetch_optional(&linked, &[&c]).await?.is_some() {
+    if tx.fetch_i64(&linked).await? > 0 {
         return Err(ApiError::field(
             "pcb_imei",
             format!("PCB '{imei}' is already part of a product"),

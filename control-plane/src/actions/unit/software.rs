@@ -12,10 +12,10 @@ use serde_json::{json, Value as Json};
 use crate::actions::{object, JoinOn};
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::catalogue::{Column, ColumnType, Permission};
+use crate::catalogue::Permission;
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::rows::{c, col, eq, insert, tc, update, RowExt};
+use crate::rows::{c, eq, insert, tc, update, RowExt};
 use crate::values::format_datetime;
 use crate::web::{success, JsonBody};
 
@@ -136,19 +136,9 @@ pub async fn resolve_software(tx: &mut Tx, arg: &Json) -> Result<(i64, String), 
         }
         None => stmt.and_where(eq("name", name.as_str())),
     };
-    let cols = [
-        col("software_version_type_id", ColumnType::Int),
-        col("name", ColumnType::String),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
-    let found = tx.fetch_optional(&stmt, &refs).await?;
+    let found: Option<(Option<i64>, Option<String>)> = tx.fetch_typed_optional(&stmt).await?;
     found
-        .and_then(|r| {
-            Some((
-                r.int("software_version_type_id")?,
-                r.text("name")?.to_string(),
-            ))
-        })
+        .and_then(|(id, name)| Some((id?, name?)))
         .ok_or_else(|| {
             ApiError::field(
                 "software",
@@ -174,13 +164,8 @@ async fn check_software_fits(
         .from(Alias::new("product_type_software_version_type_linker"))
         .and_where(eq("product_type_id", product_type))
         .to_owned();
-    let id = col("software_version_type_id", ColumnType::Int);
-    let allowed: Vec<i64> = tx
-        .fetch_all(&stmt, &[&id])
-        .await?
-        .iter()
-        .filter_map(|r| r.int("software_version_type_id"))
-        .collect();
+    let allowed: Vec<(Option<i64>,)> = tx.fetch_typed(&stmt).await?;
+    let allowed: Vec<i64> = allowed.into_iter().filter_map(|(id,)| id).collect();
     if allowed.is_empty() || allowed.contains(&software_id) {
         Ok(())
     } else {

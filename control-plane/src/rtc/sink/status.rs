@@ -10,7 +10,7 @@ use sea_query::{Alias, Expr};
 use super::{telemetry_point, ControlPlaneSink, Step};
 use crate::actions::unit::{apply_unit_report, UnitReport, UNIT_USER};
 use crate::db::Tx;
-use crate::rows::{eq, update, RowExt};
+use crate::rows::{eq, update};
 use crate::rtc::{api_sink_error, db_sink_error};
 
 impl ControlPlaneSink {
@@ -103,14 +103,13 @@ async fn confirm_energy_limit(
         return Ok(false);
     };
     let matches = p
-        .text("value")
+        .value
         .and_then(|v| v.trim().parse::<f64>().ok())
         .is_some_and(|v| (v - reported).abs() < 0.01);
     if !matches {
         return Ok(false);
     }
-    let (Some(id), Some(type_id)) = (p.int("product_parameter_id"), p.int("parameter_type_id"))
-    else {
+    let (Some(id), Some(type_id)) = (p.product_parameter_id, p.parameter_type_id) else {
         return Ok(false);
     };
     update(
