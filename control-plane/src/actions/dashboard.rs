@@ -137,30 +137,43 @@ async fn entities(tx: &mut Tx, imeis: &[String]) -> Result<BTreeMap<String, Vec<
     Ok(out)
 }
 
+/// A timestamp as the generic rows render it (`null` when absent).
+fn datetime_json(t: Option<NaiveDateTime>) -> Json {
+    t.map_or(Json::Null, |t| Json::from(format_datetime(&t)))
+}
+
 /// `(state_type_id, created_at)` of each `state` row id.
 async fn states(tx: &mut Tx, ids: Vec<i64>) -> Result<BTreeMap<i64, (i64, Json)>, ApiError> {
-    let mut stmt = select_all("state");
-    stmt.and_where(c("state", "state_id").is_in(ids));
-    Ok(crate::rows::rows(tx, "state", &stmt)
-        .await?
+    let stmt = Query::select()
+        .columns(["state_id", "current_state_type", "created_at"].map(Alias::new))
+        .from(Alias::new("state"))
+        .and_where(c("state", "state_id").is_in(ids))
+        .to_owned();
+    let rows: Vec<(Option<i64>, Option<i64>, Option<NaiveDateTime>)> =
+        tx.fetch_typed(&stmt).await?;
+    Ok(rows
         .into_iter()
-        .filter_map(|r| {
-            Some((
-                r.int("state_id")?,
-                (
-                    r.int("current_state_type")?,
-                    r.get("created_at").cloned().unwrap_or(Json::Null),
-                ),
-            ))
+        .filter_map(|(id, state_type, created_at)| {
+            Some((id?, (state_type?, datetime_json(created_at))))
         })
         .collect())
+}
+
+/// A product's latest located connection, as the dashboard shows it.
+#[derive(sqlx::FromRow)]
+struct LocatedConnection {
+    product_imei: Option<String>,
+    date: Option<NaiveDateTime>,
+    latitude: Option<String>,
+    longitude: Option<String>,
+    error_radius: Option<i64>,
 }
 
 /// The latest connection date and the latest located connection per product.
 async fn connections(
     tx: &mut Tx,
     imeis: &[String],
-) -> Result<(BTreeMap<String, Json>, BTreeMap<String, Row>), ApiError> {
+) -> Result<(BTreeMap<String, Json>, BTreeMap<String, LocatedConnection>), ApiError> {
     let recent = Query::select()
         .column(Alias::new("product_imei"))
         .expr_as(Func::max(Expr::col(Alias::new("date"))), Alias::new("date"))
@@ -168,24 +181,23 @@ async fn connections(
         .and_where(Expr::col(Alias::new("product_imei")).is_in(imeis.iter().map(String::as_str)))
         .group_by_col(Alias::new("product_imei"))
         .to_owned();
-    let cols = [
-        col("product_imei", ColumnType::String),
-        col("date", ColumnType::Datetime),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
-    let recent: BTreeMap<String, Json> = tx
-        .fetch_all(&recent, &refs)
-        .await?
+    let rows: Vec<(Option<String>, Option<NaiveDateTime>)> = tx.fetch_typed(&recent).await?;
+    let recent: BTreeMap<String, Json> = rows
         .into_iter()
-        .filter_map(|r| Some((r.text("product_imei")?.to_string(), r.get("date").cloned()?)))
+        .filter_map(|(imei, date)| Some((imei?, datetime_json(Some(date?)))))
         .collect();
     let latest = super::fleet::latest_location_of_row();
-    let mut stmt = select_all("connection");
-    stmt.and_where(c("connection", "connection_id").in_subquery(latest));
-    let located = by_imei(tx, "connection", imeis, stmt)
-        .await?
+    let stmt = Query::select()
+        .columns(["product_imei", "date"].map(Alias::new))
+        .columns(["latitude", "longitude", "error_radius"].map(Alias::new))
+        .from(Alias::new("connection"))
+        .and_where(c("connection", "connection_id").in_subquery(latest))
+        .and_where(c("connection", "product_imei").is_in(imeis.iter().map(String::as_str)))
+        .to_owned();
+    let rows: Vec<LocatedConnection> = tx.fetch_typed(&stmt).await?;
+    let located = rows
         .into_iter()
-        .filter_map(|(k, mut v)| Some((k, v.pop()?)))
+        .filter_map(|l| Some((l.product_imei.clone()?, l)))
         .collect();
     Ok((recent, located))
 }
@@ -359,12 +371,6 @@ async fn dashboard2(
             .and_then(|t| state_names.get(&t))
             .map(|n| n.to_lowercase());
         let location = located.get(imei);
-        let loc = |k: &str| {
-            location
-                .and_then(|l| l.get(k))
-                .cloned()
-                .unwrap_or(Json::Null)
-        };
         let (active, pending) = software.get(imei).cloned().unwrap_or_default();
         let mut o = Map::new();
         o.insert("product_imei".into(), get("product_imei"));
@@ -377,7 +383,10 @@ async fn dashboard2(
         o.insert("entities".into(), rows_of(&entities, imei));
         o.insert("hub_id".into(), get("hub_id"));
         o.insert("shop_id".into(), get("shop_id"));
-        o.insert("location_date".into(), loc("date"));
+        o.insert(
+            "location_date".into(),
+            datetime_json(location.and_then(|l| l.date)),
+        );
         o.insert("alerts".into(), rows_of(&alerts, imei));
         o.insert("software_lock".into(), get("software_lock"));
         o.insert(
@@ -393,9 +402,18 @@ async fn dashboard2(
             "recent_connection".into(),
             recent.get(imei).cloned().unwrap_or(Json::Null),
         );
-        o.insert("latitude".into(), loc("latitude"));
-        o.insert("longitude".into(), loc("longitude"));
-        o.insert("error_radius".into(), loc("error_radius"));
+        o.insert(
+            "latitude".into(),
+            json!(location.and_then(|l| l.latitude.as_deref())),
+        );
+        o.insert(
+            "longitude".into(),
+            json!(location.and_then(|l| l.longitude.as_deref())),
+        );
+        o.insert(
+            "error_radius".into(),
+            json!(location.and_then(|l| l.error_radius)),
+        );
         o.insert("capacity_limit".into(), json!(capacity.get(imei)));
         for k in [
             "current_enable_flag",
@@ -439,18 +457,22 @@ async fn current_enable_status(
     // Read-only: on SQLite a reader connection, never the writer's queue.
     let mut tx = state.db.begin_read().await?;
     let type_names = names(&mut tx, "product_type", "product_type_id").await?;
-    let mut stmt = select_all("enable_history");
-    stmt.and_where(
-        c("enable_history", "enable_history_id").is_in(
-            products
-                .iter()
-                .filter_map(|p| p.int("latest_enable_history_id")),
-        ),
-    );
-    let history: BTreeMap<i64, Row> = crate::rows::rows(&mut tx, "enable_history", &stmt)
-        .await?
+    let stmt = Query::select()
+        .columns(["enable_history_id", "user", "date"].map(Alias::new))
+        .columns(["prev_enable_state", "current_enable_state"].map(Alias::new))
+        .from(Alias::new("enable_history"))
+        .and_where(
+            c("enable_history", "enable_history_id").is_in(
+                products
+                    .iter()
+                    .filter_map(|p| p.int("latest_enable_history_id")),
+            ),
+        )
+        .to_owned();
+    let history: Vec<EnableHistoryRow> = tx.fetch_typed(&stmt).await?;
+    let history: BTreeMap<i64, EnableHistoryRow> = history
         .into_iter()
-        .filter_map(|r| Some((r.int("enable_history_id")?, r)))
+        .filter_map(|h| Some((h.enable_history_id?, h)))
         .collect();
     let state_rows = states(
         &mut tx,
@@ -469,8 +491,7 @@ async fn current_enable_status(
         let h = p
             .int("latest_enable_history_id")
             .and_then(|id| history.get(&id));
-        let hget = |k: &str| h.and_then(|h| h.get(k)).cloned().unwrap_or(Json::Null);
-        let current = match h.and_then(|h| h.text("current_enable_state")) {
+        let current = match h.and_then(|h| h.current_enable_state.as_deref()) {
             Some(s) => json!(s),
             None => json!(super::unit::enable_status(
                 p.flag("current_enable_flag"),
@@ -492,7 +513,7 @@ async fn current_enable_status(
         data.push(EnableStatus {
             current_enable_state: current,
             current_state_type: state_type,
-            date: hget("date"),
+            date: datetime_json(h.and_then(|h| h.date)),
             dcm_enabled_flag: pget("dcm_enabled_flag"),
             entity: entity
                 .and_then(|e| e.get("name").cloned())
@@ -504,12 +525,12 @@ async fn current_enable_status(
                 .int("product_type_id")
                 .and_then(|t| type_names.get(&t))
                 .cloned(),
-            prev_enable_state: hget("prev_enable_state"),
+            prev_enable_state: json!(h.and_then(|h| h.prev_enable_state.as_deref())),
             product_imei: imei.to_string(),
             product_type_id: pget("product_type_id"),
             serial_number: pget("serial_number"),
             total_accessory_energy: accessory.get(imei).cloned(),
-            user: hget("user"),
+            user: json!(h.and_then(|h| h.user.as_deref())),
         });
     }
     Ok(success(
@@ -517,6 +538,16 @@ async fn current_enable_status(
         "enable_histories retrieved",
         serde_json::to_value(data).expect("plain fields serialise"),
     ))
+}
+
+/// The `enable_history` columns `/current_enable_status` shows.
+#[derive(sqlx::FromRow)]
+struct EnableHistoryRow {
+    enable_history_id: Option<i64>,
+    prev_enable_state: Option<String>,
+    current_enable_state: Option<String>,
+    user: Option<String>,
+    date: Option<NaiveDateTime>,
 }
 
 /// One unit of `/current_enable_status`. A struct, so the handler and its
