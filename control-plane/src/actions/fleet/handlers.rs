@@ -1,7 +1,7 @@
 //! The fleet routes: permission checks and arguments in, the spec's
 //! envelope out; the work is in [`super::reads`] and [`super::settings`].
 
-use axum::extract::{Path, State};
+use axum::extract::{MatchedPath, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -33,11 +33,8 @@ pub(in crate::actions) fn router() -> Router<AppState> {
             "/products/{id}/suggest_energy_limit",
             put(suggest_energy_limit),
         )
-        .route(
-            "/products/{id}/set_dcm_enabled_flag",
-            put(set_dcm_enabled_flag),
-        )
-        .route("/products/{id}/set_is_payg", put(set_is_payg))
+        .route("/products/{id}/set_dcm_enabled_flag", put(set_product_flag))
+        .route("/products/{id}/set_is_payg", put(set_product_flag))
 }
 
 async fn parts(
@@ -155,31 +152,15 @@ async fn suggest_energy_limit(
     ))
 }
 
-async fn set_dcm_enabled_flag(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(imei): Path<String>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    set_product_flag(state, user, imei, body, ProductFlag::DcmEnabled).await
-}
-
-async fn set_is_payg(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(imei): Path<String>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    set_product_flag(state, user, imei, body, ProductFlag::IsPayg).await
-}
-
+/// Both flag routes; the flag is the one the matched route names.
 async fn set_product_flag(
-    state: AppState,
+    State(state): State<AppState>,
     user: AuthUser,
-    imei: String,
-    body: Json,
-    flag: ProductFlag,
+    Path(imei): Path<String>,
+    route: MatchedPath,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let flag = ProductFlag::of_route(route.as_str());
     user.require(Permission::Technical)?;
     let value = require_bool(&object(body)?, flag.field())?;
     let mut tx = state.db.begin().await?;

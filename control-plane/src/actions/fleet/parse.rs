@@ -171,6 +171,15 @@ pub(super) enum ProductFlag {
 }
 
 impl ProductFlag {
+    /// The flag the route `/products/{id}/set_is_payg` or
+    /// `/products/{id}/set_dcm_enabled_flag` sets.
+    pub(super) fn of_route(route: &str) -> Self {
+        match route.rsplit('/').next() {
+            Some("set_is_payg") => Self::IsPayg,
+            _ => Self::DcmEnabled,
+        }
+    }
+
     /// The body's field.
     pub(super) fn field(self) -> &'static str {
         match self {
@@ -215,6 +224,16 @@ mod tests {
         assert_eq!(reliability_rate(21, start, t("2017-01-08 00:00:00")), 0.5);
         assert_eq!(reliability_rate(100, start, t("2017-01-08 00:00:00")), 1.0);
         assert_eq!(reliability_rate(0, start, t("2017-01-01 03:00:00")), 1.0);
+    }
+
+    #[test]
+    fn each_flag_route_sets_its_flag() {
+        let of = ProductFlag::of_route;
+        assert_eq!(of("/v1/products/{id}/set_is_payg"), ProductFlag::IsPayg);
+        assert_eq!(
+            of("/products/{id}/set_dcm_enabled_flag"),
+            ProductFlag::DcmEnabled
+        );
     }
 
     #[test]
