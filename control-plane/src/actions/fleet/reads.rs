@@ -52,7 +52,7 @@ async fn part_links(tx: &mut Tx, imei: &str) -> Result<Vec<Row>, ApiError> {
     let mut stmt = select_all("part_product_linker");
     stmt.and_where(eq("product_imei", imei))
         .order_by(Alias::new("part_product_linker_id"), Order::Asc);
-    Ok(rows(tx, "part_product_linker", &stmt).await?)
+    rows(tx, "part_product_linker", &stmt).await
 }
 
 /// A read-only transaction in which `imei` is visible (404 otherwise), and
