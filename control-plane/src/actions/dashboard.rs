@@ -220,19 +220,12 @@ async fn software(
     tx: &mut Tx,
     imeis: &[String],
 ) -> Result<BTreeMap<String, SoftwareState>, ApiError> {
-    let stmt = Query::select()
+    let stmt = super::unit::software_links()
         .expr_as(tc("l", "product_imei"), Alias::new("product_imei"))
         .expr_as(tc("s", "name"), Alias::new("name"))
         .expr_as(tc("l", "date_added"), Alias::new("date_added"))
         .expr_as(tc("l", "date_removed"), Alias::new("date_removed"))
         .expr_as(tc("l", "created_at"), Alias::new("created_at"))
-        .from_as(Alias::new("product_software_linker"), Alias::new("l"))
-        .join_on(
-            "software_version_type",
-            "s",
-            "l",
-            "software_version_type_id",
-        )
         .and_where(c("l", "date_removed").is_null())
         .and_where(c("l", "product_imei").is_in(imeis.iter().map(String::as_str)))
         .order_by(

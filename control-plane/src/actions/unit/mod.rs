@@ -57,6 +57,7 @@ use crate::web::success;
 
 mod report;
 mod software;
+pub(crate) use software::software_links;
 
 pub use report::{
     apply_unit_report, unit_instructions, ReportOutcome, UnitInstructions, UnitReport,

@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 use sea_query::{Alias, Expr};
 use serde_json::Value as Json;
 
-use super::software::{active_software, pending_software, resolve_software};
+use super::software::{active_software, pending_software, resolve_software, SoftwareLink};
 use super::{enable_status, record_enable_change, record_switch_change, TAMPER_HISTORY, UNIT_USER};
 use crate::db::Tx;
 use crate::error::ApiError;
@@ -115,15 +115,7 @@ async fn apply_reported_software(
     if active.as_ref().is_some_and(|(_, n)| n == name) {
         // Still on the old version: every pending update missed a chance.
         for p in &pending {
-            update(
-                tx,
-                "product_software_linker",
-                vec![("update_attempts", (p.update_attempts + 1).into())],
-                eq("product_software_linker_id", p.linker_id),
-                UNIT_USER,
-                now,
-            )
-            .await?;
+            count_missed_update(tx, p, now).await?;
         }
         return Ok(false);
     }
@@ -171,15 +163,7 @@ async fn apply_reported_software(
             .await?;
             confirmed = true;
         } else {
-            update(
-                tx,
-                "product_software_linker",
-                vec![("update_attempts", (p.update_attempts + 1).into())],
-                eq("product_software_linker_id", p.linker_id),
-                UNIT_USER,
-                now,
-            )
-            .await?;
+            count_missed_update(tx, p, now).await?;
         }
     }
     if !confirmed {
@@ -198,6 +182,24 @@ async fn apply_reported_software(
         .await?;
     }
     Ok(true)
+}
+
+/// A pending update the unit reported without installing: one more missed chance.
+async fn count_missed_update(
+    tx: &mut Tx,
+    pending: &SoftwareLink,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    update(
+        tx,
+        "product_software_linker",
+        vec![("update_attempts", (pending.update_attempts + 1).into())],
+        eq("product_software_linker_id", pending.linker_id),
+        UNIT_USER,
+        now,
+    )
+    .await?;
+    Ok(())
 }
 
 /// What the unit should be told on its next connection.

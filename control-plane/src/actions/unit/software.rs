@@ -44,8 +44,22 @@ pub struct SoftwareLink {
     pub created_at: Option<String>,
 }
 
-fn software_rows(imei: &str) -> sea_query::SelectStatement {
+/// `product_software_linker` as `l` joined to its `software_version_type` as `s`: the
+/// base of every read of a unit's software links with their names.
+pub(crate) fn software_links() -> sea_query::SelectStatement {
     Query::select()
+        .from_as(Alias::new("product_software_linker"), Alias::new("l"))
+        .join_on(
+            "software_version_type",
+            "s",
+            "l",
+            "software_version_type_id",
+        )
+        .to_owned()
+}
+
+fn software_rows(imei: &str) -> sea_query::SelectStatement {
+    software_links()
         .expr_as(
             tc("l", "product_software_linker_id"),
             Alias::new("product_software_linker_id"),
@@ -57,13 +71,6 @@ fn software_rows(imei: &str) -> sea_query::SelectStatement {
         .expr_as(tc("s", "name"), Alias::new("name"))
         .expr_as(tc("l", "update_attempts"), Alias::new("update_attempts"))
         .expr_as(tc("l", "created_at"), Alias::new("created_at"))
-        .from_as(Alias::new("product_software_linker"), Alias::new("l"))
-        .join_on(
-            "software_version_type",
-            "s",
-            "l",
-            "software_version_type_id",
-        )
         .and_where(c("l", "product_imei").eq(imei))
         .to_owned()
 }
