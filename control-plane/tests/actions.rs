@@ -23,6 +23,7 @@ both_backends!(
     unit_report_confirms_pending_changes,
     tamper_switch_pending_states,
     software_update_lock_and_expiry,
+    reports_of_other_software_count_missed_updates,
     wakeup_sms_receipts_and_expiry,
     http_sms_provider_posts_and_failures_are_recorded,
     entity_assignment_and_unknown_entity_rule,
@@ -746,6 +747,50 @@ async fn tamper_switch_pending_states(backend: Backend) {
         ),
         (json!(true), json!(false))
     );
+}
+
+/// A unit that reports software other than the pending update's, once before it runs any
+/// known version and once after, counts one missed attempt each time.
+async fn reports_of_other_software_count_missed_updates(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let imei = hub2(&server).await;
+    software(&server, "3.5").await;
+    let new = software(&server, "3.6").await;
+    let (s, b) = server
+        .put(
+            &format!("/v1/products/{imei}/update_software"),
+            json!({"software": new}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let report = unit::UnitReport {
+        software: Some("3.5".into()),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        let mut tx = server.state.db.begin().await.unwrap();
+        unit::apply_unit_report(&mut tx, &imei, &report, control_plane::values::now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let links = rows_of(
+        &server,
+        "/v1/product_software_linker",
+        &imei,
+        "product_software_linker_id",
+    )
+    .await;
+    let pending: Vec<&Json> = links
+        .iter()
+        .filter(|l| l["software_version_type_id"] == json!(new))
+        .collect();
+    assert_eq!(pending.len(), 1, "{links:?}");
+    assert!(
+        pending[0]["date_added"].is_null(),
+        "still pending: {links:?}"
+    );
+    assert_eq!(pending[0]["update_attempts"], json!(2), "{links:?}");
 }
 
 async fn software_update_lock_and_expiry(backend: Backend) {
