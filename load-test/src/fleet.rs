@@ -5,13 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
-use load_test::{latency_histogram, Errors, Percentiles};
-use tokio::sync::{watch, Semaphore};
+use load_test::{latency_histogram, Errors, Percentiles, TargetReplay};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::child::progress;
+use crate::playback::{pairs, Capture, Clock};
 use crate::run::RunArgs;
 use crate::track;
-use crate::unit::{self, Behaviour, Phase, Shared, Target, UnitSpec};
+use crate::unit::{self, Behaviour, Phase, Replay, Shared, Target, UnitSpec};
 
 /// The unit tasks' shared state and the controls of the run's phases.
 pub(crate) struct Fleet {
@@ -21,6 +22,10 @@ pub(crate) struct Fleet {
     pub(crate) pb: ProgressBar,
     ticker: tokio::task::JoinHandle<()>,
     behaviour: Behaviour,
+    /// Target mode's replay phase: each framed unit's queue of captured MO, and the receiving
+    /// ends until `connect` hands them to the units.
+    replay_tx: Vec<mpsc::UnboundedSender<Replay>>,
+    replay_rx: Mutex<Vec<mpsc::UnboundedReceiver<Replay>>>,
 }
 
 impl Fleet {
@@ -66,6 +71,12 @@ impl Fleet {
                 }
             })
         };
+        let queues = if a.replay.is_some() {
+            a.tcp + a.quic
+        } else {
+            0
+        };
+        let (replay_tx, replay_rx) = (0..queues).map(|_| mpsc::unbounded_channel()).unzip();
         Self {
             shared,
             phase_tx,
@@ -73,6 +84,8 @@ impl Fleet {
             pb,
             ticker,
             behaviour,
+            replay_tx,
+            replay_rx: Mutex::new(replay_rx),
         }
     }
 
@@ -91,6 +104,9 @@ impl Fleet {
         let t0 = Instant::now();
         let mut tasks = Vec::with_capacity((framed + a.http) as usize);
         let every = (framed / a.mo_senders.max(1)).max(1);
+        let mut replay_rx =
+            std::mem::take(&mut *self.replay_rx.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter();
         for i in 0..framed {
             let permit = Arc::clone(&gate).acquire_owned().await?;
             let spec = UnitSpec {
@@ -99,6 +115,7 @@ impl Fleet {
                 sender: a.mo_senders > 0 && i % every == 0,
                 in_storm: i % 100 < a.storm_percent,
                 v2: a.protocol >= 2,
+                replay: replay_rx.next(),
             };
             tasks.push(tokio::spawn(unit::framed_unit(
                 spec,
@@ -184,6 +201,99 @@ impl Fleet {
             "storm: {back}/{storm_units} reconnected in {secs:.2}s"
         ));
         (storm_units, back, secs)
+    }
+
+    /// Replay phase (target mode, `--replay`): the capture played back through the framed
+    /// units (`playback::pairs`: captured unit `j mod captured` on unit `j mod units`), at the
+    /// captured times `speed` times faster, each frame written by its unit on its own
+    /// connection and counted with the unit's MO. Waits until every frame is written (or its
+    /// write failed) and, in version 2, acknowledged; or until nothing moved for 15 s once
+    /// every frame was handed out.
+    pub(crate) async fn replay(
+        &self,
+        capture: &Capture,
+        speed: f64,
+    ) -> anyhow::Result<TargetReplay> {
+        let r = &self.shared.track.replayed;
+        self.pb.set_prefix("replay");
+        self.phase_tx.send_replace(Phase::Replay);
+        let scheduled: u64 = pairs(capture.units.len(), self.replay_tx.len())
+            .map(|(k, _)| capture.units[k].script.len() as u64)
+            .sum();
+        let players_n = pairs(capture.units.len(), self.replay_tx.len()).count();
+        let clock = Clock::start(speed)?;
+        let t = Instant::now();
+        // Frames whose unit had gone (its task ended) when they were due.
+        let gone = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut players = Vec::with_capacity(players_n);
+        for (k, i) in pairs(capture.units.len(), self.replay_tx.len()) {
+            let (script, tx, gone) = (
+                Arc::clone(&capture.units[k].script),
+                self.replay_tx[i].clone(),
+                Arc::clone(&gone),
+            );
+            players.push(tokio::spawn(async move {
+                for (offset_ms, mo) in script.iter() {
+                    let due = clock.wait(*offset_ms).await;
+                    let frame = Replay {
+                        due,
+                        mo: mo.clone(),
+                    };
+                    if tx.send(frame).is_err() {
+                        gone.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        let acks = self.shared.track.acks();
+        let mut last = (u64::MAX, Instant::now());
+        loop {
+            let (written, failed, acked) = (
+                r.written.load(Ordering::Relaxed),
+                r.failed.load(Ordering::Relaxed),
+                r.acked.load(Ordering::Relaxed),
+            );
+            let done = written + failed + gone.load(Ordering::Relaxed);
+            if done >= scheduled && (!acks || acked >= written) {
+                break;
+            }
+            if done + acked != last.0 {
+                last = (done + acked, Instant::now());
+            } else if players.iter().all(|p| p.is_finished())
+                && last.1.elapsed() > Duration::from_secs(15)
+            {
+                self.pb.println(format!(
+                    "replay: stalled at {written} written, {acked} acknowledged of {scheduled}"
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        for p in players {
+            p.abort();
+        }
+        self.phase_tx.send_replace(Phase::Quiet);
+        let sent = r.written.load(Ordering::Relaxed);
+        let summary = TargetReplay {
+            captured_frames: capture.frames,
+            captured_units: capture.units.len() as u64,
+            speed,
+            units: players_n.min(self.replay_tx.len()) as u64,
+            frames: scheduled,
+            sent,
+            acknowledged: r.acked.load(Ordering::Relaxed),
+            unsent: scheduled.saturating_sub(sent),
+            secs,
+            per_sec: sent as f64 / secs.max(1e-9),
+            lateness: r.lateness.percentiles(),
+            ..TargetReplay::default()
+        };
+        self.pb.println(format!(
+            "replay: {sent} of {scheduled} frames written, {} acknowledged, in {secs:.1}s",
+            summary.acknowledged
+        ));
+        Ok(summary)
     }
 
     /// Handshake and HTTP latency percentiles, and the units' errors.

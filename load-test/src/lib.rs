@@ -260,6 +260,41 @@ pub struct ReplaySummary {
     pub errors: Errors,
 }
 
+/// Target mode's replay phase (`run --api … --replay FILE`): a capture played back through
+/// the provisioned framed units. Its MO are also in the run's `mo_sent`, `mo_acknowledged`,
+/// `mo_stored`, `mo_lost` and `mo_duplicated` (verified with the units' other MO), and its
+/// telemetry records in the `telemetry_*` counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TargetReplay {
+    /// The capture file.
+    pub capture: String,
+    /// Frames read from it (after `--replay-max-frames`).
+    pub captured_frames: u64,
+    /// Of those, not played: not an MO message (the gateway dead-letters such a frame, so
+    /// nothing of it could be verified).
+    pub skipped: u64,
+    /// Captured units with a frame played.
+    pub captured_units: u64,
+    /// Playback speed (1 = as captured).
+    pub speed: f64,
+    /// Framed units that played captured traffic.
+    pub units: u64,
+    /// Frames to play: each captured unit's frames times the units playing it.
+    pub frames: u64,
+    /// Written by their unit without error.
+    pub sent: u64,
+    /// Of those, acknowledged by the gateway (version 2; 0 in version 1).
+    pub acknowledged: u64,
+    /// Frames not written: the write failed, or the unit had gone.
+    pub unsent: u64,
+    /// Seconds from the playback's start until every frame was written and acknowledged.
+    pub secs: f64,
+    /// Frames written per second over those seconds.
+    pub per_sec: f64,
+    /// How late frames were written against the capture's schedule (scaled by the speed).
+    pub lateness: Percentiles,
+}
+
 /// One second of a target-mode run (the chart's data).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SecondSample {
@@ -328,7 +363,8 @@ pub struct TargetSummary {
     /// Database rows beyond what a unit wrote (failed writes and unacknowledged MO included),
     /// plus telemetry points stored more than once.
     pub mo_duplicated: u64,
-    /// Acknowledged telemetry batches (each identifiable).
+    /// Acknowledged telemetry batches (each identifiable); a replayed batch counts each of
+    /// its records (each made identifiable).
     pub telemetry_acknowledged: u64,
     /// Of those, found in the time-series store through the data API.
     pub telemetry_stored: u64,
@@ -365,6 +401,9 @@ pub struct TargetSummary {
     pub storm_reconnected: u64,
     /// Seconds until the last was back.
     pub storm_secs: f64,
+    /// The replay phase (`--replay`), when it ran.
+    #[serde(default)]
+    pub replay: Option<TargetReplay>,
     /// Highest server RSS sampled (KiB; 0 without `--server-pid`).
     pub rss_peak_kib: u64,
     /// Seconds from the end of the run until everything was found (or the wait gave up).

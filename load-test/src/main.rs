@@ -8,6 +8,9 @@
 //!     --mt-rate 1000 --mt-secs 10 --storm-percent 20 --out summary.json
 //! load-test run --tcp 200 --quic 50 --capture traffic.jsonl --mo-secs 0 --mt-secs 0
 //! load-test replay traffic.jsonl --speed 10 --clones 20 --out replay.json
+//! load-test run --api http://127.0.0.1:8080 --api-user … --gateway-tcp … --gateway-quic … \
+//!     --ca-cert gateway-cert.pem --tcp 500 --quic 500 --http 0 --replay traffic.jsonl \
+//!     --replay-speed 10 --replay-max-frames 100000 --out summary.json
 //! ```
 //! `run` and `replay` spawn `load-test serve` (the gateway; `--bus memory|disk`) as a child
 //! process and talk to it over stdin/stdout. Framed units speak protocol version 2 unless
@@ -19,11 +22,13 @@
 //! - `fleet`: the simulated units of `run` and their phases (connect, MO, storm, stop).
 //! - `run`: `load-test run` against the child gateway; `target`: the same against a running
 //!   deployment (`--api`).
-//! - `replay`: `load-test replay`, a capture played back.
+//! - `replay`: `load-test replay`, a capture played back; `playback`: the capture as per-unit
+//!   scripts and the playback clock, shared with target mode's replay phase (`--replay`).
 //! - `unit`, `track`: one simulated unit's tasks, and what was sent, for verification.
 
 mod child;
 mod fleet;
+mod playback;
 mod replay;
 mod run;
 mod serve;

@@ -1,17 +1,17 @@
 //! `load-test replay`: a capture played back with many units cloned from it.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use load_test::{latency_histogram, Errors, Percentiles, ReplaySummary, ServeStats};
+use load_test::{Errors, ReplaySummary, ServeStats};
 use sim::UnitConn;
 use tokio::sync::Semaphore;
 
 use crate::child::{progress, rss_sampler, Child};
+use crate::playback::{Capture, Clock, Lateness};
 use crate::serve::BusArgs;
 use crate::unit;
 use crate::MAX_UNITS;
@@ -46,47 +46,21 @@ pub(crate) struct ReplayArgs {
     pub(crate) out: PathBuf,
 }
 
-/// One captured unit's frames: (milliseconds from the capture's start, MO payload).
-type Script = Vec<(u64, Vec<u8>)>;
-
 pub(crate) async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.speed > 0.0, "--speed must be positive");
     anyhow::ensure!(a.clones >= 1, "--clones must be at least 1");
-    let mut frames = gateway::capture::read_capture(&a.file)
-        .with_context(|| format!("reading {}", a.file.display()))?;
-    if let Some(max) = a.max_frames {
-        frames.truncate(max);
-    }
-    anyhow::ensure!(!frames.is_empty(), "{}: no frames", a.file.display());
-    let t_first = frames.iter().map(|f| f.t_ms).min().unwrap_or(0);
-    // Per captured unit, in order: (offset from the capture's start, payload).
-    let mut order: Vec<String> = Vec::new();
-    let mut per_unit: HashMap<String, (bool, Script)> = HashMap::new();
-    for f in &frames {
-        let payload = f
-            .payload()
-            .with_context(|| format!("bad base64 in a frame of {}", f.imei))?;
-        let e = per_unit.entry(f.imei.clone()).or_insert_with(|| {
-            order.push(f.imei.clone());
-            (f.transport == "quic", Vec::new())
-        });
-        e.1.push(((f.t_ms - t_first).max(0) as u64, payload));
-    }
-    let captured_units = order.len() as u32;
+    let capture = Capture::load(&a.file, a.max_frames)?;
+    let captured_units = capture.units.len() as u32;
     let units = captured_units
         .checked_mul(a.clones)
         .filter(|u| *u <= MAX_UNITS)
         .with_context(|| format!("at most {MAX_UNITS} units (captured units × clones)"))?;
-    let scripts: Vec<Arc<Script>> = order
-        .iter()
-        .map(|k| Arc::new(per_unit[k].1.clone()))
-        .collect();
     let quic_of = |u: usize| match a.transport.as_str() {
         "tcp" => false,
         "quic" => true,
-        _ => per_unit[&order[u]].0,
+        _ => capture.units[u].quic,
     };
-    let quic_units = (0..order.len()).filter(|u| quic_of(*u)).count() as u32 * a.clones;
+    let quic_units = (0..capture.units.len()).filter(|u| quic_of(*u)).count() as u32 * a.clones;
 
     let mut child = Child::spawn(units, false, None, &BusArgs::default()).await?;
     let peak = rss_sampler(child.pid);
@@ -124,41 +98,34 @@ pub(crate) async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     }
     let connected = conns.len() as u64;
     pb.set_prefix("replay");
-    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let clock = Clock::start(a.speed)?;
     let t_start = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let send_errors = Arc::new(AtomicU64::new(0));
-    let lag = Arc::new(Mutex::new(latency_histogram()));
+    let lateness = Arc::new(Lateness::default());
     let mut players = Vec::with_capacity(conns.len());
     for (u, mut conn) in conns {
-        let script = Arc::clone(&scripts[u]);
-        let (sent, send_errors, lag) = (
+        let script = Arc::clone(&capture.units[u].script);
+        let (sent, send_errors, lateness) = (
             Arc::clone(&sent),
             Arc::clone(&send_errors),
-            Arc::clone(&lag),
+            Arc::clone(&lateness),
         );
-        let speed = a.speed;
         players.push(tokio::spawn(async move {
             for (offset_ms, payload) in script.iter() {
-                let at = start + Duration::from_secs_f64(*offset_ms as f64 / 1000.0 / speed);
-                tokio::time::sleep_until(at).await;
-                let late = tokio::time::Instant::now().saturating_duration_since(at);
+                lateness.record(clock.wait(*offset_ms).await);
                 if conn.send_raw(payload).await.is_err() {
                     send_errors.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
-                let _ = lag
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record((late.as_micros() as u64).max(1));
             }
             // Keep the connection until the gateway has read everything, then leave.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let _ = conn.close().await;
         }));
     }
-    let total = frames.len() as u64 * u64::from(a.clones);
+    let total = capture.frames * u64::from(a.clones);
     pb.set_length(total);
     let received = |s: &ServeStats| s.mo_consumed + s.mt_replies + s.dead_letters;
     let base = received(&before);
@@ -193,7 +160,7 @@ pub(crate) async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     let sent = sent.load(Ordering::Relaxed);
     let summary = ReplaySummary {
         capture: a.file.display().to_string(),
-        captured_frames: frames.len() as u64,
+        captured_frames: capture.frames,
         captured_units: u64::from(captured_units),
         clones: a.clones,
         speed: a.speed,
@@ -202,7 +169,7 @@ pub(crate) async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
         received: got,
         secs,
         per_sec: got as f64 / secs.max(1e-9),
-        send_lag: Percentiles::of(&lag.lock().unwrap_or_else(|e| e.into_inner())),
+        send_lag: lateness.percentiles(),
         rss_peak_kib: peak.load(Ordering::Relaxed),
         errors,
     };

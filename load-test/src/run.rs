@@ -111,6 +111,16 @@ pub(crate) struct RunArgs {
     /// Target mode: longest wait for what was sent to be stored, after the run (seconds).
     #[arg(long, default_value_t = 120)]
     pub(crate) verify_secs: u64,
+    /// Target mode: a capture file (gateway capture mode, `docs/operations.md`) to play back
+    /// through the framed units after the MT phase; its MO are verified with the rest.
+    #[arg(long, requires = "api")]
+    pub(crate) replay: Option<PathBuf>,
+    /// Target mode: playback speed of `--replay` (1 = as captured, 10 = ten times faster).
+    #[arg(long, default_value_t = 1.0, requires = "replay")]
+    pub(crate) replay_speed: f64,
+    /// Target mode: play at most this many frames of `--replay` (from its start).
+    #[arg(long, requires = "replay")]
+    pub(crate) replay_max_frames: Option<usize>,
     /// Target mode: a self-contained HTML chart of rates, ingest lag and MT latency.
     #[arg(long, requires = "api")]
     pub(crate) chart: Option<PathBuf>,

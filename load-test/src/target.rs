@@ -2,7 +2,8 @@
 //!
 //! Provisions the units through the API as a factory does (or reuses a CSV of them), runs
 //! the phases against the deployment's gateways, sends MT as operators do (payment commands
-//! through the API), then proves what arrived: every acknowledged MO in the database
+//! through the API), plays a capture back through the units (`--replay`, `Fleet::replay`),
+//! then proves what arrived: every acknowledged MO in the database
 //! (`rtc_mo_message_history`) and every telemetry batch in the time-series store (the data
 //! API), every accepted command received by its unit and acknowledged in `payment_commands`.
 
@@ -20,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::child::quic_endpoints;
 use crate::fleet::Fleet;
+use crate::playback::Capture;
 use crate::run::RunArgs;
 use crate::track::{Identity, Tracking};
 use crate::unit::{Phase, Target};
@@ -569,6 +571,25 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
         None => (None, false),
     };
 
+    // The capture, read before anything is provisioned or connected.
+    let capture = match &a.replay {
+        Some(path) => {
+            anyhow::ensure!(
+                framed > 0,
+                "--replay plays through framed units: --tcp or --quic"
+            );
+            anyhow::ensure!(
+                a.replay_speed.is_finite() && a.replay_speed > 0.0,
+                "--replay-speed must be positive"
+            );
+            let mut c = Capture::load(path, a.replay_max_frames)?;
+            let skipped = c.retain_decodable();
+            anyhow::ensure!(c.len() > 0, "{}: no frame is an MO message", path.display());
+            Some((c, skipped, path.display().to_string()))
+        }
+        None => None,
+    };
+
     // Units: from the CSV when it exists, else provisioned (and written to it).
     let t_prov = Instant::now();
     let mt_planned = a.mt_secs > 0 && a.mt_rate > 0;
@@ -673,6 +694,11 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     if mt_planned && framed > 0 {
         pb.set_prefix("MT");
         summary.mt_sent = mt_phase(&api, &shared, &ids, &a, &totals, &mt_errors).await?;
+    }
+    if let Some((capture, skipped, path)) = &capture {
+        let mut replay = fleet.replay(capture, a.replay_speed).await?;
+        (replay.capture, replay.skipped) = (path.clone(), *skipped);
+        summary.replay = Some(replay);
     }
     (
         summary.storm_units,

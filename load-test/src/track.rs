@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use codec::MoMessage;
+
 /// Telemetry sequence numbers per run tag (`pulse_count = run_tag * SEQ_SPAN + seq`).
 pub(crate) const SEQ_SPAN: u64 = 10_000_000;
 
@@ -97,6 +99,22 @@ pub(crate) struct Tracking {
     pub(crate) mo_written_total: AtomicU64,
     /// Framed units get acknowledgements (protocol version 2).
     acks: bool,
+    /// Target mode's replay phase.
+    pub(crate) replayed: Replayed,
+}
+
+/// Captured MO played back by the units (target mode's replay phase). They are counted with
+/// everything else the unit sent as well, so the verification covers them.
+#[derive(Default)]
+pub(crate) struct Replayed {
+    /// Written without error.
+    pub(crate) written: AtomicU64,
+    /// Of those, acknowledged (version 2).
+    pub(crate) acked: AtomicU64,
+    /// Writes that failed.
+    pub(crate) failed: AtomicU64,
+    /// How late they were written against the playback's schedule.
+    pub(crate) lateness: crate::playback::Lateness,
 }
 
 impl Tracking {
@@ -114,6 +132,7 @@ impl Tracking {
             mo_acked_total: AtomicU64::new(0),
             mo_written_total: AtomicU64::new(0),
             acks,
+            replayed: Replayed::default(),
         }
     }
 
@@ -189,16 +208,54 @@ impl Tracking {
             .push(seq);
     }
 
-    /// Unit `i`'s write of one MO failed (`Some(seq)`: telemetry `seq`).
-    pub(crate) fn write_failed(&self, i: u32, seq: Option<u64>) {
+    /// Unit `i`'s write of one MO failed (carrying telemetry `seqs`, if any).
+    pub(crate) fn write_failed(&self, i: u32, seqs: &[u64]) {
         let u = &self.units[i as usize];
         u.failed.fetch_add(1, Ordering::Relaxed);
-        if let Some(seq) = seq {
-            u.failed_seqs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(seq);
-        }
+        u.failed_seqs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(seqs);
+    }
+
+    /// A captured MO for unit `i` (target mode's replay phase), made identifiable when it is
+    /// telemetry: each record takes the unit's next sequence number's record time and
+    /// `pulse_count` (added when the record had none); its other values, and every other
+    /// kind of MO, as captured. The message to send and the sequence numbers it carries.
+    pub(crate) fn restamp(&self, i: u32, mo: &[u8]) -> (Vec<u8>, Vec<u64>) {
+        use codec::mo::{TelemetryBatch, TelemetryRecord, TelemetryValue};
+        let Ok(MoMessage::Telemetry(batch)) = codec::decode_mo(mo) else {
+            return (mo.to_vec(), Vec::new());
+        };
+        let seqs: Vec<u64> = batch.records.iter().map(|_| self.next_seq(i)).collect();
+        let values: Vec<Vec<TelemetryValue<'_>>> = batch
+            .records
+            .iter()
+            .zip(&seqs)
+            .map(|(r, &seq)| {
+                let pulses = TelemetryValue {
+                    field: "pulse_count",
+                    value: codec::Number::Int(self.stamp(seq).1 as i64),
+                };
+                r.values
+                    .iter()
+                    .filter(|v| v.field != "pulse_count")
+                    .chain(std::iter::once(pulses))
+                    .collect()
+            })
+            .collect();
+        let records: Vec<TelemetryRecord<'_>> = values
+            .iter()
+            .zip(&seqs)
+            .map(|(v, &seq)| TelemetryRecord {
+                time: self.stamp(seq).0,
+                values: codec::Seq::new(v),
+            })
+            .collect();
+        let batch = TelemetryBatch {
+            records: codec::Seq::new(&records),
+        };
+        (codec::mo_to_vec(&MoMessage::Telemetry(batch)), seqs)
     }
 
     pub(crate) fn set_online(&self, i: u32, on: bool) {
@@ -309,7 +366,7 @@ mod tests {
         assert_eq!(t.seq_of(pulses), Some(2));
         // Another run's value (units reused from a CSV) is not this run's.
         assert_eq!(t.seq_of(1235 * SEQ_SPAN + 2), None);
-        t.write_failed(1, Some(1));
+        t.write_failed(1, &[1]);
         t.mo_written(1, Some(2));
         assert_eq!(t.last_telemetry(1), None, "written is not acknowledged");
         t.mo_acked(1, 1, Some(2));
@@ -317,6 +374,80 @@ mod tests {
         let sent = t.sent(1);
         assert_eq!((sent.written, sent.acked, sent.failed), (1, 1, 1));
         assert_eq!(sent.telemetry, vec![2]);
+    }
+
+    #[test]
+    fn replayed_telemetry_records_take_the_units_next_stamps_and_other_mo_stay_as_captured() {
+        use codec::mo::{TelemetryBatch, TelemetryRecord, TelemetryValue};
+        let t = Tracking::new(1, 42, 1_000_000, true);
+        assert_eq!(t.next_seq(0), 1, "the unit's own telemetry came first");
+        let (a, b) = (
+            [TelemetryValue {
+                field: "voltage",
+                value: codec::Number::Float(12.5),
+            }],
+            [
+                TelemetryValue {
+                    field: "pulse_count",
+                    value: codec::Number::Int(7),
+                },
+                TelemetryValue {
+                    field: "current",
+                    value: codec::Number::Int(3),
+                },
+            ],
+        );
+        let records = [
+            TelemetryRecord {
+                time: 1_700_000_000,
+                values: codec::Seq::new(&a),
+            },
+            TelemetryRecord {
+                time: 1_700_000_015,
+                values: codec::Seq::new(&b),
+            },
+        ];
+        let captured = codec::mo_to_vec(&MoMessage::Telemetry(TelemetryBatch {
+            records: codec::Seq::new(&records),
+        }));
+        let (mo, seqs) = t.restamp(0, &captured);
+        assert_eq!(seqs, [2, 3]);
+        let Ok(MoMessage::Telemetry(batch)) = codec::decode_mo(&mo) else {
+            panic!("still telemetry");
+        };
+        let got: Vec<(u64, Vec<(String, String)>)> = batch
+            .records
+            .iter()
+            .map(|r| {
+                let values = r.values.iter();
+                let values = values.map(|v| (v.field.to_owned(), format!("{:?}", v.value)));
+                (r.time, values.collect())
+            })
+            .collect();
+        let pulses = |seq: u64| format!("{:?}", codec::Number::Int((42 * SEQ_SPAN + seq) as i64));
+        let field = |f: &str, v: String| (f.to_owned(), v);
+        assert_eq!(
+            got,
+            [
+                (
+                    1_000_002,
+                    vec![
+                        field("voltage", format!("{:?}", codec::Number::Float(12.5))),
+                        field("pulse_count", pulses(2)),
+                    ]
+                ),
+                (
+                    1_000_003,
+                    vec![
+                        field("current", format!("{:?}", codec::Number::Int(3))),
+                        field("pulse_count", pulses(3)),
+                    ]
+                ),
+            ]
+        );
+        let status = sim::status_report(1_700_000_000);
+        assert_eq!(t.restamp(0, &status), (status, Vec::new()));
+        assert_eq!(t.next_seq(0), 4, "a status report takes no number");
     }
 
     #[test]

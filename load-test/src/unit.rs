@@ -7,7 +7,9 @@
 //! - `Periodic`: also a status report (with its DCM balance), a telemetry batch and an event
 //!   log on their own periods, each unit starting at a random offset so the fleet is spread;
 //! - `Burst`: the designated MO senders send telemetry back to back (throughput);
-//! - a reconnect storm: the units chosen for it drop the connection and reconnect at once.
+//! - a reconnect storm: the units chosen for it drop the connection and reconnect at once;
+//! - in any phase (target mode's replay phase hands them out): the captured MO it is given,
+//!   written as they come and counted with its own (`Tracking::restamp`, `Tracking::replayed`).
 //!
 //! MT answers: a payment command changes the unit's balance and the reply carries the new
 //! balance and expected expiry (what DCM reads); other commands are answered by
@@ -23,7 +25,7 @@ use codec::legacy::basic_auth;
 use codec::mo::{MtReply, ReplyResult, StatusReport};
 use codec::{decode_mt, MoMessage, MtMessage};
 use sim::{MoWindow, UnitConn};
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// What the fleet is asked to do now.
@@ -32,7 +34,16 @@ pub(crate) enum Phase {
     Quiet,
     Periodic,
     Burst,
+    /// Target mode's capture replay: quiet, but for the captured MO handed to the unit.
+    Replay,
     Stop,
+}
+
+/// A captured MO for a unit to write (target mode's replay phase), and when it was due.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    pub(crate) due: Instant,
+    pub(crate) mo: Vec<u8>,
 }
 
 /// Counters every unit task updates.
@@ -110,14 +121,17 @@ pub(crate) struct UnitSpec {
     pub(crate) in_storm: bool,
     /// Speaks protocol version 2 (numbered MO, acknowledgements).
     pub(crate) v2: bool,
+    /// Captured MO to write as they come (target mode's replay phase).
+    pub(crate) replay: Option<mpsc::UnboundedReceiver<Replay>>,
 }
 
 /// A version-2 unit's numbering across its connections: the window (unacknowledged MO, sent
-/// again after a reconnect), which numbers carried which telemetry, and how far the
-/// acknowledgements reported to the tracking have come.
+/// again after a reconnect), which numbers carried which telemetry and which were replayed,
+/// and how far the acknowledgements reported to the tracking have come.
 struct Acks {
     window: Option<MoWindow>,
     telemetry: VecDeque<(u64, u64)>,
+    replayed: VecDeque<u64>,
     reported: u64,
 }
 
@@ -126,6 +140,7 @@ impl Acks {
         Self {
             window: v2.then(|| MoWindow::new(rand::random(), sim::DEFAULT_WINDOW)),
             telemetry: VecDeque::new(),
+            replayed: VecDeque::new(),
             reported: 0,
         }
     }
@@ -136,6 +151,10 @@ impl Acks {
         let Some(acked) = u.window().map(MoWindow::acked) else {
             return;
         };
+        let before = self.replayed.len();
+        self.replayed.retain(|&n| n > acked);
+        let replayed = (before - self.replayed.len()) as u64;
+        track.replayed.acked.fetch_add(replayed, Ordering::Relaxed);
         if acked <= self.reported {
             return;
         }
@@ -156,6 +175,7 @@ impl Acks {
         for (_, telemetry) in self.telemetry.drain(..) {
             track.never_acked(i, telemetry);
         }
+        self.replayed.clear();
     }
 }
 
@@ -254,7 +274,7 @@ pub(crate) async fn connect(
 
 /// A framed unit for the whole run.
 pub(crate) async fn framed_unit(
-    spec: UnitSpec,
+    mut spec: UnitSpec,
     target: Target,
     shared: Arc<Shared>,
     behaviour: Behaviour,
@@ -264,6 +284,7 @@ pub(crate) async fn framed_unit(
     let mut reconnecting = false;
     let mut balance: i64 = 432_000 - i64::from(spec.i % 1000) * 60;
     let mut acks = Acks::new(spec.v2);
+    let mut replay = spec.replay.take();
     loop {
         let t = Instant::now();
         let window = acks.window.as_ref();
@@ -289,7 +310,16 @@ pub(crate) async fn framed_unit(
             );
         }
         shared.track.set_online(spec.i, true);
-        let end = session(&spec, &mut u, &shared, behaviour, &mut balance, &mut acks).await;
+        let end = session(
+            &spec,
+            &mut u,
+            &shared,
+            behaviour,
+            &mut balance,
+            &mut acks,
+            &mut replay,
+        )
+        .await;
         if matches!(end, End::Stop) && u.window().is_some() {
             // A version-2 unit leaves once its window is acknowledged (or after a while).
             u.await_acks(LEAVE_ACK_WAIT).await;
@@ -400,6 +430,7 @@ async fn session(
     b: Behaviour,
     balance: &mut i64,
     acks: &mut Acks,
+    replay: &mut Option<mpsc::UnboundedReceiver<Replay>>,
 ) -> End {
     let c = &shared.counters;
     let mut phase = shared.phase.clone();
@@ -419,7 +450,7 @@ async fn session(
             for _ in 0..32 {
                 let seq = shared.track.next_seq(spec.i);
                 let mo = shared.track.telemetry(seq);
-                if send(u, &mo, Some(seq), shared, spec.i, acks).await.is_err() {
+                if send(u, &mo, &[seq], shared, spec.i, acks).await.is_err() {
                     c.send_errors.fetch_add(1, Ordering::Relaxed);
                     return End::Closed;
                 }
@@ -463,6 +494,18 @@ async fn session(
                     return if *phase.borrow() == Phase::Stop { End::Stop } else { End::Closed };
                 }
             },
+            f = next_replay(replay) => {
+                match f {
+                    Some(f) => {
+                        if replay_one(u, f, shared, spec.i, acks).await.is_err() {
+                            c.send_errors.fetch_add(1, Ordering::Relaxed);
+                            return End::Closed;
+                        }
+                    }
+                    None => *replay = None,
+                }
+                continue;
+            }
             _ = keepalive.tick() => None,
             _ = status.tick(), if on => {
                 // Credit runs down between reports (seconds of credit).
@@ -477,7 +520,9 @@ async fn session(
         };
         let sent = match out {
             None => u.keepalive().await,
-            Some(mo) => send(u, &mo, telemetry_seq, shared, spec.i, acks).await,
+            Some(mo) => send(u, &mo, telemetry_seq.as_slice(), shared, spec.i, acks)
+                .await
+                .map(drop),
         };
         if sent.is_err() {
             c.send_errors.fetch_add(1, Ordering::Relaxed);
@@ -486,28 +531,66 @@ async fn session(
     }
 }
 
-/// Sends one MO of unit `i` (`telemetry`: its telemetry sequence number) and counts it: numbered
-/// and windowed in version 2 (waiting for room), as is in version 1.
+/// Sends one MO of unit `i` (`telemetry`: the telemetry sequence numbers it carries) and
+/// counts it: numbered and windowed in version 2 (waiting for room), as is in version 1.
+/// Returns the number given (0 in version 1).
 async fn send(
     u: &mut UnitConn,
     mo: &[u8],
-    telemetry: Option<u64>,
+    telemetry: &[u64],
+    shared: &Shared,
+    i: u32,
+    acks: &mut Acks,
+) -> Result<u64, sim::SimError> {
+    match u.send_message(mo).await {
+        Ok(number) => {
+            shared.counters.mo_sent.fetch_add(1, Ordering::Relaxed);
+            shared.track.mo_written(i, telemetry.last().copied());
+            if number > 0 {
+                acks.telemetry
+                    .extend(telemetry.iter().map(|&t| (number, t)));
+            }
+            acks.settle(u, &shared.track, i);
+            Ok(number)
+        }
+        Err(e) => {
+            shared.track.write_failed(i, telemetry);
+            Err(e)
+        }
+    }
+}
+
+/// The next captured MO handed to the unit; never, without a replay.
+async fn next_replay(rx: &mut Option<mpsc::UnboundedReceiver<Replay>>) -> Option<Replay> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes one captured MO (its telemetry made identifiable, `Tracking::restamp`) and counts it
+/// with the unit's MO and with the replayed ones.
+async fn replay_one(
+    u: &mut UnitConn,
+    f: Replay,
     shared: &Shared,
     i: u32,
     acks: &mut Acks,
 ) -> Result<(), sim::SimError> {
-    match u.send_message(mo).await {
+    let (mo, telemetry) = shared.track.restamp(i, &f.mo);
+    let r = &shared.track.replayed;
+    r.lateness.record(f.due);
+    match send(u, &mo, &telemetry, shared, i, acks).await {
         Ok(number) => {
-            shared.counters.mo_sent.fetch_add(1, Ordering::Relaxed);
-            shared.track.mo_written(i, telemetry);
-            if let (Some(t), true) = (telemetry, number > 0) {
-                acks.telemetry.push_back((number, t));
+            r.written.fetch_add(1, Ordering::Relaxed);
+            if number > 0 {
+                acks.replayed.push_back(number);
+                acks.settle(u, &shared.track, i);
             }
-            acks.settle(u, &shared.track, i);
             Ok(())
         }
         Err(e) => {
-            shared.track.write_failed(i, telemetry);
+            r.failed.fetch_add(1, Ordering::Relaxed);
             Err(e)
         }
     }
@@ -570,7 +653,7 @@ pub(crate) async fn http_unit(i: u32, target: Target, shared: Arc<Shared>, b: Be
                 }
                 Ok(Ok((status, body))) => {
                     if path == "/rm_data" {
-                        shared.track.write_failed(i, Some(seq));
+                        shared.track.write_failed(i, &[seq]);
                     }
                     if c.http_errors.fetch_add(1, Ordering::Relaxed) < 3 {
                         eprintln!(
@@ -581,7 +664,7 @@ pub(crate) async fn http_unit(i: u32, target: Target, shared: Arc<Shared>, b: Be
                 }
                 _ => {
                     if path == "/rm_data" {
-                        shared.track.write_failed(i, Some(seq));
+                        shared.track.write_failed(i, &[seq]);
                     }
                     c.http_errors.fetch_add(1, Ordering::Relaxed);
                 }
