@@ -322,57 +322,83 @@ pub(crate) fn load_test_binary() -> PathBuf {
     bin
 }
 
-/// Runs `load-test run` in target mode with the smoke's load (1,000 units for ~10 s, every
-/// unit within the gateway's per-unit rate limit) and `args` (the deployment's addresses),
-/// the admin user; checks that nothing was lost or duplicated, every command (payments,
-/// enable/disable) delivered and every payment acknowledged; returns the summary.
-pub(crate) async fn run_load_test(dir: &std::path::Path, args: &[(&str, String)]) -> Json {
-    let summary = dir.join("load-test-summary.json");
+/// Runs `load-test run` in target mode as the admin user with `args` (flag, value), bounded
+/// and quiet; fails unless it succeeded. Its summary (written to `out`) and its stderr.
+pub(crate) async fn load_test_run(args: &[(&str, String)], out: &Path) -> (Json, String) {
     let t = Instant::now();
     let mut cmd = tokio::process::Command::new(load_test_binary());
     cmd.args(["run", "--api-user", "admin@example.com"])
         .args(["--api-password", "admin-password"])
-        .args(["--tcp", "400", "--quic", "400", "--http", "200"])
-        .args([
-            "--periodic-secs",
-            "5",
-            "--status-secs",
-            "5",
-            "--telemetry-secs",
-            "2",
-        ])
-        .args(["--event-secs", "5", "--mo-senders", "0", "--mo-secs", "0"])
-        .args(["--mt-rate", "100", "--mt-secs", "2", "--storm-percent", "5"])
         .args(["--verify-secs", "60", "--max-secs", "240", "--quiet"])
         .arg("--out")
-        .arg(&summary);
+        .arg(out);
     for (k, v) in args {
         cmd.args([k, v.as_str()]);
     }
-    let out = cmd.output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let output = cmd.output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
-        out.status.success(),
+        output.status.success(),
         "load-test failed:\n{}\n{stderr}",
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&output.stdout)
     );
     eprintln!(
         "load-test took {:.1}s: {}",
         t.elapsed().as_secs_f64(),
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&output.stdout)
     );
-    let s: Json = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-    let n = |k: &str| {
+    let s = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    (s, stderr)
+}
+
+/// A count of a load-test summary, by name (fails when it has none).
+pub(crate) fn summary_count(s: &Json) -> impl Fn(&str) -> u64 + '_ {
+    move |k: &str| {
         s[k].as_u64()
             .unwrap_or_else(|| panic!("summary has no {k}: {s}"))
-    };
-    assert_eq!(n("connected"), 800, "framed units connected; {stderr}");
-    assert!(n("mo_sent") > 3_000, "MO sent: {}", n("mo_sent"));
+    }
+}
+
+/// Every MO written was acknowledged, and every acknowledged one stored exactly once
+/// (database and time-series store), per a target-mode summary.
+pub(crate) fn assert_every_mo_stored_once(s: &Json, stderr: &str) {
+    let n = summary_count(s);
     assert_eq!(n("mo_acknowledged"), n("mo_sent"), "{stderr}");
     assert_eq!(n("mo_lost"), 0, "MO lost; {stderr}");
     assert_eq!(n("mo_duplicated"), 0, "MO duplicated; {stderr}");
     assert_eq!(n("mo_stored"), n("mo_acknowledged"), "{stderr}");
     assert_eq!(n("telemetry_stored"), n("telemetry_acknowledged"));
+}
+
+/// Runs `load-test run` in target mode with the smoke's load (1,000 units for ~10 s, every
+/// unit within the gateway's per-unit rate limit) and `args` (the deployment's addresses),
+/// the admin user; checks that nothing was lost or duplicated, every command (payments,
+/// enable/disable) delivered and every payment acknowledged; returns the summary.
+pub(crate) async fn run_load_test(dir: &std::path::Path, args: &[(&str, String)]) -> Json {
+    let load = [
+        ("--tcp", "400"),
+        ("--quic", "400"),
+        ("--http", "200"),
+        ("--periodic-secs", "5"),
+        ("--status-secs", "5"),
+        ("--telemetry-secs", "2"),
+        ("--event-secs", "5"),
+        ("--mo-senders", "0"),
+        ("--mo-secs", "0"),
+        ("--mt-rate", "100"),
+        ("--mt-secs", "2"),
+        ("--storm-percent", "5"),
+    ];
+    let args: Vec<(&str, String)> = load
+        .iter()
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .chain(args.iter().cloned())
+        .collect();
+    let (s, stderr) = load_test_run(&args, &dir.join("load-test-summary.json")).await;
+    let n = summary_count(&s);
+    assert_eq!(n("connected"), 800, "framed units connected; {stderr}");
+    assert!(n("mo_sent") > 3_000, "MO sent: {}", n("mo_sent"));
+    assert_every_mo_stored_once(&s, &stderr);
     assert_eq!(n("mt_accepted"), 200, "every command accepted; {stderr}");
     assert_eq!(n("mt_switches"), 20, "every tenth an enable or disable");
     assert_eq!(n("mt_delivered"), n("mt_accepted"), "MT delivered");
@@ -382,5 +408,6 @@ pub(crate) async fn run_load_test(dir: &std::path::Path, args: &[(&str, String)]
         n("mt_accepted") - n("mt_switches"),
         "payment replies recorded"
     );
+    drop(n);
     s
 }
