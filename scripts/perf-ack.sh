@@ -116,7 +116,8 @@ cpu_probe() { # name args…
   local runner=$! serve=""
   while [ -z "$serve" ] && kill -0 "$runner" 2>/dev/null; do
     sleep 0.2
-    serve=$(pgrep -P "$runner" -f "load-test serve" | head -1 || true)
+    # The child is `<LT> serve …`, whatever LT's file name (a binary copied aside may be renamed).
+    serve=$(pgrep -P "$runner" -f " serve( |$)" | head -1 || true)
   done
   : >"$OUT/cpu-$name.ticks"
   while [ -n "$serve" ] && kill -0 "$serve" 2>/dev/null; do
@@ -139,6 +140,9 @@ for name in ("v1-memory", "v2-memory", "v2-disk"):
     s = json.load(open(f"{out}/cpu-{name}.json"))
     rows = (l.split() for l in open(f"{out}/cpu-{name}.ticks"))
     t = [(float(r[0]), int(r[1])) for r in rows if len(r) == 2]
+    if len(t) <= 10:
+        sys.exit(f"{name}: only {len(t)} CPU samples of the gateway process (need > 10): "
+                 f"was `serve` found? see {out}/cpu-{name}.log")
     cores = max((t[i + 10][1] - t[i][1]) / hz / (t[i + 10][0] - t[i][0]) for i in range(len(t) - 10))
     mo = s["mo_per_sec"]
     print(f"{name}: {mo:,.0f} MO/s onto the bus ({s['mo_acked_per_sec']:,.0f} acknowledged/s); "
