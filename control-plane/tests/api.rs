@@ -28,7 +28,7 @@ async fn crud_on_every_table(backend: Backend) {
             continue;
         };
         let pk = table.primary_key().name.clone();
-        let id = if table.methods.post.is_some() {
+        let (id, created) = if table.methods.post.is_some() {
             let body = fake_body(&server, &table).await;
             let (s, created) = server
                 .post(&format!("/v1{path}"), Json::Object(body.clone()))
@@ -46,9 +46,9 @@ async fn crud_on_every_table(backend: Backend) {
             assert_eq!(created["created_by"], json!(ADMIN));
             assert!(created["modified_at"].is_null());
             assert!(created.get("password").is_none(), "password never returned");
-            created[&pk].clone()
+            (created[&pk].clone(), Some(created))
         } else {
-            server.seed(&table.name, json!({})).await
+            (server.seed(&table.name, json!({})).await, None)
         };
         let id_text = id
             .as_str()
@@ -58,6 +58,13 @@ async fn crud_on_every_table(backend: Backend) {
         let (s, got) = server.get(&item).await;
         assert_eq!(s, StatusCode::OK, "GET {item}: {got}");
         assert_eq!(got[&pk], id);
+        if let Some(created) = &created {
+            // POST answers with the new row exactly as a GET shows it: same fields, same
+            // order, same values (the insert returns them itself when no scope applies).
+            assert_eq!(&got, created, "POST {path} answer against GET {item}");
+            let keys = |v: &Json| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+            assert_eq!(keys(&got), keys(created), "POST {path} field order");
+        }
         let (s, list) = server
             .list(
                 &format!("/v1{path}"),
