@@ -871,3 +871,51 @@ fn a_closed_day_is_merged_into_one_block_with_exact_rollups() {
     assert_eq!(db.query_sync(&q).unwrap(), expect);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Many reads at once of the same blocks kept open answer exactly what one read alone does:
+/// a kept-open block is shared by concurrent queries, and its reads must not move each
+/// other's place in the file (they did through parquet's `ChunkReader for File`).
+#[test]
+fn concurrent_reads_of_kept_open_blocks_answer_alike() {
+    let dir = temp_dir(line!());
+    let db = Arc::new(Embedded::open(on_disk(&dir)).unwrap());
+    // Enough rows for several pages per column, in two blocks.
+    for half in 0..2i64 {
+        let batch: Vec<Point> = (0..20_000i64)
+            .map(|i| {
+                let t = (half * 20_000 + i) * 1_000_000_000;
+                pt(
+                    t,
+                    &[
+                        ("v", FieldValue::Float(i as f64 * 0.5)),
+                        ("n", FieldValue::Int(i * 7)),
+                        ("s", FieldValue::Str(format!("state-{}", i % 13))),
+                    ],
+                )
+            })
+            .collect();
+        db.write_sync(&batch).unwrap();
+        db.flush().unwrap();
+    }
+    assert!(db.block_count() >= 2);
+    let alone = Arc::new(everything(&db));
+    assert_eq!(alone.times.len(), 40_000);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (db, alone) = (Arc::clone(&db), Arc::clone(&alone));
+            std::thread::spawn(move || {
+                for _ in 0..15 {
+                    let r = db
+                        .query_sync(&Query::new("telemetry", IMEI, -1000 * H, 1000 * H))
+                        .expect("a concurrent read fails");
+                    assert!(r == *alone, "a concurrent read answered differently");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a reading thread panicked");
+    }
+    assert_eq!(everything(&db), *alone);
+    let _ = std::fs::remove_dir_all(&dir);
+}
