@@ -839,7 +839,17 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
             if let (Some(&lo), Some(&hi)) = (seqs.first(), seqs.last()) {
                 let (from, to) = (track.stamp(lo).0, track.stamp(hi).0);
                 loop {
-                    let got = api.pulse_counts(imei, from, to).await?;
+                    // A failed read (the data API answered 500 under load: issue 21's
+                    // 5,000-unit run) is tried again until the deadline, not the run's end.
+                    let got = match api.pulse_counts(imei, from, to).await {
+                        Ok(got) => got,
+                        Err(e) if Instant::now() <= deadline => {
+                            eprintln!("verify {imei}: {e}; trying again");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     let mut found: Vec<u64> = got.iter().filter_map(|&p| track.seq_of(p)).collect();
                     let total = found.len() as u64;
                     found.sort_unstable();
