@@ -156,7 +156,206 @@ def gateway(dirname):
     return "\n".join(out)
 
 
+# Parts of `serve` a profiled sample can pass through, by the frames of its stack: (name,
+# substrings of a frame's symbol or object). A sample counts for each part any of its frames
+# belongs to (inclusive share), so the shares add up to more than 100%.
+PARTS = [
+    ("SQLite (the library)", ("sqlite3",)),
+    ("sqlx (SQLite driver, its worker thread)", ("sqlx_sqlite", "sqlx_core")),
+    ("time-series store (ingest::tsdb)", ("ingest::tsdb",)),
+    ("ingest sink (ingest, not tsdb)", ("ingest::",)),
+    ("control-plane (API, directory, presence)", ("control_plane::",)),
+    ("bus (disk bus)", ("bus::",)),
+    ("gateway", ("gateway::",)),
+    ("QUIC (quinn)", ("quinn",)),
+    ("TLS (rustls, ring)", ("rustls", "ring::", "ring_core")),
+    ("tokio runtime", ("tokio::",)),
+    ("memory allocator (mimalloc, libc)", ("mi_", "malloc", "cfree", "_int_free", "realloc")),
+    ("kernel", ("[kernel.kallsyms]",)),
+]
+# Parts that do work for another (the kernel, the allocator, the runtime): a sample is
+# attributed to the first frame from the leaf up that belongs to none of them.
+SERVICE = {"kernel", "memory allocator (mimalloc, libc)", "tokio runtime"}
+
+
+def parts_of(frame):
+    hit = [name for name, keys in PARTS if any(k in frame for k in keys)]
+    if "time-series store (ingest::tsdb)" in hit:
+        hit.remove("ingest sink (ingest, not tsdb)")
+    return hit
+
+
+def profile(path):
+    """Inclusive, leaf and attributed shares per part, from `perf script` output (gzip):
+    samples are separated by blank lines, the first line the thread, then one frame per line
+    from the leaf up."""
+    import gzip
+    samples, inclusive, leaf, owner, threads = 0, {}, {}, {}, {}
+    frames, head = [], None
+
+    def flush():
+        nonlocal samples
+        if head is None:
+            return
+        samples += 1
+        comm = head.split()[0] if head.split() else "?"
+        threads[comm] = threads.get(comm, 0) + 1
+        hit, owned = set(), None
+        for i, f in enumerate(frames):
+            names = parts_of(f)
+            hit.update(names)
+            if i == 0:
+                for name in names:
+                    leaf[name] = leaf.get(name, 0) + 1
+            if owned is None:
+                owned = next((n for n in names if n not in SERVICE), None)
+        for name in hit:
+            inclusive[name] = inclusive.get(name, 0) + 1
+        owned = owned or "(no frame of a part above: kernel, allocator, runtime, libc)"
+        owner[owned] = owner.get(owned, 0) + 1
+
+    with gzip.open(path, "rt", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                flush()
+                frames, head = [], None
+            elif head is None:
+                head = line
+            else:
+                frames.append(line.strip())
+    flush()
+    return samples, inclusive, leaf, owner, threads
+
+
+def e2e(dirname):
+    d = os.path.join(dirname, "e2e")
+    path = os.path.join(d, "summary.json")
+    if not os.path.exists(path):
+        return None
+    s = json.load(open(path))
+    args = read(d, "args")
+    units = s["tcp_units"] + s["quic_units"] + s["http_units"]
+    mt_ok = s.get("mt_during_mo")
+    # Stored MO/s from the server's own counter (smartsolar_ingest_messages_total, read each
+    # second) over the burst window, and until the store had caught up with the burst.
+    stored_burst, caught_up = None, None
+    samples = []
+    ing = os.path.join(d, "ingested.txt")
+    if os.path.exists(ing):
+        for line in open(ing):
+            parts = line.split()
+            if len(parts) == 2:
+                samples.append((int(parts[0]) / 1000.0, int(parts[1])))
+    window = s.get("burst_window_s")
+    if samples and window and s.get("t0_unix_ms"):
+        t0 = s["t0_unix_ms"] / 1000.0
+        b0, b1 = t0 + window[0], t0 + window[1]
+
+        def at(t):  # the counter at time t (the last reading before it)
+            before = [n for (ts, n) in samples if ts <= t]
+            return before[-1] if before else samples[0][1]
+
+        inside = [(ts, n) for (ts, n) in samples if b0 <= ts <= b1]
+        if len(inside) >= 2:
+            (ta, na), (tb, nb) = inside[0], inside[-1]
+            stored_burst = (nb - na) / max(tb - ta, 1e-9)
+        # After the burst the sink drains what the gateway acknowledged during it: the
+        # median rate over the readings after the burst, while it stays above a tenth of
+        # the highest (the drain, before the periodic trickle), and when that ended.
+        after = [(ts, n) for (ts, n) in samples if ts > b1]
+        rates = [((tb, (nb - na) / max(tb - ta, 1e-9))) for (ta, na), (tb, nb) in zip(after, after[1:])]
+        if rates:
+            top = max(r for _, r in rates)
+            drain = []
+            for t, r in rates:
+                if r < top / 10 and drain:
+                    break
+                if r >= top / 10:
+                    drain.append((t, r))
+            if drain:
+                mid = sorted(r for _, r in drain)[len(drain) // 2]
+                caught_up = (drain[-1][0] - b1, mid, top)
+    lag = s.get("ingest_lag_by_phase", {})
+    per = lag.get("Periodic")
+    burst_lag = lag.get("Burst")
+    mt = s["mt_latency"]
+    rows = [
+        "| figure | result | target |",
+        "|---|---|---|",
+        f"| units (provisioned through the API; connected framed) | {units:,} ({s['tcp_units']:,} TLS-TCP, {s['quic_units']:,} QUIC, "
+        f"{s['http_units']:,} legacy HTTP); {s['connected']:,} framed connected in {s['connect_secs']:.0f} s; "
+        f"provisioning {s['provision_secs']:.0f} s | 50,000 |",
+        f"| MO/s acknowledged in the burst ({args.split('--mo-senders')[1].split()[0]} senders) | {s['burst_mo_per_sec']:,.0f}/s | |",
+        "| MO/s stored in the burst (server's ingest counter over the burst) | "
+        + (f"{stored_burst:,.0f}/s" if stored_burst is not None else "(not read)")
+        + (f"; after the burst the sink drained its backlog at {caught_up[1]:,.0f}/s (median; peak {caught_up[2]:,.0f}/s) "
+           f"for {caught_up[0]:.0f} s" if caught_up else "")
+        + " | ≥ 100,000/s |",
+        "| ingest lag at the realistic load (telemetry sent in the periodic phase) | "
+        + (f"p50 {per['p50_ms']:.0f} ms, p99 {per['p99_ms']:.0f} ms, max {per['max_ms']:.0f} ms ({per['count']} probes)" if per else "(no probe)")
+        + " | < 2 s |",
+        "| ingest lag during the burst | "
+        + (f"p50 {burst_lag['p50_ms']:.0f} ms, p99 {burst_lag['p99_ms']:.0f} ms, max {burst_lag['max_ms']:.0f} ms ({burst_lag['count']} probes)" if burst_lag else "(no probe)")
+        + " | |",
+        f"| MT through the API {'during the MO burst' if mt_ok else 'after the MO burst'} ({s['mt_accepted']:,} accepted, "
+        f"{s['mt_delivered']:,} delivered, {s['mt_lost']:,} lost) | p50 {mt['p50_ms']:.1f} ms, p99 {mt['p99_ms']:.1f} ms, max {mt['max_ms']:.0f} ms "
+        "| p99 < 50 ms at 1,000/s |",
+        f"| server RSS (peak) | {s['rss_peak_kib'] / 1024:,.0f} MiB | |",
+        f"| MO sent / acknowledged / stored / lost / duplicated | {s['mo_sent']:,} / {s['mo_acknowledged']:,} / {s['mo_stored']:,} / "
+        f"**{s['mo_lost']:,}** / **{s['mo_duplicated']:,}** (unacknowledged {s.get('mo_unacknowledged', 0):,}) | 0 lost, 0 duplicated |",
+        f"| telemetry acknowledged / stored / lost | {s['telemetry_acknowledged']:,} / {s['telemetry_stored']:,} / {s['telemetry_lost']:,} | |",
+        f"| errors | {json.dumps(s['errors'])} | |",
+        f"| run / verification | {s['total_secs']:.0f} s / {s['verify_secs']:.0f} s | |",
+    ]
+    out = [
+        f"Load average before the run: {read(d, 'loadavg', 'unknown')}; at the burst: {read(d, 'loadavg-burst', 'unknown')}. "
+        "`serve` (release build, embedded defaults: SQLite, the embedded time-series store, the disk bus; "
+        "metrics listener on) and the load generator share the machine's cores.",
+        "",
+        "\n".join(rows),
+        "",
+        f"Command: `load-test run {args} --api … --gateway-tcp … --gateway-quic … --gateway-http … --ca-cert … --server-pid … "
+        "--units-csv … --phase-file … --chart … --out summary.json` (see `e2e()` in scripts/perf-report.sh).",
+    ]
+    script = os.path.join(d, "perf-script.txt.gz")
+    if os.path.exists(script):
+        n, inclusive, leaf, owner, threads = profile(script)
+        if n:
+            out += [
+                "",
+                f"Where `serve`'s CPU goes during the burst: `perf record -e cpu-clock -F 499 -g -p <serve pid> -- sleep 12` "
+                f"from 2 s into the burst, {n:,} samples. The release build has no frame pointers, so the call graphs "
+                "are mostly cut a few frames above the leaf: inclusive shares are lower bounds, the leaf share is exact, "
+                "and *attributed* files a sample under the first frame from the leaf up that is not the kernel, the "
+                "allocator or the runtime.",
+                "",
+                "| part | inclusive share | leaf share | attributed |",
+                "|---|---|---|---|",
+            ]
+            names = [p[0] for p in PARTS] + [k for k in owner if k not in dict(PARTS)]
+            for name in sorted(names, key=lambda k: -(inclusive.get(k, 0) + owner.get(k, 0))):
+                out.append(
+                    f"| {name} | {100 * inclusive.get(name, 0) / n:.1f}% | {100 * leaf.get(name, 0) / n:.1f}% "
+                    f"| {100 * owner.get(name, 0) / n:.1f}% |"
+                )
+            top = sorted(threads.items(), key=lambda kv: -kv[1])[:8]
+            out += ["", "By thread: " + ", ".join(f"{c} {100 * k / n:.1f}%" for c, k in top) + "."]
+    return "\n".join(out)
+
+
 def main():
+    if sys.argv[1] == "--e2e":
+        dirname = sys.argv[2]
+        body = e2e(dirname)
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        print("\n".join([
+            "## End to end: `smartsolar serve` under `load-test run` in target mode (`scripts/perf-report.sh`)",
+            "",
+            f"Generated {now} at commit `{read(dirname, 'commit', 'unknown')}` on {machine(read(dirname, 'loadavg', 'unknown'))}.",
+            "",
+            body or "(not run)",
+        ]))
+        return
     dirname = sys.argv[1]
     quick = os.path.exists(os.path.join(dirname, "quick"))
     rev = read(dirname, "commit", "unknown")

@@ -10,6 +10,17 @@
 #   ./scripts/perf-report.sh --quick    # a tenth of the units, short benches; about 8 minutes
 #   ./scripts/perf-report.sh --out F    # write the report section to F instead
 #   ./scripts/perf-report.sh --from D   # render again from the raw outputs of an earlier run in D
+#   ./scripts/perf-report.sh --e2e-only [--units N]
+#                                       # only the end-to-end part (below), at N units
+#
+# The end-to-end part: `smartsolar serve` (release, embedded defaults: SQLite, the embedded
+# time-series store, the disk bus) in a temporary directory, and `load-test run` in target
+# mode against it: units provisioned through the API, 60 s of realistic traffic (telemetry
+# every 15 s, status every 60 s, event logs), then an MO burst with MT through the API at
+# 1,000/s during it (`--mt-during-mo`), then the verification that every acknowledged MO is
+# stored once. `perf record` samples `serve` during the burst. Full size 50,000 units,
+# --quick 5,000. It goes between its own markers (`perf-report-e2e:begin/end`), so
+# --e2e-only leaves the rest of the report alone.
 #
 # Needs: cargo, python3, wrk and a reachable PostgreSQL for the API rows (perf-api.sh). The raw
 # outputs (criterion JSON, load-test summaries, wrk table) stay in $work for inspection.
@@ -21,11 +32,15 @@ quick=""
 doc=docs/performance.md
 out=""
 from=""
+e2e_only=""
+e2e_units=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --out) out=$2; shift ;;
     --from) from=$2; shift ;;
+    --e2e-only) e2e_only=1 ;;
+    --units) e2e_units=$2; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -33,7 +48,8 @@ done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 # --from renders an earlier run: its folder must hold that run's outputs, or the report
 # would be rendered empty over the one in docs/performance.md.
-if [ -n "$from" ] && ! ls "$from"/load-*.json >/dev/null 2>&1 && [ ! -d "$from/criterion" ]; then
+if [ -n "$from" ] && ! ls "$from"/load-*.json "$from"/e2e/summary.json >/dev/null 2>&1 \
+  && [ ! -d "$from/criterion" ]; then
   echo "--from $from: no earlier run's outputs there (load-*.json or criterion/)" >&2
   exit 2
 fi
@@ -51,6 +67,102 @@ git rev-parse --short HEAD >"$work/commit" 2>/dev/null || true
 log "release build (smartsolar, load-test)"
 cargo build --release -p smartsolar -p smartsolar-load-test >&2
 lt="$CARGO_TARGET_DIR/release/load-test"
+
+# --- end to end: serve + load-test in target mode ----------------------------------------------
+e2e() {
+  local units=$1 dir="$work/e2e"
+  mkdir -p "$dir"
+  rm -rf "$dir/serve" "$dir/units.csv"
+  mkdir -p "$dir/serve"
+  # Ports below the ephemeral range, away from the defaults and the tests' 10000-17999. The
+  # defaults but for the metrics listener, which the stored-MO rate is read from.
+  local api=19080 tcp=19443 quic=19444 legacy=19089 metrics=19090
+  # A TLS-TCP unit is a socket on both sides, QUIC units share UDP sockets (one per 2,000 in
+  # the load generator, one in the gateway): TCP units stay under the open-file limit.
+  ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+  local nofile tcp_units
+  nofile=$(ulimit -Sn)
+  [ "$nofile" = unlimited ] && nofile=1048576
+  SMARTSOLAR_HTTP_ADDR=127.0.0.1:$api \
+  SMARTSOLAR_DATABASE_URL="sqlite://$dir/serve/db.sqlite" \
+  SMARTSOLAR_DATA_DIR="$dir/serve/data" \
+  SMARTSOLAR_GATEWAY_TCP_ADDR=127.0.0.1:$tcp \
+  SMARTSOLAR_GATEWAY_QUIC_ADDR=127.0.0.1:$quic \
+  SMARTSOLAR_GATEWAY_HTTP_ADDR=127.0.0.1:$legacy \
+  SMARTSOLAR_METRICS_ADDR=127.0.0.1:$metrics \
+  SMARTSOLAR_ADMIN_USER=admin@example.com SMARTSOLAR_ADMIN_PASSWORD=admin-password \
+  RUST_LOG=error "$CARGO_TARGET_DIR/release/smartsolar" serve >"$dir/serve.log" 2>&1 &
+  local pid=$!
+  # shellcheck disable=SC2064 # the pid now
+  trap "kill $pid 2>/dev/null || true" EXIT
+  for _ in $(seq 1 120); do
+    curl -sf "http://127.0.0.1:$api/ready" >/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/serve.log" >&2; return 1; }
+    sleep 0.5
+  done
+  # 30% TLS-TCP (at most the open-file limit less 4,000), the rest QUIC but 1% legacy HTTP,
+  # as the gateway-only 50,000-unit run; a fifth of the framed units send in the burst (the
+  # gateway reads a unit at 20 MO/s at most: 10,000 senders allow 200,000 MO/s).
+  local framed=$((units - units / 100))
+  tcp_units=$((framed * 3 / 10))
+  [ "$tcp_units" -gt $((nofile - 4000)) ] && tcp_units=$((nofile - 4000))
+  local args="--tcp $tcp_units --quic $((framed - tcp_units)) --http $((units / 100))
+    --connect-concurrency 256 --provision-concurrency 32
+    --periodic-secs 60 --telemetry-secs 15 --status-secs 60 --event-secs 300
+    --mo-senders $((framed / 5)) --mo-secs 20 --mt-rate 1000 --mt-secs 10 --mt-during-mo
+    --storm-percent 0 --lag-probes 8 --verify-secs 300 --max-secs 1800"
+  echo "$args" | tr -s ' \n' ' ' >"$dir/args"
+  cut -d' ' -f1-3 /proc/loadavg >"$dir/loadavg"
+  echo "$units" >"$dir/units"
+  # The profile: serve during the burst (it starts when the phase file says Burst).
+  (
+    for _ in $(seq 1 3600); do
+      grep -qs Burst "$dir/phase" && break
+      sleep 0.2
+    done
+    grep -qs Burst "$dir/phase" || exit 0
+    # After 2 s of ramp, 12 s of the 20 s burst.
+    sleep 2
+    cut -d' ' -f1-3 /proc/loadavg >"$dir/loadavg-burst"
+    perf record -e cpu-clock -F 499 -g -p "$pid" -o "$dir/perf.data" -- sleep 12 \
+      >"$dir/perf-record.log" 2>&1 || true
+  ) &
+  local profiler=$!
+  # The server's own count of MO the ingest sink stored, each second (Unix ms, count).
+  (
+    while kill -0 "$pid" 2>/dev/null; do
+      # A missed reading (the server busy past 2 s) is skipped, not written as 0.
+      if body=$(curl -sf -m 2 "http://127.0.0.1:$metrics/metrics"); then
+        n=$(awk '$1 ~ /^smartsolar_ingest_messages_total(\{|$)/ {s += $2} END {printf "%d", s}' <<<"$body")
+        echo "$(date +%s%3N) $n" >>"$dir/ingested.txt"
+      fi
+      sleep 1
+    done
+  ) &
+  log "end to end: $units units against serve (pid $pid)"
+  # shellcheck disable=SC2086 # the arguments are words on purpose
+  "$lt" run $args --api "http://127.0.0.1:$api" \
+    --api-user admin@example.com --api-password admin-password \
+    --gateway-tcp 127.0.0.1:$tcp --gateway-quic 127.0.0.1:$quic \
+    --gateway-http "http://127.0.0.1:$legacy" --ca-cert "$dir/serve/data/gateway-cert.pem" \
+    --server-pid "$pid" --units-csv "$dir/units.csv" --phase-file "$dir/phase" \
+    --chart "$dir/chart.html" --quiet --out "$dir/summary.json" >&2 \
+    || { kill "$pid"; wait "$profiler" || true; return 1; }
+  wait "$profiler" || true
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  trap - EXIT
+  if [ -f "$dir/perf.data" ]; then
+    # Samples with their whole stacks: perf-report.py files each under the parts it passes.
+    perf script -i "$dir/perf.data" -F comm,tid,ip,sym,dso 2>/dev/null | gzip >"$dir/perf-script.txt.gz"
+  fi
+}
+
+if [ -n "$e2e_only" ]; then
+  e2e "${e2e_units:-$([ -n "$quick" ] && echo 5000 || echo 50000)}"
+fi
+fi # measuring
+if [ -z "$from" ] && [ -z "$e2e_only" ]; then
 
 # --- criterion ------------------------------------------------------------------------------
 log "criterion benches"
@@ -90,20 +202,29 @@ if [ -n "$quick" ]; then
 else
   ./scripts/perf-api.sh 10 32 | grep '^|' >"$work/api.md"
 fi
+
+e2e "${e2e_units:-$([ -n "$quick" ] && echo 5000 || echo 50000)}"
 fi # measuring
 
 # --- render ------------------------------------------------------------------------------------
 log "rendering"
 section="$work/report.md"
+e2e_section="$work/report-e2e.md"
 python3 scripts/perf-report.py "$work" >"$section"
+python3 scripts/perf-report.py --e2e "$work" >"$e2e_section"
 if [ -n "$out" ]; then
-  cp "$section" "$out"
+  if [ -z "$e2e_only" ]; then cat "$section" "$e2e_section" >"$out"; else cp "$e2e_section" "$out"; fi
   log "written to $out"
 else
-  python3 - "$doc" "$section" <<'PY'
+  # Each part between its own markers: --e2e-only replaces the end-to-end one only.
+  parts=()
+  [ -z "$e2e_only" ] && parts+=("perf-report:$section")
+  [ -f "$work/e2e/summary.json" ] && parts+=("perf-report-e2e:$e2e_section")
+  for part in "${parts[@]}"; do
+  python3 - "$doc" "${part#*:}" "${part%%:*}" <<'PY'
 import sys
-doc, section = sys.argv[1], open(sys.argv[2]).read()
-begin, end = "<!-- perf-report:begin -->", "<!-- perf-report:end -->"
+doc, section, name = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
+begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 text = open(doc).read()
 block = f"{begin}\n{section.rstrip()}\n{end}\n"
 if begin in text and end in text:
@@ -113,5 +234,6 @@ else:
     text = text.rstrip("\n") + "\n\n" + block
 open(doc, "w").write(text)
 PY
+  done
   log "docs/performance.md updated (raw outputs in $work)"
 fi

@@ -196,3 +196,80 @@ async fn a_capture_replayed_through_provisioned_units_is_stored_exactly_once() {
         "each replayed telemetry record found in the store: {s}"
     );
 }
+
+/// `--mt-during-mo`: the MT phase runs during the MO burst, not after it. 40 units, 20 of
+/// them sending back to back, and 100 commands through the API at 50/s: the summary says MT
+/// ran during MO, the MT phase's window lies inside the burst's, and the per-second series
+/// (labelled by the sampler with the phase of that second) has most commands accepted in
+/// burst seconds — after a burst (the default) it would have next to none. No acknowledged MO
+/// lost or duplicated.
+///
+/// Not asserted: that every MO was acknowledged and every command delivered. The senders'
+/// windows (256 MO, read by the gateway at 20/s a unit) are still full when the units leave,
+/// and commands to a sender wait behind that backlog: the first run here delivered 70 of 100
+/// before the units left (issue 21, item 3: MT needs its own path). The figures are in the
+/// summary for the report to show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mt_during_the_mo_burst_overlaps_it_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base, (tcp, quic)) = serve(dir.path(), None, None).await;
+    let cert = dir.path().join("data").join("gateway-cert.pem");
+    let args: Vec<(&str, String)> = [
+        ("--api", base),
+        ("--gateway-tcp", format!("127.0.0.1:{tcp}")),
+        ("--gateway-quic", format!("127.0.0.1:{quic}")),
+        ("--ca-cert", cert.display().to_string()),
+        ("--tcp", "20".into()),
+        ("--quic", "20".into()),
+        ("--http", "0".into()),
+        ("--periodic-secs", "0".into()),
+        ("--mo-senders", "20".into()),
+        ("--mo-secs", "1".into()),
+        ("--mt-rate", "50".into()),
+        ("--mt-secs", "2".into()),
+        ("--storm-percent", "0".into()),
+        ("--mt-during-mo", "true".into()),
+    ]
+    .into_iter()
+    .collect();
+    let (s, stderr) = load_test_run(&args, &dir.path().join("during.json")).await;
+    let n = summary_count(&s);
+    assert_eq!(n("mo_lost"), 0, "MO lost; {stderr}");
+    assert_eq!(n("mo_duplicated"), 0, "MO duplicated; {stderr}");
+    assert_eq!(n("mo_stored"), n("mo_acknowledged"), "{stderr}");
+    assert_eq!(n("telemetry_stored"), n("telemetry_acknowledged"));
+    assert_eq!(n("mt_accepted"), 100, "{stderr}");
+    assert!(n("mt_delivered") > 0, "{s}");
+    assert_eq!(
+        s["mt_latency"]["count"].as_u64(),
+        Some(n("mt_delivered")),
+        "a latency per delivered command"
+    );
+    assert_eq!(s["mt_during_mo"], true, "{s}");
+    assert!(s["burst_mo_per_sec"].as_f64().unwrap() > 0.0, "{s}");
+    let window = |k: &str| {
+        let w = s[k].as_array().unwrap_or_else(|| panic!("{k}: {s}"));
+        (w[0].as_f64().unwrap(), w[1].as_f64().unwrap())
+    };
+    let (burst, mt) = (window("burst_window_s"), window("mt_window_s"));
+    assert!(
+        burst.0 <= mt.0 && mt.1 <= burst.1,
+        "MT {mt:?} within the burst {burst:?}"
+    );
+    assert!(
+        burst.1 - burst.0 >= 1.9,
+        "the burst lasted the MT phase: {burst:?}"
+    );
+    let in_burst: u64 = s["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["phase"] == "Burst")
+        .map(|p| p["mt_accepted_per_sec"].as_u64().unwrap())
+        .sum();
+    assert!(
+        in_burst * 2 > n("mt_accepted"),
+        "{in_burst} of {} commands accepted in burst seconds",
+        n("mt_accepted")
+    );
+}

@@ -395,6 +395,24 @@ pub struct TargetSummary {
     pub http: Percentiles,
     /// MO per second acknowledged in the MO burst phase.
     pub burst_mo_per_sec: f64,
+    /// The MT phase ran during the MO burst (`--mt-during-mo`): `mt_latency` is then MT
+    /// latency under MO load, and the burst lasted until the MT phase ended.
+    #[serde(default)]
+    pub mt_during_mo: bool,
+    /// Wall-clock time (Unix ms) of the series' second 0, to line the windows up with
+    /// what the server's own metrics recorded.
+    #[serde(default)]
+    pub t0_unix_ms: u64,
+    /// The MO burst, in seconds since the units started connecting: [start, end].
+    #[serde(default)]
+    pub burst_window_s: Option<[f64; 2]>,
+    /// The MT phase (first command sent, last answered by the API), same clock: [start, end].
+    #[serde(default)]
+    pub mt_window_s: Option<[f64; 2]>,
+    /// Ingest lag by the phase the probed telemetry was sent in (`Periodic`: the realistic
+    /// load; `Burst`: during the MO burst).
+    #[serde(default)]
+    pub ingest_lag_by_phase: std::collections::BTreeMap<String, Percentiles>,
     /// Reconnect storm: units told to drop and reconnect, reconnected, seconds.
     pub storm_units: u64,
     /// Reconnected within 60 s.

@@ -60,6 +60,19 @@ pub(crate) struct RunArgs {
     /// Seconds of the MT phase (0 skips it).
     #[arg(long, default_value_t = 10)]
     pub(crate) mt_secs: u64,
+    /// Target mode: run the MT phase during the MO burst instead of after it (the burst then
+    /// lasts until the MT phase ends): MT latency under MO load. `--mt-during-mo` or
+    /// `--mt-during-mo true|false`.
+    #[arg(long, requires = "api", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true")]
+    pub(crate) mt_during_mo: bool,
+    /// Target mode: a file holding the current phase's name (`Periodic`, `Burst`, …),
+    /// rewritten as each phase starts, so a script can act during one (profile the burst).
+    #[arg(long, requires = "api")]
+    pub(crate) phase_file: Option<PathBuf>,
+    /// Target mode: concurrent ingest-lag probes (each follows one unit's next telemetry).
+    #[arg(long, default_value_t = 1, requires = "api")]
+    pub(crate) lag_probes: u32,
     /// Percent of the framed units that drop and reconnect at once at the end (0 skips it).
     #[arg(long, default_value_t = 0)]
     pub(crate) storm_percent: u32,

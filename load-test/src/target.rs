@@ -316,63 +316,98 @@ fn sampler(
     (series, task)
 }
 
-/// Ingest lag, sampled: one unit at a time, its next acknowledged telemetry, polled through
-/// the data API until visible (30 s at most). The probe waits for a message sent after it
-/// chose the unit: one sent earlier may have been stored long before the probe looked, and
-/// its age (up to a whole telemetry period) would pass for lag.
+/// Lag histograms: all probes, and by the phase the probed telemetry was sent in.
+#[derive(Default)]
+struct LagHistograms {
+    all: Option<hdrhistogram::Histogram<u64>>,
+    by_phase: std::collections::BTreeMap<String, hdrhistogram::Histogram<u64>>,
+}
+
+impl LagHistograms {
+    fn record(&mut self, phase: Phase, us: u64) {
+        let all = self.all.get_or_insert_with(latency_histogram);
+        let _ = all.record(us.max(1));
+        let h = self
+            .by_phase
+            .entry(format!("{phase:?}"))
+            .or_insert_with(latency_histogram);
+        let _ = h.record(us.max(1));
+    }
+}
+
+/// Ingest lag, sampled: `probes` probes, each one unit at a time, its next acknowledged
+/// telemetry, polled through the data API until visible (30 s at most). The probe waits for
+/// a message sent after it chose the unit: one sent earlier may have been stored long before
+/// the probe looked, and its age (up to a whole telemetry period) would pass for lag. Each
+/// sample is also filed under the phase when that message was seen sent, so the lag at the
+/// realistic load (`Periodic`) is told apart from the lag during the burst.
 fn lag_prober(
     api: Api,
     shared: Arc<crate::unit::Shared>,
     ids: Arc<[Identity]>,
     units: u32,
     totals: Arc<Totals>,
-) -> (
-    Arc<Mutex<hdrhistogram::Histogram<u64>>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let hist = Arc::new(Mutex::new(latency_histogram()));
-    let h = Arc::clone(&hist);
-    let task = tokio::spawn(async move {
-        let t = &shared.track;
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let i = rand::random::<u32>() % units.max(1);
-            let before = t.last_telemetry(i).map(|(seq, _)| seq);
-            let waiting = Instant::now() + Duration::from_secs(120);
-            let next = loop {
-                match t.last_telemetry(i) {
-                    Some((seq, sent_ms)) if Some(seq) != before => break Some((seq, sent_ms)),
-                    _ if Instant::now() > waiting => break None,
-                    _ => tokio::time::sleep(Duration::from_millis(10)).await,
-                }
-            };
-            let Some((seq, sent_ms)) = next else {
-                continue;
-            };
-            let (time, pulses) = t.stamp(seq);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                let found = match api.pulse_counts(&ids[i as usize].imei, time, time).await {
-                    Ok(v) => v.contains(&pulses),
-                    Err(e) => {
-                        eprintln!("ingest lag probe: {e}");
-                        false
+    phase: tokio::sync::watch::Receiver<Phase>,
+    probes: u32,
+) -> (Arc<Mutex<LagHistograms>>, Vec<tokio::task::JoinHandle<()>>) {
+    let hist = Arc::new(Mutex::new(LagHistograms::default()));
+    let tasks = (0..probes.max(1))
+        .map(|_| {
+            let (api, shared, ids, totals, phase, h) = (
+                api.clone(),
+                Arc::clone(&shared),
+                Arc::clone(&ids),
+                Arc::clone(&totals),
+                phase.clone(),
+                Arc::clone(&hist),
+            );
+            tokio::spawn(async move {
+                let t = &shared.track;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let i = rand::random::<u32>() % units.max(1);
+                    let before = t.last_telemetry(i).map(|(seq, _)| seq);
+                    let waiting = Instant::now() + Duration::from_secs(120);
+                    let next = loop {
+                        match t.last_telemetry(i) {
+                            Some((seq, sent_ms)) if Some(seq) != before => {
+                                break Some((seq, sent_ms))
+                            }
+                            _ if Instant::now() > waiting => break None,
+                            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    };
+                    let Some((seq, sent_ms)) = next else {
+                        continue;
+                    };
+                    // Within 10 ms of the send: the phase it was sent in.
+                    let sent_in = *phase.borrow();
+                    let (time, pulses) = t.stamp(seq);
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while Instant::now() < deadline {
+                        let found = match api.pulse_counts(&ids[i as usize].imei, time, time).await
+                        {
+                            Ok(v) => v.contains(&pulses),
+                            Err(e) => {
+                                eprintln!("ingest lag probe: {e}");
+                                false
+                            }
+                        };
+                        if found {
+                            let us = t.now_ms().saturating_sub(sent_ms) * 1000;
+                            h.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .record(sent_in, us);
+                            totals.lag_us.store(us + 1, Ordering::Relaxed);
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                };
-                if found {
-                    let us = t.now_ms().saturating_sub(sent_ms) * 1000;
-                    let _ = h
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .record(us.max(1));
-                    totals.lag_us.store(us + 1, Ordering::Relaxed);
-                    break;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    });
-    (hist, task)
+            })
+        })
+        .collect();
+    (hist, tasks)
 }
 
 /// MT phase: `rate` commands per second for `secs` seconds through the API, to online framed
@@ -641,6 +676,11 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     let pb = fleet.pb.clone();
     let totals = Arc::new(Totals::default());
     let peak = Arc::new(AtomicU64::new(0));
+    // The clock of the per-second series and of the phase windows.
+    let t0 = Instant::now();
+    let t0_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let (series, sampler_task) = sampler(
         Arc::clone(&shared),
         Arc::clone(&totals),
@@ -648,13 +688,29 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
         a.server_pid,
         Arc::clone(&peak),
     );
-    let (lag, prober) = lag_prober(
+    let (lag, probers) = lag_prober(
         api.clone(),
         Arc::clone(&shared),
         Arc::clone(&ids),
         units,
         Arc::clone(&totals),
+        fleet.phase_tx.subscribe(),
+        a.lag_probes,
     );
+    let phase_writer = a.phase_file.clone().map(|path| {
+        let mut phase = fleet.phase_tx.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let name = format!("{:?}\n", *phase.borrow_and_update());
+                if let Err(e) = tokio::fs::write(&path, name).await {
+                    eprintln!("--phase-file {}: {e}", path.display());
+                }
+                if phase.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    });
     let (mut tasks, connected, connect_secs) = fleet.connect(&a, &target).await?;
     fleet.start_http(&a, &target, &mut tasks);
     let mut summary = TargetSummary {
@@ -667,6 +723,7 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
         provision_secs,
         connected,
         connect_secs,
+        t0_unix_ms,
         ..TargetSummary::default()
     };
 
@@ -676,13 +733,33 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(a.periodic_secs)).await;
         fleet.phase_tx.send_replace(Phase::Quiet);
     }
-    if a.mo_secs > 0 && a.mo_senders > 0 {
-        pb.set_prefix("MO burst");
+    let mt_errors = Arc::new(AtomicU64::new(0));
+    let burst = a.mo_secs > 0 && a.mo_senders > 0;
+    let mt_due = mt_planned && framed > 0;
+    let since_t0 = |t: Instant| t.duration_since(t0).as_secs_f64();
+    if burst {
+        pb.set_prefix(if a.mt_during_mo && mt_due {
+            "MO + MT"
+        } else {
+            "MO burst"
+        });
         let before = shared.track.mo_confirmed_total();
         let t = Instant::now();
         fleet.phase_tx.send_replace(Phase::Burst);
-        tokio::time::sleep(Duration::from_secs(a.mo_secs)).await;
+        if a.mt_during_mo && mt_due {
+            // MT starts with the burst; the burst lasts at least `--mo-secs` and until the
+            // MT phase is over, so every command is sent and answered under MO load.
+            summary.mt_during_mo = true;
+            let mo_end = t + Duration::from_secs(a.mo_secs);
+            let t_mt = Instant::now();
+            summary.mt_sent = mt_phase(&api, &shared, &ids, &a, &totals, &mt_errors).await?;
+            summary.mt_window_s = Some([since_t0(t_mt), since_t0(Instant::now())]);
+            tokio::time::sleep_until(mo_end.into()).await;
+        } else {
+            tokio::time::sleep(Duration::from_secs(a.mo_secs)).await;
+        }
         fleet.phase_tx.send_replace(Phase::Quiet);
+        summary.burst_window_s = Some([since_t0(t), since_t0(Instant::now())]);
         let n = shared.track.mo_confirmed_total() - before;
         summary.burst_mo_per_sec = n as f64 / t.elapsed().as_secs_f64();
         pb.println(format!(
@@ -690,10 +767,11 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
             summary.burst_mo_per_sec
         ));
     }
-    let mt_errors = Arc::new(AtomicU64::new(0));
-    if mt_planned && framed > 0 {
+    if mt_due && !summary.mt_during_mo {
         pb.set_prefix("MT");
+        let t_mt = Instant::now();
         summary.mt_sent = mt_phase(&api, &shared, &ids, &a, &totals, &mt_errors).await?;
+        summary.mt_window_s = Some([since_t0(t_mt), since_t0(Instant::now())]);
     }
     if let Some((capture, skipped, path)) = &capture {
         let mut replay = fleet.replay(capture, a.replay_speed).await?;
@@ -761,7 +839,17 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
             if let (Some(&lo), Some(&hi)) = (seqs.first(), seqs.last()) {
                 let (from, to) = (track.stamp(lo).0, track.stamp(hi).0);
                 loop {
-                    let got = api.pulse_counts(imei, from, to).await?;
+                    // A failed read (the data API answered 500 under load: issue 21's
+                    // 5,000-unit run) is tried again until the deadline, not the run's end.
+                    let got = match api.pulse_counts(imei, from, to).await {
+                        Ok(got) => got,
+                        Err(e) if Instant::now() <= deadline => {
+                            eprintln!("verify {imei}: {e}; trying again");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     let mut found: Vec<u64> = got.iter().filter_map(|&p| track.seq_of(p)).collect();
                     let total = found.len() as u64;
                     found.sort_unstable();
@@ -846,12 +934,27 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     vpb.finish_and_clear();
     summary.verify_secs = t_verify.elapsed().as_secs_f64();
     // The lag probe in flight when the units stopped has had the verification's time.
-    prober.abort();
+    for p in &probers {
+        p.abort();
+    }
     sampler_task.abort();
+    if let Some(w) = phase_writer {
+        w.abort();
+    }
 
     summary.mt_latency =
         Percentiles::of(&track.mt_latency.lock().unwrap_or_else(|e| e.into_inner()));
-    summary.ingest_lag = Percentiles::of(&lag.lock().unwrap_or_else(|e| e.into_inner()));
+    {
+        let lag = lag.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(all) = &lag.all {
+            summary.ingest_lag = Percentiles::of(all);
+        }
+        summary.ingest_lag_by_phase = lag
+            .by_phase
+            .iter()
+            .map(|(k, h)| (k.clone(), Percentiles::of(h)))
+            .collect();
+    }
     (summary.handshake, summary.http, summary.errors) = fleet.results();
     // Payment commands the API refused count with the HTTP errors.
     summary.errors.http += mt_errors.load(Ordering::Relaxed);
