@@ -14,7 +14,9 @@ pub struct ControlPlaneConfig {
     pub http_addr: SocketAddr,
     /// `sqlite://...` or `postgres://...` (`SMARTSOLAR_DATABASE_URL`).
     pub database_url: String,
-    /// Connections in the database pool (`SMARTSOLAR_DB_MAX_CONNECTIONS`).
+    /// Database connections of the process (`SMARTSOLAR_DB_MAX_CONNECTIONS`). PostgreSQL: at
+    /// most this many, half for single reads and half for transactions. SQLite: this many
+    /// read connections of each kind, and the one writer.
     pub db_max_connections: u32,
     /// Ensured at start with SYSTEM permissions and GLOBAL visibility
     /// (`SMARTSOLAR_ADMIN_USER` / `SMARTSOLAR_ADMIN_PASSWORD`).

@@ -201,9 +201,11 @@ enum Inner {
 /// in order, and a PostgreSQL connection drains the answers still owed to it (sqlx counts
 /// them) before it sends the next statement. A connection whose statement failed for any
 /// reason but the database's own error (a lost socket, a protocol error) is closed instead
-/// of going back ([`Reader::settle`]), which is how a PostgreSQL restart is survived. Read
-/// transactions keep sqlx's pool (`Inner::*::read`), so there are up to twice
-/// `db_max_connections` read connections; the second set opens only when used.
+/// of going back ([`Pooled::settle`]), which is how a PostgreSQL restart is survived. Read
+/// transactions keep sqlx's pool. On SQLite there are up to twice `db_max_connections` read
+/// connections (the second set opens only when used); on PostgreSQL the budget is split,
+/// half for these readers and half for transactions, because the server's connections are
+/// shared by every process of a deployment.
 struct Readers<C: sqlx::Connection> {
     options: C::Options,
     idle: std::sync::Mutex<Vec<C>>,
@@ -390,12 +392,18 @@ impl Db {
             Ok(db)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
+            // One budget for the process, split between single reads and transactions: the
+            // server's `max_connections` is shared by every process of a deployment (the
+            // scaled topology's cluster test ran out of it, "too many clients", when each
+            // process opened the budget twice over).
+            let total = max_connections.max(2);
+            let for_reads = total / 2;
             // No ping before each acquire (sqlx's default), a round trip to the server per
             // transaction: a connection the server dropped fails its transaction's first
-            // statement, and sqlx's ping when it comes back closes it ([`Db::begin`] retries
-            // once for that case).
+            // statement, and sqlx's ping when it comes back closes it ([`Db::begin`] draws
+            // again for that case).
             let pool = PgPoolOptions::new()
-                .max_connections(max_connections.max(2))
+                .max_connections(total - for_reads)
                 .acquire_timeout(Duration::from_secs(10))
                 .test_before_acquire(false)
                 .connect_with(opts.clone())
@@ -403,7 +411,7 @@ impl Db {
             Ok(Self {
                 inner: Inner::Postgres {
                     pool,
-                    readers: Arc::new(Readers::new(opts, max_connections.max(2))),
+                    readers: Arc::new(Readers::new(opts, for_reads)),
                 },
             })
         } else {
