@@ -44,6 +44,18 @@ async fn serve(
     (server, base, (tcp, quic))
 }
 
+/// The flags that point target mode at `serve` in `dir`: its API, its gateway's TLS-TCP and
+/// QUIC ports, and the gateway certificate `serve` wrote into its data dir.
+fn target_flags(dir: &Path, base: &str, (tcp, quic): (u16, u16)) -> Vec<(&'static str, String)> {
+    let cert = dir.join("data").join("gateway-cert.pem");
+    vec![
+        ("--api", base.to_owned()),
+        ("--gateway-tcp", format!("127.0.0.1:{tcp}")),
+        ("--gateway-quic", format!("127.0.0.1:{quic}")),
+        ("--ca-cert", cert.display().to_string()),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_units_against_serve_lose_and_duplicate_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -51,21 +63,14 @@ async fn a_thousand_units_against_serve_lose_and_duplicate_nothing() {
     let (server, base, (tcp, quic)) = serve(dir.path(), Some(legacy), None).await;
 
     let (units_csv, chart) = (dir.path().join("units.csv"), dir.path().join("chart.html"));
-    let cert = dir.path().join("data").join("gateway-cert.pem");
-    let s = run_load_test(
-        dir.path(),
-        &[
-            ("--api", base.clone()),
-            ("--gateway-tcp", format!("127.0.0.1:{tcp}")),
-            ("--gateway-quic", format!("127.0.0.1:{quic}")),
-            ("--gateway-http", format!("http://127.0.0.1:{legacy}")),
-            ("--ca-cert", cert.display().to_string()),
-            ("--server-pid", server.0.id().to_string()),
-            ("--units-csv", units_csv.display().to_string()),
-            ("--chart", chart.display().to_string()),
-        ],
-    )
-    .await;
+    let mut flags = target_flags(dir.path(), &base, (tcp, quic));
+    flags.extend([
+        ("--gateway-http", format!("http://127.0.0.1:{legacy}")),
+        ("--server-pid", server.0.id().to_string()),
+        ("--units-csv", units_csv.display().to_string()),
+        ("--chart", chart.display().to_string()),
+    ]);
+    let s = run_load_test(dir.path(), &flags).await;
     // The units speak protocol version 2, so "acknowledged" is the gateway's acknowledgement
     // (after the disk bus's fsync), not a write that succeeded; `run_load_test` has checked
     // that every acknowledged MO is stored (lost = acknowledged and not stored = 0).
@@ -107,20 +112,16 @@ async fn a_capture_replayed_through_provisioned_units_is_stored_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let capture = dir.path().join("capture.jsonl");
     let (_server, base, (tcp, quic)) = serve(dir.path(), None, Some(&capture)).await;
-    let cert = dir.path().join("data").join("gateway-cert.pem");
     let units_csv = dir.path().join("units.csv");
-    let fixed = [
-        ("--api", base.clone()),
-        ("--gateway-tcp", format!("127.0.0.1:{tcp}")),
-        ("--gateway-quic", format!("127.0.0.1:{quic}")),
-        ("--ca-cert", cert.display().to_string()),
+    let mut fixed = target_flags(dir.path(), &base, (tcp, quic));
+    fixed.extend([
         ("--units-csv", units_csv.display().to_string()),
         ("--http", "0".into()),
         ("--mo-senders", "0".into()),
         ("--mo-secs", "0".into()),
         ("--mt-secs", "0".into()),
         ("--storm-percent", "0".into()),
-    ];
+    ]);
     // The fixed flags and `phases` ("--flag value …").
     fn with<'a>(fixed: &[(&'a str, String)], phases: &'a str) -> Vec<(&'a str, String)> {
         let mut args = fixed.to_vec();
@@ -213,12 +214,8 @@ async fn a_capture_replayed_through_provisioned_units_is_stored_exactly_once() {
 async fn mt_during_the_mo_burst_overlaps_it_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, base, (tcp, quic)) = serve(dir.path(), None, None).await;
-    let cert = dir.path().join("data").join("gateway-cert.pem");
-    let args: Vec<(&str, String)> = [
-        ("--api", base),
-        ("--gateway-tcp", format!("127.0.0.1:{tcp}")),
-        ("--gateway-quic", format!("127.0.0.1:{quic}")),
-        ("--ca-cert", cert.display().to_string()),
+    let mut args = target_flags(dir.path(), &base, (tcp, quic));
+    args.extend([
         ("--tcp", "20".into()),
         ("--quic", "20".into()),
         ("--http", "0".into()),
@@ -229,9 +226,7 @@ async fn mt_during_the_mo_burst_overlaps_it_and_loses_nothing() {
         ("--mt-secs", "2".into()),
         ("--storm-percent", "0".into()),
         ("--mt-during-mo", "true".into()),
-    ]
-    .into_iter()
-    .collect();
+    ]);
     let (s, stderr) = load_test_run(&args, &dir.path().join("during.json")).await;
     let n = summary_count(&s);
     assert_eq!(n("mo_lost"), 0, "MO lost; {stderr}");
