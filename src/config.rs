@@ -33,6 +33,8 @@ pub(crate) struct Config {
     pub(crate) bus: BusSettings,
     /// The time-series store (`[tsdb]`).
     pub(crate) tsdb: TsdbSettings,
+    /// Threads of the services beside the gateway (`[runtime]`).
+    pub(crate) runtime: crate::runtimes::RuntimeSettings,
     /// Where embedded engines keep their files (`SMARTSOLAR_DATA_DIR`).
     pub(crate) data_dir: std::path::PathBuf,
     /// Where Prometheus metrics are served (`SMARTSOLAR_METRICS_ADDR`);
@@ -49,6 +51,7 @@ impl Default for Config {
             alerts: control_plane::AlertsConfig::default(),
             bus: BusSettings::default(),
             tsdb: TsdbSettings::default(),
+            runtime: crate::runtimes::RuntimeSettings::default(),
             data_dir: "data".into(),
             metrics_addr: None,
         }

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod config;
+mod runtimes;
 mod services;
 
 use clap::Parser;

@@ -15,6 +15,7 @@ use ingest::tsdb::TimeSeries;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BusKind, Config, TsdbKind};
+use crate::runtimes::ServiceRuntime;
 
 /// Which services a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +155,13 @@ pub(crate) async fn run(
     let state = AppState::new(db, cp.clone())
         .with_timeseries(tsdb.clone())
         .with_bus(bus.clone(), topics.clone());
+    // Beside the gateway, ingest and the API run on threads of their own (`runtimes.rs`).
+    // Declared before `tasks`, so they are dropped after it.
+    let dedicated = |name, threads, wanted: bool| {
+        ServiceRuntime::dedicated(name, if wanted && roles.gateway { threads } else { 0 })
+    };
+    let ingest_runtime = dedicated("ingest", config.runtime.ingest_threads, roles.ingest)?;
+    let api_runtime = dedicated("api", config.runtime.api_threads, roles.api)?;
     let mut tasks = tokio::task::JoinSet::new();
     if let (Some(addr), Some(metrics)) = (config.metrics_addr, metrics) {
         tasks.spawn(crate::admin::serve(
@@ -182,7 +190,7 @@ pub(crate) async fn run(
         ] {
             let (bus, tsdb, sink, stop) =
                 (bus.clone(), tsdb.clone(), sink.clone(), shutdown.clone());
-            tasks.spawn(async move {
+            ingest_runtime.spawn(&mut tasks, async move {
                 ingest::engine::run(bus, topics, tsdb, sink, engine, stop.cancelled_owned())
                     .await
                     .context("ingest engine")
@@ -200,7 +208,7 @@ pub(crate) async fn run(
             );
             let (state, alerts, stop) = (state.clone(), config.alerts.clone(), shutdown.clone());
             tracing::info!(%worker, interval_secs = alerts.pass_interval_secs, "alert analysis started");
-            tasks.spawn(async move {
+            ingest_runtime.spawn(&mut tasks, async move {
                 control_plane::alerts::run(state, alerts, worker, stop.cancelled_owned()).await;
                 Ok(())
             });
@@ -237,19 +245,25 @@ pub(crate) async fn run(
         });
     }
     if roles.api {
-        tasks.spawn(maintenance(state.clone(), shutdown.clone()));
-        let worker = control_plane::webhooks::spawn_worker(
-            state.clone(),
-            shutdown.clone().cancelled_owned(),
-        );
+        api_runtime.spawn(&mut tasks, maintenance(state.clone(), shutdown.clone()));
+        let (worker_state, worker_stop) = (state.clone(), shutdown.clone());
+        let worker = api_runtime
+            .run(async move {
+                control_plane::webhooks::spawn_worker(worker_state, worker_stop.cancelled_owned())
+            })
+            .await?;
         tasks.spawn(async move { worker.await.context("webhook worker") });
-        let listener = tokio::net::TcpListener::bind(cp.http_addr)
-            .await
-            .with_context(|| format!("binding the HTTP API to {}", cp.http_addr))?;
+        // Bound on the API's runtime: a socket's readiness is driven by the runtime that
+        // created it, and the main one is the gateway's.
+        let addr = cp.http_addr;
+        let listener = api_runtime
+            .run(tokio::net::TcpListener::bind(addr))
+            .await?
+            .with_context(|| format!("binding the HTTP API to {addr}"))?;
         tracing::info!(addr = %cp.http_addr, database = %crate::cli::redact(&cp.database_url), "SMARTSolar API listening");
         let stop = shutdown.clone();
         let served = state.clone();
-        tasks.spawn(async move {
+        api_runtime.spawn(&mut tasks, async move {
             control_plane::http::serve(listener, served, stop.cancelled_owned())
                 .await
                 .context("HTTP API")
