@@ -227,15 +227,13 @@ def profile(path):
     return samples, inclusive, leaf, owner, threads
 
 
-def e2e(dirname):
-    d = os.path.join(dirname, "e2e")
+def e2e_run(d):
+    """One end-to-end run's summary and the stored-MO rates read from the server's counter:
+    (summary, stored MO/s over the burst, (seconds to drain, median drain rate, peak)), or None."""
     path = os.path.join(d, "summary.json")
     if not os.path.exists(path):
         return None
     s = json.load(open(path))
-    args = read(d, "args")
-    units = s["tcp_units"] + s["quic_units"] + s["http_units"]
-    mt_ok = s.get("mt_during_mo")
     # Stored MO/s from the server's own counter (smartsolar_ingest_messages_total, read each
     # second) over the burst window, and until the store had caught up with the burst.
     stored_burst, caught_up = None, None
@@ -275,6 +273,53 @@ def e2e(dirname):
             if drain:
                 mid = sorted(r for _, r in drain)[len(drain) // 2]
                 caught_up = (drain[-1][0] - b1, mid, top)
+    return s, stored_burst, caught_up
+
+
+def e2e_figures(run):
+    """(name, value, higher is better) of one end-to-end run, for the comparisons."""
+    s, stored, drain = run
+    lag = s.get("ingest_lag_by_phase", {})
+    window = s.get("mt_window_s")
+    mt_secs = (window[1] - window[0]) if window else None
+    return [
+        ("MO/s acknowledged in the burst", s["burst_mo_per_sec"], True),
+        ("MO/s stored in the burst", stored, True),
+        ("MO/s stored draining the backlog after the burst (median)", drain[1] if drain else None, True),
+        ("seconds to drain the backlog after the burst", drain[0] if drain else None, False),
+        ("ingest lag p99, realistic load (ms)", (lag.get("Periodic") or {}).get("p99_ms"), False),
+        ("ingest lag p99, during the burst (ms)", (lag.get("Burst") or {}).get("p99_ms"), False),
+        ("MT commands/s through the API (accepted ÷ MT phase)", s["mt_accepted"] / mt_secs if mt_secs else None, True),
+        ("MT p99 through the API (ms)", s["mt_latency"]["p99_ms"], False),
+        ("MO lost / duplicated", f"{s['mo_lost']} / {s['mo_duplicated']}", None),
+        ("server RSS peak (MiB)", s["rss_peak_kib"] / 1024, False),
+    ]
+
+
+def e2e_compare(a_run, b_run, a_name, b_name):
+    """Rows comparing two end-to-end runs figure by figure, with a ÷ b."""
+    def cell(v):
+        if v is None:
+            return "(none)"
+        return v if isinstance(v, str) else f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
+
+    rows = [f"| figure | {a_name} | {b_name} | ratio |", "|---|---|---|---|"]
+    for (name, a, more), (_, b, _) in zip(e2e_figures(a_run), e2e_figures(b_run)):
+        ratio = f"{a / b:.2f}×" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else ""
+        better = "" if more is None or not ratio else (" (higher is better)" if more else " (lower is better)")
+        rows.append(f"| {name}{better} | {cell(a)} | {cell(b)} | {ratio} |")
+    return rows
+
+
+def e2e(dirname):
+    d = os.path.join(dirname, "e2e")
+    run = e2e_run(d)
+    if run is None:
+        return None
+    s, stored_burst, caught_up = run
+    args = read(d, "args")
+    units = s["tcp_units"] + s["quic_units"] + s["http_units"]
+    mt_ok = s.get("mt_during_mo")
     lag = s.get("ingest_lag_by_phase", {})
     per = lag.get("Periodic")
     burst_lag = lag.get("Burst")
@@ -317,6 +362,32 @@ def e2e(dirname):
         f"Command: `load-test run {args} --api … --gateway-tcp … --gateway-quic … --gateway-http … --ca-cert … --server-pid … "
         "--units-csv … --phase-file … --chart … --out summary.json` (see `e2e()` in scripts/perf-report.sh).",
     ]
+    baseline = e2e_run(os.path.join(dirname, "e2e-shared"))
+    if baseline:
+        out += [
+            "",
+            "Against the same-run baseline: the same binary and load right after, with ingest and the API on the "
+            "gateway's runtime (`SMARTSOLAR_RUNTIME__INGEST_THREADS=0 SMARTSOLAR_RUNTIME__API_THREADS=0`), as "
+            f"before they had runtimes of their own. Load average before the baseline: {read(os.path.join(dirname, 'e2e-shared'), 'loadavg', 'unknown')}.",
+            "",
+            "\n".join(e2e_compare(run, baseline, "shipped (own runtimes)", "baseline (one runtime)")),
+        ]
+    cluster = e2e_run(os.path.join(dirname, "e2e-cluster"))
+    if cluster:
+        c = cluster[0]
+        out += [
+            "",
+            "The scaled topology (`scripts/cluster.sh`: the control-plane on PostgreSQL, 2 gateways, 2 ingest "
+            "workers, tansu as the Kafka-protocol broker, InfluxDB; release build) under the same load, right after, "
+            "on the same 2 cores (TLS-TCP and HTTP units on gateway 1, QUIC units on gateway 2; RSS and profile are "
+            f"gateway 1's; stored MO summed over both ingest workers). Load average before it: "
+            f"{read(os.path.join(dirname, 'e2e-cluster'), 'loadavg', 'unknown')}. MO sent / acknowledged / stored / lost / "
+            f"duplicated: {c['mo_sent']:,} / {c['mo_acknowledged']:,} / {c['mo_stored']:,} / **{c['mo_lost']:,}** / "
+            f"**{c['mo_duplicated']:,}**; MT accepted / delivered / lost: {c['mt_accepted']:,} / {c['mt_delivered']:,} / "
+            f"{c['mt_lost']:,}; errors {json.dumps(c['errors'])}. Target: ≥ 50,000 MO/s stored with two ingest workers.",
+            "",
+            "\n".join(e2e_compare(cluster, run, "scaled topology", "serve (shipped)")),
+        ]
     script = os.path.join(d, "perf-script.txt.gz")
     if os.path.exists(script):
         n, inclusive, leaf, owner, threads = profile(script)

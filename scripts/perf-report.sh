@@ -10,7 +10,7 @@
 #   ./scripts/perf-report.sh --quick    # a tenth of the units, short benches; about 8 minutes
 #   ./scripts/perf-report.sh --out F    # write the report section to F instead
 #   ./scripts/perf-report.sh --from D   # render again from the raw outputs of an earlier run in D
-#   ./scripts/perf-report.sh --e2e-only [--units N]
+#   ./scripts/perf-report.sh --e2e-only [--units N] [--no-baseline] [--no-cluster]
 #                                       # only the end-to-end part (below), at N units
 #
 # The end-to-end part: `smartsolar serve` (release, embedded defaults: SQLite, the embedded
@@ -18,7 +18,9 @@
 # mode against it: units provisioned through the API, 60 s of realistic traffic (telemetry
 # every 15 s, status every 60 s, event logs), then an MO burst with MT through the API at
 # 1,000/s during it (`--mt-during-mo`), then the verification that every acknowledged MO is
-# stored once. `perf record` samples `serve` during the burst. Full size 50,000 units,
+# stored once. `perf record` samples `serve` during the burst. Then the same run again as the
+# baseline (unless --no-baseline): ingest and the API on the gateway's runtime
+# (`[runtime]` threads 0), as before they had their own. Full size 50,000 units,
 # --quick 5,000. It goes between its own markers (`perf-report-e2e:begin/end`), so
 # --e2e-only leaves the rest of the report alone.
 #
@@ -34,6 +36,8 @@ out=""
 from=""
 e2e_only=""
 e2e_units=""
+no_baseline=""
+no_cluster=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -41,6 +45,8 @@ while [ $# -gt 0 ]; do
     --from) from=$2; shift ;;
     --e2e-only) e2e_only=1 ;;
     --units) e2e_units=$2; shift ;;
+    --no-baseline) no_baseline=1 ;;
+    --no-cluster) no_cluster=1 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -69,52 +75,32 @@ cargo build --release -p smartsolar -p smartsolar-load-test >&2
 lt="$CARGO_TARGET_DIR/release/load-test"
 
 # --- end to end: serve + load-test in target mode ----------------------------------------------
-e2e() {
-  local units=$1 dir="$work/e2e"
-  mkdir -p "$dir"
-  rm -rf "$dir/serve" "$dir/units.csv"
-  mkdir -p "$dir/serve"
-  # Ports below the ephemeral range, away from the defaults and the tests' 10000-17999. The
-  # defaults but for the metrics listener, which the stored-MO rate is read from.
-  local api=19080 tcp=19443 quic=19444 legacy=19089 metrics=19090
-  # A TLS-TCP unit is a socket on both sides, QUIC units share UDP sockets (one per 2,000 in
-  # the load generator, one in the gateway): TCP units stay under the open-file limit.
-  ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
-  local nofile tcp_units
+# The load of an end-to-end run at UNITS units: 30% TLS-TCP (at most the open-file limit less
+# 4,000: a TLS-TCP unit is a socket on both sides, QUIC units share UDP sockets), the rest QUIC
+# but 1% legacy HTTP, as the gateway-only 50,000-unit run; a fifth of the framed units send in
+# the burst (the gateway reads a unit at 20 MO/s at most: 10,000 senders allow 200,000 MO/s).
+e2e_args() {
+  local units=$1 nofile tcp_units framed
   nofile=$(ulimit -Sn)
   [ "$nofile" = unlimited ] && nofile=1048576
-  SMARTSOLAR_HTTP_ADDR=127.0.0.1:$api \
-  SMARTSOLAR_DATABASE_URL="sqlite://$dir/serve/db.sqlite" \
-  SMARTSOLAR_DATA_DIR="$dir/serve/data" \
-  SMARTSOLAR_GATEWAY_TCP_ADDR=127.0.0.1:$tcp \
-  SMARTSOLAR_GATEWAY_QUIC_ADDR=127.0.0.1:$quic \
-  SMARTSOLAR_GATEWAY_HTTP_ADDR=127.0.0.1:$legacy \
-  SMARTSOLAR_METRICS_ADDR=127.0.0.1:$metrics \
-  SMARTSOLAR_ADMIN_USER=admin@example.com SMARTSOLAR_ADMIN_PASSWORD=admin-password \
-  RUST_LOG=error "$CARGO_TARGET_DIR/release/smartsolar" serve >"$dir/serve.log" 2>&1 &
-  local pid=$!
-  # shellcheck disable=SC2064 # the pid now
-  trap "kill $pid 2>/dev/null || true" EXIT
-  for _ in $(seq 1 120); do
-    curl -sf "http://127.0.0.1:$api/ready" >/dev/null && break
-    kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/serve.log" >&2; return 1; }
-    sleep 0.5
-  done
-  # 30% TLS-TCP (at most the open-file limit less 4,000), the rest QUIC but 1% legacy HTTP,
-  # as the gateway-only 50,000-unit run; a fifth of the framed units send in the burst (the
-  # gateway reads a unit at 20 MO/s at most: 10,000 senders allow 200,000 MO/s).
-  local framed=$((units - units / 100))
+  framed=$((units - units / 100))
   tcp_units=$((framed * 3 / 10))
   [ "$tcp_units" -gt $((nofile - 4000)) ] && tcp_units=$((nofile - 4000))
-  local args="--tcp $tcp_units --quic $((framed - tcp_units)) --http $((units / 100))
+  echo "--tcp $tcp_units --quic $((framed - tcp_units)) --http $((units / 100))
     --connect-concurrency 256 --provision-concurrency 32
     --periodic-secs 60 --telemetry-secs 15 --status-secs 60 --event-secs 300
     --mo-senders $((framed / 5)) --mo-secs 20 --mt-rate 1000 --mt-secs 10 --mt-during-mo
-    --storm-percent 0 --lag-probes 8 --verify-secs 300 --max-secs 1800"
-  echo "$args" | tr -s ' \n' ' ' >"$dir/args"
+    --storm-percent 0 --lag-probes 8 --verify-secs 300 --max-secs 1800" | tr -s ' \n' ' '
+}
+
+# e2e_drive DIR PID METRICS_URLS -- LOAD-TEST-ARGS...: runs the load test against a running
+# deployment (PID: the process profiled and whose RSS is read), reading the stored-MO counter
+# of every ingest process each second (METRICS_URLS, space-separated) into DIR/ingested.txt.
+e2e_drive() {
+  local dir=$1 pid=$2 metrics=$3
+  shift 4
   cut -d' ' -f1-3 /proc/loadavg >"$dir/loadavg"
-  echo "$units" >"$dir/units"
-  # The profile: serve during the burst (it starts when the phase file says Burst).
+  # The profile: during the burst (it starts when the phase file says Burst).
   (
     for _ in $(seq 1 3600); do
       grep -qs Burst "$dir/phase" && break
@@ -128,38 +114,119 @@ e2e() {
       >"$dir/perf-record.log" 2>&1 || true
   ) &
   local profiler=$!
-  # The server's own count of MO the ingest sink stored, each second (Unix ms, count).
+  # The servers' own count of MO their ingest sinks stored, each second (Unix ms, count).
   (
     while kill -0 "$pid" 2>/dev/null; do
-      # A missed reading (the server busy past 2 s) is skipped, not written as 0.
-      if body=$(curl -sf -m 2 "http://127.0.0.1:$metrics/metrics"); then
-        n=$(awk '$1 ~ /^smartsolar_ingest_messages_total(\{|$)/ {s += $2} END {printf "%d", s}' <<<"$body")
-        echo "$(date +%s%3N) $n" >>"$dir/ingested.txt"
-      fi
+      # A missed reading (a server busy past 2 s) is skipped, not written as 0.
+      local total=0 ok=1 url body
+      for url in $metrics; do
+        if body=$(curl -sf -m 2 "$url"); then
+          total=$((total + $(awk '$1 ~ /^smartsolar_ingest_messages_total(\{|$)/ {s += $2} END {printf "%d", s}' <<<"$body")))
+        else
+          ok=""
+        fi
+      done
+      [ -n "$ok" ] && echo "$(date +%s%3N) $total" >>"$dir/ingested.txt"
       sleep 1
     done
   ) &
-  log "end to end: $units units against serve (pid $pid)"
+  local args; args=$(cat "$dir/args")
   # shellcheck disable=SC2086 # the arguments are words on purpose
-  "$lt" run $args --api "http://127.0.0.1:$api" \
-    --api-user admin@example.com --api-password admin-password \
-    --gateway-tcp 127.0.0.1:$tcp --gateway-quic 127.0.0.1:$quic \
-    --gateway-http "http://127.0.0.1:$legacy" --ca-cert "$dir/serve/data/gateway-cert.pem" \
-    --server-pid "$pid" --units-csv "$dir/units.csv" --phase-file "$dir/phase" \
-    --chart "$dir/chart.html" --quiet --out "$dir/summary.json" >&2 \
-    || { kill "$pid"; wait "$profiler" || true; return 1; }
+  "$lt" run $args "$@" --server-pid "$pid" --units-csv "$dir/units.csv" \
+    --phase-file "$dir/phase" --chart "$dir/chart.html" --quiet --out "$dir/summary.json" >&2 \
+    || { wait "$profiler" || true; return 1; }
   wait "$profiler" || true
-  kill "$pid"
-  wait "$pid" 2>/dev/null || true
-  trap - EXIT
   if [ -f "$dir/perf.data" ]; then
     # Samples with their whole stacks: perf-report.py files each under the parts it passes.
     perf script -i "$dir/perf.data" -F comm,tid,ip,sym,dso 2>/dev/null | gzip >"$dir/perf-script.txt.gz"
   fi
 }
 
+# e2e UNITS [NAME [VAR=VALUE...]]: one end-to-end run against `serve` into $work/NAME
+# (default e2e), with the variables given set for serve.
+e2e() {
+  local units=$1 name=${2:-e2e}
+  shift $(($# < 2 ? $# : 2))
+  local dir="$work/$name"
+  rm -rf "$dir"
+  mkdir -p "$dir/serve"
+  # Ports below the ephemeral range, away from the defaults and the tests' 10000-17999. The
+  # defaults but for the metrics listener, which the stored-MO rate is read from.
+  local api=19080 tcp=19443 quic=19444 legacy=19089 metrics=19090
+  ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+  SMARTSOLAR_HTTP_ADDR=127.0.0.1:$api \
+  SMARTSOLAR_DATABASE_URL="sqlite://$dir/serve/db.sqlite" \
+  SMARTSOLAR_DATA_DIR="$dir/serve/data" \
+  SMARTSOLAR_GATEWAY_TCP_ADDR=127.0.0.1:$tcp \
+  SMARTSOLAR_GATEWAY_QUIC_ADDR=127.0.0.1:$quic \
+  SMARTSOLAR_GATEWAY_HTTP_ADDR=127.0.0.1:$legacy \
+  SMARTSOLAR_METRICS_ADDR=127.0.0.1:$metrics \
+  SMARTSOLAR_ADMIN_USER=admin@example.com SMARTSOLAR_ADMIN_PASSWORD=admin-password \
+  RUST_LOG=error env "$@" "$CARGO_TARGET_DIR/release/smartsolar" serve >"$dir/serve.log" 2>&1 &
+  local pid=$!
+  # shellcheck disable=SC2064 # the pid now
+  trap "kill $pid 2>/dev/null || true" EXIT
+  for _ in $(seq 1 120); do
+    curl -sf "http://127.0.0.1:$api/ready" >/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/serve.log" >&2; return 1; }
+    sleep 0.5
+  done
+  e2e_args "$units" >"$dir/args"
+  echo "$units" >"$dir/units"
+  echo "$*" >"$dir/serve-env"
+  log "end to end: $units units against serve (pid $pid) $*"
+  e2e_drive "$dir" "$pid" "http://127.0.0.1:$metrics/metrics" -- \
+    --api "http://127.0.0.1:$api" --api-user admin@example.com --api-password admin-password \
+    --gateway-tcp 127.0.0.1:$tcp --gateway-quic 127.0.0.1:$quic \
+    --gateway-http "http://127.0.0.1:$legacy" --ca-cert "$dir/serve/data/gateway-cert.pem" \
+    || { kill "$pid"; return 1; }
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  trap - EXIT
+}
+
+# e2e_cluster UNITS: the same load against the scaled topology (scripts/cluster.sh: the
+# control-plane on PostgreSQL, 2 gateways, 2 ingest workers, tansu, InfluxDB) into
+# $work/e2e-cluster. TLS-TCP and HTTP units on gateway 1, QUIC units on gateway 2; the profile
+# and RSS are gateway 1's; the stored-MO counter is both ingest workers'.
+e2e_cluster() {
+  local units=$1 dir="$work/e2e-cluster"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+  export SMARTSOLAR_BIN="$CARGO_TARGET_DIR/release/smartsolar" \
+    SMARTSOLAR_CLUSTER_DIR="$dir/cluster" SMARTSOLAR_CLUSTER_PORT_BASE=20000 \
+    SMARTSOLAR_CLUSTER_DB=smartsolar_perf
+  trap "RUST_LOG=error scripts/cluster.sh down --purge >/dev/null 2>&1 || true" EXIT
+  RUST_LOG=error scripts/cluster.sh down --purge >/dev/null 2>&1 || true
+  RUST_LOG=error scripts/cluster.sh up >"$dir/addresses" || return 1
+  # shellcheck disable=SC1091 # written just now
+  source "$dir/addresses"
+  e2e_args "$units" >"$dir/args"
+  echo "$units" >"$dir/units"
+  log "end to end: $units units against the scaled topology"
+  e2e_drive "$dir" "$(cat "$dir/cluster/gw1.pid")" \
+    "http://127.0.0.1:20103/metrics http://127.0.0.1:20104/metrics" -- \
+    --api "$CLUSTER_API" --api-user admin@example.com --api-password admin-password \
+    --gateway-tcp "$CLUSTER_GW1_TCP" --gateway-quic "$CLUSTER_GW2_QUIC" \
+    --gateway-http "http://$CLUSTER_GW1_HTTP" --ca-cert "$CLUSTER_CERT" || return 1
+  RUST_LOG=error scripts/cluster.sh down --purge >/dev/null 2>&1 || true
+  trap - EXIT
+}
+
+# The end-to-end runs: as shipped, then the same-run baseline (unless --no-baseline): the same
+# binary with ingest and the API on the gateway's runtime, as before they had their own.
+e2e_runs() {
+  local units=${e2e_units:-$([ -n "$quick" ] && echo 5000 || echo 50000)}
+  e2e "$units" e2e
+  [ -n "$no_baseline" ] && return 0
+  log "end to end, baseline: ingest and the API on the gateway's runtime"
+  e2e "$units" e2e-shared SMARTSOLAR_RUNTIME__INGEST_THREADS=0 SMARTSOLAR_RUNTIME__API_THREADS=0
+  [ -n "$no_cluster" ] && return 0
+  e2e_cluster "$units"
+}
 if [ -n "$e2e_only" ]; then
-  e2e "${e2e_units:-$([ -n "$quick" ] && echo 5000 || echo 50000)}"
+  e2e_runs
 fi
 fi # measuring
 if [ -z "$from" ] && [ -z "$e2e_only" ]; then
@@ -203,7 +270,7 @@ else
   ./scripts/perf-api.sh 10 32 | grep '^|' >"$work/api.md"
 fi
 
-e2e "${e2e_units:-$([ -n "$quick" ] && echo 5000 || echo 50000)}"
+e2e_runs
 fi # measuring
 
 # --- render ------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ impl Fleet {
             status: secs(a.status_secs),
             telemetry: secs(a.telemetry_secs),
             event: secs(a.event_secs),
+            burst_round: Behaviour::burst_round_for(a.mo_rate, a.mo_senders),
         };
         let pb = progress(a.quiet);
         let ticker = {
@@ -307,6 +308,8 @@ impl Fleet {
             send: c.send_errors.load(Ordering::Relaxed),
             closed_by_gateway: c.closed_by_gateway.load(Ordering::Relaxed),
             http: c.http_errors.load(Ordering::Relaxed),
+            // Counted by the verification, after the units are gone.
+            verify_reads: 0,
         };
         (of(&sh.handshake_us), of(&sh.http_us), errors)
     }

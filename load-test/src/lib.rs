@@ -135,6 +135,10 @@ pub struct Errors {
     pub closed_by_gateway: u64,
     /// Legacy HTTP requests that failed or did not answer 200.
     pub http: u64,
+    /// Target mode: reads of the verification that failed and were tried again (the data
+    /// API answering 500, say). A read still failing at the deadline fails the run.
+    #[serde(default)]
+    pub verify_reads: u64,
 }
 
 /// The JSON summary `run` writes.
@@ -395,6 +399,9 @@ pub struct TargetSummary {
     pub http: Percentiles,
     /// MO per second acknowledged in the MO burst phase.
     pub burst_mo_per_sec: f64,
+    /// The burst's cap on MO per second (`--mo-rate`); `None`: as fast as the units could.
+    #[serde(default)]
+    pub burst_mo_rate_limit: Option<u32>,
     /// The MT phase ran during the MO burst (`--mt-during-mo`): `mt_latency` is then MT
     /// latency under MO load, and the burst lasted until the MT phase ended.
     #[serde(default)]

@@ -54,6 +54,10 @@ pub(crate) struct RunArgs {
     /// Seconds of the MO throughput phase (0 skips it).
     #[arg(long, default_value_t = 10)]
     pub(crate) mo_secs: u64,
+    /// Most MO per second all burst senders together write (0: as fast as they can). To run
+    /// MT against MO at a set share of the measured capacity (issue 21: "80%").
+    #[arg(long, default_value_t = 0)]
+    pub(crate) mo_rate: u32,
     /// MT commands per second in the MT phase (status updates and payment commands).
     #[arg(long, default_value_t = 1000)]
     pub(crate) mt_rate: u32,

@@ -762,6 +762,7 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
         summary.burst_window_s = Some([since_t0(t), since_t0(Instant::now())]);
         let n = shared.track.mo_confirmed_total() - before;
         summary.burst_mo_per_sec = n as f64 / t.elapsed().as_secs_f64();
+        summary.burst_mo_rate_limit = (a.mo_rate > 0).then_some(a.mo_rate);
         pb.println(format!(
             "MO burst: {n} acknowledged, {:.0}/s",
             summary.burst_mo_per_sec
@@ -802,14 +803,16 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     let mut checks = Vec::with_capacity(units as usize);
     let shared2 = Arc::clone(&shared);
+    let read_failures = Arc::new(AtomicU64::new(0));
     for i in 0..units {
         let permit = Arc::clone(&gate).acquire_owned().await?;
-        let (api, ids, since, shared, vpb) = (
+        let (api, ids, since, shared, vpb, read_failures) = (
             api.clone(),
             Arc::clone(&ids),
             since.clone(),
             Arc::clone(&shared2),
             vpb.clone(),
+            Arc::clone(&read_failures),
         );
         checks.push(tokio::spawn(async move {
             let _permit = permit;
@@ -844,6 +847,7 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
                     let got = match api.pulse_counts(imei, from, to).await {
                         Ok(got) => got,
                         Err(e) if Instant::now() <= deadline => {
+                            read_failures.fetch_add(1, Ordering::Relaxed);
                             eprintln!("verify {imei}: {e}; trying again");
                             tokio::time::sleep(Duration::from_millis(500)).await;
                             continue;
@@ -958,6 +962,7 @@ pub(crate) async fn run(a: RunArgs) -> anyhow::Result<()> {
     (summary.handshake, summary.http, summary.errors) = fleet.results();
     // Payment commands the API refused count with the HTTP errors.
     summary.errors.http += mt_errors.load(Ordering::Relaxed);
+    summary.errors.verify_reads = read_failures.load(Ordering::Relaxed);
     summary.rss_peak_kib = peak.load(Ordering::Relaxed);
     summary.series = series.lock().unwrap_or_else(|e| e.into_inner()).clone();
     summary.total_secs = t_run.elapsed().as_secs_f64();

@@ -109,6 +109,21 @@ pub(crate) struct Behaviour {
     pub(crate) status: Duration,
     pub(crate) telemetry: Duration,
     pub(crate) event: Duration,
+    /// How often one burst sender may start a round of [`BURST_ROUND`] MO (`--mo-rate`);
+    /// `None`: back to back.
+    pub(crate) burst_round: Option<Duration>,
+}
+
+/// MO a burst sender writes between looks at what the gateway sent it.
+pub(crate) const BURST_ROUND: u32 = 32;
+
+impl Behaviour {
+    /// The round period that holds `senders` to `rate` MO/s together (0: no limit).
+    pub(crate) fn burst_round_for(rate: u32, senders: u32) -> Option<Duration> {
+        (rate > 0 && senders > 0).then(|| {
+            Duration::from_secs_f64(f64::from(BURST_ROUND) * f64::from(senders) / f64::from(rate))
+        })
+    }
 }
 
 /// One framed unit's configuration.
@@ -440,6 +455,8 @@ async fn session(
     let mut status = periodic(b.status);
     let mut telemetry = periodic(b.telemetry);
     let mut event = periodic(b.event);
+    // When the next paced burst round may start.
+    let mut next_round: Option<tokio::time::Instant> = None;
     loop {
         let mut telemetry_seq = None;
         let ph = *phase.borrow_and_update();
@@ -447,7 +464,38 @@ async fn session(
             return End::Stop;
         }
         if ph == Phase::Burst && spec.sender {
-            for _ in 0..32 {
+            if let Some(period) = b.burst_round {
+                // Paced: wait for this round's turn, answering what arrives meanwhile. A late
+                // round starts at once, without catching up on the ones it missed.
+                let now = tokio::time::Instant::now();
+                let due = *next_round.get_or_insert(now);
+                next_round = Some(due.max(now - period) + period);
+                if due > now {
+                    match tokio::time::timeout_at(due, u.recv_or_ack()).await {
+                        Err(_) => {}
+                        Ok(Ok(Some(None))) => acks.settle(u, &shared.track, spec.i),
+                        Ok(Ok(Some(Some(f)))) => {
+                            match answer(u, &f, balance, &shared.track, spec.i, acks).await {
+                                Ok(()) => c.mt_answered.fetch_add(1, Ordering::Relaxed),
+                                Err(_) => return End::Closed,
+                            };
+                        }
+                        Ok(_) => {
+                            return if *phase.borrow() == Phase::Stop {
+                                End::Stop
+                            } else {
+                                End::Closed
+                            };
+                        }
+                    }
+                    // The round that was due; or, after an early frame, the same wait again.
+                    if tokio::time::Instant::now() < due {
+                        next_round = Some(due);
+                        continue;
+                    }
+                }
+            }
+            for _ in 0..BURST_ROUND {
                 let seq = shared.track.next_seq(spec.i);
                 let mo = shared.track.telemetry(seq);
                 if send(u, &mo, &[seq], shared, spec.i, acks).await.is_err() {
