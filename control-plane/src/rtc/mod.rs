@@ -48,11 +48,12 @@ use chrono::NaiveDateTime;
 use codec::ack::MoNumber;
 use codec::CorrelationId;
 use ingest::sink::SinkError;
-use sea_query::{Alias, Cond, Expr, OnConflict, Order, Query};
+use sea_query::{Alias, Cond, Expr, OnConflict, Order, Query, SelectStatement, SimpleExpr};
 
 use crate::db::{DbError, Tx};
 use crate::dcm::DcmError;
 use crate::error::ApiError;
+use crate::schema::Backend;
 
 pub use directory::{
     credentials_changed, DirectoryCache, UnitDirectoryDb, IDENTITY_COLUMNS,
@@ -113,10 +114,8 @@ fn stored_number(number: MoNumber) -> Option<(i64, i64)> {
 /// A version-2 MO (`number` is its `(boot, seq)`) is recorded with its number. Its dedupe row
 /// may have been pruned long before a resend ([`prune_applied`]); then the unit's pruned mark
 /// still knows it: an MO numbered at or below the highest pruned seq of its boot was applied
-/// before (`docs/decisions.md`, "The pruned mark"). The mark is read only when the row was
-/// new (the rare repeat already stops at the insert), and after the insert: on PostgreSQL an
-/// insert that met a row being pruned waits for the prune to commit, so the read that
-/// follows sees the mark that prune raised.
+/// before (`docs/decisions.md`, "Issue 16: the pruned mark"). One index probe of
+/// `rtc_mo_pruned_mark` per claim of a numbered MO, none for a version-1 MO.
 pub(crate) async fn claim_step(
     tx: &mut Tx,
     correlation_id: CorrelationId,
@@ -127,7 +126,16 @@ pub(crate) async fn claim_step(
 ) -> Result<bool, DbError> {
     let number = number.and_then(stored_number);
     let id = correlation_id.to_string();
-    let stmt = Query::insert()
+    let row: [SimpleExpr; 6] = [
+        id.as_str().into(),
+        step.into(),
+        imei.into(),
+        at.into(),
+        number.map(|(boot, _)| boot).into(),
+        number.map(|(_, seq)| seq).into(),
+    ];
+    let mut insert = Query::insert();
+    insert
         .into_table(Alias::new("rtc_mo_applied"))
         .columns(
             [
@@ -140,52 +148,84 @@ pub(crate) async fn claim_step(
             ]
             .map(Alias::new),
         )
-        .values_panic([
-            id.as_str().into(),
-            step.into(),
-            imei.into(),
-            at.into(),
-            number.map(|(boot, _)| boot).into(),
-            number.map(|(_, seq)| seq).into(),
-        ])
         .on_conflict(
             OnConflict::columns([Alias::new("correlation_id"), Alias::new("step")])
                 .do_nothing()
                 .to_owned(),
-        )
-        .to_owned();
-    if tx.execute(&stmt).await? == 0 {
-        return Ok(false);
-    }
+        );
     let Some((boot, seq)) = number else {
-        return Ok(true);
+        insert.values_panic(row);
+        return Ok(tx.execute(&insert).await? == 1);
     };
-    if seq > pruned_mark(tx, imei, boot).await? {
-        return Ok(true);
+    let repeat = match tx.backend() {
+        // One writer: no prune runs between this statement's read of the mark and its insert,
+        // so both go in one statement (one trip to the writer on the hot path).
+        Backend::Sqlite => {
+            let mark = covering_mark(imei, boot, seq, Expr::val(1).into());
+            let unmarked = Query::select()
+                .exprs(row)
+                .and_where(Expr::exists(mark).not())
+                .to_owned();
+            if let Err(e) = insert.select_from(unmarked) {
+                unreachable!("the claim's columns and values disagree: {e}");
+            }
+            if tx.execute(&insert).await? == 1 {
+                return Ok(true);
+            }
+            // Refused: by the row (the usual repeat) or by the mark (counted below).
+            let stmt = Query::select()
+                .expr(Expr::cust("COUNT(*)"))
+                .from(Alias::new("rtc_mo_applied"))
+                .and_where(claimed(&id, step))
+                .to_owned();
+            tx.fetch_i64(&stmt).await? == 0
+        }
+        // Concurrent writers: the mark is read in a statement of its own, after the insert.
+        // An insert that meets the very row a prune is deleting waits for that prune to
+        // commit, and the read that follows (a new snapshot under READ COMMITTED) sees the
+        // mark the prune raised; read within the insert, it would not.
+        Backend::Postgres => {
+            insert.values_panic(row);
+            if tx.execute(&insert).await? == 0 {
+                return Ok(false);
+            }
+            let marked = covering_mark(imei, boot, seq, Expr::cust("COUNT(*)"));
+            if tx.fetch_i64(&marked).await? == 0 {
+                return Ok(true);
+            }
+            // Take the row back, so the claim changes nothing whatever the caller then does
+            // with the transaction.
+            let undo = Query::delete()
+                .from_table(Alias::new("rtc_mo_applied"))
+                .and_where(claimed(&id, step))
+                .to_owned();
+            tx.execute(&undo).await?;
+            true
+        }
+    };
+    if repeat {
+        metrics::counter!(METRIC_MO_PRUNED_REPEATS, "step" => step.to_owned()).increment(1);
     }
-    // A repeat the pruned mark recognised: take the row back, so the claim changes nothing
-    // whatever the caller then does with the transaction.
-    let undo = Query::delete()
-        .from_table(Alias::new("rtc_mo_applied"))
-        .and_where(Expr::col(Alias::new("correlation_id")).eq(id))
-        .and_where(Expr::col(Alias::new("step")).eq(step))
-        .to_owned();
-    tx.execute(&undo).await?;
-    metrics::counter!(METRIC_MO_PRUNED_REPEATS, "step" => step.to_owned()).increment(1);
     Ok(false)
 }
 
-/// The highest pruned seq of boot `boot` of unit `imei` (0: none pruned; seqs start at 1).
-async fn pruned_mark(tx: &mut Tx, imei: &str, boot: i64) -> Result<i64, DbError> {
-    // MAX so that a unit without a mark still yields one row (NULL, read as 0); the key
-    // (product_imei, boot) makes it one index probe.
-    let stmt = Query::select()
-        .expr(Expr::col(Alias::new("pruned_through_seq")).max())
+/// The `rtc_mo_applied` row of step `step` of MO `correlation_id` (32 hex digits).
+fn claimed(correlation_id: &str, step: &str) -> SimpleExpr {
+    Expr::col(Alias::new("correlation_id"))
+        .eq(correlation_id)
+        .and(Expr::col(Alias::new("step")).eq(step))
+}
+
+/// `SELECT <what>` of unit `imei`'s pruned mark of boot `boot` if it covers `seq`: an index
+/// probe of the key `(product_imei, boot)`.
+fn covering_mark(imei: &str, boot: i64, seq: i64, what: SimpleExpr) -> SelectStatement {
+    Query::select()
+        .expr(what)
         .from(Alias::new("rtc_mo_pruned_mark"))
         .and_where(Expr::col(Alias::new("product_imei")).eq(imei))
         .and_where(Expr::col(Alias::new("boot")).eq(boot))
-        .to_owned();
-    tx.fetch_i64(&stmt).await
+        .and_where(Expr::col(Alias::new("pruned_through_seq")).gte(seq))
+        .to_owned()
 }
 
 /// When step `step` of MO `correlation_id` was first applied, unix milliseconds (the
@@ -200,8 +240,7 @@ pub(crate) async fn first_applied_ms(
     let stmt = Query::select()
         .column(Alias::new("applied_at"))
         .from(Alias::new("rtc_mo_applied"))
-        .and_where(Expr::col(Alias::new("correlation_id")).eq(correlation_id.to_string()))
-        .and_where(Expr::col(Alias::new("step")).eq(step))
+        .and_where(claimed(&correlation_id.to_string(), step))
         .to_owned();
     let column = crate::rows::col("applied_at", crate::catalogue::ColumnType::Datetime);
     let row = tx.fetch_optional(&stmt, &[&column]).await?;
