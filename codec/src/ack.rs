@@ -28,7 +28,7 @@ const CORRELATION_CONTEXT: &[u8] = b"smartsolar-mo-v2";
 /// The name of a version-2 MO: the unit's boot id (the hello's key 3) and the MO's sequence
 /// number in that boot. It travels with the MO on the bus (`BusEnvelope::mo_number`) so ingest
 /// can record it and still recognise a resend after its dedupe record was pruned (the per-unit
-/// high-water mark, `docs/decisions.md`, "The pruned mark").
+/// high-water mark, `docs/decisions.md`, "Issue 16: the pruned mark").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MoNumber {
     /// The epoch of the unit's sequence numbers.

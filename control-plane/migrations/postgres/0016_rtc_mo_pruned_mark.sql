@@ -1,5 +1,5 @@
 -- The per-unit high-water mark of pruned MO dedupe records (issue 16, "nothing accepted is
--- ever lost"; docs/decisions.md, "The pruned mark").
+-- ever lost"; docs/decisions.md, "Issue 16: the pruned mark").
 --
 -- `rtc_mo_applied` rows are pruned after days (rtc::prune_applied), but a version-2 unit can
 -- resend an unacknowledged window after a much longer time offline. A claimed step now
