@@ -53,6 +53,7 @@ fn envelopes() -> Vec<(String, Vec<u8>)> {
                 transport: Transport::Tcp,
                 ident: None,
                 message: &message,
+                mo_number: None,
             };
             let bytes = encode_bus_envelope(&env);
             (imei, bytes)

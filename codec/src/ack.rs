@@ -12,6 +12,7 @@
 //! `rtc_mo_message_history.correlation_id`) drops it.
 
 use minicbor::Decoder;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::cbor::{self, Writer};
@@ -23,6 +24,25 @@ pub const ACK_TYPE: u64 = 37;
 
 /// Domain separation of [`mo_correlation_id`]'s hash input.
 const CORRELATION_CONTEXT: &[u8] = b"smartsolar-mo-v2";
+
+/// The name of a version-2 MO: the unit's boot id (the hello's key 3) and the MO's sequence
+/// number in that boot. It travels with the MO on the bus (`BusEnvelope::mo_number`) so ingest
+/// can record it and still recognise a resend after its dedupe record was pruned (the per-unit
+/// high-water mark, `docs/decisions.md`, "Issue 16: the pruned mark").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MoNumber {
+    /// The epoch of the unit's sequence numbers.
+    pub boot: u32,
+    /// 1, 2, 3, … per boot.
+    pub seq: u64,
+}
+
+impl MoNumber {
+    /// The MO's correlation id ([`mo_correlation_id`]).
+    pub fn correlation_id(self, imei: &str) -> CorrelationId {
+        mo_correlation_id(imei, self.boot, self.seq)
+    }
+}
 
 /// `[37, {0: seq}]`: every MO of the session numbered up to `seq` is durably accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

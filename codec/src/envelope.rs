@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::ack::MoNumber;
 use crate::{CorrelationId, DecodeError};
 
 /// How the message reached (or will reach) the unit.
@@ -62,6 +63,11 @@ pub struct BusEnvelope<'a> {
     /// The CBOR message, byte for byte.
     #[serde(borrow, with = "serde_bytes")]
     pub message: &'a [u8],
+    /// A version-2 MO's `(boot, seq)` (protocol §8); `None` for version-1 and HTTP units, MT
+    /// messages and envelopes written before the field existed. Left out of the map when
+    /// `None`, so those envelopes keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mo_number: Option<MoNumber>,
 }
 
 /// Encode a bus envelope as MessagePack.

@@ -1,6 +1,7 @@
 //! The spec's real traffic, malformed input, and every module's happy path.
 
 use base64::Engine as _;
+use smartsolar_codec::ack::{self, MoNumber};
 use smartsolar_codec::envelope::{format_timestamp, parse_timestamp, IdentType};
 use smartsolar_codec::frame::{self, Parsed, Status};
 use smartsolar_codec::handshake::{self, Challenge, Hello, Proof};
@@ -114,6 +115,7 @@ fn dead_letter_from_bus_round_trips() {
         transport: Transport::Tcp,
         ident: Some("Aeris/10.112.89.62"),
         message: &message,
+        mo_number: None,
     };
     let dl = DeadLetter::from_bus(QueueName::Mo, &bus, DecodeError::UnknownMoType(99));
     assert_eq!(dl.reason, "unknown MO message type 99");
@@ -128,22 +130,75 @@ fn dead_letter_from_bus_round_trips() {
     assert_eq!(env.timestamp, "2018-02-06T14:29:14.349000");
 }
 
-#[test]
-fn bus_envelope_round_trips_and_borrows() {
-    let message = b64(SPEC_MESSAGE);
-    let bus = BusEnvelope {
+/// A version-1 MO's envelope of `message`.
+fn v1_envelope(message: &[u8]) -> BusEnvelope<'_> {
+    BusEnvelope {
         imei: "866771029491460",
         correlation_id: CorrelationId([7; 16]),
         received_at_ms: 1_700_000_000_123,
         transport: Transport::Quic,
         ident: None,
-        message: &message,
-    };
+        message,
+        mo_number: None,
+    }
+}
+
+#[test]
+fn bus_envelope_round_trips_and_borrows() {
+    let message = b64(SPEC_MESSAGE);
+    let bus = v1_envelope(&message);
     let bytes = encode_bus_envelope(&bus);
     let back = decode_bus_envelope(&bytes).unwrap();
     assert_eq!(back, bus);
     assert!(bytes.as_ptr_range().contains(&back.message.as_ptr()));
     assert!(decode_bus_envelope(&bytes[..bytes.len() - 3]).is_err());
+}
+
+/// A version-2 MO carries its `(boot, seq)`; envelopes without it (version 1, HTTP, written
+/// before the field existed) decode with `None`, and a `None` adds no bytes.
+#[test]
+fn bus_envelope_carries_the_mo_number_and_old_envelopes_still_decode() {
+    let message = b64(SPEC_MESSAGE);
+    let v1 = v1_envelope(&message);
+    let number = MoNumber { boot: 7, seq: 1000 };
+    let v2 = BusEnvelope {
+        correlation_id: number.correlation_id(v1.imei),
+        mo_number: Some(number),
+        ..v1
+    };
+    let bytes = encode_bus_envelope(&v2);
+    assert_eq!(decode_bus_envelope(&bytes).unwrap(), v2);
+    assert_eq!(
+        v2.correlation_id,
+        ack::mo_correlation_id("866771029491460", 7, 1000)
+    );
+
+    // The map as an older gateway wrote it: the six fields, nothing more.
+    #[derive(serde::Serialize)]
+    struct Before<'a> {
+        imei: &'a str,
+        correlation_id: CorrelationId,
+        received_at_ms: i64,
+        transport: Transport,
+        ident: Option<&'a str>,
+        #[serde(with = "serde_bytes")]
+        message: &'a [u8],
+    }
+    let mut old = Vec::new();
+    rmp_serde::encode::write_named(
+        &mut old,
+        &Before {
+            imei: v1.imei,
+            correlation_id: v1.correlation_id,
+            received_at_ms: v1.received_at_ms,
+            transport: v1.transport,
+            ident: v1.ident,
+            message: v1.message,
+        },
+    )
+    .unwrap();
+    assert_eq!(decode_bus_envelope(&old).unwrap(), v1);
+    assert_eq!(encode_bus_envelope(&v1), old, "None adds no field");
 }
 
 #[test]

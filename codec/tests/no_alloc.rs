@@ -96,6 +96,7 @@ fn typical_mo_decode_allocates_nothing() {
         transport: Transport::Tcp,
         ident: None,
         message: &status,
+        mo_number: None,
     });
 
     let (n, enabled) = allocations_during(|| match decode_mo(&status) {

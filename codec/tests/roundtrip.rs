@@ -221,7 +221,7 @@ proptest! {
         message in prop::collection::vec(any::<u8>(), 0..200),
     ) {
         let transport = [Transport::Quic, Transport::Tcp, Transport::Http, Transport::Sms][t as usize];
-        let env = BusEnvelope { imei: &imei, correlation_id, received_at_ms: at, transport, ident: ident.as_deref(), message: &message };
+        let env = BusEnvelope { imei: &imei, correlation_id, received_at_ms: at, transport, ident: ident.as_deref(), message: &message, mo_number: None };
         let bytes = encode_bus_envelope(&env);
         prop_assert_eq!(decode_bus_envelope(&bytes).unwrap(), env);
     }

@@ -374,6 +374,7 @@ async fn the_configured_cell_locator_places_units(backend: Backend) {
             ident: None,
             message_type: MoType::CellReport,
             message: &[],
+            mo_number: None,
         };
         let report = CellReport {
             mcc: Some(635),

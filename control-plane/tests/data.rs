@@ -867,6 +867,7 @@ fn imei_letter(queue: QueueName, imei: &str, id: u8, message: &[u8]) -> Vec<u8> 
         transport: Transport::Tcp,
         ident: None,
         message,
+        mo_number: None,
     };
     encode_dead_letter(&DeadLetter::from_bus(queue, &env, "no such MT message"))
 }

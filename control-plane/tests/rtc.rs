@@ -36,6 +36,7 @@ both_backends!(
     mt_history_is_listed_with_its_delivery_state,
     the_record_of_pending_commands_reaches_units_that_connect_or_poll,
     a_v2_units_resent_window_is_applied_once,
+    a_v2_resend_after_its_dedupe_rows_were_pruned_is_applied_once,
 );
 
 /// A unit's device key (24 characters, unique like the column).
@@ -206,6 +207,42 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// How many points of each field of `fields` (comma-separated) the unit has in the time
+    /// series, in the order asked, with the response for messages.
+    async fn point_counts(&self, imei: &str, fields: &str) -> (Vec<usize>, Json) {
+        let (s, b) = self
+            .server
+            .get(&format!(
+                "/v1/products/{imei}/data?fields={fields}&start=2020-01-01T00:00:00Z&end=2040-01-01T00:00:00Z&limit=0"
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let counts = fields
+            .split(',')
+            .map(|field| {
+                // Rows are `[value, time]` per time any asked field has; null where this one
+                // has none.
+                b["data"][field]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("no {field} in {b}"))
+                    .iter()
+                    .filter(|p| !p[0].is_null())
+                    .count()
+            })
+            .collect();
+        (counts, b)
+    }
+
+    /// `SELECT COUNT(*) FROM <table> WHERE <where>`.
+    async fn count(&self, table: &str, condition: sea_query::SimpleExpr) -> i64 {
+        let sql = Query::select()
+            .expr(Expr::cust("COUNT(*)"))
+            .from(Alias::new(table))
+            .and_where(condition)
+            .to_owned();
+        self.server.state.db.fetch_i64(&sql).await.unwrap()
+    }
 }
 
 /// The next MT frame the unit receives.
@@ -228,6 +265,24 @@ async fn reply(conn: &mut UnitConn, id: CorrelationId, balance: Option<i64>) {
     }))
     .await
     .unwrap();
+}
+
+/// A cell report of one cell, `cid`, made at `time`.
+fn cell_report(time: u64, cid: u32) -> Vec<u8> {
+    let cells = [Cell {
+        lac: 1001,
+        cid,
+        signal: -71,
+        mcc: None,
+        mnc: None,
+    }];
+    codec::mo_to_vec(&MoMessage::CellReport(CellReport {
+        time: Some(time),
+        mcc: Some(639),
+        mnc: Some(2),
+        cells: Seq::new(&cells),
+        ..Default::default()
+    }))
 }
 
 fn status(enabled: bool, balance: Option<i64>) -> StatusReport<'static> {
@@ -553,6 +608,7 @@ async fn reports_telemetry_cells_and_dead_letters(backend: Backend) {
                 transport: codec::Transport::Tcp,
                 ident: None,
                 message: &msg,
+                mo_number: None,
             });
             bus.publish("RTC-MO", imei.as_bytes(), &env).await.unwrap();
         }
@@ -1163,26 +1219,13 @@ async fn a_v2_units_resent_window_is_applied_once(backend: Backend) {
     let imei = "013777946874120";
     rig.product(imei, true).await;
     let now = sim::now_s();
-    let cells = [Cell {
-        lac: 1001,
-        cid: 2002,
-        signal: -71,
-        mcc: None,
-        mnc: None,
-    }];
     let messages = [
         sim::telemetry(now - 60, 4242),
         codec::mo_to_vec(&MoMessage::StatusReport(StatusReport {
             tamper_triggered: Some(true),
             ..status(true, Some(432_000))
         })),
-        codec::mo_to_vec(&MoMessage::CellReport(CellReport {
-            time: Some(now),
-            mcc: Some(639),
-            mnc: Some(2),
-            cells: Seq::new(&cells),
-            ..Default::default()
-        })),
+        cell_report(now, 2002),
         sim::event_log(now, "Resent once"),
     ];
     // The same boot id and numbering both times: the second connection is the unit that
@@ -1228,17 +1271,13 @@ async fn a_v2_units_resent_window_is_applied_once(backend: Backend) {
         assert_eq!(h["processing_status"], "processed", "row {i}: {h:?}");
         // Named by (imei, boot, seq), the id both copies carried.
         let id = codec::ack::mo_correlation_id(imei, 0x5eed, i as u64 + 1).to_string();
-        let sql = Query::select()
-            .expr(Expr::col(Alias::new("rtc_mo_message_history_id")).count())
-            .from(Alias::new("rtc_mo_message_history"))
-            .and_where(Expr::col(Alias::new("correlation_id")).eq(id.as_str()))
-            .to_owned();
-        assert_eq!(
-            rig.server.state.db.fetch_i64(&sql).await.unwrap(),
-            1,
-            "seq {}",
-            i + 1
-        );
+        let rows = rig
+            .count(
+                "rtc_mo_message_history",
+                Expr::col(Alias::new("correlation_id")).eq(id.as_str()),
+            )
+            .await;
+        assert_eq!(rows, 1, "seq {}", i + 1);
     }
     let by_unit = rig
         .rows("enable_history", imei)
@@ -1248,23 +1287,120 @@ async fn a_v2_units_resent_window_is_applied_once(backend: Backend) {
         .count();
     assert_eq!(by_unit, 1, "one enable change from the one status report");
     assert_eq!(rig.rows("connection", imei).await.len(), 1);
-    let (s, b) = rig
-        .server
-        .get(&format!(
-            "/v1/products/{imei}/data?fields=pulse_count,balance,tamper_triggered&start=2020-01-01T00:00:00Z&end=2040-01-01T00:00:00Z&limit=0"
-        ))
+    let (points, b) = rig
+        .point_counts(imei, "pulse_count,balance,tamper_triggered")
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    for field in ["pulse_count", "balance", "tamper_triggered"] {
-        // Rows are `[value, time]` per time any asked field has; null where this one has none.
-        let points = b["data"][field]
-            .as_array()
-            .unwrap_or_else(|| panic!("no {field} in {b}"))
-            .iter()
-            .filter(|p| !p[0].is_null())
-            .count();
-        assert_eq!(points, 1, "{field}: {b}");
-    }
+    assert_eq!(
+        points,
+        [1, 1, 1],
+        "one pulse_count, balance, tamper_triggered: {b}"
+    );
     assert_eq!(b["data"]["pulse_count"][0][0], json!(4242), "{b}");
+    rig.stop().await;
+}
+
+/// Issue 16: a unit offline for longer than the retention of `rtc_mo_applied` resends its
+/// unacknowledged window after the rows that deduplicated it were pruned. The unit's pruned
+/// mark still recognises every MO of it: nothing is applied twice (no second connection row,
+/// no second balance or tamper point, no dedupe row left behind). A new MO of the same boot
+/// numbered above the mark is applied, and so is a version-1 MO (no number).
+async fn a_v2_resend_after_its_dedupe_rows_were_pruned_is_applied_once(backend: Backend) {
+    let rig = Rig::start(backend, |_| {}).await;
+    let imei = "013777946874121";
+    rig.product(imei, true).await;
+    let now = sim::now_s();
+    let cell_report = |cid| cell_report(now, cid);
+    // seq 1: status_report and balance steps; seq 2: cell_report; seq 3: no step.
+    let messages = [
+        codec::mo_to_vec(&MoMessage::StatusReport(StatusReport {
+            tamper_triggered: Some(true),
+            ..status(true, Some(432_000))
+        })),
+        cell_report(2002),
+        sim::event_log(now, "Before a long time offline"),
+    ];
+    let boot = 0x0ff1;
+    let window = || {
+        let mut w = sim::MoWindow::new(boot, 16);
+        for m in &messages {
+            w.push(m.clone()).unwrap();
+        }
+        w
+    };
+    let of_unit = || Expr::col(Alias::new("product_imei")).eq(imei);
+
+    let mut conn = UnitConn::tcp(rig.tcp).await.unwrap();
+    conn.handshake_v2(Some(imei), &key(imei), window())
+        .await
+        .unwrap();
+    assert!(conn.await_acks(WAIT).await, "the window is acknowledged");
+    rig.wait_rows("history rows", "rtc_mo_message_history", imei, |r| {
+        r.len() == messages.len()
+    })
+    .await;
+    rig.wait_rows("the connection row", "connection", imei, |r| r.len() == 1)
+        .await;
+    conn.close().await.unwrap();
+
+    // The retention passes: a horizon in the future prunes every dedupe row of the unit.
+    let horizon = chrono::Utc::now().naive_utc() + chrono::Duration::days(1);
+    let pruned = rtc::prune_applied(&rig.server.state.db, horizon)
+        .await
+        .unwrap();
+    assert!(pruned >= 3, "status_report, balance, cell_report: {pruned}");
+    assert_eq!(rig.count("rtc_mo_applied", of_unit()).await, 0);
+    let mark = Query::select()
+        .column(Alias::new("pruned_through_seq"))
+        .from(Alias::new("rtc_mo_pruned_mark"))
+        .and_where(of_unit())
+        .and_where(Expr::col(Alias::new("boot")).eq(i64::from(boot)))
+        .to_owned();
+    assert_eq!(rig.server.state.db.fetch_i64(&mark).await.unwrap(), 2);
+
+    // The unit never saw the acknowledgements: it sends the same window again, then a new
+    // cell report (seq 4, above the mark). Ingest keeps one unit's MOs in order, so once the
+    // new report's row is there the resends have been through every sink step.
+    let mut conn = UnitConn::tcp(rig.tcp).await.unwrap();
+    conn.handshake_v2(Some(imei), &key(imei), window())
+        .await
+        .unwrap();
+    assert_eq!(conn.send_message(&cell_report(3003)).await.unwrap(), 4);
+    assert!(
+        conn.await_acks(WAIT).await,
+        "the resent window is acknowledged"
+    );
+    rig.wait_rows("the new history row", "rtc_mo_message_history", imei, |r| {
+        r.len() == messages.len() + 1
+    })
+    .await;
+    let connections = rig
+        .wait_rows("the new connection row", "connection", imei, |r| {
+            r.len() >= 2
+        })
+        .await;
+    conn.close().await.unwrap();
+    assert_eq!(
+        connections.len(),
+        2,
+        "the resent cell report is not applied again"
+    );
+    // Only the new MO's step is recorded: the resends' claims were refused and taken back.
+    assert_eq!(rig.count("rtc_mo_applied", of_unit()).await, 1);
+    let (points, b) = rig.point_counts(imei, "balance,tamper_triggered").await;
+    assert_eq!(points, [1, 1], "no second balance or tamper point: {b}");
+
+    // A version-1 MO has no number and no mark to meet: applied as before.
+    let mut v1 = rig.unit(imei).await;
+    let report = cell_report(4004);
+    v1.send_mo(&codec::decode_mo(&report).unwrap())
+        .await
+        .unwrap();
+    rig.wait_rows("the version-1 connection row", "connection", imei, |r| {
+        r.len() == 3
+    })
+    .await;
+    let unnumbered = of_unit().and(Expr::col(Alias::new("boot")).is_null());
+    assert_eq!(rig.count("rtc_mo_applied", unnumbered).await, 1);
+    v1.close().await.unwrap();
     rig.stop().await;
 }

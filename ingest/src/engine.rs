@@ -492,6 +492,7 @@ fn context<'a>(env: &BusEnvelope<'a>, message_type: codec::MoType) -> MoContext<
         ident: env.ident,
         message_type,
         message: env.message,
+        mo_number: env.mo_number,
     }
 }
 

@@ -11,6 +11,7 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use codec::ack::MoNumber;
 use codec::envelope::Transport;
 use codec::mo::{
     CellReport, CommandResponse, EventLog, FinalBalance, MtReply, OfflineNotice, StatusReport,
@@ -35,6 +36,9 @@ pub struct MoContext<'a> {
     /// The CBOR message as received (`rtc_mo_message_history.message_bin`;
     /// `codec::render_cbor` gives `message_json`).
     pub message: &'a [u8],
+    /// A version-2 MO's `(boot, seq)` (protocol §8), from the bus envelope; `None` for
+    /// version-1 and HTTP units and replayed dead letters.
+    pub mo_number: Option<MoNumber>,
 }
 
 /// A unit's DCM balance, from a status report (keys 7, 8) or an MT reply.

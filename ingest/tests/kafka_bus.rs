@@ -214,6 +214,7 @@ async fn the_ingest_engine_runs_over_kafka() {
             transport: Transport::Quic,
             ident: None,
             message: &body,
+            mo_number: None,
         });
         bus.publish(&topics.mo, imei.as_bytes(), &env)
             .await

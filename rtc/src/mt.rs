@@ -126,6 +126,7 @@ pub fn mt_envelope(
         transport: Transport::Tcp,
         ident: None,
         message: cbor,
+        mo_number: None,
     })
 }
 
@@ -152,6 +153,7 @@ pub fn outcome_envelope(
         transport,
         ident: None,
         message: &reply,
+        mo_number: None,
     })
 }
 

@@ -45,13 +45,15 @@ mod sink;
 
 use bus::Topics;
 use chrono::NaiveDateTime;
+use codec::ack::MoNumber;
 use codec::CorrelationId;
 use ingest::sink::SinkError;
-use sea_query::{Alias, Expr, OnConflict, Query};
+use sea_query::{Alias, Cond, Expr, OnConflict, Order, Query, SelectStatement, SimpleExpr};
 
 use crate::db::{DbError, Tx};
 use crate::dcm::DcmError;
 use crate::error::ApiError;
+use crate::schema::Backend;
 
 pub use directory::{
     credentials_changed, DirectoryCache, UnitDirectoryDb, IDENTITY_COLUMNS,
@@ -95,31 +97,135 @@ pub(crate) fn datetime_ms(ms: i64) -> NaiveDateTime {
         .unwrap_or_default()
 }
 
+/// Counter, labelled by step: sink steps of version-2 MO refused because the MO is numbered at
+/// or below its unit's pruned mark (a resend whose dedupe row was pruned; see
+/// [`prune_applied`]), so nothing was applied twice.
+pub const METRIC_MO_PRUNED_REPEATS: &str = "smartsolar_rtc_mo_pruned_repeats_total";
+
+/// A version-2 MO's number as the database stores it (`BIGINT`). `None` for a seq beyond
+/// `i64::MAX`, which no unit reaches: such an MO is deduplicated by its correlation id alone.
+fn stored_number(number: MoNumber) -> Option<(i64, i64)> {
+    Some((i64::from(number.boot), i64::try_from(number.seq).ok()?))
+}
+
 /// Records that step `step` of MO `correlation_id` is applied in `tx`. `false` when it
-/// already was (a redelivery): the caller then changes nothing.
+/// already was (a redelivery, or a version-2 unit's resend): the caller then changes nothing.
+///
+/// A version-2 MO (`number` is its `(boot, seq)`) is recorded with its number. Its dedupe row
+/// may have been pruned long before a resend ([`prune_applied`]); then the unit's pruned mark
+/// still knows it: an MO numbered at or below the highest pruned seq of its boot was applied
+/// before (`docs/decisions.md`, "Issue 16: the pruned mark"). One index probe of
+/// `rtc_mo_pruned_mark` per claim of a numbered MO, none for a version-1 MO.
 pub(crate) async fn claim_step(
     tx: &mut Tx,
     correlation_id: CorrelationId,
     step: &str,
     imei: &str,
+    number: Option<MoNumber>,
     at: NaiveDateTime,
 ) -> Result<bool, DbError> {
-    let stmt = Query::insert()
+    let number = number.and_then(stored_number);
+    let id = correlation_id.to_string();
+    let row: [SimpleExpr; 6] = [
+        id.as_str().into(),
+        step.into(),
+        imei.into(),
+        at.into(),
+        number.map(|(boot, _)| boot).into(),
+        number.map(|(_, seq)| seq).into(),
+    ];
+    let mut insert = Query::insert();
+    insert
         .into_table(Alias::new("rtc_mo_applied"))
-        .columns(["correlation_id", "step", "product_imei", "applied_at"].map(Alias::new))
-        .values_panic([
-            correlation_id.to_string().into(),
-            step.into(),
-            imei.into(),
-            at.into(),
-        ])
+        .columns(
+            [
+                "correlation_id",
+                "step",
+                "product_imei",
+                "applied_at",
+                "boot",
+                "seq",
+            ]
+            .map(Alias::new),
+        )
         .on_conflict(
             OnConflict::columns([Alias::new("correlation_id"), Alias::new("step")])
                 .do_nothing()
                 .to_owned(),
-        )
-        .to_owned();
-    Ok(tx.execute(&stmt).await? == 1)
+        );
+    let Some((boot, seq)) = number else {
+        insert.values_panic(row);
+        return Ok(tx.execute(&insert).await? == 1);
+    };
+    let repeat = match tx.backend() {
+        // One writer: no prune runs between this statement's read of the mark and its insert,
+        // so both go in one statement (one trip to the writer on the hot path).
+        Backend::Sqlite => {
+            let mark = covering_mark(imei, boot, seq, Expr::val(1).into());
+            let unmarked = Query::select()
+                .exprs(row)
+                .and_where(Expr::exists(mark).not())
+                .to_owned();
+            if let Err(e) = insert.select_from(unmarked) {
+                unreachable!("the claim's columns and values disagree: {e}");
+            }
+            if tx.execute(&insert).await? == 1 {
+                return Ok(true);
+            }
+            // Refused: by the row (the usual repeat) or by the mark (counted below).
+            let stmt = Query::select()
+                .expr(Expr::cust("COUNT(*)"))
+                .from(Alias::new("rtc_mo_applied"))
+                .and_where(claimed(&id, step))
+                .to_owned();
+            tx.fetch_i64(&stmt).await? == 0
+        }
+        // Concurrent writers: the mark is read in a statement of its own, after the insert.
+        // An insert that meets the very row a prune is deleting waits for that prune to
+        // commit, and the read that follows (a new snapshot under READ COMMITTED) sees the
+        // mark the prune raised; read within the insert, it would not.
+        Backend::Postgres => {
+            insert.values_panic(row);
+            if tx.execute(&insert).await? == 0 {
+                return Ok(false);
+            }
+            let marked = covering_mark(imei, boot, seq, Expr::cust("COUNT(*)"));
+            if tx.fetch_i64(&marked).await? == 0 {
+                return Ok(true);
+            }
+            // Take the row back, so the claim changes nothing whatever the caller then does
+            // with the transaction.
+            let undo = Query::delete()
+                .from_table(Alias::new("rtc_mo_applied"))
+                .and_where(claimed(&id, step))
+                .to_owned();
+            tx.execute(&undo).await?;
+            true
+        }
+    };
+    if repeat {
+        metrics::counter!(METRIC_MO_PRUNED_REPEATS, "step" => step.to_owned()).increment(1);
+    }
+    Ok(false)
+}
+
+/// The `rtc_mo_applied` row of step `step` of MO `correlation_id` (32 hex digits).
+fn claimed(correlation_id: &str, step: &str) -> SimpleExpr {
+    Expr::col(Alias::new("correlation_id"))
+        .eq(correlation_id)
+        .and(Expr::col(Alias::new("step")).eq(step))
+}
+
+/// `SELECT <what>` of unit `imei`'s pruned mark of boot `boot` if it covers `seq`: an index
+/// probe of the key `(product_imei, boot)`.
+fn covering_mark(imei: &str, boot: i64, seq: i64, what: SimpleExpr) -> SelectStatement {
+    Query::select()
+        .expr(what)
+        .from(Alias::new("rtc_mo_pruned_mark"))
+        .and_where(Expr::col(Alias::new("product_imei")).eq(imei))
+        .and_where(Expr::col(Alias::new("boot")).eq(boot))
+        .and_where(Expr::col(Alias::new("pruned_through_seq")).gte(seq))
+        .to_owned()
 }
 
 /// When step `step` of MO `correlation_id` was first applied, unix milliseconds (the
@@ -134,8 +240,7 @@ pub(crate) async fn first_applied_ms(
     let stmt = Query::select()
         .column(Alias::new("applied_at"))
         .from(Alias::new("rtc_mo_applied"))
-        .and_where(Expr::col(Alias::new("correlation_id")).eq(correlation_id.to_string()))
-        .and_where(Expr::col(Alias::new("step")).eq(step))
+        .and_where(claimed(&correlation_id.to_string(), step))
         .to_owned();
     let column = crate::rows::col("applied_at", crate::catalogue::ColumnType::Datetime);
     let row = tx.fetch_optional(&stmt, &[&column]).await?;
@@ -146,15 +251,75 @@ pub(crate) async fn first_applied_ms(
         .map(|t| t.and_utc().timestamp_millis()))
 }
 
-/// Deletes `rtc_mo_applied` rows older than `before` (a redelivery older than that is
+/// Deletes `rtc_mo_applied` rows older than `before` (a bus redelivery older than that is
 /// no longer expected); returns how many. For the scheduler.
+///
+/// Version-2 rows are first folded into their unit's pruned mark (`rtc_mo_pruned_mark`: per
+/// unit and boot id, the highest seq pruned), in the same transaction, so a resend after any
+/// time offline is still recognised ([`claim_step`]). Ingest writes meanwhile: on PostgreSQL
+/// a row committed between the fold and the delete could be deleted without being folded,
+/// so the delete takes a numbered row only when the mark (as this transaction sees it,
+/// its own fold included) covers its seq; any other is left for the next prune. On SQLite
+/// the two statements run under the single writer, with nothing in between.
 pub async fn prune_applied(db: &crate::db::Db, before: NaiveDateTime) -> Result<u64, DbError> {
+    let applied = || Alias::new("rtc_mo_applied");
+    let mark = || Alias::new("rtc_mo_pruned_mark");
+    let col = |name: &str| Alias::new(name);
     let mut tx = db.begin().await?;
-    let stmt = Query::delete()
-        .from_table(Alias::new("rtc_mo_applied"))
-        .and_where(Expr::col(Alias::new("applied_at")).lt(before))
+    let pruned = Query::select()
+        .columns([col("product_imei"), col("boot")])
+        .expr(Expr::col(col("seq")).max())
+        .from(applied())
+        .and_where(Expr::col(col("applied_at")).lt(before))
+        .and_where(Expr::col(col("boot")).is_not_null())
+        .and_where(Expr::col(col("seq")).is_not_null())
+        .group_by_columns([col("product_imei"), col("boot")])
+        // One lock order for every pruner: two control-plane processes prune at once.
+        .order_by(col("product_imei"), Order::Asc)
+        .order_by(col("boot"), Order::Asc)
         .to_owned();
-    let n = tx.execute(&stmt).await?;
+    let mut fold = Query::insert();
+    fold.into_table(mark())
+        .columns([col("product_imei"), col("boot"), col("pruned_through_seq")]);
+    if let Err(e) = fold.select_from(pruned) {
+        // sea-query refuses only a select whose width is not the column list's (3 and 3).
+        unreachable!("the pruned-mark fold's columns and select disagree: {e}");
+    }
+    fold.on_conflict(
+        OnConflict::columns([col("product_imei"), col("boot")])
+            .update_column(col("pruned_through_seq"))
+            // The mark only rises.
+            .action_and_where(
+                Expr::col((Alias::new("excluded"), col("pruned_through_seq")))
+                    .gt(Expr::col((mark(), col("pruned_through_seq")))),
+            )
+            .to_owned(),
+    );
+    tx.execute(&fold).await?;
+    let covered = Query::select()
+        .expr(Expr::val(1))
+        .from(mark())
+        .and_where(
+            Expr::col((mark(), col("product_imei"))).equals((applied(), col("product_imei"))),
+        )
+        .and_where(Expr::col((mark(), col("boot"))).equals((applied(), col("boot"))))
+        .and_where(
+            Expr::col((mark(), col("pruned_through_seq"))).gte(Expr::col((applied(), col("seq")))),
+        )
+        .to_owned();
+    let delete = Query::delete()
+        .from_table(applied())
+        .cond_where(
+            Cond::all()
+                .add(Expr::col(col("applied_at")).lt(before))
+                .add(
+                    Cond::any()
+                        .add(Expr::col(col("seq")).is_null())
+                        .add(Expr::exists(covered)),
+                ),
+        )
+        .to_owned();
+    let n = tx.execute(&delete).await?;
     tx.commit().await?;
     Ok(n)
 }

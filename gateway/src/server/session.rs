@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use codec::ack::MoNumber;
 use codec::envelope::QueueName;
 use codec::frame::{FrameCodec, HEADER_LEN};
 use codec::handshake::{HandshakeMessage, RefuseReason, Refused};
@@ -501,7 +502,7 @@ impl Session {
         payload: &[u8],
         correlation_id: CorrelationId,
     ) -> bool {
-        let prepared = self.prepare_mo(ctx, payload, correlation_id);
+        let prepared = self.prepare_mo(ctx, payload, correlation_id, None);
         let accepted = ctx
             .deps
             .bus
@@ -522,8 +523,15 @@ impl Session {
         let prepared: Vec<PreparedMo<'_>> = numbered
             .iter()
             .map(|&(seq, message)| {
-                let id = codec::ack::mo_correlation_id(&self.imei, boot, seq);
-                self.prepare_mo(ctx, message, id)
+                let number = MoNumber { boot, seq };
+                // The number travels too: ingest records it, so a resend is still recognised
+                // after the dedupe record of its id was pruned (the unit's pruned mark).
+                self.prepare_mo(
+                    ctx,
+                    message,
+                    number.correlation_id(&self.imei),
+                    Some(number),
+                )
             })
             .collect();
         let key = self.imei.as_bytes();
@@ -562,12 +570,14 @@ impl Session {
     }
 
     /// Validates one MO message into what goes on the bus: its envelope on the MO or MT-reply
-    /// topic, or its dead letter; notes an offline notice and counts it.
+    /// topic, or its dead letter; notes an offline notice and counts it. `mo_number` is a
+    /// version-2 MO's `(boot, seq)`.
     fn prepare_mo<'c>(
         &mut self,
         ctx: &'c Ctx,
         payload: &[u8],
         correlation_id: CorrelationId,
+        mo_number: Option<MoNumber>,
     ) -> PreparedMo<'c> {
         let topics = &ctx.config.topics;
         let env = BusEnvelope {
@@ -577,6 +587,7 @@ impl Session {
             transport: self.transport,
             ident: self.ident.as_deref(),
             message: payload,
+            mo_number,
         };
         if let Some(c) = &ctx.capture {
             c.record(&self.imei, self.transport, env.received_at_ms, payload);

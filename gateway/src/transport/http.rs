@@ -197,6 +197,8 @@ async fn publish_mo(ctx: &Ctx, imei: &str, message: &[u8]) -> Result<(), Respons
         transport: Transport::Http,
         ident: None,
         message,
+        // HTTP units number nothing: their 200 is the acknowledgement (protocol §8.6).
+        mo_number: None,
     });
     ctx.deps
         .bus

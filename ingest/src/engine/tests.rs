@@ -22,6 +22,7 @@ fn envelope(imei: &str, n: u8, msg: &MoMessage<'_>) -> Vec<u8> {
         transport: Transport::Tcp,
         ident: None,
         message: &body,
+        mo_number: None,
     })
 }
 
@@ -212,6 +213,7 @@ async fn undecodable_and_rejected_messages_go_to_the_dead_letter_topic() {
         transport: Transport::Quic,
         ident: None,
         message: b"\xff\x00garbage",
+        mo_number: None,
     });
     h.publish(IMEI, &bad_mo).await;
     h.publish(IMEI, &event(IMEI, 9)).await;

@@ -140,6 +140,10 @@ async fn prepare<'s>(
         transport: Transport::Tcp,
         ident,
         message: &message,
+        // The legacy envelope does not record it either: a replay is deduplicated by its
+        // correlation id alone, never refused by the unit's pruned mark (it was never
+        // applied, so it must be applied now).
+        mo_number: None,
     });
     Ok(Ok(Replay {
         topic,

@@ -43,15 +43,20 @@ impl ControlPlaneSink {
             .await
             .map_err(dcm_sink_error)?;
             step.commit().await?;
-            ctx.received_at_ms
+            Some(ctx.received_at_ms)
         } else {
             // A redelivery or a v2 resend: the point goes at the first receipt's time.
             step.first_receipt_ms("balance").await?
         };
         // After the commit, and again on a redelivery: the store overwrites the same
         // field at the same time, so this is idempotent too.
-        self.write_points(&[telemetry_point(ctx, "balance", balance.balance, point_ms)])
-            .await
+        match point_ms {
+            Some(ms) => {
+                self.write_points(&[telemetry_point(ctx, "balance", balance.balance, ms)])
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 
     pub(super) async fn apply_final_balance(

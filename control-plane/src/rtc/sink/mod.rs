@@ -119,22 +119,22 @@ impl Step<'_> {
             self.ctx.correlation_id,
             name,
             self.ctx.imei,
+            self.ctx.mo_number,
             self.at,
         )
         .await
         .map_err(db_sink_error)
     }
 
-    /// When step `name`, applied before, was first received (this receipt's time when
-    /// unknown): a point written again for a resend goes at that time, so it overwrites
-    /// the first one instead of adding a second.
-    async fn first_receipt_ms(mut self, name: &str) -> Result<i64, SinkError> {
-        Ok(
-            first_applied_ms(&mut self.tx, self.ctx.correlation_id, name)
-                .await
-                .map_err(db_sink_error)?
-                .unwrap_or(self.ctx.received_at_ms),
-        )
+    /// When step `name`, applied before, was first received: a point written again for a
+    /// resend goes at that time, so it overwrites the first one instead of adding a second.
+    /// `None` when its dedupe row was pruned (a resend recognised by the unit's pruned mark,
+    /// or a prune that ran since the claim): the first application, days ago, wrote the
+    /// point, and a point at this receipt's time would be a second one.
+    async fn first_receipt_ms(mut self, name: &str) -> Result<Option<i64>, SinkError> {
+        first_applied_ms(&mut self.tx, self.ctx.correlation_id, name)
+            .await
+            .map_err(db_sink_error)
     }
 
     async fn commit(self) -> Result<(), SinkError> {

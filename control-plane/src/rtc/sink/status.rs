@@ -24,8 +24,10 @@ impl ControlPlaneSink {
             // Applied before (a redelivery, or a v2 unit's resend with a later receipt
             // time); the point may not have been written then. At the first receipt's time,
             // so a resend overwrites it instead of adding a second one.
-            let first = step.first_receipt_ms("status_report").await?;
-            return self.write_points(&tamper_point(ctx, report, first)).await;
+            return match step.first_receipt_ms("status_report").await? {
+                Some(first) => self.write_points(&tamper_point(ctx, report, first)).await,
+                None => Ok(()),
+            };
         }
         let tx = &mut step.tx;
         let outcome = apply_unit_report(tx, ctx.imei, &unit_report(report), at)
