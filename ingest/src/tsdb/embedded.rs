@@ -20,6 +20,9 @@
 //! `compact_at` blocks they are merged (a streaming k-way merge, one row
 //! group per block in memory) into one. Days older than a measurement's
 //! retention (`retention_days`; absent means forever) are deleted whole.
+//! Once a day has closed (and is one block), its daily rollups go into its
+//! measurement's month file ([`daily`]), from which reads at whole-day
+//! intervals take whole days.
 //!
 //! **Opening** lists the block files (reading none) and replays only the
 //! log segments of heads not yet in blocks, so it does not grow with

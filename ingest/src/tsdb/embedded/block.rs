@@ -3,7 +3,8 @@
 //! days since the epoch, `seq` a store-wide counter: a higher `seq` was
 //! written later and wins when two blocks hold the same value).
 //!
-//! Each block has its hourly rollups in `<day>/1h/<seq>.parquet`.
+//! Each block has its hourly rollups in `<day>/1h/<seq>.parquet`; closed days
+//! also have daily rollups, in a file per month ([`super::daily`]).
 //!
 //! A block is a long table sorted by `(imei, tags, field, time)`:
 //!

@@ -373,6 +373,9 @@ impl Inner {
             }
             if let Some(dir) = meta.path.parent() {
                 sync_dir(dir)?;
+                // The year's directory goes with its last month (fails, as it
+                // should, while other months are left).
+                let _ = std::fs::remove_dir(dir);
             }
             self.publish_month(key, old, None);
             return Ok(());
