@@ -1735,7 +1735,9 @@ impl Inner {
                 "time-series retention: deleting expired days"
             );
             // Out of the month files first: a month file must never name a
-            // block that is gone ([`daily`]).
+            // block that is gone ([`daily`]); and no month pass in between,
+            // which would put their days back.
+            let _months = disk.rolling_up.lock().unwrap_or_else(|e| e.into_inner());
             self.drop_days_from_months(disk, &expired)?;
             self.replace_blocks(&expired, None);
         }

@@ -302,13 +302,14 @@ impl Inner {
     }
 
     /// Takes the days of `expired` blocks out of their month files (before
-    /// retention deletes the blocks: see the module's comment).
+    /// retention deletes the blocks: see the module's comment). The caller
+    /// holds `disk.rolling_up` until the blocks are out of the view, so no
+    /// pass puts their days back in between.
     pub(super) fn drop_days_from_months(
         &self,
         disk: &Disk,
         expired: &[Arc<LiveBlock>],
     ) -> Result<(), TsdbError> {
-        let _one = disk.rolling_up.lock().unwrap_or_else(|e| e.into_inner());
         let view = self.current();
         let mut gone: BTreeMap<(String, Month), BTreeSet<i64>> = BTreeMap::new();
         for b in expired {
