@@ -41,8 +41,9 @@ pub const TSDB_WRITE_ERRORS: &str = "smartsolar_tsdb_write_errors_total";
 pub const TSDB_WRITE_DURATION: &str = "smartsolar_tsdb_write_duration_seconds";
 /// Histogram: time of one query.
 pub const TSDB_QUERY_DURATION: &str = "smartsolar_tsdb_query_duration_seconds";
-/// Counter: embedded-store blocks a read used, by `cached` (`true`: already open; `false`:
-/// opened and its footer parsed for this read).
+/// Counter: embedded-store files a read used, by `cached` (`true`: already open; `false`:
+/// opened and its footer parsed for this read) and `file` (`values`, `1h`: a block's values or
+/// hourly rollups; `1d`: a month file of daily rollups).
 pub const TSDB_BLOCK_OPENS: &str = "smartsolar_tsdb_block_opens_total";
 
 // --- histogram buckets ---------------------------------------------------------------------

@@ -20,6 +20,9 @@
 //! `compact_at` blocks they are merged (a streaming k-way merge, one row
 //! group per block in memory) into one. Days older than a measurement's
 //! retention (`retention_days`; absent means forever) are deleted whole.
+//! Once a day has closed (and is one block), its daily rollups go into its
+//! measurement's month file ([`daily`]), from which reads at whole-day
+//! intervals take whole days.
 //!
 //! **Opening** lists the block files (reading none) and replays only the
 //! log segments of heads not yet in blocks, so it does not grow with
@@ -53,11 +56,13 @@ use super::{
 };
 
 mod block;
+mod daily;
 mod live;
 mod wal;
 
-use block::{BlockMeta, Rollup, Row, DAY_NS, ROLLUP_NS};
-use live::{LiveBlock, OpenBlocks};
+use block::{nan_sticky, BlockMeta, Rollup, Row, DAY_NS, ROLLUP_NS};
+use daily::Month;
+use live::{LiveBlock, LiveMonth, OpenBlocks};
 
 /// Settings of the embedded store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -82,6 +87,11 @@ pub struct EmbeddedConfig {
     /// Block files kept open for reads (the most recently read; each holds a
     /// file descriptor and its parsed footer, tens to hundreds of KiB).
     pub open_blocks: usize,
+    /// Keep daily rollups in a file per measurement and month, and answer
+    /// whole-day downsampled reads from them ([`daily`]); off, such reads
+    /// use the hourly rollups of each day's block (a bench's same-run
+    /// baseline).
+    pub daily_rollups: bool,
 }
 
 impl Default for EmbeddedConfig {
@@ -94,6 +104,7 @@ impl Default for EmbeddedConfig {
             compact_at: 8,
             retention_days: BTreeMap::new(),
             open_blocks: 128,
+            daily_rollups: true,
         }
     }
 }
@@ -137,6 +148,8 @@ struct Inner {
     fsync: bool,
     shards: usize,
     head_values: usize,
+    /// Keep and read the daily rollups ([`EmbeddedConfig::daily_rollups`]).
+    daily_rollups: bool,
 }
 
 #[derive(Clone)]
@@ -147,6 +160,8 @@ struct View {
     /// Every block, by `seq`. A block's files stay until no view lists it
     /// ([`live`]), so a read never loses a file it saw to a compaction.
     blocks: Arc<Vec<Arc<LiveBlock>>>,
+    /// The month files of daily rollups, by measurement and month.
+    months: Arc<BTreeMap<(String, Month), Arc<LiveMonth>>>,
 }
 
 struct Disk {
@@ -160,6 +175,8 @@ struct Disk {
     kick: SyncSender<()>,
     compact_at: usize,
     retention_days: BTreeMap<String, u32>,
+    /// One writer of month files at a time.
+    rolling_up: Mutex<()>,
     /// Set when the store is dropped: background passes stop between steps.
     stop: Arc<AtomicBool>,
     /// An exclusive lock on `<data_dir>/LOCK` while the store is open: two
@@ -392,12 +409,14 @@ impl Embedded {
                 head: Arc::clone(&head),
                 frozen: None,
                 blocks: Arc::new(Vec::new()),
+                months: Arc::new(BTreeMap::new()),
             }),
             disk: None,
             open: OpenBlocks::new(config.open_blocks),
             fsync: config.fsync,
             shards,
             head_values: config.head_values.max(1),
+            daily_rollups: config.daily_rollups,
         };
         let mut kicked = None;
         if let Some(dir) = &config.data_dir {
@@ -417,17 +436,21 @@ impl Embedded {
                 .map(LiveBlock::new)
                 .collect();
             let next_seq = blocks.last().map_or(1, |b| b.seq + 1);
+            // Listed only: which days a month file holds is read when a pass
+            // or a read first needs it.
+            let months = daily::list(&blocks_dir)?
+                .into_iter()
+                .map(|m| ((m.measurement.clone(), m.month), LiveMonth::listed(m)))
+                .collect();
             let wal = wal::Wal::open(&wal_dir, |points| {
                 // Conflicts were reported when first written; replay skips them the same way.
                 let _ = head.apply(points);
             })?;
             let (kick, rx) = sync_channel(1);
             let stop = Arc::new(AtomicBool::new(false));
-            inner
-                .view
-                .get_mut()
-                .unwrap_or_else(|e| e.into_inner())
-                .blocks = Arc::new(blocks);
+            let view = inner.view.get_mut().unwrap_or_else(|e| e.into_inner());
+            view.blocks = Arc::new(blocks);
+            view.months = Arc::new(months);
             inner.disk = Some(Disk {
                 blocks_dir,
                 wal,
@@ -436,6 +459,7 @@ impl Embedded {
                 kick: kick.clone(),
                 compact_at: config.compact_at.max(2),
                 retention_days: config.retention_days.clone(),
+                rolling_up: Mutex::new(()),
                 stop: Arc::clone(&stop),
                 _lock: lock,
             });
@@ -558,8 +582,9 @@ impl Embedded {
     /// can: for functions that combine (mean, count, sum, min, max,
     /// spread), intervals of whole hours, no `where`, one series, on the
     /// days that lie wholly in the range, have a single block and no values
-    /// of the unit in the heads. The other days are read raw. `None`: not
-    /// answerable this way.
+    /// of the unit in the heads; with intervals of whole days, from the
+    /// month files' daily rollups for the days they hold. The other days are
+    /// read raw. `None`: not answerable this way.
     fn answer_from_rollups(
         &self,
         q: &Query,
@@ -600,7 +625,17 @@ impl Embedded {
             .filter(|b| !rolled.contains(&b.day))
             .collect();
         let mut rollups: Vec<Rollup> = Vec::new();
-        for b in blocks.iter().filter(|b| rolled.contains(&b.day)) {
+        // Whole-day buckets take whole days from the month files where they
+        // hold them, the other days from each day's hourly rollups.
+        let from_months = if self.inner.daily_rollups && d.interval_ns % DAY_NS == 0 {
+            daily::read_days(q, view, blocks, &rolled, &self.inner.open, &mut rollups)?
+        } else {
+            BTreeSet::new()
+        };
+        for b in blocks
+            .iter()
+            .filter(|b| rolled.contains(&b.day) && !from_months.contains(&b.day))
+        {
             let r = self.inner.open.get(b, live::File::Rollups)?;
             for g in 0..r.row_groups() {
                 if r.may_hold(g, &q.imei) {
@@ -702,6 +737,16 @@ impl Embedded {
     /// benches, shutdown); a memory-only store does nothing.
     pub fn flush(&self) -> Result<(), TsdbError> {
         self.inner.flush(true)
+    }
+
+    /// Runs the flusher's hourly pass now: retention, merging each closed day
+    /// into one block, the month files of daily rollups (benches, tests;
+    /// the flusher also runs it within a minute of opening).
+    pub fn maintain_now(&self) -> Result<(), TsdbError> {
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        self.inner.apply_retention(now)?;
+        self.inner.close_days(now)?;
+        self.inner.roll_up_days(now)
     }
 
     /// Number of stored values (all units, fields and times): the heads'
@@ -850,16 +895,8 @@ impl Partial {
         self.count += count;
         self.sum += sum;
         // NaN (strings, booleans) sticks: only `count` applies then.
-        self.min = if min.is_nan() || self.min.is_nan() {
-            f64::NAN
-        } else {
-            self.min.min(min)
-        };
-        self.max = if max.is_nan() || self.max.is_nan() {
-            f64::NAN
-        } else {
-            self.max.max(max)
-        };
+        self.min = nan_sticky(self.min, min, f64::min);
+        self.max = nan_sticky(self.max, max, f64::max);
         self.integer &= integer;
     }
 
@@ -962,6 +999,8 @@ fn flusher(store: Weak<Inner>, kick: Receiver<()>, stop: &AtomicBool) {
             if let Err(e) = inner.close_days(now) {
                 tracing::error!(error = %e, "time-series compaction of closed days failed; will retry");
             }
+            // Months that failed are logged one by one.
+            let _ = inner.roll_up_days(now);
         }
     }
 }
@@ -1695,6 +1734,11 @@ impl Inner {
                 blocks = expired.len(),
                 "time-series retention: deleting expired days"
             );
+            // Out of the month files first: a month file must never name a
+            // block that is gone ([`daily`]); and no month pass in between,
+            // which would put their days back.
+            let _months = disk.rolling_up.lock().unwrap_or_else(|e| e.into_inner());
+            self.drop_days_from_months(disk, &expired)?;
             self.replace_blocks(&expired, None);
         }
         Ok(())

@@ -3,7 +3,8 @@
 //! days since the epoch, `seq` a store-wide counter: a higher `seq` was
 //! written later and wins when two blocks hold the same value).
 //!
-//! Each block has its hourly rollups in `<day>/1h/<seq>.parquet`.
+//! Each block has its hourly rollups in `<day>/1h/<seq>.parquet`; closed days
+//! also have daily rollups, in a file per month ([`super::daily`]).
 //!
 //! A block is a long table sorted by `(imei, tags, field, time)`:
 //!
@@ -129,18 +130,34 @@ impl Rollup {
     fn add(&mut self, x: f64, integer: bool) {
         self.count += 1;
         self.sum += x;
-        // NaN (a non-numeric value) sticks: `f64::min` would drop it.
-        self.min = if x.is_nan() || self.min.is_nan() {
-            f64::NAN
-        } else {
-            self.min.min(x)
-        };
-        self.max = if x.is_nan() || self.max.is_nan() {
-            f64::NAN
-        } else {
-            self.max.max(x)
-        };
+        self.min = nan_sticky(self.min, x, f64::min);
+        self.max = nan_sticky(self.max, x, f64::max);
         self.integer &= integer;
+    }
+
+    /// Adds another rollup of the same series field (a later hour of the
+    /// same day, when hours are summed into a day).
+    pub(super) fn absorb(&mut self, other: &Self) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = nan_sticky(self.min, other.min, f64::min);
+        self.max = nan_sticky(self.max, other.max, f64::max);
+        self.integer &= other.integer;
+    }
+
+    /// The sort key of rollup files (the same order as blocks).
+    pub(super) fn key(&self) -> (&str, &str, &str, i64) {
+        (&self.imei, &self.tags, &self.field, self.time)
+    }
+}
+
+/// `pick(a, b)`, except that NaN (a non-numeric value: strings and
+/// booleans are counted only) sticks, where `f64::min` would drop it.
+pub(super) fn nan_sticky(a: f64, b: f64, pick: fn(f64, f64) -> f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        pick(a, b)
     }
 }
 
@@ -195,20 +212,8 @@ impl BlockMeta {
 /// write (`*.tmp`) are deleted.
 pub(super) fn list(root: &Path) -> Result<Vec<BlockMeta>, TsdbError> {
     let mut out = Vec::new();
-    if !root.exists() {
-        return Ok(out);
-    }
-    for m in std::fs::read_dir(root)? {
-        let m = m?;
-        let Some(measurement) = m
-            .file_name()
-            .to_str()
-            .and_then(|s| hex::decode(s).ok())
-            .and_then(|b| String::from_utf8(b).ok())
-        else {
-            continue;
-        };
-        for d in std::fs::read_dir(m.path())? {
+    for (measurement, dir) in measurement_dirs(root)? {
+        for d in std::fs::read_dir(dir)? {
             let d = d?;
             let Some(day) = d.file_name().to_str().and_then(|s| s.parse::<i64>().ok()) else {
                 continue;
@@ -248,6 +253,27 @@ pub(super) fn list(root: &Path) -> Result<Vec<BlockMeta>, TsdbError> {
     Ok(out)
 }
 
+/// The measurements under `root` (directories named by the measurement in
+/// hex) and their directories.
+pub(super) fn measurement_dirs(root: &Path) -> Result<Vec<(String, PathBuf)>, TsdbError> {
+    let mut out = Vec::new();
+    if !root.exists() {
+        return Ok(out);
+    }
+    for m in std::fs::read_dir(root)? {
+        let m = m?;
+        if let Some(measurement) = m
+            .file_name()
+            .to_str()
+            .and_then(|s| hex::decode(s).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+        {
+            out.push((measurement, m.path()));
+        }
+    }
+    Ok(out)
+}
+
 fn properties() -> Result<Arc<WriterProperties>, TsdbError> {
     let zstd = Compression::ZSTD(ZstdLevel::try_new(3).map_err(pq)?);
     let col = |n: &str| ColumnPath::from(n);
@@ -267,7 +293,7 @@ fn properties() -> Result<Arc<WriterProperties>, TsdbError> {
     ))
 }
 
-fn pq(e: parquet::errors::ParquetError) -> TsdbError {
+pub(super) fn pq(e: parquet::errors::ParquetError) -> TsdbError {
     TsdbError::Io(std::io::Error::other(format!("parquet: {e}")))
 }
 
@@ -285,8 +311,8 @@ pub(super) fn write(
     std::fs::create_dir_all(&rollup_dir)?;
     let tmp = meta.path.with_extension("parquet.tmp");
     let rollup_tmp = meta.rollup_path().with_extension("parquet.tmp");
-    let mut w = writer(&tmp, SCHEMA, meta)?;
-    let mut rw = writer(&rollup_tmp, ROLLUP_SCHEMA, meta)?;
+    let mut w = writer(&tmp, SCHEMA, &meta.measurement)?;
+    let mut rw = writer(&rollup_tmp, ROLLUP_SCHEMA, &meta.measurement)?;
     let mut n = 0u64;
     let mut group = Vec::with_capacity(ROW_GROUP);
     let mut rollups: Vec<Rollup> = Vec::new();
@@ -341,16 +367,67 @@ pub(super) fn write(
 fn writer(
     path: &Path,
     schema: &str,
-    meta: &BlockMeta,
+    measurement: &str,
 ) -> Result<SerializedFileWriter<File>, TsdbError> {
     let file = File::create(path)?;
     let schema = Arc::new(parse_message_type(schema).map_err(pq)?);
     let mut w = SerializedFileWriter::new(file, schema, properties()?).map_err(pq)?;
     w.append_key_value_metadata(KeyValue::new(
         "smartsolar.measurement".into(),
-        meta.measurement.clone(),
+        measurement.to_owned(),
     ));
     Ok(w)
+}
+
+/// Writes `rows` (sorted by [`Rollup::key`], unique keys) as a rollup file
+/// at `path` with `metadata` in its footer: to `*.tmp`, `fsync`ed, renamed
+/// into place, the directory (and its parent, which may be new) `fsync`ed,
+/// so the file is either the old one or the new one whole. Returns the rows
+/// written; on an error the temporary file is removed and `path` untouched.
+pub(super) fn write_rollups(
+    path: &Path,
+    measurement: &str,
+    metadata: Vec<KeyValue>,
+    rows: impl IntoIterator<Item = Result<Rollup, TsdbError>>,
+) -> Result<u64, TsdbError> {
+    let dir = path.parent().expect("a rollup path has a parent");
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("parquet.tmp");
+    let written = (|| {
+        let mut w = writer(&tmp, ROLLUP_SCHEMA, measurement)?;
+        for kv in metadata {
+            w.append_key_value_metadata(kv);
+        }
+        let mut n = 0u64;
+        let mut group = Vec::with_capacity(ROLLUP_GROUP);
+        for r in rows {
+            group.push(r?);
+            if group.len() == ROLLUP_GROUP {
+                write_rollup_group(&mut w, &group)?;
+                n += group.len() as u64;
+                group.clear();
+            }
+        }
+        if !group.is_empty() {
+            write_rollup_group(&mut w, &group)?;
+            n += group.len() as u64;
+        }
+        w.into_inner().map_err(pq)?.sync_all()?;
+        Ok(n)
+    })();
+    let n = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, path)?;
+    super::sync_dir(dir)?;
+    if let Some(parent) = dir.parent() {
+        super::sync_dir(parent)?;
+    }
+    Ok(n)
 }
 
 fn write_rollup_group(
@@ -541,6 +618,18 @@ impl Reader {
         })
     }
 
+    /// The value of `key` in the file's key-value metadata.
+    pub(super) fn metadata(&self, key: &str) -> Option<&str> {
+        self.file
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()?
+            .iter()
+            .find(|kv| kv.key == key)?
+            .value
+            .as_deref()
+    }
+
     /// Rows in the block.
     pub(super) fn rows(&self) -> usize {
         self.file.metadata().file_metadata().num_rows() as usize
@@ -630,6 +719,21 @@ impl Reader {
         imei: &str,
         start: i64,
         end: i64,
+        out: impl FnMut(Rollup),
+    ) -> Result<(), TsdbError> {
+        self.read_rollups_where(
+            i,
+            |m, t| m == imei.as_bytes() && t >= start && t <= end,
+            out,
+        )
+    }
+
+    /// Decodes row group `i` of a rollup file, calling `keep` with each
+    /// row's imei and time and `out` with the rows it accepts.
+    pub(super) fn read_rollups_where(
+        &self,
+        i: usize,
+        keep: impl Fn(&[u8], i64) -> bool,
         mut out: impl FnMut(Rollup),
     ) -> Result<(), TsdbError> {
         let g = self.file.get_row_group(i).map_err(pq)?;
@@ -639,7 +743,7 @@ impl Reader {
         let selected: Vec<bool> = imeis
             .iter()
             .zip(&time)
-            .map(|(m, t)| m.data() == imei.as_bytes() && *t >= start && *t <= end)
+            .map(|(m, t)| keep(m.data(), *t))
             .collect();
         if !selected.contains(&true) {
             return Ok(());
@@ -654,7 +758,7 @@ impl Reader {
         let text = |b: &ByteArray| String::from_utf8_lossy(b.data()).into_owned();
         for r in (0..n).filter(|r| selected[*r]) {
             out(Rollup {
-                imei: imei.to_owned(),
+                imei: text(&imeis[r]),
                 tags: text(&tags[r]),
                 field: text(&field[r]),
                 time: time[r],
@@ -763,5 +867,56 @@ impl Cursor {
 
     pub(super) fn pop(&mut self) -> Option<Row> {
         self.buf.pop_front()
+    }
+}
+
+/// Reads the rollups of a rollup file whose time `keep` accepts, in file
+/// order, one row group at a time (building a month's daily rollups from
+/// hourly files and from the month's previous file without holding either
+/// whole). After an error it yields nothing more.
+pub(super) struct RollupCursor {
+    reader: Reader,
+    next_group: usize,
+    buf: std::collections::VecDeque<Rollup>,
+    keep: Box<dyn Fn(i64) -> bool>,
+}
+
+impl RollupCursor {
+    pub(super) fn open(
+        path: &Path,
+        keep: impl Fn(i64) -> bool + 'static,
+    ) -> Result<Self, TsdbError> {
+        Ok(Self {
+            reader: Reader::open(path)?,
+            next_group: 0,
+            buf: Default::default(),
+            keep: Box::new(keep),
+        })
+    }
+}
+
+impl Iterator for RollupCursor {
+    type Item = Result<Rollup, TsdbError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.buf.pop_front() {
+                return Some(Ok(r));
+            }
+            if self.next_group >= self.reader.row_groups() {
+                return None;
+            }
+            let (buf, keep) = (&mut self.buf, &self.keep);
+            let read = self.reader.read_rollups_where(
+                self.next_group,
+                |_, t| keep(t),
+                |r| buf.push_back(r),
+            );
+            self.next_group += 1;
+            if let Err(e) = read {
+                self.next_group = usize::MAX;
+                return Some(Err(e));
+            }
+        }
     }
 }

@@ -512,6 +512,7 @@ fn reads_keep_their_blocks_through_compaction_and_open_blocks_follow_merges() {
         head: Arc::new(Head::new(1)),
         frozen: None,
         blocks: Arc::clone(&db.inner.current().blocks),
+        months: Arc::default(),
     };
     let paths: Vec<PathBuf> = in_flight.blocks.iter().map(|b| b.path.clone()).collect();
     // The day is closed: its blocks merge into one, in the last one's path.
@@ -702,6 +703,25 @@ fn rollup_data() -> (Vec<Point>, Vec<Point>) {
     (first, later)
 }
 
+/// The same answer, floats equal but for rounding (rollups add sums of
+/// hours where the raw path adds values one by one).
+fn assert_close(a: &QueryResult, b: &QueryResult, what: &str) {
+    assert_eq!(a.times, b.times, "{what}");
+    assert_eq!(a.columns.len(), b.columns.len(), "{what}");
+    for ((fa, va), (fb, vb)) in a.columns.iter().zip(&b.columns) {
+        assert_eq!(fa, fb, "{what}");
+        assert_eq!(va.len(), vb.len(), "{what} {fa}");
+        for (x, y) in va.iter().zip(vb) {
+            match (x, y) {
+                (Some(FieldValue::Float(x)), Some(FieldValue::Float(y))) => {
+                    assert!((x - y).abs() < 1e-9, "{what} {fa}: {x} vs {y}")
+                }
+                _ => assert_eq!(x, y, "{what} {fa}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn rollups_answer_downsampled_queries_like_the_raw_values() {
     let dir = temp_dir(line!());
@@ -715,21 +735,7 @@ fn rollups_answer_downsampled_queries_like_the_raw_values() {
     for store in [&db, &reference] {
         store.write_sync(&later).unwrap();
     }
-    let close = |a: &QueryResult, b: &QueryResult, what: &str| {
-        assert_eq!(a.times, b.times, "{what}");
-        assert_eq!(a.columns.len(), b.columns.len(), "{what}");
-        for ((fa, va), (fb, vb)) in a.columns.iter().zip(&b.columns) {
-            assert_eq!(fa, fb, "{what}");
-            for (x, y) in va.iter().zip(vb) {
-                match (x, y) {
-                    (Some(FieldValue::Float(x)), Some(FieldValue::Float(y))) => {
-                        assert!((x - y).abs() < 1e-9, "{what} {fa}: {x} vs {y}")
-                    }
-                    _ => assert_eq!(x, y, "{what} {fa}"),
-                }
-            }
-        }
-    };
+    let close = assert_close;
     for f in [
         Aggregate::Mean,
         Aggregate::Count,
@@ -917,5 +923,323 @@ fn concurrent_reads_of_kept_open_blocks_answer_alike() {
         t.join().expect("a reading thread panicked");
     }
     assert_eq!(everything(&db), *alone);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const D: i64 = 24 * H;
+
+/// A "now" at which every day written in these tests is closed.
+const LATER: i64 = i64::MAX / 2;
+
+fn measurement_dir(dir: &Path) -> PathBuf {
+    dir.join("blocks").join(hex::encode("telemetry"))
+}
+
+/// The files anywhere under `dir/blocks/<telemetry>/` that `pick` accepts.
+fn files_under(dir: &Path, pick: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![measurement_dir(dir)];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if pick(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The month files of daily rollups (`1d/<yyyy>/<yyyy-mm>.parquet`).
+fn month_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir, |p| {
+        p.extension().is_some_and(|e| e == "parquet")
+            && p.parent()
+                .and_then(Path::parent)
+                .is_some_and(|d| d.ends_with("1d"))
+    })
+}
+
+/// The hourly rollup files (`<day>/1h/<seq>.parquet`).
+fn hourly_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir, |p| p.parent().is_some_and(|d| d.ends_with("1h")))
+}
+
+fn whole_day(start: i64, end: i64, every: i64, function: Aggregate) -> Query {
+    let mut q = Query::new("telemetry", IMEI, start, end);
+    q.downsample = Some(Downsample {
+        interval_ns: every,
+        function,
+    });
+    q
+}
+
+/// One unit every 2 hours from day 20 to day 95 (1970-01-21 to 1970-04-05:
+/// four months): a float, an integer, a string; a second unit an hour
+/// later. Flushed in two parts that overlap on day 50, so that day is two
+/// blocks until it is closed.
+fn write_months(db: &Embedded, reference: &Embedded) {
+    let point = |imei: &str, t: i64| {
+        let i = t / (2 * H);
+        let mut p = pt(
+            t,
+            &[
+                ("f", FieldValue::Float(((i * 37) % 101) as f64 / 7.0)),
+                ("i", FieldValue::Int((i * 13) % 17 - 8)),
+                ("s", FieldValue::Str(format!("s{i}"))),
+            ],
+        );
+        p.imei = imei.into();
+        p
+    };
+    let all: Vec<Point> = (20 * D..96 * D)
+        .step_by(2 * H as usize)
+        .flat_map(|t| [point(IMEI, t), point("other", t + H)])
+        .collect();
+    let first: Vec<Point> = all
+        .iter()
+        .filter(|p| p.time_ns < 50 * D + 12 * H)
+        .cloned()
+        .collect();
+    let second: Vec<Point> = all
+        .iter()
+        .filter(|p| p.time_ns >= 50 * D)
+        .cloned()
+        .collect();
+    for part in [first, second] {
+        db.write_sync(&part).unwrap();
+        reference.write_sync(&part).unwrap();
+        db.flush().unwrap();
+    }
+}
+
+/// Whole-day downsampled reads: every function rollups answer, ranges that
+/// start and end mid-month and mid-day, whole months, several days a bucket.
+fn whole_day_queries() -> Vec<Query> {
+    let mut out = Vec::new();
+    for f in [
+        Aggregate::Mean,
+        Aggregate::Count,
+        Aggregate::Sum,
+        Aggregate::Min,
+        Aggregate::Max,
+        Aggregate::Spread,
+    ] {
+        for (start, end, every) in [
+            (0, 120 * D, D),
+            (25 * D + 5 * H, 80 * D + 7 * H, D),
+            (31 * D, 59 * D - 1, D),
+            (20 * D + H, 95 * D, 2 * D),
+            (-3 * D, 100 * D + 1, 7 * D),
+        ] {
+            let mut q = whole_day(start, end, every, f);
+            out.push(q.clone());
+            q.fields = Fields::List(vec!["i".into(), "nothing".into()]);
+            q.limit = Some(30);
+            out.push(q);
+        }
+    }
+    out
+}
+
+#[test]
+fn daily_rollups_in_month_files_answer_like_the_raw_values() {
+    let dir = temp_dir(line!());
+    let config = on_disk(&dir);
+    let db = Embedded::open(config.clone()).unwrap();
+    let reference = Embedded::in_memory();
+    write_months(&db, &reference);
+    let check = |db: &Embedded, what: &str| {
+        for q in whole_day_queries() {
+            assert_close(
+                &db.query_sync(&q).unwrap(),
+                &reference.query_sync(&q).unwrap(),
+                &format!("{what}: {q:?}"),
+            );
+        }
+    };
+    check(&db, "before any month file");
+    db.inner.close_days(LATER).unwrap();
+    db.inner.roll_up_days(LATER).unwrap();
+    assert_eq!(month_files(&dir).len(), 4, "January to April 1970");
+    check(&db, "from month files");
+    assert!(db.inner.open.opened(live::Kind::Daily) > 0);
+
+    // A value of a closed day rewritten: in the head, then a second block of
+    // that day, then merged into one, then its month file rewritten.
+    let late = [pt(
+        40 * D + 2 * H,
+        &[
+            ("f", FieldValue::Float(1000.0)),
+            ("i", FieldValue::Int(-1000)),
+        ],
+    )];
+    for store in [&db, &reference] {
+        store.write_sync(&late).unwrap();
+    }
+    check(&db, "a rewritten day in the head");
+    db.flush().unwrap();
+    check(&db, "a rewritten day in two blocks");
+    db.inner.close_days(LATER).unwrap();
+    check(&db, "a rewritten day merged, its month file behind");
+    db.inner.roll_up_days(LATER).unwrap();
+    check(&db, "a rewritten day merged, its month file rewritten");
+
+    // Whole days come from the month files alone: with no hourly rollup file
+    // left, whole-day reads answer the same (the partial days read blocks).
+    for f in hourly_files(&dir) {
+        std::fs::remove_file(f).unwrap();
+    }
+    db.inner.open.clear();
+    check(&db, "no hourly rollups left");
+    // Reopened: month files are listed, their days read from their footers.
+    drop(db);
+    let db = Embedded::open(config).unwrap();
+    check(&db, "reopened");
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A store on disk and a memory-only reference, both given `points`; the
+/// store's head written out as blocks and its closed days rolled up by month.
+fn stored_with_reference(config: EmbeddedConfig, points: &[Point]) -> (Embedded, Embedded) {
+    let db = Embedded::open(config).unwrap();
+    let reference = Embedded::in_memory();
+    for store in [&db, &reference] {
+        store.write_sync(points).unwrap();
+    }
+    db.flush().unwrap();
+    db.inner.roll_up_days(LATER).unwrap();
+    (db, reference)
+}
+
+/// The design's point: a year at 1 d reads about one file a month, not the
+/// hourly rollups of 365 day blocks (which do not fit the 128 kept open).
+#[test]
+fn a_year_at_one_day_reads_a_file_a_month() {
+    let dir = temp_dir(line!());
+    let config = on_disk(&dir);
+    let t0 = 19_723 * D; // 2024-01-01
+    let points: Vec<Point> = (0..380 * 8)
+        .map(|i| {
+            pt(
+                t0 + i * 3 * H,
+                &[
+                    ("v", FieldValue::Float((i % 29) as f64 * 0.5)),
+                    ("n", FieldValue::Int(i % 7)),
+                ],
+            )
+        })
+        .collect();
+    let (db, reference) = stored_with_reference(config.clone(), &points);
+    drop(db);
+    // Nothing open yet.
+    let db = Embedded::open(config).unwrap();
+    // From mid-January at 06:00, 365 days: 13 months, two partial days.
+    let q = whole_day(
+        t0 + 14 * D + 6 * H,
+        t0 + 379 * D + 6 * H,
+        D,
+        Aggregate::Mean,
+    );
+    assert_close(
+        &db.query_sync(&q).unwrap(),
+        &reference.query_sync(&q).unwrap(),
+        "a year at 1 d",
+    );
+    let opened = |k| db.inner.open.opened(k);
+    let (daily, hourly, values) = (
+        opened(live::Kind::Daily),
+        opened(live::Kind::Hourly),
+        opened(live::Kind::Values),
+    );
+    assert!(
+        daily <= 13 && hourly == 0 && values <= 2,
+        "a year at 1 d opened {daily} month files, {hourly} hourly rollup files, {values} blocks"
+    );
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn retention_takes_expired_days_out_of_their_month_files() {
+    let dir = temp_dir(line!());
+    let config = EmbeddedConfig {
+        retention_days: [("telemetry".to_owned(), 30)].into(),
+        ..on_disk(&dir)
+    };
+    let points: Vec<Point> = (0..70 * 4)
+        .map(|i| pt(i * 6 * H, &[("v", FieldValue::Int(i % 11))]))
+        .collect();
+    let (db, reference) = stored_with_reference(config, &points);
+    assert_eq!(month_files(&dir).len(), 3, "January to March 1970");
+    // At day 75, 30 days kept: days 0 to 44 go.
+    db.inner.apply_retention(75 * D).unwrap();
+    let files = month_files(&dir);
+    assert_eq!(files.len(), 2, "January is gone: {files:?}");
+    let february = block::Reader::open(&files[0]).unwrap();
+    let days: Vec<i64> = daily::days_in(&february).unwrap().into_keys().collect();
+    assert_eq!(
+        days,
+        (45..59).collect::<Vec<_>>(),
+        "February keeps its last 14 days"
+    );
+    let q = whole_day(45 * D, 70 * D, D, Aggregate::Sum);
+    assert_eq!(
+        db.query_sync(&q).unwrap(),
+        reference.query_sync(&q).unwrap()
+    );
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A store opened on data without month files (older data, or files lost)
+/// answers from hourly rollups and builds them; a crash's leftover
+/// `*.tmp` is deleted on open; a damaged month file is not read, and rebuilt.
+#[test]
+fn month_files_missing_damaged_or_half_written_are_rebuilt() {
+    let dir = temp_dir(line!());
+    let config = on_disk(&dir);
+    let points: Vec<Point> = (0..40 * 4)
+        .map(|i| pt(i * 6 * H, &[("v", FieldValue::Float(i as f64 / 3.0))]))
+        .collect();
+    let (db, reference) = stored_with_reference(config.clone(), &points);
+    let q = whole_day(0, 41 * D, D, Aggregate::Max);
+    let expect = reference.query_sync(&q).unwrap();
+    assert_eq!(db.query_sync(&q).unwrap(), expect);
+    drop(db);
+
+    let daily_dir = measurement_dir(&dir).join("1d");
+    std::fs::remove_dir_all(&daily_dir).unwrap();
+    let tmp = daily_dir.join("1970").join("1970-01.parquet.tmp");
+    std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+    std::fs::write(&tmp, b"half a month").unwrap();
+    let db = Embedded::open(config.clone()).unwrap();
+    assert!(
+        !tmp.exists(),
+        "a leftover temporary month file is deleted on open"
+    );
+    assert_eq!(db.query_sync(&q).unwrap(), expect);
+    assert_eq!(db.inner.open.opened(live::Kind::Daily), 0);
+    db.inner.roll_up_days(LATER).unwrap();
+    assert_eq!(month_files(&dir).len(), 2);
+    drop(db);
+
+    let january = month_files(&dir)[0].clone();
+    std::fs::write(&january, b"not parquet").unwrap();
+    let db = Embedded::open(config).unwrap();
+    assert_eq!(
+        db.query_sync(&q).unwrap(),
+        expect,
+        "a damaged month file is not read"
+    );
+    db.inner.roll_up_days(LATER).unwrap();
+    let rebuilt = block::Reader::open(&january).unwrap();
+    assert_eq!(daily::days_in(&rebuilt).unwrap().len(), 31);
+    assert_eq!(db.query_sync(&q).unwrap(), expect);
+    drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }
