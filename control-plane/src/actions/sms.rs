@@ -244,13 +244,18 @@ struct ReceiptedSms {
 
 async fn sms_row(state: &AppState, id: i64) -> Result<Row, ApiError> {
     let mut tx = state.db.begin_read().await?;
-    let mut stmt = select_all("sms_history");
-    stmt.and_where(eq("sms_history_id", id));
-    let row = crate::rows::row(&mut tx, "sms_history", &stmt)
-        .await?
-        .ok_or_else(|| sms_not_found(id))?;
+    let row = sms_row_in(&mut tx, id).await?;
     tx.commit().await?;
     Ok(row)
+}
+
+/// The `sms_history` row `id` as the API answers it, read in `tx`.
+async fn sms_row_in(tx: &mut Tx, id: i64) -> Result<Row, ApiError> {
+    let mut stmt = select_all("sms_history");
+    stmt.and_where(eq("sms_history_id", id));
+    crate::rows::row(tx, "sms_history", &stmt)
+        .await?
+        .ok_or_else(|| sms_not_found(id))
 }
 
 /// What became of an SMS handed to the provider.
@@ -450,11 +455,7 @@ async fn delivery_receipt(
         )
         .await?;
     }
-    let mut stmt = select_all("sms_history");
-    stmt.and_where(eq("sms_history_id", id));
-    let row = crate::rows::row(&mut tx, "sms_history", &stmt)
-        .await?
-        .ok_or_else(|| sms_not_found(id))?;
+    let row = sms_row_in(&mut tx, id).await?;
     tx.commit().await?;
     Ok(success(
         StatusCode::OK,
