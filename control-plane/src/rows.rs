@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use chrono::NaiveDateTime;
-use sea_query::{Alias, Expr, Query, SelectStatement, SimpleExpr, Value};
+use sea_query::{Alias, Expr, InsertStatement, Query, SelectStatement, SimpleExpr, Value};
 use serde_json::Value as Json;
 
 use crate::catalogue::{Catalogue, Column, ColumnType, Table};
@@ -93,23 +93,58 @@ pub(crate) async fn insert(
     now: NaiveDateTime,
 ) -> Result<Row, ApiError> {
     let t = table(table_name);
+    let columns: Vec<&Column> = t.readable_columns().collect();
+    let stmt = insert_statement(t, values, by, now)?
+        .returning(Query::returning().columns(columns.iter().map(|c| Alias::new(&c.name))))
+        .to_owned();
+    tx.fetch_optional(&stmt, &columns)
+        .await?
+        .ok_or_else(|| no_row_returned(table_name))
+}
+
+/// Inserts a row (meta data filled in) and returns its integer primary key,
+/// for a caller that needs only the new row's id.
+pub(crate) async fn insert_id(
+    tx: &mut Tx,
+    table_name: &str,
+    values: Vec<(&str, Value)>,
+    by: &str,
+    now: NaiveDateTime,
+) -> Result<i64, ApiError> {
+    let t = table(table_name);
+    let stmt = insert_statement(t, values, by, now)?
+        .returning(Query::returning().column(Alias::new(&t.primary_key().name)))
+        .to_owned();
+    let (id,): (i64,) = tx
+        .fetch_typed_optional(&stmt)
+        .await?
+        .ok_or_else(|| no_row_returned(table_name))?;
+    Ok(id)
+}
+
+/// `INSERT INTO t (columns..., created_at, created_by) VALUES (...)`.
+fn insert_statement(
+    t: &Table,
+    values: Vec<(&str, Value)>,
+    by: &str,
+    now: NaiveDateTime,
+) -> Result<InsertStatement, ApiError> {
     let mut names: Vec<Alias> = values.iter().map(|(n, _)| Alias::new(*n)).collect();
     let mut exprs: Vec<SimpleExpr> = values.into_iter().map(|(_, v)| v.into()).collect();
     names.push(Alias::new("created_at"));
     exprs.push(now.into());
     names.push(Alias::new("created_by"));
     exprs.push(by.into());
-    let stmt = Query::insert()
-        .into_table(Alias::new(&t.name))
+    let mut stmt = Query::insert();
+    stmt.into_table(Alias::new(&t.name))
         .columns(names)
         .values(exprs)
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .returning(Query::returning().columns(t.readable_columns().map(|c| Alias::new(&c.name))))
-        .to_owned();
-    let columns: Vec<&Column> = t.readable_columns().collect();
-    tx.fetch_optional(&stmt, &columns).await?.ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!("insert into {table_name} returned no row"))
-    })
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(stmt)
+}
+
+fn no_row_returned(table_name: &str) -> ApiError {
+    ApiError::Internal(anyhow::anyhow!("insert into {table_name} returned no row"))
 }
 
 /// Updates columns of the rows matching `condition` (meta data filled in);

@@ -58,17 +58,16 @@ fn pcb_body(imei: &str) -> Json {
 /// A hub 2 product through `create_hub2`; returns its IMEI.
 async fn hub2(server: &TestServer) -> String {
     let imei = next_imei();
-    let (s, b) = server
-        .post("/v1/products/create_hub2", pcb_body(&imei))
+    server
+        .post_ok("/v1/products/create_hub2", pcb_body(&imei))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     imei
 }
 
 /// Rows of a table for one product, oldest first (through the API).
 async fn rows_of(server: &TestServer, path: &str, imei: &str, order: &str) -> Vec<Json> {
-    let (s, b) = server
-        .get(&format!(
+    let b = server
+        .get_ok(&format!(
             "{path}?results_per_page=100&q={}",
             common::urlencode(
                 &json!({"filters": [{"name": "product_imei", "op": "eq", "val": imei}],
@@ -77,13 +76,11 @@ async fn rows_of(server: &TestServer, path: &str, imei: &str, order: &str) -> Ve
             )
         ))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     b["objects"].as_array().unwrap().clone()
 }
 
 async fn product(server: &TestServer, imei: &str) -> Json {
-    let (s, b) = server.get(&format!("/v1/products/{imei}")).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.get_ok(&format!("/v1/products/{imei}")).await;
     b
 }
 
@@ -109,24 +106,22 @@ async fn notifications(server: &TestServer, channel: &str, imei: &str) -> Vec<Js
 }
 
 async fn entity(server: &TestServer, name: &str) -> i64 {
-    let (s, b) = server
-        .post(
+    let b = server
+        .post_created(
             "/v1/entities",
             json!({"name": name, "bboxx_company_flag": false}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
     b["entity_id"].as_i64().unwrap()
 }
 
 async fn software(server: &TestServer, name: &str) -> i64 {
-    let (s, b) = server
-        .post(
+    let b = server
+        .post_created(
             "/v1/software_version_types",
             json!({"name": name, "release_date": "2020-01-01T00:00:00"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
     b["software_version_type_id"].as_i64().unwrap()
 }
 
@@ -148,10 +143,9 @@ async fn move_to(server: &TestServer, imei: &str, path: &[i64]) {
 async fn pcb_creation_and_validation(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imei = next_imei();
-    let (s, b) = server
-        .post("/v1/parts/create_tiger_pcb", pcb_body(&imei))
+    let b = server
+        .post_ok("/v1/parts/create_tiger_pcb", pcb_body(&imei))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "success");
     assert_eq!(b["message"], "new pcb part and sim successfully created");
     let pcb = &b["data"]["pcb"];
@@ -197,8 +191,9 @@ async fn pcb_creation_and_validation(backend: Backend) {
     let mut body = pcb_body(&next_imei());
     body["iccid"] = json!("8944500102198304826");
     body["erp_code_override"] = json!("PA01040102");
-    let (s, b) = server.post("/v1/parts/create_koala_pcb", body).await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let b = server
+        .post_created("/v1/parts/create_koala_pcb", body)
+        .await;
     assert_eq!(b["message"], "new koala pcb successfully created.");
     assert_eq!(b["data"]["pcb"]["part_type_id"], 122);
     assert_eq!(b["data"]["sim"]["serial_number"], "8944500102198304826");
@@ -206,10 +201,9 @@ async fn pcb_creation_and_validation(backend: Backend) {
         b["data"]["pcb"]["properties"]["erp_code_override"],
         "PA01040102"
     );
-    let (s, b) = server
-        .post("/v1/parts/create_jackal_pcb", pcb_body(&next_imei()))
+    let b = server
+        .post_ok("/v1/parts/create_jackal_pcb", pcb_body(&next_imei()))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["message"], "new jackal pcb successfully created.");
     assert_eq!(b["data"]["pcb"]["part_type_id"], 158);
     // FACTORY is required.
@@ -223,10 +217,9 @@ async fn pcb_creation_and_validation(backend: Backend) {
 async fn product_creation_from_pcb(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imei = next_imei();
-    let (s, pcb) = server
-        .post("/v1/parts/create_tiger_pcb", pcb_body(&imei))
+    let pcb = server
+        .post_ok("/v1/parts/create_tiger_pcb", pcb_body(&imei))
         .await;
-    assert_eq!(s, StatusCode::OK, "{pcb}");
     let serial = pcb["data"]["pcb"]["properties"]["serial_number"].clone();
     // home2 needs a battery.
     let (s, b) = server
@@ -322,10 +315,7 @@ async fn product_creation_from_pcb(backend: Backend) {
     server
         .post("/v1/parts/create_jackal_pcb", pcb_body(&j))
         .await;
-    let (s, b) = server
-        .post("/v1/products/create_product/home3", json!({"pcb_imei": j, "battery": {"part_type_id": 43, "serial_number": format!("B3{j}")}}))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.post_ok("/v1/products/create_product/home3", json!({"pcb_imei": j, "battery": {"part_type_id": 43, "serial_number": format!("B3{j}")}})).await;
     assert_eq!(b["message"], "new Home3 product successfully created.");
     assert_eq!(b["data"]["product"]["product_type_id"], 10);
     let h = next_imei();
@@ -339,10 +329,9 @@ async fn product_creation_from_pcb(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "unknown product field: {b}");
-    let (s, b) = server
-        .post("/v1/products/create_product/hub2", json!({"pcb_imei": h}))
+    let b = server
+        .post_ok("/v1/products/create_product/hub2", json!({"pcb_imei": h}))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert!(b["message"].as_str().unwrap().starts_with("Hub2Product: "));
 }
 
@@ -369,8 +358,7 @@ async fn convenience_creation_is_all_or_nothing(backend: Backend) {
         StatusCode::NOT_FOUND
     );
     body["battery"]["part_type_id"] = json!(43);
-    let (s, b) = server.post("/v1/products/create_enterprise", body).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.post_ok("/v1/products/create_enterprise", body).await;
     assert!(
         b["message"]
             .as_str()
@@ -438,10 +426,7 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imei = hub2(&server).await;
     let sw = software(&server, "3.6").await;
-    let (s, b) = server
-        .post("/v1/product_software_linker", json!({"product_imei": imei, "software_version_type_id": sw, "date_added": "2020-01-01T00:00:00"}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    server.post_created("/v1/product_software_linker", json!({"product_imei": imei, "software_version_type_id": sw, "date_added": "2020-01-01T00:00:00"})).await;
     let (s, b) = server
         .call(Method::PUT, &format!("/v1/products/{imei}/enable"), None)
         .await;
@@ -756,13 +741,12 @@ async fn reports_of_other_software_count_missed_updates(backend: Backend) {
     let imei = hub2(&server).await;
     software(&server, "3.5").await;
     let new = software(&server, "3.6").await;
-    let (s, b) = server
-        .put(
+    server
+        .put_ok(
             &format!("/v1/products/{imei}/update_software"),
             json!({"software": new}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     let report = unit::UnitReport {
         software: Some("3.5".into()),
         ..Default::default()
@@ -799,22 +783,20 @@ async fn software_update_lock_and_expiry(backend: Backend) {
     let old = software(&server, "3.5").await;
     let new = software(&server, "3.6").await;
     let base = format!("/v1/products/{imei}");
-    let (s, b) = server
-        .put(
+    let b = server
+        .put_ok(
             &format!("{base}/update_software"),
             json!({"software": "3.5"}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("#{imei} updated to software_version 3.5"))
     );
     // A newer request supersedes the pending one (by id this time).
-    let (s, _) = server
-        .put(&format!("{base}/update_software"), json!({"software": new}))
+    server
+        .put_ok(&format!("{base}/update_software"), json!({"software": new}))
         .await;
-    assert_eq!(s, StatusCode::OK);
     let links = rows_of(
         &server,
         "/v1/product_software_linker",
@@ -864,10 +846,9 @@ async fn software_update_lock_and_expiry(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // Locked: only the locked version may be scheduled.
-    let (s, b) = server
-        .put(&format!("{base}/lock_software"), json!({"software": old}))
+    let b = server
+        .put_ok(&format!("{base}/lock_software"), json!({"software": old}))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!(
@@ -923,10 +904,9 @@ async fn software_update_lock_and_expiry(backend: Backend) {
         b["data"],
         json!({"software_lock_id": null, "software_lock_name": null})
     );
-    let (s, _) = server
-        .put(&format!("{base}/lock_software"), json!({"software": null}))
+    server
+        .put_ok(&format!("{base}/lock_software"), json!({"software": null}))
         .await;
-    assert_eq!(s, StatusCode::OK);
     assert!(product(&server, &imei).await["software_lock"].is_null());
     // SYSTEM only.
     let admin = server.user("admin@sw", "ADMIN", "GLOBAL", None).await;
@@ -974,13 +954,12 @@ async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
     let reference = row["message_reference"].as_str().unwrap().to_string();
     // Receipt: Delivered (idempotent).
     for _ in 0..2 {
-        let (s, b) = server
-            .post(
+        let b = server
+            .post_ok(
                 "/v1/sms/delivery_receipt",
                 json!({"message_reference": reference, "status": "delivered"}),
             )
             .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
         assert_eq!(b["data"]["status"], "Delivered");
         assert!(b["data"]["modified_at"].is_string());
     }
@@ -1024,13 +1003,12 @@ async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
     );
     assert_eq!(rows[1]["status"], "Expired");
     // A late receipt leaves it Expired.
-    let (s, b) = server
-        .post(
+    let b = server
+        .post_ok(
             "/v1/sms/delivery_receipt",
             json!({"message_reference": second}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
     assert_eq!(b["data"]["status"], "Expired");
     // ADMIN for send_wakeup, SYSTEM for receipts.
     let tech = server.user("tech@sms", "TECHNICAL", "GLOBAL", None).await;
@@ -1115,10 +1093,9 @@ async fn entity_assignment_and_unknown_entity_rule(backend: Backend) {
     let a = entity(&server, "Entity A").await;
     let b_id = entity(&server, "Entity B").await;
     let base = format!("/v1/products/{imei}");
-    let (s, b) = server
-        .put(&format!("{base}/assign_entity"), json!({"entity_id": a}))
+    let b = server
+        .put_ok(&format!("{base}/assign_entity"), json!({"entity_id": a}))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("Product #{imei} assigned to entity: {a}"))
@@ -1144,22 +1121,20 @@ async fn entity_assignment_and_unknown_entity_rule(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     let c = entity(&server, "Entity C").await;
-    let (s, b) = server
-        .put(
+    let b = server
+        .put_ok(
             &format!("{base}/change_entity"),
             json!({"old_entity_id": a, "new_entity_id": c}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("Product #{imei} assigned to entity: {c}"))
     );
     assert_eq!(b["data"], json!({ imei.clone(): ["Entity B", "Entity C"] }));
-    let (s, b) = server
-        .put(&format!("{base}/remove_entity"), json!({"entity_id": b_id}))
+    let b = server
+        .put_ok(&format!("{base}/remove_entity"), json!({"entity_id": b_id}))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("Entity #{b_id} removed from Product #{imei}"))
@@ -1216,8 +1191,7 @@ async fn change_state_follows_the_transition_table(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imei = hub2(&server).await;
     let path = format!("/v1/products/{imei}/change_state");
-    let (s, b) = server.put(&path, json!({"new_state": 3})).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.put_ok(&path, json!({"new_state": 3})).await;
     assert_eq!(
         b,
         json!({"status": "success", "message": "Product state changed", "data": null})
@@ -1277,13 +1251,9 @@ async fn parts_locations_parameters_and_networks(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imei = hub2(&server).await;
     // parts: current parts with their linker and type, and replacements.
-    let (s, b) = server
-        .post("/v1/part_type_replacement_linker", json!({"product_type_id": 7, "existing_part_type_id": 77, "replacement_part_type_id": 44,
-                        "default_part_type": true, "critical_part_type": true, "non_transferable": false}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b) = server.get(&format!("/v1/products/{imei}/parts")).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    server.post_created("/v1/part_type_replacement_linker", json!({"product_type_id": 7, "existing_part_type_id": 77, "replacement_part_type_id": 44,
+                        "default_part_type": true, "critical_part_type": true, "non_transferable": false})).await;
+    let b = server.get_ok(&format!("/v1/products/{imei}/parts")).await;
     assert_eq!(b["message"], "Parts found.");
     let parts = b["data"].as_object().unwrap();
     assert_eq!(parts.len(), 2, "pcb and sim: {b}");
@@ -1306,8 +1276,7 @@ async fn parts_locations_parameters_and_networks(backend: Backend) {
             )
             .await;
     }
-    let (s, b) = server.get("/v1/products/locations").await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.get_ok("/v1/products/locations").await;
     assert_eq!(
         b,
         json!({"data": [{"product_imei": imei, "latitude": "2.0", "longitude": "3.0", "error_radius": 10}]})
@@ -1346,8 +1315,7 @@ async fn parts_locations_parameters_and_networks(backend: Backend) {
         )
         .await;
     let hist = format!("/v1/products/{imei}/parameters/history");
-    let (s, b) = server.get(&hist).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.get_ok(&hist).await;
     assert_eq!(
         b["message"],
         json!(format!(
@@ -1431,10 +1399,9 @@ async fn parts_locations_parameters_and_networks(backend: Backend) {
             json!({"mccmnc": 63513, "mcc": 635, "mnc": 13, "name": "Not ours"}),
         )
         .await;
-    let (s, b) = server
-        .get(&format!("/v1/products/{imei}/available_networks?mcc=635"))
+    let b = server
+        .get_ok(&format!("/v1/products/{imei}/available_networks?mcc=635"))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     let names: Vec<&str> = b["data"]["networks"]
         .as_array()
         .unwrap()
@@ -1485,8 +1452,7 @@ async fn connectivity_reliability_rate_and_its_400s(backend: Backend) {
         .await;
     assert_eq!(b["data"]["connectivity_reliability_rate"], 1.0);
     // Defaults: the last 7 days, no connections.
-    let (s, b) = server.get(&path).await;
-    assert_eq!(s, StatusCode::OK);
+    let b = server.get_ok(&path).await;
     assert_eq!(b["data"]["connectivity_reliability_rate"], 0.0);
     for bad in [
         json!({"start": "not a date"}),
@@ -1574,13 +1540,12 @@ async fn energy_limit_dcm_and_payg(backend: Backend) {
     let (s, b) = server.put(&path, json!({"energy_limit": "50"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "locked: {b}");
     // DCM flag, PAYG flag.
-    let (s, b) = server
-        .put(
+    let b = server
+        .put_ok(
             &format!("/v1/products/{imei}/set_dcm_enabled_flag"),
             json!({"enabled": true}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("Product {imei}. DCM Enabled Flag set to True"))
@@ -1593,13 +1558,12 @@ async fn energy_limit_dcm_and_payg(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, b) = server
-        .put(
+    let b = server
+        .put_ok(
             &format!("/v1/products/{imei}/set_is_payg"),
             json!({"is_payg": false}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!(
@@ -1654,8 +1618,7 @@ async fn dashboard2_and_current_enable_status(backend: Backend) {
     server
         .seed("connection", json!({"product_imei": a, "date": "2020-05-05T05:05:05", "latitude": "1.5", "longitude": "2.5", "error_radius": 7, "location_failed_flag": false}))
         .await;
-    let (s, body) = server.get("/v1/dashboard2").await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let body = server.get_ok("/v1/dashboard2").await;
     assert_eq!(body["num_results"], 2);
     assert_eq!(body["num_results_filtered"], 2);
     let q = json!({"filters": [{"name": "entities", "op": "eq", "val": "Dash Entity"}]});
@@ -1766,13 +1729,12 @@ async fn alert_dismissal_publishes(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
-    let (s, b) = server
-        .put(
+    let b = server
+        .put_ok(
             &path,
             json!({"dismissal_reason": "fixed", "extra_info": "by phone"}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b,
         json!({"status": "success", "message": format!("Alert #{alert} has been dismissed"), "data": null})

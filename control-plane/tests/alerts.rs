@@ -580,13 +580,12 @@ async fn dismiss(server: &TestServer, imei: &str) {
     .map(|r| r["alert_id"].as_i64().unwrap())
     .collect();
     let alert_id = open[0];
-    let (s, body) = server
-        .put(
+    server
+        .put_ok(
             &format!("/v1/alerts/{alert_id}/dismiss"),
             json!({"dismissal_reason": "customer called"}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
 }
 
 async fn cooling_off_after_a_dismissal(backend: Backend) {
@@ -673,10 +672,9 @@ async fn raised_and_cleared_alerts_reach_a_real_receiver(backend: Backend) {
         .route("/hooks", axum::routing::post(receive))
         .with_state(receiver.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let (s, body) = server
-        .post("/v1/channels/product-alert/subscribe", json!({"url": url}))
+    server
+        .post_created("/v1/channels/product-alert/subscribe", json!({"url": url}))
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = control_plane::webhooks::spawn_worker(server.state.clone(), async {
         let _ = stopped.await;

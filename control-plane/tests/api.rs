@@ -362,13 +362,12 @@ async fn every_filter_operator(backend: Backend) {
 async fn pagination_and_single(backend: Backend) {
     let server = TestServer::start(backend).await;
     for i in 0..25 {
-        let (s, b) = server
-            .post(
+        server
+            .post_created(
                 "/v1/hubs",
                 json!({"name": format!("hub-{i:02}"), "entity_id": 1}),
             )
             .await;
-        assert_eq!(s, StatusCode::CREATED, "{b}");
     }
     let (s, body) = server.get("/v1/hubs").await;
     assert_eq!(s, StatusCode::OK);
@@ -470,8 +469,7 @@ async fn permissions_are_enforced(backend: Backend) {
         server.get_as(&admin, "/v1/users").await.0,
         StatusCode::FORBIDDEN
     );
-    let (s, users) = server.get("/v1/users").await;
-    assert_eq!(s, StatusCode::OK);
+    let users = server.get_ok("/v1/users").await;
     assert!(
         users["objects"]
             .as_array()
@@ -502,22 +500,8 @@ async fn permissions_are_enforced(backend: Backend) {
 async fn entity_scope_hides_other_entities(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imeis = seed_products(&server).await;
-    let mine = server
-        .seed(
-            "entity",
-            json!({"name": "Mine Ltd", "bboxx_company_flag": false}),
-        )
-        .await
-        .as_i64()
-        .unwrap();
-    let theirs = server
-        .seed(
-            "entity",
-            json!({"name": "Theirs Ltd", "bboxx_company_flag": false}),
-        )
-        .await
-        .as_i64()
-        .unwrap();
+    let mine = server.seed_entity("Mine Ltd").await;
+    let theirs = server.seed_entity("Theirs Ltd").await;
     link(&server, &imeis[0], mine).await;
     link(&server, &imeis[1], mine).await;
     link(&server, &imeis[2], theirs).await;
@@ -767,10 +751,9 @@ async fn bad_input_gets_clear_400s(backend: Backend) {
         "{answer}"
     );
     assert_eq!(answer["status"], json!("validation-error"));
-    let (s, _) = server
-        .post("/v1/action_types", json!({"name": "dup", "label": "dup"}))
+    server
+        .post_created("/v1/action_types", json!({"name": "dup", "label": "dup"}))
         .await;
-    assert_eq!(s, StatusCode::CREATED);
     let (s, answer) = server
         .post("/v1/action_types", json!({"name": "dup", "label": "other"}))
         .await;
@@ -882,8 +865,7 @@ async fn reference_data_is_seeded(backend: Backend) {
         .await;
     assert_eq!(created["product_type_id"], json!(11));
     // The OpenAPI document covers every table route.
-    let (s, doc) = server.get("/v1/openapi.json").await;
-    assert_eq!(s, StatusCode::OK);
+    let doc = server.get_ok("/v1/openapi.json").await;
     for table in server.catalogue().tables() {
         for path in &table.paths {
             assert!(

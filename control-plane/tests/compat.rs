@@ -60,8 +60,7 @@ async fn networks_are_created_as_the_spec_shows(backend: Backend) {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["mccmnc"], 101);
     assert_eq!(b["created_by"], ADMIN);
-    let (s, b) = server.get("/v1/networks/101").await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.get_ok("/v1/networks/101").await;
     assert_eq!(b["name"], "test");
     // Real networks (MTN Rwanda, a three-digit MNC), and an explicit key.
     for (body, mccmnc) in [
@@ -134,8 +133,7 @@ async fn channels_get_a_name_when_the_client_sends_none(backend: Backend) {
         (s, b["name"].clone()),
         (StatusCode::CREATED, json!("000000000000002"))
     );
-    let (s, b) = server.get("/v1/channels/000000000000001").await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    server.get_ok("/v1/channels/000000000000001").await;
 }
 
 async fn the_bootstrap_administrator_belongs_to_an_entity(backend: Backend) {
@@ -154,8 +152,7 @@ async fn the_bootstrap_administrator_belongs_to_an_entity(backend: Backend) {
     let entity = login["entity_id"]
         .as_i64()
         .unwrap_or_else(|| panic!("entity_id must be an integer: {login}"));
-    let (s, b) = server.get(&format!("/v1/entities/{entity}")).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.get_ok(&format!("/v1/entities/{entity}")).await;
     assert_eq!(b["name"], control_plane::startup::OPERATOR_ENTITY);
     assert_eq!(b["bboxx_company_flag"], true);
     // Ensured again (a restart): same entity, no second one.

@@ -197,8 +197,7 @@ async fn a_subdomain_tile_template_admits_every_subdomain(backend: Backend) {
 
 async fn whoami_names_the_callers_level_and_scope(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let (s, body) = server.get("/v1/whoami").await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let body = server.get_ok("/v1/whoami").await;
     assert_eq!(body["data"]["username"], ADMIN);
     assert_eq!(body["data"]["permissions"], "SYSTEM");
     assert_eq!(body["data"]["user_product_visibility"], "GLOBAL");
@@ -267,13 +266,12 @@ async fn seed_fleet(server: &TestServer) {
             json!([t.timestamp_millis(), 12.0 + (i as f64 / 5.0).sin()])
         })
         .collect();
-    let (s, body) = server
-        .post(
+    server
+        .post_ok(
             &format!("/v1/products/{UNIT}/data"),
             json!({"measurement": "telemetry", "fields": {"voltage": points}}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
     for i in 0..BALANCE_POINTS {
         server
             .seed(
@@ -340,13 +338,12 @@ async fn seed_fleet(server: &TestServer) {
         .await;
     // Dismissing the alert in the browser notifies this subscriber; nothing
     // listens there, so its delivery log shows failed attempts.
-    let (s, body) = server
-        .post(
+    server
+        .post_created(
             "/v1/channels/product-alert/subscribe",
             json!({"url": "http://127.0.0.1:9/seeded-hook"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
     // The entity user belongs to Acme; the OVERVIEW user sees everything.
     server
         .user("overview@example.com", "OVERVIEW", "GLOBAL", None)

@@ -67,6 +67,16 @@ impl Env {
             .await
     }
 
+    /// Writes `body` for `imei`, which must be taken whole: 200, `points` points written.
+    async fn write_points(&self, imei: &str, body: Json, points: usize) {
+        let (s, answer) = self.write(imei, body).await;
+        assert_eq!(s, StatusCode::OK, "{answer}");
+        assert_eq!(
+            answer["message"],
+            format!("{points} data-point(s) successfully written to influx")
+        );
+    }
+
     /// GET with `(name, value)` query arguments.
     async fn read(&self, args: &[(&str, &str)]) -> (StatusCode, Json) {
         self.read_as(&self.server.token.clone(), IMEI, args).await
@@ -171,22 +181,17 @@ async fn write_and_read_every_timestamp_form(backend: Backend) {
     );
 
     // Nanoseconds survive both ISO forms; a bare date and a human date are midnight.
-    let (s, body) = env
-        .write(
-            IMEI,
-            json!({"fields": {"precise": [
-                ["2016-09-04T01:02:03.123456789Z", 1],
-                ["2016-09-04 01:02:04.5", 2],
-                ["Sun, September 4th 2016", 3],
-                ["2016-09-05", 4]
-            ]}}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
-    assert_eq!(
-        body["message"],
-        "4 data-point(s) successfully written to influx"
-    );
+    env.write_points(
+        IMEI,
+        json!({"fields": {"precise": [
+            ["2016-09-04T01:02:03.123456789Z", 1],
+            ["2016-09-04 01:02:04.5", 2],
+            ["Sun, September 4th 2016", 3],
+            ["2016-09-05", 4]
+        ]}}),
+        4,
+    )
+    .await;
     let (s, body) = env
         .read(&[
             ("start", "2016-09-04T00:00:00Z"),
@@ -230,24 +235,19 @@ async fn write_and_read_every_timestamp_form(backend: Backend) {
     assert!(field_names(&body["data"]).is_empty(), "{body}");
 
     // The spec's "general data" example: another measurement, the IMEI as a tag.
-    let (s, body) = env
-        .write(
-            IMEI,
-            json!({
-                "measurement": "analysis",
-                "fields": {"curve-data": [
-                    ["2016-01-01T00:01:20", 1], ["2016-01-01T00:01:21", 2],
-                    ["2016-01-01T00:01:22", 3], ["2016-01-01T00:01:23", 4]
-                ]},
-                "tags": {"analysis-type": "state-of-health", "product_imei": IMEI}
-            }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
-    assert_eq!(
-        body["message"],
-        "4 data-point(s) successfully written to influx"
-    );
+    env.write_points(
+        IMEI,
+        json!({
+            "measurement": "analysis",
+            "fields": {"curve-data": [
+                ["2016-01-01T00:01:20", 1], ["2016-01-01T00:01:21", 2],
+                ["2016-01-01T00:01:22", 3], ["2016-01-01T00:01:23", 4]
+            ]},
+            "tags": {"analysis-type": "state-of-health", "product_imei": IMEI}
+        }),
+        4,
+    )
+    .await;
     let (s, body) = env
         .read(&[
             ("measurement", "analysis"),
@@ -379,12 +379,7 @@ async fn fields_where_tags_and_limit(backend: Backend) {
         "voltage": voltage.iter().enumerate().map(|(i, v)| json!([at(i), v])).collect::<Vec<_>>(),
         "temperature": temperature.iter().enumerate().map(|(i, v)| json!([at(2 * i), v])).collect::<Vec<_>>(),
     }});
-    let (s, b) = env.write(IMEI, body).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(
-        b["message"],
-        "33 data-point(s) successfully written to influx"
-    );
+    env.write_points(IMEI, body, 33).await;
     let span = [("start", "2016-01-01"), ("end", "2016-01-03")];
 
     // `*` (and no `fields`) is every field; nulls where temperature is missing.
@@ -882,8 +877,7 @@ async fn next(consumer: &mut Box<dyn Consumer>) -> bus::Delivery {
 }
 
 async fn letter_row(server: &TestServer, id: i64) -> Json {
-    let (s, row) = server.get(&format!("/v1/rtc_dead_letters/{id}")).await;
-    assert_eq!(s, StatusCode::OK, "{row}");
+    let row = server.get_ok(&format!("/v1/rtc_dead_letters/{id}")).await;
     row
 }
 

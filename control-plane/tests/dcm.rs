@@ -395,13 +395,12 @@ async fn force_reset_voids_and_reports(backend: Backend) {
 
     // A unit never heard from: nothing outstanding, no known balance.
     let fresh = dcm_product(&server).await;
-    let (s, b) = server
-        .post(
+    let b = server
+        .post_created(
             &format!("/v1/products/{fresh}/force_reset"),
             json!({"transaction_id": "r2"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED);
     assert_eq!(
         b["data"],
         json!({"outstanding_payments": 0, "last_known_balance": null})
@@ -413,8 +412,7 @@ async fn balance_and_pending_payments_as_documented(backend: Backend) {
     let cat = &server.state.catalogue;
     let imei = dcm_product(&server).await;
     let path = format!("/v1/products/{imei}/balance_and_pending_payments");
-    let (s, b) = server.get(&path).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.get_ok(&path).await;
     assert_eq!(
         b,
         json!({"status": "success", "message": "Balance and pending credits.",
@@ -439,8 +437,7 @@ async fn balance_and_pending_payments_as_documented(backend: Backend) {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let (s, b) = server.get(&path).await;
-    assert_eq!(s, StatusCode::OK);
+    let b = server.get_ok(&path).await;
     let data = &b["data"];
     assert_eq!(data["balance"], 432000);
     assert_eq!(data["expected_expiry"], "2020-11-11T07:07:45.796359");

@@ -78,8 +78,9 @@ async fn unit(server: &TestServer, state_type: Option<i64>) -> String {
 /// Starts a repair of a new unit in IN_REPAIR_SYSTEM; returns (imei, repair id).
 async fn repair(server: &TestServer) -> (String, i64) {
     let imei = unit(server, Some(8)).await;
-    let (s, b) = server.get(&format!("/v1/products/{imei}/get_repair")).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server
+        .get_ok(&format!("/v1/products/{imei}/get_repair"))
+        .await;
     (imei, b["data"]["repair_id"].as_i64().unwrap())
 }
 
@@ -113,22 +114,22 @@ async fn ok_event(server: &TestServer, id: i64, e: &str) {
 }
 
 async fn state_of(server: &TestServer, id: i64) -> String {
-    let (s, b) = server.get(&format!("/v1/repairs/{id}/current_state")).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server
+        .get_ok(&format!("/v1/repairs/{id}/current_state"))
+        .await;
     b["data"]["ident"].as_str().unwrap().to_string()
 }
 
 /// All rows of a table matching one filter, through the generic API.
 async fn rows(server: &TestServer, path: &str, field: &str, val: Json) -> Vec<Json> {
-    let (s, b) = server
-        .get(&format!(
+    let b = server
+        .get_ok(&format!(
             "{path}?results_per_page=100&q={}",
             common::urlencode(
                 &json!({"filters": [{"name": field, "op": "eq", "val": val}]}).to_string()
             )
         ))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     b["objects"].as_array().unwrap().clone()
 }
 
@@ -139,8 +140,9 @@ async fn walk_the_whole_default_workflow(backend: Backend) {
     let imei = unit(&server, Some(8)).await;
 
     // get_repair creates the repair once, with the product type's config.
-    let (s, b) = server.get(&format!("/v1/products/{imei}/get_repair")).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server
+        .get_ok(&format!("/v1/products/{imei}/get_repair"))
+        .await;
     assert_eq!(b["status"], "success");
     assert_eq!(b["message"], "Repair created");
     let id = b["data"]["repair_id"].as_i64().unwrap();
@@ -149,8 +151,9 @@ async fn walk_the_whole_default_workflow(backend: Backend) {
         json!({"12v_load_current": 1.0, "usb_load_current": 1.7, "connectivity_timeout": 120,
                "discharge_voltage": 6.0, "final_state_of_charge": 50, "pass_capacity_mah": 8000})
     );
-    let (s, again) = server.get(&format!("/v1/products/{imei}/get_repair")).await;
-    assert_eq!(s, StatusCode::OK);
+    let again = server
+        .get_ok(&format!("/v1/products/{imei}/get_repair"))
+        .await;
     assert_eq!(again["message"], "Repair found");
     assert_eq!(again["data"]["repair_id"], json!(id));
     let (_, r) = server.get(&format!("/v1/repairs/{id}")).await;
@@ -311,8 +314,7 @@ async fn walk_the_whole_default_workflow(backend: Backend) {
     assert_eq!(types, vec![12, 61, 69]);
 
     // The list of current repairs shows where it is.
-    let (s, b) = server.get("/v1/repairs/list_current_states").await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.get_ok("/v1/repairs/list_current_states").await;
     assert_eq!(b["message"], "Repair states found");
     assert_eq!(
         b["data"],
@@ -963,22 +965,8 @@ async fn french_labels(backend: Backend) {
 
 async fn permissions_and_entity_scope(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let mine = server
-        .seed(
-            "entity",
-            json!({"name": "Mine Ltd", "bboxx_company_flag": false}),
-        )
-        .await
-        .as_i64()
-        .unwrap();
-    let theirs = server
-        .seed(
-            "entity",
-            json!({"name": "Theirs Ltd", "bboxx_company_flag": false}),
-        )
-        .await
-        .as_i64()
-        .unwrap();
+    let mine = server.seed_entity("Mine Ltd").await;
+    let theirs = server.seed_entity("Theirs Ltd").await;
     let my_unit = unit(&server, Some(8)).await;
     let their_unit = unit(&server, Some(8)).await;
     link(&server, &my_unit, mine).await;
@@ -1245,19 +1233,18 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
 
     // A product type without a workflow of its own: the generic one.
     let imei = unit(&server, Some(8)).await;
-    let (s, b) = server
-        .post("/v1/product_types", json!({"name": "Solar Water Pump"}))
+    let b = server
+        .post_created("/v1/product_types", json!({"name": "Solar Water Pump"}))
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b) = server
-        .put(
+    server
+        .put_ok(
             &format!("/v1/products/{imei}"),
             json!({"product_type_id": b["product_type_id"]}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, b) = server.get(&format!("/v1/products/{imei}/get_repair")).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server
+        .get_ok(&format!("/v1/products/{imei}/get_repair"))
+        .await;
     let (_, r) = server
         .get(&format!("/v1/repairs/{}", b["data"]["repair_id"]))
         .await;
@@ -1266,8 +1253,7 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
     // Selector rules: a USER rule without a workflow forbids; one naming an
     // unknown workflow is reported; an ENTITY rule (by GEIC) picks the workflow.
     let unit_a = unit(&server, Some(8)).await;
-    let (s, b) = server.post("/v1/repair_workflow_selectors", json!({"product_type_id": 6, "workflow_name": null, "selector_type": "USER", "selector_value": ADMIN})).await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let b = server.post_created("/v1/repair_workflow_selectors", json!({"product_type_id": 6, "workflow_name": null, "selector_type": "USER", "selector_value": ADMIN})).await;
     let rule = b["repair_workflow_selector_id"].clone();
     let (s, b) = server
         .get(&format!("/v1/products/{unit_a}/get_repair"))
@@ -1277,13 +1263,12 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
         b["message"].as_str().unwrap().contains("for this user"),
         "{b}"
     );
-    let (s, _) = server
-        .put(
+    server
+        .put_ok(
             &format!("/v1/repair_workflow_selectors/{rule}"),
             json!({"workflow_name": "bboxx_home_9"}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
     let (s, b) = server
         .get(&format!("/v1/products/{unit_a}/get_repair"))
         .await;
@@ -1305,8 +1290,7 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
         .as_i64()
         .unwrap();
     link(&server, &unit_a, geic).await;
-    let (s, b) = server.post("/v1/repair_workflow_selectors", json!({"product_type_id": 6, "workflow_name": null, "selector_type": "ENTITY", "selector_value": "RW-KGL-01"})).await;
-    assert_eq!(s, StatusCode::CREATED);
+    let b = server.post_created("/v1/repair_workflow_selectors", json!({"product_type_id": 6, "workflow_name": null, "selector_type": "ENTITY", "selector_value": "RW-KGL-01"})).await;
     let rule = b["repair_workflow_selector_id"].clone();
     let (s, b) = server
         .get(&format!("/v1/products/{unit_a}/get_repair"))
@@ -1316,17 +1300,15 @@ async fn get_repair_needs_in_repair_system_and_a_workflow(backend: Backend) {
         b["message"].as_str().unwrap().contains("for this entity"),
         "{b}"
     );
-    let (s, _) = server
-        .put(
+    server
+        .put_ok(
             &format!("/v1/repair_workflow_selectors/{rule}"),
             json!({"workflow_name": "bboxx_home_2"}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
-    let (s, b) = server
-        .get(&format!("/v1/products/{unit_a}/get_repair"))
+    let b = server
+        .get_ok(&format!("/v1/products/{unit_a}/get_repair"))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     let id = b["data"]["repair_id"].as_i64().unwrap();
     assert_eq!(state_of(&server, id).await, "ss_state_check");
 }
@@ -1490,8 +1472,7 @@ async fn made(server: &TestServer, create: Option<&str>) -> (String, i64) {
             assert_eq!(s, StatusCode::OK, "{path}: {b}");
         }
         Some(path) => {
-            let (s, b) = server.post("/v1/parts/create_tiger_pcb", pcb).await;
-            assert_eq!(s, StatusCode::OK, "{b}");
+            server.post_ok("/v1/parts/create_tiger_pcb", pcb).await;
             let mut body = json!({"pcb_imei": imei});
             if !path.ends_with("hub2") {
                 body["battery"] =
@@ -1502,13 +1483,12 @@ async fn made(server: &TestServer, create: Option<&str>) -> (String, i64) {
         }
         None => {
             // A product type added as data, with no workflow of its own.
-            let (s, b) = server
-                .post(
+            let b = server
+                .post_created(
                     "/v1/product_types",
                     json!({"name": format!("Solar Fridge {n}")}),
                 )
                 .await;
-            assert_eq!(s, StatusCode::CREATED, "{b}");
             let product_type = b["product_type_id"].as_i64().unwrap();
             server
                 .seed(

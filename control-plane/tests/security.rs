@@ -77,11 +77,7 @@ async fn own(
 
 /// An entity with one product linked to it.
 async fn entity_with_product(server: &TestServer, name: &str) -> (i64, String) {
-    let entity = server
-        .seed("entity", json!({"name": name, "bboxx_company_flag": false}))
-        .await
-        .as_i64()
-        .unwrap();
+    let entity = server.seed_entity(name).await;
     let imei = server
         .seed("product", json!({"device_key": format!("key-of-{name}")}))
         .await
@@ -469,8 +465,7 @@ async fn data_api_rejects_times_that_used_to_panic(backend: Backend) {
         "{body}"
     );
     // The server is still answering.
-    let (s, _) = server.get("/v1/whoami").await;
-    assert_eq!(s, StatusCode::OK);
+    server.get_ok("/v1/whoami").await;
 }
 
 /// A client bound to one loopback address (the whole 127/8 is local on Linux).

@@ -188,13 +188,12 @@ fn worker(server: &TestServer) -> WorkerGuard {
 }
 
 async fn subscribe(server: &TestServer, channel: &str, url: &str) -> String {
-    let (s, body) = server
-        .post(
+    let body = server
+        .post_created(
             &format!("/v1/channels/{channel}/subscribe"),
             json!({"url": url}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
     body["data"]["key"].as_str().unwrap().to_string()
 }
 
@@ -215,8 +214,7 @@ fn assert_signed(r: &Received, key: &str, url: &str) {
 async fn subscribe_and_unsubscribe_follow_the_spec(backend: Backend) {
     let server = TestServer::start(backend).await;
     let url = "http://127.0.0.1:9/example_endpoint";
-    let (s, body) = server.get("/v1/channels").await;
-    assert_eq!(s, StatusCode::OK);
+    let body = server.get_ok("/v1/channels").await;
     let names: Vec<&str> = body["objects"]
         .as_array()
         .unwrap()
@@ -225,10 +223,9 @@ async fn subscribe_and_unsubscribe_follow_the_spec(backend: Backend) {
         .collect();
     assert_eq!(names, ["dcm", "product-alert", "product-status"]);
 
-    let (s, body) = server
-        .post("/v1/channels/product-status/subscribe", json!({"url": url}))
+    let body = server
+        .post_created("/v1/channels/product-status/subscribe", json!({"url": url}))
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"], "success");
     assert_eq!(
         body["message"],
@@ -310,13 +307,12 @@ async fn subscribe_and_unsubscribe_follow_the_spec(backend: Backend) {
         assert_eq!(s, StatusCode::FORBIDDEN, "{action}");
     }
 
-    let (s, body) = server
-        .post(
+    let body = server
+        .post_ok(
             "/v1/channels/product-status/unsubscribe",
             json!({"url": url}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(
         body,
         json!({"status": "success",
@@ -403,13 +399,12 @@ async fn final_balance_is_published_on_dcm(backend: Backend) {
         .await;
     let imei = imei.as_str().unwrap();
     for (category, value, tx) in [("payment", 500, "p1"), ("zero-command", 0, "z1")] {
-        let (s, b) = server
-            .post(
+        server
+            .post_created(
                 &format!("/v1/products/{imei}/add_payment_command"),
                 json!({"value": value, "category": category, "transaction_id": tx}),
             )
             .await;
-        assert_eq!(s, StatusCode::CREATED, "{b}");
     }
     let mut tx = server.state.db.begin().await.unwrap();
     let zero = dcm::pending_commands(&mut tx, imei).await.unwrap()[1].payment_command_id;
@@ -492,13 +487,12 @@ async fn no_delivery_after_unsubscribe(backend: Backend) {
     subscribe(&server, "product-status", &receiver.url).await;
     // Queued while subscribed, unsubscribed before the worker ran.
     enqueue(&server, "product-status", None, json!({"state": 1})).await;
-    let (s, _) = server
-        .post(
+    server
+        .post_ok(
             "/v1/channels/product-status/unsubscribe",
             json!({"url": receiver.url}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
     let w = worker(&server);
     enqueue(&server, "product-status", None, json!({"state": 2})).await;
     tokio::time::sleep(Duration::from_millis(600)).await;

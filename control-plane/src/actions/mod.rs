@@ -44,7 +44,7 @@ use crate::app::AppState;
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::query::Visibility;
-use crate::rows::{c, catalogue, eq, insert, row, table, RowExt};
+use crate::rows::{c, catalogue, eq, insert_id, row, table};
 use crate::web::{JsonBody, QueryPairs};
 
 /// Every action route.
@@ -78,29 +78,83 @@ impl JoinOn for SelectStatement {
     }
 }
 
-/// The product row, locked for the rest of `tx`, if `visibility` lets the
+/// The product columns the actions decide by: a locked or visible product
+/// as [`lock_product`] and [`visible_product`] read it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Product {
+    pub product_imei: String,
+    pub product_type_id: i64,
+    pub latest_state_id: Option<i64>,
+    pub software_lock: Option<i64>,
+    pub current_enable_flag: bool,
+    pub desired_enable_flag: bool,
+    pub current_tamper_flag: bool,
+    pub desired_tamper_flag: bool,
+    pub rtc_enabled_flag: bool,
+}
+
+impl Product {
+    /// The columns of [`Product`], as the select names them.
+    const COLUMNS: [&'static str; 9] = [
+        "product_imei",
+        "product_type_id",
+        "latest_state_id",
+        "software_lock",
+        "current_enable_flag",
+        "desired_enable_flag",
+        "current_tamper_flag",
+        "desired_tamper_flag",
+        "rtc_enabled_flag",
+    ];
+
+    /// The select of product `imei` reduced to [`Product::COLUMNS`], with
+    /// no row when `visibility` does not let the user see it.
+    fn select(visibility: &Visibility, imei: &str) -> SelectStatement {
+        let product = table("product");
+        let columns = Self::COLUMNS.iter().map(|name| {
+            product
+                .column(name)
+                .unwrap_or_else(|| panic!("product.{name} is in the catalogue"))
+        });
+        crate::query::get_columns(catalogue(), product, imei.into(), visibility, columns)
+    }
+}
+
+/// The product, locked for the rest of `tx`, if `visibility` lets the
 /// user see it; 404 otherwise (the same answer as for a missing product,
 /// so another entity's IMEIs are not revealed).
 pub(crate) async fn lock_product(
     tx: &mut Tx,
     visibility: &Visibility,
     imei: &str,
-) -> Result<Row, ApiError> {
-    let product = table("product");
-    let mut stmt = crate::query::compile_get(catalogue(), product, imei.into(), visibility);
+) -> Result<Product, ApiError> {
+    let mut stmt = Product::select(visibility, imei);
     stmt.lock(LockType::Update);
-    row(tx, "product", &stmt)
+    tx.fetch_typed_optional(&stmt)
         .await?
         .ok_or_else(|| product_not_found(imei))
 }
 
-/// The product row if visible, without a lock (for reads).
+/// The product if visible, without a lock (for reads).
 pub(crate) async fn visible_product(
     tx: &mut Tx,
     visibility: &Visibility,
     imei: &str,
-) -> Result<Row, ApiError> {
-    let stmt = crate::query::compile_get(catalogue(), table("product"), imei.into(), visibility);
+) -> Result<Product, ApiError> {
+    tx.fetch_typed_optional(&Product::select(visibility, imei))
+        .await?
+        .ok_or_else(|| product_not_found(imei))
+}
+
+/// The whole product row as the generic routes answer it (every readable
+/// column), for a response body; 404 when there is no such product.
+pub(crate) async fn product_body(tx: &mut Tx, imei: &str) -> Result<Row, ApiError> {
+    let stmt = crate::query::compile_get(
+        catalogue(),
+        table("product"),
+        imei.into(),
+        &Visibility::Global,
+    );
     row(tx, "product", &stmt)
         .await?
         .ok_or_else(|| product_not_found(imei))
@@ -266,7 +320,7 @@ pub(crate) async fn notify_product_status(
 
 /// `true` when the product type's name says BP20: such units are DCM
 /// enabled from the factory and the flag cannot be changed.
-pub(crate) async fn is_bp20(tx: &mut Tx, product_type_id: Option<i64>) -> Result<bool, ApiError> {
+pub(crate) async fn is_bp20(tx: &mut Tx, product_type_id: i64) -> Result<bool, ApiError> {
     let stmt = Query::select()
         .column(Alias::new("name"))
         .from(Alias::new("product_type"))
@@ -299,7 +353,7 @@ pub(crate) async fn parameter_type_id(
     if let Some((Some(id),)) = found {
         return Ok(id);
     }
-    let created = insert(
+    insert_id(
         tx,
         "parameter_type",
         vec![
@@ -311,10 +365,7 @@ pub(crate) async fn parameter_type_id(
         by,
         now,
     )
-    .await?;
-    created
-        .int("parameter_type_id")
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("parameter_type without id")))
+    .await
 }
 
 /// A product parameter as [`latest_product_parameter`] reads it.

@@ -41,7 +41,7 @@ use crate::catalogue::Permission;
 use crate::config::ControlPlaneConfig;
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
-use crate::rows::{eq, insert, select_all, update, RowExt};
+use crate::rows::{eq, insert_id, select_all, tc, update};
 use crate::web::{success, JsonBody};
 
 /// The text of a WAKEUP SMS.
@@ -194,7 +194,7 @@ fn new_reference(now: NaiveDateTime) -> String {
 }
 
 /// Records a WAKEUP SMS for `imei` inside `tx` (to be [`deliver`]ed after
-/// commit); returns the `sms_history` row.
+/// commit); returns its `sms_history_id`.
 pub async fn record_wakeup(
     tx: &mut Tx,
     imei: &str,
@@ -202,9 +202,9 @@ pub async fn record_wakeup(
     by: &str,
     now: NaiveDateTime,
     config: &ControlPlaneConfig,
-) -> Result<Row, ApiError> {
+) -> Result<i64, ApiError> {
     let timeout = now + chrono::Duration::seconds(config.wakeup_sms_timeout_secs);
-    insert(
+    insert_id(
         tx,
         "sms_history",
         vec![
@@ -235,15 +235,27 @@ struct OutgoingSms {
     message_reference: Option<String>,
 }
 
+/// The `sms_history` columns a delivery receipt decides by.
+#[derive(sqlx::FromRow)]
+struct ReceiptedSms {
+    sms_history_id: i64,
+    status: Option<String>,
+}
+
 async fn sms_row(state: &AppState, id: i64) -> Result<Row, ApiError> {
     let mut tx = state.db.begin_read().await?;
-    let mut stmt = select_all("sms_history");
-    stmt.and_where(eq("sms_history_id", id));
-    let row = crate::rows::row(&mut tx, "sms_history", &stmt)
-        .await?
-        .ok_or_else(|| sms_not_found(id))?;
+    let row = sms_row_in(&mut tx, id).await?;
     tx.commit().await?;
     Ok(row)
+}
+
+/// The `sms_history` row `id` as the API answers it, read in `tx`.
+async fn sms_row_in(tx: &mut Tx, id: i64) -> Result<Row, ApiError> {
+    let mut stmt = select_all("sms_history");
+    stmt.and_where(eq("sms_history_id", id));
+    crate::rows::row(tx, "sms_history", &stmt)
+        .await?
+        .ok_or_else(|| sms_not_found(id))
 }
 
 /// What became of an SMS handed to the provider.
@@ -364,9 +376,8 @@ pub(super) async fn send_wakeup(
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     super::lock_product(&mut tx, &user.visibility, &imei).await?;
-    let row = record_wakeup(&mut tx, &imei, None, &user.username, now, &state.config).await?;
+    let id = record_wakeup(&mut tx, &imei, None, &user.username, now, &state.config).await?;
     tx.commit().await?;
-    let id = row.int("sms_history_id").unwrap_or_default();
     let (row, handover) = deliver(&state, id).await?;
     let ok = success(
         StatusCode::OK,
@@ -408,8 +419,12 @@ async fn delivery_receipt(
     };
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let mut stmt = select_all("sms_history");
-    stmt.and_where(eq("message_reference", reference.as_str()));
+    let mut stmt = Query::select()
+        .expr(tc("sms_history", "sms_history_id"))
+        .expr(tc("sms_history", "status"))
+        .from(Alias::new("sms_history"))
+        .and_where(eq("message_reference", reference.as_str()))
+        .to_owned();
     // An ENTITY-scoped caller only reaches its own units' SMS.
     if let Some(scope) = crate::query::scope_condition(
         crate::rows::catalogue(),
@@ -418,16 +433,13 @@ async fn delivery_receipt(
     ) {
         stmt.and_where(scope);
     }
-    let row = crate::rows::row(&mut tx, "sms_history", &stmt)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("No sms with message_reference '{reference}'"))
-        })?;
-    let id = row.int("sms_history_id").unwrap_or_default();
-    let current = row.text("status");
+    let receipted: ReceiptedSms = tx.fetch_typed_optional(&stmt).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("No sms with message_reference '{reference}'"))
+    })?;
+    let id = receipted.sms_history_id;
     // Only an SMS still in flight (or failed, when a late receipt proves it
     // did arrive) changes; a repeated receipt is a no-op.
-    let changes = match current {
+    let changes = match receipted.status.as_deref() {
         None => true,
         Some(FAILED) => status == DELIVERED,
         _ => false,
@@ -443,11 +455,7 @@ async fn delivery_receipt(
         )
         .await?;
     }
-    let mut stmt = select_all("sms_history");
-    stmt.and_where(eq("sms_history_id", id));
-    let row = crate::rows::row(&mut tx, "sms_history", &stmt)
-        .await?
-        .unwrap_or(row);
+    let row = sms_row_in(&mut tx, id).await?;
     tx.commit().await?;
     Ok(success(
         StatusCode::OK,

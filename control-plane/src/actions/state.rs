@@ -19,9 +19,9 @@ use super::object;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
-use crate::db::{Row, Tx};
+use crate::db::Tx;
 use crate::error::ApiError;
-use crate::rows::{eq, insert, update, RowExt};
+use crate::rows::{eq, insert_id, update};
 use crate::web::{success, JsonBody};
 
 pub const NON_EXISTANT: i64 = 1;
@@ -81,7 +81,7 @@ pub async fn record_state(
     by: &str,
     now: NaiveDateTime,
 ) -> Result<i64, ApiError> {
-    let row = insert(
+    let id = insert_id(
         tx,
         "state",
         vec![
@@ -93,9 +93,6 @@ pub async fn record_state(
         now,
     )
     .await?;
-    let id = row
-        .int("state_id")
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("state without id")))?;
     update(
         tx,
         "product",
@@ -114,21 +111,21 @@ pub async fn record_state(
 /// `{"state_transition": " A unit may not transition from state '5' to state '2'"}`.
 pub async fn transition(
     tx: &mut Tx,
-    product: &Row,
+    product: &super::Product,
     next: i64,
     by: &str,
     now: NaiveDateTime,
 ) -> Result<(), ApiError> {
-    let imei = product.text("product_imei").unwrap_or_default().to_string();
-    let prev = current_state_type(tx, product.int("latest_state_id")).await?;
+    let imei = &product.product_imei;
+    let prev = current_state_type(tx, product.latest_state_id).await?;
     if !allowed_transitions(prev).contains(&next) {
         return Err(ApiError::field(
             "state_transition",
             format!(" A unit may not transition from state '{prev}' to state '{next}'"),
         ));
     }
-    record_state(tx, &imei, prev, next, by, now).await?;
-    super::notify_product_status(tx, &imei, by, now).await
+    record_state(tx, imei, prev, next, by, now).await?;
+    super::notify_product_status(tx, imei, by, now).await
 }
 
 async fn change_state(

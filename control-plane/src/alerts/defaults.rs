@@ -14,10 +14,9 @@ use super::rules::RuleKind;
 use crate::actions::state::{
     ACTIVATED, ACTIVATING, IN_REPAIR_SYSTEM, MONITORED, SHIPPED, UNMONITORED,
 };
-use crate::catalogue::ColumnType;
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::rows::{col, insert, RowExt};
+use crate::rows::{insert, insert_id};
 
 /// `created_by` of the seeded rows.
 pub const SEED_USER: &str = "smartsolar-defaults";
@@ -161,19 +160,15 @@ pub async fn ensure_defaults(db: &Db) -> Result<Vec<String>, ApiError> {
     let mut tx = db.begin().await?;
     // Every product type known when the default is seeded (the reference data's four on a
     // fresh install); an operator links later ones, as for any alert type.
-    let pt_col = col("product_type_id", ColumnType::Int);
-    let product_types: Vec<i64> = tx
-        .fetch_all(
+    let product_types: Vec<(i64,)> = tx
+        .fetch_typed(
             &Query::select()
                 .column(Alias::new("product_type_id"))
                 .from(Alias::new("product_type"))
                 .to_owned(),
-            &[&pt_col],
         )
-        .await?
-        .iter()
-        .filter_map(|r| r.int("product_type_id"))
-        .collect();
+        .await?;
+    let product_types: Vec<i64> = product_types.into_iter().map(|(id,)| id).collect();
     let mut created = Vec::new();
     for d in &DEFAULTS {
         let label = d.label();
@@ -209,7 +204,7 @@ pub async fn ensure_defaults(db: &Db) -> Result<Vec<String>, ApiError> {
             .await?
             > 0;
         if !taken {
-            let row = insert(
+            let id = insert_id(
                 &mut tx,
                 "alert_type",
                 vec![
@@ -229,11 +224,6 @@ pub async fn ensure_defaults(db: &Db) -> Result<Vec<String>, ApiError> {
                 now,
             )
             .await?;
-            let id = row.int("alert_type_id").ok_or_else(|| {
-                ApiError::Internal(anyhow::anyhow!(
-                    "seeding alert type {label}: no id returned"
-                ))
-            })?;
             for pt in &product_types {
                 insert(
                     &mut tx,

@@ -8,7 +8,7 @@ use sea_query::{Alias, Expr, Query};
 use super::RTC_USER;
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::rows::{insert, RowExt};
+use crate::rows::insert;
 
 /// Within this many seconds of a fallback SMS to a unit, another command that runs out
 /// of retries records its fallback row but sends no second SMS (the unit is already
@@ -61,7 +61,7 @@ impl FallbackSms {
         let sms_id = if recent {
             None
         } else {
-            let sms = crate::actions::sms::record_wakeup(
+            let sms_id = crate::actions::sms::record_wakeup(
                 &mut tx,
                 imei,
                 None,
@@ -70,7 +70,7 @@ impl FallbackSms {
                 &self.state.config,
             )
             .await?;
-            sms.int("sms_history_id")
+            Some(sms_id)
         };
         tx.commit().await?;
         if let Some(id) = sms_id {

@@ -20,7 +20,6 @@ use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
 use crate::error::ApiError;
-use crate::rows::RowExt;
 use crate::web::{success, JsonBody};
 
 /// Longest accepted diagnostic command.
@@ -40,7 +39,7 @@ async fn visible_rtc_flag(state: &AppState, user: &AuthUser, imei: &str) -> Resu
     let mut tx = state.db.begin_read().await?;
     let product = crate::actions::visible_product(&mut tx, &user.visibility, imei).await?;
     tx.commit().await?;
-    Ok(product.flag("rtc_enabled_flag"))
+    Ok(product.rtc_enabled_flag)
 }
 
 fn not_rtc(imei: &str) -> ApiError {
@@ -151,7 +150,7 @@ async fn rtc_online_status(
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let product = crate::actions::lock_product(&mut tx, &user.visibility, &imei).await?;
-    if !product.flag("rtc_enabled_flag") {
+    if !product.rtc_enabled_flag {
         return Err(not_rtc(&imei));
     }
     let id = super::record_connection_status(
@@ -186,7 +185,7 @@ async fn force_connection(
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     crate::actions::lock_product(&mut tx, &user.visibility, &imei).await?;
-    let row = crate::actions::sms::record_wakeup(
+    let id = crate::actions::sms::record_wakeup(
         &mut tx,
         &imei,
         None,
@@ -196,7 +195,6 @@ async fn force_connection(
     )
     .await?;
     tx.commit().await?;
-    let id = row.int("sms_history_id").unwrap_or_default();
     let (row, handover) = crate::actions::sms::deliver(&state, id).await?;
     let ok = success(
         StatusCode::OK,

@@ -25,11 +25,10 @@ use serde_json::{json, Map, Value as Json};
 
 use super::RTC_USER;
 use crate::app::AppState;
-use crate::catalogue::{Column, ColumnType};
 use crate::db::Tx;
 use crate::dcm::{self, Category};
 use crate::error::ApiError;
-use crate::rows::{col, eq, insert, update, RowExt};
+use crate::rows::{eq, insert_id, update};
 
 /// Payment commands per MT message (a transaction id is at most 255 bytes, so 32
 /// commands stay well inside the 16 KiB frame limit).
@@ -168,7 +167,7 @@ async fn record(
 ) -> Result<Sent, ApiError> {
     let cbor = mt_to_vec(message);
     let correlation_id = message.correlation_id();
-    let row = insert(
+    let rtc_message_history_id = insert_id(
         tx,
         "rtc_message_history",
         vec![
@@ -199,7 +198,7 @@ async fn record(
         .await?;
     }
     Ok(Sent {
-        rtc_message_history_id: row.int("rtc_message_history_id").unwrap_or_default(),
+        rtc_message_history_id,
         correlation_id,
         message_type: message.message_type().as_str(),
         imei: imei.to_owned(),
@@ -377,24 +376,11 @@ async fn parameters(tx: &mut Tx, imei: &str) -> Result<Vec<(String, String, Stri
             sea_query::Order::Desc,
         )
         .to_owned();
-    let cols = [
-        col("name", ColumnType::String),
-        col("status", ColumnType::String),
-        col("value", ColumnType::String),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
+    let rows: Vec<(Option<String>, Option<String>, Option<String>)> = tx.fetch_typed(&stmt).await?;
     let mut seen = std::collections::HashSet::new();
-    Ok(tx
-        .fetch_all(&stmt, &refs)
-        .await?
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r.text("name")?.to_owned(),
-                r.text("status")?.to_owned(),
-                r.text("value")?.to_owned(),
-            ))
-        })
+    Ok(rows
+        .into_iter()
+        .filter_map(|(name, status, value)| Some((name?, status?, value?)))
         // The newest row per (name, status).
         .filter(|(n, s, _)| seen.insert((n.clone(), s.clone())))
         .collect())
@@ -407,16 +393,11 @@ pub(crate) async fn rtc_flags(tx: &mut Tx, imei: &str) -> Result<(bool, bool), A
         .from(Alias::new("product"))
         .and_where(Expr::col(Alias::new("product_imei")).eq(imei))
         .to_owned();
-    let cols = [
-        col("rtc_enabled_flag", ColumnType::Boolean),
-        col("dcm_enabled_flag", ColumnType::Boolean),
-    ];
-    let refs: Vec<&Column> = cols.iter().collect();
-    let row = tx
-        .fetch_optional(&stmt, &refs)
+    let (rtc, dcm): (Option<bool>, Option<bool>) = tx
+        .fetch_typed_optional(&stmt)
         .await?
         .ok_or_else(|| crate::actions::product_not_found(imei))?;
-    Ok((row.flag("rtc_enabled_flag"), row.flag("dcm_enabled_flag")))
+    Ok((rtc.unwrap_or(false), dcm.unwrap_or(false)))
 }
 
 /// Records what an RTC unit must get now, in one committed transaction, without enqueuing

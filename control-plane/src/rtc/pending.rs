@@ -25,11 +25,9 @@ use tokio::sync::Semaphore;
 
 use super::mt::{self, Sent};
 use crate::app::AppState;
-use crate::catalogue::{Column, ColumnType};
 use crate::db::{DbError, Tx};
 use crate::dcm;
 use crate::error::ApiError;
-use crate::rows::{col, RowExt};
 
 /// Reads of the record in flight at once: a connect storm (every unit after a restart) must
 /// not take every database connection from the API.
@@ -160,16 +158,10 @@ async fn recorded(tx: &mut Tx, imei: &str) -> Result<Vec<Vec<u8>>, DbError> {
         .and_where(Expr::col((p(), Alias::new("product_imei"))).eq(imei))
         .order_by((p(), id()), Order::Asc)
         .to_owned();
-    let cols = [col("message_bin", ColumnType::String)];
-    let refs: Vec<&Column> = cols.iter().collect();
-    Ok(tx
-        .fetch_all(&stmt, &refs)
-        .await?
-        .iter()
-        .filter_map(|r| {
-            r.text("message_bin")
-                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        })
+    let rows: Vec<(Option<String>,)> = tx.fetch_typed(&stmt).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(bin,)| base64::engine::general_purpose::STANDARD.decode(bin?).ok())
         .collect())
 }
 

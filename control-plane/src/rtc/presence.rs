@@ -14,7 +14,7 @@ use super::{api_sink_error, datetime_ms, RTC_USER};
 use crate::app::AppState;
 use crate::db::Tx;
 use crate::error::ApiError;
-use crate::rows::{eq, insert, update, RowExt};
+use crate::rows::{eq, insert_id, update};
 
 /// Events waiting for the writer.
 const QUEUE: usize = 16_384;
@@ -144,7 +144,7 @@ pub async fn record_connection_status(
     at: NaiveDateTime,
     by: &str,
 ) -> Result<i64, ApiError> {
-    let row = insert(
+    let id = insert_id(
         tx,
         "rtc_connection_history",
         vec![
@@ -161,9 +161,6 @@ pub async fn record_connection_status(
         at,
     )
     .await?;
-    let id = row
-        .int("rtc_connection_history_id")
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("rtc_connection_history without id")))?;
     let changed = update(
         tx,
         "product",

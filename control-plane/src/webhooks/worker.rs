@@ -30,13 +30,12 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDateTime;
 use rand::Rng;
 use sea_query::{Expr, Func, JoinType, LockBehavior, LockType, OnConflict, Order, Query};
-use serde_json::Value as Json;
 
 use super::secrets::SecretBox;
 use super::signing::{signature, SIGNATURE_HEADER};
 use super::url_policy::UrlPolicy;
 use crate::app::AppState;
-use crate::catalogue::{Column, ColumnType};
+use crate::catalogue::ColumnType;
 use crate::db::{Db, DbError, Tx};
 use crate::rows::{a, col, RowExt};
 use crate::schema::Backend;
@@ -62,6 +61,14 @@ pub fn backoff(attempts: u32, base_ms: u64, max_ms: u64) -> Duration {
     let full = base_ms.saturating_mul(1u64 << exp).min(max_ms).max(1);
     let jittered = full / 2 + rand::thread_rng().gen_range(0..=full - full / 2);
     Duration::from_millis(jittered)
+}
+
+/// A notification not yet fanned out to its subscribers' deliveries.
+#[derive(Debug, sqlx::FromRow)]
+struct Unfanned {
+    notification_id: i64,
+    channel: Option<String>,
+    product_imei: Option<String>,
 }
 
 /// A delivery leased for sending (a row of the claim's join, by alias).
@@ -194,11 +201,8 @@ impl Worker {
                     a("locked"),
                 )
                 .to_owned();
-            let got = tx
-                .fetch_optional(&lock, &[&col("locked", ColumnType::Boolean)])
-                .await?
-                .and_then(|r| r.get("locked").and_then(Json::as_bool))
-                .unwrap_or(false);
+            let got: Option<(Option<bool>,)> = tx.fetch_typed_optional(&lock).await?;
+            let got = got.and_then(|(locked,)| locked).unwrap_or(false);
             if !got {
                 return Ok(0);
             }
@@ -210,23 +214,17 @@ impl Worker {
             .order_by(a("notification_id"), Order::Asc)
             .limit(FANOUT_BATCH)
             .to_owned();
-        let columns = [
-            col("notification_id", ColumnType::Int),
-            col("channel", ColumnType::String),
-            col("product_imei", ColumnType::String),
-        ];
-        let refs: Vec<&Column> = columns.iter().collect();
-        let notifications = tx.fetch_all(&pending, &refs).await?;
+        let notifications: Vec<Unfanned> = tx.fetch_typed(&pending).await?;
         if notifications.is_empty() {
             return Ok(0);
         }
         let mut ids = Vec::with_capacity(notifications.len());
         for n in &notifications {
-            let id = n.int("notification_id").unwrap_or_default();
+            let id = n.notification_id;
             ids.push(id);
-            let channel = n.string("channel").unwrap_or_default();
+            let channel = n.channel.as_deref().unwrap_or_default();
             let subscribers =
-                matching_subscribers(&mut tx, &channel, n.string("product_imei")).await?;
+                matching_subscribers(&mut tx, channel, n.product_imei.clone()).await?;
             if subscribers.is_empty() {
                 continue;
             }
@@ -417,15 +415,12 @@ impl Worker {
             .from(a("webhook_delivery"))
             .and_where(Expr::col(a("webhook_delivery_id")).eq(c.delivery_id))
             .lock(LockType::Update);
-        let columns = [
-            col("attempts", ColumnType::Int),
-            col("status", ColumnType::String),
-        ];
-        let refs: Vec<&Column> = columns.iter().collect();
-        let Some(row) = tx.fetch_optional(&current, &refs).await? else {
+        let Some((attempts, _status)): Option<(Option<i64>, Option<String>)> =
+            tx.fetch_typed_optional(&current).await?
+        else {
             return Ok(());
         };
-        let attempt = row.int("attempts").unwrap_or(c.attempts) + 1;
+        let attempt = attempts.unwrap_or(c.attempts) + 1;
         let delivered = outcome.delivered();
         let gave_up = !delivered && attempt >= i64::from(config.webhook_max_attempts.max(1));
         let result = if delivered {
@@ -551,13 +546,8 @@ async fn matching_subscribers(
             stmt.and_where(Expr::col(a("entity_id")).is_null());
         }
     }
-    let id = col("subscriber_id", ColumnType::Int);
-    Ok(tx
-        .fetch_all(&stmt, &[&id])
-        .await?
-        .iter()
-        .filter_map(|r| r.int("subscriber_id"))
-        .collect())
+    let ids: Vec<(Option<i64>,)> = tx.fetch_typed(&stmt).await?;
+    Ok(ids.into_iter().filter_map(|(id,)| id).collect())
 }
 
 /// How often the worker refreshes the backlog gauges (one COUNT over the

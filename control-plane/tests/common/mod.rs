@@ -242,6 +242,44 @@ impl TestServer {
         self.call(Method::DELETE, path, None).await
     }
 
+    /// A request with the admin token that must answer `expected`; returns the body. A
+    /// failure names the request and shows the body.
+    pub async fn call_expecting(
+        &self,
+        expected: StatusCode,
+        method: Method,
+        path: &str,
+        body: Option<Json>,
+    ) -> Json {
+        let (status, answer) = self.call(method.clone(), path, body).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        answer
+    }
+
+    /// A GET that must answer 200; returns the body.
+    pub async fn get_ok(&self, path: &str) -> Json {
+        self.call_expecting(StatusCode::OK, Method::GET, path, None)
+            .await
+    }
+
+    /// A POST that must answer 200; returns the body.
+    pub async fn post_ok(&self, path: &str, body: Json) -> Json {
+        self.call_expecting(StatusCode::OK, Method::POST, path, Some(body))
+            .await
+    }
+
+    /// A POST that must answer 201; returns the body.
+    pub async fn post_created(&self, path: &str, body: Json) -> Json {
+        self.call_expecting(StatusCode::CREATED, Method::POST, path, Some(body))
+            .await
+    }
+
+    /// A PUT that must answer 200; returns the body.
+    pub async fn put_ok(&self, path: &str, body: Json) -> Json {
+        self.call_expecting(StatusCode::OK, Method::PUT, path, Some(body))
+            .await
+    }
+
     pub async fn get_as(&self, token: &str, path: &str) -> (StatusCode, Json) {
         self.call_as(token, Method::GET, path, None).await
     }
@@ -298,6 +336,14 @@ impl TestServer {
     pub async fn seed(&self, table: &str, overrides: Json) -> Json {
         let mut n = COUNTER.fetch_add(1, Ordering::Relaxed) as i64 + 1000;
         Box::pin(seed_row(&self.state, table, overrides, &mut n)).await
+    }
+
+    /// Seeds an entity named `name` (not a BBOXX company); returns its id.
+    pub async fn seed_entity(&self, name: &str) -> i64 {
+        self.seed("entity", json!({"name": name, "bboxx_company_flag": false}))
+            .await
+            .as_i64()
+            .unwrap()
     }
 
     /// A product a simulated unit can be (`device_key`, RTC and DCM flags as given), disabled,

@@ -58,7 +58,11 @@ async fn part_links(tx: &mut Tx, imei: &str) -> Result<Vec<Row>, ApiError> {
 /// A read-only transaction in which `imei` is visible (404 otherwise), and
 /// its product row. On SQLite it is a reader connection, so fleet reads
 /// never queue behind writes.
-async fn read_product(db: &Db, visibility: &Visibility, imei: &str) -> Result<(Tx, Row), ApiError> {
+async fn read_product(
+    db: &Db,
+    visibility: &Visibility,
+    imei: &str,
+) -> Result<(Tx, crate::actions::Product), ApiError> {
     let mut tx = db.begin_read().await?;
     let product = super::super::visible_product(&mut tx, visibility, imei).await?;
     Ok((tx, product))
@@ -95,7 +99,7 @@ pub(super) async fn parts(
     stmt.and_where(
         Expr::col(Alias::new("product_type_id"))
             .is_null()
-            .or(eq("product_type_id", product.int("product_type_id"))),
+            .or(eq("product_type_id", product.product_type_id)),
     );
     let replacements = rows(&mut tx, "part_type_replacement_linker", &stmt).await?;
     let all_types: BTreeSet<i64> = type_ids

@@ -9,7 +9,7 @@ use super::reads::current_part_types;
 use crate::db::Tx;
 use crate::error::ApiError;
 use crate::query::Visibility;
-use crate::rows::{eq, insert, select_all, update, RowExt};
+use crate::rows::{eq, insert, select_all, update};
 
 /// The bounds of a `default_energy_limit` row.
 #[derive(Debug, sqlx::FromRow)]
@@ -56,8 +56,7 @@ pub(super) async fn suggest_energy_limit(
 ) -> Result<EnergyLimit, ApiError> {
     use super::super::state::{ACTIVATED, IN_REPAIR_SYSTEM, MONITORED};
     let product = super::super::lock_product(tx, visibility, imei).await?;
-    let state_type =
-        super::super::state::current_state_type(tx, product.int("latest_state_id")).await?;
+    let state_type = super::super::state::current_state_type(tx, product.latest_state_id).await?;
     if ![ACTIVATED, MONITORED, IN_REPAIR_SYSTEM].contains(&state_type) {
         return Err(ApiError::field(
             "state",
@@ -131,8 +130,7 @@ pub(super) async fn set_flag(
     now: NaiveDateTime,
 ) -> Result<(), ApiError> {
     let product = super::super::lock_product(tx, visibility, imei).await?;
-    if flag == ProductFlag::DcmEnabled
-        && super::super::is_bp20(tx, product.int("product_type_id")).await?
+    if flag == ProductFlag::DcmEnabled && super::super::is_bp20(tx, product.product_type_id).await?
     {
         return Err(ApiError::field(
             "enabled",

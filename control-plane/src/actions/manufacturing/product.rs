@@ -330,7 +330,7 @@ pub async fn create_product_from_pcb(
     let sim_serial = iccid.clone().unwrap_or_else(|| imsi.clone());
     let sim = part_by_serial(tx, &sim_serial).await?;
     let product_type = kind.product_type_id();
-    let bp20 = crate::actions::is_bp20(tx, Some(product_type)).await?;
+    let bp20 = crate::actions::is_bp20(tx, product_type).await?;
     let mut values: Vec<(&str, sea_query::Value)> = vec![
         ("product_imei", imei.into()),
         ("imsi", imsi.as_str().into()),
@@ -401,8 +401,7 @@ pub async fn create_product_from_pcb(
     // The factory flow is complete: NON_EXISTANT -> STORED.
     let product = crate::actions::lock_product(tx, &crate::query::Visibility::Global, imei).await?;
     crate::actions::state::transition(tx, &product, crate::actions::state::STORED, by, now).await?;
-    let product =
-        crate::actions::visible_product(tx, &crate::query::Visibility::Global, imei).await?;
+    let product = crate::actions::product_body(tx, imei).await?;
     Ok(CreatedProduct {
         product,
         pcb,

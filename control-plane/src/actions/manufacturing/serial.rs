@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 
 use crate::db::Tx;
 use crate::error::ApiError;
-use crate::rows::{insert, RowExt};
+use crate::rows::insert_id;
 
 const ALPHABET: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
@@ -52,10 +52,7 @@ pub async fn next_serial(
     by: &str,
     now: NaiveDateTime,
 ) -> Result<String, ApiError> {
-    let row = insert(tx, "serial", vec![], by, now).await?;
-    let n = row
-        .int("serial_number")
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("serial without number")))?;
+    let n = insert_id(tx, "serial", vec![], by, now).await?;
     Ok(format_serial(prefix, n))
 }
 

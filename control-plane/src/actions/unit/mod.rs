@@ -50,9 +50,9 @@ use serde_json::Value as Json;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
-use crate::db::{Row, Tx};
+use crate::db::Tx;
 use crate::error::ApiError;
-use crate::rows::{eq, insert, update, RowExt};
+use crate::rows::{eq, insert_id, update};
 use crate::web::success;
 
 mod report;
@@ -140,15 +140,15 @@ pub struct EnableOutcome {
 /// transaction: on SQLite that would hold every writer up).
 pub async fn set_enable(
     tx: &mut Tx,
-    product: &Row,
+    product: &super::Product,
     desired: bool,
     by: &str,
     now: NaiveDateTime,
     config: &crate::ControlPlaneConfig,
 ) -> Result<EnableOutcome, ApiError> {
-    let imei = product.text("product_imei").unwrap_or_default().to_string();
-    let current = product.flag("current_enable_flag");
-    let before = enable_status(current, product.flag("desired_enable_flag"));
+    let imei = product.product_imei.clone();
+    let current = product.current_enable_flag;
+    let before = enable_status(current, product.desired_enable_flag);
     let after = enable_status(current, desired);
     if before == after {
         return Ok(EnableOutcome {
@@ -178,8 +178,8 @@ pub async fn set_enable(
             .as_ref()
             .is_some_and(|(_, name)| config.wakeup_enabled_software.iter().any(|s| s == name));
         if wakes {
-            let sms = super::sms::record_wakeup(tx, &imei, Some(history), by, now, config).await?;
-            wakeup_sms_id = sms.int("sms_history_id");
+            wakeup_sms_id =
+                Some(super::sms::record_wakeup(tx, &imei, Some(history), by, now, config).await?);
         }
     }
     Ok(EnableOutcome {
@@ -217,8 +217,8 @@ async fn record_switch_change(
     after: &str,
     by: &str,
     now: NaiveDateTime,
-) -> Result<Row, ApiError> {
-    insert(
+) -> Result<i64, ApiError> {
+    insert_id(
         tx,
         history.table,
         vec![
@@ -243,23 +243,21 @@ pub(super) async fn record_enable_change(
     by: &str,
     now: NaiveDateTime,
 ) -> Result<i64, ApiError> {
-    let row = record_switch_change(tx, &ENABLE_HISTORY, imei, before, after, by, now).await?;
-    row.int("enable_history_id")
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("enable_history without id")))
+    record_switch_change(tx, &ENABLE_HISTORY, imei, before, after, by, now).await
 }
 
 /// Sets the desired tamper-switch flag of a locked product; returns the
 /// status after the call (no history row when nothing changed).
 pub async fn set_tamper(
     tx: &mut Tx,
-    product: &Row,
+    product: &super::Product,
     desired: bool,
     by: &str,
     now: NaiveDateTime,
 ) -> Result<&'static str, ApiError> {
-    let imei = product.text("product_imei").unwrap_or_default().to_string();
-    let current = product.flag("current_tamper_flag");
-    let before = enable_status(current, product.flag("desired_tamper_flag"));
+    let imei = product.product_imei.clone();
+    let current = product.current_tamper_flag;
+    let before = enable_status(current, product.desired_tamper_flag);
     let after = enable_status(current, desired);
     if before != after {
         record_switch_change(tx, &TAMPER_HISTORY, &imei, before, after, by, now).await?;

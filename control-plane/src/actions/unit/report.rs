@@ -10,7 +10,7 @@ use super::software::{active_software, pending_software, resolve_software, Softw
 use super::{enable_status, record_enable_change, record_switch_change, TAMPER_HISTORY, UNIT_USER};
 use crate::db::Tx;
 use crate::error::ApiError;
-use crate::rows::{eq, insert, update, RowExt};
+use crate::rows::{eq, insert, update};
 
 /// What a unit reported about itself on a connection. `None` fields were
 /// not part of the report and change nothing.
@@ -53,9 +53,9 @@ pub async fn apply_unit_report(
     let product = crate::actions::lock_product(tx, &crate::query::Visibility::Global, imei).await?;
     let mut outcome = ReportOutcome::default();
     if let Some(actual) = report.enable_flag {
-        let current = product.flag("current_enable_flag");
+        let current = product.current_enable_flag;
         if actual != current {
-            let desired = product.flag("desired_enable_flag");
+            let desired = product.desired_enable_flag;
             let before = enable_status(current, desired);
             let after = enable_status(actual, desired);
             let history = record_enable_change(tx, imei, before, after, UNIT_USER, now).await?;
@@ -80,9 +80,9 @@ pub async fn apply_unit_report(
         }
     }
     if let Some(actual) = report.tamper_flag {
-        let current = product.flag("current_tamper_flag");
+        let current = product.current_tamper_flag;
         if actual != current {
-            let desired = product.flag("desired_tamper_flag");
+            let desired = product.desired_tamper_flag;
             let before = enable_status(current, desired);
             let after = enable_status(actual, desired);
             record_switch_change(tx, &TAMPER_HISTORY, imei, before, after, UNIT_USER, now).await?;
@@ -218,8 +218,8 @@ pub async fn unit_instructions(tx: &mut Tx, imei: &str) -> Result<UnitInstructio
         crate::actions::visible_product(tx, &crate::query::Visibility::Global, imei).await?;
     let pending = pending_software(tx, imei).await?;
     Ok(UnitInstructions {
-        desired_enable_flag: product.flag("desired_enable_flag"),
-        desired_tamper_flag: product.flag("desired_tamper_flag"),
+        desired_enable_flag: product.desired_enable_flag,
+        desired_tamper_flag: product.desired_tamper_flag,
         pending_software: pending.last().map(|p| (p.software_id, p.name.clone())),
     })
 }

@@ -13,9 +13,9 @@ use crate::actions::{object, JoinOn};
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::catalogue::Permission;
-use crate::db::{Row, Tx};
+use crate::db::Tx;
 use crate::error::ApiError;
-use crate::rows::{c, eq, insert, tc, update, RowExt};
+use crate::rows::{c, eq, insert, tc, update};
 use crate::values::format_datetime;
 use crate::web::{success, JsonBody};
 
@@ -159,13 +159,11 @@ pub async fn resolve_software(tx: &mut Tx, arg: &Json) -> Result<(i64, String), 
 /// unit another hardware's firmware could brick it.
 async fn check_software_fits(
     tx: &mut Tx,
-    product: &Row,
+    product: &crate::actions::Product,
     software_id: i64,
     name: &str,
 ) -> Result<(), ApiError> {
-    let Some(product_type) = product.int("product_type_id") else {
-        return Ok(());
-    };
+    let product_type = product.product_type_id;
     let stmt = Query::select()
         .column(Alias::new("software_version_type_id"))
         .from(Alias::new("product_type_software_version_type_linker"))
@@ -209,13 +207,13 @@ pub async fn expire_pending_software(
 /// caller's business.
 pub async fn schedule_software(
     tx: &mut Tx,
-    product: &Row,
+    product: &crate::actions::Product,
     software_id: i64,
     by: &str,
     now: NaiveDateTime,
 ) -> Result<(), ApiError> {
-    let imei = product.text("product_imei").unwrap_or_default().to_string();
-    let pending = pending_software(tx, &imei).await?;
+    let imei = product.product_imei.as_str();
+    let pending = pending_software(tx, imei).await?;
     let keep = pending
         .iter()
         .find(|p| p.software_id == software_id)
@@ -231,7 +229,7 @@ pub async fn schedule_software(
         )
         .await?;
     }
-    let runs_it = active_software(tx, &imei)
+    let runs_it = active_software(tx, imei)
         .await?
         .is_some_and(|(id, _)| id == software_id);
     if keep.is_none() && !runs_it {
@@ -239,7 +237,7 @@ pub async fn schedule_software(
             tx,
             "product_software_linker",
             vec![
-                ("product_imei", imei.as_str().into()),
+                ("product_imei", imei.into()),
                 ("software_version_type_id", software_id.into()),
                 ("update_attempts", 0i64.into()),
             ],
@@ -267,7 +265,7 @@ pub(super) async fn update_software(
     let mut tx = state.db.begin().await?;
     let product = crate::actions::lock_product(&mut tx, &user.visibility, &imei).await?;
     let (software_id, name) = resolve_software(&mut tx, arg).await?;
-    if let Some(lock) = product.int("software_lock") {
+    if let Some(lock) = product.software_lock {
         if lock != software_id {
             return Err(ApiError::field(
                 "software",

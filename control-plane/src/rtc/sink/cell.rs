@@ -9,7 +9,7 @@ use sea_query::Value;
 
 use super::{commit, ControlPlaneSink, Step};
 use crate::actions::unit::UNIT_USER;
-use crate::rows::{eq, insert, update, RowExt};
+use crate::rows::{eq, insert_id, update};
 use crate::rtc::api_sink_error;
 
 /// A resolved position of a unit.
@@ -77,7 +77,7 @@ impl ControlPlaneSink {
             location.as_ref(),
             unit_time(report.time, at),
         );
-        let row = insert(
+        let id = insert_id(
             &mut tx,
             "connection",
             values
@@ -89,7 +89,6 @@ impl ControlPlaneSink {
         )
         .await
         .map_err(api_sink_error)?;
-        let id = row.int("connection_id").unwrap_or_default();
         let mut product = vec![("latest_connection_id", id.into())];
         if location.is_some() {
             product.push(("latest_connection_location_id", id.into()));
