@@ -247,12 +247,12 @@ pub(crate) async fn run(
     if roles.api {
         api_runtime.spawn(&mut tasks, maintenance(state.clone(), shutdown.clone()));
         let (worker_state, worker_stop) = (state.clone(), shutdown.clone());
-        let worker = api_runtime
-            .run(async move {
-                control_plane::webhooks::spawn_worker(worker_state, worker_stop.cancelled_owned())
-            })
-            .await?;
-        tasks.spawn(async move { worker.await.context("webhook worker") });
+        // Spawned from the API's runtime, so the worker runs there.
+        api_runtime.spawn(&mut tasks, async move {
+            control_plane::webhooks::spawn_worker(worker_state, worker_stop.cancelled_owned())
+                .await
+                .context("webhook worker")
+        });
         // Bound on the API's runtime: a socket's readiness is driven by the runtime that
         // created it, and the main one is the gateway's.
         let addr = cp.http_addr;
