@@ -79,6 +79,8 @@ lt="$CARGO_TARGET_DIR/release/load-test"
 # 4,000: a TLS-TCP unit is a socket on both sides, QUIC units share UDP sockets), the rest QUIC
 # but 1% legacy HTTP, as the gateway-only 50,000-unit run; a fifth of the framed units send in
 # the burst (the gateway reads a unit at 20 MO/s at most: 10,000 senders allow 200,000 MO/s).
+# The verification waits up to 900 s: the burst acknowledges MO faster than ingest stores them,
+# and at 300 s a 5,000-unit run's backlog was still draining (counted as lost at the deadline).
 e2e_args() {
   local units=$1 nofile tcp_units framed
   nofile=$(ulimit -Sn)
@@ -90,7 +92,7 @@ e2e_args() {
     --connect-concurrency 256 --provision-concurrency 32
     --periodic-secs 60 --telemetry-secs 15 --status-secs 60 --event-secs 300
     --mo-senders $((framed / 5)) --mo-secs 20 --mt-rate 1000 --mt-secs 10 --mt-during-mo
-    --storm-percent 0 --lag-probes 8 --verify-secs 300 --max-secs 1800" | tr -s ' \n' ' '
+    --storm-percent 0 --lag-probes 8 --verify-secs 900 --max-secs 2400" | tr -s ' \n' ' '
 }
 
 # e2e_drive DIR PID METRICS_URLS -- LOAD-TEST-ARGS...: runs the load test against a running
