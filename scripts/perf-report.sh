@@ -211,7 +211,11 @@ e2e_cluster() {
     "http://127.0.0.1:20103/metrics http://127.0.0.1:20104/metrics" -- \
     --api "$CLUSTER_API" --api-user admin@example.com --api-password admin-password \
     --gateway-tcp "$CLUSTER_GW1_TCP" --gateway-quic "$CLUSTER_GW2_QUIC" \
-    --gateway-http "http://$CLUSTER_GW1_HTTP" --ca-cert "$CLUSTER_CERT" || return 1
+    --gateway-http "http://$CLUSTER_GW1_HTTP" --ca-cert "$CLUSTER_CERT" \
+    || { cp "$dir"/cluster/*.log "$dir"/ 2>/dev/null; return 1; }
+  # The processes' logs outlive `down --purge`, which deletes the cluster's directory.
+  RUST_LOG=error scripts/cluster.sh down >/dev/null 2>&1 || true
+  cp "$dir"/cluster/*.log "$dir"/ 2>/dev/null || true
   RUST_LOG=error scripts/cluster.sh down --purge >/dev/null 2>&1 || true
   trap - EXIT
 }

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteTransactionManager;
@@ -63,6 +64,7 @@ impl Writer {
         let mut held = Held {
             writer: self.clone(),
             guard: Some(self.batch.clone().lock_owned().await),
+            since: Instant::now(),
         };
         let batch = held.batch();
         if batch.conn.is_none() {
@@ -96,7 +98,9 @@ impl Writer {
             .conn
             .as_mut()
             .expect("an open batch holds the connection");
+        let started = Instant::now();
         let result = SqliteTransactionManager::commit(conn).await;
+        metrics::histogram!(METRIC_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         if result.is_err() {
             // Leave the connection clean for the next batch whatever state SQLite is in.
             let _ = SqliteTransactionManager::rollback(conn).await;
@@ -118,7 +122,17 @@ impl Writer {
 pub(super) struct Held {
     writer: Writer,
     guard: Option<OwnedMutexGuard<Batch>>,
+    /// When this holder got the writer (for [`METRIC_HOLD_SECONDS`]).
+    since: Instant,
 }
+
+/// Histogram: how long one transaction kept the SQLite writer, from its turn to its release.
+/// With [`METRIC_COMMIT_SECONDS`] (the flushes) it tells whether writes queue behind long
+/// transactions or behind slow COMMITs (docs/performance.md, issue 21's bottleneck).
+const METRIC_HOLD_SECONDS: &str = "smartsolar_db_writer_hold_seconds";
+
+/// Histogram: one group commit's COMMIT statement on the SQLite writer.
+const METRIC_COMMIT_SECONDS: &str = "smartsolar_db_commit_batch_seconds";
 
 impl Held {
     fn batch(&mut self) -> &mut Batch {
@@ -138,6 +152,7 @@ impl Drop for Held {
         let Some(mut batch) = self.guard.take() else {
             return;
         };
+        metrics::histogram!(METRIC_HOLD_SECONDS).record(self.since.elapsed().as_secs_f64());
         if !batch.open {
             batch.conn = None;
         } else if !batch.flush_queued {
