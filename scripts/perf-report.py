@@ -287,8 +287,8 @@ def e2e_figures(run):
     mt_secs = (window[1] - window[0]) if window else None
     return [
         ("MO/s acknowledged in the burst", s["burst_mo_per_sec"], True),
-        ("MO/s stored in the burst", stored, True),
-        ("MO/s stored draining the backlog after the burst (median)", drain[1] if drain else None, True),
+        ("messages/s stored in the burst (ingest counter: MO and MT replies)", stored, True),
+        ("messages/s stored draining the backlog after the burst (median)", drain[1] if drain else None, True),
         ("seconds to drain the backlog after the burst", drain[0] if drain else None, False),
         ("ingest lag p99, realistic load (ms)", (lag.get("Periodic") or {}).get("p99_ms"), False),
         ("ingest lag p99, during the burst (ms)", (lag.get("Burst") or {}).get("p99_ms"), False),
@@ -334,7 +334,7 @@ def e2e(dirname):
         f"{s['http_units']:,} legacy HTTP); {s['connected']:,} framed connected in {s['connect_secs']:.0f} s; "
         f"provisioning {s['provision_secs']:.0f} s | 50,000 |",
         f"| MO/s acknowledged in the burst ({args.split('--mo-senders')[1].split()[0]} senders) | {s['burst_mo_per_sec']:,.0f}/s | |",
-        "| MO/s stored in the burst (server's ingest counter over the burst) | "
+        "| messages/s stored in the burst (server's ingest counter over the burst: MO and MT replies) | "
         + (f"{stored_burst:,.0f}/s" if stored_burst is not None else "(not read)")
         + (f"; after the burst the sink drained its backlog at {caught_up[1]:,.0f}/s (median; peak {caught_up[2]:,.0f}/s) "
            f"for {caught_up[0]:.0f} s" if caught_up else "")

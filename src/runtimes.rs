@@ -37,6 +37,9 @@ impl Default for RuntimeSettings {
     }
 }
 
+/// The most worker threads a service's runtime may have.
+const MAX_THREADS: usize = 1024;
+
 /// Where a service's tasks run: the main runtime, or a runtime of its own.
 pub(crate) struct ServiceRuntime {
     /// `None`: the main runtime.
@@ -53,6 +56,13 @@ impl ServiceRuntime {
     pub(crate) fn dedicated(name: &str, threads: usize) -> Result<Self> {
         if threads == 0 {
             return Ok(Self::main());
+        }
+        // A mistyped count would otherwise fail as "Resource temporarily unavailable" from
+        // thread creation, or start tens of thousands of idle threads.
+        if threads > MAX_THREADS {
+            anyhow::bail!(
+                "runtime.{name}_threads = {threads}: at most {MAX_THREADS} (0 runs it on the main runtime)"
+            );
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -167,6 +177,18 @@ mod tests {
         // 0 threads: the main runtime.
         let (during, _) = ticks_while_main_is_busy(&ServiceRuntime::dedicated("none", 0).unwrap());
         assert_eq!(during, 0);
+    }
+
+    #[test]
+    fn an_absurd_thread_count_is_refused_by_name() {
+        let e = ServiceRuntime::dedicated("ingest", 100_000)
+            .err()
+            .expect("refused");
+        assert!(
+            e.to_string().contains("runtime.ingest_threads = 100000"),
+            "{e}"
+        );
+        assert!(ServiceRuntime::dedicated("ingest", MAX_THREADS).is_ok());
     }
 
     #[test]
