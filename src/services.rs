@@ -306,7 +306,7 @@ async fn maintenance(state: AppState, shutdown: CancellationToken) -> Result<()>
             _ = tick.tick() => {}
         }
         let expired = async {
-            let mut tx = state.db.begin().await?;
+            let mut tx = state.db.begin_background().await?;
             let n = control_plane::actions::sms::expire_undelivered(
                 &mut tx,
                 control_plane::values::now(),

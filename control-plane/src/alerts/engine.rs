@@ -342,7 +342,7 @@ impl AlertEngine {
         // live pass that overran the lease would lose its buckets.
         let elapsed = Duration::from_std(started.elapsed()).unwrap_or_else(|_| Duration::zero());
         let current = now + elapsed;
-        let mut tx = self.state.db.begin().await?;
+        let mut tx = self.state.db.begin_background().await?;
         if !lease::hold(&mut tx, &self.worker, p.bucket, self.lease_ttl(), current).await? {
             return Ok(false);
         }

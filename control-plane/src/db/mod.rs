@@ -12,7 +12,8 @@
 //! Writes on SQLite are group-committed (see [`Writer`]): each [`Tx`] is a
 //! savepoint inside a batch transaction on the writer, and the batch commits
 //! once for every transaction that queued behind it. Transactions still run
-//! one at a time in queue order; a [`Tx::commit`] returns only after the batch
+//! one at a time, in queue order within each [`Priority`] (API requests ahead of
+//! ingest's background writes); a [`Tx::commit`] returns only after the batch
 //! holding it is durable, so nobody learns of a write before it commits.
 //!
 //! # Layout
@@ -23,6 +24,9 @@
 //!   connection when one was found dead, and `connection_lost`, which decides that.
 //! - `tx`: [`Tx`], read and write transactions ([`Db::begin`], [`Db::begin_read`]).
 //! - `writer`: the SQLite writer and its group commit ([`SqliteTx`]).
+//! - `checkpoint`: SQLite's WAL checkpoints in the background, off the writer's path.
+//! - `gate`: who holds the writer next: interactive transactions ahead of background ones
+//!   ([`Priority`]).
 //! - `conn`: a borrowed connection of either backend, where every statement runs (and is
 //!   timed).
 //! - `render`: SQL rendering, and the cache of SQL rendered once per key ([`RenderCache`]).
@@ -32,9 +36,11 @@
 //! - `error`: [`DbError`], the classification of database failures.
 
 mod bind;
+mod checkpoint;
 mod conn;
 mod decode;
 mod error;
+mod gate;
 mod pool;
 mod readers;
 mod render;
@@ -43,6 +49,7 @@ mod writer;
 
 pub use decode::{Row, TypedRow};
 pub use error::DbError;
+pub use gate::Priority;
 pub use pool::Db;
 pub use render::{query_builder, RenderCache, Rendered};
 pub use tx::Tx;

@@ -29,6 +29,9 @@ pub(super) enum Inner {
         /// Read-only connections for single statements ([`Db::reader`]); `None` in memory.
         readers: Option<Arc<Readers<SqliteConnection>>>,
         write: Writer,
+        /// Held by every handle of the database; the background checkpointer stops when the
+        /// last one is dropped.
+        _alive: Arc<()>,
     },
     Postgres {
         /// For transactions ([`Db::begin`], [`Db::begin_read`]).
@@ -55,7 +58,13 @@ impl Db {
                 .foreign_keys(true)
                 // `like` is case-sensitive in the query language, as on PostgreSQL.
                 .pragma("case_sensitive_like", "ON")
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // Checkpoints run in the background (`checkpoint`); this is the writer's
+                // safety net for when that falls behind.
+                .pragma(
+                    "wal_autocheckpoint",
+                    super::checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
+                );
             if let Some(parent) = opts.get_filename().parent() {
                 if !parent.as_os_str().is_empty() {
                     std::fs::create_dir_all(parent).map_err(|e| bad(e.to_string()))?;
@@ -71,6 +80,8 @@ impl Db {
                 .test_before_acquire(false)
                 .connect_with(opts.clone())
                 .await?;
+            // An in-memory database has no log to checkpoint.
+            let checkpoints = (!memory).then(|| opts.clone());
             let (read, readers) = if memory {
                 (write.clone(), None)
             } else {
@@ -85,11 +96,16 @@ impl Db {
                     Some(Arc::new(Readers::new(read_only, max_connections))),
                 )
             };
+            let alive = Arc::new(());
+            if let Some(opts) = checkpoints {
+                super::checkpoint::spawn(opts, Arc::downgrade(&alive));
+            }
             let db = Self {
                 inner: Inner::Sqlite {
                     read,
                     readers,
                     write: Writer::new(write),
+                    _alive: alive,
                 },
             };
             if db.sqlite_shared_page_cache().await? {
@@ -144,7 +160,7 @@ impl Db {
         match &self.inner {
             Inner::Sqlite { write, .. } => {
                 // Through the writer's queue, so migrations never interleave with a batch.
-                let mut held = write.lock().await?;
+                let mut held = write.lock(super::gate::Priority::Interactive).await?;
                 sqlx::migrate!("./migrations/sqlite")
                     .run(held.conn())
                     .await?;

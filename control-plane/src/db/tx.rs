@@ -5,6 +5,7 @@ use sea_query::QueryStatementWriter;
 use sqlx::PgPool;
 
 use super::conn::{timed, Conn};
+use super::gate::Priority;
 use super::pool::Inner;
 use super::readers::connection_lost;
 use super::writer::SqliteTx;
@@ -34,13 +35,31 @@ impl Db {
         .await
     }
 
-    /// Starts a write transaction (on SQLite: on the single writer connection).
+    /// Starts a write transaction for someone waiting on the answer (an API request): on
+    /// SQLite, on the single writer connection, ahead of background work
+    /// ([`Priority::Interactive`]).
     pub async fn begin(&self) -> Result<Tx, DbError> {
+        self.begin_with(Priority::Interactive).await
+    }
+
+    /// Starts a write transaction for bulk work nobody waits on (MO ingest, presence,
+    /// pruning, webhook bookkeeping): on SQLite it lets interactive transactions go first
+    /// ([`Priority::Background`]). On PostgreSQL it is the same as [`Db::begin`]: there
+    /// transactions run side by side on their own connections.
+    pub async fn begin_background(&self) -> Result<Tx, DbError> {
+        self.begin_with(Priority::Background).await
+    }
+
+    async fn begin_with(&self, priority: Priority) -> Result<Tx, DbError> {
         // On SQLite this includes the wait for the single writer: the
         // figure that grows first when writes queue up.
-        timed("begin", async {
+        let label = match priority {
+            Priority::Interactive => "begin",
+            Priority::Background => "begin_background",
+        };
+        timed(label, async {
             Ok(match &self.inner {
-                Inner::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
+                Inner::Sqlite { write, .. } => Tx::Sqlite(write.begin(priority).await?),
                 Inner::Postgres { pool, .. } => Tx::Postgres(begin_pg(pool).await?),
             })
         })

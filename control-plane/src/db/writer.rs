@@ -9,16 +9,21 @@ use sqlx::sqlite::SqliteTransactionManager;
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, TransactionManager as _};
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 
+use super::gate::{Gate, Priority, Ticket, Turn};
+
 /// The SQLite writer: one connection, with group commit.
 ///
-/// A [`Tx`] locks the writer (a FIFO queue, so the one-writer rule and the
-/// order in which transactions run are unchanged), opens a savepoint inside
+/// A [`Tx`] locks the writer (one at a time, through a [`Gate`]: FIFO within each
+/// [`Priority`], interactive transactions ahead of background ones), opens a savepoint inside
 /// the batch transaction (opening that first when none is open), and on
 /// commit releases its savepoint and hands the writer to the next in the
 /// queue, then waits for the batch to commit. The first commit of a batch
-/// queues a flush behind everyone already waiting, so one COMMIT (one WAL
-/// append of the pages the batch touched) covers all of them; under no load
-/// the flush runs straight away and a batch is one transaction.
+/// queues a flush behind everyone already waiting in its priority, so one COMMIT
+/// (one WAL append of the pages the batch touched) covers all of them; under no
+/// load the flush runs straight away and a batch is one transaction. An
+/// interactive transaction's commit queues an interactive flush, so an
+/// operator's write waits for the interactive work ahead of it, not for an
+/// ingest backlog.
 ///
 /// A transaction dropped without commit rolls back to its savepoint, which
 /// leaves the rest of the batch alone. When the COMMIT itself fails, every
@@ -30,6 +35,9 @@ use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
     pool: SqlitePool,
+    /// Who holds the writer; `batch`'s lock is only ever taken with a turn here, so it
+    /// never waits.
+    gate: Arc<Gate>,
     batch: Arc<Mutex<Batch>>,
     /// Batches committed so far (what the tests check grouping by).
     batches: Arc<AtomicU64>,
@@ -45,14 +53,27 @@ struct Batch {
     open: bool,
     /// Released savepoints waiting for the batch's COMMIT.
     waiters: Vec<oneshot::Sender<Result<(), Arc<sqlx::Error>>>>,
-    /// A flush task is queued for the open batch.
-    flush_queued: bool,
+    /// A flush task is queued in the gate's background queue.
+    background_flush_queued: bool,
+    /// A flush task is queued in the gate's interactive queue.
+    interactive_flush_queued: bool,
+}
+
+impl Batch {
+    /// Whether a flush is queued at `priority`, to be set or cleared.
+    fn flush_queued(&mut self, priority: Priority) -> &mut bool {
+        match priority {
+            Priority::Interactive => &mut self.interactive_flush_queued,
+            Priority::Background => &mut self.background_flush_queued,
+        }
+    }
 }
 
 impl Writer {
     pub(super) fn new(pool: SqlitePool) -> Self {
         Self {
             pool,
+            gate: Arc::default(),
             batch: Arc::new(Mutex::new(Batch::default())),
             batches: Arc::default(),
         }
@@ -60,11 +81,14 @@ impl Writer {
 
     /// Waits for the writer. The writer is handed on when the returned value drops,
     /// however that happens (a cancelled request included).
-    pub(super) async fn lock(&self) -> Result<Held, sqlx::Error> {
+    pub(super) async fn lock(&self, priority: Priority) -> Result<Held, sqlx::Error> {
+        let turn = self.gate.enter(priority).await;
         let mut held = Held {
             writer: self.clone(),
             guard: Some(self.batch.clone().lock_owned().await),
+            priority,
             since: Instant::now(),
+            _turn: turn,
         };
         let batch = held.batch();
         if batch.conn.is_none() {
@@ -73,8 +97,8 @@ impl Writer {
         Ok(held)
     }
 
-    pub(super) async fn begin(&self) -> Result<SqliteTx, sqlx::Error> {
-        let mut held = self.lock().await?;
+    pub(super) async fn begin(&self, priority: Priority) -> Result<SqliteTx, sqlx::Error> {
+        let mut held = self.lock(priority).await?;
         if !held.batch().open {
             SqliteTransactionManager::begin(held.conn(), None).await?;
             held.batch().open = true;
@@ -88,9 +112,10 @@ impl Writer {
     }
 
     /// Commits the open batch and tells its transactions how it went.
-    async fn flush(self) {
+    async fn flush(self, place: Ticket, priority: Priority) {
+        let _turn = place.wait().await;
         let mut guard = self.batch.clone().lock_owned().await;
-        guard.flush_queued = false;
+        *guard.flush_queued(priority) = false;
         if !guard.open {
             return;
         }
@@ -122,8 +147,12 @@ impl Writer {
 pub(super) struct Held {
     writer: Writer,
     guard: Option<OwnedMutexGuard<Batch>>,
+    /// The queue this holder came through (and its flush goes to).
+    priority: Priority,
     /// When this holder got the writer (for [`METRIC_HOLD_SECONDS`]).
     since: Instant,
+    /// Declared last: dropped after `guard`, so the next holder finds the batch unlocked.
+    _turn: Turn,
 }
 
 /// Histogram: how long one transaction kept the SQLite writer, from its turn to its release.
@@ -155,9 +184,12 @@ impl Drop for Held {
         metrics::histogram!(METRIC_HOLD_SECONDS).record(self.since.elapsed().as_secs_f64());
         if !batch.open {
             batch.conn = None;
-        } else if !batch.flush_queued {
-            batch.flush_queued = true;
-            tokio::spawn(self.writer.clone().flush());
+        } else if !*batch.flush_queued(self.priority) {
+            *batch.flush_queued(self.priority) = true;
+            // Queued now, before this holder's turn is handed on: an interactive flush goes
+            // ahead of the background work already waiting.
+            let place = self.writer.gate.ticket(self.priority);
+            tokio::spawn(self.writer.clone().flush(place, self.priority));
         }
     }
 }
@@ -222,7 +254,7 @@ mod tests {
             unreachable!()
         };
         let (read, write) = (read.clone(), write.clone());
-        let mut held = write.lock().await.unwrap();
+        let mut held = write.lock(Priority::Interactive).await.unwrap();
         for ddl in [
             "CREATE TABLE counter (n INTEGER NOT NULL)",
             "INSERT INTO counter VALUES (0)",
@@ -336,6 +368,60 @@ mod tests {
         );
         // And nothing is left open: the writer's connection went back to its pool.
         assert!(writer.batch.lock().await.conn.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interactive_write_commits_ahead_of_a_background_backlog() {
+        let (_dir, db, writer, read) = open().await;
+        // An ingest-like backlog: 40 background transactions queued behind a held writer,
+        // each keeping it for a while, as ingest's do during an MO burst.
+        let blocker = db.begin_background().await.unwrap();
+        let done = Arc::new(AtomicU64::new(0));
+        let backlog: Vec<_> = (0..40i64)
+            .map(|i| {
+                let (db, done) = (db.clone(), done.clone());
+                tokio::spawn(async move {
+                    let mut tx = db.begin_background().await.unwrap();
+                    append(&mut tx, 100 + i).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tx.commit().await.unwrap();
+                    done.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        while writer.gate.waiting() < 40 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // An operator's write arrives last.
+        let operator = tokio::spawn({
+            let (db, done) = (db.clone(), done.clone());
+            async move {
+                let mut tx = db.begin().await.unwrap();
+                append(&mut tx, 1).await.unwrap();
+                tx.commit().await.unwrap();
+                done.load(Ordering::SeqCst)
+            }
+        });
+        while writer.gate.waiting() < 41 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(blocker);
+        let backlog_done_first = operator.await.unwrap();
+        // It went next and its flush straight after, ahead of the whole backlog (in one
+        // FIFO queue all 40 would have committed first).
+        assert_eq!(
+            backlog_done_first, 0,
+            "background transactions committed before the interactive one"
+        );
+        for t in backlog {
+            t.await.unwrap();
+        }
+        // And nothing was lost or reordered out of a prefix: all 41 are there, numbered 1..=41.
+        let numbers: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n")
+            .fetch_all(&read)
+            .await
+            .unwrap();
+        assert_eq!(numbers, (1..=41).collect::<Vec<_>>());
     }
 
     #[tokio::test]

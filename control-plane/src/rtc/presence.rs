@@ -179,7 +179,11 @@ pub async fn record_connection_status(
 }
 
 async fn write_batch(state: &AppState, batch: &[Event]) -> Result<(), SinkError> {
-    let mut tx = state.db.begin().await.map_err(super::db_sink_error)?;
+    let mut tx = state
+        .db
+        .begin_background()
+        .await
+        .map_err(super::db_sink_error)?;
     for e in batch {
         record_connection_status(
             &mut tx,

@@ -27,7 +27,7 @@ impl DbPresenceRegistry {
         &self,
         stmt: impl sea_query::QueryStatementWriter,
     ) -> Result<(), crate::db::DbError> {
-        let mut tx = self.state.db.begin().await?;
+        let mut tx = self.state.db.begin_background().await?;
         tx.execute(&stmt).await?;
         tx.commit().await
     }

@@ -193,7 +193,7 @@ impl Worker {
 
     async fn fan_out(&self) -> Result<usize, DbError> {
         let now = self.now();
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.db().begin_background().await?;
         if tx.backend() == Backend::Postgres {
             let lock = Query::select()
                 .expr_as(
@@ -328,7 +328,7 @@ impl Worker {
         .order_by((d.clone(), a("notification_id")), Order::Asc)
         .limit(u64::from(self.state.config.webhook_batch_size.max(1)))
         .lock_with_tables_behavior(LockType::Update, [d.clone()], LockBehavior::SkipLocked);
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.db().begin_background().await?;
         let claimed: Vec<Claimed> = tx.fetch_typed(&sel).await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
@@ -407,7 +407,7 @@ impl Worker {
     async fn record(&self, c: &Claimed, outcome: &Outcome) -> Result<(), DbError> {
         let now = self.now();
         let config = &self.state.config;
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.db().begin_background().await?;
         // Unsubscribed meanwhile (the row is gone) or re-leased: nothing to record.
         let mut current = Query::select();
         current

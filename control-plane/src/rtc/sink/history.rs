@@ -64,7 +64,12 @@ impl ControlPlaneSink {
             .collect();
         let offered = rows.len() as u64;
         let mut inserted = 0u64;
-        let mut tx = self.state.db.begin().await.map_err(db_sink_error)?;
+        let mut tx = self
+            .state
+            .db
+            .begin_background()
+            .await
+            .map_err(db_sink_error)?;
         for chunk in rows.chunks(HISTORY_CHUNK) {
             let mut stmt = Query::insert();
             stmt.into_table(Alias::new("rtc_mo_message_history"))

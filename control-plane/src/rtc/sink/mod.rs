@@ -25,7 +25,7 @@ use ingest::tsdb::{FieldValue, Point, TELEMETRY};
 
 use super::{claim_step, datetime_ms, db_sink_error, first_applied_ms};
 use crate::app::AppState;
-use crate::db::Tx;
+use crate::db::{Priority, Tx};
 
 pub(super) use cell::valid_position;
 pub use cell::{CellLocator, Location, NoCellLocator};
@@ -80,23 +80,35 @@ impl ControlPlaneSink {
         })
     }
 
-    /// Opens the transaction of a step of MO `ctx`.
-    async fn open<'a>(&self, ctx: &'a MoContext<'a>) -> Result<Step<'a>, SinkError> {
+    /// Opens the transaction of a step of MO `ctx`, at `priority` on the SQLite writer: the
+    /// answers to operators' commands (MT replies, command responses) are
+    /// [`Priority::Interactive`], since someone waits for them; the rest of ingest is
+    /// [`Priority::Background`], so an MO burst does not hold up the API's writes.
+    async fn open<'a>(
+        &self,
+        ctx: &'a MoContext<'a>,
+        priority: Priority,
+    ) -> Result<Step<'a>, SinkError> {
+        let tx = match priority {
+            Priority::Interactive => self.state.db.begin().await,
+            Priority::Background => self.state.db.begin_background().await,
+        };
         Ok(Step {
-            tx: self.state.db.begin().await.map_err(db_sink_error)?,
+            tx: tx.map_err(db_sink_error)?,
             ctx,
             at: datetime_ms(ctx.received_at_ms),
         })
     }
 
-    /// Opens the transaction of step `name` of MO `ctx` and claims it: `None` when the step
-    /// was applied before.
+    /// Opens the transaction of step `name` of MO `ctx` (as [`Self::open`]) and claims it:
+    /// `None` when the step was applied before.
     async fn open_claimed<'a>(
         &self,
         ctx: &'a MoContext<'a>,
         name: &str,
+        priority: Priority,
     ) -> Result<Option<Step<'a>>, SinkError> {
-        let mut step = self.open(ctx).await?;
+        let mut step = self.open(ctx, priority).await?;
         Ok(step.claim(name).await?.then_some(step))
     }
 }
@@ -165,13 +177,17 @@ impl MoSink for ControlPlaneSink {
         ctx: &MoContext<'_>,
         r: &StatusReport<'_>,
     ) -> Result<(), SinkError> {
-        self.apply_status_report(self.open(ctx).await?, r).await
+        self.apply_status_report(self.open(ctx, Priority::Background).await?, r)
+            .await
     }
 
     async fn cell_report(&self, ctx: &MoContext<'_>, r: &CellReport<'_>) -> Result<(), SinkError> {
         // Resolved before the transaction: a locator may be slow.
         let location = self.locate(ctx, r).await;
-        match self.open_claimed(ctx, "cell_report").await? {
+        match self
+            .open_claimed(ctx, "cell_report", Priority::Background)
+            .await?
+        {
             Some(step) => self.apply_cell_report(step, r, location).await,
             None => Ok(()),
         }
@@ -183,7 +199,8 @@ impl MoSink for ControlPlaneSink {
     }
 
     async fn balance(&self, ctx: &MoContext<'_>, balance: &Balance) -> Result<(), SinkError> {
-        self.apply_balance(self.open(ctx).await?, balance).await
+        self.apply_balance(self.open(ctx, Priority::Background).await?, balance)
+            .await
     }
 
     async fn final_balance(
@@ -191,14 +208,20 @@ impl MoSink for ControlPlaneSink {
         ctx: &MoContext<'_>,
         fb: &FinalBalance<'_>,
     ) -> Result<(), SinkError> {
-        match self.open_claimed(ctx, "final_balance").await? {
+        match self
+            .open_claimed(ctx, "final_balance", Priority::Background)
+            .await?
+        {
             Some(step) => self.apply_final_balance(step, fb).await,
             None => Ok(()),
         }
     }
 
     async fn mt_reply(&self, ctx: &MoContext<'_>, reply: &MtReply<'_>) -> Result<(), SinkError> {
-        match self.open_claimed(ctx, "mt_reply").await? {
+        match self
+            .open_claimed(ctx, "mt_reply", Priority::Interactive)
+            .await?
+        {
             Some(step) => self.apply_mt_reply(step, reply).await,
             None => Ok(()),
         }
@@ -209,7 +232,10 @@ impl MoSink for ControlPlaneSink {
         ctx: &MoContext<'_>,
         r: &CommandResponse<'_>,
     ) -> Result<(), SinkError> {
-        match self.open_claimed(ctx, "command_response").await? {
+        match self
+            .open_claimed(ctx, "command_response", Priority::Interactive)
+            .await?
+        {
             Some(step) => self.apply_command_response(step, r).await,
             None => Ok(()),
         }
