@@ -1402,5 +1402,42 @@ async fn a_v2_resend_after_its_dedupe_rows_were_pruned_is_applied_once(backend: 
     let unnumbered = of_unit().and(Expr::col(Alias::new("boot")).is_null());
     assert_eq!(rig.count("rtc_mo_applied", unnumbered).await, 1);
     v1.close().await.unwrap();
+
+    // The unit reboots and loses its window: a new boot id, numbering from 1 again. Once
+    // that boot's records are pruned too, the old boot's mark goes (its window cannot come
+    // back), so the marks do not grow with every reboot.
+    let new_boot = 0x0ff2;
+    let mut w = sim::MoWindow::new(new_boot, 16);
+    w.push(cell_report(5005)).unwrap();
+    let mut conn = UnitConn::tcp(rig.tcp).await.unwrap();
+    conn.handshake_v2(Some(imei), &key(imei), w).await.unwrap();
+    assert!(
+        conn.await_acks(WAIT).await,
+        "the new boot's MO is acknowledged"
+    );
+    rig.wait_rows("the new boot's connection row", "connection", imei, |r| {
+        r.len() == 4
+    })
+    .await;
+    conn.close().await.unwrap();
+    assert_eq!(
+        rig.count("rtc_mo_pruned_mark", of_unit()).await,
+        1,
+        "before the next prune, only the old boot has a mark"
+    );
+    rtc::prune_applied(&rig.server.state.db, horizon)
+        .await
+        .unwrap();
+    let boots = Query::select()
+        .column(Alias::new("boot"))
+        .from(Alias::new("rtc_mo_pruned_mark"))
+        .and_where(of_unit())
+        .to_owned();
+    assert_eq!(
+        rig.server.state.db.fetch_i64(&boots).await.unwrap(),
+        i64::from(new_boot),
+        "the old boot's mark is gone, the new boot's is there"
+    );
+    assert_eq!(rig.count("rtc_mo_pruned_mark", of_unit()).await, 1);
     rig.stop().await;
 }

@@ -256,7 +256,9 @@ pub(crate) async fn first_applied_ms(
 ///
 /// Version-2 rows are first folded into their unit's pruned mark (`rtc_mo_pruned_mark`: per
 /// unit and boot id, the highest seq pruned), in the same transaction, so a resend after any
-/// time offline is still recognised ([`claim_step`]). Ingest writes meanwhile: on PostgreSQL
+/// time offline is still recognised ([`claim_step`]). A mark is deleted once the same unit
+/// has a newer mark of another boot: the unit has started its numbering again since, and the
+/// old boot's window can no longer be resent. Ingest writes meanwhile: on PostgreSQL
 /// a row committed between the fold and the delete could be deleted without being folded,
 /// so the delete takes a numbered row only when the mark (as this transaction sees it,
 /// its own fold included) covers its seq; any other is left for the next prune. On SQLite
@@ -265,10 +267,11 @@ pub async fn prune_applied(db: &crate::db::Db, before: NaiveDateTime) -> Result<
     let applied = || Alias::new("rtc_mo_applied");
     let mark = || Alias::new("rtc_mo_pruned_mark");
     let col = |name: &str| Alias::new(name);
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_background().await?;
     let pruned = Query::select()
         .columns([col("product_imei"), col("boot")])
         .expr(Expr::col(col("seq")).max())
+        .expr(Expr::col(col("applied_at")).max())
         .from(applied())
         .and_where(Expr::col(col("applied_at")).lt(before))
         .and_where(Expr::col(col("boot")).is_not_null())
@@ -279,15 +282,19 @@ pub async fn prune_applied(db: &crate::db::Db, before: NaiveDateTime) -> Result<
         .order_by(col("boot"), Order::Asc)
         .to_owned();
     let mut fold = Query::insert();
-    fold.into_table(mark())
-        .columns([col("product_imei"), col("boot"), col("pruned_through_seq")]);
+    fold.into_table(mark()).columns([
+        col("product_imei"),
+        col("boot"),
+        col("pruned_through_seq"),
+        col("last_applied_at"),
+    ]);
     if let Err(e) = fold.select_from(pruned) {
-        // sea-query refuses only a select whose width is not the column list's (3 and 3).
+        // sea-query refuses only a select whose width is not the column list's (4 and 4).
         unreachable!("the pruned-mark fold's columns and select disagree: {e}");
     }
     fold.on_conflict(
         OnConflict::columns([col("product_imei"), col("boot")])
-            .update_column(col("pruned_through_seq"))
+            .update_columns([col("pruned_through_seq"), col("last_applied_at")])
             // The mark only rises.
             .action_and_where(
                 Expr::col((Alias::new("excluded"), col("pruned_through_seq")))
@@ -320,6 +327,29 @@ pub async fn prune_applied(db: &crate::db::Db, before: NaiveDateTime) -> Result<
         )
         .to_owned();
     let n = tx.execute(&delete).await?;
+    // Marks of boots a unit has left: a newer mark of another boot of the same unit means the
+    // unit started its numbering again since, so the older boot's window is gone from the
+    // unit and nothing of it can be resent (protocol §8.1). Without this the table grows by
+    // one row per unit per reboot, forever. Evidence is taken from the marks only (indexed
+    // by their key), not from `rtc_mo_applied`, which has no index by unit.
+    let newer = Alias::new("newer");
+    let newer_boot = Query::select()
+        .expr(Expr::val(1))
+        .from_as(mark(), newer.clone())
+        .and_where(
+            Expr::col((newer.clone(), col("product_imei"))).equals((mark(), col("product_imei"))),
+        )
+        .and_where(Expr::col((newer.clone(), col("boot"))).ne(Expr::col((mark(), col("boot")))))
+        .and_where(
+            Expr::col((newer, col("last_applied_at")))
+                .gt(Expr::col((mark(), col("last_applied_at")))),
+        )
+        .to_owned();
+    let left = Query::delete()
+        .from_table(mark())
+        .cond_where(Expr::exists(newer_boot))
+        .to_owned();
+    tx.execute(&left).await?;
     tx.commit().await?;
     Ok(n)
 }
