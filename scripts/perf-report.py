@@ -375,6 +375,17 @@ def e2e(dirname):
             "",
             "\n".join(e2e_compare(run, baseline, "shipped (own runtimes)", "baseline (one runtime)")),
         ]
+    previous = e2e_run(os.path.join(dirname, "e2e-previous"))
+    if previous:
+        pdir = os.path.join(dirname, "e2e-previous")
+        out += [
+            "",
+            f"Against the same-run baseline: another build of `smartsolar` ({read(pdir, 'binary', 'unknown')}, "
+            "`perf-report.sh --baseline-bin`) under the same load right after. Load average before it: "
+            f"{read(pdir, 'loadavg', 'unknown')}.",
+            "",
+            "\n".join(e2e_compare(run, previous, "this build", "baseline build")),
+        ]
     cluster = e2e_run(os.path.join(dirname, "e2e-cluster"))
     if cluster:
         c = cluster[0]

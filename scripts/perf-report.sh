@@ -11,7 +11,11 @@
 #   ./scripts/perf-report.sh --out F    # write the report section to F instead
 #   ./scripts/perf-report.sh --from D   # render again from the raw outputs of an earlier run in D
 #   ./scripts/perf-report.sh --e2e-only [--units N] [--no-baseline] [--no-cluster]
-#                                       # only the end-to-end part (below), at N units
+#                            [--baseline-bin FILE]
+#                                       # only the end-to-end part (below), at N units;
+#                                       # --baseline-bin: the baseline is FILE (another build
+#                                       # of `smartsolar`, e.g. the commit before a change)
+#                                       # under the same load, instead of [runtime] 0/0
 #
 # The end-to-end part: `smartsolar serve` (release, embedded defaults: SQLite, the embedded
 # time-series store, the disk bus) in a temporary directory, and `load-test run` in target
@@ -38,6 +42,7 @@ e2e_only=""
 e2e_units=""
 no_baseline=""
 no_cluster=""
+baseline_bin=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -47,11 +52,18 @@ while [ $# -gt 0 ]; do
     --units) e2e_units=$2; shift ;;
     --no-baseline) no_baseline=1 ;;
     --no-cluster) no_cluster=1 ;;
+    --baseline-bin) baseline_bin=$2; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+# The `smartsolar` an end-to-end run starts (the baseline run may swap it, --baseline-bin).
+serve_bin="$CARGO_TARGET_DIR/release/smartsolar"
+if [ -n "$baseline_bin" ] && [ ! -x "$baseline_bin" ]; then
+  echo "--baseline-bin $baseline_bin: not an executable" >&2
+  exit 2
+fi
 # --from renders an earlier run: its folder must hold that run's outputs, or the report
 # would be rendered empty over the one in docs/performance.md.
 # (Each checked alone: `ls` fails when any of its arguments is missing.)
@@ -165,7 +177,7 @@ e2e() {
   SMARTSOLAR_GATEWAY_HTTP_ADDR=127.0.0.1:$legacy \
   SMARTSOLAR_METRICS_ADDR=127.0.0.1:$metrics \
   SMARTSOLAR_ADMIN_USER=admin@example.com SMARTSOLAR_ADMIN_PASSWORD=admin-password \
-  RUST_LOG=error env "$@" "$CARGO_TARGET_DIR/release/smartsolar" serve >"$dir/serve.log" 2>&1 &
+  RUST_LOG=error env "$@" "$serve_bin" serve >"$dir/serve.log" 2>&1 &
   local pid=$!
   # shellcheck disable=SC2064 # the pid now
   trap "kill $pid 2>/dev/null || true" EXIT
@@ -227,8 +239,14 @@ e2e_runs() {
   local units=${e2e_units:-$([ -n "$quick" ] && echo 5000 || echo 50000)}
   e2e "$units" e2e
   [ -n "$no_baseline" ] && return 0
-  log "end to end, baseline: ingest and the API on the gateway's runtime"
-  e2e "$units" e2e-shared SMARTSOLAR_RUNTIME__INGEST_THREADS=0 SMARTSOLAR_RUNTIME__API_THREADS=0
+  if [ -n "$baseline_bin" ]; then
+    log "end to end, baseline: $baseline_bin ($("$baseline_bin" --version 2>/dev/null || echo 'version unknown'))"
+    serve_bin=$baseline_bin e2e "$units" e2e-previous
+    echo "$baseline_bin" >"$work/e2e-previous/binary"
+  else
+    log "end to end, baseline: ingest and the API on the gateway's runtime"
+    e2e "$units" e2e-shared SMARTSOLAR_RUNTIME__INGEST_THREADS=0 SMARTSOLAR_RUNTIME__API_THREADS=0
+  fi
   [ -n "$no_cluster" ] && return 0
   e2e_cluster "$units"
 }
