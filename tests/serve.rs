@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value as Json};
 
 mod common;
-use common::{free_port, smartsolar_command, Client, Process};
+use common::{free_port, json_of, smartsolar_command, Client, Process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_api_gateway_and_ingest_in_one_process() {
@@ -34,14 +34,7 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
     let page = client.get(format!("{base}/console")).send().await.unwrap();
     assert_eq!(page.status(), reqwest::StatusCode::OK);
     assert!(page.text().await.unwrap().contains("/console/app.js"));
-    let settings: Json = client
-        .get(format!("{base}/console/config.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let settings = json_of(client.get(format!("{base}/console/config.json"))).await;
     assert_eq!(settings["tile_url"], "http://tiles.test/{z}/{x}/{y}.png");
 
     // The API: log in and create a unit as the factory would.
@@ -84,15 +77,12 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
     // Ingest writes it to the embedded store; the data API reads it back.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let body: Json = client
-            .get(format!("{base}/v1/products/{imei}/data?fields=*"))
-            .header("Authorization", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = get_json(
+            &client,
+            format!("{base}/v1/products/{imei}/data?fields=*"),
+            &auth,
+        )
+        .await;
         // The simulator's telemetry carries voltage 12.9.
         if body.to_string().contains("12.9") {
             break;
@@ -103,15 +93,7 @@ async fn serve_runs_api_gateway_and_ingest_in_one_process() {
     // The connection was recorded by the gateway's presence sink.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let body: Json = client
-            .get(format!("{base}/v1/rtc_connection_history"))
-            .header("Authorization", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = get_json(&client, format!("{base}/v1/rtc_connection_history"), &auth).await;
         if body["num_results"].as_i64().unwrap_or(0) > 0 {
             break;
         }
@@ -308,15 +290,7 @@ async fn stored_values(client: &reqwest::Client, base: &str, auth: &str, imei: &
 
 /// `GET url` with `auth`, the answer as JSON.
 async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl, auth: &str) -> Json {
-    client
-        .get(url)
-        .header("Authorization", auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(client.get(url).header("Authorization", auth)).await
 }
 
 /// Every value of the integer field `field` the data API has for `imei` (asked alone, so no

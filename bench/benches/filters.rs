@@ -5,24 +5,18 @@
 
 use std::hint::black_box;
 
-use control_plane::catalogue::{Catalogue, Permission};
-use control_plane::query::{self, Page, Viewer, Visibility};
+use control_plane::catalogue::Catalogue;
+use control_plane::query;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use sea_query::PostgresQueryBuilder;
-use smartsolar_bench::PRODUCT_QUERY;
+use smartsolar_bench::{PRODUCT_QUERY, PRODUCT_QUERY_PAGE, PRODUCT_QUERY_VIEWER};
 
 fn filters(c: &mut Criterion) {
     let cat = Catalogue::builtin();
     let product = cat.table("product").expect("product table");
-    let visibility = Viewer {
-        visibility: Visibility::Entity(42),
-        permission: Permission::Admin,
-    };
-    let page = Some(Page {
-        page: 2,
-        per_page: 10,
-    });
+    let visibility = PRODUCT_QUERY_VIEWER;
+    let page = PRODUCT_QUERY_PAGE;
 
     c.bench_function("query/parse", |b| {
         b.iter(|| query::parse(black_box(PRODUCT_QUERY)).unwrap())

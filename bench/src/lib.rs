@@ -1,8 +1,9 @@
 //! Fixtures shared by the criterion benches in `benches/` and the instruction-count gate
 //! (`src/bin/bench-gate.rs`), so the two measure the same inputs.
 
-use codec::mo::{StatusReport, TelemetryRecord, TelemetryValue};
-use codec::{Number, Seq};
+use codec::mo::StatusReport;
+use control_plane::catalogue::Permission;
+use control_plane::query::{Page, Viewer, Visibility};
 
 /// A status report with every field set (50 bytes of CBOR).
 pub fn status_report() -> StatusReport<'static> {
@@ -18,46 +19,6 @@ pub fn status_report() -> StatusReport<'static> {
         expected_expiry: Some(1_518_975_688),
     }
 }
-
-/// The six values of each telemetry record.
-pub const TELEMETRY_VALUES: [TelemetryValue<'static>; 6] = [
-    TelemetryValue {
-        field: "voltage",
-        value: Number::Float(12.9),
-    },
-    TelemetryValue {
-        field: "current",
-        value: Number::Float(1.25),
-    },
-    TelemetryValue {
-        field: "panel_voltage",
-        value: Number::Float(18.4),
-    },
-    TelemetryValue {
-        field: "temperature",
-        value: Number::Float(31.5),
-    },
-    TelemetryValue {
-        field: "state_of_charge_percent",
-        value: Number::Int(87),
-    },
-    TelemetryValue {
-        field: "fan_rpm",
-        value: Number::Int(1200),
-    },
-];
-
-/// A typical telemetry batch: two records of six values (109 bytes of CBOR).
-pub const TELEMETRY_RECORDS: [TelemetryRecord<'static>; 2] = [
-    TelemetryRecord {
-        time: 1_518_543_688,
-        values: Seq::new(&TELEMETRY_VALUES),
-    },
-    TelemetryRecord {
-        time: 1_518_544_588,
-        values: Seq::new(&TELEMETRY_VALUES),
-    },
-];
 
 /// The telemetry fields of the time-series benches.
 pub const TSDB_FIELDS: [&str; 8] = [
@@ -90,3 +51,15 @@ pub const PRODUCT_QUERY: &str = r#"{
     "order_by": [{"field": "created_at", "direction": "desc"}],
     "limit": 100
 }"#;
+
+/// Who runs [`PRODUCT_QUERY`]: an ENTITY user, so the scope subqueries are built too.
+pub const PRODUCT_QUERY_VIEWER: Viewer = Viewer {
+    visibility: Visibility::Entity(42),
+    permission: Permission::Admin,
+};
+
+/// The page [`PRODUCT_QUERY`] asks for.
+pub const PRODUCT_QUERY_PAGE: Option<Page> = Some(Page {
+    page: 2,
+    per_page: 10,
+});

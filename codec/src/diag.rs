@@ -29,8 +29,9 @@ fn item(d: &mut Decoder<'_>, out: &mut String, depth: usize) -> Result<(), Decod
     if depth > MAX_DEPTH {
         return Err(DecodeError::TooDeep { at, max: MAX_DEPTH });
     }
+    let ty = cbor::datatype(d)?;
     // `write!` into a String cannot fail, hence the ignored results below.
-    match cbor::datatype(d)? {
+    match ty {
         Type::Bool => {
             let _ = write!(out, "{}", cbor::boolean(d)?);
         }
@@ -90,9 +91,14 @@ fn item(d: &mut Decoder<'_>, out: &mut String, depth: usize) -> Result<(), Decod
             }
             let _ = write!(out, "{s:?}");
         }
-        Type::Array | Type::ArrayIndef => {
-            let mut c = Container::array(d)?;
-            out.push('[');
+        Type::Array | Type::ArrayIndef | Type::Map | Type::MapIndef => {
+            let is_map = matches!(ty, Type::Map | Type::MapIndef);
+            let (mut c, open, close) = if is_map {
+                (Container::map(d)?, '{', '}')
+            } else {
+                (Container::array(d)?, '[', ']')
+            };
+            out.push(open);
             let mut first = true;
             while c.next(d)? {
                 if !first {
@@ -100,23 +106,12 @@ fn item(d: &mut Decoder<'_>, out: &mut String, depth: usize) -> Result<(), Decod
                 }
                 first = false;
                 item(d, out, depth + 1)?;
-            }
-            out.push(']');
-        }
-        Type::Map | Type::MapIndef => {
-            let mut c = Container::map(d)?;
-            out.push('{');
-            let mut first = true;
-            while c.next(d)? {
-                if !first {
-                    out.push_str(", ");
+                if is_map {
+                    out.push_str(": ");
+                    item(d, out, depth + 1)?;
                 }
-                first = false;
-                item(d, out, depth + 1)?;
-                out.push_str(": ");
-                item(d, out, depth + 1)?;
             }
-            out.push('}');
+            out.push(close);
         }
         Type::Tag => {
             let tag = d.tag().map_err(|e| cbor_err(&e, d, at, "a tag"))?;

@@ -143,6 +143,56 @@ pub struct TelemetryBatch<'a> {
     pub records: Seq<'a, TelemetryRecord<'a>>,
 }
 
+impl TelemetryBatch<'static> {
+    /// A typical batch: two records, fifteen minutes apart, of the six
+    /// [`TYPICAL_TELEMETRY_VALUES`] (109 bytes encoded). The one fixture the benches, the
+    /// instruction-count gate and the allocation test encode.
+    pub const fn typical() -> Self {
+        Self {
+            records: Seq::new(&TYPICAL_TELEMETRY_RECORDS),
+        }
+    }
+}
+
+/// The values of a typical telemetry record (see [`TelemetryBatch::typical`]).
+pub const TYPICAL_TELEMETRY_VALUES: [TelemetryValue<'static>; 6] = [
+    TelemetryValue {
+        field: "voltage",
+        value: Number::Float(12.9),
+    },
+    TelemetryValue {
+        field: "current",
+        value: Number::Float(1.25),
+    },
+    TelemetryValue {
+        field: "panel_voltage",
+        value: Number::Float(18.4),
+    },
+    TelemetryValue {
+        field: "temperature",
+        value: Number::Float(31.5),
+    },
+    TelemetryValue {
+        field: "state_of_charge_percent",
+        value: Number::Int(87),
+    },
+    TelemetryValue {
+        field: "fan_rpm",
+        value: Number::Int(1200),
+    },
+];
+
+const TYPICAL_TELEMETRY_RECORDS: [TelemetryRecord<'static>; 2] = [
+    TelemetryRecord {
+        time: 1_518_543_688,
+        values: Seq::new(&TYPICAL_TELEMETRY_VALUES),
+    },
+    TelemetryRecord {
+        time: 1_518_544_588,
+        values: Seq::new(&TYPICAL_TELEMETRY_VALUES),
+    },
+];
+
 /// One telemetry record: a time and the fields measured at it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TelemetryRecord<'a> {

@@ -110,15 +110,7 @@ impl<'a, T: Item<'a>> Seq<'a, T> {
         message: &'static str,
         field: &'static str,
     ) -> Result<Self, DecodeError> {
-        let mut c = if T::IN_MAP {
-            Container::map(d)?
-        } else {
-            Container::array(d)?
-        };
-        let start = d.position();
-        let mut end = start;
-        let mut len = 0usize;
-        while c.next(d)? {
+        Self::read_span(d, |d, len| {
             if len == max {
                 return Err(DecodeError::InvalidField {
                     message,
@@ -127,21 +119,28 @@ impl<'a, T: Item<'a>> Seq<'a, T> {
                     reason: format!("more than {max} {} items", T::NAME),
                 });
             }
-            T::decode(d)?;
-            len += 1;
-            end = d.position();
-        }
-        Ok(Self {
-            repr: Repr::Encoded {
-                bytes: &d.input()[start..end],
-                len,
-            },
+            T::decode(d).map(drop)
         })
     }
 
     /// Re-read a sequence that [`Seq::decode`] accepted before: find its extent by skipping
     /// items rather than decoding them.
     pub(crate) fn decode_validated(d: &mut Decoder<'a>) -> Result<Self, DecodeError> {
+        Self::read_span(d, |d, _| {
+            cbor::skip(d)?;
+            if T::IN_MAP {
+                cbor::skip(d)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Reads the sequence's container, calling `read_item` with the decoder at each item and
+    /// the number of items before it, and keeps the span of input the items take.
+    fn read_span(
+        d: &mut Decoder<'a>,
+        mut read_item: impl FnMut(&mut Decoder<'a>, usize) -> Result<(), DecodeError>,
+    ) -> Result<Self, DecodeError> {
         let mut c = if T::IN_MAP {
             Container::map(d)?
         } else {
@@ -151,10 +150,7 @@ impl<'a, T: Item<'a>> Seq<'a, T> {
         let mut end = start;
         let mut len = 0usize;
         while c.next(d)? {
-            cbor::skip(d)?;
-            if T::IN_MAP {
-                cbor::skip(d)?;
-            }
+            read_item(d, len)?;
             len += 1;
             end = d.position();
         }

@@ -8,7 +8,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use smartsolar_codec::mo::{StatusReport, TelemetryBatch, TelemetryRecord, TelemetryValue};
+use smartsolar_codec::mo::{StatusReport, TelemetryBatch};
 use smartsolar_codec::*;
 
 struct Counting;
@@ -52,41 +52,7 @@ fn allocations_during<R>(f: impl FnOnce() -> R) -> (usize, R) {
 #[test]
 fn typical_mo_decode_allocates_nothing() {
     let status = mo_to_vec(&MoMessage::StatusReport(StatusReport::typical(1518543688)));
-    let values = [
-        TelemetryValue {
-            field: "voltage",
-            value: Number::Float(12.9),
-        },
-        TelemetryValue {
-            field: "current",
-            value: Number::Float(1.25),
-        },
-        TelemetryValue {
-            field: "temperature",
-            value: Number::Float(31.5),
-        },
-        TelemetryValue {
-            field: "state_of_charge_percent",
-            value: Number::Int(87),
-        },
-        TelemetryValue {
-            field: "fan_rpm",
-            value: Number::Int(1200),
-        },
-    ];
-    let records = [
-        TelemetryRecord {
-            time: 1518543688,
-            values: Seq::new(&values),
-        },
-        TelemetryRecord {
-            time: 1518544588,
-            values: Seq::new(&values),
-        },
-    ];
-    let telemetry = mo_to_vec(&MoMessage::Telemetry(TelemetryBatch {
-        records: Seq::new(&records),
-    }));
+    let telemetry = mo_to_vec(&MoMessage::Telemetry(TelemetryBatch::typical()));
     let mut framed = Vec::new();
     frame::encode_frame(&telemetry, frame::DEFAULT_MAX_FRAME, &mut framed).unwrap();
     let bus = encode_bus_envelope(&BusEnvelope {

@@ -84,6 +84,19 @@ pub(crate) async fn row(
     Ok(rows(tx, table_name, stmt).await?.into_iter().next())
 }
 
+/// Runs a select of two columns, an id and a name, and collects the pairs in which
+/// neither is NULL.
+pub(crate) async fn id_names<C: FromIterator<(i64, String)>>(
+    tx: &mut Tx,
+    stmt: &SelectStatement,
+) -> Result<C, ApiError> {
+    let rows: Vec<(Option<i64>, Option<String>)> = tx.fetch_typed(stmt).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, name)| Some((id?, name?)))
+        .collect())
+}
+
 /// Inserts a row (meta data filled in) and returns it as stored.
 pub(crate) async fn insert(
     tx: &mut Tx,

@@ -64,24 +64,29 @@ async fn hub2(server: &TestServer) -> String {
     imei
 }
 
-/// Rows of a table for one product, oldest first (through the API).
-async fn rows_of(server: &TestServer, path: &str, imei: &str, order: &str) -> Vec<Json> {
-    let b = server
-        .get_ok(&format!(
-            "{path}?results_per_page=100&q={}",
-            common::urlencode(
-                &json!({"filters": [{"name": "product_imei", "op": "eq", "val": imei}],
-                            "order_by": [{"field": order, "direction": "asc"}]})
-                .to_string()
-            )
-        ))
-        .await;
-    b["objects"].as_array().unwrap().clone()
+/// The unit's rows of the generic table `table` (served at `/v1/{table}`), oldest first.
+async fn unit_table(server: &TestServer, table: &str, imei: &str) -> Vec<Json> {
+    let path = format!("/v1/{table}");
+    server.unit_rows(&path, imei, &format!("{table}_id")).await
+}
+
+/// Applies a unit's report in a transaction of its own, committed, as the RTC sink does.
+async fn apply_report(
+    server: &TestServer,
+    imei: &str,
+    report: &unit::UnitReport,
+    now: chrono::NaiveDateTime,
+) -> unit::ReportOutcome {
+    let mut tx = server.state.db.begin().await.unwrap();
+    let outcome = unit::apply_unit_report(&mut tx, imei, report, now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    outcome
 }
 
 async fn product(server: &TestServer, imei: &str) -> Json {
-    let b = server.get_ok(&format!("/v1/products/{imei}")).await;
-    b
+    server.get_ok(&format!("/v1/products/{imei}")).await
 }
 
 /// The outbox rows of a channel for a product, oldest first.
@@ -128,13 +133,12 @@ async fn software(server: &TestServer, name: &str) -> i64 {
 /// Puts a product into `state` along the transition table.
 async fn move_to(server: &TestServer, imei: &str, path: &[i64]) {
     for s in path {
-        let (st, b) = server
-            .put(
+        server
+            .put_ok(
                 &format!("/v1/products/{imei}/change_state"),
                 json!({"new_state": s}),
             )
             .await;
-        assert_eq!(st, StatusCode::OK, "to {s}: {b}");
     }
 }
 
@@ -232,10 +236,9 @@ async fn product_creation_from_pcb(backend: Backend) {
     assert!(b["validation_errors"]["battery"].is_string());
     let body = json!({"pcb_imei": imei, "battery": {"part_type_id": 43, "serial_number": format!("BAT{imei}")},
                       "product": {"assembler": "Assembly House 1"}});
-    let (s, b) = server
-        .post("/v1/products/create_product/home2", body.clone())
+    let b = server
+        .post_ok("/v1/products/create_product/home2", body.clone())
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!(
@@ -256,7 +259,7 @@ async fn product_creation_from_pcb(backend: Backend) {
     let p = product(&server, &imei).await;
     assert_eq!(p["current_enable_flag"], false);
     assert_eq!(p["desired_enable_flag"], false);
-    let states = rows_of(&server, "/v1/states", &imei, "state_id").await;
+    let states = server.unit_rows("/v1/states", &imei, "state_id").await;
     let pairs: Vec<(i64, i64)> = states
         .iter()
         .map(|s| {
@@ -268,26 +271,14 @@ async fn product_creation_from_pcb(backend: Backend) {
         .collect();
     assert_eq!(pairs, vec![(1, 1), (1, 2)]);
     assert_eq!(p["latest_state_id"], states[1]["state_id"]);
-    let links = rows_of(
-        &server,
-        "/v1/product_entity_linker",
-        &imei,
-        "product_entity_linker_id",
-    )
-    .await;
+    let links = unit_table(&server, "product_entity_linker", &imei).await;
     assert_eq!(links.len(), 1);
     assert_eq!(links[0]["entity_id"], 1);
-    let history = rows_of(&server, "/v1/enable_history", &imei, "enable_history_id").await;
+    let history = unit_table(&server, "enable_history", &imei).await;
     assert_eq!(history.len(), 1);
     assert_eq!(history[0]["prev_enable_state"], "init");
     assert_eq!(history[0]["current_enable_state"], "disabled");
-    let parts = rows_of(
-        &server,
-        "/v1/part_product_linker",
-        &imei,
-        "part_product_linker_id",
-    )
-    .await;
+    let parts = unit_table(&server, "part_product_linker", &imei).await;
     assert_eq!(parts.len(), 3, "pcb, sim, battery");
     let n = notifications(&server, "product-status", &imei).await;
     assert_eq!(n.len(), 1);
@@ -368,13 +359,9 @@ async fn convenience_creation_is_all_or_nothing(backend: Backend) {
     );
     assert_eq!(b["data"]["product"]["product_type_id"], 4);
     assert_eq!(b["data"]["pcb"]["part_type_id"], 77);
-    let params = rows_of(
-        &server,
-        "/v1/product_parameters",
-        &imei,
-        "product_parameter_id",
-    )
-    .await;
+    let params = server
+        .unit_rows("/v1/product_parameters", &imei, "product_parameter_id")
+        .await;
     assert_eq!(params.len(), 1);
     assert_eq!(params[0]["value"], "100");
     // create_hub2 with a missing imsi reports it (and creates nothing).
@@ -395,10 +382,9 @@ async fn serials_are_unique_under_parallel_creation(backend: Backend) {
         let server = server.clone();
         tasks.push(tokio::spawn(async move {
             let imei = next_imei();
-            let (s, b) = server
-                .post("/v1/products/create_hub2", pcb_body(&imei))
+            let b = server
+                .post_ok("/v1/products/create_hub2", pcb_body(&imei))
                 .await;
-            assert_eq!(s, StatusCode::OK, "{b}");
             b["data"]["product"]["serial_number"]
                 .as_str()
                 .unwrap()
@@ -427,10 +413,7 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
     let imei = hub2(&server).await;
     let sw = software(&server, "3.6").await;
     server.post_created("/v1/product_software_linker", json!({"product_imei": imei, "software_version_type_id": sw, "date_added": "2020-01-01T00:00:00"})).await;
-    let (s, b) = server
-        .call(Method::PUT, &format!("/v1/products/{imei}/enable"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.unit_action(Method::PUT, &imei, "enable").await;
     assert_eq!(
         b,
         json!({"status": "success", "message": "Product enabled", "data": null})
@@ -443,14 +426,16 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
         ),
         (json!(false), json!(true))
     );
-    let history = rows_of(&server, "/v1/enable_history", &imei, "enable_history_id").await;
+    let history = unit_table(&server, "enable_history", &imei).await;
     let last = history.last().unwrap();
     assert_eq!(last["prev_enable_state"], "disabled");
     assert_eq!(last["current_enable_state"], "pending_enabled");
     assert_eq!(last["user"], common::ADMIN);
     assert_eq!(p["latest_enable_history_id"], last["enable_history_id"]);
     // WAKEUP-enabled software: an SMS was recorded for this change.
-    let sms_rows = rows_of(&server, "/v1/sms_histories", &imei, "sms_history_id").await;
+    let sms_rows = server
+        .unit_rows("/v1/sms_histories", &imei, "sms_history_id")
+        .await;
     assert_eq!(sms_rows.len(), 1);
     assert_eq!(sms_rows[0]["trigger"], "wakeup");
     assert_eq!(sms_rows[0]["enable_history_id"], last["enable_history_id"]);
@@ -462,23 +447,15 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
         .contains("no SMS provider"));
     assert!(sms_rows[0]["message_reference"].is_string());
     // Idempotent: no new row.
-    let (s, _) = server
-        .call(Method::PUT, &format!("/v1/products/{imei}/enable"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    server.unit_action(Method::PUT, &imei, "enable").await;
     assert_eq!(
-        rows_of(&server, "/v1/enable_history", &imei, "enable_history_id")
-            .await
-            .len(),
+        unit_table(&server, "enable_history", &imei).await.len(),
         history.len()
     );
     // Disabling before the unit confirmed cancels: back to disabled.
-    let (s, b) = server
-        .call(Method::PUT, &format!("/v1/products/{imei}/disable"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    let b = server.unit_action(Method::PUT, &imei, "disable").await;
     assert_eq!(b["message"], "Product disabled");
-    let history = rows_of(&server, "/v1/enable_history", &imei, "enable_history_id").await;
+    let history = unit_table(&server, "enable_history", &imei).await;
     assert_eq!(history.last().unwrap()["current_enable_state"], "disabled");
     let statuses: Vec<Json> = notifications(&server, "product-status", &imei)
         .await
@@ -498,11 +475,10 @@ async fn enable_disable_pending_history_and_wakeup(backend: Backend) {
     server
         .call(Method::PUT, &format!("/v1/products/{other}/enable"), None)
         .await;
-    assert!(
-        rows_of(&server, "/v1/sms_histories", &other, "sms_history_id")
-            .await
-            .is_empty()
-    );
+    assert!(server
+        .unit_rows("/v1/sms_histories", &other, "sms_history_id")
+        .await
+        .is_empty());
     // TECHNICAL may; OVERVIEW may not; 404 for an unknown unit.
     let tech = server
         .user("tech@enable", "TECHNICAL", "GLOBAL", None)
@@ -544,7 +520,7 @@ async fn concurrent_enable_disable_keeps_one_history_chain(backend: Backend) {
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
-    let history = rows_of(&server, "/v1/enable_history", &imei, "enable_history_id").await;
+    let history = unit_table(&server, "enable_history", &imei).await;
     assert!(history.len() >= 2, "{history:?}");
     for pair in history.windows(2) {
         assert_eq!(
@@ -577,16 +553,12 @@ async fn unit_report_confirms_pending_changes(backend: Backend) {
         .call(Method::PUT, &format!("/v1/products/{imei}/enable"), None)
         .await;
     let now = control_plane::values::now();
-    let mut tx = server.state.db.begin().await.unwrap();
     let report = unit::UnitReport {
         enable_flag: Some(true),
         tamper_flag: None,
         software: None,
     };
-    let outcome = unit::apply_unit_report(&mut tx, &imei, &report, now)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let outcome = apply_report(&server, &imei, &report, now).await;
     assert_eq!(outcome.enable_status, Some("enabled"));
     let p = product(&server, &imei).await;
     assert_eq!(
@@ -596,7 +568,7 @@ async fn unit_report_confirms_pending_changes(backend: Backend) {
         ),
         (json!(true), json!(true))
     );
-    let history = rows_of(&server, "/v1/enable_history", &imei, "enable_history_id").await;
+    let history = unit_table(&server, "enable_history", &imei).await;
     let last = history.last().unwrap();
     assert_eq!(
         (
@@ -614,22 +586,14 @@ async fn unit_report_confirms_pending_changes(backend: Backend) {
     assert_eq!(n.last().unwrap()["data"]["enabled_status"], "enabled");
     assert_eq!(n.last().unwrap()["data"]["user"], unit::UNIT_USER);
     // The same report again changes nothing.
-    let mut tx = server.state.db.begin().await.unwrap();
-    let outcome = unit::apply_unit_report(&mut tx, &imei, &report, now)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let outcome = apply_report(&server, &imei, &report, now).await;
     assert_eq!(outcome, unit::ReportOutcome::default());
     // A unit that turns itself off while desired on is pending_enabled again.
-    let mut tx = server.state.db.begin().await.unwrap();
     let off = unit::UnitReport {
         enable_flag: Some(false),
         ..Default::default()
     };
-    let outcome = unit::apply_unit_report(&mut tx, &imei, &off, now)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let outcome = apply_report(&server, &imei, &off, now).await;
     assert_eq!(outcome.enable_status, Some("pending_enabled"));
     let p = product(&server, &imei).await;
     assert!(p["disable_date"].is_string());
@@ -656,66 +620,35 @@ async fn unit_report_confirms_pending_changes(backend: Backend) {
 async fn tamper_switch_pending_states(backend: Backend) {
     let server = TestServer::start(backend).await;
     let imei = hub2(&server).await;
-    let (s, b) = server
-        .call(
-            Method::PUT,
-            &format!("/v1/products/{imei}/enable_tamper_switch"),
-            None,
-        )
+    let b = server
+        .unit_action(Method::PUT, &imei, "enable_tamper_switch")
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("Product #{imei} tamper_switch_enabled"))
     );
-    let (s, _) = server
-        .call(
-            Method::PUT,
-            &format!("/v1/products/{imei}/enable_tamper_switch"),
-            None,
-        )
+    server
+        .unit_action(Method::PUT, &imei, "enable_tamper_switch")
         .await;
-    assert_eq!(s, StatusCode::OK);
-    let history = rows_of(
-        &server,
-        "/v1/tamper_enable_history",
-        &imei,
-        "tamper_enable_history_id",
-    )
-    .await;
+    let history = unit_table(&server, "tamper_enable_history", &imei).await;
     assert_eq!(history.len(), 1, "idempotent");
     assert_eq!(history[0]["prev_tamper_enable_state"], "disabled");
     assert_eq!(history[0]["current_tamper_enable_state"], "pending_enabled");
     assert_eq!(history[0]["user"], common::ADMIN);
-    let mut tx = server.state.db.begin().await.unwrap();
     let report = unit::UnitReport {
         tamper_flag: Some(true),
         ..Default::default()
     };
-    let outcome = unit::apply_unit_report(&mut tx, &imei, &report, control_plane::values::now())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let outcome = apply_report(&server, &imei, &report, control_plane::values::now()).await;
     assert_eq!(outcome.tamper_status, Some("enabled"));
-    let (s, b) = server
-        .call(
-            Method::PUT,
-            &format!("/v1/products/{imei}/disable_tamper_switch"),
-            None,
-        )
+    let b = server
+        .unit_action(Method::PUT, &imei, "disable_tamper_switch")
         .await;
-    assert_eq!(s, StatusCode::OK);
     assert_eq!(
         b["message"],
         json!(format!("Product #{imei} tamper_switch_disabled"))
     );
-    let history = rows_of(
-        &server,
-        "/v1/tamper_enable_history",
-        &imei,
-        "tamper_enable_history_id",
-    )
-    .await;
+    let history = unit_table(&server, "tamper_enable_history", &imei).await;
     let states: Vec<&str> = history
         .iter()
         .map(|h| h["current_tamper_enable_state"].as_str().unwrap())
@@ -752,19 +685,9 @@ async fn reports_of_other_software_count_missed_updates(backend: Backend) {
         ..Default::default()
     };
     for _ in 0..2 {
-        let mut tx = server.state.db.begin().await.unwrap();
-        unit::apply_unit_report(&mut tx, &imei, &report, control_plane::values::now())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        apply_report(&server, &imei, &report, control_plane::values::now()).await;
     }
-    let links = rows_of(
-        &server,
-        "/v1/product_software_linker",
-        &imei,
-        "product_software_linker_id",
-    )
-    .await;
+    let links = unit_table(&server, "product_software_linker", &imei).await;
     let pending: Vec<&Json> = links
         .iter()
         .filter(|l| l["software_version_type_id"] == json!(new))
@@ -797,13 +720,7 @@ async fn software_update_lock_and_expiry(backend: Backend) {
     server
         .put_ok(&format!("{base}/update_software"), json!({"software": new}))
         .await;
-    let links = rows_of(
-        &server,
-        "/v1/product_software_linker",
-        &imei,
-        "product_software_linker_id",
-    )
-    .await;
+    let links = unit_table(&server, "product_software_linker", &imei).await;
     assert_eq!(links.len(), 2);
     assert!(
         links[0]["date_removed"].is_string() && links[0]["date_added"].is_null(),
@@ -814,23 +731,13 @@ async fn software_update_lock_and_expiry(backend: Backend) {
         "pending"
     );
     // The unit confirms the update.
-    let mut tx = server.state.db.begin().await.unwrap();
     let report = unit::UnitReport {
         software: Some("3.6".into()),
         ..Default::default()
     };
-    let outcome = unit::apply_unit_report(&mut tx, &imei, &report, control_plane::values::now())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let outcome = apply_report(&server, &imei, &report, control_plane::values::now()).await;
     assert!(outcome.software_changed);
-    let links = rows_of(
-        &server,
-        "/v1/product_software_linker",
-        &imei,
-        "product_software_linker_id",
-    )
-    .await;
+    let links = unit_table(&server, "product_software_linker", &imei).await;
     assert!(links[1]["date_added"].is_string(), "active now: {links:?}");
     // Unknown software, missing argument: 400.
     let (s, b) = server
@@ -868,14 +775,14 @@ async fn software_update_lock_and_expiry(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     // Expire the pending update the lock scheduled.
-    let (s, b) = server
-        .call(
+    let b = server
+        .call_expecting(
+            StatusCode::OK,
             Method::PUT,
             &format!("{base}/expire_software_updates"),
             None,
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
     assert_eq!(
         b["message"],
         json!(format!("Product {imei} had 1 software update(s) expired"))
@@ -892,10 +799,14 @@ async fn software_update_lock_and_expiry(backend: Backend) {
         json!(format!("Product {imei} had no pending updates to expire"))
     );
     // A blank payload removes the lock.
-    let (s, b) = server
-        .call(Method::PUT, &format!("{base}/lock_software"), None)
+    let b = server
+        .call_expecting(
+            StatusCode::OK,
+            Method::PUT,
+            &format!("{base}/lock_software"),
+            None,
+        )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         json!(format!("#{imei} software_lock is now removed"))
@@ -932,14 +843,7 @@ async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
     let provider = common::sms_provider().await;
     let server = TestServer::start_with(backend, |c| c.sms_http_url = Some(provider.url)).await;
     let imei = hub2(&server).await;
-    let (s, b) = server
-        .call(
-            Method::POST,
-            &format!("/v1/products/{imei}/send_wakeup"),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.unit_action(Method::POST, &imei, "send_wakeup").await;
     assert_eq!(b["message"], "sms successfully sent");
     let row = &b["data"];
     assert_eq!(row["product_imei"], json!(imei));
@@ -996,7 +900,9 @@ async fn wakeup_sms_receipts_and_expiry(backend: Backend) {
         1
     );
     tx.commit().await.unwrap();
-    let rows = rows_of(&server, "/v1/sms_histories", &imei, "sms_history_id").await;
+    let rows = server
+        .unit_rows("/v1/sms_histories", &imei, "sms_history_id")
+        .await;
     assert_eq!(
         rows[0]["status"], "Delivered",
         "delivered SMS do not expire"
@@ -1057,14 +963,7 @@ async fn http_sms_provider_posts_and_failures_are_recorded(backend: Backend) {
     })
     .await;
     let imei = hub2(&server).await;
-    let (s, b) = server
-        .call(
-            Method::POST,
-            &format!("/v1/products/{imei}/send_wakeup"),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.unit_action(Method::POST, &imei, "send_wakeup").await;
     assert_eq!(b["data"]["message_reference"], "prov-123");
     {
         let got = received.lock().unwrap();
@@ -1074,14 +973,14 @@ async fn http_sms_provider_posts_and_failures_are_recorded(backend: Backend) {
         assert!(got[0]["imsi"].is_string());
     }
     fail.store(true, Ordering::Relaxed);
-    let (s, b) = server
-        .call(
+    let b = server
+        .call_expecting(
+            StatusCode::BAD_GATEWAY,
             Method::POST,
             &format!("/v1/products/{imei}/send_wakeup"),
             None,
         )
         .await;
-    assert_eq!(s, StatusCode::BAD_GATEWAY, "{b}");
     assert_eq!(b["data"]["status"], "Failed");
 }
 
@@ -1173,13 +1072,7 @@ async fn entity_assignment_and_unknown_entity_rule(backend: Backend) {
         );
     }
     // History is kept: every link that ever was.
-    let links = rows_of(
-        &server,
-        "/v1/product_entity_linker",
-        &imei,
-        "product_entity_linker_id",
-    )
-    .await;
+    let links = unit_table(&server, "product_entity_linker", &imei).await;
     assert_eq!(
         links.iter().filter(|l| l["date_removed"].is_null()).count(),
         1
@@ -1223,7 +1116,7 @@ async fn change_state_follows_the_transition_table(backend: Backend) {
     move_to(&server, &imei, &[9]).await;
     let (s, _) = server.put(&path, json!({"new_state": 5})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "TERMINATED is final");
-    let states = rows_of(&server, "/v1/states", &imei, "state_id").await;
+    let states = server.unit_rows("/v1/states", &imei, "state_id").await;
     let chain: Vec<(i64, i64)> = states
         .iter()
         .map(|s| {
@@ -1337,14 +1230,14 @@ async fn parts_locations_parameters_and_networks(backend: Backend) {
     );
     // As of a date (in the body): what was active then, shown as active;
     // the parts were only fitted when the product was built.
-    let (s, b) = server
-        .call(
+    let b = server
+        .call_expecting(
+            StatusCode::OK,
             Method::GET,
             &hist,
             Some(json!({"date": "2020-01-20 00:00:00"})),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     let set = b["data"]["product_parameters"].as_array().unwrap();
     assert_eq!(set.len(), 1, "{b}");
     assert_eq!(
@@ -1431,14 +1324,14 @@ async fn connectivity_reliability_rate_and_its_400s(backend: Backend) {
     }
     let path = format!("/v1/products/{imei}/connectivity_reliability_rate");
     // 24 hours expect 6 connections; 3 happened.
-    let (s, b) = server
-        .call(
+    let b = server
+        .call_expecting(
+            StatusCode::OK,
             Method::GET,
             &path,
             Some(json!({"start": "2017-01-01 00:00:00", "end": "2017-01-02T00:00:00"})),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["message"],
         "Successfully computed product connectivity reliability rate"
@@ -1460,8 +1353,14 @@ async fn connectivity_reliability_rate_and_its_400s(backend: Backend) {
         json!({"start": "2017-01-02T00:00:00", "end": "2017-01-01T00:00:00"}),
         json!({"start": 5}),
     ] {
-        let (s, b) = server.call(Method::GET, &path, Some(bad.clone())).await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
+        let b = server
+            .call_expecting(
+                StatusCode::BAD_REQUEST,
+                Method::GET,
+                &path,
+                Some(bad.clone()),
+            )
+            .await;
         assert!(b["message"].as_str().unwrap().contains("'"), "{b}");
     }
 }
@@ -1476,8 +1375,7 @@ async fn energy_limit_dcm_and_payg(backend: Backend) {
     assert!(b["validation_errors"]["state"].is_string());
     move_to(&server, &imei, &[3, 5]).await;
     // No defaults: applied as requested.
-    let (s, b) = server.put(&path, json!({"energy_limit": "50"})).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server.put_ok(&path, json!({"energy_limit": "50"})).await;
     assert_eq!(b["data"]["applied"], 50.0);
     assert_eq!(b["data"]["bounded"], false);
     // The SIM's part type stands in for a battery type in the defaults table.
@@ -1507,13 +1405,9 @@ async fn energy_limit_dcm_and_payg(backend: Backend) {
     let (_, b) = server.put(&path, json!({"energy_limit": "5"})).await;
     assert_eq!(b["data"]["applied"], 10.0);
     // Only the latest suggestion is pending.
-    let params = rows_of(
-        &server,
-        "/v1/product_parameters",
-        &imei,
-        "product_parameter_id",
-    )
-    .await;
+    let params = server
+        .unit_rows("/v1/product_parameters", &imei, "product_parameter_id")
+        .await;
     assert_eq!(
         params.iter().filter(|p| p["status"] == "pending").count(),
         1
@@ -1679,10 +1573,9 @@ async fn dashboard2_and_current_enable_status(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // current_enable_status: FACTORY, paged.
-    let (s, body) = server
-        .get("/v1/current_enable_status?page=1&results_per_page=1")
+    let body = server
+        .get_ok("/v1/current_enable_status?page=1&results_per_page=1")
         .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["message"], "enable_histories retrieved");
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
     let (_, body) = server
@@ -1748,8 +1641,9 @@ async fn alert_dismissal_publishes(backend: Backend) {
     assert_eq!(n[0]["data"]["dismissal_reason"], "fixed");
     assert_eq!(n[0]["data"]["dismissed_at"], row["dismissed_at"]);
     // Twice: success, nothing published.
-    let (s, _) = server.call(Method::PUT, &path, None).await;
-    assert_eq!(s, StatusCode::OK);
+    server
+        .call_expecting(StatusCode::OK, Method::PUT, &path, None)
+        .await;
     assert_eq!(
         notifications(&server, "product-alert", &imei).await.len(),
         1
@@ -2027,8 +1921,9 @@ async fn bad_input_never_answers_500(backend: Backend) {
         "/v1/current_enable_status",
         "/v1/products/locations",
     ] {
-        let (s, b) = server.get(&format!("{p}?results_per_page=100000000")).await;
-        assert_eq!(s, StatusCode::OK, "{p}: {b}");
+        server
+            .get_ok(&format!("{p}?results_per_page=100000000"))
+            .await;
     }
     for q in ["page=x", "results_per_page=-1"] {
         for p in [

@@ -19,9 +19,7 @@ both_backends!(
 );
 
 async fn alert_types(server: &TestServer) -> Vec<Json> {
-    let (status, body) = server.list("/v1/alert_types", json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["objects"].as_array().unwrap().clone()
+    server.list_objects("/v1/alert_types", json!({})).await
 }
 
 async fn links(server: &TestServer, table: &str, id: i64) -> Vec<i64> {

@@ -139,16 +139,7 @@ async fn channels_get_a_name_when_the_client_sends_none(backend: Backend) {
 async fn the_bootstrap_administrator_belongs_to_an_entity(backend: Backend) {
     let server = TestServer::start(backend).await;
     // The test server's admin is ensured as SMARTSOLAR_ADMIN_USER is at start.
-    let r = server
-        .client
-        .post(server.url("/v1/auth/login"))
-        .form(&[("username", ADMIN), ("password", ADMIN_PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let body: Json = r.json().await.unwrap();
-    let login = &body["message"]["login_successful"];
+    let login = &server.login_successful(ADMIN, ADMIN_PASSWORD).await;
     let entity = login["entity_id"]
         .as_i64()
         .unwrap_or_else(|| panic!("entity_id must be an integer: {login}"));
@@ -196,15 +187,9 @@ async fn the_bootstrap_administrator_belongs_to_an_entity(backend: Backend) {
 }
 
 async fn sms_rows(server: &TestServer, imei: &str) -> Vec<Json> {
-    let (s, b) = server
-        .list(
-            "/v1/sms_histories",
-            json!({"filters": [{"name": "product_imei", "op": "eq", "val": imei}],
-                   "order_by": [{"field": "sms_history_id", "direction": "asc"}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    b["objects"].as_array().unwrap().clone()
+    server
+        .unit_rows("/v1/sms_histories", imei, "sms_history_id")
+        .await
 }
 
 async fn sms_without_a_provider_are_recorded_as_not_sent(backend: Backend) {
@@ -212,19 +197,20 @@ async fn sms_without_a_provider_are_recorded_as_not_sent(backend: Backend) {
     let imei = next_imei();
     plain_unit(&server, &imei).await;
     let wakeup = format!("/v1/products/{imei}/send_wakeup");
-    let (s, b) = server.call(Method::POST, &wakeup, None).await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    let b = server
+        .call_expecting(StatusCode::SERVICE_UNAVAILABLE, Method::POST, &wakeup, None)
+        .await;
     assert!(b["message"].as_str().unwrap().contains("not sent"), "{b}");
     assert_eq!(b["data"]["status"], "NotSent");
     // force_connection of a unit without RTC sends the same SMS.
-    let (s, b) = server
-        .call(
+    server
+        .call_expecting(
+            StatusCode::SERVICE_UNAVAILABLE,
             Method::POST,
             &format!("/v1/products/{imei}/force_connection"),
             None,
         )
         .await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
     let rows = sms_rows(&server, &imei).await;
     assert_eq!(rows.len(), 2, "{rows:?}");
     for row in &rows {
@@ -252,8 +238,9 @@ async fn sms_without_a_provider_are_recorded_as_not_sent(backend: Backend) {
     let url = provider.url.clone();
     let server = TestServer::start_with(backend, |c| c.sms_http_url = Some(url)).await;
     plain_unit(&server, &imei).await;
-    let (s, b) = server.call(Method::POST, &wakeup, None).await;
-    assert_eq!(s, StatusCode::BAD_GATEWAY, "{b}");
+    let b = server
+        .call_expecting(StatusCode::BAD_GATEWAY, Method::POST, &wakeup, None)
+        .await;
     assert_eq!(b["data"]["status"], "Failed");
     assert!(
         b["data"]["status_info"].as_str().unwrap().contains("500"),
@@ -261,8 +248,9 @@ async fn sms_without_a_provider_are_recorded_as_not_sent(backend: Backend) {
     );
     // Once it accepts: in flight (status null), no reason.
     provider.fail.store(false, Ordering::Relaxed);
-    let (s, b) = server.call(Method::POST, &wakeup, None).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server
+        .call_expecting(StatusCode::OK, Method::POST, &wakeup, None)
+        .await;
     assert!(b["data"]["status"].is_null(), "{b}");
     assert!(b["data"]["status_info"].is_null(), "{b}");
 }

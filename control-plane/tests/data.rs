@@ -542,15 +542,14 @@ async fn bad_input_gets_400_with_a_message(backend: Backend) {
         assert!(message.contains(needle), "{args:?}: {message}");
     }
     // Same argument in the query string and the body.
-    let (s, body) = env
-        .server
-        .call(
+    env.server
+        .call_expecting(
+            StatusCode::BAD_REQUEST,
             Method::GET,
             &format!("/v1/products/{IMEI}/data?limit=1"),
             Some(json!({"limit": 2})),
         )
         .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
 
     let writes: &[(Json, &str)] = &[
         (json!([1, 2]), "must be a JSON object"),
@@ -769,11 +768,10 @@ async fn upload_tool_log(backend: Backend) {
         "software_version": "0.3.0",
         "user": "mfg.sunworth@bboxx.co.uk",
     });
-    let (s, body) = env
+    let body = env
         .server
-        .post("/v1/upload_tool_log", example.clone())
+        .post_created("/v1/upload_tool_log", example.clone())
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(
         body,
         json!({"status": "success", "message": "Log uploaded successfully", "data": null})
@@ -877,8 +875,7 @@ async fn next(consumer: &mut Box<dyn Consumer>) -> bus::Delivery {
 }
 
 async fn letter_row(server: &TestServer, id: i64) -> Json {
-    let row = server.get_ok(&format!("/v1/rtc_dead_letters/{id}")).await;
-    row
+    server.get_ok(&format!("/v1/rtc_dead_letters/{id}")).await
 }
 
 async fn dead_letters_import_decode_replay_discard(backend: Backend) {
@@ -1006,14 +1003,14 @@ async fn dead_letters_import_decode_replay_discard(backend: Backend) {
         .contains("RTC-MO"));
     assert!(row["status_time"].is_string() && row["replay_status_time"].is_string());
     assert_eq!(row["modified_by"], ADMIN);
-    let (s, body) = server
-        .call(
+    server
+        .call_expecting(
+            StatusCode::CONFLICT,
             Method::PUT,
             &format!("/v1/rtc_dead_letters/{id}/replay"),
             None,
         )
         .await;
-    assert_eq!(s, StatusCode::CONFLICT, "already replayed: {body}");
 
     // It failed again and came back: the import reopens the row.
     bus.publish(&topics.mo_dead_letter, b"Aeris/10.112.89.62", &letter)
@@ -1042,14 +1039,14 @@ async fn dead_letters_import_decode_replay_discard(backend: Backend) {
     let row = letter_row(server, id).await;
     assert_eq!(row["status"], "discarded");
     assert!(row["status_time"].is_string());
-    let (s, _) = server
-        .call(
+    server
+        .call_expecting(
+            StatusCode::CONFLICT,
             Method::PUT,
             &format!("/v1/rtc_dead_letters/{id}/replay"),
             None,
         )
         .await;
-    assert_eq!(s, StatusCode::CONFLICT);
 
     // MT replies: their own topic and message; replayed onto RTC-MT.Reply.
     let reply = imei_letter(QueueName::MtReply, unit, 7, &[0x82, 0x04, 0x80]);
@@ -1109,14 +1106,14 @@ async fn dead_letters_import_decode_replay_discard(backend: Backend) {
         )
         .await;
     let stranger_id = list["objects"][0]["rtc_dead_letter_id"].as_i64().unwrap();
-    let (s, body) = server
-        .call(
+    let body = server
+        .call_expecting(
+            StatusCode::CONFLICT,
             Method::PUT,
             &format!("/v1/rtc_dead_letters/{stranger_id}/replay"),
             None,
         )
         .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{body}");
     assert!(body["message"]
         .as_str()
         .unwrap()
@@ -1146,10 +1143,14 @@ async fn dead_letters_import_decode_replay_discard(backend: Backend) {
     // Unknown ids and methods.
     let (s, _) = server.get("/v1/rtc_dead_letters/999999/decode").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = server
-        .call(Method::PUT, "/v1/rtc_dead_letters/abc/discard", None)
+    server
+        .call_expecting(
+            StatusCode::NOT_FOUND,
+            Method::PUT,
+            "/v1/rtc_dead_letters/abc/discard",
+            None,
+        )
         .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = server
         .get(&format!("/v1/rtc_dead_letters/{id}/replay"))
         .await;
@@ -1172,20 +1173,24 @@ async fn dead_letters_import_decode_replay_discard(backend: Backend) {
         .await;
     let fresh_id = body["data"]["rtc_dead_letter_ids"][0].as_i64().unwrap();
     bus.close();
-    let (s, body) = server
-        .call(
+    server
+        .call_expecting(
+            StatusCode::SERVICE_UNAVAILABLE,
             Method::PUT,
             &format!("/v1/rtc_dead_letters/{fresh_id}/replay"),
             None,
         )
         .await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(
         letter_row(server, fresh_id).await["replay_status"],
         "failure"
     );
-    let (s, _) = server
-        .call(Method::POST, "/v1/rtc_import_mo_dead_letters", None)
+    server
+        .call_expecting(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Method::POST,
+            "/v1/rtc_import_mo_dead_letters",
+            None,
+        )
         .await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
 }

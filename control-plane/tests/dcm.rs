@@ -24,12 +24,7 @@ both_backends!(
 );
 
 async fn dcm_product(server: &TestServer) -> String {
-    server
-        .seed("product", json!({"dcm_enabled_flag": true}))
-        .await
-        .as_str()
-        .unwrap()
-        .to_string()
+    server.seed_product(json!({"dcm_enabled_flag": true})).await
 }
 
 fn add<'s>(
@@ -46,15 +41,9 @@ fn add<'s>(
 
 /// The unit's commands as the generic table shows them, oldest first.
 async fn commands(server: &TestServer, imei: &str) -> Vec<Json> {
-    let (s, body) = server
-        .list(
-            "/v1/payment_commands",
-            json!({"filters": [{"name": "product_imei", "op": "eq", "val": imei}],
-                   "order_by": [{"field": "payment_command_id", "direction": "asc"}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
-    body["objects"].as_array().unwrap().clone()
+    server
+        .unit_rows("/v1/payment_commands", imei, "payment_command_id")
+        .await
 }
 
 async fn count(server: &TestServer, table: &str) -> i64 {

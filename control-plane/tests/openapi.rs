@@ -485,12 +485,7 @@ async fn schemathesis_positive_postgres() {
 async fn a_generated_client_runs_the_spec_examples() {
     let venv = venv();
     let server = TestServer::start(Backend::Sqlite).await;
-    let imei = server
-        .seed("product", json!({"dcm_enabled_flag": true}))
-        .await
-        .as_str()
-        .unwrap()
-        .to_string();
+    let imei = server.seed_product(json!({"dcm_enabled_flag": true})).await;
     let point = json!({"measurement": "telemetry", "fields": {"battery_voltage": [["2024-01-01T00:00:00Z", 12.5]]}});
     let (s, b) = server
         .post(&format!("/v1/products/{imei}/data"), point)

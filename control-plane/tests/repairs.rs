@@ -122,15 +122,12 @@ async fn state_of(server: &TestServer, id: i64) -> String {
 
 /// All rows of a table matching one filter, through the generic API.
 async fn rows(server: &TestServer, path: &str, field: &str, val: Json) -> Vec<Json> {
-    let b = server
-        .get_ok(&format!(
-            "{path}?results_per_page=100&q={}",
-            common::urlencode(
-                &json!({"filters": [{"name": field, "op": "eq", "val": val}]}).to_string()
-            )
-        ))
-        .await;
-    b["objects"].as_array().unwrap().clone()
+    server
+        .list_objects(
+            path,
+            json!({"filters": [{"name": field, "op": "eq", "val": val}]}),
+        )
+        .await
 }
 
 const USB_PASS: &str = r#"{"serial": "MC0211-999002-1", "voltage": 6.5, "usb_port_result": "pass", "pcb_result": "pass"}"#;
@@ -161,8 +158,9 @@ async fn walk_the_whole_default_workflow(backend: Backend) {
     assert_eq!(r["created_by"], ADMIN);
 
     // SMART SOLAR State Check.
-    let (s, b) = server.get(&format!("/v1/repairs/{id}/current_state")).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = server
+        .get_ok(&format!("/v1/repairs/{id}/current_state"))
+        .await;
     assert_eq!(b["message"], "Repair found");
     assert_eq!(b["data"]["ident"], "ss_state_check");
     assert_eq!(b["data"]["name"], "SMART SOLAR State Check");
@@ -200,8 +198,9 @@ async fn walk_the_whole_default_workflow(backend: Backend) {
     .await;
 
     // Replace PCB: exactly the spec's example body.
-    let (s, b) = server.get(&format!("/v1/repairs/{id}/current_state")).await;
-    assert_eq!(s, StatusCode::OK);
+    let b = server
+        .get_ok(&format!("/v1/repairs/{id}/current_state"))
+        .await;
     assert_eq!(
         b,
         json!({
@@ -323,8 +322,7 @@ async fn walk_the_whole_default_workflow(backend: Backend) {
     );
 
     // History: every state visited, in order, ending with the current one.
-    let (s, b) = server.get(&format!("/v1/repairs/{id}/history")).await;
-    assert_eq!(s, StatusCode::OK);
+    let b = server.get_ok(&format!("/v1/repairs/{id}/history")).await;
     assert_eq!(b["message"], "Repair state found");
     let idents: Vec<&str> = b["data"]
         .as_array()
@@ -437,14 +435,14 @@ async fn walk_the_whole_default_workflow(backend: Backend) {
     let (_, b) = server.get("/v1/repairs/list_current_states").await;
     assert_eq!(b["data"], json!([]));
     // Methods the routes do not document.
-    let (s, b) = server
-        .call(
+    server
+        .call_expecting(
+            StatusCode::METHOD_NOT_ALLOWED,
             Method::POST,
             &format!("/v1/repairs/{id}/current_state"),
             None,
         )
         .await;
-    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{b}");
 }
 
 async fn battery_failure_terminates_the_unit(backend: Backend) {
@@ -1468,8 +1466,7 @@ async fn made(server: &TestServer, create: Option<&str>) -> (String, i64) {
                      "device_key": format!("dk{imei}"), "manufacturer": "A Factory"});
     match create {
         Some(path) if path.ends_with("create_hub2") => {
-            let (s, b) = server.post(path, pcb).await;
-            assert_eq!(s, StatusCode::OK, "{path}: {b}");
+            server.post_ok(path, pcb).await;
         }
         Some(path) => {
             server.post_ok("/v1/parts/create_tiger_pcb", pcb).await;
@@ -1478,8 +1475,7 @@ async fn made(server: &TestServer, create: Option<&str>) -> (String, i64) {
                 body["battery"] =
                     json!({"part_type_id": 43, "serial_number": format!("BAT{imei}")});
             }
-            let (s, b) = server.post(path, body).await;
-            assert_eq!(s, StatusCode::OK, "{path}: {b}");
+            server.post_ok(path, body).await;
         }
         None => {
             // A product type added as data, with no workflow of its own.
@@ -1516,8 +1512,9 @@ async fn every_product_type_the_system_creates_can_be_repaired(backend: Backend)
             assert_eq!(product_type, walk.product_type_id, "{w}");
         }
         set_state(&server, &imei, 8).await;
-        let (s, b) = server.get(&format!("/v1/products/{imei}/get_repair")).await;
-        assert_eq!(s, StatusCode::OK, "{w}: {b}");
+        let b = server
+            .get_ok(&format!("/v1/products/{imei}/get_repair"))
+            .await;
         assert_eq!(b["message"], "Repair created", "{w}");
         assert_eq!(
             b["data"]["config"].is_object(),
@@ -1554,10 +1551,14 @@ async fn every_product_type_the_system_creates_can_be_repaired(backend: Backend)
                 )
                 .await;
                 assert_eq!(fr["data"]["name"], walk.french.1, "{w}: {fr}");
-                let (s, b) = server
-                    .call(Method::PUT, &format!("/v1/repairs/{id}/undo"), None)
+                let b = server
+                    .call_expecting(
+                        StatusCode::OK,
+                        Method::PUT,
+                        &format!("/v1/repairs/{id}/undo"),
+                        None,
+                    )
                     .await;
-                assert_eq!(s, StatusCode::OK, "{w}: {b}");
                 assert_eq!(b["data"]["ident"], "ss_state_check", "{w}");
                 let (_, h) = server.get(&format!("/v1/repairs/{id}/history")).await;
                 assert_eq!(h["data"].as_array().unwrap().len(), 1, "{w}: {h}");
@@ -1568,8 +1569,7 @@ async fn every_product_type_the_system_creates_can_be_repaired(backend: Backend)
                 assert_eq!(state_of(&server, id).await, walk.french.0, "{w}");
             }
         }
-        let (s, h) = server.get(&format!("/v1/repairs/{id}/history")).await;
-        assert_eq!(s, StatusCode::OK, "{w}: {h}");
+        let h = server.get_ok(&format!("/v1/repairs/{id}/history")).await;
         let idents: Vec<String> = h["data"]
             .as_array()
             .unwrap()

@@ -192,11 +192,10 @@ impl Rig {
     async fn wait_data(&self, what: &str, imei: &str, fields: &str, f: impl Fn(&str) -> bool) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let (s, b) = self
+            let b = self
                 .server
-                .get(&format!("/v1/products/{imei}/data?fields={fields}"))
+                .get_ok(&format!("/v1/products/{imei}/data?fields={fields}"))
                 .await;
-            assert_eq!(s, StatusCode::OK, "{b}");
             if f(&b["data"].to_string()) {
                 return;
             }
@@ -211,13 +210,12 @@ impl Rig {
     /// How many points of each field of `fields` (comma-separated) the unit has in the time
     /// series, in the order asked, with the response for messages.
     async fn point_counts(&self, imei: &str, fields: &str) -> (Vec<usize>, Json) {
-        let (s, b) = self
+        let b = self
             .server
-            .get(&format!(
+            .get_ok(&format!(
                 "/v1/products/{imei}/data?fields={fields}&start=2020-01-01T00:00:00Z&end=2040-01-01T00:00:00Z&limit=0"
             ))
             .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
         let counts = fields
             .split(',')
             .map(|field| {
@@ -312,11 +310,7 @@ async fn enable_and_payment_reach_the_unit_and_its_answers_the_database(backend:
     .await;
 
     // Enable through the API: the unit gets a status update asking for it.
-    let (s, b) = rig
-        .server
-        .call(Method::PUT, &format!("/v1/products/{imei}/enable"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    rig.server.unit_action(Method::PUT, imei, "enable").await;
     let p = rig.product_row(imei).await;
     assert_eq!(
         (
@@ -380,14 +374,12 @@ async fn enable_and_payment_reach_the_unit_and_its_answers_the_database(backend:
     let acked = r#"smartsolar_dcm_payment_command_events_total{event="acknowledged"}"#;
     common::metrics();
     let (sent_before, acked_before) = (common::metric(sent), common::metric(acked));
-    let (s, b) = rig
-        .server
-        .post(
+    rig.server
+        .post_created(
             &format!("/v1/products/{imei}/add_payment_command"),
             json!({"value": 86_400, "category": "payment", "transaction_id": "tx-rtc-1"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
     let mut got_payment = false;
     while !got_payment {
         let mt = next_mt(&mut unit).await;
@@ -425,11 +417,10 @@ async fn enable_and_payment_reach_the_unit_and_its_answers_the_database(backend:
         common::metric(r#"smartsolar_db_query_duration_seconds_count{op="commit"}"#) > 0.0,
         "commits not timed"
     );
-    let (s, b) = rig
+    let b = rig
         .server
-        .get(&format!("/v1/products/{imei}/balance_and_pending_payments"))
+        .get_ok(&format!("/v1/products/{imei}/balance_and_pending_payments"))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["data"]["balance"], 86_400);
     assert_eq!(b["data"]["pending_payment_commands"], json!([]));
     // The balance is in the time-series store too.
@@ -673,11 +664,7 @@ async fn unknown_units_are_refused_and_offline_units_get_a_wakeup(backend: Backe
     assert!(rig.rows("rtc_connection_history", imei).await.is_empty());
 
     // A sync for the offline unit: retried, then the fallback SMS.
-    let (s, b) = rig
-        .server
-        .call(Method::POST, &format!("/v1/products/{imei}/sync"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = rig.server.unit_action(Method::POST, imei, "sync").await;
     assert_eq!(b["message"], "sync request successfully sent");
     rig.wait_rows("fallback row", "rtc_fallback_message_history", imei, |r| {
         r.len() == 1
@@ -713,14 +700,13 @@ async fn rtc_endpoints(backend: Backend) {
         .await;
 
     // command_request: the unit runs it and its output is recorded.
-    let (s, b) = rig
+    let b = rig
         .server
-        .post(
+        .post_ok(
             &format!("/v1/products/{imei}/command_request"),
             json!({"command": "atc 60 AT+CPOL=?;+COPS=?"}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["message"], "command successfully sent");
     let mt = next_mt(&mut unit).await;
     unit.answer(&mt, ReplyResult::Ok).await.unwrap();
@@ -733,15 +719,9 @@ async fn rtc_endpoints(backend: Backend) {
     .await;
 
     // status_update: the desired state now.
-    let (s, b) = rig
-        .server
-        .call(
-            Method::POST,
-            &format!("/v1/products/{imei}/status_update"),
-            None,
-        )
+    rig.server
+        .unit_action(Method::POST, imei, "status_update")
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     let mt = next_mt(&mut unit).await;
     let MtMessage::StatusUpdate(su) = decode_mt(&mt).unwrap() else {
         panic!("a status update")
@@ -750,15 +730,10 @@ async fn rtc_endpoints(backend: Backend) {
     unit.answer(&mt, ReplyResult::Ok).await.unwrap();
 
     // force_connection: a sync for an RTC unit, a WAKEUP SMS for another.
-    let (s, b) = rig
+    let b = rig
         .server
-        .call(
-            Method::POST,
-            &format!("/v1/products/{imei}/force_connection"),
-            None,
-        )
+        .unit_action(Method::POST, imei, "force_connection")
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["message"], "Force connection request sent");
     let mt = next_mt(&mut unit).await;
     assert!(matches!(decode_mt(&mt).unwrap(), MtMessage::Sync(_)));
@@ -779,32 +754,37 @@ async fn rtc_endpoints(backend: Backend) {
 
     // RTC-only endpoints refuse other units; bad bodies are 400s; unknown units 404.
     for path in ["sync", "status_update"] {
-        let (s, b) = rig
-            .server
-            .call(Method::POST, &format!("/v1/products/{plain}/{path}"), None)
+        rig.server
+            .call_expecting(
+                StatusCode::BAD_REQUEST,
+                Method::POST,
+                &format!("/v1/products/{plain}/{path}"),
+                None,
+            )
             .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {b}");
     }
     let (s, _) = rig
         .server
         .post(&format!("/v1/products/{imei}/command_request"), json!({}))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = rig
-        .server
-        .call(Method::POST, "/v1/products/000000000000000/sync", None)
+    rig.server
+        .call_expecting(
+            StatusCode::NOT_FOUND,
+            Method::POST,
+            "/v1/products/000000000000000/sync",
+            None,
+        )
         .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
 
     // rtc_online_status by hand: reason user-request.
-    let (s, b) = rig
+    let b = rig
         .server
-        .post(
+        .post_ok(
             &format!("/v1/products/{imei}/rtc_online_status"),
             json!({"status": "offline"}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["message"], "RTC online status set");
     let rows = rig.rows("rtc_connection_history", imei).await;
     let last = rows.last().unwrap();
@@ -907,15 +887,13 @@ async fn an_unmatched_reply_stalls_no_other_unit(backend: Backend) {
     // A payment command for each good unit; each receives it and holds its reply.
     let mut payments = Vec::new();
     for (imei, unit) in good.iter().zip(units.iter_mut()) {
-        let (s, b) = rig
-            .server
-            .post(
+        rig.server
+            .post_created(
                 &format!("/v1/products/{imei}/add_payment_command"),
                 json!({"value": 3_600, "category": "payment",
                             "transaction_id": format!("tx-{imei}")}),
             )
             .await;
-        assert_eq!(s, StatusCode::CREATED, "{b}");
         loop {
             match decode_mt(&next_mt(unit).await).unwrap() {
                 MtMessage::PaymentCommands(p) => {
@@ -997,14 +975,12 @@ async fn mt_history_is_listed_with_its_delivery_state(backend: Backend) {
     let mut unit = rig.unit(imei).await;
 
     // A payment the unit confirms, then an enable it never answers.
-    let (s, b) = rig
-        .server
-        .post(
+    rig.server
+        .post_created(
             &format!("/v1/products/{imei}/add_payment_command"),
             json!({"value": 60, "category": "payment", "transaction_id": "tx-history"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
     let payment = loop {
         match decode_mt(&next_mt(&mut unit).await).unwrap() {
             MtMessage::PaymentCommands(p) => {
@@ -1020,26 +996,16 @@ async fn mt_history_is_listed_with_its_delivery_state(backend: Backend) {
         })
     })
     .await;
-    let (s, b) = rig
-        .server
-        .call(Method::PUT, &format!("/v1/products/{imei}/enable"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    rig.server.unit_action(Method::PUT, imei, "enable").await;
     let frame = next_mt(&mut unit).await;
     let MtMessage::StatusUpdate(enable) = decode_mt(&frame).unwrap() else {
         panic!("expected the enable status update");
     };
     let enable = enable.correlation_id.to_string();
     // An MT for the other entity's unit (offline: it stays undelivered).
-    let (s, b) = rig
-        .server
-        .call(
-            Method::PUT,
-            &format!("/v1/products/{stranger}/enable"),
-            None,
-        )
+    rig.server
+        .unit_action(Method::PUT, stranger, "enable")
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
 
     // Through the API, newest first, as the console asks.
     let q = json!({"filters": [{"name": "product_imei", "op": "eq", "val": imei}],
@@ -1068,11 +1034,10 @@ async fn mt_history_is_listed_with_its_delivery_state(backend: Backend) {
         .is_some_and(|j| j.contains("status_update")));
     // One row by id.
     let id = rows[0]["rtc_message_history_id"].as_i64().unwrap();
-    let (s, one) = rig
+    let one = rig
         .server
-        .get(&format!("/v1/rtc_message_history/{id}"))
+        .get_ok(&format!("/v1/rtc_message_history/{id}"))
         .await;
-    assert_eq!(s, StatusCode::OK, "{one}");
     assert_eq!(one["message_reference"], enable.as_str());
     // Read-only: the unit's answers write delivery states, not API callers.
     let (s, b) = rig

@@ -79,11 +79,8 @@ async fn own(
 async fn entity_with_product(server: &TestServer, name: &str) -> (i64, String) {
     let entity = server.seed_entity(name).await;
     let imei = server
-        .seed("product", json!({"device_key": format!("key-of-{name}")}))
-        .await
-        .as_str()
-        .unwrap()
-        .to_string();
+        .seed_product(json!({"device_key": format!("key-of-{name}")}))
+        .await;
     link(server, &imei, entity).await;
     (entity, imei)
 }
@@ -202,8 +199,7 @@ async fn entity_user_sees_nothing_of_another_entity(backend: Backend) {
     assert!(text.contains(&imei_a) && !text.contains(&imei_b), "{text}");
 
     // Every parameterised route of the OpenAPI document, aimed at B's rows.
-    let (s, doc) = server.get("/v1/openapi.json").await;
-    assert_eq!(s, StatusCode::OK);
+    let doc = server.get_ok("/v1/openapi.json").await;
     let mut routes = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {
         let Some(rest) = path.strip_prefix("/v1/") else {
@@ -404,12 +400,7 @@ async fn every_table_a_query_touches_is_checked(backend: Backend) {
 
 async fn payment_values_are_bounded(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let imei = server
-        .seed("product", json!({"dcm_enabled_flag": true}))
-        .await
-        .as_str()
-        .unwrap()
-        .to_string();
+    let imei = server.seed_product(json!({"dcm_enabled_flag": true})).await;
     let add = |value: i64, category: &str, tx: &str| {
         let path = format!("/v1/products/{imei}/add_payment_command");
         let body = json!({"value": value, "category": category, "transaction_id": tx});

@@ -562,30 +562,35 @@ async fn apply(ctx: &Ctx, m: &Decoded<'_>) -> Result<(), Failure> {
     }
 }
 
+/// The balance a status report or an MT reply carries, if any, to the sink's ledger.
+async fn report_balance(
+    sink: &dyn MoSink,
+    c: &MoContext<'_>,
+    balance: Option<i64>,
+    expected_expiry: Option<u64>,
+) -> Result<(), SinkError> {
+    if let Some(balance) = balance {
+        let b = Balance {
+            balance,
+            expected_expiry,
+        };
+        sink.balance(c, &b).await?;
+    }
+    Ok(())
+}
+
 async fn apply_once(sink: &dyn MoSink, m: &Decoded<'_>) -> Result<(), SinkError> {
     let c = &m.ctx;
     match &m.msg {
         MoMessage::StatusReport(r) => {
             sink.status_report(c, r).await?;
-            if let Some(balance) = r.balance {
-                let b = Balance {
-                    balance,
-                    expected_expiry: r.expected_expiry,
-                };
-                sink.balance(c, &b).await?;
-            }
+            report_balance(sink, c, r.balance, r.expected_expiry).await?;
         }
         MoMessage::CellReport(r) => sink.cell_report(c, r).await?,
         MoMessage::EventLog(l) => sink.event_log(c, l).await?,
         MoMessage::Reply(r) => {
             sink.mt_reply(c, r).await?;
-            if let Some(balance) = r.balance {
-                let b = Balance {
-                    balance,
-                    expected_expiry: r.expected_expiry,
-                };
-                sink.balance(c, &b).await?;
-            }
+            report_balance(sink, c, r.balance, r.expected_expiry).await?;
         }
         MoMessage::CommandResponse(r) => sink.command_response(c, r).await?,
         MoMessage::FinalBalance(f) => sink.final_balance(c, f).await?,

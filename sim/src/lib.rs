@@ -14,7 +14,7 @@ use codec::frame::{FrameCodec, HEADER_LEN};
 use codec::handshake::{compute_proof, HandshakeMessage, Hello, Proof, RefuseReason, Welcome};
 use codec::mo::{
     CommandResponse, Event, EventLog, MtReply, OfflineNotice, OfflineReason, ReplyResult,
-    StatusReport, TelemetryBatch, TelemetryRecord, TelemetryValue,
+    StatusReport, TelemetryBatch, TelemetryRecord, TelemetryValue, TYPICAL_TELEMETRY_VALUES,
 };
 use codec::{
     decode_handshake, decode_mt, encode_handshake, mo_to_vec, MoMessage, MtMessage, Number, Seq,
@@ -609,25 +609,15 @@ pub fn status_report(time: u64) -> Vec<u8> {
     mo_to_vec(&MoMessage::StatusReport(StatusReport::typical(time)))
 }
 
-/// A typical telemetry batch (one record, five values).
+/// A typical telemetry batch: one record of five values, the last a pulse count `seq`.
 pub fn telemetry(time: u64, seq: u64) -> Vec<u8> {
+    let [voltage, current, _panel_voltage, temperature, state_of_charge, _fan_rpm] =
+        TYPICAL_TELEMETRY_VALUES;
     let values = [
-        TelemetryValue {
-            field: "voltage",
-            value: Number::Float(12.9),
-        },
-        TelemetryValue {
-            field: "current",
-            value: Number::Float(1.25),
-        },
-        TelemetryValue {
-            field: "temperature",
-            value: Number::Float(31.5),
-        },
-        TelemetryValue {
-            field: "state_of_charge_percent",
-            value: Number::Int(87),
-        },
+        voltage,
+        current,
+        temperature,
+        state_of_charge,
         TelemetryValue {
             field: "pulse_count",
             value: Number::Int(seq as i64),

@@ -65,6 +65,12 @@ pub(crate) fn free_port() -> u16 {
     panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
+/// Sends `req` and reads its answer as JSON (a transport error or a body that is not JSON
+/// fails the test).
+pub(crate) async fn json_of(req: reqwest::RequestBuilder) -> Json {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// A logged-in API user.
 pub(crate) struct Client {
     pub(crate) http: reqwest::Client,
@@ -81,15 +87,11 @@ impl Client {
         username: &str,
         password: &str,
     ) -> Self {
-        let login: Json = http
-            .post(format!("{base}/v1/auth/login"))
-            .form(&[("username", username), ("password", password)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let login = json_of(
+            http.post(format!("{base}/v1/auth/login"))
+                .form(&[("username", username), ("password", password)]),
+        )
+        .await;
         let token = login["message"]["login_successful"]["API_token"]
             .as_str()
             .unwrap_or_else(|| panic!("login failed: {login}"));
@@ -158,16 +160,7 @@ impl Client {
                 ],
             )
             .unwrap();
-            let body: Json = self
-                .http
-                .get(url)
-                .header("Authorization", &self.auth)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let body = json_of(self.http.get(url).header("Authorization", &self.auth)).await;
             let rows = body["objects"]
                 .as_array()
                 .unwrap_or_else(|| panic!("{path}: {body}"));

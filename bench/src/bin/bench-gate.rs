@@ -21,14 +21,16 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use codec::mo::TelemetryBatch;
-use codec::{decode_mo, encode_mo, frame, MoMessage, Seq};
-use control_plane::catalogue::{Catalogue, Permission};
-use control_plane::query::{self, Page, Viewer, Visibility};
+use codec::{decode_mo, encode_mo, frame, MoMessage};
+use control_plane::catalogue::Catalogue;
+use control_plane::query;
 use ingest::tsdb::embedded::Embedded;
 use ingest::tsdb::{line, FieldValue, Point};
 use sea_query::PostgresQueryBuilder;
 use serde::{Deserialize, Serialize};
-use smartsolar_bench::{imei, status_report, PRODUCT_QUERY, TELEMETRY_RECORDS, TSDB_FIELDS};
+use smartsolar_bench::{
+    imei, status_report, PRODUCT_QUERY, PRODUCT_QUERY_PAGE, PRODUCT_QUERY_VIEWER, TSDB_FIELDS,
+};
 
 /// One measured case: name, what it measures, iterations of the short and the long run.
 struct Case {
@@ -172,9 +174,7 @@ fn tsdb_batch(round: usize) -> Vec<Point> {
 
 fn run_case(name: &str, n: u64) -> Result<(), String> {
     let status_msg = MoMessage::StatusReport(status_report());
-    let telemetry_msg = MoMessage::Telemetry(TelemetryBatch {
-        records: Seq::new(&TELEMETRY_RECORDS),
-    });
+    let telemetry_msg = MoMessage::Telemetry(TelemetryBatch::typical());
     let mut out = Vec::with_capacity(256);
     let mut sink = 0u64;
     match name {
@@ -261,14 +261,8 @@ fn run_case(name: &str, n: u64) -> Result<(), String> {
         "query_parse_compile_render" => {
             let cat = Catalogue::builtin();
             let product = cat.table("product").ok_or("no product table")?;
-            let visibility = Viewer {
-                visibility: Visibility::Entity(42),
-                permission: Permission::Admin,
-            };
-            let page = Some(Page {
-                page: 2,
-                per_page: 10,
-            });
+            let visibility = PRODUCT_QUERY_VIEWER;
+            let page = PRODUCT_QUERY_PAGE;
             for _ in 0..n {
                 let spec = query::parse(black_box(PRODUCT_QUERY)).map_err(|e| format!("{e:?}"))?;
                 let compiled = query::compile(&cat, product, &spec, &visibility, page)

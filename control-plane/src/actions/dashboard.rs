@@ -24,7 +24,7 @@ use crate::catalogue::{Column, ColumnType, Permission};
 use crate::db::{Row, Tx};
 use crate::error::ApiError;
 use crate::query::{self, Page, QuerySpec};
-use crate::rows::{c, col, select_all, tc, RowExt};
+use crate::rows::{c, col, id_names, select_all, tc, RowExt};
 use crate::values::format_datetime;
 use crate::web::{success, QueryPairs};
 
@@ -105,11 +105,7 @@ async fn names(tx: &mut Tx, table: &str, pk: &str) -> Result<BTreeMap<i64, Strin
         .columns([pk, "name"].map(Alias::new))
         .from(Alias::new(table))
         .to_owned();
-    let rows: Vec<(Option<i64>, Option<String>)> = tx.fetch_typed(&stmt).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, name)| Some((id?, name?)))
-        .collect())
+    id_names(tx, &stmt).await
 }
 
 /// Current entities per product (full entity rows).
@@ -142,8 +138,21 @@ fn datetime_json(t: Option<NaiveDateTime>) -> Json {
     t.map_or(Json::Null, |t| Json::from(format_datetime(&t)))
 }
 
-/// `(state_type_id, created_at)` of each `state` row id.
-async fn states(tx: &mut Tx, ids: Vec<i64>) -> Result<BTreeMap<i64, (i64, Json)>, ApiError> {
+/// The IMEIs of a page of products.
+fn imeis_of(products: &[Row]) -> Vec<String> {
+    products
+        .iter()
+        .filter_map(|p| p.text("product_imei").map(str::to_string))
+        .collect()
+}
+
+/// The latest state of each of a page of products, by `state_id`:
+/// `(state_type_id, created_at)`.
+async fn latest_states(
+    tx: &mut Tx,
+    products: &[Row],
+) -> Result<BTreeMap<i64, (i64, Json)>, ApiError> {
+    let ids = products.iter().filter_map(|p| p.int("latest_state_id"));
     let stmt = Query::select()
         .columns(["state_id", "current_state_type", "created_at"].map(Alias::new))
         .from(Alias::new("state"))
@@ -316,10 +325,7 @@ async fn dashboard2(
         None,
     )?;
     let total = state.db.fetch_i64(&all.count).await?;
-    let imeis: Vec<String> = products
-        .iter()
-        .filter_map(|p| p.text("product_imei").map(str::to_string))
-        .collect();
+    let imeis = imeis_of(&products);
     // Read-only: on SQLite a reader connection, never the writer's queue.
     let mut tx = state.db.begin_read().await?;
     let type_names = names(&mut tx, "product_type", "product_type_id").await?;
@@ -332,14 +338,7 @@ async fn dashboard2(
     let mut stmt = select_all("product_note");
     stmt.order_by(Alias::new("product_note_id"), Order::Asc);
     let notes = by_imei(&mut tx, "product_note", &imeis, stmt).await?;
-    let state_rows = states(
-        &mut tx,
-        products
-            .iter()
-            .filter_map(|p| p.int("latest_state_id"))
-            .collect(),
-    )
-    .await?;
+    let state_rows = latest_states(&mut tx, &products).await?;
     let (recent, located) = connections(&mut tx, &imeis).await?;
     let software = software(&mut tx, &imeis).await?;
     let capacity = parameter(&mut tx, &imeis, "capacity_limit").await?;
@@ -443,10 +442,7 @@ async fn current_enable_status(
         state.config.bulk_max_results_per_page.min(MAX_PAGE),
     )?;
     let (products, _) = product_page(&state, &user, &QuerySpec::default(), page).await?;
-    let imeis: Vec<String> = products
-        .iter()
-        .filter_map(|p| p.text("product_imei").map(str::to_string))
-        .collect();
+    let imeis = imeis_of(&products);
     // Read-only: on SQLite a reader connection, never the writer's queue.
     let mut tx = state.db.begin_read().await?;
     let type_names = names(&mut tx, "product_type", "product_type_id").await?;
@@ -467,14 +463,7 @@ async fn current_enable_status(
         .into_iter()
         .filter_map(|h| Some((h.enable_history_id?, h)))
         .collect();
-    let state_rows = states(
-        &mut tx,
-        products
-            .iter()
-            .filter_map(|p| p.int("latest_state_id"))
-            .collect(),
-    )
-    .await?;
+    let state_rows = latest_states(&mut tx, &products).await?;
     let entities = entities(&mut tx, &imeis).await?;
     let accessory = parameter(&mut tx, &imeis, "total_accessory_energy").await?;
     tx.commit().await?;

@@ -23,7 +23,7 @@ use crate::auth::AuthUser;
 use crate::catalogue::{ColumnType, Permission};
 use crate::db::Tx;
 use crate::error::ApiError;
-use crate::rows::{c, col, eq, insert, update};
+use crate::rows::{c, col, eq, id_names, insert, update};
 use crate::web::{success, JsonBody};
 
 /// Entity 1, seeded by migration 0003.
@@ -54,11 +54,7 @@ pub async fn current_entities(tx: &mut Tx, imei: &str) -> Result<Vec<(i64, Strin
         .and_where(c("l", "date_removed").is_null())
         .order_by((Alias::new("e"), Alias::new("entity_id")), Order::Asc)
         .to_owned();
-    let rows: Vec<(Option<i64>, Option<String>)> = tx.fetch_typed(&stmt).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, name)| Some((id?, name?)))
-        .collect())
+    id_names(tx, &stmt).await
 }
 
 async fn entity_exists(tx: &mut Tx, entity_id: i64) -> Result<bool, ApiError> {

@@ -177,6 +177,15 @@ impl TestServer {
 
     /// Logs in with a form body, as the spec's examples do; returns the token.
     pub async fn login(&self, username: &str, password: &str) -> String {
+        self.login_successful(username, password).await["API_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Logs in with a form body, which must answer 200; returns the answer's
+    /// `message.login_successful` (token, user and entity).
+    pub async fn login_successful(&self, username: &str, password: &str) -> Json {
         let r = self
             .client
             .post(self.url("/v1/auth/login"))
@@ -185,11 +194,8 @@ impl TestServer {
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "login of {username}");
-        let body: Json = r.json().await.unwrap();
-        body["message"]["login_successful"]["API_token"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        let mut body: Json = r.json().await.unwrap();
+        body["message"]["login_successful"].take()
     }
 
     /// A request with the admin token.
@@ -280,6 +286,14 @@ impl TestServer {
             .await
     }
 
+    /// A unit action without a body (`/v1/products/{imei}/{action}`) that must answer 200;
+    /// returns the body.
+    pub async fn unit_action(&self, method: Method, imei: &str, action: &str) -> Json {
+        let path = format!("/v1/products/{imei}/{action}");
+        self.call_expecting(StatusCode::OK, method, &path, None)
+            .await
+    }
+
     pub async fn get_as(&self, token: &str, path: &str) -> (StatusCode, Json) {
         self.call_as(token, Method::GET, path, None).await
     }
@@ -310,6 +324,26 @@ impl TestServer {
         self.get_as(token, &url).await
     }
 
+    /// The rows (up to 100) a list with the `q` object answers; it must answer 200.
+    pub async fn list_objects(&self, path: &str, q: Json) -> Vec<Json> {
+        let url = format!(
+            "{path}?results_per_page=100&q={}",
+            urlencode(&q.to_string())
+        );
+        let b = self.get_ok(&url).await;
+        b["objects"].as_array().unwrap().clone()
+    }
+
+    /// A unit's rows (up to 100) of the list at `path`, by `order` ascending.
+    pub async fn unit_rows(&self, path: &str, imei: &str, order: &str) -> Vec<Json> {
+        self.list_objects(
+            path,
+            json!({"filters": [{"name": "product_imei", "op": "eq", "val": imei}],
+                   "order_by": [{"field": order, "direction": "asc"}]}),
+        )
+        .await
+    }
+
     /// Creates a user through the API and logs them in.
     pub async fn user(
         &self,
@@ -336,6 +370,15 @@ impl TestServer {
     pub async fn seed(&self, table: &str, overrides: Json) -> Json {
         let mut n = COUNTER.fetch_add(1, Ordering::Relaxed) as i64 + 1000;
         Box::pin(seed_row(&self.state, table, overrides, &mut n)).await
+    }
+
+    /// Seeds a product (see [`Self::seed`]); returns its IMEI.
+    pub async fn seed_product(&self, overrides: Json) -> String {
+        self.seed("product", overrides)
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// Seeds an entity named `name` (not a BBOXX company); returns its id.

@@ -21,14 +21,14 @@ use axum::Router;
 use bytes::Bytes;
 use codec::legacy::{
     decode_rc_status, decode_rm_data, encode_rc_settings, parse_basic_auth, LegacyPaymentCommand,
-    LegacySoftware, RcSettings,
+    LegacySoftware, RcSettings, RcStatus, RmData,
 };
 use codec::mo::{
     Cell, CellReport, ReplyResult, TelemetryBatch, TelemetryRecord, TelemetryValue, MAX_CELLS,
 };
 use codec::{
-    decode_mt, encode_bus_envelope, mo_to_vec, BusEnvelope, CorrelationId, MoMessage, MtMessage,
-    Seq, Transport,
+    decode_mt, encode_bus_envelope, mo_to_vec, BusEnvelope, CorrelationId, DecodeError, MoMessage,
+    MtMessage, Seq, Transport,
 };
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
@@ -217,18 +217,49 @@ async fn publish_mo(ctx: &Ctx, imei: &str, message: &[u8]) -> Result<(), Respons
         })
 }
 
+/// A decoded legacy upload, which names the unit it comes from.
+trait Upload {
+    fn unit(&self) -> &str;
+}
+
+impl Upload for RmData<'_> {
+    fn unit(&self) -> &str {
+        &self.imei
+    }
+}
+
+impl Upload for RcStatus<'_> {
+    fn unit(&self) -> &str {
+        &self.imei
+    }
+}
+
+/// The upload of the unit authenticated as `imei`: one naming another unit is refused (403),
+/// one that did not decode is a 400, counted as a decode error.
+// The error is the answer, returned at once by the handler (as `authenticate`'s is).
+#[allow(clippy::result_large_err)]
+fn from_unit<T: Upload>(imei: &str, decoded: Result<T, DecodeError>) -> Result<T, Response> {
+    match decoded {
+        Ok(d) if d.unit() == imei => Ok(d),
+        Ok(_) => Err(status(
+            StatusCode::FORBIDDEN,
+            "imei does not match the credentials",
+        )),
+        Err(e) => {
+            metrics::counter!(m::DECODE_ERRORS, "kind" => "http").increment(1);
+            Err(status(StatusCode::BAD_REQUEST, &e.to_string()))
+        }
+    }
+}
+
 async fn rm_data(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {
     let imei = match authenticate(&ctx, &headers).await {
         Ok(i) => i,
         Err(r) => return r,
     };
-    let data = match decode_rm_data(&body) {
-        Ok(d) if *d.imei == *imei => d,
-        Ok(_) => return status(StatusCode::FORBIDDEN, "imei does not match the credentials"),
-        Err(e) => {
-            metrics::counter!(m::DECODE_ERRORS, "kind" => "http").increment(1);
-            return status(StatusCode::BAD_REQUEST, &e.to_string());
-        }
+    let data = match from_unit(&imei, decode_rm_data(&body)) {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     // Field-major (the legacy body) to time-major (telemetry records).
     let mut by_time: BTreeMap<u64, Vec<TelemetryValue<'_>>> = BTreeMap::new();
@@ -261,13 +292,9 @@ async fn rc_data_post(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Byt
         Ok(i) => i,
         Err(r) => return r,
     };
-    let rc = match decode_rc_status(&body) {
-        Ok(d) if *d.imei == *imei => d,
-        Ok(_) => return status(StatusCode::FORBIDDEN, "imei does not match the credentials"),
-        Err(e) => {
-            metrics::counter!(m::DECODE_ERRORS, "kind" => "http").increment(1);
-            return status(StatusCode::BAD_REQUEST, &e.to_string());
-        }
+    let rc = match from_unit(&imei, decode_rc_status(&body)) {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     let report = mo_to_vec(&MoMessage::StatusReport(rc.status_report()));
     if let Err(r) = publish_mo(&ctx, &imei, &report).await {

@@ -685,12 +685,7 @@ impl Embedded {
                 .collect(),
         };
         let w = d.interval_ns;
-        let first = q.start_ns.div_euclid(w) * w;
-        let last = q.end_ns.div_euclid(w) * w;
-        let mut n = ((last - first) / w + 1) as usize;
-        if let Some(l) = q.limit {
-            n = n.min(l);
-        }
+        let (first, n) = bucket_grid(q, w);
         let mut any = false;
         let mut cols = Vec::with_capacity(fields.len());
         for f in &fields {
@@ -829,42 +824,38 @@ fn gather(
             }
         }
     }
-    for head in view.frozen.iter().chain([&view.head]) {
-        let shard = head
-            .shard(&q.imei)
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        let Some(series) = shard
-            .units
-            .get(&q.imei)
-            .and_then(|u| u.series(&q.measurement))
-        else {
-            continue;
+    view.for_each_head_series(q, |s| {
+        let i = match merged.iter().position(|m| m.tags == s.tags) {
+            Some(i) => i,
+            None => {
+                merged.push(Series {
+                    tags: s.tags.clone(),
+                    columns: HashMap::new(),
+                });
+                merged.len() - 1
+            }
         };
-        for s in series {
-            let i = match merged.iter().position(|m| m.tags == s.tags) {
-                Some(i) => i,
-                None => {
-                    merged.push(Series {
-                        tags: s.tags.clone(),
-                        columns: HashMap::new(),
-                    });
-                    merged.len() - 1
-                }
-            };
-            for (name, c) in &s.columns {
-                let r = range_of(c, q);
-                let col = merged[i]
-                    .columns
-                    .entry(name.clone())
-                    .or_insert_with(|| c.empty_like());
-                for k in r {
-                    let _ = col.insert(c.times()[k], &c.value(k));
-                }
+        for (name, c) in &s.columns {
+            let r = range_of(c, q);
+            let col = merged[i]
+                .columns
+                .entry(name.clone())
+                .or_insert_with(|| c.empty_like());
+            for k in r {
+                let _ = col.insert(c.times()[k], &c.value(k));
             }
         }
-    }
+    });
     Ok(merged)
+}
+
+/// The downsampling grid of `q` with buckets `w` ns wide: the start of the first bucket and
+/// how many buckets (at most `q.limit`).
+fn bucket_grid(q: &Query, w: i64) -> (i64, usize) {
+    let first = q.start_ns.div_euclid(w) * w;
+    let last = q.end_ns.div_euclid(w) * w;
+    let n = ((last - first) / w + 1) as usize;
+    (first, q.limit.map_or(n, |l| n.min(l)))
 }
 
 /// Per-bucket partial aggregate (count, sum, min, max), from rollups and
@@ -1183,12 +1174,7 @@ fn downsample<'c>(
     column: impl Fn(&str) -> Option<&'c Column>,
 ) -> Rows {
     let w = d.interval_ns;
-    let first = q.start_ns.div_euclid(w) * w;
-    let last = q.end_ns.div_euclid(w) * w;
-    let mut n = ((last - first) / w + 1) as usize;
-    if let Some(l) = q.limit {
-        n = n.min(l);
-    }
+    let (first, n) = bucket_grid(q, w);
     let mut any = false;
     let mut cols = Vec::with_capacity(fields.len());
     for f in fields {
@@ -1224,22 +1210,29 @@ fn downsample<'c>(
 }
 
 impl View {
-    /// The days in which the heads hold values of `q`'s unit and measurement.
-    fn head_days(&self, q: &Query) -> BTreeSet<i64> {
-        let mut days = BTreeSet::new();
+    /// Calls `f` with each series the heads hold of `q`'s unit and measurement, the frozen
+    /// head's (older values) first, each under its shard's read lock.
+    fn for_each_head_series(&self, q: &Query, mut f: impl FnMut(&Series)) {
         for head in self.frozen.iter().chain([&self.head]) {
             let shard = head
                 .shard(&q.imei)
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
-            let Some(series) = shard
+            if let Some(series) = shard
                 .units
                 .get(&q.imei)
                 .and_then(|u| u.series(&q.measurement))
-            else {
-                continue;
-            };
-            for c in series.iter().flat_map(|s| s.columns.values()) {
+            {
+                series.iter().for_each(&mut f);
+            }
+        }
+    }
+
+    /// The days in which the heads hold values of `q`'s unit and measurement.
+    fn head_days(&self, q: &Query) -> BTreeSet<i64> {
+        let mut days = BTreeSet::new();
+        self.for_each_head_series(q, |s| {
+            for c in s.columns.values() {
                 let t = c.times();
                 let mut i = t.partition_point(|&x| x < q.start_ns);
                 while i < t.len() && t[i] <= q.end_ns {
@@ -1248,7 +1241,7 @@ impl View {
                     i += t[i..].partition_point(|&x| x < (day + 1) * DAY_NS);
                 }
             }
-        }
+        });
         days
     }
 }

@@ -153,6 +153,40 @@ impl Expr {
             },
         }
     }
+    /// Appends the expression in the syntax InfluxQL and QuestDB SQL share: `AND`/`OR` in
+    /// parentheses, `name op literal`, with names and strings quoted by the dialect's
+    /// `quote_ident` and `quote_str`. `Display` for f64 never uses an exponent, and the
+    /// parser only yields finite numbers.
+    pub fn render(
+        &self,
+        out: &mut String,
+        quote_ident: fn(&str) -> String,
+        quote_str: fn(&str) -> String,
+    ) {
+        match self {
+            Self::And(a, b) | Self::Or(a, b) => {
+                out.push('(');
+                a.render(out, quote_ident, quote_str);
+                out.push_str(if matches!(self, Self::And(..)) {
+                    " AND "
+                } else {
+                    " OR "
+                });
+                b.render(out, quote_ident, quote_str);
+                out.push(')');
+            }
+            Self::Cmp { name, op, value } => {
+                out.push_str(&quote_ident(name));
+                out.push(' ');
+                out.push_str(op.as_str());
+                out.push(' ');
+                match value {
+                    Literal::Number(n) => out.push_str(&n.to_string()),
+                    Literal::Str(s) => out.push_str(&quote_str(s)),
+                }
+            }
+        }
+    }
 }
 
 /// A value a row holds for a name, as seen by [`Expr::eval`].

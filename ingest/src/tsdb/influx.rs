@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 use super::line::{self, quote_ident, quote_str};
 use super::{
-    retention_policy, FieldValue, Fields, Literal, Point, Query, QueryResult, TimeSeries,
-    TsdbError, ANALYSIS_RP, IMEI_TAG, TELEMETRY_RP,
+    retention_policy, FieldValue, Fields, Point, Query, QueryResult, TimeSeries, TsdbError,
+    ANALYSIS_RP, IMEI_TAG, TELEMETRY_RP,
 };
 use crate::tsdb::Expr;
 
@@ -147,33 +147,7 @@ fn render_duration(s: &str) -> Result<String, TsdbError> {
 
 /// Renders a parsed `where` as InfluxQL.
 pub fn render_expr(out: &mut String, e: &Expr) {
-    match e {
-        Expr::And(a, b) | Expr::Or(a, b) => {
-            out.push('(');
-            render_expr(out, a);
-            out.push_str(if matches!(e, Expr::And(..)) {
-                " AND "
-            } else {
-                " OR "
-            });
-            render_expr(out, b);
-            out.push(')');
-        }
-        Expr::Cmp { name, op, value } => {
-            out.push_str(&quote_ident(name));
-            out.push(' ');
-            out.push_str(op.as_str());
-            out.push(' ');
-            match value {
-                // `Display` for f64 never uses an exponent; the parser only
-                // yields finite numbers.
-                Literal::Number(n) => {
-                    let _ = write!(out, "{n}");
-                }
-                Literal::Str(s) => out.push_str(&quote_str(s)),
-            }
-        }
-    }
+    e.render(out, quote_ident, quote_str);
 }
 
 /// Renders a query as InfluxQL.

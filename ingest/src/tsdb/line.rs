@@ -96,37 +96,30 @@ pub fn encode(points: &[Point]) -> Result<String, TsdbError> {
 
 /// An InfluxQL identifier: always double-quoted, `"` and `\` escaped.
 pub fn quote_ident(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '\n' => out.push_str("\\n"),
-            _ => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    quoted(s, '"')
 }
 
 /// An InfluxQL string literal: single-quoted, `'` and `\` escaped.
 pub fn quote_str(s: &str) -> String {
+    quoted(s, '\'')
+}
+
+/// `s` between `quote`s, with `quote` and `\` escaped by a backslash and newlines as `\n`.
+fn quoted(s: &str, quote: char) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
+    out.push(quote);
     for c in s.chars() {
         match c {
-            '\'' | '\\' => {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c == quote => {
                 out.push('\\');
                 out.push(c);
             }
-            '\n' => out.push_str("\\n"),
             _ => out.push(c),
         }
     }
-    out.push('\'');
+    out.push(quote);
     out
 }
 

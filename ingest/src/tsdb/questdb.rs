@@ -25,8 +25,8 @@ use super::filter::Expr;
 use super::influx::result_for;
 use super::Rows;
 use super::{
-    check_point, Aggregate, FieldValue, Fields, Literal, Point, Query, QueryResult, TimeSeries,
-    TsdbError, IMEI_TAG,
+    check_point, Aggregate, FieldValue, Fields, Point, Query, QueryResult, TimeSeries, TsdbError,
+    IMEI_TAG,
 };
 
 /// Settings of the QuestDB backend.
@@ -117,28 +117,7 @@ pub fn timestamp_literal(ns: i64) -> String {
 
 /// Renders a parsed `where` as QuestDB SQL.
 pub fn render_expr(out: &mut String, e: &Expr) {
-    match e {
-        Expr::And(a, b) | Expr::Or(a, b) => {
-            out.push('(');
-            render_expr(out, a);
-            out.push_str(if matches!(e, Expr::And(..)) {
-                " AND "
-            } else {
-                " OR "
-            });
-            render_expr(out, b);
-            out.push(')');
-        }
-        Expr::Cmp { name, op, value } => {
-            let _ = write!(out, "{} {} ", quote_ident(name), op.as_str());
-            match value {
-                Literal::Number(n) => {
-                    let _ = write!(out, "{n}");
-                }
-                Literal::Str(s) => out.push_str(&quote_str(s)),
-            }
-        }
-    }
+    e.render(out, quote_ident, quote_str);
 }
 
 fn aggregate_sql(f: Aggregate, col: &str) -> String {

@@ -6,11 +6,13 @@ use chrono::NaiveDateTime;
 use sea_query::{Alias, Expr};
 use serde_json::Value as Json;
 
-use super::software::{active_software, pending_software, resolve_software, SoftwareLink};
+use super::software::{
+    active_software, link_software, pending_software, resolve_software, SoftwareLink,
+};
 use super::{enable_status, record_enable_change, record_switch_change, TAMPER_HISTORY, UNIT_USER};
 use crate::db::Tx;
 use crate::error::ApiError;
-use crate::rows::{eq, insert, update};
+use crate::rows::{eq, update};
 
 /// What a unit reported about itself on a connection. `None` fields were
 /// not part of the report and change nothing.
@@ -167,19 +169,7 @@ async fn apply_reported_software(
         }
     }
     if !confirmed {
-        insert(
-            tx,
-            "product_software_linker",
-            vec![
-                ("product_imei", imei.into()),
-                ("software_version_type_id", software_id.into()),
-                ("date_added", now.into()),
-                ("update_attempts", 0i64.into()),
-            ],
-            UNIT_USER,
-            now,
-        )
-        .await?;
+        link_software(tx, imei, software_id, Some(now), UNIT_USER, now).await?;
     }
     Ok(true)
 }

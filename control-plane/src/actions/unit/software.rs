@@ -233,19 +233,30 @@ pub async fn schedule_software(
         .await?
         .is_some_and(|(id, _)| id == software_id);
     if keep.is_none() && !runs_it {
-        insert(
-            tx,
-            "product_software_linker",
-            vec![
-                ("product_imei", imei.into()),
-                ("software_version_type_id", software_id.into()),
-                ("update_attempts", 0i64.into()),
-            ],
-            by,
-            now,
-        )
-        .await?;
+        link_software(tx, imei, software_id, None, by, now).await?;
     }
+    Ok(())
+}
+
+/// Links `software_id` to the unit: installed at `installed` (the unit reported it), or a
+/// pending update when `None`.
+pub(super) async fn link_software(
+    tx: &mut Tx,
+    imei: &str,
+    software_id: i64,
+    installed: Option<NaiveDateTime>,
+    by: &str,
+    now: NaiveDateTime,
+) -> Result<(), ApiError> {
+    let mut values = vec![
+        ("product_imei", imei.into()),
+        ("software_version_type_id", software_id.into()),
+    ];
+    if let Some(at) = installed {
+        values.push(("date_added", at.into()));
+    }
+    values.push(("update_attempts", 0i64.into()));
+    insert(tx, "product_software_linker", values, by, now).await?;
     Ok(())
 }
 

@@ -661,18 +661,9 @@ impl Reader {
     ) -> Result<(), TsdbError> {
         let g = self.file.get_row_group(i).map_err(pq)?;
         let n = g.metadata().num_rows() as usize;
-        let imei = required::<ByteArrayType>(&*g, 0, n)?;
-        let time = required::<Int64Type>(&*g, 3, n)?;
-        let selected: Vec<bool> = imei
-            .iter()
-            .zip(&time)
-            .map(|(m, t)| keep(m.data(), *t))
-            .collect();
-        if !selected.contains(&true) {
+        let Some(keys) = Keys::read(&*g, n, keep)? else {
             return Ok(());
-        }
-        let tags = required::<ByteArrayType>(&*g, 1, n)?;
-        let field = required::<ByteArrayType>(&*g, 2, n)?;
+        };
         let mut f = optional::<DoubleType>(&*g, 4, n)?;
         let mut x = optional::<Int64Type>(&*g, 5, n)?;
         let mut s = optional::<ByteArrayType>(&*g, 6, n)?;
@@ -684,7 +675,7 @@ impl Reader {
             let xv = x.next();
             let sv = s.next();
             let bv = b.next();
-            if !selected[r] {
+            if !keys.selected[r] {
                 continue;
             }
             let value = match (fv, xv, sv, bv) {
@@ -698,11 +689,12 @@ impl Reader {
                     )))
                 }
             };
+            let (imei, tags, field, time) = keys.row(r);
             out(Row {
-                imei: text(&imei[r]),
-                tags: text(&tags[r]),
-                field: text(&field[r]),
-                time: time[r],
+                imei,
+                tags,
+                field,
+                time,
                 value,
             });
         }
@@ -738,30 +730,21 @@ impl Reader {
     ) -> Result<(), TsdbError> {
         let g = self.file.get_row_group(i).map_err(pq)?;
         let n = g.metadata().num_rows() as usize;
-        let imeis = required::<ByteArrayType>(&*g, 0, n)?;
-        let time = required::<Int64Type>(&*g, 3, n)?;
-        let selected: Vec<bool> = imeis
-            .iter()
-            .zip(&time)
-            .map(|(m, t)| keep(m.data(), *t))
-            .collect();
-        if !selected.contains(&true) {
+        let Some(keys) = Keys::read(&*g, n, keep)? else {
             return Ok(());
-        }
-        let tags = required::<ByteArrayType>(&*g, 1, n)?;
-        let field = required::<ByteArrayType>(&*g, 2, n)?;
+        };
         let count = required::<Int64Type>(&*g, 4, n)?;
         let sum = required::<DoubleType>(&*g, 5, n)?;
         let min = required::<DoubleType>(&*g, 6, n)?;
         let max = required::<DoubleType>(&*g, 7, n)?;
         let integer = required::<BoolType>(&*g, 8, n)?;
-        let text = |b: &ByteArray| String::from_utf8_lossy(b.data()).into_owned();
-        for r in (0..n).filter(|r| selected[*r]) {
+        for r in (0..n).filter(|r| keys.selected[*r]) {
+            let (imei, tags, field, time) = keys.row(r);
             out(Rollup {
-                imei: text(&imeis[r]),
-                tags: text(&tags[r]),
-                field: text(&field[r]),
-                time: time[r],
+                imei,
+                tags,
+                field,
+                time,
                 count: count[r],
                 sum: sum[r],
                 min: min[r],
@@ -770,6 +753,55 @@ impl Reader {
             });
         }
         Ok(())
+    }
+}
+
+/// The key columns a raw block and a rollup file share (imei, tags, field, time: columns 0
+/// to 3) of one row group, and which rows `keep` accepted.
+struct Keys {
+    imei: Vec<ByteArray>,
+    tags: Vec<ByteArray>,
+    field: Vec<ByteArray>,
+    time: Vec<i64>,
+    selected: Vec<bool>,
+}
+
+impl Keys {
+    /// Reads imei and time, asks `keep` about each row, and reads tags and field only when it
+    /// accepted any (`None`: none accepted).
+    fn read(
+        g: &dyn RowGroupReader,
+        n: usize,
+        keep: impl Fn(&[u8], i64) -> bool,
+    ) -> Result<Option<Self>, TsdbError> {
+        let imei = required::<ByteArrayType>(g, 0, n)?;
+        let time = required::<Int64Type>(g, 3, n)?;
+        let selected: Vec<bool> = imei
+            .iter()
+            .zip(&time)
+            .map(|(m, t)| keep(m.data(), *t))
+            .collect();
+        if !selected.contains(&true) {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            imei,
+            tags: required::<ByteArrayType>(g, 1, n)?,
+            field: required::<ByteArrayType>(g, 2, n)?,
+            time,
+            selected,
+        }))
+    }
+
+    /// Row `r`'s imei, tags, field and time.
+    fn row(&self, r: usize) -> (String, String, String, i64) {
+        let text = |b: &ByteArray| String::from_utf8_lossy(b.data()).into_owned();
+        (
+            text(&self.imei[r]),
+            text(&self.tags[r]),
+            text(&self.field[r]),
+            self.time[r],
+        )
     }
 }
 
