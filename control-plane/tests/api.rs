@@ -11,6 +11,7 @@ both_backends!(
     undocumented_methods_answer_405,
     every_filter_operator,
     pagination_and_single,
+    num_results_on_every_kind_of_page,
     permissions_are_enforced,
     entity_scope_hides_other_entities,
     login_tokens_and_expiry,
@@ -356,9 +357,9 @@ async fn every_filter_operator(backend: Backend) {
     assert_eq!(body["num_results"], json!(2));
 }
 
-async fn pagination_and_single(backend: Backend) {
-    let server = TestServer::start(backend).await;
-    for i in 0..25 {
+/// Creates hubs `hub-00`, `hub-01`, ... of entity 1.
+async fn post_hubs(server: &TestServer, n: usize) {
+    for i in 0..n {
         server
             .post_created(
                 "/v1/hubs",
@@ -366,6 +367,11 @@ async fn pagination_and_single(backend: Backend) {
             )
             .await;
     }
+}
+
+async fn pagination_and_single(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    post_hubs(&server, 25).await;
     let body = server.get_ok("/v1/hubs").await;
     assert_eq!(body["num_results"], json!(25));
     assert_eq!(
@@ -426,6 +432,86 @@ async fn pagination_and_single(backend: Backend) {
             .contains("op 'not_any' needs a relation name, but 'name' is a field"),
         "{body}"
     );
+}
+
+/// `num_results`, `total_pages` and the page's rows on every kind of page (full, short
+/// last, empty past the end, an empty result; with q's own limit and offset, with a filter,
+/// with `group_by`), against what the rows themselves say. On PostgreSQL the page and its
+/// count come back from one statement, and on both backends a page may skip the COUNT when
+/// it can tell the size itself: every such shortcut is checked here.
+async fn num_results_on_every_kind_of_page(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    post_hubs(&server, 23).await;
+    let by_name = json!([{"field": "name", "direction": "asc"}]);
+    let mine = json!({"name": "name", "op": "like", "val": "hub-%"});
+    let cases = [
+        // (q, size of the whole result, first name of the result)
+        (json!({"filters": [mine], "order_by": by_name}), 23, Some(0)),
+        (
+            json!({"filters": [mine, {"name": "name", "op": "lt", "val": "hub-10"}], "order_by": by_name}),
+            10,
+            Some(0),
+        ),
+        (
+            json!({"filters": [mine], "order_by": by_name, "limit": 12, "offset": 3}),
+            12,
+            Some(3),
+        ),
+        (
+            json!({"filters": [mine], "order_by": by_name, "offset": 20}),
+            3,
+            Some(20),
+        ),
+        (
+            json!({"filters": [mine], "order_by": by_name, "offset": 30}),
+            0,
+            None,
+        ),
+        (
+            json!({"filters": [{"name": "name", "op": "eq", "val": "nope"}]}),
+            0,
+            None,
+        ),
+    ];
+    for (q, size, first) in &cases {
+        let size: u64 = *size;
+        for per_page in [1u64, 5, 10, 12, 23, 100] {
+            let pages = size.div_ceil(per_page);
+            for page in 1..=pages + 2 {
+                let path = format!(
+                    "/v1/hubs?q={}&page={page}&results_per_page={per_page}",
+                    common::urlencode(&q.to_string())
+                );
+                let (s, body) = server.get(&path).await;
+                assert_eq!(s, StatusCode::OK, "{path}: {body}");
+                let at = format!("q {q}, page {page} of {per_page}: {body}");
+                assert_eq!(body["num_results"], json!(size), "{at}");
+                assert_eq!(body["total_pages"], json!(pages), "{at}");
+                assert_eq!(body["page"], json!(page), "{at}");
+                let skipped = (page - 1) * per_page;
+                let on_page = size.saturating_sub(skipped).min(per_page);
+                let objects = body["objects"].as_array().unwrap();
+                assert_eq!(objects.len() as u64, on_page, "{at}");
+                if let (Some(first), Some(row)) = (first, objects.first()) {
+                    let want = format!("hub-{:02}", first + skipped);
+                    assert_eq!(row["name"], json!(want), "{at}");
+                }
+            }
+        }
+    }
+    // group_by: the groups are counted, not the rows.
+    let q = json!({"group_by": [{"field": "entity_id"}], "filters": [mine]});
+    for page in 1..=3 {
+        let path = format!(
+            "/v1/hubs?q={}&page={page}&results_per_page=1",
+            common::urlencode(&q.to_string())
+        );
+        let body = server.get_ok(&path).await;
+        assert_eq!(body["num_results"], json!(1), "page {page}: {body}");
+        assert_eq!(body["total_pages"], json!(1), "page {page}: {body}");
+        let objects = body["objects"].as_array().unwrap();
+        assert_eq!(objects.len(), usize::from(page == 1), "page {page}: {body}");
+    }
 }
 
 async fn permissions_are_enforced(backend: Backend) {

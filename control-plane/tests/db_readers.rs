@@ -22,20 +22,7 @@ async fn numbers(backend: Backend) -> (Db, String, Option<tempfile::TempDir>) {
     let setup = "CREATE TABLE n (v INTEGER); \
                  WITH RECURSIVE c(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM c WHERE v < 20000) \
                  INSERT INTO n SELECT v FROM c";
-    match backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
-                .await
-                .unwrap();
-            sqlx::raw_sql(setup).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            sqlx::raw_sql(setup).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-    }
+    common::run_sql(backend, &url, setup).await;
     let db = Db::connect(&url, CONNECTIONS).await.unwrap();
     (db, url, dir)
 }
@@ -102,7 +89,6 @@ async fn readers_survive_cancelled_queries(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connections_ended_by_the_server_are_replaced_without_an_error() {
     let (db, url, _) = numbers(Backend::Postgres).await;
-    let name = url.rsplit_once('/').unwrap().1;
     // Open several connections of both kinds, and leave them idle.
     let statement = count();
     let reads: Vec<_> = (0..3).map(|_| db.fetch_i64(&statement)).collect();
@@ -114,17 +100,8 @@ async fn postgres_connections_ended_by_the_server_are_replaced_without_an_error(
         tx.unwrap().commit().await.unwrap();
     }
     // What a server restart does to them: end every session of this database but ours.
-    let admin = sqlx::PgPool::connect(&url).await.unwrap();
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = $1 AND pid <> pg_backend_pid()",
-    )
-    .bind(name)
-    .fetch_all(&admin)
-    .await
-    .unwrap();
-    assert!(ended.len() >= 4, "{} sessions ended", ended.len());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ended = common::end_every_session(&url).await;
+    assert!(ended >= 4, "{ended} sessions ended");
     for _ in 0..5 {
         assert_eq!(db.fetch_i64(&count()).await.unwrap(), 20_000);
     }
@@ -133,6 +110,43 @@ async fn postgres_connections_ended_by_the_server_are_replaced_without_an_error(
         assert_eq!(tx.fetch_i64(&count()).await.unwrap(), 20_000);
         tx.commit().await.unwrap();
     }
+}
+
+/// `plan_cache_mode` as a single read on `db` sees it, or inside a transaction.
+async fn plan_cache_mode(db: &Db, in_tx: bool) -> String {
+    let mode = Query::select()
+        .expr_as(
+            Expr::cust("current_setting('plan_cache_mode')"),
+            Alias::new("mode"),
+        )
+        .to_owned();
+    let column = control_plane::catalogue::Column::computed(
+        "mode",
+        control_plane::catalogue::ColumnType::Text,
+    );
+    let rows = if in_tx {
+        let mut tx = db.begin().await.unwrap();
+        let rows = tx.fetch_all(&mode, &[&column]).await.unwrap();
+        tx.commit().await.unwrap();
+        rows
+    } else {
+        db.fetch_all(&mode, &[&column]).await.unwrap()
+    };
+    rows[0]["mode"].as_str().unwrap().to_string()
+}
+
+/// The single-statement connections plan their prepared statements once
+/// (`plan_cache_mode = force_generic_plan`, issue 20), unless the URL sets the mode itself;
+/// transactions keep the server's default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_single_statements_use_generic_plans() {
+    let (db, url, _) = numbers(Backend::Postgres).await;
+    assert_eq!(plan_cache_mode(&db, false).await, "force_generic_plan");
+    assert_eq!(plan_cache_mode(&db, true).await, "auto");
+    let own = Db::connect(&format!("{url}?options[plan_cache_mode]=auto"), CONNECTIONS)
+        .await
+        .unwrap();
+    assert_eq!(plan_cache_mode(&own, false).await, "auto");
 }
 
 both_backends!(readers_survive_cancelled_queries);

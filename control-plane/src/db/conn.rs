@@ -57,6 +57,26 @@ impl Conn<'_> {
         .await
     }
 
+    /// Rows decoded by `columns`, and the integer in the column after them (a count every
+    /// row carries, see [`Db::fetch_page`](super::Db::fetch_page)): `None` when there is no
+    /// row to read it from.
+    pub(super) async fn fetch_all_counted(
+        &mut self,
+        stmt: &impl QueryStatementWriter,
+        columns: &[&Column],
+    ) -> Result<(Vec<Row>, Option<i64>), DbError> {
+        let at = columns.len();
+        let rows = self
+            .fetch_decoded(
+                stmt,
+                |r| Ok((decode_sqlite(r, columns)?, r.try_get::<i64, _>(at)?)),
+                |r| Ok((decode_pg(r, columns)?, r.try_get::<i64, _>(at)?)),
+            )
+            .await?;
+        let total = rows.first().map(|(_, total)| *total);
+        Ok((rows.into_iter().map(|(row, _)| row).collect(), total))
+    }
+
     pub(super) async fn fetch_typed<T: TypedRow>(
         &mut self,
         stmt: &impl QueryStatementWriter,

@@ -139,7 +139,7 @@ impl Db {
             Ok(Self {
                 inner: Inner::Postgres {
                     pool,
-                    readers: Arc::new(Readers::new(opts, for_reads)),
+                    readers: Arc::new(Readers::new(generic_plans(opts), for_reads)),
                 },
             })
         } else {
@@ -195,6 +195,24 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// The single-statement connections' options: PostgreSQL plans their prepared statements
+/// once (`plan_cache_mode = force_generic_plan`) instead of for every execution. Under the
+/// default (`auto`) a statement whose generic plan the planner estimates dearer than its
+/// custom ones is planned afresh each time, which a list's page and COUNT always are (a
+/// `LIMIT` bound as a parameter is costed as 10% of the rows): planning was most of
+/// PostgreSQL's share of a list request (issue 20). The cost: a plan that no longer sees the
+/// values, so a filter on a skewed column gets the plan for an average value. A URL that
+/// sets `plan_cache_mode` itself (`?options[plan_cache_mode]=auto`) keeps its own.
+fn generic_plans(opts: PgConnectOptions) -> PgConnectOptions {
+    if opts
+        .get_options()
+        .is_some_and(|o| o.contains("plan_cache_mode"))
+    {
+        return opts;
+    }
+    opts.options([("plan_cache_mode", "force_generic_plan")])
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_query::QueryStatementWriter;
+use sea_query::{Alias, QueryStatementWriter, SelectStatement, SimpleExpr};
 use sqlx::pool::PoolConnection;
 use sqlx::{ConnectOptions as _, PgConnection, Sqlite, SqliteConnection};
 
@@ -13,6 +13,7 @@ use super::pool::Inner;
 use super::render::Rendered;
 use super::{Db, DbError, Row, TypedRow};
 use crate::catalogue::Column;
+use crate::schema::Backend;
 
 /// Reader connections for single statements, kept here rather than in a sqlx pool: sqlx 0.8
 /// pings every connection given back to its pool, and on PostgreSQL (by default) once more
@@ -167,23 +168,39 @@ impl Db {
     }
 
     /// A list page (`rows`, skipping `skipped` rows of the result, at most `per_page`) and
-    /// the size of the whole result (`count`), on one reader connection. A page that is
-    /// neither empty nor full is the last one and tells the size itself, so the COUNT runs
-    /// only when it cannot.
+    /// the size of the whole result (`count`), on one reader connection.
+    ///
+    /// On PostgreSQL both come back from one statement: the page with the COUNT as a scalar
+    /// subquery in its last column (an uncorrelated subquery, run once, and only when the
+    /// page has a row), one round trip to the server instead of two, and the page and its
+    /// count read from one snapshot. On SQLite, which has no round trip to save, the page
+    /// runs first and a page that is neither empty nor full is the last one and tells the
+    /// size itself, so the COUNT runs only when it cannot. On both, an empty first page
+    /// means an empty result: the COUNT runs only for an empty page past the first.
     pub async fn fetch_page(
         &self,
-        rows: &impl QueryStatementWriter,
+        rows: &SelectStatement,
         columns: &[&Column],
-        count: &impl QueryStatementWriter,
+        count: &SelectStatement,
         skipped: u64,
         per_page: u64,
     ) -> Result<(Vec<Row>, i64), DbError> {
+        let counted = match self.backend() {
+            Backend::Postgres => Some(with_count(rows, count)),
+            Backend::Sqlite => None,
+        };
         read!(self, |conn| async {
-            let page = conn.fetch_all(rows, columns).await?;
-            let total = if !page.is_empty() && (page.len() as u64) < per_page {
-                (skipped + page.len() as u64) as i64
-            } else {
-                conn.fetch_i64(count).await?
+            let (page, counted_total) = match &counted {
+                Some(counted) => conn.fetch_all_counted(counted, columns).await?,
+                None => (conn.fetch_all(rows, columns).await?, None),
+            };
+            let total = match counted_total {
+                Some(total) => total,
+                None if page.is_empty() && skipped == 0 => 0,
+                None if !page.is_empty() && (page.len() as u64) < per_page => {
+                    (skipped + page.len() as u64) as i64
+                }
+                None => conn.fetch_i64(count).await?,
             };
             Ok((page, total))
         }
@@ -229,6 +246,18 @@ impl Db {
             Inner::Postgres { readers, .. } => Pooled::PostgresReader(readers.acquire().await?),
         })
     }
+}
+
+/// `rows` with `count` as a scalar subquery in one more, last, column (see
+/// [`Db::fetch_page`]). The subquery is uncorrelated, so the database runs it once per
+/// statement, not per row.
+fn with_count(rows: &SelectStatement, count: &SelectStatement) -> SelectStatement {
+    let mut counted = rows.clone();
+    counted.expr_as(
+        SimpleExpr::SubQuery(None, Box::new(count.clone().into_sub_query_statement())),
+        Alias::new("num_results"),
+    );
+    counted
 }
 
 /// A connection taken from either backend's pool (see [`Db::reader`]).

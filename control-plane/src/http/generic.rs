@@ -420,27 +420,35 @@ async fn create(
         .map_err(|e| ApiError::Internal(e.into()))?
         .returning(Query::returning().columns(returned.iter().map(|c| Alias::new(&c.name))))
         .to_owned();
-    let inserted = tx
-        .fetch_optional(&stmt, &returned)
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("insert returned no row")))?;
-    readable?;
-    let row = if unscoped {
-        inserted
+    let no_row = || ApiError::Internal(anyhow::anyhow!("insert returned no row"));
+    let row = if unscoped && readable.is_ok() {
+        // The insert is the transaction's last statement (on PostgreSQL, when nothing ran
+        // before it, it goes alone: no BEGIN, no COMMIT).
+        tx.finish_with(&stmt, &returned).await?.ok_or_else(no_row)?
     } else {
-        let id = inserted.get(&pk.name).cloned().unwrap_or(Json::Null);
-        let id = coerce(pk, &id)?;
-        // A scoped user may only create rows inside their scope.
-        visible_in_tx(state, user, &mut tx, table, id)
+        let inserted = tx
+            .fetch_optional(&stmt, &returned)
             .await?
-            .ok_or_else(|| {
-                ApiError::Forbidden(format!(
-                    "The new {} would refer to a product outside your entity",
-                    table.name
-                ))
-            })?
+            .ok_or_else(no_row)?;
+        readable?;
+        let row = if unscoped {
+            inserted
+        } else {
+            let id = inserted.get(&pk.name).cloned().unwrap_or(Json::Null);
+            let id = coerce(pk, &id)?;
+            // A scoped user may only create rows inside their scope.
+            visible_in_tx(state, user, &mut tx, table, id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Forbidden(format!(
+                        "The new {} would refer to a product outside your entity",
+                        table.name
+                    ))
+                })?
+        };
+        tx.commit().await?;
+        row
     };
-    tx.commit().await?;
     Ok((StatusCode::CREATED, axum::Json(row)).into_response())
 }
 

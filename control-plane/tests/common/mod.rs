@@ -89,6 +89,44 @@ pub async fn fresh_db_url(backend: Backend) -> (String, Option<tempfile::TempDir
     }
 }
 
+/// Runs `sql` (one or more statements) on the database at `url`, outside the API's own
+/// connections: the setup of tests that work on tables of their own.
+pub async fn run_sql(backend: Backend, url: &str, sql: &str) {
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// What a PostgreSQL restart does to a process's connections: ends every session of the
+/// database at `url` but the caller's own (`pg_terminate_backend`, which sends each idle
+/// session SQLSTATE 57P01), then waits for them to go. Returns how many were ended.
+pub async fn end_every_session(url: &str) -> usize {
+    let name = url.rsplit_once('/').unwrap().1;
+    let admin = sqlx::PgPool::connect(url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    ended.len()
+}
+
 fn rand_suffix() -> u32 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now()
