@@ -27,7 +27,7 @@ pub enum Priority {
 }
 
 /// How many interactive holders may go in a row while background work waits.
-pub(super) const INTERACTIVE_STREAK: u32 = 8;
+const INTERACTIVE_STREAK: u32 = 8;
 
 /// See the module documentation.
 #[derive(Debug, Default)]

@@ -51,7 +51,9 @@ impl Db {
         self.begin_with(Priority::Background).await
     }
 
-    async fn begin_with(&self, priority: Priority) -> Result<Tx, DbError> {
+    /// Starts a write transaction at `priority` ([`Db::begin`] or [`Db::begin_background`]),
+    /// for callers that choose per case.
+    pub async fn begin_with(&self, priority: Priority) -> Result<Tx, DbError> {
         // On SQLite this includes the wait for the single writer: the
         // figure that grows first when writes queue up.
         let label = match priority {
@@ -284,7 +286,14 @@ impl PgTx {
             })
             .await;
             match run {
-                Err(e) if attempts > 0 && seen.is_empty() && ended_by_server(&e) => {
+                // Only a statement that returns rows (`RETURNING`) can show it did not run;
+                // one without rows is never run again.
+                Err(e)
+                    if attempts > 0
+                        && !columns.is_empty()
+                        && seen.is_empty()
+                        && ended_by_server(&e) =>
+                {
                     tracing::debug!(error = %e, "a pooled PostgreSQL connection was ended by the server; running the statement on another");
                     self.replace_dead().await?;
                 }

@@ -89,12 +89,13 @@ impl ControlPlaneSink {
         ctx: &'a MoContext<'a>,
         priority: Priority,
     ) -> Result<Step<'a>, SinkError> {
-        let tx = match priority {
-            Priority::Interactive => self.state.db.begin().await,
-            Priority::Background => self.state.db.begin_background().await,
-        };
         Ok(Step {
-            tx: tx.map_err(db_sink_error)?,
+            tx: self
+                .state
+                .db
+                .begin_with(priority)
+                .await
+                .map_err(db_sink_error)?,
             ctx,
             at: datetime_ms(ctx.received_at_ms),
         })
